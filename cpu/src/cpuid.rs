@@ -1,0 +1,93 @@
+//! The CPU model urun reports through CPUID: exactly the features the
+//! interpreter implements. Vendor, brand, family/model and cache topology
+//! come from the host, so libc's tuning sees a real machine.
+
+/// Feature bits of leaf 1 EDX.
+pub mod edx1 {
+    pub const FPU: u32 = 1 << 0;
+    pub const TSC: u32 = 1 << 4;
+    pub const CX8: u32 = 1 << 8;
+    pub const CMOV: u32 = 1 << 15;
+    pub const MMX: u32 = 1 << 23;
+    pub const FXSR: u32 = 1 << 24;
+    pub const SSE: u32 = 1 << 25;
+    pub const SSE2: u32 = 1 << 26;
+}
+
+/// Feature bits of leaf 1 ECX.
+pub mod ecx1 {
+    pub const CX16: u32 = 1 << 13;
+    pub const POPCNT: u32 = 1 << 23;
+}
+
+/// Feature bits of leaf 0x8000_0001.
+pub mod ext {
+    pub const ECX_LAHF: u32 = 1 << 0;
+    pub const ECX_ABM: u32 = 1 << 5;
+    pub const EDX_SYSCALL: u32 = 1 << 11;
+    pub const EDX_NX: u32 = 1 << 20;
+    pub const EDX_LM: u32 = 1 << 29;
+    pub const EDX_RDTSCP: u32 = 1 << 27;
+}
+
+/// What urun's interpreter implements (see `interp::ops`).
+pub const LEAF1_EDX: u32 =
+    edx1::FPU | edx1::TSC | edx1::CX8 | edx1::CMOV | edx1::FXSR | edx1::SSE | edx1::SSE2;
+pub const LEAF1_ECX: u32 = ecx1::CX16 | ecx1::POPCNT;
+pub const EXT_ECX: u32 = ext::ECX_LAHF | ext::ECX_ABM;
+pub const EXT_EDX: u32 = ext::EDX_SYSCALL | ext::EDX_NX | ext::EDX_LM | ext::EDX_RDTSCP;
+
+/// The host's CPUID.
+pub fn host_cpuid(leaf: u32, sub: u32) -> [u32; 4] {
+    let r = core::arch::x86_64::__cpuid_count(leaf, sub);
+    [r.eax, r.ebx, r.ecx, r.edx]
+}
+
+/// CPUID as the guest sees it: `[eax, ebx, ecx, edx]`.
+pub fn guest_cpuid(leaf: u32, sub: u32) -> [u32; 4] {
+    let host_max = host_cpuid(0, 0)[0];
+    let host_ext_max = host_cpuid(0x8000_0000, 0)[0];
+    match leaf {
+        0 => {
+            let h = host_cpuid(0, 0);
+            [h[0].min(0xd), h[1], h[2], h[3]]
+        }
+        1 => {
+            let h = host_cpuid(1, 0);
+            // Family/model/stepping and the APIC/CLFLUSH info in EBX are the
+            // host's; features are the model's.
+            [h[0], h[1], LEAF1_ECX, LEAF1_EDX | (h[3] & (1 << 19))]
+        }
+        // Cache and topology descriptors: the host's, so libc sizes its
+        // copy thresholds from a real cache.
+        2 | 4 if leaf <= host_max => host_cpuid(leaf, sub),
+        7 => [0, 0, 0, 0],
+        0x8000_0000 => [host_ext_max.min(0x8000_0008), 0, 0, 0],
+        0x8000_0001 => {
+            let h = host_cpuid(leaf, 0);
+            [h[0], 0, EXT_ECX & h[2], EXT_EDX & h[3]]
+        }
+        0x8000_0002..=0x8000_0006 if leaf <= host_ext_max => host_cpuid(leaf, sub),
+        0x8000_0008 if leaf <= host_ext_max => {
+            let h = host_cpuid(leaf, 0);
+            [h[0] & 0xffff, 0, h[2] & 0xff, 0]
+        }
+        _ => [0, 0, 0, 0],
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn model_hides_unimplemented_features() {
+        let l1 = guest_cpuid(1, 0);
+        assert_eq!(l1[2] & (1 << 28), 0, "AVX must not be advertised");
+        assert_eq!(l1[2] & (1 << 27), 0, "OSXSAVE must not be advertised");
+        assert_ne!(l1[3] & edx1::SSE2, 0);
+        assert_eq!(guest_cpuid(7, 0), [0; 4]);
+        // The vendor string is the host's.
+        assert_eq!(guest_cpuid(0, 0)[1..], host_cpuid(0, 0)[1..]);
+    }
+}

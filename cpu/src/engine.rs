@@ -1,0 +1,63 @@
+//! The boundary between engines and personalities: an engine runs guest code
+//! until something needs the guest OS, and says why with an `Exit`.
+
+use crate::state::CpuState;
+
+/// Why a page access failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PageFaultKind {
+    /// Nothing is mapped there (SEGV_MAPERR).
+    NotMapped,
+    /// Mapped, but the access is not allowed (SEGV_ACCERR).
+    Protection,
+}
+
+/// A synchronous guest exception, kept as data until the personality turns
+/// it into a signal.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum FaultKind {
+    /// #PF: `addr` is the faulting address.
+    Page { addr: u64, write: bool, kind: PageFaultKind },
+    /// #DE: divide by zero or quotient overflow.
+    Divide,
+    /// #UD: an instruction urun does not run, or an invalid one.
+    /// `what` names it for the log.
+    InvalidOpcode { what: String },
+    /// #BP: INT3.
+    Breakpoint,
+    /// #GP: a privileged instruction, a misaligned SSE access, a
+    /// non-canonical address.
+    GeneralProtection,
+    /// #MF (x87) or #XM (SSE) with an unmasked exception; `code` is the
+    /// Linux si_code (FPE_*).
+    FloatingPoint { code: i32 },
+}
+
+/// A fault at guest instruction `pc`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Fault {
+    pub pc: u64,
+    pub kind: FaultKind,
+}
+
+/// Why an engine stopped running guest code.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Exit {
+    /// The guest executed SYSCALL. `rip` already points past it; RCX and
+    /// R11 hold what the hardware puts there.
+    Syscall,
+    /// The guest raised an exception. `rip` points at the faulting
+    /// instruction (trap-like faults such as INT3 point past it).
+    Fault(Fault),
+    /// The engine was asked to stop (for example to deliver a signal).
+    Interrupted,
+}
+
+/// A CPU engine: runs one guest thread's code.
+pub trait Engine {
+    /// Run guest code from `cpu.rip` until an exit.
+    fn run(&mut self, cpu: &mut CpuState) -> Exit;
+
+    /// A short name for logs and `--engine`.
+    fn name(&self) -> &'static str;
+}

@@ -1,0 +1,532 @@
+//! What an instruction handler sees: the guest state, checked guest memory
+//! access through a small software TLB, and operand access by iced operand.
+
+use iced_x86::{Instruction, MemorySize, OpKind, Register};
+
+use crate::engine::{Exit, Fault, FaultKind, PageFaultKind};
+use crate::mem::{AddressSpace, Prot, PAGE_SIZE};
+use crate::state::{mask, CpuState};
+
+/// The result of a handler: `Err` stops the block with an exit.
+pub type Step = Result<(), Exit>;
+
+const TLB_SIZE: usize = 512;
+
+/// A direct-mapped cache of page permissions: `tag == page number + 1`
+/// means the page may be read (`read`) or written (`write`).
+pub(crate) struct Tlb {
+    read: Box<[u64; TLB_SIZE]>,
+    write: Box<[u64; TLB_SIZE]>,
+}
+
+impl Tlb {
+    pub(crate) fn new() -> Self {
+        Tlb { read: Box::new([0; TLB_SIZE]), write: Box::new([0; TLB_SIZE]) }
+    }
+    pub(crate) fn flush(&mut self) {
+        self.read.fill(0);
+        self.write.fill(0);
+    }
+    /// Forget write permission for one page (it now holds decoded code).
+    pub(crate) fn drop_write(&mut self, page: u64) {
+        let i = (page as usize) % TLB_SIZE;
+        if self.write[i] == page + 1 {
+            self.write[i] = 0;
+        }
+    }
+}
+
+/// Per-GPR lookup: (index in `gpr`, size in bytes, bit shift for AH..BH).
+#[derive(Clone, Copy)]
+struct GprInfo {
+    idx: u8,
+    size: u8,
+    shift: u8,
+}
+
+static GPR_INFO: std::sync::LazyLock<Vec<Option<GprInfo>>> = std::sync::LazyLock::new(|| {
+    let mut v = vec![None; Register::values().len() + 1];
+    for r in Register::values() {
+        if !r.is_gpr() {
+            continue;
+        }
+        let full = r.full_register();
+        let idx = (full as u32 - Register::RAX as u32) as u8;
+        let high = matches!(r, Register::AH | Register::CH | Register::DH | Register::BH);
+        v[r as usize] = Some(GprInfo { idx, size: r.size() as u8, shift: if high { 8 } else { 0 } });
+    }
+    v
+});
+
+/// The state a handler works on.
+pub struct Ctx<'a> {
+    pub cpu: &'a mut CpuState,
+    pub(crate) mem: &'a AddressSpace,
+    pub(crate) tlb: &'a mut Tlb,
+    pub(crate) code_pages: &'a std::collections::HashSet<u64>,
+    /// Where execution continues after this instruction; branches set it.
+    pub next_rip: u64,
+    /// Set when a write hit a page holding decoded code.
+    pub(crate) smc: bool,
+}
+
+/// Build a page fault exit.
+fn page_fault(pc: u64, addr: u64, write: bool, kind: PageFaultKind) -> Exit {
+    Exit::Fault(Fault { pc, kind: FaultKind::Page { addr, write, kind } })
+}
+
+impl<'a> Ctx<'a> {
+    // ----- faults -----
+
+    /// An exit for fault `kind` at the current instruction.
+    pub fn fault(&self, kind: FaultKind) -> Exit {
+        Exit::Fault(Fault { pc: self.cpu.rip, kind })
+    }
+
+    /// #UD for the current instruction, naming it.
+    pub fn invalid(&self, insn: &Instruction) -> Exit {
+        self.fault(FaultKind::InvalidOpcode { what: super::describe(insn) })
+    }
+
+    // ----- general-purpose registers -----
+
+    /// Read a general-purpose register of any width, zero-extended.
+    #[inline]
+    pub fn reg(&self, r: Register) -> u64 {
+        match GPR_INFO.get(r as usize).copied().flatten() {
+            Some(g) => (self.cpu.gpr[g.idx as usize] >> g.shift) & mask(g.size),
+            None => match r {
+                Register::RIP => self.next_rip,
+                Register::EIP => self.next_rip & 0xffff_ffff,
+                _ => 0,
+            },
+        }
+    }
+
+    /// Write a general-purpose register with x86-64 rules: 32-bit writes
+    /// zero the upper half, 8- and 16-bit writes keep the other bits.
+    #[inline]
+    pub fn set_reg(&mut self, r: Register, v: u64) {
+        let Some(g) = GPR_INFO.get(r as usize).copied().flatten() else { return };
+        let slot = &mut self.cpu.gpr[g.idx as usize];
+        match g.size {
+            8 => *slot = v,
+            4 => *slot = v & 0xffff_ffff,
+            s => {
+                let m = mask(s) << g.shift;
+                *slot = (*slot & !m) | ((v << g.shift) & m);
+            }
+        }
+    }
+
+    /// Size in bytes of a register operand.
+    #[inline]
+    pub fn reg_size(r: Register) -> u8 {
+        match GPR_INFO.get(r as usize).copied().flatten() {
+            Some(g) => g.size,
+            None => r.size() as u8,
+        }
+    }
+
+    // ----- memory -----
+
+    /// The effective address of the memory operand, segment base included.
+    #[inline]
+    pub fn ea(&self, insn: &Instruction) -> u64 {
+        let mut a = insn.memory_displacement64();
+        let base = insn.memory_base();
+        if base != Register::None && base != Register::RIP && base != Register::EIP {
+            a = a.wrapping_add(self.reg(base));
+        }
+        let index = insn.memory_index();
+        if index != Register::None {
+            a = a.wrapping_add(self.reg(index).wrapping_mul(insn.memory_index_scale() as u64));
+        }
+        if insn.memory_base().size() == 4 || (base == Register::None && index.size() == 4) {
+            a &= 0xffff_ffff;
+        }
+        match insn.memory_segment() {
+            Register::FS => a.wrapping_add(self.cpu.fs_base),
+            Register::GS => a.wrapping_add(self.cpu.gs_base),
+            _ => a,
+        }
+    }
+
+    /// Check that `[addr, addr+len)` may be accessed; fill the TLB.
+    #[inline]
+    fn access(&mut self, addr: u64, len: u64, write: bool) -> Step {
+        let page = addr / PAGE_SIZE;
+        let last = (addr.wrapping_add(len - 1)) / PAGE_SIZE;
+        let tags = if write { &self.tlb.write } else { &self.tlb.read };
+        if page == last && tags[(page as usize) % TLB_SIZE] == page + 1 {
+            return Ok(());
+        }
+        self.access_slow(addr, len, write)
+    }
+
+    #[cold]
+    fn access_slow(&mut self, addr: u64, len: u64, write: bool) -> Step {
+        let first = addr / PAGE_SIZE;
+        let Some(end) = addr.checked_add(len) else {
+            return Err(self.fault(FaultKind::GeneralProtection));
+        };
+        let last = (end - 1) / PAGE_SIZE;
+        let need = if write { Prot::WRITE } else { Prot::READ };
+        for page in first..=last {
+            let at = (page * PAGE_SIZE).max(addr);
+            let prot = match self.mem.prot_at(at) {
+                Some(p) => p,
+                None => return Err(page_fault(self.cpu.rip, at, write, PageFaultKind::NotMapped)),
+            };
+            // Executable pages are readable on x86.
+            let ok = prot.contains(need) || (!write && prot.contains(Prot::EXEC));
+            if !ok {
+                return Err(page_fault(self.cpu.rip, at, write, PageFaultKind::Protection));
+            }
+            let i = (page as usize) % TLB_SIZE;
+            if write {
+                if self.code_pages.contains(&page) {
+                    // Self-modifying code: allow, but never cache, so every
+                    // write here is seen.
+                    self.smc = true;
+                    continue;
+                }
+                self.tlb.write[i] = page + 1;
+            } else {
+                self.tlb.read[i] = page + 1;
+            }
+        }
+        Ok(())
+    }
+
+    /// Read `size` (1, 2, 4 or 8) bytes, zero-extended.
+    #[inline]
+    pub fn load(&mut self, addr: u64, size: u8) -> Result<u64, Exit> {
+        self.access(addr, size as u64, false)?;
+        // SAFETY: `access` checked that every byte is guest memory that the
+        // guest may read, and guest addresses are host addresses.
+        unsafe {
+            Ok(match size {
+                1 => *(addr as *const u8) as u64,
+                2 => (addr as *const u16).read_unaligned() as u64,
+                4 => (addr as *const u32).read_unaligned() as u64,
+                _ => (addr as *const u64).read_unaligned(),
+            })
+        }
+    }
+
+    /// Write the low `size` bytes of `v`.
+    #[inline]
+    pub fn store(&mut self, addr: u64, size: u8, v: u64) -> Step {
+        self.access(addr, size as u64, true)?;
+        // SAFETY: `access` checked that every byte is guest memory that the
+        // guest may write.
+        unsafe {
+            match size {
+                1 => *(addr as *mut u8) = v as u8,
+                2 => (addr as *mut u16).write_unaligned(v as u16),
+                4 => (addr as *mut u32).write_unaligned(v as u32),
+                _ => (addr as *mut u64).write_unaligned(v),
+            }
+        }
+        Ok(())
+    }
+
+    /// Read 16 bytes.
+    #[inline]
+    pub fn load128(&mut self, addr: u64) -> Result<u128, Exit> {
+        self.access(addr, 16, false)?;
+        // SAFETY: checked by `access`.
+        Ok(unsafe { (addr as *const u128).read_unaligned() })
+    }
+
+    /// Write 16 bytes.
+    #[inline]
+    pub fn store128(&mut self, addr: u64, v: u128) -> Step {
+        self.access(addr, 16, true)?;
+        // SAFETY: checked by `access`.
+        unsafe { (addr as *mut u128).write_unaligned(v) };
+        Ok(())
+    }
+
+    /// Read `buf.len()` bytes.
+    pub fn read_bytes(&mut self, addr: u64, buf: &mut [u8]) -> Step {
+        if buf.is_empty() {
+            return Ok(());
+        }
+        self.access(addr, buf.len() as u64, false)?;
+        // SAFETY: checked by `access`; the guest range cannot overlap `buf`,
+        // which is urun's memory.
+        unsafe { std::ptr::copy_nonoverlapping(addr as *const u8, buf.as_mut_ptr(), buf.len()) };
+        Ok(())
+    }
+
+    /// Write `buf`.
+    pub fn write_bytes(&mut self, addr: u64, buf: &[u8]) -> Step {
+        if buf.is_empty() {
+            return Ok(());
+        }
+        self.access(addr, buf.len() as u64, true)?;
+        // SAFETY: checked by `access`.
+        unsafe { std::ptr::copy_nonoverlapping(buf.as_ptr(), addr as *mut u8, buf.len()) };
+        Ok(())
+    }
+
+    /// Raise #GP unless `addr` is aligned to `align` bytes (MOVAPS and kin).
+    #[inline]
+    pub fn require_aligned(&self, addr: u64, align: u64) -> Step {
+        if addr % align != 0 {
+            return Err(self.fault(FaultKind::GeneralProtection));
+        }
+        Ok(())
+    }
+
+    // ----- stack -----
+
+    #[inline]
+    pub fn push(&mut self, size: u8, v: u64) -> Step {
+        let sp = self.cpu.gpr[4].wrapping_sub(size as u64);
+        self.store(sp, size, v)?;
+        self.cpu.gpr[4] = sp;
+        Ok(())
+    }
+
+    #[inline]
+    pub fn pop(&mut self, size: u8) -> Result<u64, Exit> {
+        let sp = self.cpu.gpr[4];
+        let v = self.load(sp, size)?;
+        self.cpu.gpr[4] = sp.wrapping_add(size as u64);
+        Ok(v)
+    }
+
+    // ----- operands -----
+
+    /// Size in bytes of operand 0 (register or memory).
+    #[inline]
+    pub fn osz(insn: &Instruction) -> u8 {
+        match insn.op0_kind() {
+            OpKind::Register => Self::reg_size(insn.op0_register()),
+            _ => insn.memory_size().size() as u8,
+        }
+    }
+
+    /// Read operand `i` as an integer of `size` bytes (immediates come
+    /// sign-extended as iced gives them, then masked).
+    #[inline]
+    pub fn get(&mut self, insn: &Instruction, i: u32, size: u8) -> Result<u64, Exit> {
+        let v = match insn.op_kind(i) {
+            OpKind::Register => self.reg(insn.op_register(i)),
+            OpKind::Memory => {
+                let a = self.ea(insn);
+                return self.load(a, size);
+            }
+            OpKind::Immediate8
+            | OpKind::Immediate16
+            | OpKind::Immediate32
+            | OpKind::Immediate64
+            | OpKind::Immediate8to16
+            | OpKind::Immediate8to32
+            | OpKind::Immediate8to64
+            | OpKind::Immediate32to64
+            | OpKind::Immediate8_2nd => insn.immediate(i),
+            _ => 0,
+        };
+        Ok(v & mask(size))
+    }
+
+    /// Write operand `i` (register or memory) with `size` bytes of `v`.
+    #[inline]
+    pub fn set(&mut self, insn: &Instruction, i: u32, size: u8, v: u64) -> Step {
+        match insn.op_kind(i) {
+            OpKind::Register => {
+                self.set_reg(insn.op_register(i), v);
+                Ok(())
+            }
+            _ => {
+                let a = self.ea(insn);
+                self.store(a, size, v)
+            }
+        }
+    }
+
+    /// Size in bytes of operand `i` (register or memory).
+    #[inline]
+    pub fn op_size(insn: &Instruction, i: u32) -> u8 {
+        match insn.op_kind(i) {
+            OpKind::Register => Self::reg_size(insn.op_register(i)),
+            _ => insn.memory_size().size() as u8,
+        }
+    }
+
+    /// Read-modify-write of operand 0: `f(old)` gives the new value, which
+    /// is written back; returns the old value. A locked memory operand
+    /// (LOCK prefix, or XCHG) is updated atomically on the host with a
+    /// compare-and-swap loop, so guest threads see real atomics.
+    #[inline]
+    pub fn rmw(&mut self, insn: &Instruction, size: u8, locked: bool, mut f: impl FnMut(u64) -> u64) -> Result<u64, Exit> {
+        if insn.op0_kind() != OpKind::Memory || !locked {
+            let old = self.get(insn, 0, size)?;
+            self.set(insn, 0, size, f(old) & mask(size))?;
+            return Ok(old);
+        }
+        let addr = self.ea(insn);
+        self.access(addr, size as u64, false)?;
+        self.access(addr, size as u64, true)?;
+        if addr % size as u64 != 0 {
+            // A split lock: hardware makes it atomic with a bus lock; urun
+            // does a plain read-modify-write (documented limit).
+            let old = self.load(addr, size)?;
+            self.store(addr, size, f(old) & mask(size))?;
+            return Ok(old);
+        }
+        use std::sync::atomic::{AtomicU16, AtomicU32, AtomicU64, AtomicU8, Ordering::SeqCst};
+        macro_rules! cas_loop {
+            ($atomic:ty, $t:ty) => {{
+                // SAFETY: `access` checked the guest may read and write these
+                // bytes, and `addr` is aligned to the access size.
+                let a = unsafe { <$atomic>::from_ptr(addr as *mut $t) };
+                let mut cur = a.load(SeqCst);
+                loop {
+                    let new = f(cur as u64) as $t;
+                    match a.compare_exchange_weak(cur, new, SeqCst, SeqCst) {
+                        Ok(_) => break cur as u64,
+                        Err(x) => cur = x,
+                    }
+                }
+            }};
+        }
+        Ok(match size {
+            1 => cas_loop!(AtomicU8, u8),
+            2 => cas_loop!(AtomicU16, u16),
+            4 => cas_loop!(AtomicU32, u32),
+            _ => cas_loop!(AtomicU64, u64),
+        })
+    }
+
+    /// Atomic compare-and-exchange of `size` bytes at `addr`: if the memory
+    /// holds `expected`, write `new`. Returns the value found.
+    pub fn cmpxchg_mem(&mut self, addr: u64, size: u8, expected: u64, new: u64) -> Result<u64, Exit> {
+        self.access(addr, size as u64, false)?;
+        self.access(addr, size as u64, true)?;
+        use std::sync::atomic::{AtomicU16, AtomicU32, AtomicU64, AtomicU8, Ordering::SeqCst};
+        if addr % size as u64 != 0 {
+            let cur = self.load(addr, size)?;
+            // Hardware writes the old value back when the compare fails.
+            self.store(addr, size, if cur == expected { new } else { cur })?;
+            return Ok(cur);
+        }
+        macro_rules! cas {
+            ($atomic:ty, $t:ty) => {{
+                // SAFETY: checked by `access`; aligned to the access size.
+                let a = unsafe { <$atomic>::from_ptr(addr as *mut $t) };
+                match a.compare_exchange(expected as $t, new as $t, SeqCst, SeqCst) {
+                    Ok(v) | Err(v) => v as u64,
+                }
+            }};
+        }
+        Ok(match size {
+            1 => cas!(AtomicU8, u8),
+            2 => cas!(AtomicU16, u16),
+            4 => cas!(AtomicU32, u32),
+            _ => cas!(AtomicU64, u64),
+        })
+    }
+
+    /// Atomic 16-byte compare-and-exchange (CMPXCHG16B); `addr` must be
+    /// 16-byte aligned. Returns the value found.
+    pub fn cmpxchg16_mem(&mut self, addr: u64, expected: u128, new: u128) -> Result<u128, Exit> {
+        self.require_aligned(addr, 16)?;
+        self.access(addr, 16, false)?;
+        self.access(addr, 16, true)?;
+        let (mut lo, mut hi) = (expected as u64, (expected >> 64) as u64);
+        // SAFETY: `access` checked the 16 guest bytes are readable and
+        // writable; `addr` is 16-byte aligned as CMPXCHG16B requires. RBX
+        // is reserved by LLVM, so it is swapped in and out around the
+        // instruction.
+        unsafe {
+            std::arch::asm!(
+                "xchg {nlo}, rbx",
+                "lock cmpxchg16b [{p}]",
+                "xchg {nlo}, rbx",
+                p = in(reg) addr,
+                nlo = inout(reg) new as u64 => _,
+                in("rcx") (new >> 64) as u64,
+                inout("rax") lo,
+                inout("rdx") hi,
+            );
+        }
+        Ok((lo as u128) | ((hi as u128) << 64))
+    }
+
+    // ----- XMM operands -----
+
+    /// Read a 128-bit operand: an XMM register or 16 bytes of memory.
+    #[inline]
+    pub fn get_xmm(&mut self, insn: &Instruction, i: u32) -> Result<u128, Exit> {
+        match insn.op_kind(i) {
+            OpKind::Register => Ok(self.cpu.xmm[xmm_index(insn.op_register(i))]),
+            _ => {
+                let a = self.ea(insn);
+                self.load128(a)
+            }
+        }
+    }
+
+    /// Read a 128-bit operand from memory that must be 16-byte aligned.
+    #[inline]
+    pub fn get_xmm_aligned(&mut self, insn: &Instruction, i: u32) -> Result<u128, Exit> {
+        if insn.op_kind(i) == OpKind::Memory {
+            let a = self.ea(insn);
+            self.require_aligned(a, 16)?;
+            return self.load128(a);
+        }
+        self.get_xmm(insn, i)
+    }
+
+    /// Read the low `size` bytes of an XMM register or memory operand
+    /// (MOVSS/MOVSD-style scalar operands), zero-extended.
+    #[inline]
+    pub fn get_xmm_low(&mut self, insn: &Instruction, i: u32, size: u8) -> Result<u64, Exit> {
+        match insn.op_kind(i) {
+            OpKind::Register => {
+                let r = insn.op_register(i);
+                if r.is_xmm() {
+                    Ok(self.cpu.xmm[xmm_index(r)] as u64 & mask(size))
+                } else {
+                    Ok(self.reg(r) & mask(size))
+                }
+            }
+            _ => {
+                let a = self.ea(insn);
+                self.load(a, size)
+            }
+        }
+    }
+
+    /// Write a 128-bit operand.
+    #[inline]
+    pub fn set_xmm(&mut self, insn: &Instruction, i: u32, v: u128) -> Step {
+        match insn.op_kind(i) {
+            OpKind::Register => {
+                self.cpu.xmm[xmm_index(insn.op_register(i))] = v;
+                Ok(())
+            }
+            _ => {
+                let a = self.ea(insn);
+                self.store128(a, v)
+            }
+        }
+    }
+
+    /// Size in bytes of the memory operand, or of register `i`.
+    #[inline]
+    pub fn mem_size(insn: &Instruction) -> u8 {
+        if insn.memory_size() == MemorySize::Unknown { 0 } else { insn.memory_size().size() as u8 }
+    }
+}
+
+/// Index 0..15 of an XMM register.
+#[inline]
+pub fn xmm_index(r: Register) -> usize {
+    (r as usize).wrapping_sub(Register::XMM0 as usize) & 15
+}

@@ -1,0 +1,186 @@
+//! Control flow and system instructions: JMP, Jcc, CALL, RET, LOOP, JrCXZ,
+//! LEAVE, ENTER, SYSCALL, INT3, UD, HLT, CPUID, RDTSC(P).
+
+use iced_x86::{Code, Instruction, Mnemonic, OpKind};
+
+use super::data::cc_of;
+use super::Table;
+use crate::cpuid::guest_cpuid;
+use crate::engine::{Exit, FaultKind};
+use crate::interp::{Ctx, Step};
+use crate::state::{mask, reg};
+
+pub(super) fn register(t: &mut Table) {
+    use Mnemonic::*;
+    t.set_mnemonic(Jmp, jmp);
+    t.set_mnemonics(&[Jo, Jno, Jb, Jae, Je, Jne, Jbe, Ja, Js, Jns, Jp, Jnp, Jl, Jge, Jle, Jg], jcc);
+    t.set_mnemonic(Call, call);
+    t.set_mnemonic(Ret, ret);
+    t.set_mnemonics(&[Loop, Loope, Loopne], loop_);
+    t.set_mnemonics(&[Jrcxz, Jecxz], jrcxz);
+    t.set_mnemonic(Leave, leave);
+    t.set_mnemonic(Enter, enter);
+    t.set_mnemonic(Syscall, syscall);
+    t.set(&[Code::Int3], int3);
+    t.set(&[Code::Int_imm8, Code::Int1, Code::Hlt], privileged);
+    t.set_mnemonics(&[Ud0, Ud1, Ud2], ud);
+    t.set_mnemonic(Cpuid, cpuid);
+    t.set_mnemonic(Rdtsc, rdtsc);
+    t.set_mnemonic(Rdtscp, rdtscp);
+}
+
+/// Operand 0 of a branch: an immediate target or a register/memory one.
+fn target(ctx: &mut Ctx<'_>, insn: &Instruction) -> Result<u64, Exit> {
+    match insn.op0_kind() {
+        OpKind::NearBranch64 | OpKind::NearBranch32 | OpKind::NearBranch16 => Ok(insn.near_branch_target()),
+        _ => {
+            let size = Ctx::osz(insn);
+            ctx.get(insn, 0, size)
+        }
+    }
+}
+
+fn jmp(ctx: &mut Ctx<'_>, insn: &Instruction) -> Step {
+    if insn.op0_kind() == OpKind::Memory && insn.memory_size().size() > 8 {
+        return Err(ctx.invalid(insn)); // far jump
+    }
+    ctx.next_rip = target(ctx, insn)?;
+    Ok(())
+}
+
+fn jcc(ctx: &mut Ctx<'_>, insn: &Instruction) -> Step {
+    if ctx.cpu.flags.cond(cc_of(insn)) {
+        ctx.next_rip = insn.near_branch_target();
+    }
+    Ok(())
+}
+
+fn call(ctx: &mut Ctx<'_>, insn: &Instruction) -> Step {
+    if insn.op0_kind() == OpKind::Memory && insn.memory_size().size() > 8 {
+        return Err(ctx.invalid(insn)); // far call
+    }
+    let t = target(ctx, insn)?;
+    ctx.push(8, insn.next_ip())?;
+    ctx.next_rip = t;
+    Ok(())
+}
+
+fn ret(ctx: &mut Ctx<'_>, insn: &Instruction) -> Step {
+    let t = ctx.pop(8)?;
+    if insn.op_count() == 1 {
+        ctx.cpu.gpr[reg::RSP] = ctx.cpu.gpr[reg::RSP].wrapping_add(insn.immediate16() as u64);
+    }
+    ctx.next_rip = t;
+    Ok(())
+}
+
+fn loop_(ctx: &mut Ctx<'_>, insn: &Instruction) -> Step {
+    let ecx = matches!(insn.code(), Code::Loop_rel8_64_ECX | Code::Loope_rel8_64_ECX | Code::Loopne_rel8_64_ECX);
+    let size = if ecx { 4 } else { 8 };
+    // With a 32-bit address size the count is ECX, and writing it clears
+    // the upper half of RCX.
+    let c = ctx.cpu.gpr[reg::RCX].wrapping_sub(1) & mask(size);
+    ctx.cpu.gpr[reg::RCX] = c;
+    let zf = ctx.cpu.flags.zf();
+    let go = c != 0
+        && match insn.mnemonic() {
+            Mnemonic::Loope => zf,
+            Mnemonic::Loopne => !zf,
+            _ => true,
+        };
+    if go {
+        ctx.next_rip = insn.near_branch_target();
+    }
+    Ok(())
+}
+
+fn jrcxz(ctx: &mut Ctx<'_>, insn: &Instruction) -> Step {
+    let size = if insn.mnemonic() == Mnemonic::Jecxz { 4 } else { 8 };
+    if ctx.cpu.gpr[reg::RCX] & mask(size) == 0 {
+        ctx.next_rip = insn.near_branch_target();
+    }
+    Ok(())
+}
+
+fn leave(ctx: &mut Ctx<'_>, _insn: &Instruction) -> Step {
+    let bp = ctx.cpu.gpr[reg::RBP];
+    let v = ctx.load(bp, 8)?;
+    ctx.cpu.gpr[reg::RSP] = bp.wrapping_add(8);
+    ctx.cpu.gpr[reg::RBP] = v;
+    Ok(())
+}
+
+fn enter(ctx: &mut Ctx<'_>, insn: &Instruction) -> Step {
+    let alloc = insn.immediate16() as u64;
+    let level = insn.immediate8_2nd() as u64 & 31;
+    let bp = ctx.cpu.gpr[reg::RBP];
+    ctx.push(8, bp)?;
+    let frame = ctx.cpu.gpr[reg::RSP];
+    if level > 0 {
+        let mut p = bp;
+        for _ in 1..level {
+            p = p.wrapping_sub(8);
+            let v = ctx.load(p, 8)?;
+            ctx.push(8, v)?;
+        }
+        ctx.push(8, frame)?;
+    }
+    ctx.cpu.gpr[reg::RBP] = frame;
+    ctx.cpu.gpr[reg::RSP] = ctx.cpu.gpr[reg::RSP].wrapping_sub(alloc);
+    Ok(())
+}
+
+fn syscall(ctx: &mut Ctx<'_>, insn: &Instruction) -> Step {
+    // As the hardware does: RCX = return address, R11 = RFLAGS.
+    ctx.cpu.gpr[reg::RCX] = insn.next_ip();
+    ctx.cpu.gpr[reg::R11] = ctx.cpu.flags.get() & !0x1_0000;
+    ctx.cpu.rip = insn.next_ip();
+    Err(Exit::Syscall)
+}
+
+fn int3(ctx: &mut Ctx<'_>, insn: &Instruction) -> Step {
+    // A trap: the saved RIP is past the instruction, as Linux reports it.
+    ctx.cpu.rip = insn.next_ip();
+    Err(ctx.fault(FaultKind::Breakpoint))
+}
+
+fn privileged(ctx: &mut Ctx<'_>, _insn: &Instruction) -> Step {
+    Err(ctx.fault(FaultKind::GeneralProtection))
+}
+
+fn ud(ctx: &mut Ctx<'_>, insn: &Instruction) -> Step {
+    Err(ctx.invalid(insn))
+}
+
+fn cpuid(ctx: &mut Ctx<'_>, _insn: &Instruction) -> Step {
+    let g = &mut ctx.cpu.gpr;
+    let r = guest_cpuid(g[reg::RAX] as u32, g[reg::RCX] as u32);
+    g[reg::RAX] = r[0] as u64;
+    g[reg::RBX] = r[1] as u64;
+    g[reg::RCX] = r[2] as u64;
+    g[reg::RDX] = r[3] as u64;
+    Ok(())
+}
+
+fn host_tsc() -> u64 {
+    // SAFETY: RDTSC is unprivileged on Linux hosts and has no side effects.
+    unsafe { core::arch::x86_64::_rdtsc() }
+}
+
+fn rdtsc(ctx: &mut Ctx<'_>, _insn: &Instruction) -> Step {
+    let t = host_tsc();
+    ctx.cpu.gpr[reg::RAX] = t & 0xffff_ffff;
+    ctx.cpu.gpr[reg::RDX] = t >> 32;
+    Ok(())
+}
+
+fn rdtscp(ctx: &mut Ctx<'_>, _insn: &Instruction) -> Step {
+    let mut aux = 0u32;
+    // SAFETY: RDTSCP is advertised by the host CPU (checked by the model,
+    // which reports it only from the host's leaf 0x8000_0001).
+    let t = unsafe { core::arch::x86_64::__rdtscp(&mut aux) };
+    ctx.cpu.gpr[reg::RAX] = t & 0xffff_ffff;
+    ctx.cpu.gpr[reg::RDX] = t >> 32;
+    ctx.cpu.gpr[reg::RCX] = aux as u64;
+    Ok(())
+}

@@ -1,0 +1,5 @@
+//! (family not implemented yet)
+
+use super::Table;
+
+pub(super) fn register(_t: &mut Table) {}

@@ -1,0 +1,15 @@
+//! urun's CPU: the guest's architectural state (`CpuState`), the guest
+//! address space (`AddressSpace`), the `Engine` trait with its `Exit`, the
+//! CPUID model, and the interpreter engine.
+//!
+//! `cpu` knows nothing of Linux, Windows or KVM.
+
+pub mod cpuid;
+pub mod engine;
+pub mod interp;
+pub mod mem;
+pub mod state;
+
+pub use engine::{Engine, Exit, Fault, FaultKind, PageFaultKind};
+pub use mem::{AddressSpace, Backing, FileMap, MemError, Placement, Prot, Region, PAGE_SIZE};
+pub use state::CpuState;

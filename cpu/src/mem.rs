@@ -1,0 +1,583 @@
+//! The guest address space.
+//!
+//! Guest virtual address == host virtual address: a guest mapping is a host
+//! mapping at the same address in the urun process. `AddressSpace` is the
+//! record of which ranges belong to the guest and with what protection, and
+//! the one place that maps, unmaps and protects guest memory on the host, so
+//! that every engine sees every change. urun's own memory is never in it, and
+//! no operation here touches memory outside it.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::RwLock;
+
+/// Size of a guest page.
+pub const PAGE_SIZE: u64 = 4096;
+
+/// Round `v` down to a page boundary.
+pub const fn page_floor(v: u64) -> u64 {
+    v & !(PAGE_SIZE - 1)
+}
+
+/// Round `v` up to a page boundary (saturating at the top of the space).
+pub const fn page_ceil(v: u64) -> u64 {
+    match v.checked_add(PAGE_SIZE - 1) {
+        Some(x) => x & !(PAGE_SIZE - 1),
+        None => u64::MAX & !(PAGE_SIZE - 1),
+    }
+}
+
+/// Highest user address + 1 on x86-64 with 4-level paging.
+pub const USER_TOP: u64 = 0x7fff_ffff_f000;
+
+/// Guest page protection, with the Linux `PROT_*` bit values.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]
+pub struct Prot(pub u32);
+
+impl Prot {
+    pub const NONE: Prot = Prot(0);
+    pub const READ: Prot = Prot(1);
+    pub const WRITE: Prot = Prot(2);
+    pub const EXEC: Prot = Prot(4);
+    pub const RW: Prot = Prot(3);
+    pub const RX: Prot = Prot(5);
+
+    pub fn contains(self, other: Prot) -> bool {
+        self.0 & other.0 == other.0
+    }
+    pub fn union(self, other: Prot) -> Prot {
+        Prot(self.0 | other.0)
+    }
+    /// The protection urun gives the host pages: the interpreter decodes
+    /// code with ordinary reads, so executable pages stay readable.
+    fn host(self) -> i32 {
+        let mut p = 0;
+        if self.contains(Prot::READ) || self.contains(Prot::EXEC) {
+            p |= libc::PROT_READ;
+        }
+        if self.contains(Prot::WRITE) {
+            p |= libc::PROT_WRITE;
+        }
+        p
+    }
+}
+
+/// What a guest range is, for `/proc/self/maps` and diagnostics.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Backing {
+    Anonymous,
+    /// A file mapping: path as the guest named it, offset of `start`,
+    /// device and inode numbers.
+    File { path: String, offset: u64, dev: u64, inode: u64 },
+    /// A named anonymous range: "[heap]", "[stack]".
+    Named(String),
+}
+
+/// One guest range.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Region {
+    pub start: u64,
+    pub end: u64,
+    pub prot: Prot,
+    /// MAP_SHARED rather than MAP_PRIVATE.
+    pub shared: bool,
+    pub backing: Backing,
+}
+
+/// Why a memory operation failed. Each carries the guest errno it becomes.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum MemError {
+    #[error("range {start:#x}+{len:#x} is not page aligned or is empty")]
+    BadRange { start: u64, len: u64 },
+    #[error("range {start:#x}+{len:#x} overlaps memory that is not the guest's")]
+    NotGuestMemory { start: u64, len: u64 },
+    #[error("range {start:#x}+{len:#x} is not entirely mapped")]
+    NotMapped { start: u64, len: u64 },
+    #[error("host {op} failed at {start:#x}+{len:#x}: errno {errno}")]
+    Host { op: &'static str, start: u64, len: u64, errno: i32 },
+}
+
+impl MemError {
+    /// The errno a guest syscall returns for this error.
+    pub fn errno(&self) -> i32 {
+        match self {
+            MemError::BadRange { .. } => libc::EINVAL,
+            MemError::NotGuestMemory { .. } => libc::ENOMEM,
+            MemError::NotMapped { .. } => libc::ENOMEM,
+            MemError::Host { errno, .. } => *errno,
+        }
+    }
+}
+
+/// How to place a new mapping.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Placement {
+    /// Anywhere the host finds room (the address is a hint).
+    Hint(u64),
+    /// Exactly here, replacing guest mappings in the way; fails if the
+    /// range holds memory that is not the guest's.
+    Fixed(u64),
+    /// Exactly here, failing if anything at all is mapped there.
+    FixedNoReplace(u64),
+}
+
+/// Host-side description of a file to map.
+#[derive(Clone, Debug)]
+pub struct FileMap {
+    pub fd: i32,
+    pub offset: u64,
+    pub backing: Backing,
+}
+
+/// The guest's memory map. Shared by every guest thread and engine.
+pub struct AddressSpace {
+    regions: RwLock<BTreeMap<u64, Region>>,
+    /// Bumped whenever access to some guest range is removed or reduced
+    /// (unmap, protect, replace), so engines drop cached translations and
+    /// cached permissions.
+    generation: AtomicU64,
+}
+
+impl Default for AddressSpace {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+fn errno() -> i32 {
+    std::io::Error::last_os_error().raw_os_error().unwrap_or(libc::EIO)
+}
+
+impl AddressSpace {
+    pub fn new() -> Self {
+        AddressSpace { regions: RwLock::new(BTreeMap::new()), generation: AtomicU64::new(0) }
+    }
+
+    /// Changes when guest access is removed or reduced anywhere.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
+    fn bump(&self) {
+        self.generation.fetch_add(1, Ordering::AcqRel);
+    }
+
+    fn read_map(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<u64, Region>> {
+        self.regions.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn write_map(&self) -> std::sync::RwLockWriteGuard<'_, BTreeMap<u64, Region>> {
+        self.regions.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A copy of every guest range, in address order.
+    pub fn regions(&self) -> Vec<Region> {
+        self.read_map().values().cloned().collect()
+    }
+
+    /// The region holding `addr`, if any.
+    pub fn region_at(&self, addr: u64) -> Option<Region> {
+        let map = self.read_map();
+        let (_, r) = map.range(..=addr).next_back()?;
+        (addr < r.end).then(|| r.clone())
+    }
+
+    /// The protection of the page holding `addr`, if the guest owns it.
+    pub fn prot_at(&self, addr: u64) -> Option<Prot> {
+        let map = self.read_map();
+        let (_, r) = map.range(..=addr).next_back()?;
+        (addr < r.end).then_some(r.prot)
+    }
+
+    /// True when every byte of `[addr, addr+len)` is guest memory with at
+    /// least `need` protection. A zero length is always accessible.
+    pub fn check(&self, addr: u64, len: u64, need: Prot) -> bool {
+        if len == 0 {
+            return true;
+        }
+        let Some(end) = addr.checked_add(len) else { return false };
+        let map = self.read_map();
+        let mut at = addr;
+        for (_, r) in map.range(..end) {
+            if r.end <= at {
+                continue;
+            }
+            if r.start > at || !r.prot.contains(need) {
+                return false;
+            }
+            at = r.end;
+            if at >= end {
+                return true;
+            }
+        }
+        false
+    }
+
+    /// True when no byte of the range is guest memory.
+    pub fn is_free(&self, addr: u64, len: u64) -> bool {
+        let end = addr.saturating_add(len);
+        let map = self.read_map();
+        map.range(..end).next_back().is_none_or(|(_, r)| r.end <= addr)
+    }
+
+    /// True when every byte of the range is guest memory (any protection).
+    pub fn is_guest(&self, addr: u64, len: u64) -> bool {
+        self.check(addr, len, Prot::NONE)
+    }
+
+    /// Map memory for the guest. Returns the address.
+    pub fn map(
+        &self,
+        place: Placement,
+        len: u64,
+        prot: Prot,
+        shared: bool,
+        file: Option<&FileMap>,
+    ) -> Result<u64, MemError> {
+        let len = page_ceil(len);
+        let start = match place {
+            Placement::Hint(a) | Placement::Fixed(a) | Placement::FixedNoReplace(a) => a,
+        };
+        if len == 0 || start % PAGE_SIZE != 0 || start.checked_add(len).is_none() {
+            return Err(MemError::BadRange { start, len });
+        }
+        let mut flags = if shared { libc::MAP_SHARED } else { libc::MAP_PRIVATE };
+        let (fd, offset) = match file {
+            Some(f) => (f.fd, f.offset),
+            None => {
+                flags |= libc::MAP_ANONYMOUS;
+                (-1, 0)
+            }
+        };
+        let mut replaced = false;
+        match place {
+            Placement::Hint(_) => {}
+            Placement::FixedNoReplace(_) => flags |= libc::MAP_FIXED_NOREPLACE,
+            Placement::Fixed(_) => {
+                if self.is_guest(start, len) {
+                    flags |= libc::MAP_FIXED;
+                    replaced = true;
+                } else {
+                    // Partly guest, partly not: drop the guest parts, then
+                    // claim the whole range only if nothing else is there.
+                    if !self.is_free(start, len) {
+                        self.unmap(start, len)?;
+                        replaced = true;
+                    }
+                    flags |= libc::MAP_FIXED_NOREPLACE;
+                }
+            }
+        }
+        // SAFETY: the call maps only at a range the guest owns (MAP_FIXED
+        // after the check above), at a free range (MAP_FIXED_NOREPLACE fails
+        // rather than replace anything), or where the kernel chooses; none
+        // of urun's memory is replaced.
+        let p = unsafe {
+            libc::mmap(start as *mut libc::c_void, len as usize, prot.host(), flags, fd, offset as i64)
+        };
+        if p == libc::MAP_FAILED {
+            let e = errno();
+            let e = if e == libc::EEXIST && place != Placement::FixedNoReplace(start) {
+                return Err(MemError::NotGuestMemory { start, len });
+            } else {
+                e
+            };
+            return Err(MemError::Host { op: "mmap", start, len, errno: e });
+        }
+        let addr = p as u64;
+        if !matches!(place, Placement::Hint(_)) && addr != start {
+            // An old kernel that ignores MAP_FIXED_NOREPLACE: undo.
+            // SAFETY: the kernel just mapped this range for us.
+            unsafe { libc::munmap(p, len as usize) };
+            return Err(MemError::NotGuestMemory { start, len });
+        }
+        let backing = file.map(|f| f.backing.clone()).unwrap_or(Backing::Anonymous);
+        let mut map = self.write_map();
+        Self::remove_range(&mut map, addr, addr + len);
+        map.insert(addr, Region { start: addr, end: addr + len, prot, shared, backing });
+        drop(map);
+        if replaced {
+            self.bump();
+        }
+        Ok(addr)
+    }
+
+    /// Record a range that already exists on the host as guest memory
+    /// (used by tests and by loaders that map with their own flags).
+    pub fn adopt(&self, region: Region) {
+        let mut map = self.write_map();
+        Self::remove_range(&mut map, region.start, region.end);
+        map.insert(region.start, region);
+    }
+
+    /// Rename the region starting exactly at `start` (for "[heap]" etc.).
+    pub fn set_backing(&self, start: u64, backing: Backing) {
+        if let Some(r) = self.write_map().get_mut(&start) {
+            r.backing = backing;
+        }
+    }
+
+    /// Unmap the guest parts of `[start, start+len)`. Parts that are not the
+    /// guest's are left alone, as Linux leaves unmapped holes alone.
+    pub fn unmap(&self, start: u64, len: u64) -> Result<(), MemError> {
+        let len = page_ceil(len);
+        if start % PAGE_SIZE != 0 || len == 0 {
+            return Err(MemError::BadRange { start, len });
+        }
+        let end = start.checked_add(len).ok_or(MemError::BadRange { start, len })?;
+        let mut map = self.write_map();
+        let pieces = Self::overlapping(&map, start, end);
+        for (s, e) in &pieces {
+            // SAFETY: (s, e) is a guest range recorded in the map.
+            let rc = unsafe { libc::munmap(*s as *mut libc::c_void, (e - s) as usize) };
+            if rc != 0 {
+                return Err(MemError::Host { op: "munmap", start: *s, len: e - s, errno: errno() });
+            }
+        }
+        Self::remove_range(&mut map, start, end);
+        drop(map);
+        if !pieces.is_empty() {
+            self.bump();
+        }
+        Ok(())
+    }
+
+    /// Change the protection of `[start, start+len)`, which must be all guest
+    /// memory (ENOMEM otherwise, as Linux says for unmapped pages).
+    pub fn protect(&self, start: u64, len: u64, prot: Prot) -> Result<(), MemError> {
+        let len = page_ceil(len);
+        if start % PAGE_SIZE != 0 {
+            return Err(MemError::BadRange { start, len });
+        }
+        if len == 0 {
+            return Ok(());
+        }
+        let end = start.checked_add(len).ok_or(MemError::BadRange { start, len })?;
+        if !self.is_guest(start, len) {
+            return Err(MemError::NotMapped { start, len });
+        }
+        // SAFETY: the whole range is guest memory (checked above).
+        let rc = unsafe { libc::mprotect(start as *mut libc::c_void, len as usize, prot.host()) };
+        if rc != 0 {
+            return Err(MemError::Host { op: "mprotect", start, len, errno: errno() });
+        }
+        let mut map = self.write_map();
+        let old: Vec<Region> = map.range(..end).filter(|(_, r)| r.end > start).map(|(_, r)| r.clone()).collect();
+        Self::remove_range(&mut map, start, end);
+        for r in old {
+            let s = r.start.max(start);
+            let e = r.end.min(end);
+            let backing = match &r.backing {
+                Backing::File { path, offset, dev, inode } => Backing::File {
+                    path: path.clone(),
+                    offset: offset + (s - r.start),
+                    dev: *dev,
+                    inode: *inode,
+                },
+                b => b.clone(),
+            };
+            map.insert(s, Region { start: s, end: e, prot, shared: r.shared, backing });
+        }
+        Self::merge_around(&mut map, start, end);
+        drop(map);
+        self.bump();
+        Ok(())
+    }
+
+    /// Move or resize a guest mapping (Linux `mremap`). `may_move` allows a
+    /// new address; `fixed` demands `new_addr`.
+    pub fn remap(
+        &self,
+        old: u64,
+        old_len: u64,
+        new_len: u64,
+        may_move: bool,
+        fixed: Option<u64>,
+    ) -> Result<u64, MemError> {
+        let old_len = page_ceil(old_len);
+        let new_len = page_ceil(new_len);
+        if old % PAGE_SIZE != 0 || new_len == 0 {
+            return Err(MemError::BadRange { start: old, len: new_len });
+        }
+        if !self.is_guest(old, old_len.max(PAGE_SIZE)) {
+            return Err(MemError::NotMapped { start: old, len: old_len });
+        }
+        let region = self.region_at(old).ok_or(MemError::NotMapped { start: old, len: old_len })?;
+        if let Some(dst) = fixed {
+            if !self.is_free(dst, new_len) && !self.is_guest(dst, new_len) {
+                return Err(MemError::NotGuestMemory { start: dst, len: new_len });
+            }
+        }
+        if new_len > old_len && fixed.is_none() {
+            // Growing in place must not swallow urun's memory: the kernel
+            // only grows into free space, so check the guest map too.
+            let tail = old + old_len;
+            if !self.is_free(tail, new_len - old_len) && !may_move {
+                return Err(MemError::NotMapped { start: tail, len: new_len - old_len });
+            }
+        }
+        let mut flags = 0;
+        if may_move {
+            flags |= libc::MREMAP_MAYMOVE;
+        }
+        if fixed.is_some() {
+            flags |= libc::MREMAP_FIXED;
+        }
+        if let Some(dst) = fixed {
+            self.unmap(dst, new_len)?;
+        }
+        // SAFETY: `old` is guest memory; the kernel moves it only into free
+        // space, or to `fixed`, which is free or the guest's (checked above).
+        let p = unsafe {
+            libc::mremap(old as *mut libc::c_void, old_len as usize, new_len as usize, flags, fixed.unwrap_or(0))
+        };
+        if p == libc::MAP_FAILED {
+            return Err(MemError::Host { op: "mremap", start: old, len: new_len, errno: errno() });
+        }
+        let new = p as u64;
+        let mut map = self.write_map();
+        Self::remove_range(&mut map, old, old + old_len);
+        if old_len > new_len && new == old {
+            // Shrunk in place: the tail is already gone from the host.
+        }
+        Self::remove_range(&mut map, new, new + new_len);
+        let backing = match region.backing {
+            Backing::File { path, offset, dev, inode } => {
+                Backing::File { path, offset: offset + (old - region.start), dev, inode }
+            }
+            b => b,
+        };
+        map.insert(new, Region { start: new, end: new + new_len, prot: region.prot, shared: region.shared, backing });
+        drop(map);
+        self.bump();
+        Ok(new)
+    }
+
+    /// The guest ranges that overlap `[start, end)`, clipped to it.
+    fn overlapping(map: &BTreeMap<u64, Region>, start: u64, end: u64) -> Vec<(u64, u64)> {
+        map.range(..end)
+            .filter(|(_, r)| r.end > start)
+            .map(|(_, r)| (r.start.max(start), r.end.min(end)))
+            .collect()
+    }
+
+    /// Remove `[start, end)` from the record, splitting regions at its edges.
+    fn remove_range(map: &mut BTreeMap<u64, Region>, start: u64, end: u64) {
+        let keys: Vec<u64> = map.range(..end).filter(|(_, r)| r.end > start).map(|(k, _)| *k).collect();
+        for k in keys {
+            let Some(r) = map.remove(&k) else { continue };
+            if r.start < start {
+                let mut left = r.clone();
+                left.end = start;
+                map.insert(left.start, left);
+            }
+            if r.end > end {
+                let mut right = r.clone();
+                right.start = end;
+                if let Backing::File { offset, .. } = &mut right.backing {
+                    *offset += end - r.start;
+                }
+                map.insert(right.start, right);
+            }
+        }
+    }
+
+    /// Merge neighbours with identical attributes around a changed range,
+    /// so `/proc/self/maps` shows what Linux would.
+    fn merge_around(map: &mut BTreeMap<u64, Region>, start: u64, end: u64) {
+        let keys: Vec<u64> = map
+            .range(..=end)
+            .rev()
+            .take_while(|(_, r)| r.end >= start)
+            .map(|(k, _)| *k)
+            .collect();
+        let mut keys = keys;
+        keys.sort_unstable();
+        let mut i = 0;
+        while i + 1 < keys.len() {
+            let (a, b) = (keys[i], keys[i + 1]);
+            let (Some(ra), Some(rb)) = (map.get(&a), map.get(&b)) else {
+                i += 1;
+                continue;
+            };
+            let contiguous_file = match (&ra.backing, &rb.backing) {
+                (Backing::File { path: p1, offset: o1, .. }, Backing::File { path: p2, offset: o2, .. }) => {
+                    p1 == p2 && o1 + (ra.end - ra.start) == *o2
+                }
+                (x, y) => x == y,
+            };
+            if ra.end == rb.start && ra.prot == rb.prot && ra.shared == rb.shared && contiguous_file {
+                let rb_end = rb.end;
+                map.remove(&b);
+                if let Some(ra) = map.get_mut(&a) {
+                    ra.end = rb_end;
+                }
+                keys.remove(i + 1);
+            } else {
+                i += 1;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn anon(space: &AddressSpace, len: u64) -> u64 {
+        space.map(Placement::Hint(0), len, Prot::RW, false, None).expect("map")
+    }
+
+    #[test]
+    fn map_check_unmap() {
+        let s = AddressSpace::new();
+        let a = anon(&s, 3 * PAGE_SIZE);
+        assert!(s.check(a, 3 * PAGE_SIZE, Prot::RW));
+        assert!(!s.check(a, 3 * PAGE_SIZE + 1, Prot::READ));
+        s.unmap(a + PAGE_SIZE, PAGE_SIZE).unwrap();
+        assert!(s.check(a, PAGE_SIZE, Prot::READ));
+        assert!(!s.check(a + PAGE_SIZE, 1, Prot::READ));
+        assert!(s.check(a + 2 * PAGE_SIZE, PAGE_SIZE, Prot::READ));
+        assert_eq!(s.regions().len(), 2);
+        s.unmap(a, 3 * PAGE_SIZE).unwrap();
+        assert!(s.regions().is_empty());
+    }
+
+    #[test]
+    fn protect_splits_and_merges() {
+        let s = AddressSpace::new();
+        let a = anon(&s, 4 * PAGE_SIZE);
+        s.protect(a + PAGE_SIZE, PAGE_SIZE, Prot::READ).unwrap();
+        assert_eq!(s.regions().len(), 3);
+        assert!(!s.check(a + PAGE_SIZE, 1, Prot::WRITE));
+        s.protect(a + PAGE_SIZE, PAGE_SIZE, Prot::RW).unwrap();
+        assert_eq!(s.regions().len(), 1);
+        s.unmap(a, 4 * PAGE_SIZE).unwrap();
+    }
+
+    #[test]
+    fn fixed_map_refuses_foreign_memory() {
+        let s = AddressSpace::new();
+        // A host mapping that is not the guest's.
+        // SAFETY: a fresh anonymous mapping owned by this test.
+        let own = unsafe {
+            libc::mmap(std::ptr::null_mut(), 4096, libc::PROT_READ, libc::MAP_PRIVATE | libc::MAP_ANONYMOUS, -1, 0)
+        } as u64;
+        let err = s.map(Placement::Fixed(own), PAGE_SIZE, Prot::RW, false, None).unwrap_err();
+        assert_eq!(err, MemError::NotGuestMemory { start: own, len: PAGE_SIZE });
+        // Unmapping it as the guest leaves it alone.
+        s.unmap(own, PAGE_SIZE).unwrap();
+        // SAFETY: still mapped, readable.
+        assert_eq!(unsafe { *(own as *const u8) }, 0);
+        assert!(s.protect(own, PAGE_SIZE, Prot::RW).is_err());
+    }
+
+    #[test]
+    fn remap_grows() {
+        let s = AddressSpace::new();
+        let a = anon(&s, PAGE_SIZE);
+        let b = s.remap(a, PAGE_SIZE, 16 * PAGE_SIZE, true, None).unwrap();
+        assert!(s.check(b, 16 * PAGE_SIZE, Prot::RW));
+        s.unmap(b, 16 * PAGE_SIZE).unwrap();
+    }
+}

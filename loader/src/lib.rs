@@ -1,0 +1,1 @@
+//! urun's loader (placeholder).

@@ -1,0 +1,1 @@
+//! urun's Linux personality (placeholder).
