@@ -201,3 +201,84 @@ pub fn implemented_codes() -> Vec<Code> {
     let t = ops::table();
     Code::values().filter(|c| t[*c as usize].is_some()).collect()
 }
+
+/// Helpers for unit tests of instruction handlers.
+#[cfg(test)]
+pub(crate) mod testutil {
+    use super::*;
+    use crate::mem::Placement;
+
+    /// A guest with a code page, a 64 KiB scratch data area (address in
+    /// `data`) and a stack.
+    pub(crate) struct Snippet {
+        pub mem: Arc<AddressSpace>,
+        pub code: u64,
+        pub data: u64,
+        pub stack_top: u64,
+    }
+
+    impl Snippet {
+        pub(crate) fn new() -> Self {
+            let mem = Arc::new(AddressSpace::new());
+            let code = mem.map(Placement::Hint(0), 4 * PAGE_SIZE, Prot::RW.union(Prot::EXEC), false, None).expect("code");
+            let data = mem.map(Placement::Hint(0), 16 * PAGE_SIZE, Prot::RW, false, None).expect("data");
+            let stack = mem.map(Placement::Hint(0), 16 * PAGE_SIZE, Prot::RW, false, None).expect("stack");
+            Snippet { mem, code, data, stack_top: stack + 16 * PAGE_SIZE }
+        }
+
+        /// Run `code` followed by a SYSCALL from a fresh state prepared by
+        /// `init`; returns the final state and the exit (`Exit::Syscall`
+        /// when the snippet ran to its end).
+        pub(crate) fn run(&self, code: &[u8], init: impl FnOnce(&mut CpuState)) -> (CpuState, Exit) {
+            let mut bytes = code.to_vec();
+            bytes.extend_from_slice(&[0x0f, 0x05]);
+            // SAFETY: `self.code` is a 16 KiB guest page range we mapped RWX.
+            unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), self.code as *mut u8, bytes.len()) };
+            let mut cpu = CpuState::default();
+            cpu.rip = self.code;
+            cpu.gpr[crate::state::reg::RSP] = self.stack_top;
+            init(&mut cpu);
+            let mut engine = Interpreter::new(self.mem.clone());
+            let exit = engine.run(&mut cpu);
+            (cpu, exit)
+        }
+    }
+
+    impl Drop for Snippet {
+        fn drop(&mut self) {
+            for r in self.mem.regions() {
+                let _ = self.mem.unmap(r.start, r.end - r.start);
+            }
+        }
+    }
+
+    #[test]
+    fn add_sets_flags_and_syscall_exits() {
+        let s = Snippet::new();
+        // mov eax, 0xffffffff; add eax, 1
+        let (cpu, exit) = s.run(&[0xb8, 0xff, 0xff, 0xff, 0xff, 0x83, 0xc0, 0x01], |_| {});
+        assert_eq!(exit, Exit::Syscall);
+        assert_eq!(cpu.gpr[0], 0);
+        assert!(cpu.flags.cf() && cpu.flags.zf());
+    }
+
+    #[test]
+    fn null_load_faults_precisely() {
+        let s = Snippet::new();
+        // xor eax, eax; mov rax, [rax]
+        let (cpu, exit) = s.run(&[0x31, 0xc0, 0x48, 0x8b, 0x00], |_| {});
+        assert_eq!(
+            exit,
+            Exit::Fault(Fault { pc: s.code + 2, kind: FaultKind::Page { addr: 0, write: false, kind: PageFaultKind::NotMapped } })
+        );
+        assert_eq!(cpu.rip, s.code + 2);
+    }
+
+    #[test]
+    fn div_by_zero_is_de() {
+        let s = Snippet::new();
+        // xor ecx, ecx; div ecx
+        let (_, exit) = s.run(&[0x31, 0xc9, 0xf7, 0xf1], |_| {});
+        assert_eq!(exit, Exit::Fault(Fault { pc: s.code + 2, kind: FaultKind::Divide }));
+    }
+}
