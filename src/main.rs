@@ -1,1 +1,251 @@
-fn main() {}
+//! `urun`: run an x86-64 Linux program in a user-mode emulator.
+//!
+//! The CLI is thin: parse options, load the program, pick an engine, hand
+//! both to the personality's run loop, and leave as the guest left.
+
+use std::ffi::OsString;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use clap::{Parser, ValueEnum};
+use urun_cpu::interp::Interpreter;
+use urun_cpu::state::reg;
+use urun_cpu::{AddressSpace, CpuState, Engine};
+use urun_loader::{Format, LoadOptions};
+use urun_syscalls::linux::{self, Brk, Process, Stop};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum EngineKind {
+    /// The interpreter: portable, precise, the reference.
+    Interp,
+}
+
+impl EngineKind {
+    fn name(self) -> &'static str {
+        match self {
+            EngineKind::Interp => "interp",
+        }
+    }
+}
+
+/// Run an x86-64 Linux program in a user-mode emulator.
+#[derive(Parser, Debug)]
+#[command(name = "urun", version, about, long_about = None)]
+struct Cli {
+    /// CPU engine.
+    #[arg(long, value_enum, default_value = "interp", env = "URUN_ENGINE")]
+    engine: EngineKind,
+
+    /// Print each syscall on stderr, one per line.
+    #[arg(long, env = "URUN_STRACE")]
+    strace: bool,
+
+    /// Set VAR=VALUE in the guest's environment (repeatable).
+    #[arg(short = 'E', value_name = "VAR=VALUE", env = "URUN_SET_ENV", value_delimiter = ',')]
+    set_env: Vec<String>,
+
+    /// Remove VAR from the guest's environment (repeatable).
+    #[arg(short = 'U', value_name = "VAR", env = "URUN_UNSET_ENV", value_delimiter = ',')]
+    unset_env: Vec<String>,
+
+    /// The guest's argv[0] (default: PROGRAM as given).
+    #[arg(short = '0', value_name = "ARGV0", env = "URUN_ARGV0")]
+    argv0: Option<OsString>,
+
+    /// The program to run.
+    #[arg(value_name = "PROGRAM")]
+    program: PathBuf,
+
+    /// Its arguments.
+    #[arg(value_name = "ARGS", trailing_var_arg = true, allow_hyphen_values = true)]
+    args: Vec<OsString>,
+}
+
+/// What went wrong before the guest could run.
+#[derive(Debug, thiserror::Error)]
+enum StartError {
+    #[error("{path}: {source}")]
+    Load { path: String, source: urun_loader::LoadError },
+    #[error("{0}: bad interpreter line")]
+    BadScript(String),
+}
+
+impl StartError {
+    fn exit_code(&self) -> i32 {
+        match self {
+            StartError::Load { source, .. } => source.exit_code(),
+            StartError::BadScript(_) => 126,
+        }
+    }
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("URUN_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .without_time()
+        .with_ansi(false)
+        .init();
+}
+
+/// The guest's environment: urun's own, with -U and -E applied.
+fn guest_env(cli: &Cli) -> Vec<Vec<u8>> {
+    let mut env: Vec<(OsString, OsString)> = std::env::vars_os().collect();
+    env.retain(|(k, _)| !cli.unset_env.iter().any(|u| k.as_bytes() == u.as_bytes()));
+    for kv in &cli.set_env {
+        let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+        env.retain(|(ek, _)| ek.as_bytes() != k.as_bytes());
+        env.push((k.into(), v.into()));
+    }
+    env.into_iter()
+        .map(|(k, v)| {
+            let mut e = k.into_vec();
+            e.push(b'=');
+            e.extend_from_slice(v.as_bytes());
+            e
+        })
+        .collect()
+}
+
+/// The options a re-executed urun gets (for the guest's execve).
+fn reexec_args(cli: &Cli) -> Vec<OsString> {
+    let mut v: Vec<OsString> = vec!["urun".into(), "--engine".into(), cli.engine.name().into()];
+    if cli.strace {
+        v.push("--strace".into());
+    }
+    v
+}
+
+/// Follow `#!` lines: the program to load and the argv to give it.
+fn resolve_script(path: &Path, argv: Vec<Vec<u8>>) -> Result<(PathBuf, Vec<Vec<u8>>), StartError> {
+    let mut path = path.to_path_buf();
+    let mut argv = argv;
+    for _ in 0..4 {
+        let head = read_head(&path);
+        let Format::Script { interpreter, arg } = urun_loader::identify(&head) else { break };
+        if interpreter.is_empty() {
+            return Err(StartError::BadScript(path.display().to_string()));
+        }
+        let mut new = vec![interpreter.clone().into_bytes()];
+        if let Some(a) = arg {
+            new.push(a.into_bytes());
+        }
+        new.push(path.as_os_str().as_bytes().to_vec());
+        new.extend(argv.into_iter().skip(1));
+        argv = new;
+        path = PathBuf::from(interpreter);
+    }
+    Ok((path, argv))
+}
+
+fn read_head(path: &Path) -> Vec<u8> {
+    use std::io::Read;
+    let mut buf = vec![0u8; 256];
+    match std::fs::File::open(path).and_then(|mut f| f.read(&mut buf)) {
+        Ok(n) => {
+            buf.truncate(n);
+            buf
+        }
+        Err(_) => Vec::new(),
+    }
+}
+
+fn start(cli: &Cli) -> Result<Stop, StartError> {
+    let argv0 = cli.argv0.clone().unwrap_or_else(|| cli.program.clone().into_os_string());
+    let mut argv = vec![argv0.into_vec()];
+    argv.extend(cli.args.iter().map(|a| a.as_bytes().to_vec()));
+    let (program, argv) = resolve_script(&cli.program, argv)?;
+    let shown = program.display().to_string();
+
+    let mem = Arc::new(AddressSpace::new());
+    let cpuid1 = urun_cpu::cpuid::guest_cpuid(1, 0);
+    let opts = LoadOptions {
+        argv,
+        envp: guest_env(cli),
+        execfn: program.as_os_str().as_bytes().to_vec(),
+        hwcap: cpuid1[3] as u64,
+        hwcap2: 0,
+    };
+    let loaded = urun_loader::load(&program, &mem, &opts).map_err(|source| StartError::Load { path: shown, source })?;
+    tracing::debug!(entry = format_args!("{:#x}", loaded.entry), sp = format_args!("{:#x}", loaded.stack_pointer), "loaded");
+
+    let mut cpu = CpuState { rip: loaded.entry, ..CpuState::default() };
+    cpu.gpr[reg::RSP] = loaded.stack_pointer;
+    let mut process = Process::new(mem.clone(), Brk::at(loaded.brk_start), loaded.exe_path.clone());
+    process.strace = cli.strace;
+    process.reexec = reexec_args(cli);
+    let mut engine: Box<dyn Engine> = match cli.engine {
+        EngineKind::Interp => Box::new(Interpreter::new(mem)),
+    };
+    Ok(linux::run(engine.as_mut(), &mut cpu, &mut process))
+}
+
+/// Leave as the guest left: its exit status, or killed by its signal.
+fn finish(stop: Stop) -> ! {
+    match stop {
+        Stop::Exited(code) => std::process::exit(code),
+        Stop::Signaled(sig) => {
+            // SAFETY: plain libc calls on our own process: no core file,
+            // the default action for `sig`, unblocked, then raised.
+            unsafe {
+                let no_core = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+                libc::setrlimit(libc::RLIMIT_CORE, &no_core);
+                libc::signal(sig, libc::SIG_DFL);
+                let mut set: libc::sigset_t = std::mem::zeroed();
+                libc::sigemptyset(&mut set);
+                libc::sigaddset(&mut set, sig);
+                libc::sigprocmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut());
+                libc::raise(sig);
+            }
+            std::process::exit(128 + sig)
+        }
+    }
+}
+
+/// Put `--` before the guest program, so that everything after it is the
+/// guest's even when it looks like one of urun's options.
+fn split_guest_args(args: Vec<OsString>) -> Vec<OsString> {
+    const TAKES_VALUE: &[&str] = &["-E", "-U", "-0", "--engine"];
+    let mut out = Vec::with_capacity(args.len() + 1);
+    let mut it = args.into_iter();
+    if let Some(me) = it.next() {
+        out.push(me);
+    }
+    while let Some(a) = it.next() {
+        let b = a.as_bytes();
+        if b == b"--" {
+            out.push(a);
+            break;
+        }
+        if !b.starts_with(b"-") || b == b"-" {
+            out.push("--".into());
+            out.push(a);
+            break;
+        }
+        let needs_value = TAKES_VALUE.iter().any(|o| b == o.as_bytes());
+        out.push(a);
+        if needs_value {
+            if let Some(v) = it.next() {
+                out.push(v);
+            }
+        }
+    }
+    out.extend(it);
+    out
+}
+
+fn main() {
+    let cli = Cli::parse_from(split_guest_args(std::env::args_os().collect()));
+    init_logging();
+    match start(&cli) {
+        Ok(stop) => finish(stop),
+        Err(e) => {
+            eprintln!("urun: {e}");
+            std::process::exit(e.exit_code());
+        }
+    }
+}

@@ -213,6 +213,27 @@ impl AddressSpace {
         false
     }
 
+    /// How many bytes from `addr` (at most `max`) are contiguous guest
+    /// memory with at least `need` protection.
+    pub fn accessible_len(&self, addr: u64, max: u64, need: Prot) -> u64 {
+        let end = addr.saturating_add(max);
+        let map = self.read_map();
+        let mut at = addr;
+        for (_, r) in map.range(..end) {
+            if r.end <= at {
+                continue;
+            }
+            if r.start > at || !r.prot.contains(need) {
+                break;
+            }
+            at = r.end.min(end);
+            if at >= end {
+                break;
+            }
+        }
+        at - addr
+    }
+
     /// True when no byte of the range is guest memory.
     pub fn is_free(&self, addr: u64, len: u64) -> bool {
         let end = addr.saturating_add(len);
@@ -234,6 +255,20 @@ impl AddressSpace {
         shared: bool,
         file: Option<&FileMap>,
     ) -> Result<u64, MemError> {
+        self.map_with_flags(place, len, prot, shared, file, 0)
+    }
+
+    /// `map` with extra host `MAP_*` flags that do not affect placement
+    /// (MAP_NORESERVE, MAP_POPULATE, MAP_GROWSDOWN, MAP_STACK).
+    pub fn map_with_flags(
+        &self,
+        place: Placement,
+        len: u64,
+        prot: Prot,
+        shared: bool,
+        file: Option<&FileMap>,
+        extra_flags: i32,
+    ) -> Result<u64, MemError> {
         let len = page_ceil(len);
         let start = match place {
             Placement::Hint(a) | Placement::Fixed(a) | Placement::FixedNoReplace(a) => a,
@@ -241,7 +276,8 @@ impl AddressSpace {
         if len == 0 || start % PAGE_SIZE != 0 || start.checked_add(len).is_none() {
             return Err(MemError::BadRange { start, len });
         }
-        let mut flags = if shared { libc::MAP_SHARED } else { libc::MAP_PRIVATE };
+        let extra = extra_flags & (libc::MAP_NORESERVE | libc::MAP_POPULATE | libc::MAP_GROWSDOWN | libc::MAP_STACK);
+        let mut flags = extra | if shared { libc::MAP_SHARED } else { libc::MAP_PRIVATE };
         let (fd, offset) = match file {
             Some(f) => (f.fd, f.offset),
             None => {

@@ -1,0 +1,371 @@
+//! The Linux x86-64 syscall table: for each number, its name, what its
+//! arguments are (so pointers can be checked and `--strace` can print them),
+//! and whether it passes straight to the host or is emulated.
+
+use super::emul;
+use super::Process;
+use urun_cpu::{CpuState, Prot};
+
+/// What an argument is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum A {
+    /// An integer, printed in decimal.
+    I,
+    /// Flags, modes or addresses that are not dereferenced: printed in hex.
+    X,
+    /// A file descriptor.
+    Fd,
+    /// A NUL-terminated string the kernel reads (NULL allowed).
+    Str,
+    /// A buffer the kernel reads.
+    In(Len),
+    /// A buffer the kernel writes.
+    Out(Len),
+    /// An array of `struct iovec` whose buffers the kernel reads; count in argument N.
+    IovIn(u8),
+    /// An array of `struct iovec` whose buffers the kernel writes.
+    IovOut(u8),
+}
+
+/// The length of a buffer argument.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Len {
+    /// In bytes, given by argument N.
+    Arg(u8),
+    /// A fixed size (a struct).
+    Fixed(u32),
+    /// Argument N times a fixed element size.
+    ArgTimes(u8, u32),
+}
+
+/// How a syscall is serviced.
+#[derive(Clone, Copy)]
+pub(crate) enum Kind {
+    /// Checked, then passed to the host kernel unchanged.
+    Pass,
+    /// Emulated by urun.
+    Emul(emul::Handler),
+    /// Known but not provided: -ENOSYS without a report (libc falls back).
+    Nosys,
+}
+
+/// One syscall.
+pub(crate) struct Syscall {
+    pub nr: u64,
+    pub name: &'static str,
+    pub args: &'static [A],
+    pub kind: Kind,
+}
+
+use Kind::{Emul, Nosys, Pass};
+use Len::{Arg, ArgTimes, Fixed};
+use A::*;
+
+const STAT: Len = Fixed(144);
+const TIMESPEC: Len = Fixed(16);
+
+macro_rules! sys {
+    ($nr:expr, $name:ident, [$($a:expr),*], $kind:expr) => {
+        Syscall { nr: $nr, name: stringify!($name), args: &[$($a),*], kind: $kind }
+    };
+}
+
+/// Every syscall urun knows, by number.
+pub(crate) static SYSCALLS: &[Syscall] = &[
+    sys!(0, read, [Fd, Out(Arg(2)), I], Pass),
+    sys!(1, write, [Fd, In(Arg(2)), I], Pass),
+    sys!(2, open, [Str, X, X], Pass),
+    sys!(3, close, [Fd], Pass),
+    sys!(4, stat, [Str, Out(STAT)], Pass),
+    sys!(5, fstat, [Fd, Out(STAT)], Pass),
+    sys!(6, lstat, [Str, Out(STAT)], Pass),
+    sys!(7, poll, [Out(ArgTimes(1, 8)), I, I], Pass),
+    sys!(8, lseek, [Fd, I, I], Pass),
+    sys!(9, mmap, [X, X, X, X, Fd, X], Emul(emul::mmap)),
+    sys!(10, mprotect, [X, X, X], Emul(emul::mprotect)),
+    sys!(11, munmap, [X, X], Emul(emul::munmap)),
+    sys!(12, brk, [X], Emul(emul::brk)),
+    sys!(13, rt_sigaction, [I, X, X, I], Emul(emul::rt_sigaction)),
+    sys!(14, rt_sigprocmask, [I, In(Fixed(8)), Out(Fixed(8)), I], Pass),
+    sys!(16, ioctl, [Fd, X, X], Emul(emul::ioctl)),
+    sys!(17, pread64, [Fd, Out(Arg(2)), I, I], Pass),
+    sys!(18, pwrite64, [Fd, In(Arg(2)), I, I], Pass),
+    sys!(19, readv, [Fd, IovOut(2), I], Pass),
+    sys!(20, writev, [Fd, IovIn(2), I], Pass),
+    sys!(21, access, [Str, X], Pass),
+    sys!(22, pipe, [Out(Fixed(8))], Pass),
+    sys!(23, select, [I, Out(Fixed(128)), Out(Fixed(128)), Out(Fixed(128)), Out(Fixed(16))], Pass),
+    sys!(24, sched_yield, [], Pass),
+    sys!(25, mremap, [X, X, X, X, X], Emul(emul::mremap)),
+    sys!(26, msync, [X, X, X], Emul(emul::msync)),
+    sys!(28, madvise, [X, X, I], Emul(emul::madvise)),
+    sys!(32, dup, [Fd], Pass),
+    sys!(33, dup2, [Fd, Fd], Pass),
+    sys!(34, pause, [], Pass),
+    sys!(35, nanosleep, [In(TIMESPEC), Out(TIMESPEC)], Pass),
+    sys!(36, getitimer, [I, Out(Fixed(32))], Pass),
+    sys!(37, alarm, [I], Pass),
+    sys!(38, setitimer, [I, In(Fixed(32)), Out(Fixed(32))], Pass),
+    sys!(39, getpid, [], Pass),
+    sys!(40, sendfile, [Fd, Fd, Out(Fixed(8)), I], Pass),
+    sys!(41, socket, [I, I, I], Pass),
+    sys!(42, connect, [Fd, In(Arg(2)), I], Pass),
+    sys!(44, sendto, [Fd, In(Arg(2)), I, X, In(Arg(5)), I], Pass),
+    sys!(48, shutdown, [Fd, I], Pass),
+    sys!(49, bind, [Fd, In(Arg(2)), I], Pass),
+    sys!(50, listen, [Fd, I], Pass),
+    sys!(53, socketpair, [I, I, I, Out(Fixed(8))], Pass),
+    sys!(56, clone, [X, X, X, X, X], Emul(emul::clone)),
+    sys!(57, fork, [], Emul(emul::fork)),
+    sys!(58, vfork, [], Emul(emul::fork)),
+    sys!(59, execve, [Str, X, X], Emul(emul::execve)),
+    sys!(60, exit, [I], Emul(emul::exit)),
+    sys!(61, wait4, [I, Out(Fixed(4)), X, Out(Fixed(144))], Pass),
+    sys!(62, kill, [I, I], Pass),
+    sys!(63, uname, [Out(Fixed(390))], Pass),
+    sys!(72, fcntl, [Fd, I, X], Emul(emul::fcntl)),
+    sys!(73, flock, [Fd, I], Pass),
+    sys!(74, fsync, [Fd], Pass),
+    sys!(75, fdatasync, [Fd], Pass),
+    sys!(76, truncate, [Str, I], Pass),
+    sys!(77, ftruncate, [Fd, I], Pass),
+    sys!(78, getdents, [Fd, Out(Arg(2)), I], Pass),
+    sys!(79, getcwd, [Out(Arg(1)), I], Pass),
+    sys!(80, chdir, [Str], Pass),
+    sys!(81, fchdir, [Fd], Pass),
+    sys!(82, rename, [Str, Str], Pass),
+    sys!(83, mkdir, [Str, X], Pass),
+    sys!(84, rmdir, [Str], Pass),
+    sys!(85, creat, [Str, X], Pass),
+    sys!(86, link, [Str, Str], Pass),
+    sys!(87, unlink, [Str], Pass),
+    sys!(88, symlink, [Str, Str], Pass),
+    sys!(89, readlink, [Str, Out(Arg(2)), I], Emul(emul::readlink)),
+    sys!(90, chmod, [Str, X], Pass),
+    sys!(91, fchmod, [Fd, X], Pass),
+    sys!(92, chown, [Str, I, I], Pass),
+    sys!(93, fchown, [Fd, I, I], Pass),
+    sys!(94, lchown, [Str, I, I], Pass),
+    sys!(95, umask, [X], Pass),
+    sys!(96, gettimeofday, [Out(Fixed(16)), Out(Fixed(8))], Pass),
+    sys!(97, getrlimit, [I, Out(Fixed(16))], Pass),
+    sys!(98, getrusage, [I, Out(Fixed(144))], Pass),
+    sys!(99, sysinfo, [Out(Fixed(112))], Pass),
+    sys!(100, times, [Out(Fixed(32))], Pass),
+    sys!(102, getuid, [], Pass),
+    sys!(104, getgid, [], Pass),
+    sys!(105, setuid, [I], Pass),
+    sys!(106, setgid, [I], Pass),
+    sys!(107, geteuid, [], Pass),
+    sys!(108, getegid, [], Pass),
+    sys!(109, setpgid, [I, I], Pass),
+    sys!(110, getppid, [], Pass),
+    sys!(111, getpgrp, [], Pass),
+    sys!(112, setsid, [], Pass),
+    sys!(115, getgroups, [I, Out(ArgTimes(0, 4))], Pass),
+    sys!(121, getpgid, [I], Pass),
+    sys!(124, getsid, [I], Pass),
+    sys!(127, rt_sigpending, [Out(Arg(1)), I], Pass),
+    sys!(131, sigaltstack, [X, X], Emul(emul::sigaltstack)),
+    sys!(137, statfs, [Str, Out(Fixed(120))], Pass),
+    sys!(138, fstatfs, [Fd, Out(Fixed(120))], Pass),
+    sys!(157, prctl, [I, X, X, X, X], Emul(emul::prctl)),
+    sys!(158, arch_prctl, [X, X], Emul(emul::arch_prctl)),
+    sys!(160, setrlimit, [I, In(Fixed(16))], Pass),
+    sys!(186, gettid, [], Pass),
+    sys!(200, tkill, [I, I], Pass),
+    sys!(201, time, [Out(Fixed(8))], Pass),
+    sys!(202, futex, [X, I, X, X, X, X], Emul(emul::futex)),
+    sys!(204, sched_getaffinity, [I, I, Out(Arg(1))], Pass),
+    sys!(217, getdents64, [Fd, Out(Arg(2)), I], Pass),
+    sys!(218, set_tid_address, [X], Emul(emul::set_tid_address)),
+    sys!(228, clock_gettime, [I, Out(TIMESPEC)], Pass),
+    sys!(229, clock_getres, [I, Out(TIMESPEC)], Pass),
+    sys!(230, clock_nanosleep, [I, X, In(TIMESPEC), Out(TIMESPEC)], Pass),
+    sys!(231, exit_group, [I], Emul(emul::exit_group)),
+    sys!(234, tgkill, [I, I, I], Pass),
+    sys!(257, openat, [Fd, Str, X, X], Pass),
+    sys!(258, mkdirat, [Fd, Str, X], Pass),
+    sys!(260, fchownat, [Fd, Str, I, I, X], Pass),
+    sys!(262, newfstatat, [Fd, Str, Out(STAT), X], Pass),
+    sys!(263, unlinkat, [Fd, Str, X], Pass),
+    sys!(264, renameat, [Fd, Str, Fd, Str], Pass),
+    sys!(265, linkat, [Fd, Str, Fd, Str, X], Pass),
+    sys!(266, symlinkat, [Str, Fd, Str], Pass),
+    sys!(267, readlinkat, [Fd, Str, Out(Arg(3)), I], Emul(emul::readlinkat)),
+    sys!(268, fchmodat, [Fd, Str, X], Pass),
+    sys!(269, faccessat, [Fd, Str, X], Pass),
+    sys!(271, ppoll, [Out(ArgTimes(1, 8)), I, In(TIMESPEC), In(Fixed(8)), I], Pass),
+    sys!(273, set_robust_list, [X, I], Emul(emul::set_robust_list)),
+    sys!(280, utimensat, [Fd, Str, In(Fixed(32)), X], Pass),
+    sys!(285, fallocate, [Fd, X, I, I], Pass),
+    sys!(290, eventfd2, [I, X], Pass),
+    sys!(292, dup3, [Fd, Fd, X], Pass),
+    sys!(293, pipe2, [Out(Fixed(8)), X], Pass),
+    sys!(302, prlimit64, [I, I, In(Fixed(16)), Out(Fixed(16))], Pass),
+    sys!(316, renameat2, [Fd, Str, Fd, Str, X], Pass),
+    sys!(318, getrandom, [Out(Arg(1)), I, X], Pass),
+    sys!(332, statx, [Fd, Str, X, X, Out(Fixed(256))], Pass),
+    sys!(334, rseq, [X, I, X, X], Nosys),
+    sys!(435, clone3, [X, I], Nosys),
+    sys!(439, faccessat2, [Fd, Str, X, X], Pass),
+];
+
+/// Syscall lookup by number, built once.
+pub(crate) fn lookup(nr: u64) -> Option<&'static Syscall> {
+    static BY_NR: std::sync::LazyLock<Vec<Option<&'static Syscall>>> = std::sync::LazyLock::new(|| {
+        let max = SYSCALLS.iter().map(|s| s.nr).max().unwrap_or(0) as usize;
+        let mut v = vec![None; max + 1];
+        for s in SYSCALLS {
+            v[s.nr as usize] = Some(s);
+        }
+        v
+    });
+    BY_NR.get(usize::try_from(nr).ok()?).copied().flatten()
+}
+
+/// The byte length of a buffer argument.
+fn buf_len(len: Len, args: &[u64; 6]) -> u64 {
+    match len {
+        Arg(i) => args[i as usize],
+        Fixed(n) => n as u64,
+        ArgTimes(i, n) => args[i as usize].saturating_mul(n as u64),
+    }
+}
+
+/// Check that every pointer argument the kernel would follow is guest
+/// memory with the access it needs. False means the syscall gets -EFAULT.
+/// A buffer whose length is an argument is clipped to the guest memory
+/// that follows it, as the kernel stops copying where a native process's
+/// memory ends (a short read or write, or -EFAULT if nothing is there).
+pub(crate) fn check_pointers(p: &Process, sc: &Syscall, args: &mut [u64; 6]) -> bool {
+    let mem = &p.mem;
+    for (i, a) in sc.args.iter().enumerate() {
+        let ptr = args[i];
+        let ok = match *a {
+            I | X | Fd => true,
+            Str => ptr == 0 || guest_cstr(p, ptr).is_some(),
+            In(Arg(n)) | Out(Arg(n)) => {
+                let need = if matches!(*a, In(_)) { Prot::READ } else { Prot::WRITE };
+                let want = args[n as usize];
+                if ptr == 0 || want == 0 {
+                    true
+                } else {
+                    let have = mem.accessible_len(ptr, want, need);
+                    args[n as usize] = have;
+                    have > 0
+                }
+            }
+            In(len) => ptr == 0 || mem.check(ptr, buf_len(len, args), Prot::READ),
+            Out(len) => ptr == 0 || mem.check(ptr, buf_len(len, args), Prot::WRITE),
+            IovIn(n) | IovOut(n) => {
+                let count = args[n as usize].min(1024);
+                if count == 0 {
+                    continue;
+                }
+                if !mem.check(ptr, count * 16, Prot::READ) {
+                    return false;
+                }
+                let need = if matches!(*a, IovIn(_)) { Prot::READ } else { Prot::WRITE };
+                (0..count).all(|k| {
+                    // SAFETY: the iovec array was checked readable above.
+                    let (base, len) = unsafe {
+                        let e = (ptr + k * 16) as *const u64;
+                        (e.read_unaligned(), e.add(1).read_unaligned())
+                    };
+                    len == 0 || mem.check(base, len, need)
+                })
+            }
+        };
+        if !ok {
+            return false;
+        }
+    }
+    true
+}
+
+/// The NUL-terminated guest string at `ptr`, if it lies wholly in readable
+/// guest memory (at most 64 KiB).
+pub(crate) fn guest_cstr(p: &Process, ptr: u64) -> Option<Vec<u8>> {
+    let mut out = Vec::new();
+    let mut at = ptr;
+    while out.len() < 65536 {
+        let page_end = (at | 0xfff) + 1;
+        if !p.mem.check(at, page_end - at, Prot::READ) {
+            return None;
+        }
+        // SAFETY: [at, page_end) is readable guest memory (checked above).
+        let chunk = unsafe { std::slice::from_raw_parts(at as *const u8, (page_end - at) as usize) };
+        match chunk.iter().position(|&b| b == 0) {
+            Some(n) => {
+                out.extend_from_slice(&chunk[..n]);
+                return Some(out);
+            }
+            None => out.extend_from_slice(chunk),
+        }
+        at = page_end;
+    }
+    None
+}
+
+/// Pass a syscall to the host kernel unchanged.
+pub(crate) fn pass(nr: u64, args: &[u64; 6]) -> i64 {
+    // SAFETY: every pointer argument was checked to be guest memory with the
+    // right access (`pointers_ok`), so the kernel reads and writes only the
+    // guest's memory, as it would natively.
+    unsafe { libc::syscall(nr as i64, args[0], args[1], args[2], args[3], args[4], args[5]) as i64 }
+}
+
+/// Result of a raw syscall as `-errno` or a value.
+pub(crate) fn raw_result(r: i64) -> i64 {
+    if r == -1 {
+        -(std::io::Error::last_os_error().raw_os_error().unwrap_or(libc::EIO) as i64)
+    } else {
+        r
+    }
+}
+
+/// Run syscall `nr` for the guest; returns the value for RAX.
+pub(crate) fn dispatch(p: &mut Process, cpu: &mut CpuState, nr: u64, args: &[u64; 6]) -> Result<i64, super::Stop> {
+    let Some(sc) = lookup(nr) else {
+        p.report_unknown(nr);
+        return Ok(-(libc::ENOSYS as i64));
+    };
+    match sc.kind {
+        Nosys => Ok(-(libc::ENOSYS as i64)),
+        Pass => {
+            let mut args = *args;
+            if !check_pointers(p, sc, &mut args) {
+                return Ok(-(libc::EFAULT as i64));
+            }
+            Ok(raw_result(pass(nr, &args)))
+        }
+        Emul(h) => h(p, cpu, args),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn table_is_sorted_unique_and_sized() {
+        for w in SYSCALLS.windows(2) {
+            assert!(w[0].nr < w[1].nr, "{} before {}", w[0].name, w[1].name);
+        }
+        for s in SYSCALLS {
+            assert!(s.args.len() <= 6, "{}", s.name);
+            for a in s.args {
+                let refs = match a {
+                    In(Arg(i)) | Out(Arg(i)) | In(ArgTimes(i, _)) | Out(ArgTimes(i, _)) | IovIn(i) | IovOut(i) => Some(*i),
+                    _ => None,
+                };
+                if let Some(i) = refs {
+                    assert!((i as usize) < s.args.len(), "{}: length argument {i} missing", s.name);
+                }
+            }
+        }
+        assert_eq!(lookup(1).map(|s| s.name), Some("write"));
+        assert!(lookup(100_000).is_none());
+    }
+}
