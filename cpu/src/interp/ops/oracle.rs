@@ -138,7 +138,7 @@ pub(crate) struct Oracle {
 }
 
 /// Bytes of the data area the oracle seeds and compares.
-pub(crate) const WINDOW: usize = 8192;
+pub(crate) const WINDOW: usize = 16384;
 
 impl Oracle {
     /// `None` (after saying why) when the host cannot run the harness.
