@@ -16,6 +16,7 @@ mod data;
 mod shift;
 mod sse;
 mod string;
+#[cfg(test)] mod oracle;
 
 /// The dispatch table under construction.
 pub(crate) struct Table {
