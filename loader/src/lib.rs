@@ -1,1 +1,178 @@
-//! urun's loader (placeholder).
+//! urun's loader: recognises a program file, maps a static x86-64 ELF
+//! (`ET_EXEC`, or a static-PIE `ET_DYN`) into the guest `AddressSpace`, and
+//! builds the initial stack (argv, envp, auxv) as Linux does.
+//!
+//! The loader knows file formats, not syscalls: it maps memory only through
+//! `urun_cpu::AddressSpace`, and leaves `brk` to the personality.
+//!
+//! Not yet: dynamically linked programs (`PT_INTERP`), PE programs.
+
+mod elf;
+mod error;
+mod format;
+mod stack;
+
+use std::io::Read;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::MetadataExt;
+use std::os::unix::io::AsRawFd;
+use std::path::{Path, PathBuf};
+
+use urun_cpu::mem::page_ceil;
+use urun_cpu::AddressSpace;
+
+pub use error::LoadError;
+pub use format::{identify, Format};
+pub use stack::{at, STACK_SIZE};
+
+/// Linux follows at most this many `#!` interpreters (`BINPRM_MAX_RECURSION`).
+const MAX_SCRIPT_DEPTH: usize = 4;
+
+/// What the new program is given.
+#[derive(Clone, Debug, Default)]
+pub struct LoadOptions {
+    pub argv: Vec<Vec<u8>>,
+    pub envp: Vec<Vec<u8>>,
+    /// The name the program was run by (AT_EXECFN).
+    pub execfn: Vec<u8>,
+    pub hwcap: u64,
+    pub hwcap2: u64,
+}
+
+/// A program mapped and ready to start.
+#[derive(Clone, Debug)]
+pub struct Loaded {
+    /// Where to start (RIP).
+    pub entry: u64,
+    /// Initial RSP: points at argc, 16-byte aligned.
+    pub stack_pointer: u64,
+    /// Page-aligned end of the highest segment: where the heap starts.
+    pub brk_start: u64,
+    /// Runtime address minus link-time address (0 for ET_EXEC).
+    pub load_bias: u64,
+    /// Runtime address of the program headers (AT_PHDR; 0 if not loaded).
+    pub phdr: u64,
+    pub phnum: u64,
+    /// The auxiliary vector as written on the stack, ending with (AT_NULL, 0).
+    pub auxv: Vec<(u64, u64)>,
+    /// Canonical absolute path of the file mapped (for `/proc/self/exe`;
+    /// for a `#!` script, its interpreter, as on Linux).
+    pub exe_path: PathBuf,
+    pub stack_executable: bool,
+}
+
+/// Load the program at `path` into `mem`. On error nothing stays mapped.
+///
+/// A `#!` script loads its interpreter with the script's path inserted in
+/// argv, as Linux does.
+pub fn load(path: &Path, mem: &AddressSpace, opts: &LoadOptions) -> Result<Loaded, LoadError> {
+    load_depth(path, mem, opts, 0)
+}
+
+fn load_depth(path: &Path, mem: &AddressSpace, opts: &LoadOptions, depth: usize) -> Result<Loaded, LoadError> {
+    let (file, bytes) = open(path)?;
+    match identify(&bytes) {
+        Format::ElfX86_64 => load_elf(path, &file, &bytes, mem, opts),
+        Format::Elf { class, machine } => Err(format::other_elf_error(class, machine, bytes.len())),
+        Format::Pe => Err(format::pe_error(&bytes)),
+        Format::Unknown => Err(format::unknown_error(&bytes)),
+        Format::Script { interpreter, arg } => {
+            if interpreter.is_empty() {
+                return Err(LoadError::BadScript("it names no interpreter"));
+            }
+            if depth >= MAX_SCRIPT_DEPTH {
+                return Err(LoadError::ScriptTooDeep);
+            }
+            let mut argv = vec![interpreter.clone().into_bytes()];
+            argv.extend(arg.map(String::into_bytes));
+            argv.push(path.as_os_str().as_bytes().to_vec());
+            argv.extend(opts.argv.iter().skip(1).cloned());
+            let opts = LoadOptions { argv, ..opts.clone() };
+            tracing::debug!(script = %path.display(), interpreter, "running a #! script");
+            load_depth(Path::new(&interpreter), mem, &opts, depth + 1)
+        }
+    }
+}
+
+/// Open a program file and read it, checking that it may be executed.
+fn open(path: &Path) -> Result<(std::fs::File, Vec<u8>), LoadError> {
+    let io = |source| LoadError::Io { path: path.to_path_buf(), source };
+    let mut file = std::fs::File::open(path).map_err(io)?;
+    let meta = file.metadata().map_err(io)?;
+    if meta.is_dir() {
+        return Err(io(std::io::Error::from_raw_os_error(libc::EISDIR)));
+    }
+    if !meta.is_file() {
+        return Err(LoadError::Permission { path: path.to_path_buf() });
+    }
+    let cpath = std::ffi::CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| io(std::io::Error::from_raw_os_error(libc::EINVAL)))?;
+    // SAFETY: `cpath` is a valid NUL-terminated string for the call.
+    if unsafe { libc::access(cpath.as_ptr(), libc::X_OK) } != 0 {
+        return Err(LoadError::Permission { path: path.to_path_buf() });
+    }
+    let mut bytes = Vec::with_capacity(meta.len().min(1 << 30) as usize);
+    file.read_to_end(&mut bytes).map_err(io)?;
+    Ok((file, bytes))
+}
+
+fn load_elf(
+    path: &Path,
+    file: &std::fs::File,
+    bytes: &[u8],
+    mem: &AddressSpace,
+    opts: &LoadOptions,
+) -> Result<Loaded, LoadError> {
+    let img = elf::parse(bytes)?;
+    let io = |source| LoadError::Io { path: path.to_path_buf(), source };
+    let exe_path = std::fs::canonicalize(path).map_err(io)?;
+    let meta = file.metadata().map_err(io)?;
+    let random = stack::random_bytes()?;
+    let src = elf::File {
+        fd: file.as_raw_fd(),
+        bytes,
+        path: exe_path.to_string_lossy().into_owned(),
+        dev: meta.dev(),
+        inode: meta.ino(),
+    };
+
+    let mut undo = elf::Undo::new(mem);
+    let bias = elf::map_image(mem, &img, &src, &mut undo)?;
+    let top = stack::map(mem, img.stack_exec, &mut undo)?;
+    let entry = img.entry.wrapping_add(bias);
+    if !img.segments.iter().any(|s| s.vaddr + bias <= entry && entry < s.vaddr + bias + s.memsz) {
+        tracing::warn!(entry, "the entry point is outside every segment");
+    }
+    let phdr = img.phdr_addr().map_or(0, |p| p.wrapping_add(bias));
+    let (uid, euid, gid, egid) = stack::AuxInfo::ids();
+    let info = stack::AuxInfo {
+        phdr,
+        phnum: img.phnum,
+        entry,
+        hwcap: opts.hwcap,
+        hwcap2: opts.hwcap2,
+        uid,
+        euid,
+        gid,
+        egid,
+    };
+    let image = stack::build(top, opts, &random, &info)?;
+    stack::write(&image);
+    undo.keep();
+    let loaded = Loaded {
+        entry,
+        stack_pointer: image.sp,
+        brk_start: page_ceil(img.hi() + bias),
+        load_bias: bias,
+        phdr,
+        phnum: img.phnum,
+        auxv: image.auxv,
+        exe_path,
+        stack_executable: img.stack_exec,
+    };
+    tracing::debug!(?loaded, "loaded");
+    Ok(loaded)
+}
+
+#[cfg(test)]
+mod tests;
