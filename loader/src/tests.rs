@@ -272,8 +272,11 @@ fn bad_files_give_clear_errors() {
     check("script loop", &s5.0, "too many levels of #! interpreters", 126);
 }
 
+/// argv, envp and auxv as read back from a stack.
+type Parsed = (Vec<Vec<u8>>, Vec<Vec<u8>>, Vec<(u64, u64)>);
+
 /// Parse the initial stack from guest memory, as a C runtime does.
-fn read_stack(sp: u64) -> (Vec<Vec<u8>>, Vec<Vec<u8>>, Vec<(u64, u64)>) {
+fn read_stack(sp: u64) -> Parsed {
     let argc = peek_u64(sp);
     let mut at = sp + 8;
     let argv = (0..argc).map(|i| peek_cstr(peek_u64(at + 8 * i))).collect();
@@ -376,7 +379,7 @@ fn loads_static_pie_at_a_free_aligned_base() {
     let mem = AddressSpace::new();
     let l = load(&f.0, &mem, &opts()).expect("load");
     let b = l.load_bias;
-    assert!(b != 0 && b % 0x10000 == 0, "bias {b:#x}");
+    assert!(b != 0 && b.is_multiple_of(0x10000), "bias {b:#x}");
     assert_eq!(l.entry, b + 0x200);
     assert_eq!(l.phdr, b + 64);
     assert_eq!(aux(&l, at::PHDR), b + 64);
