@@ -380,7 +380,7 @@ fn map_segment(
     let file_pages_end = if seg.filesz == 0 { fresh } else { page_ceil(file_end).max(fresh) };
     if file_pages_end > fresh {
         let offset = page_floor(seg.offset) + (fresh - ps);
-        let zero_tail = seg.memsz > seg.filesz && file_end % PAGE_SIZE != 0;
+        let zero_tail = seg.memsz > seg.filesz && !file_end.is_multiple_of(PAGE_SIZE);
         let prot = if zero_tail { seg.prot.union(Prot::WRITE) } else { seg.prot };
         let len = file_pages_end - fresh;
         let fm = file.map_at(offset);

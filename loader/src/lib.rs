@@ -14,7 +14,7 @@ mod stack;
 
 use std::io::Read;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 
@@ -97,7 +97,12 @@ fn load_depth(path: &Path, mem: &AddressSpace, opts: &LoadOptions, depth: usize)
 /// Open a program file and read it, checking that it may be executed.
 fn open(path: &Path) -> Result<(std::fs::File, Vec<u8>), LoadError> {
     let io = |source| LoadError::Io { path: path.to_path_buf(), source };
-    let mut file = std::fs::File::open(path).map_err(io)?;
+    // O_NONBLOCK: opening a FIFO must not hang; regular files ignore it.
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
+        .map_err(io)?;
     let meta = file.metadata().map_err(io)?;
     if meta.is_dir() {
         return Err(io(std::io::Error::from_raw_os_error(libc::EISDIR)));

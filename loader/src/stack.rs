@@ -227,8 +227,11 @@ mod tests {
         img.bytes[at..].split(|&b| b == 0).next().unwrap_or(&[]).to_vec()
     }
 
+    /// argv, envp and auxv as read back from a stack.
+    type Parsed = (Vec<Vec<u8>>, Vec<Vec<u8>>, Vec<(u64, u64)>);
+
     /// Parse a stack image back the way a C runtime does.
-    pub(crate) fn parse(img: &StackImage) -> (Vec<Vec<u8>>, Vec<Vec<u8>>, Vec<(u64, u64)>) {
+    fn parse(img: &StackImage) -> Parsed {
         let mut at = img.sp;
         let argc = word(img, at);
         at += 8;

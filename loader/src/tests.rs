@@ -264,6 +264,14 @@ fn bad_files_give_clear_errors() {
     let no_x = Temp::new(&good, 0o644);
     check("not executable", &no_x.0, "permission denied", 126);
     check("directory", &std::env::temp_dir(), "Is a directory", 126);
+    check("device", Path::new("/dev/null"), "permission denied", 126);
+    let fifo = std::env::temp_dir().join(format!("urun-loader-test-fifo-{}", std::process::id()));
+    let cfifo = std::ffi::CString::new(fifo.as_os_str().as_bytes()).unwrap();
+    // SAFETY: a valid NUL-terminated path.
+    if unsafe { libc::mkfifo(cfifo.as_ptr(), 0o755) } == 0 {
+        check("fifo", &fifo, "permission denied", 126);
+        let _ = std::fs::remove_file(&fifo);
+    }
     let s1 = Temp::new(b"#!/nonexistent\n", 0o755);
     let s2 = Temp::new(format!("#!{}\n", s1.0.display()).as_bytes(), 0o755);
     let s3 = Temp::new(format!("#!{}\n", s2.0.display()).as_bytes(), 0o755);
@@ -272,8 +280,11 @@ fn bad_files_give_clear_errors() {
     check("script loop", &s5.0, "too many levels of #! interpreters", 126);
 }
 
+/// argv, envp and auxv as read back from a stack.
+type Parsed = (Vec<Vec<u8>>, Vec<Vec<u8>>, Vec<(u64, u64)>);
+
 /// Parse the initial stack from guest memory, as a C runtime does.
-fn read_stack(sp: u64) -> (Vec<Vec<u8>>, Vec<Vec<u8>>, Vec<(u64, u64)>) {
+fn read_stack(sp: u64) -> Parsed {
     let argc = peek_u64(sp);
     let mut at = sp + 8;
     let argv = (0..argc).map(|i| peek_cstr(peek_u64(at + 8 * i))).collect();
@@ -376,7 +387,7 @@ fn loads_static_pie_at_a_free_aligned_base() {
     let mem = AddressSpace::new();
     let l = load(&f.0, &mem, &opts()).expect("load");
     let b = l.load_bias;
-    assert!(b != 0 && b % 0x10000 == 0, "bias {b:#x}");
+    assert!(b != 0 && b.is_multiple_of(0x10000), "bias {b:#x}");
     assert_eq!(l.entry, b + 0x200);
     assert_eq!(l.phdr, b + 64);
     assert_eq!(aux(&l, at::PHDR), b + 64);
@@ -477,6 +488,30 @@ fn hostile_headers_never_panic() {
                 unmap_all(&mem);
             }
             assert!(mem.regions().is_empty());
+        }
+    }
+}
+
+#[test]
+fn loads_real_static_binaries_when_present() {
+    // Debian's ldconfig is a static PIE; busybox is often a static ET_EXEC.
+    for p in ["/sbin/ldconfig", "/usr/bin/busybox"] {
+        let path = Path::new(p);
+        let Ok(bytes) = std::fs::read(path) else {
+            eprintln!("skipped {p}: not present");
+            continue;
+        };
+        let mem = AddressSpace::new();
+        match load(path, &mem, &opts()) {
+            Ok(l) => {
+                // The program headers in memory are the file's.
+                let n = (l.phnum * 56) as usize;
+                assert_eq!(peek(l.phdr, n), bytes[64..64 + n], "{p}");
+                assert_eq!(l.stack_pointer % 16, 0);
+                unmap_all(&mem);
+            }
+            Err(LoadError::Dynamic(i)) => eprintln!("skipped {p}: dynamically linked ({i})"),
+            Err(e) => panic!("{p}: {e}"),
         }
     }
 }
