@@ -44,19 +44,30 @@ struct GprInfo {
     shift: u8,
 }
 
-static GPR_INFO: std::sync::LazyLock<Vec<Option<GprInfo>>> = std::sync::LazyLock::new(|| {
-    let mut v = vec![None; Register::values().len() + 1];
-    for r in Register::values() {
-        if !r.is_gpr() {
-            continue;
-        }
-        let full = r.full_register();
-        let idx = (full as u32 - Register::RAX as u32) as u8;
-        let high = matches!(r, Register::AH | Register::CH | Register::DH | Register::BH);
-        v[r as usize] = Some(GprInfo { idx, size: r.size() as u8, shift: if high { 8 } else { 0 } });
+/// iced's `Register` numbering: AL..BH = 1..8, SPL..R15L = 9..20,
+/// AX..R15W = 21..36, EAX..R15D = 37..52, RAX..R15 = 53..68 (checked
+/// against iced by a unit test).
+const fn gpr_info_of(r: u8) -> Option<GprInfo> {
+    match r {
+        1..=4 => Some(GprInfo { idx: r - 1, size: 1, shift: 0 }),
+        5..=8 => Some(GprInfo { idx: r - 5, size: 1, shift: 8 }),
+        9..=20 => Some(GprInfo { idx: r - 5, size: 1, shift: 0 }),
+        21..=36 => Some(GprInfo { idx: r - 21, size: 2, shift: 0 }),
+        37..=52 => Some(GprInfo { idx: r - 37, size: 4, shift: 0 }),
+        53..=68 => Some(GprInfo { idx: r - 53, size: 8, shift: 0 }),
+        _ => None,
     }
-    v
-});
+}
+
+static GPR_INFO: [Option<GprInfo>; 256] = {
+    let mut t = [None; 256];
+    let mut i = 0;
+    while i < 256 {
+        t[i] = gpr_info_of(i as u8);
+        i += 1;
+    }
+    t
+};
 
 /// The state a handler works on.
 pub struct Ctx<'a> {
@@ -93,7 +104,7 @@ impl<'a> Ctx<'a> {
     /// Read a general-purpose register of any width, zero-extended.
     #[inline]
     pub fn reg(&self, r: Register) -> u64 {
-        match GPR_INFO.get(r as usize).copied().flatten() {
+        match GPR_INFO[r as usize & 255] {
             Some(g) => (self.cpu.gpr[g.idx as usize] >> g.shift) & mask(g.size),
             None => match r {
                 Register::RIP => self.next_rip,
@@ -107,7 +118,7 @@ impl<'a> Ctx<'a> {
     /// zero the upper half, 8- and 16-bit writes keep the other bits.
     #[inline]
     pub fn set_reg(&mut self, r: Register, v: u64) {
-        let Some(g) = GPR_INFO.get(r as usize).copied().flatten() else { return };
+        let Some(g) = GPR_INFO[r as usize & 255] else { return };
         let slot = &mut self.cpu.gpr[g.idx as usize];
         match g.size {
             8 => *slot = v,
@@ -122,7 +133,7 @@ impl<'a> Ctx<'a> {
     /// Size in bytes of a register operand.
     #[inline]
     pub fn reg_size(r: Register) -> u8 {
-        match GPR_INFO.get(r as usize).copied().flatten() {
+        match GPR_INFO[r as usize & 255] {
             Some(g) => g.size,
             None => r.size() as u8,
         }
@@ -529,4 +540,25 @@ impl<'a> Ctx<'a> {
 #[inline]
 pub fn xmm_index(r: Register) -> usize {
     (r as usize).wrapping_sub(Register::XMM0 as usize) & 15
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gpr_table_matches_iced() {
+        for r in Register::values() {
+            let got = GPR_INFO[r as usize & 255];
+            if !r.is_gpr() {
+                assert!(got.is_none(), "{r:?}");
+                continue;
+            }
+            let g = got.unwrap_or_else(|| panic!("{r:?} missing"));
+            let high = matches!(r, Register::AH | Register::CH | Register::DH | Register::BH);
+            assert_eq!(g.idx as u32, r.full_register() as u32 - Register::RAX as u32, "{r:?}");
+            assert_eq!(g.size as usize, r.size(), "{r:?}");
+            assert_eq!(g.shift, if high { 8 } else { 0 }, "{r:?}");
+        }
+    }
 }

@@ -54,10 +54,31 @@ fn unimplemented(ctx: &mut Ctx<'_>, insn: &Instruction) -> Step {
     Err(ctx.invalid(insn))
 }
 
+/// A fast hasher for guest addresses (multiplicative; addresses are not
+/// adversarial to urun's own performance beyond what the guest controls).
+#[derive(Default, Clone, Copy)]
+struct AddrHasher(u64);
+
+impl std::hash::Hasher for AddrHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = (self.0.rotate_left(8) ^ *b as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        }
+    }
+    fn write_u64(&mut self, v: u64) {
+        self.0 = (v ^ (v >> 29)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    }
+}
+
+type AddrHash = std::hash::BuildHasherDefault<AddrHasher>;
+
 /// The interpreter engine for one guest thread.
 pub struct Interpreter {
     mem: Arc<AddressSpace>,
-    cache: HashMap<u64, Rc<Block>>,
+    cache: HashMap<u64, Rc<Block>, AddrHash>,
     code_pages: HashSet<u64>,
     tlb: Tlb,
     generation: u64,
@@ -69,7 +90,7 @@ impl Interpreter {
         let generation = mem.generation();
         Interpreter {
             mem,
-            cache: HashMap::new(),
+            cache: HashMap::default(),
             code_pages: HashSet::new(),
             tlb: Tlb::new(),
             generation,
