@@ -61,7 +61,7 @@ static void malloc_tests(void)
         case 0: sz = s % 64; break;                    /* tiny */
         case 1: sz = s % 4096; break;                  /* small */
         case 2: sz = 4096 + s % 60000; break;          /* medium */
-        default: sz = (i % 40 == 3) ? 200000 + s % 800000 : s % 300; break; /* some mmap-sized */
+        default: sz = (i % 40 == 3) ? 150000 + s % 200000 : s % 300; break; /* some mmap-sized */
         }
         sizes[i] = sz;
         blocks[i] = malloc(sz ? sz : 1);
