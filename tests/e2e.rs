@@ -59,7 +59,12 @@ fn c_programs() -> Vec<(&'static str, &'static str, Vec<&'static str>, Expect)> 
     use Expect::*;
     vec![
         ("hello", "", vec![], Exit(0)),
-        ("args", "", vec!["one", "two words", "", "--flag=x", "ünïcödé", "*"], Exit(0)),
+        (
+            "args",
+            "",
+            vec!["one", "two words", "", "--flag=x", "ünïcödé", "*"],
+            Exit(0),
+        ),
         ("auxv", "", vec![], Exit(0)),
         ("exitcode", "-0", vec!["0"], Exit(0)),
         ("exitcode", "-3", vec!["3"], Exit(3)),
@@ -130,7 +135,10 @@ fn testbin_cases(out: &Path) -> Vec<Case> {
 fn uncovered_testbins(out: &Path, cases: &[Case]) -> Vec<String> {
     let covered: BTreeSet<PathBuf> = cases.iter().map(|c| c.program.clone()).collect();
     let mut missing = Vec::new();
-    for entry in std::fs::read_dir(out).expect("reading testbins/out").flatten() {
+    for entry in std::fs::read_dir(out)
+        .expect("reading testbins/out")
+        .flatten()
+    {
         let name = entry.file_name().to_string_lossy().into_owned();
         if !not_a_case(&name) && !covered.contains(&entry.path()) {
             missing.push(name);
@@ -146,7 +154,9 @@ const BUSYBOX: &str = "/bin/busybox";
 
 /// A deterministic text file for sort, wc and sha256sum.
 fn fixture_text() -> Vec<u8> {
-    let words = ["alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf", "hotel"];
+    let words = [
+        "alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf", "hotel",
+    ];
     let mut s = String::new();
     let mut x: u32 = 2463534242;
     for i in 0..3000 {
@@ -174,8 +184,18 @@ fn busybox_cases(dir: &Path) -> Vec<Case> {
     use Expect::Exit;
     vec![
         case("echo", &["echo", "hello", "world"], b"", Exit(0)),
-        case("sh-for", &["sh", "-c", "for i in 1 2 3; do echo $i; done"], b"", Exit(0)),
-        case("sh-exit", &["sh", "-c", "echo out; echo err >&2; exit 3"], b"", Exit(3)),
+        case(
+            "sh-for",
+            &["sh", "-c", "for i in 1 2 3; do echo $i; done"],
+            b"",
+            Exit(0),
+        ),
+        case(
+            "sh-exit",
+            &["sh", "-c", "echo out; echo err >&2; exit 3"],
+            b"",
+            Exit(3),
+        ),
         case("sha256sum", &["sha256sum", "input.txt"], b"", Exit(0)),
         case("wc", &["wc", "input.txt"], b"", Exit(0)),
         case("wc-stdin", &["wc"], &text, Exit(0)),
@@ -206,7 +226,11 @@ fn describe_diff(what: &str, native: &[u8], urun: &[u8]) -> Option<String> {
     }
     let n_lines: Vec<&[u8]> = native.split(|&b| b == b'\n').collect();
     let u_lines: Vec<&[u8]> = urun.split(|&b| b == b'\n').collect();
-    let i = n_lines.iter().zip(&u_lines).position(|(a, b)| a != b).unwrap_or(n_lines.len().min(u_lines.len()));
+    let i = n_lines
+        .iter()
+        .zip(&u_lines)
+        .position(|(a, b)| a != b)
+        .unwrap_or(n_lines.len().min(u_lines.len()));
     Some(format!(
         "{what} differs ({} bytes native, {} under urun); first difference at line {}:\n        native: {}\n        urun:   {}",
         native.len(),
@@ -240,7 +264,10 @@ fn check(case: &Case, native: &Outcome, urun: &Outcome) -> Vec<String> {
         return problems;
     }
     if urun.timed_out {
-        problems.push(format!("urun hung: killed after {:.0} s", urun.elapsed.as_secs_f64()));
+        problems.push(format!(
+            "urun hung: killed after {:.0} s",
+            urun.elapsed.as_secs_f64()
+        ));
     }
     if String::from_utf8_lossy(&urun.stderr).contains("panicked") {
         problems.push(format!("urun panicked: {}", show(&urun.stderr, 400)));
@@ -267,8 +294,16 @@ fn run_cases(cases: &[Case], jobs: usize, timeout: Duration) -> Vec<(String, Vec
             s.spawn(|| loop {
                 let i = next.fetch_add(1, Ordering::SeqCst);
                 let Some(case) = cases.get(i) else { break };
-                let native = run(&mut command(&case.program, false, case), &case.stdin, timeout);
-                let urun = run(&mut command(&case.program, true, case), &case.stdin, timeout);
+                let native = run(
+                    &mut command(&case.program, false, case),
+                    &case.stdin,
+                    timeout,
+                );
+                let urun = run(
+                    &mut command(&case.program, true, case),
+                    &case.stdin,
+                    timeout,
+                );
                 let problems = check(case, &native, &urun);
                 let times = format!(
                     "native {:.3} s, urun {:.3} s",
@@ -322,9 +357,18 @@ fn native_vs_urun() {
     let jobs = std::env::var("URUN_E2E_JOBS")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()).clamp(2, 4));
+        .unwrap_or_else(|| {
+            std::thread::available_parallelism()
+                .map_or(2, |n| n.get())
+                .clamp(2, 4)
+        });
     let timeout = common::env_secs("URUN_E2E_TIMEOUT", 60);
-    println!("e2e: {} cases, {jobs} workers, {} s timeout per run, urun = {}", cases.len(), timeout.as_secs(), urun());
+    println!(
+        "e2e: {} cases, {jobs} workers, {} s timeout per run, urun = {}",
+        cases.len(),
+        timeout.as_secs(),
+        urun()
+    );
 
     let failed = run_cases(&cases, jobs, timeout);
 
@@ -344,7 +388,11 @@ fn native_vs_urun() {
             failed.len(),
             cases.len(),
             names.join(", "),
-            if setup_problems.is_empty() { String::new() } else { format!("; setup: {}", setup_problems.join("; ")) }
+            if setup_problems.is_empty() {
+                String::new()
+            } else {
+                format!("; setup: {}", setup_problems.join("; "))
+            }
         );
     }
 }

@@ -130,7 +130,10 @@ pub fn run(cmd: &mut Command, stdin: &[u8], timeout: Duration) -> Outcome {
     // setrlimit, which is async-signal-safe; it touches no Rust-managed state.
     unsafe {
         cmd.pre_exec(|| {
-            let zero = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+            let zero = libc::rlimit {
+                rlim_cur: 0,
+                rlim_max: 0,
+            };
             libc::setrlimit(libc::RLIMIT_CORE, &zero);
             Ok(())
         });
@@ -139,7 +142,10 @@ pub fn run(cmd: &mut Command, stdin: &[u8], timeout: Duration) -> Outcome {
     let mut child = match cmd.spawn() {
         Ok(c) => c,
         Err(e) => {
-            return Outcome { spawn_error: Some(e.to_string()), ..Default::default() };
+            return Outcome {
+                spawn_error: Some(e.to_string()),
+                ..Default::default()
+            };
         }
     };
     let pgid = child.id() as libc::pid_t;
@@ -223,12 +229,17 @@ impl Drop for TempDir {
 /// linked). Reads the program headers by hand: no dependency needed.
 pub fn elf_has_interp(path: &Path) -> std::io::Result<bool> {
     let data = std::fs::read(path)?;
-    let u16_at = |o: usize| data.get(o..o + 2).map(|b| u16::from_le_bytes([b[0], b[1]]) as usize);
+    let u16_at = |o: usize| {
+        data.get(o..o + 2)
+            .map(|b| u16::from_le_bytes([b[0], b[1]]) as usize)
+    };
     let u32_at = |o: usize| {
-        data.get(o..o + 4).map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        data.get(o..o + 4)
+            .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
     };
     let u64_at = |o: usize| {
-        data.get(o..o + 8).map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")) as usize)
+        data.get(o..o + 8)
+            .map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")) as usize)
     };
     let bad = || std::io::Error::new(std::io::ErrorKind::InvalidData, "not a 64-bit ELF file");
     if data.get(..5) != Some(b"\x7fELF\x02") {
@@ -251,7 +262,11 @@ pub fn show(bytes: &[u8], max: usize) -> String {
     let s = String::from_utf8_lossy(bytes);
     let s = s.escape_debug().to_string();
     if s.chars().count() > max {
-        format!("{}... ({} bytes)", s.chars().take(max).collect::<String>(), bytes.len())
+        format!(
+            "{}... ({} bytes)",
+            s.chars().take(max).collect::<String>(),
+            bytes.len()
+        )
     } else {
         s
     }
@@ -259,5 +274,10 @@ pub fn show(bytes: &[u8], max: usize) -> String {
 
 /// Reads a duration in seconds from an environment variable.
 pub fn env_secs(var: &str, default: u64) -> Duration {
-    Duration::from_secs(std::env::var(var).ok().and_then(|v| v.parse().ok()).unwrap_or(default))
+    Duration::from_secs(
+        std::env::var(var)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(default),
+    )
 }
