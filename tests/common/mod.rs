@@ -1,0 +1,283 @@
+//! Shared by the integration tests: where things are, building the guest
+//! test programs, and running a process with a timeout while capturing
+//! everything a user can observe (stdout, stderr, exit status, signal).
+
+#![allow(dead_code)] // each test binary uses a different subset
+
+use std::io::{Read, Write};
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+/// The urun binary under test: the one cargo built, unless URUN_E2E_BINARY
+/// names another (another build, or a stand-in to check the harness itself).
+pub fn urun() -> String {
+    std::env::var("URUN_E2E_BINARY").unwrap_or_else(|_| env!("CARGO_BIN_EXE_urun").to_string())
+}
+
+/// The repository root (the root package's manifest directory).
+pub fn repo_root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// `testbins/out`, where the Makefile puts the guest programs.
+pub fn testbins_out() -> PathBuf {
+    repo_root().join("testbins").join("out")
+}
+
+/// Builds the guest programs with `make -C testbins` once per test binary.
+/// Make is incremental, so this is cheap when they are up to date. If
+/// `testbins/out` is missing and cannot be built, this panics: a suite that
+/// silently ran nothing would prove nothing.
+pub fn ensure_testbins() -> PathBuf {
+    static BUILT: OnceLock<Result<(), String>> = OnceLock::new();
+    let result = BUILT.get_or_init(|| {
+        let out = testbins_out();
+        let existed = out.is_dir();
+        match Command::new("make")
+            .arg("-C")
+            .arg(repo_root().join("testbins"))
+            .arg("-j2")
+            .output()
+        {
+            Ok(o) if o.status.success() => Ok(()),
+            Ok(o) => Err(format!(
+                "`make -C testbins` failed ({}):\n{}\n{}\n\
+                 (scripts/test installs what it needs: gcc, make, musl-tools, nasm)",
+                o.status,
+                String::from_utf8_lossy(&o.stdout),
+                String::from_utf8_lossy(&o.stderr)
+            )),
+            Err(e) if existed => {
+                eprintln!("warning: cannot run make ({e}); using the existing testbins/out as is");
+                Ok(())
+            }
+            Err(e) => Err(format!(
+                "testbins/out is missing and `make -C testbins` could not run: {e}"
+            )),
+        }
+    });
+    if let Err(msg) = result {
+        panic!("{msg}");
+    }
+    testbins_out()
+}
+
+/// Everything observable about one finished (or killed) process.
+#[derive(Debug, Default)]
+pub struct Outcome {
+    pub stdout: Vec<u8>,
+    pub stderr: Vec<u8>,
+    /// Exit code if the process exited.
+    pub code: Option<i32>,
+    /// Terminating signal if a signal killed it.
+    pub signal: Option<i32>,
+    /// It ran past the timeout and was killed (then code/signal describe
+    /// the kill, not the program).
+    pub timed_out: bool,
+    /// It could not be started at all.
+    pub spawn_error: Option<String>,
+    pub elapsed: Duration,
+}
+
+impl Outcome {
+    /// "exit 0", "signal 11 (SIGSEGV)", "hung", ...
+    pub fn status_text(&self) -> String {
+        if let Some(e) = &self.spawn_error {
+            return format!("failed to start: {e}");
+        }
+        if self.timed_out {
+            return "hung (killed at the timeout)".into();
+        }
+        match (self.code, self.signal) {
+            (Some(c), _) => format!("exit {c}"),
+            (None, Some(s)) => format!("signal {s} ({})", signal_name(s)),
+            _ => "unknown status".into(),
+        }
+    }
+
+    pub fn stderr_text(&self) -> String {
+        String::from_utf8_lossy(&self.stderr).into_owned()
+    }
+}
+
+pub fn signal_name(sig: i32) -> &'static str {
+    match sig {
+        libc::SIGSEGV => "SIGSEGV",
+        libc::SIGFPE => "SIGFPE",
+        libc::SIGILL => "SIGILL",
+        libc::SIGTRAP => "SIGTRAP",
+        libc::SIGABRT => "SIGABRT",
+        libc::SIGBUS => "SIGBUS",
+        libc::SIGKILL => "SIGKILL",
+        libc::SIGTERM => "SIGTERM",
+        libc::SIGPIPE => "SIGPIPE",
+        _ => "?",
+    }
+}
+
+/// Runs `cmd` with `stdin` fed to it, capturing stdout and stderr, and kills
+/// its whole process group if it runs longer than `timeout`. Core dumps are
+/// disabled in the child: programs that die by signals are part of the suite.
+pub fn run(cmd: &mut Command, stdin: &[u8], timeout: Duration) -> Outcome {
+    cmd.stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0);
+    // SAFETY: the closure runs in the forked child before exec and only calls
+    // setrlimit, which is async-signal-safe; it touches no Rust-managed state.
+    unsafe {
+        cmd.pre_exec(|| {
+            let zero = libc::rlimit {
+                rlim_cur: 0,
+                rlim_max: 0,
+            };
+            libc::setrlimit(libc::RLIMIT_CORE, &zero);
+            Ok(())
+        });
+    }
+    let start = Instant::now();
+    let mut child = match cmd.spawn() {
+        Ok(c) => c,
+        Err(e) => {
+            return Outcome {
+                spawn_error: Some(e.to_string()),
+                ..Default::default()
+            };
+        }
+    };
+    let pgid = child.id() as libc::pid_t;
+
+    let mut child_stdin = child.stdin.take().expect("stdin is piped");
+    let input = stdin.to_vec();
+    let writer = std::thread::spawn(move || {
+        // A program that exits without reading its input gives EPIPE: fine.
+        let _ = child_stdin.write_all(&input);
+    });
+    let reader = |mut r: Box<dyn Read + Send>| {
+        std::thread::spawn(move || {
+            let mut buf = Vec::new();
+            let _ = r.read_to_end(&mut buf);
+            buf
+        })
+    };
+    let out_reader = reader(Box::new(child.stdout.take().expect("stdout is piped")));
+    let err_reader = reader(Box::new(child.stderr.take().expect("stderr is piped")));
+
+    let mut timed_out = false;
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(status)) => break Some(status),
+            Ok(None) => {}
+            Err(_) => break None,
+        }
+        if start.elapsed() > timeout {
+            timed_out = true;
+            // SAFETY: kill(2) with a negative pid signals the process group we
+            // created for this child (process_group(0) above); no memory is
+            // involved.
+            unsafe {
+                libc::kill(-pgid, libc::SIGKILL);
+            }
+            break child.wait().ok();
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    let elapsed = start.elapsed();
+    let _ = writer.join();
+    let stdout = out_reader.join().unwrap_or_default();
+    let stderr = err_reader.join().unwrap_or_default();
+    Outcome {
+        stdout,
+        stderr,
+        code: status.and_then(|s| s.code()),
+        signal: status.and_then(|s| s.signal()),
+        timed_out,
+        spawn_error: None,
+        elapsed,
+    }
+}
+
+/// A fresh directory under the system temp dir, removed when dropped.
+pub struct TempDir(PathBuf);
+
+impl TempDir {
+    pub fn new(tag: &str) -> TempDir {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or(0);
+        let dir = std::env::temp_dir().join(format!("urun-{tag}-{}-{nanos}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("creating {}: {e}", dir.display()));
+        TempDir(dir)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Whether an ELF file asks for a program interpreter (is dynamically
+/// linked). Reads the program headers by hand: no dependency needed.
+pub fn elf_has_interp(path: &Path) -> std::io::Result<bool> {
+    let data = std::fs::read(path)?;
+    let u16_at = |o: usize| {
+        data.get(o..o + 2)
+            .map(|b| u16::from_le_bytes([b[0], b[1]]) as usize)
+    };
+    let u32_at = |o: usize| {
+        data.get(o..o + 4)
+            .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+    };
+    let u64_at = |o: usize| {
+        data.get(o..o + 8)
+            .map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")) as usize)
+    };
+    let bad = || std::io::Error::new(std::io::ErrorKind::InvalidData, "not a 64-bit ELF file");
+    if data.get(..5) != Some(b"\x7fELF\x02") {
+        return Err(bad());
+    }
+    let phoff = u64_at(0x20).ok_or_else(bad)?;
+    let phentsize = u16_at(0x36).ok_or_else(bad)?;
+    let phnum = u16_at(0x38).ok_or_else(bad)?;
+    for i in 0..phnum {
+        const PT_INTERP: u32 = 3;
+        if u32_at(phoff + i * phentsize).ok_or_else(bad)? == PT_INTERP {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
+/// Shows bytes as text for a failure message, shortened to `max` chars.
+pub fn show(bytes: &[u8], max: usize) -> String {
+    let s = String::from_utf8_lossy(bytes);
+    let s = s.escape_debug().to_string();
+    if s.chars().count() > max {
+        format!(
+            "{}... ({} bytes)",
+            s.chars().take(max).collect::<String>(),
+            bytes.len()
+        )
+    } else {
+        s
+    }
+}
+
+/// Reads a duration in seconds from an environment variable.
+pub fn env_secs(var: &str, default: u64) -> Duration {
+    Duration::from_secs(
+        std::env::var(var)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(default),
+    )
+}
