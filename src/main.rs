@@ -67,6 +67,9 @@ struct Cli {
 enum StartError {
     #[error("{path}: {source}")]
     Load { path: String, source: urun_loader::LoadError },
+    /// Errors whose message already names the file.
+    #[error("{0}")]
+    Named(urun_loader::LoadError),
     #[error("{0}: bad interpreter line")]
     BadScript(String),
 }
@@ -74,7 +77,7 @@ enum StartError {
 impl StartError {
     fn exit_code(&self) -> i32 {
         match self {
-            StartError::Load { source, .. } => source.exit_code(),
+            StartError::Load { source, .. } | StartError::Named(source) => source.exit_code(),
             StartError::BadScript(_) => 126,
         }
     }
@@ -170,7 +173,10 @@ fn start(cli: &Cli) -> Result<Stop, StartError> {
         hwcap: cpuid1[3] as u64,
         hwcap2: 0,
     };
-    let loaded = urun_loader::load(&program, &mem, &opts).map_err(|source| StartError::Load { path: shown, source })?;
+    let loaded = urun_loader::load(&program, &mem, &opts).map_err(|source| match source {
+        urun_loader::LoadError::Io { .. } | urun_loader::LoadError::Permission { .. } => StartError::Named(source),
+        source => StartError::Load { path: shown, source },
+    })?;
     tracing::debug!(entry = format_args!("{:#x}", loaded.entry), sp = format_args!("{:#x}", loaded.stack_pointer), "loaded");
 
     let mut cpu = CpuState { rip: loaded.entry, ..CpuState::default() };

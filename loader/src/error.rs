@@ -9,7 +9,7 @@ use urun_cpu::MemError;
 pub enum LoadError {
     #[error("cannot open {}: {source}", path.display())]
     Io { path: PathBuf, source: std::io::Error },
-    #[error("{}: permission denied (the file is not executable)", path.display())]
+    #[error("{}: not a regular file", path.display())]
     Permission { path: PathBuf },
     #[error("empty file")]
     Empty,
