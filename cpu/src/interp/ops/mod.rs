@@ -16,6 +16,7 @@ mod data;
 mod shift;
 mod sse;
 mod string;
+mod x87;
 #[cfg(test)] mod oracle;
 
 /// The dispatch table under construction.
@@ -72,6 +73,7 @@ static TABLE: LazyLock<Vec<Option<Handler>>> = LazyLock::new(|| {
     shift::register(&mut t);
     sse::register(&mut t);
     string::register(&mut t);
+    x87::register(&mut t);
     t.handlers
 });
 
