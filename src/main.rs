@@ -49,6 +49,10 @@ struct Cli {
     #[arg(short = 'U', value_name = "VAR", env = "URUN_UNSET_ENV", value_delimiter = ',')]
     unset_env: Vec<String>,
 
+    /// Look for the dynamic linker under this directory first (qemu's -L).
+    #[arg(short = 'L', value_name = "SYSROOT", env = "URUN_SYSROOT")]
+    sysroot: Option<PathBuf>,
+
     /// The guest's argv[0] (default: PROGRAM as given).
     #[arg(short = '0', value_name = "ARGV0", env = "URUN_ARGV0")]
     argv0: Option<OsString>,
@@ -120,6 +124,10 @@ fn reexec_args(cli: &Cli) -> Vec<OsString> {
     if cli.strace {
         v.push("--strace".into());
     }
+    if let Some(root) = &cli.sysroot {
+        v.push("-L".into());
+        v.push(root.clone().into_os_string());
+    }
     v
 }
 
@@ -172,6 +180,7 @@ fn start(cli: &Cli) -> Result<Stop, StartError> {
         execfn: program.as_os_str().as_bytes().to_vec(),
         hwcap: cpuid1[3] as u64,
         hwcap2: 0,
+        sysroot: cli.sysroot.clone(),
     };
     let loaded = urun_loader::load(&program, &mem, &opts).map_err(|source| match source {
         urun_loader::LoadError::Io { .. } | urun_loader::LoadError::Permission { .. } => StartError::Named(source),
@@ -181,7 +190,7 @@ fn start(cli: &Cli) -> Result<Stop, StartError> {
 
     let mut cpu = CpuState { rip: loaded.entry, ..CpuState::default() };
     cpu.gpr[reg::RSP] = loaded.stack_pointer;
-    let mut process = Process::new(mem.clone(), Brk::at(loaded.brk_start), loaded.exe_path.clone());
+    let mut process = Process::new(mem.clone(), Brk::at(loaded.brk_start, loaded.brk_reserve_end), loaded.exe_path.clone());
     process.strace = cli.strace;
     process.reexec = reexec_args(cli);
     let mut engine: Box<dyn Engine> = match cli.engine {
@@ -215,7 +224,7 @@ fn finish(stop: Stop) -> ! {
 /// Put `--` before the guest program, so that everything after it is the
 /// guest's even when it looks like one of urun's options.
 fn split_guest_args(args: Vec<OsString>) -> Vec<OsString> {
-    const TAKES_VALUE: &[&str] = &["-E", "-U", "-0", "--engine"];
+    const TAKES_VALUE: &[&str] = &["-E", "-U", "-0", "-L", "--engine"];
     let mut out = Vec::with_capacity(args.len() + 1);
     let mut it = args.into_iter();
     if let Some(me) = it.next() {

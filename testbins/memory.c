@@ -164,6 +164,10 @@ static void mmap_tests(void)
 
 int main(void)
 {
+    /* A static stdout buffer: a malloc'd one could live in the brk heap
+     * that brk_tests shrinks (it does with dynamic glibc). */
+    static char outbuf[8192];
+    setvbuf(stdout, outbuf, _IOFBF, sizeof outbuf);
     brk_tests();
     malloc_tests();
     mmap_tests();

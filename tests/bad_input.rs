@@ -56,6 +56,16 @@ fn elf32_header() -> Vec<u8> {
     h
 }
 
+/// A copy of a dynamic program whose PT_INTERP names a file that does not
+/// exist (natively: "No such file or directory").
+fn missing_interp(dynamic: &Path) -> Vec<u8> {
+    let mut bytes = std::fs::read(dynamic).unwrap_or_else(|e| panic!("reading {}: {e}", dynamic.display()));
+    let name = b"ld-linux-x86-64.so.2";
+    let at = bytes.windows(name.len()).position(|w| w == name).expect("PT_INTERP string in the program");
+    bytes[at + name.len() - 1] = b'X';
+    bytes
+}
+
 fn write_input(dir: &Path, name: &str, bytes: &[u8]) -> PathBuf {
     let path = dir.join(name);
     std::fs::write(&path, bytes).unwrap_or_else(|e| panic!("writing {}: {e}", path.display()));
@@ -156,13 +166,11 @@ fn bad_inputs_get_clear_errors() {
             code: 126,
             fragments: &[],
         },
-        // urun runs only static programs for now; drop this case when it
-        // learns PT_INTERP.
         BadInput {
-            name: "dynamically linked program",
-            file: out.join("hello.dynamic"),
-            code: 126,
-            fragments: &["dynamic", "interpreter", "PT_INTERP"],
+            name: "dynamic program whose dynamic linker is missing",
+            file: write_input(d, "nointerp", &missing_interp(&out.join("hello.dynamic"))),
+            code: 127,
+            fragments: &["No such file", "ld-linux-x86-64.so.X"],
         },
         BadInput {
             name: "missing file",

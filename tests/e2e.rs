@@ -52,7 +52,7 @@ const BASE_ENV: &[(&str, &str)] = &[
     ("URUN_TEST_SPACES", "two words = one value"),
 ];
 
-const FLAVOURS: &[&str] = &["glibc", "glibc-pie", "musl"];
+const FLAVOURS: &[&str] = &["glibc", "glibc-pie", "musl", "dynamic"];
 
 /// C programs in testbins/: (program, case suffix, args, expected ending).
 fn c_programs() -> Vec<(&'static str, &'static str, Vec<&'static str>, Expect)> {
@@ -94,7 +94,6 @@ const ASM_PROGRAMS: &[(&str, Expect)] = &[
 fn not_a_case(file: &str) -> bool {
     file.ends_with(".o")
         || file.starts_with("bench_") // benchmarks: bench/run
-        || file == "hello.dynamic" // urun refuses it for now: tests/bad_input.rs
 }
 
 fn testbin_cases(out: &Path) -> Vec<Case> {

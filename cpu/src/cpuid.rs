@@ -31,8 +31,14 @@ pub mod ext {
 }
 
 /// What urun's interpreter implements (see `interp::ops`).
+///
+/// MMX is advertised although MMX-register instructions are not
+/// implemented yet: glibc's dynamic linker refuses to run on a CPU whose
+/// ISA level is below x86-64 baseline, which includes MMX. No libc code
+/// path uses MMX instructions; a program that does gets SIGILL with the
+/// instruction named in the log.
 pub const LEAF1_EDX: u32 =
-    edx1::FPU | edx1::TSC | edx1::CX8 | edx1::CMOV | edx1::FXSR | edx1::SSE | edx1::SSE2;
+    edx1::FPU | edx1::TSC | edx1::CX8 | edx1::CMOV | edx1::MMX | edx1::FXSR | edx1::SSE | edx1::SSE2;
 pub const LEAF1_ECX: u32 = ecx1::CX16 | ecx1::POPCNT;
 pub const EXT_ECX: u32 = ext::ECX_LAHF | ext::ECX_ABM;
 pub const EXT_EDX: u32 = ext::EDX_SYSCALL | ext::EDX_NX | ext::EDX_LM | ext::EDX_RDTSCP;

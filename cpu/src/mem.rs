@@ -234,6 +234,13 @@ impl AddressSpace {
         at - addr
     }
 
+    /// True when some guest page in the range has any access at all.
+    fn any_accessible(&self, addr: u64, len: u64) -> bool {
+        let end = addr.saturating_add(len);
+        let map = self.read_map();
+        map.range(..end).any(|(_, r)| r.end > addr && r.prot != Prot::NONE)
+    }
+
     /// True when no byte of the range is guest memory.
     pub fn is_free(&self, addr: u64, len: u64) -> bool {
         let end = addr.saturating_add(len);
@@ -292,7 +299,8 @@ impl AddressSpace {
             Placement::Fixed(_) => {
                 if self.is_guest(start, len) {
                     flags |= libc::MAP_FIXED;
-                    replaced = true;
+                    // Replacing PROT_NONE reservations takes no access away.
+                    replaced = !self.check(start, len, Prot::NONE) || self.any_accessible(start, len);
                 } else {
                     // Partly guest, partly not: drop the guest parts, then
                     // claim the whole range only if nothing else is there.

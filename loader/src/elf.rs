@@ -51,6 +51,8 @@ pub(crate) struct Image {
     pub stack_exec: bool,
     /// Largest power-of-two `p_align` (at least a page, at most 1 GiB).
     pub align: u64,
+    /// The PT_INTERP path, for a dynamically linked program.
+    pub interp: Option<Vec<u8>>,
 }
 
 impl Image {
@@ -132,18 +134,19 @@ pub(crate) fn parse(bytes: &[u8]) -> Result<Image, LoadError> {
     let phdrs = ProgramHeader::parse(bytes, phoff, phnum as usize, ctx)
         .map_err(|e| LoadError::BadElf(format!("program headers: {e}")))?;
 
-    // A dynamic program is reported as such before anything else is checked.
+    // The dynamic linker a dynamic program names (PT_INTERP).
+    let mut interp = None;
     if let Some(p) = phdrs.iter().find(|p| p.p_type == ph::PT_INTERP) {
         let name = p
             .p_offset
             .checked_add(p.p_filesz)
             .and_then(|end| bytes.get(usize::try_from(p.p_offset).ok()?..usize::try_from(end).ok()?))
-            .map(|s| {
-                let s = s.split(|&b| b == 0).next().unwrap_or(&[]);
-                String::from_utf8_lossy(s).into_owned()
-            })
-            .unwrap_or_else(|| "<past the end of the file>".into());
-        return Err(LoadError::Dynamic(name));
+            .map(|s| s.split(|&b| b == 0).next().unwrap_or(&[]).to_vec())
+            .ok_or_else(|| LoadError::Truncated("PT_INTERP lies past the end of the file".into()))?;
+        if name.is_empty() || name.len() > 4096 {
+            return Err(LoadError::BadElf("PT_INTERP names no interpreter".into()));
+        }
+        interp = Some(name);
     }
 
     let mut segments = Vec::new();
@@ -217,6 +220,7 @@ pub(crate) fn parse(bytes: &[u8]) -> Result<Image, LoadError> {
         phdr_vaddr,
         stack_exec,
         align,
+        interp,
     })
 }
 
@@ -277,16 +281,19 @@ fn segment_error(start: u64, len: u64, e: MemError) -> LoadError {
 }
 
 /// Map every segment. Returns the load bias (0 for ET_EXEC).
+/// `tail` more bytes of no-access address space are kept after the image
+/// of a position-independent program (room for its heap).
 pub(crate) fn map_image(
     mem: &AddressSpace,
     img: &Image,
     file: &File<'_>,
+    tail: u64,
     undo: &mut Undo<'_>,
 ) -> Result<u64, LoadError> {
     let (lo, hi) = (img.lo(), img.hi());
     let bias = match img.kind {
         Kind::Exec => 0,
-        Kind::Dyn => reserve(mem, hi - lo, img.align, undo)? - lo,
+        Kind::Dyn => reserve(mem, hi - lo + tail, img.align, undo)? - lo,
     };
     let fixed = img.kind == Kind::Dyn;
     let mut prev_page_end = 0;

@@ -25,8 +25,6 @@ pub enum LoadError {
     BadElf(String),
     #[error("not an executable ({0})")]
     NotExecutableType(String),
-    #[error("dynamically linked (PT_INTERP {0}): not supported yet")]
-    Dynamic(String),
     #[error(
         "overlapping PT_LOAD segments: {a_start:#x}..{a_end:#x} and {b_start:#x}..{b_end:#x}"
     )]

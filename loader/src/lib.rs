@@ -1,11 +1,12 @@
-//! urun's loader: recognises a program file, maps a static x86-64 ELF
+//! urun's loader: recognises a program file, maps an x86-64 ELF
 //! (`ET_EXEC`, or a static-PIE `ET_DYN`) into the guest `AddressSpace`, and
 //! builds the initial stack (argv, envp, auxv) as Linux does.
 //!
 //! The loader knows file formats, not syscalls: it maps memory only through
 //! `urun_cpu::AddressSpace`, and leaves `brk` to the personality.
 //!
-//! Not yet: dynamically linked programs (`PT_INTERP`), PE programs.
+//! A dynamic program (`PT_INTERP`) gets its dynamic linker mapped beside it
+//! (AT_BASE), as Linux does. Not yet: PE programs.
 
 mod elf;
 mod error;
@@ -19,7 +20,7 @@ use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 
 use urun_cpu::mem::page_ceil;
-use urun_cpu::AddressSpace;
+use urun_cpu::{AddressSpace, Backing};
 
 pub use error::LoadError;
 pub use format::{identify, Format};
@@ -37,6 +38,9 @@ pub struct LoadOptions {
     pub execfn: Vec<u8>,
     pub hwcap: u64,
     pub hwcap2: u64,
+    /// Where to look first for the dynamic linker a program names
+    /// (qemu-user's `-L`); the host's own path is the fallback.
+    pub sysroot: Option<PathBuf>,
 }
 
 /// A program mapped and ready to start.
@@ -48,6 +52,9 @@ pub struct Loaded {
     pub stack_pointer: u64,
     /// Page-aligned end of the highest segment: where the heap starts.
     pub brk_start: u64,
+    /// End of the PROT_NONE reservation after `brk_start` that keeps room
+    /// for the heap (equal to `brk_start` if none could be made).
+    pub brk_reserve_end: u64,
     /// Runtime address minus link-time address (0 for ET_EXEC).
     pub load_bias: u64,
     /// Runtime address of the program headers (AT_PHDR; 0 if not loaded).
@@ -59,6 +66,9 @@ pub struct Loaded {
     /// for a `#!` script, its interpreter, as on Linux).
     pub exe_path: PathBuf,
     pub stack_executable: bool,
+    /// The dynamic linker mapped for a dynamic program (its path and load
+    /// address), if any.
+    pub interp: Option<(PathBuf, u64)>,
 }
 
 /// Load the program at `path` into `mem`. On error nothing stays mapped.
@@ -139,7 +149,13 @@ fn load_elf(
     };
 
     let mut undo = elf::Undo::new(mem);
-    let bias = elf::map_image(mem, &img, &src, &mut undo)?;
+    let bias = elf::map_image(mem, &img, &src, BRK_RESERVE, &mut undo)?;
+    let brk_start = page_ceil(img.hi() + bias);
+    let brk_reserve_end = reserve_heap(mem, brk_start);
+    let interp = match &img.interp {
+        Some(name) => Some(load_interp(name, mem, opts, &mut undo)?),
+        None => None,
+    };
     let top = stack::map(mem, img.stack_exec, &mut undo)?;
     let entry = img.entry.wrapping_add(bias);
     if !img.segments.iter().any(|s| s.vaddr + bias <= entry && entry < s.vaddr + bias + s.memsz) {
@@ -148,6 +164,7 @@ fn load_elf(
     let phdr = img.phdr_addr().map_or(0, |p| p.wrapping_add(bias));
     let (uid, euid, gid, egid) = stack::AuxInfo::ids();
     let info = stack::AuxInfo {
+        base: interp.as_ref().map_or(0, |i| i.base),
         phdr,
         phnum: img.phnum,
         entry,
@@ -162,18 +179,89 @@ fn load_elf(
     stack::write(&image);
     undo.keep();
     let loaded = Loaded {
-        entry,
+        entry: interp.as_ref().map_or(entry, |i| i.entry),
         stack_pointer: image.sp,
-        brk_start: page_ceil(img.hi() + bias),
+        brk_start,
+        brk_reserve_end,
         load_bias: bias,
         phdr,
         phnum: img.phnum,
         auxv: image.auxv,
         exe_path,
         stack_executable: img.stack_exec,
+        interp: interp.map(|i| (i.path, i.base)),
     };
     tracing::debug!(?loaded, "loaded");
     Ok(loaded)
+}
+
+/// Room kept for the heap after the program image.
+pub const BRK_RESERVE: u64 = 1 << 30;
+
+/// The heap's room after a position-independent image, which is placed
+/// (by the kernel, top-down) right below other mappings: `map_image`
+/// reserves `BRK_RESERVE` more bytes behind it as no-access guest memory,
+/// named here; `brk` turns it into heap. Without it the dynamic linker or
+/// urun's own mappings would sit right behind the image and `brk` could
+/// never grow. Returns the reservation's end.
+fn reserve_heap(mem: &AddressSpace, start: u64) -> u64 {
+    if mem.is_guest(start, BRK_RESERVE) {
+        // A position-independent image was placed with the room behind it.
+        mem.set_backing(start, Backing::Named(HEAP_RESERVE.into()));
+        return start + BRK_RESERVE;
+    }
+    // A fixed-address image: the space behind it is normally free, and the
+    // heap claims it page by page as it grows.
+    start
+}
+
+/// The name of the heap reservation in the `AddressSpace`.
+pub const HEAP_RESERVE: &str = "[heap reserve]";
+
+/// The dynamic linker, mapped.
+struct Interp {
+    path: PathBuf,
+    base: u64,
+    entry: u64,
+}
+
+/// Where the dynamic linker `name` is: under the sysroot if it is there,
+/// else on the host.
+fn interp_path(name: &[u8], opts: &LoadOptions) -> PathBuf {
+    let host = PathBuf::from(std::ffi::OsStr::from_bytes(name));
+    if let Some(root) = &opts.sysroot {
+        let inside = root.join(host.strip_prefix("/").unwrap_or(&host));
+        if inside.exists() {
+            return inside;
+        }
+    }
+    host
+}
+
+/// Map the dynamic linker a program names, as Linux's `load_elf_interp`.
+fn load_interp(name: &[u8], mem: &AddressSpace, opts: &LoadOptions, undo: &mut elf::Undo<'_>) -> Result<Interp, LoadError> {
+    let path = interp_path(name, opts);
+    let (file, bytes) = open(&path)?;
+    if identify(&bytes) != Format::ElfX86_64 {
+        return Err(LoadError::BadElf(format!("the dynamic linker {} is not an x86-64 ELF", path.display())));
+    }
+    let img = elf::parse(&bytes)?;
+    if img.interp.is_some() {
+        return Err(LoadError::BadElf(format!("the dynamic linker {} names a dynamic linker itself", path.display())));
+    }
+    let io = |source| LoadError::Io { path: path.clone(), source };
+    let meta = file.metadata().map_err(io)?;
+    let canonical = std::fs::canonicalize(&path).map_err(io)?;
+    let src = elf::File {
+        fd: file.as_raw_fd(),
+        bytes: &bytes,
+        path: canonical.to_string_lossy().into_owned(),
+        dev: meta.dev(),
+        inode: meta.ino(),
+    };
+    let bias = elf::map_image(mem, &img, &src, 0, undo)?;
+    tracing::debug!(interp = %path.display(), base = format_args!("{bias:#x}"), "mapped the dynamic linker");
+    Ok(Interp { path: canonical, base: bias.wrapping_add(img.lo()), entry: img.entry.wrapping_add(bias) })
 }
 
 #[cfg(test)]

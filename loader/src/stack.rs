@@ -47,6 +47,8 @@ const PLATFORM: &[u8] = b"x86_64\0";
 
 /// The auxv values that do not point into the stack.
 pub(crate) struct AuxInfo {
+    /// Load address of the dynamic linker (AT_BASE; 0 without one).
+    pub base: u64,
     pub phdr: u64,
     pub phnum: u64,
     pub entry: u64,
@@ -121,7 +123,7 @@ pub(crate) fn build(
         (at::PHDR, info.phdr),
         (at::PHENT, crate::elf::PHDR_SIZE),
         (at::PHNUM, info.phnum),
-        (at::BASE, 0),
+        (at::BASE, info.base),
         (at::FLAGS, 0),
         (at::ENTRY, info.entry),
         (at::UID, info.uid),
@@ -259,7 +261,7 @@ mod tests {
 
     #[test]
     fn layout_parses_back() {
-        let info = AuxInfo { phdr: 0x1040, phnum: 3, entry: 0x1100, hwcap: 7, hwcap2: 2, uid: 1, euid: 2, gid: 3, egid: 4 };
+        let info = AuxInfo { base: 0, phdr: 0x1040, phnum: 3, entry: 0x1100, hwcap: 7, hwcap2: 2, uid: 1, euid: 2, gid: 3, egid: 4 };
         let top = 0x7000_0000_0000;
         for n in 0..4 {
             let opts = LoadOptions {
@@ -268,6 +270,7 @@ mod tests {
                 execfn: b"/bin/prog".to_vec(),
                 hwcap: 7,
                 hwcap2: 2,
+                sysroot: None,
             };
             let random = [0xab; 16];
             let img = build(top, &opts, &random, &info).unwrap();
@@ -294,7 +297,7 @@ mod tests {
 
     #[test]
     fn too_many_strings() {
-        let info = AuxInfo { phdr: 0, phnum: 0, entry: 0, hwcap: 0, hwcap2: 0, uid: 0, euid: 0, gid: 0, egid: 0 };
+        let info = AuxInfo { base: 0, phdr: 0, phnum: 0, entry: 0, hwcap: 0, hwcap2: 0, uid: 0, euid: 0, gid: 0, egid: 0 };
         let opts = LoadOptions { argv: vec![vec![b'x'; 3 << 20]], ..LoadOptions::default() };
         let err = build(0x7000_0000_0000, &opts, &[0; 16], &info).unwrap_err();
         assert!(matches!(err, LoadError::ArgsTooLong(_)), "{err}");

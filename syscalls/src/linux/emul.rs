@@ -133,7 +133,16 @@ pub(crate) fn brk(p: &mut Process, _: &mut CpuState, a: &[u64; 6]) -> Result<i64
     let new_end = page_ceil(want);
     if new_end > b.mapped_end {
         let grow = new_end - b.mapped_end;
-        match p.mem.map(Placement::FixedNoReplace(b.mapped_end), grow, Prot::RW, false, None) {
+        // Inside the reservation the heap replaces it; past it, only free
+        // address space will do.
+        let place = if new_end <= b.reserve_end {
+            Placement::Fixed(b.mapped_end)
+        } else if b.mapped_end >= b.reserve_end {
+            Placement::FixedNoReplace(b.mapped_end)
+        } else {
+            return Ok(b.cur as i64);
+        };
+        match p.mem.map(place, grow, Prot::RW, false, None) {
             Ok(_) => {
                 p.mem.set_backing(b.mapped_end, Backing::Named("[heap]".into()));
                 b.mapped_end = new_end;
@@ -144,13 +153,28 @@ pub(crate) fn brk(p: &mut Process, _: &mut CpuState, a: &[u64; 6]) -> Result<i64
             }
         }
     } else if new_end < b.mapped_end {
-        if p.mem.unmap(new_end, b.mapped_end - new_end).is_err() {
+        let len = b.mapped_end - new_end;
+        let r = if new_end < b.reserve_end {
+            // Give the pages back to the reservation.
+            p.mem
+                .map_with_flags(Placement::Fixed(new_end), len, Prot::NONE, false, None, libc::MAP_NORESERVE)
+                .map(|_| p.mem.set_backing(new_end, Backing::Named(urun_loader_heap_reserve().into())))
+        } else {
+            p.mem.unmap(new_end, len)
+        };
+        if r.is_err() {
             return Ok(b.cur as i64);
         }
         b.mapped_end = new_end;
     }
     b.cur = want;
     Ok(want as i64)
+}
+
+/// The name the loader gives the heap reservation (kept in step with
+/// `urun_loader::HEAP_RESERVE`; `syscalls` does not depend on the loader).
+fn urun_loader_heap_reserve() -> &'static str {
+    super::HEAP_RESERVE
 }
 
 // ----- the thread and the process -----

@@ -15,6 +15,10 @@ use std::sync::Arc;
 use urun_cpu::state::reg;
 use urun_cpu::{AddressSpace, CpuState, Engine, Exit, Fault, FaultKind};
 
+/// The name of the no-access reservation the heap grows into (the loader
+/// makes it under the same name).
+pub const HEAP_RESERVE: &str = "[heap reserve]";
+
 /// How the guest ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Stop {
@@ -31,12 +35,15 @@ pub struct Brk {
     pub cur: u64,
     /// End of the pages mapped for the heap so far.
     pub mapped_end: u64,
+    /// End of the no-access reservation the heap grows into.
+    pub reserve_end: u64,
 }
 
 impl Brk {
-    /// A break that starts (empty) at `start`, which must be page aligned.
-    pub fn at(start: u64) -> Self {
-        Brk { start, cur: start, mapped_end: start }
+    /// A break that starts (empty) at `start`, which must be page aligned,
+    /// with room reserved up to `reserve_end`.
+    pub fn at(start: u64, reserve_end: u64) -> Self {
+        Brk { start, cur: start, mapped_end: start, reserve_end }
     }
 }
 
