@@ -467,3 +467,47 @@ fn carry_chains_and_neg_not_match_host() {
     }
     o.finish("adc-sbb-neg-not");
 }
+
+/// VEX.L = 1 makes every BMI form #UD (iced decodes it as invalid), and
+/// so does a LOCK prefix; the guest must see SIGILL's fault, not a result.
+#[test]
+fn bmi_with_vex_l1_or_lock_is_invalid() {
+    use crate::engine::{Exit, Fault, FaultKind};
+    let Some(mut o) = Oracle::new() else { return };
+    let cases: [(&str, &[u8]); 5] = [
+        ("bextr L1", &[0xc4, 0xe2, 0x6c, 0xf7, 0xc1]),
+        ("mulx L1", &[0xc4, 0xe2, 0xef, 0xf6, 0xc1]),
+        ("bzhi L1", &[0xc4, 0xe2, 0xec, 0xf5, 0xc1]),
+        ("andn L1", &[0xc4, 0xe2, 0x74, 0xf2, 0xc2]),
+        ("lock andn", &[0xf0, 0xc4, 0xe2, 0x70, 0xf2, 0xc2]),
+    ];
+    for (what, bytes) in cases {
+        let r = Regs::default();
+        let got = o.interp(bytes, &r, &[]);
+        assert!(
+            matches!(got, Err(Exit::Fault(Fault { kind: FaultKind::InvalidOpcode { .. }, .. }))),
+            "{what}: expected #UD, got {got:?}"
+        );
+    }
+}
+
+/// CLFLUSH (filled in passing: CPUID leaf 1 EDX bit 19 is passed through
+/// from the host): no architectural effect on a readable line, a page
+/// fault on an unmapped one.
+#[test]
+fn clflush_matches_host_and_faults_on_unmapped() {
+    use crate::engine::{Exit, Fault, FaultKind};
+    let Some(mut o) = Oracle::new() else { return };
+    let mut rng = Rng(0xc1f1);
+    let bytes = enc(Instruction::with1(Code::Clflush_m8, MemoryOperand::with_base_displ(Register::RDI, 0x40)));
+    let mem: Vec<u8> = (0..256).map(|_| rng.next() as u8).collect();
+    for k in 0..16 {
+        let r = regs(&mut rng, &o, &[]);
+        o.check(&format!("clflush #{k}"), &bytes, &r, &mem, 0);
+    }
+    o.finish("clflush");
+    let mut r = Regs::default();
+    r.gpr[reg::RDI] = 0x1000;
+    let got = o.interp(&bytes, &r, &[]);
+    assert!(matches!(got, Err(Exit::Fault(Fault { kind: FaultKind::Page { .. }, .. }))), "clflush [0x1040]: {got:?}");
+}
