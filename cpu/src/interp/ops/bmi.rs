@@ -1,7 +1,8 @@
 //! Bit-manipulation and other scalar extensions: BMI1 (ANDN, BEXTR, BLSI,
 //! BLSMSK, BLSR; TZCNT is in `bits.rs`), BMI2 (BZHI, PDEP, PEXT, RORX,
 //! SARX, SHLX, SHRX, MULX), ADX (ADCX, ADOX), CRC32 (SSE4.2) and
-//! RDRAND/RDSEED.
+//! RDRAND/RDSEED; also CLFLUSH, a general-purpose gap parked here (see
+//! `clflush_m8`).
 //!
 //! The BMI forms are VEX-encoded, which `Table::set_mnemonic` does not
 //! cover, so they are registered by explicit `Code`. Flags the manuals
