@@ -11,6 +11,7 @@ use super::Handler;
 
 mod arith;
 mod bits;
+mod bmi;
 mod control;
 mod data;
 mod shift;
@@ -68,6 +69,7 @@ static TABLE: LazyLock<Vec<Option<Handler>>> = LazyLock::new(|| {
     let mut t = Table { handlers: vec![None; Code::values().len()], by_mnemonic };
     arith::register(&mut t);
     bits::register(&mut t);
+    bmi::register(&mut t);
     control::register(&mut t);
     data::register(&mut t);
     shift::register(&mut t);
