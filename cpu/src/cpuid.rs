@@ -17,7 +17,17 @@ pub mod edx1 {
 /// Feature bits of leaf 1 ECX.
 pub mod ecx1 {
     pub const CX16: u32 = 1 << 13;
+    pub const MOVBE: u32 = 1 << 22;
     pub const POPCNT: u32 = 1 << 23;
+    pub const RDRAND: u32 = 1 << 30;
+}
+
+/// Feature bits of leaf 7 (subleaf 0) EBX.
+pub mod ebx7 {
+    pub const BMI1: u32 = 1 << 3;
+    pub const BMI2: u32 = 1 << 8;
+    pub const RDSEED: u32 = 1 << 18;
+    pub const ADX: u32 = 1 << 19;
 }
 
 /// Feature bits of leaf 0x8000_0001.
@@ -39,7 +49,8 @@ pub mod ext {
 /// instruction named in the log.
 pub const LEAF1_EDX: u32 =
     edx1::FPU | edx1::TSC | edx1::CX8 | edx1::CMOV | edx1::MMX | edx1::FXSR | edx1::SSE | edx1::SSE2;
-pub const LEAF1_ECX: u32 = ecx1::CX16 | ecx1::POPCNT;
+pub const LEAF1_ECX: u32 = ecx1::CX16 | ecx1::MOVBE | ecx1::POPCNT | ecx1::RDRAND;
+pub const LEAF7_EBX: u32 = ebx7::BMI1 | ebx7::BMI2 | ebx7::RDSEED | ebx7::ADX;
 pub const EXT_ECX: u32 = ext::ECX_LAHF | ext::ECX_ABM;
 pub const EXT_EDX: u32 = ext::EDX_SYSCALL | ext::EDX_NX | ext::EDX_LM | ext::EDX_RDTSCP;
 
@@ -62,11 +73,13 @@ pub fn guest_cpuid(leaf: u32, sub: u32) -> [u32; 4] {
             let h = host_cpuid(1, 0);
             // Family/model/stepping and the APIC/CLFLUSH info in EBX are the
             // host's; features are the model's.
-            [h[0], h[1], LEAF1_ECX, LEAF1_EDX | (h[3] & (1 << 19))]
+            [h[0], h[1], LEAF1_ECX & h[2], LEAF1_EDX | (h[3] & (1 << 19))]
         }
         // Cache and topology descriptors: the host's, so libc sizes its
         // copy thresholds from a real cache.
         2 | 4 if leaf <= host_max => host_cpuid(leaf, sub),
+        // Subleaf 0 only; EAX = 0: no further subleaves.
+        7 if sub == 0 && leaf <= host_max => [0, LEAF7_EBX & host_cpuid(7, 0)[1], 0, 0],
         7 => [0, 0, 0, 0],
         0x8000_0000 => [host_ext_max.min(0x8000_0008), 0, 0, 0],
         0x8000_0001 => {
@@ -92,7 +105,10 @@ mod tests {
         assert_eq!(l1[2] & (1 << 28), 0, "AVX must not be advertised");
         assert_eq!(l1[2] & (1 << 27), 0, "OSXSAVE must not be advertised");
         assert_ne!(l1[3] & edx1::SSE2, 0);
-        assert_eq!(guest_cpuid(7, 0), [0; 4]);
+        let l7 = guest_cpuid(7, 0);
+        assert_eq!(l7[1] & (1 << 5), 0, "AVX2 must not be advertised");
+        assert_eq!(l7[1] & !LEAF7_EBX, 0);
+        assert_eq!([l7[0], l7[2], l7[3]], [0; 3]);
         // The vendor string is the host's.
         assert_eq!(guest_cpuid(0, 0)[1..], host_cpuid(0, 0)[1..]);
     }

@@ -23,6 +23,9 @@ pub(super) fn register(t: &mut Table) {
     t.set_mnemonic(Syscall, syscall);
     t.set(&[Code::Int3], int3);
     t.set(&[Code::Int_imm8, Code::Int1, Code::Hlt], privileged);
+    // I/O and interrupt-flag instructions: #GP at CPL 3 (IOPL 0), which
+    // Linux reports as SIGSEGV.
+    t.set_mnemonics(&[In, Out, Insb, Insw, Insd, Outsb, Outsw, Outsd, Cli, Sti], privileged);
     t.set_mnemonics(&[Ud0, Ud1, Ud2], ud);
     t.set_mnemonic(Cpuid, cpuid);
     t.set_mnemonic(Rdtsc, rdtsc);

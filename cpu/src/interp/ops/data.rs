@@ -371,11 +371,11 @@ fn flag_bit(ctx: &mut Ctx<'_>, insn: &Instruction) -> Step {
 fn xlat(ctx: &mut Ctx<'_>, insn: &Instruction) -> Step {
     // iced gives XLAT a memory operand [rbx+al].
     let al = ctx.cpu.gpr[reg::RAX] & 0xff;
-    let mut base = ctx.cpu.gpr[reg::RBX];
+    let mut addr = ctx.cpu.gpr[reg::RBX].wrapping_add(al);
     if insn.memory_base().size() == 4 {
-        base &= 0xffff_ffff;
+        // 32-bit address size: the sum wraps at 4 GiB.
+        addr &= 0xffff_ffff;
     }
-    let mut addr = base.wrapping_add(al);
     match insn.memory_segment() {
         Register::FS => addr = addr.wrapping_add(ctx.cpu.fs_base),
         Register::GS => addr = addr.wrapping_add(ctx.cpu.gs_base),
