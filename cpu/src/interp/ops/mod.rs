@@ -16,6 +16,7 @@ mod control;
 mod data;
 mod shift;
 mod sse;
+mod sse4;
 mod string;
 mod x87;
 #[cfg(test)] mod oracle;
@@ -74,6 +75,7 @@ static TABLE: LazyLock<Vec<Option<Handler>>> = LazyLock::new(|| {
     data::register(&mut t);
     shift::register(&mut t);
     sse::register(&mut t);
+    sse4::register(&mut t);
     string::register(&mut t);
     x87::register(&mut t);
     t.handlers

@@ -15,12 +15,12 @@ use crate::interp::ctx::xmm_index;
 use crate::interp::{Ctx, Step};
 
 #[path = "sse_float.rs"]
-mod float;
+pub(super) mod float;
 #[path = "sse_int.rs"]
-mod int;
+pub(super) mod int;
 #[cfg(test)]
 #[path = "sse_tests.rs"]
-mod tests;
+pub(super) mod tests;
 
 pub(super) fn register(t: &mut Table) {
     use Mnemonic::*;
@@ -48,7 +48,7 @@ pub(super) fn register(t: &mut Table) {
 
 /// Index of the XMM register in operand `i`.
 #[inline]
-fn xmm_reg(insn: &Instruction, i: u32) -> usize {
+pub(super) fn xmm_reg(insn: &Instruction, i: u32) -> usize {
     xmm_index(insn.op_register(i))
 }
 
@@ -56,7 +56,7 @@ fn xmm_reg(insn: &Instruction, i: u32) -> usize {
 /// instruction's memory size (16 bytes must be aligned; 4- and 8-byte
 /// scalar and half operands come zero-extended).
 #[inline]
-fn src(ctx: &mut Ctx<'_>, insn: &Instruction, i: u32) -> Result<u128, Exit> {
+pub(super) fn src(ctx: &mut Ctx<'_>, insn: &Instruction, i: u32) -> Result<u128, Exit> {
     match insn.op_kind(i) {
         OpKind::Register => Ok(ctx.cpu.xmm[xmm_reg(insn, i)]),
         _ => {
@@ -74,13 +74,13 @@ fn src(ctx: &mut Ctx<'_>, insn: &Instruction, i: u32) -> Result<u128, Exit> {
 
 /// The imm8 of an instruction (its last operand).
 #[inline]
-fn imm8(insn: &Instruction) -> u32 {
+pub(super) fn imm8(insn: &Instruction) -> u32 {
     insn.immediate8() as u32
 }
 
 /// `dst = f(dst, src)` for the common `op xmm, xmm/m128` shape.
 #[inline]
-fn binary(ctx: &mut Ctx<'_>, insn: &Instruction, f: impl FnOnce(u128, u128) -> u128) -> Step {
+pub(super) fn binary(ctx: &mut Ctx<'_>, insn: &Instruction, f: impl FnOnce(u128, u128) -> u128) -> Step {
     let b = src(ctx, insn, 1)?;
     let d = xmm_reg(insn, 0);
     ctx.cpu.xmm[d] = f(ctx.cpu.xmm[d], b);

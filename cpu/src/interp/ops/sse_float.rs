@@ -62,8 +62,8 @@ pub(super) fn register(t: &mut Table) {
 }
 
 /// MXCSR exception flags (IE DE ZE OE UE PE) and their masks.
-const FLAGS: u32 = 0x3f;
-const MASKS: u32 = FLAGS << 7;
+pub(in crate::interp::ops) const FLAGS: u32 = 0x3f;
+pub(in crate::interp::ops) const MASKS: u32 = FLAGS << 7;
 
 /// Linux si_code values for SIGFPE (asm-generic/siginfo.h; not in `libc`).
 const FPE_FLTDIV: i32 = 3;
@@ -99,22 +99,23 @@ macro_rules! on_host {
         csr & FLAGS
     }};
 }
+pub(in crate::interp::ops) use on_host;
 
 #[inline]
-fn to_m128(v: u128) -> __m128i {
+pub(in crate::interp::ops) fn to_m128(v: u128) -> __m128i {
     // SAFETY: both are 16 plain bytes.
     unsafe { core::mem::transmute::<u128, __m128i>(v) }
 }
 
 #[inline]
-fn from_m128(v: __m128i) -> u128 {
+pub(in crate::interp::ops) fn from_m128(v: __m128i) -> u128 {
     // SAFETY: both are 16 plain bytes.
     unsafe { core::mem::transmute::<__m128i, u128>(v) }
 }
 
 /// Record flags an instruction raised; #XM if the guest unmasked one of
 /// them (`code` as Linux reports it in si_code).
-fn raise(ctx: &mut Ctx<'_>, flags: u32) -> Step {
+pub(in crate::interp::ops) fn raise(ctx: &mut Ctx<'_>, flags: u32) -> Step {
     ctx.cpu.mxcsr |= flags;
     let unmasked = flags & !(ctx.cpu.mxcsr >> 7) & FLAGS;
     if unmasked == 0 {
@@ -137,7 +138,7 @@ fn raise(ctx: &mut Ctx<'_>, flags: u32) -> Step {
 /// `dst = op(dst, src)` on the host, `op` given as `(dst, src, mxcsr) ->
 /// (result, flags)`.
 #[inline]
-fn xmm_op(ctx: &mut Ctx<'_>, insn: &Instruction, op: impl FnOnce(u128, u128, u32) -> (u128, u32)) -> Step {
+pub(in crate::interp::ops) fn xmm_op(ctx: &mut Ctx<'_>, insn: &Instruction, op: impl FnOnce(u128, u128, u32) -> (u128, u32)) -> Step {
     let b = src(ctx, insn, 1)?;
     let d = xmm_reg(insn, 0);
     let (r, flags) = op(ctx.cpu.xmm[d], b, ctx.cpu.mxcsr);

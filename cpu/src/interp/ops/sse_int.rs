@@ -46,7 +46,7 @@ pub(super) fn register(t: &mut Table) {
 }
 
 /// A lane type: one of the unsigned or signed 8..64-bit integers.
-pub(super) trait Lane: Copy {
+pub(in crate::interp::ops) trait Lane: Copy {
     const BITS: u32;
     /// Lane `i` of `v`.
     fn lane(v: u128, i: u32) -> Self;
@@ -69,13 +69,13 @@ lanes!(u8 => u8, u16 => u16, u32 => u32, u64 => u64, i8 => u8, i16 => u16, i32 =
 
 /// Build a vector from lane values `f(0)..f(n-1)`.
 #[inline]
-pub(super) fn build<T: Lane>(f: impl Fn(u32) -> T) -> u128 {
+pub(in crate::interp::ops) fn build<T: Lane>(f: impl Fn(u32) -> T) -> u128 {
     (0..128 / T::BITS).fold(0, |r, i| r | f(i).bits() << (i * T::BITS))
 }
 
 /// Lane-wise `f(a[i], b[i])`.
 #[inline]
-fn zip<T: Lane>(a: u128, b: u128, f: impl Fn(T, T) -> T) -> u128 {
+pub(in crate::interp::ops) fn zip<T: Lane>(a: u128, b: u128, f: impl Fn(T, T) -> T) -> u128 {
     build(|i| f(T::lane(a, i), T::lane(b, i)))
 }
 
@@ -90,7 +90,7 @@ macro_rules! lanewise {
 }
 
 /// All ones when `c`, else zero, as a lane of type `T`.
-fn mask_of<T: Lane>(c: bool) -> T {
+pub(in crate::interp::ops) fn mask_of<T: Lane>(c: bool) -> T {
     T::lane(if c { u128::MAX } else { 0 }, 0)
 }
 

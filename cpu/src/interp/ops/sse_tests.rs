@@ -256,10 +256,10 @@ const DATA: usize = 48;
 
 /// A host page, readable, writable and executable, for the native runs
 /// (guest code pages are never executable on the host).
-struct NativePage(*mut u8);
+pub(in crate::interp::ops) struct NativePage(pub(in crate::interp::ops) *mut u8);
 
 impl NativePage {
-    fn new() -> Self {
+    pub(in crate::interp::ops) fn new() -> Self {
         // SAFETY: an anonymous private mapping; the result is checked.
         let p = unsafe {
             libc::mmap(
@@ -283,7 +283,7 @@ impl Drop for NativePage {
     }
 }
 /// Initial RFLAGS: every status flag set, so that clearing is seen.
-const RFLAGS_IN: u64 = fl::STATUS | 0x202;
+pub(in crate::interp::ops) const RFLAGS_IN: u64 = fl::STATUS | 0x202;
 
 /// Run `code` natively from state `o`; RDX points at the data area.
 fn run_native(s: &Snippet, page: &NativePage, code: &[u8], o: &Obs) -> Obs {
@@ -365,7 +365,7 @@ fn run_emulated(s: &Snippet, code: &[u8], o: &Obs) -> (Obs, Exit) {
 
 /// Edge values for 32-bit lanes: float specials, denormals, rounding
 /// ties, integer-conversion bounds, integer saturation bounds.
-const EDGE32: &[u32] = &[
+pub(in crate::interp::ops) const EDGE32: &[u32] = &[
     0x7fc0_0000, 0xffc0_0001, 0x7f80_0001, 0x8000_0000, 0x0000_0000, 0x7f80_0000, 0xff80_0000,
     0x0000_0001, 0x807f_ffff, 0x3fc0_0000, 0xc020_0000, 0x4020_0000, 0x3f00_0000, 0xbf40_0000,
     0x4f00_0000, 0xcf00_0000, 0x5f00_0000, 0x7f7f_ffff, 0x3dcc_cccd, 0x7fff_ffff, 0x8000_7fff,
@@ -373,7 +373,7 @@ const EDGE32: &[u32] = &[
 ];
 
 /// Edge values for 64-bit lanes, likewise.
-const EDGE64: &[u64] = &[
+pub(in crate::interp::ops) const EDGE64: &[u64] = &[
     0x7ff8_0000_0000_0000, 0x7ff0_0000_0000_0001, 0x8000_0000_0000_0000, 0, 0x7ff0_0000_0000_0000,
     0xfff0_0000_0000_0000, 1, 0x800f_ffff_ffff_ffff, 0x3ff8_0000_0000_0000, 0xc004_0000_0000_0000,
     0x4004_0000_0000_0000, 0x3fe0_0000_0000_0000, 0x41e0_0000_0000_0000, 0xc1e0_0000_0020_0000,
@@ -383,22 +383,22 @@ const EDGE64: &[u64] = &[
 ];
 
 /// MXCSR settings: default, each rounding mode, FTZ+DAZ.
-const MXCSRS: &[u32] = &[0x1f80, 0x3f80, 0x5f80, 0x7f80, 0x9fc0];
+pub(in crate::interp::ops) const MXCSRS: &[u32] = &[0x1f80, 0x3f80, 0x5f80, 0x7f80, 0x9fc0];
 
 /// A small deterministic generator (xorshift64).
-struct Rng(u64);
+pub(in crate::interp::ops) struct Rng(pub(in crate::interp::ops) u64);
 impl Rng {
-    fn next(&mut self) -> u64 {
+    pub(in crate::interp::ops) fn next(&mut self) -> u64 {
         self.0 ^= self.0 << 13;
         self.0 ^= self.0 >> 7;
         self.0 ^= self.0 << 17;
         self.0
     }
-    fn pick<T: Copy>(&mut self, xs: &[T]) -> T {
+    pub(in crate::interp::ops) fn pick<T: Copy>(&mut self, xs: &[T]) -> T {
         xs[(self.next() % xs.len() as u64) as usize]
     }
     /// 64 bits made of edge lanes, a small shift count, or noise.
-    fn half(&mut self) -> u64 {
+    pub(in crate::interp::ops) fn half(&mut self) -> u64 {
         match self.next() % 5 {
             0 | 1 => self.pick(EDGE32) as u64 | (self.pick(EDGE32) as u64) << 32,
             2 => self.pick(EDGE64),
@@ -406,7 +406,7 @@ impl Rng {
             _ => self.next(),
         }
     }
-    fn xmm(&mut self) -> u128 {
+    pub(in crate::interp::ops) fn xmm(&mut self) -> u128 {
         self.half() as u128 | (self.half() as u128) << 64
     }
 }
