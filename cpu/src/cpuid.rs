@@ -16,7 +16,13 @@ pub mod edx1 {
 
 /// Feature bits of leaf 1 ECX.
 pub mod ecx1 {
+    pub const SSE3: u32 = 1 << 0;
+    pub const PCLMULQDQ: u32 = 1 << 1;
+    pub const SSSE3: u32 = 1 << 9;
     pub const CX16: u32 = 1 << 13;
+    pub const SSE41: u32 = 1 << 19;
+    pub const SSE42: u32 = 1 << 20;
+    pub const AES: u32 = 1 << 25;
     pub const MOVBE: u32 = 1 << 22;
     pub const POPCNT: u32 = 1 << 23;
     pub const RDRAND: u32 = 1 << 30;
@@ -49,7 +55,18 @@ pub mod ext {
 /// instruction named in the log.
 pub const LEAF1_EDX: u32 =
     edx1::FPU | edx1::TSC | edx1::CX8 | edx1::CMOV | edx1::MMX | edx1::FXSR | edx1::SSE | edx1::SSE2;
-pub const LEAF1_ECX: u32 = ecx1::CX16 | ecx1::MOVBE | ecx1::POPCNT | ecx1::RDRAND;
+/// Leaf 1 ECX features; each is reported only where the host has it too,
+/// since several run on the host's own unit.
+pub const LEAF1_ECX: u32 = ecx1::SSE3
+    | ecx1::PCLMULQDQ
+    | ecx1::SSSE3
+    | ecx1::CX16
+    | ecx1::SSE41
+    | ecx1::SSE42
+    | ecx1::MOVBE
+    | ecx1::POPCNT
+    | ecx1::AES
+    | ecx1::RDRAND;
 pub const LEAF7_EBX: u32 = ebx7::BMI1 | ebx7::BMI2 | ebx7::RDSEED | ebx7::ADX;
 pub const EXT_ECX: u32 = ext::ECX_LAHF | ext::ECX_ABM;
 pub const EXT_EDX: u32 = ext::EDX_SYSCALL | ext::EDX_NX | ext::EDX_LM | ext::EDX_RDTSCP;
