@@ -202,7 +202,10 @@ fn try_generate(code: Code, rng: &mut Rng, window: u64) -> Result<Case, String> 
     use Mnemonic::*;
     let oc = code.op_code();
     let mnemonic = code.mnemonic();
-    let mut insn = Instruction::with(code);
+    // `Instruction::with` insists on a form without operands; the operands
+    // are filled in below with the setters.
+    let mut insn = Instruction::default();
+    insn.set_code(code);
     let mut used = [false; 16];
     used[reg::RSP] = true;
     let mut mem_op = None;
