@@ -5,6 +5,7 @@
 //! `cpu` knows nothing of Linux, Windows or KVM.
 
 pub mod cpuid;
+pub mod difftest;
 pub mod engine;
 pub mod interp;
 pub mod mem;

@@ -453,14 +453,16 @@ impl<'a> Ctx<'a> {
         // SAFETY: `access` checked the 16 guest bytes are readable and
         // writable; `addr` is 16-byte aligned as CMPXCHG16B requires. RBX
         // is reserved by LLVM, so it is swapped in and out around the
-        // instruction.
+        // instruction. Both operands are in fixed registers: with `reg` the
+        // allocator may hand out RBX itself for the address, which the first
+        // XCHG would then overwrite (found by the differential tester).
         unsafe {
             std::arch::asm!(
-                "xchg {nlo}, rbx",
-                "lock cmpxchg16b [{p}]",
-                "xchg {nlo}, rbx",
-                p = in(reg) addr,
-                nlo = inout(reg) new as u64 => _,
+                "xchg rsi, rbx",
+                "lock cmpxchg16b [rdi]",
+                "xchg rsi, rbx",
+                in("rdi") addr,
+                inout("rsi") new as u64 => _,
                 in("rcx") (new >> 64) as u64,
                 inout("rax") lo,
                 inout("rdx") hi,

@@ -227,51 +227,7 @@ pub fn implemented_codes() -> Vec<Code> {
 #[cfg(test)]
 pub(crate) mod testutil {
     use super::*;
-    use crate::mem::Placement;
-
-    /// A guest with a code page, a 64 KiB scratch data area (address in
-    /// `data`) and a stack.
-    pub(crate) struct Snippet {
-        pub mem: Arc<AddressSpace>,
-        pub code: u64,
-        pub data: u64,
-        pub stack_top: u64,
-    }
-
-    impl Snippet {
-        pub(crate) fn new() -> Self {
-            let mem = Arc::new(AddressSpace::new());
-            let code = mem.map(Placement::Hint(0), 4 * PAGE_SIZE, Prot::RW.union(Prot::EXEC), false, None).expect("code");
-            let data = mem.map(Placement::Hint(0), 16 * PAGE_SIZE, Prot::RW, false, None).expect("data");
-            let stack = mem.map(Placement::Hint(0), 16 * PAGE_SIZE, Prot::RW, false, None).expect("stack");
-            Snippet { mem, code, data, stack_top: stack + 16 * PAGE_SIZE }
-        }
-
-        /// Run `code` followed by a SYSCALL from a fresh state prepared by
-        /// `init`; returns the final state and the exit (`Exit::Syscall`
-        /// when the snippet ran to its end).
-        pub(crate) fn run(&self, code: &[u8], init: impl FnOnce(&mut CpuState)) -> (CpuState, Exit) {
-            let mut bytes = code.to_vec();
-            bytes.extend_from_slice(&[0x0f, 0x05]);
-            // SAFETY: `self.code` is a 16 KiB guest page range we mapped RWX.
-            unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), self.code as *mut u8, bytes.len()) };
-            let mut cpu = CpuState::default();
-            cpu.rip = self.code;
-            cpu.gpr[crate::state::reg::RSP] = self.stack_top;
-            init(&mut cpu);
-            let mut engine = Interpreter::new(self.mem.clone());
-            let exit = engine.run(&mut cpu);
-            (cpu, exit)
-        }
-    }
-
-    impl Drop for Snippet {
-        fn drop(&mut self) {
-            for r in self.mem.regions() {
-                let _ = self.mem.unmap(r.start, r.end - r.start);
-            }
-        }
-    }
+    pub(crate) use crate::difftest::Snippet;
 
     #[test]
     fn add_sets_flags_and_syscall_exits() {

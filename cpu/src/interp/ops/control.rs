@@ -1,7 +1,7 @@
 //! Control flow and system instructions: JMP, Jcc, CALL, RET, LOOP, JrCXZ,
 //! LEAVE, ENTER, SYSCALL, INT3, UD, HLT, CPUID, RDTSC(P).
 
-use iced_x86::{Code, Instruction, Mnemonic, OpKind};
+use iced_x86::{Code, Instruction, Mnemonic, OpKind, Register};
 
 use super::data::cc_of;
 use super::Table;
@@ -105,30 +105,43 @@ fn jrcxz(ctx: &mut Ctx<'_>, insn: &Instruction) -> Step {
     Ok(())
 }
 
-fn leave(ctx: &mut Ctx<'_>, _insn: &Instruction) -> Step {
+/// Operand size of ENTER/LEAVE: 2 with a 0x66 prefix (ENTERW/LEAVEW, which
+/// push and pop 16-bit values and write only BP), else 8.
+fn frame_size(insn: &Instruction) -> u8 {
+    if matches!(insn.code(), Code::Enterw_imm16_imm8 | Code::Leavew) { 2 } else { 8 }
+}
+
+/// Write the frame pointer: all of RBP, or only BP for the 16-bit forms.
+fn set_frame_pointer(ctx: &mut Ctx<'_>, size: u8, v: u64) {
+    ctx.set_reg(if size == 2 { Register::BP } else { Register::RBP }, v);
+}
+
+fn leave(ctx: &mut Ctx<'_>, insn: &Instruction) -> Step {
+    let size = frame_size(insn);
     let bp = ctx.cpu.gpr[reg::RBP];
-    let v = ctx.load(bp, 8)?;
-    ctx.cpu.gpr[reg::RSP] = bp.wrapping_add(8);
-    ctx.cpu.gpr[reg::RBP] = v;
+    let v = ctx.load(bp, size)?;
+    ctx.cpu.gpr[reg::RSP] = bp.wrapping_add(size as u64);
+    set_frame_pointer(ctx, size, v);
     Ok(())
 }
 
 fn enter(ctx: &mut Ctx<'_>, insn: &Instruction) -> Step {
+    let size = frame_size(insn);
     let alloc = insn.immediate16() as u64;
     let level = insn.immediate8_2nd() as u64 & 31;
     let bp = ctx.cpu.gpr[reg::RBP];
-    ctx.push(8, bp)?;
+    ctx.push(size, bp & mask(size))?;
     let frame = ctx.cpu.gpr[reg::RSP];
     if level > 0 {
         let mut p = bp;
         for _ in 1..level {
-            p = p.wrapping_sub(8);
-            let v = ctx.load(p, 8)?;
-            ctx.push(8, v)?;
+            p = p.wrapping_sub(size as u64);
+            let v = ctx.load(p, size)?;
+            ctx.push(size, v)?;
         }
-        ctx.push(8, frame)?;
+        ctx.push(size, frame & mask(size))?;
     }
-    ctx.cpu.gpr[reg::RBP] = frame;
+    set_frame_pointer(ctx, size, frame);
     ctx.cpu.gpr[reg::RSP] = ctx.cpu.gpr[reg::RSP].wrapping_sub(alloc);
     Ok(())
 }

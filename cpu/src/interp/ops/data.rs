@@ -205,6 +205,10 @@ fn xadd(ctx: &mut Ctx<'_>, insn: &Instruction) -> Step {
     let old = ctx.rmw(insn, size, insn.has_lock_prefix(), |a| a.wrapping_add(b))?;
     let res = old.wrapping_add(b) & mask(size);
     ctx.set(insn, 1, size, old)?;
+    if insn.op0_kind() == OpKind::Register && insn.op0_register() == insn.op1_register() {
+        // XADD r, r with one register: the sum is written last.
+        ctx.set_reg(insn.op0_register(), res);
+    }
     ctx.cpu.flags.set_lazy(FlagOp::Add, size, old, b, res, false);
     Ok(())
 }

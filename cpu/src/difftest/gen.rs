@@ -1,0 +1,432 @@
+//! Random valid instances of an instruction form, built from the form's
+//! `OpCodeInfo` operand kinds with iced's `Instruction` setters and
+//! `Encoder`, and random starting states with edge values.
+
+use iced_x86::{Code, Decoder, DecoderOptions, Encoder, FlowControl, Instruction, Mnemonic, OpCodeOperandKind as K, OpKind, Register};
+
+use super::{State, WINDOW};
+use crate::state::{fl, reg};
+
+/// A small deterministic generator (xorshift64*).
+#[derive(Clone)]
+pub struct Rng(pub u64);
+
+impl Rng {
+    /// A generator for case `index` of `code` under `seed`: each case can
+    /// be regenerated on its own.
+    pub fn for_case(seed: u64, code: Code, index: u64) -> Rng {
+        let mut z = seed ^ (code as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ index.wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        Rng((z ^ (z >> 31)) | 1)
+    }
+    pub fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+    pub fn pick<T: Copy>(&mut self, xs: &[T]) -> T {
+        xs[self.below(xs.len() as u64) as usize]
+    }
+    /// A GPR value: edge values, float bit patterns, small counts or noise.
+    pub fn gpr(&mut self) -> u64 {
+        match self.below(8) {
+            0..=2 => self.pick(EDGE_VALUES),
+            3 => self.pick(EDGE32) as u64,
+            4 => self.pick(EDGE64),
+            5 => self.below(70),
+            _ => self.next(),
+        }
+    }
+    /// 64 bits of XMM lanes: float edge lanes, a small count, or noise.
+    pub fn half(&mut self) -> u64 {
+        match self.below(6) {
+            0 | 1 => self.pick(EDGE32) as u64 | (self.pick(EDGE32) as u64) << 32,
+            2 | 3 => self.pick(EDGE64),
+            4 => self.below(70),
+            _ => self.next(),
+        }
+    }
+    pub fn xmm(&mut self) -> u128 {
+        self.half() as u128 | (self.half() as u128) << 64
+    }
+}
+
+/// Interesting integers: 0, ±1, sign boundaries of each width, all-ones.
+pub const EDGE_VALUES: &[u64] = &[
+    0,
+    1,
+    2,
+    u64::MAX,
+    u64::MAX - 1,
+    0x7f,
+    0x80,
+    0xff,
+    0x7fff,
+    0x8000,
+    0xffff,
+    0x7fff_ffff,
+    0x8000_0000,
+    0xffff_ffff,
+    0x1_0000_0000,
+    0x7fff_ffff_ffff_ffff,
+    0x8000_0000_0000_0000,
+    0x8000_0000_0000_0001,
+    0xffff_ffff_8000_0000,
+    0xffff_ffff_ffff_ff80,
+    0x0123_4567_89ab_cdef,
+    0xfedc_ba98_7654_3210,
+    0x5555_5555_5555_5555,
+];
+
+/// Edge values for 32-bit float lanes: NaNs (quiet, signalling), ±0, ±inf,
+/// denormals, rounding ties, integer-indefinite boundaries.
+pub const EDGE32: &[u32] = &[
+    0x7fc0_0000, 0xffc0_0001, 0x7f80_0001, 0x8000_0000, 0x0000_0000, 0x7f80_0000, 0xff80_0000, 0x0000_0001,
+    0x807f_ffff, 0x3fc0_0000, 0xc020_0000, 0x4020_0000, 0x3f00_0000, 0xbf40_0000, 0x4f00_0000, 0xcf00_0000,
+    0x4eff_ffff, 0xcf00_0001, 0x5f00_0000, 0xdf00_0000, 0x5eff_ffff, 0x7f7f_ffff, 0x3dcc_cccd, 0x7fff_ffff,
+    0x8000_7fff, 0x0001_fffe, 0xffff_ffff, 0x1234_5678, 0x4b40_0001, 0x0080_0000, 0x3f80_0000, 0xbf80_0000,
+];
+
+/// Edge values for 64-bit float lanes, likewise.
+pub const EDGE64: &[u64] = &[
+    0x7ff8_0000_0000_0000, 0xfff8_0000_0000_0001, 0x7ff0_0000_0000_0001, 0x8000_0000_0000_0000, 0,
+    0x7ff0_0000_0000_0000, 0xfff0_0000_0000_0000, 1, 0x800f_ffff_ffff_ffff, 0x3ff8_0000_0000_0000,
+    0xc004_0000_0000_0000, 0x4004_0000_0000_0000, 0x3fe0_0000_0000_0000, 0x41e0_0000_0000_0000,
+    0xc1e0_0000_0000_0000, 0x41df_ffff_ffc0_0000, 0xc1e0_0000_0020_0000, 0x43e0_0000_0000_0000,
+    0xc3e0_0000_0000_0000, 0x43df_ffff_ffff_ffff, 0x7fef_ffff_ffff_ffff, 0x3fb9_9999_9999_999a,
+    0x3810_0000_0000_0000, 0x47ef_ffff_f000_0000, 0x36a0_0000_0000_0000, 0x0010_0000_0000_0000, u64::MAX,
+    0x3ff0_0000_0000_0000, 0xbff0_0000_0000_0000,
+];
+
+/// Why a form is not compared, or `None` when it is.
+pub fn skip_reason(code: Code) -> Option<&'static str> {
+    use Mnemonic::*;
+    let oc = code.op_code();
+    for i in 0..oc.op_count() {
+        match oc.op_kind(i) {
+            K::seg_reg | K::fs | K::gs => return Some("segment register operand: urun does not model FS/GS selectors"),
+            K::st0 | K::sti_opcode => return Some("x87 register operand: no x87 state comparison yet"),
+            _ => {}
+        }
+    }
+    match code.mnemonic() {
+        Cpuid => return Some("CPUID: urun reports its own CPU model by design (cpuid.rs), not the host's"),
+        Rdtsc | Rdtscp => return Some("time stamp counter: differs between any two reads"),
+        Rdrand | Rdseed => return Some("random number: differs between any two reads"),
+        Syscall => return Some("SYSCALL: enters the host kernel natively; the interpreter exits to the personality"),
+        Int3 | Int1 | Int => return Some("INT3/INT1/INT n: SIGTRAP or a kernel entry natively, which the harness does not catch"),
+        Ud0 if oc.op_count() == 0 => return Some("UD0 without ModRM: iced's default (Intel) decoder reads 0F FF with a ModRM, so the form cannot be round-tripped"),
+        Ud0 | Ud1 | Ud2 => return None,
+        _ => {}
+    }
+    if code.flow_control() != FlowControl::Next {
+        return Some("control transfer (Jcc/JMP/CALL/RET/LOOP/JRCXZ): one instruction cannot be run natively without branching out of the harness");
+    }
+    None
+}
+
+/// One generated case.
+pub struct Case {
+    pub insn: Instruction,
+    pub bytes: Vec<u8>,
+    pub input: State,
+    pub mem: Vec<u8>,
+    /// Offset in the window of the explicit memory operand, if any.
+    pub ea: Option<usize>,
+}
+
+const GPR8: &[Register] = &[
+    Register::AL, Register::CL, Register::DL, Register::BL, Register::AH, Register::CH, Register::DH, Register::BH,
+    Register::BPL, Register::SIL, Register::DIL, Register::R8L, Register::R9L, Register::R10L, Register::R11L,
+    Register::R12L, Register::R13L, Register::R14L, Register::R15L,
+];
+
+fn gpr_of_size(size: usize, i: usize) -> Register {
+    let base = match size {
+        2 => Register::AX,
+        4 => Register::EAX,
+        _ => Register::RAX,
+    };
+    reg_add(base, i)
+}
+
+/// The register `i` places after `base` in iced's enum (GPRs of one width
+/// and XMM0..15 are contiguous there).
+fn reg_add(base: Register, i: usize) -> Register {
+    Register::values().nth(base as usize + i).unwrap_or(base)
+}
+
+fn random_gpr(rng: &mut Rng, size: usize) -> Register {
+    if size == 1 {
+        return rng.pick(GPR8);
+    }
+    let mut i = rng.below(15) as usize;
+    if i >= reg::RSP {
+        i += 1;
+    }
+    gpr_of_size(size, i)
+}
+
+/// GPR index (0..15) of a register of any width, if it is one.
+fn gpr_index(r: Register) -> Option<usize> {
+    r.is_gpr().then(|| r.full_register() as usize - Register::RAX as usize)
+}
+
+fn imm_value(rng: &mut Rng) -> u64 {
+    match rng.below(4) {
+        0 => rng.pick(EDGE_VALUES),
+        1 => rng.pick(&[0u64, 1, 2, 3, 4, 7, 8, 9, 15, 16, 17, 31, 32, 33, 63, 64, 65, 0x7f, 0x80, 0xfe, 0xff]),
+        _ => rng.next(),
+    }
+}
+
+/// Build one random instance of `code`. `window` is the host address of
+/// the data window; the state's memory operands point into it.
+pub fn generate(code: Code, rng: &mut Rng, window: u64) -> Result<Case, String> {
+    let mut last_err = String::new();
+    for _ in 0..64 {
+        match try_generate(code, rng, window) {
+            Ok(c) => return Ok(c),
+            Err(e) => last_err = e,
+        }
+    }
+    Err(last_err)
+}
+
+fn try_generate(code: Code, rng: &mut Rng, window: u64) -> Result<Case, String> {
+    use Mnemonic::*;
+    let oc = code.op_code();
+    let mnemonic = code.mnemonic();
+    // `Instruction::with` insists on a form without operands; the operands
+    // are filled in below with the setters.
+    let mut insn = Instruction::default();
+    insn.set_code(code);
+    let mut used = [false; 16];
+    used[reg::RSP] = true;
+    let mut mem_op = None;
+    for i in 0..oc.op_count() {
+        let k = oc.op_kind(i);
+        let reg_size = match k {
+            K::r8_reg | K::r8_opcode => Some(1),
+            K::r16_reg | K::r16_rm | K::r16_opcode => Some(2),
+            K::r32_reg | K::r32_rm | K::r32_opcode => Some(4),
+            K::r64_reg | K::r64_rm | K::r64_opcode => Some(8),
+            K::r8_or_mem | K::r16_or_mem | K::r32_or_mem | K::r64_or_mem | K::xmm_or_mem if rng.below(2) == 0 => None,
+            K::r8_or_mem => Some(1),
+            K::r16_or_mem => Some(2),
+            K::r32_or_mem => Some(4),
+            K::r64_or_mem => Some(8),
+            _ => None,
+        };
+        if let Some(size) = reg_size {
+            let r = random_gpr(rng, size);
+            insn.set_op_kind(i, OpKind::Register);
+            insn.set_op_register(i, r);
+            if let Some(g) = gpr_index(r) {
+                used[g] = true;
+            }
+            continue;
+        }
+        let fixed = |r: Register| Some(r);
+        let fixed_reg = match k {
+            K::al => fixed(Register::AL),
+            K::cl => fixed(Register::CL),
+            K::ax => fixed(Register::AX),
+            K::eax => fixed(Register::EAX),
+            K::rax => fixed(Register::RAX),
+            K::dx => fixed(Register::DX),
+            K::xmm_reg | K::xmm_rm => Some(reg_add(Register::XMM0, rng.below(16) as usize)),
+            K::xmm_or_mem if rng.below(2) == 0 => Some(reg_add(Register::XMM0, rng.below(16) as usize)),
+            K::cr_reg => Some(rng.pick(&[Register::CR0, Register::CR2, Register::CR3, Register::CR4, Register::CR8])),
+            K::dr_reg => Some(rng.pick(&[Register::DR0, Register::DR1, Register::DR6, Register::DR7])),
+            _ => None,
+        };
+        if let Some(r) = fixed_reg {
+            insn.set_op_kind(i, OpKind::Register);
+            insn.set_op_register(i, r);
+            if let Some(g) = gpr_index(r) {
+                used[g] = true;
+            }
+            continue;
+        }
+        match k {
+            K::r8_or_mem | K::r16_or_mem | K::r32_or_mem | K::r64_or_mem | K::xmm_or_mem | K::mem => {
+                insn.set_op_kind(i, OpKind::Memory);
+                mem_op = Some(i);
+            }
+            K::mem_offs => {
+                insn.set_op_kind(i, OpKind::Memory);
+                mem_op = Some(i);
+            }
+            K::seg_rSI => insn.set_op_kind(i, OpKind::MemorySegRSI),
+            K::es_rDI => insn.set_op_kind(i, OpKind::MemoryESRDI),
+            K::seg_rBX_al => {
+                insn.set_op_kind(i, OpKind::Memory);
+                insn.set_memory_base(Register::RBX);
+                insn.set_memory_index(Register::AL);
+                insn.set_memory_index_scale(1);
+            }
+            K::imm8 | K::imm8_const_1 | K::imm8sex16 | K::imm8sex32 | K::imm8sex64 | K::imm16 | K::imm32 | K::imm32sex64 | K::imm64 => {
+                let kind = match k {
+                    K::imm8 if oc.op_count() > 1 && i > 0 && oc.op_kind(i - 1) == K::imm16 => OpKind::Immediate8_2nd,
+                    K::imm8 | K::imm8_const_1 => OpKind::Immediate8,
+                    K::imm8sex16 => OpKind::Immediate8to16,
+                    K::imm8sex32 => OpKind::Immediate8to32,
+                    K::imm8sex64 => OpKind::Immediate8to64,
+                    K::imm16 => OpKind::Immediate16,
+                    K::imm32 => OpKind::Immediate32,
+                    K::imm32sex64 => OpKind::Immediate32to64,
+                    _ => OpKind::Immediate64,
+                };
+                insn.set_op_kind(i, kind);
+                let v = if k == K::imm8_const_1 { 1 } else { imm_value(rng) };
+                insn.try_set_immediate_u64(i, v).map_err(|e| format!("immediate: {e}"))?;
+            }
+            other => return Err(format!("operand kind {other:?} is not generated")),
+        }
+    }
+
+    // Prefixes.
+    let string = (0..oc.op_count()).any(|i| matches!(oc.op_kind(i), K::seg_rSI | K::es_rDI));
+    if string {
+        let choices = [false, oc.can_use_rep_prefix(), oc.can_use_repne_prefix()];
+        match rng.below(3) {
+            1 if choices[1] => insn.set_has_rep_prefix(true),
+            2 if choices[2] => insn.set_has_repne_prefix(true),
+            _ => {}
+        }
+    }
+    if mem_op == Some(0) && oc.can_use_lock_prefix() && rng.below(3) == 0 {
+        insn.set_has_lock_prefix(true);
+    }
+
+    // The state.
+    let mut s = State { rflags: (rng.next() & fl::STATUS) | if rng.below(4) == 0 { fl::DF } else { 0 }, ..State::default() };
+    for g in s.gpr.iter_mut() {
+        *g = rng.gpr();
+    }
+    for x in s.xmm.iter_mut() {
+        *x = rng.xmm();
+    }
+    s.mxcsr = 0x1f80 | (rng.below(4) as u32) << 13;
+    if rng.below(4) == 0 {
+        s.mxcsr |= 0x8000;
+    }
+    if rng.below(4) == 0 {
+        s.mxcsr |= 0x40;
+    }
+    if rng.below(2) == 0 {
+        s.mxcsr |= rng.next() as u32 & 0x3f;
+    }
+    let mut mem = vec![0u8; WINDOW];
+    for chunk in mem.chunks_mut(8) {
+        chunk.copy_from_slice(&rng.next().to_le_bytes());
+    }
+    // A private stack in the window for forms that use RSP implicitly.
+    s.gpr[reg::RSP] = window + 0x3000 + 8 * rng.below(128);
+    if rng.below(8) == 0 {
+        s.gpr[reg::RSP] += rng.below(8);
+    }
+    if string {
+        s.gpr[reg::RSI] = window + 0x1000 + rng.below(0x800);
+        s.gpr[reg::RDI] = window + 0x2000 + rng.below(0x800);
+        if insn.has_rep_prefix() || insn.has_repne_prefix() {
+            s.gpr[reg::RCX] = rng.below(41);
+        }
+    }
+    if matches!(mnemonic, Enter | Leave) {
+        s.gpr[reg::RBP] = window + 0x2800 + 8 * rng.below(64);
+    }
+    if matches!(mnemonic, Popf | Popfq) {
+        // TF would single-step and AC would check alignment in the harness.
+        let at = (s.gpr[reg::RSP] - window) as usize;
+        for b in [1usize, 2] {
+            mem[at + b] &= if b == 1 { !0x01 } else { !0x04 };
+        }
+    }
+
+    // The explicit memory operand: [base + index*scale + disp] in the window.
+    let mut ea = None;
+    if let Some(i) = mem_op {
+        let size = insn.memory_size().size().max(1);
+        let align = size.next_power_of_two().min(16);
+        let lo = if matches!(mnemonic, Bt | Bts | Btr | Btc) { 0x1000 } else { 0 };
+        let mut off = lo + (rng.below(0x1000) as usize & !(align - 1));
+        if rng.below(8) == 0 {
+            off += 1 + rng.below(15) as usize;
+        }
+        let addr = window + off as u64;
+        if oc.op_kind(i) == K::mem_offs {
+            insn.set_memory_displacement64(addr);
+            insn.set_memory_displ_size(8);
+        } else if insn.memory_base() == Register::RBX && insn.memory_index() == Register::AL {
+            // XLAT: [rbx + al].
+            s.gpr[reg::RBX] = addr - (s.gpr[reg::RAX] & 0xff);
+        } else {
+            let mut free: Vec<usize> = (0..16).filter(|&g| !used[g] && ![reg::RAX, reg::RCX, reg::RDX, reg::RSI, reg::RDI].contains(&g)).collect();
+            if matches!(mnemonic, Cmpxchg8b | Cmpxchg16b) {
+                free.retain(|&g| g != reg::RBX);
+            }
+            if free.is_empty() {
+                return Err("no free base register".into());
+            }
+            let base = free.swap_remove(rng.below(free.len() as u64) as usize);
+            let disp: i64 = match rng.below(4) {
+                0 => 0,
+                1 => rng.below(256) as i64 - 128,
+                _ => (rng.next() as i32 >> 8) as i64,
+            };
+            let mut rest = addr.wrapping_sub(disp as u64);
+            insn.set_memory_base(reg_add(Register::RAX, base));
+            if !free.is_empty() && rng.below(4) == 0 {
+                let index = free[rng.below(free.len() as u64) as usize];
+                let scale = 1u64 << rng.below(4);
+                let iv = rng.below(64);
+                s.gpr[index] = iv;
+                rest = rest.wrapping_sub(iv * scale);
+                insn.set_memory_index(reg_add(Register::RAX, index));
+                insn.set_memory_index_scale(scale as u32);
+            }
+            s.gpr[base] = rest;
+            insn.set_memory_displacement64(disp as u64);
+            insn.set_memory_displ_size(if disp == 0 { 0 } else if (-128..128).contains(&disp) { 1 } else { 4 });
+        }
+        // Edge values in the operand itself.
+        match rng.below(3) {
+            0 => mem[off..off + 8].copy_from_slice(&rng.gpr().to_le_bytes()),
+            1 => {
+                mem[off..off + 8].copy_from_slice(&rng.half().to_le_bytes());
+                mem[off + 8..off + 16].copy_from_slice(&rng.half().to_le_bytes());
+            }
+            _ => {}
+        }
+        if mnemonic == Ldmxcsr && rng.below(4) != 0 {
+            let v = s.mxcsr | (rng.next() as u32 & 0x3f);
+            mem[off..off + 4].copy_from_slice(&v.to_le_bytes());
+        }
+        if matches!(mnemonic, Bt | Bts | Btr | Btc) {
+            // A register bit offset may reach ±2 KiB around the operand.
+            if let Some(g) = (0..oc.op_count()).find(|&j| insn.op_kind(j) == OpKind::Register).map(|j| insn.op_register(j)) {
+                if let Some(gi) = gpr_index(g) {
+                    s.gpr[gi] = (rng.below(32768) as i64 - 16384) as u64;
+                }
+            }
+        }
+        ea = Some(off);
+    }
+
+    let mut enc = Encoder::new(64);
+    enc.encode(&insn, 0).map_err(|e| format!("encoder: {e}"))?;
+    let bytes = enc.take_buffer();
+    let mut dec = Decoder::new(64, &bytes, DecoderOptions::NONE);
+    let back = dec.decode();
+    if back.code() != code || back.len() != bytes.len() {
+        return Err(format!("encoding {bytes:02x?} decodes as {:?}", back.code()));
+    }
+    Ok(Case { insn: back, bytes, input: s, mem, ea })
+}
