@@ -114,6 +114,13 @@ pub fn skip_reason(code: Code) -> Option<&'static str> {
             _ => {}
         }
     }
+    // Every x87 mnemonic starts with F (FCMOVcc is listed under CMOV).
+    let x87 = code.cpuid_features().iter().any(|f| {
+        matches!(f, iced_x86::CpuidFeature::FPU | iced_x86::CpuidFeature::FPU287 | iced_x86::CpuidFeature::FPU387 | iced_x86::CpuidFeature::CMOV)
+    }) && format!("{:?}", code.mnemonic()).starts_with('F');
+    if x87 || matches!(code.mnemonic(), Fxsave | Fxsave64 | Fxrstor | Fxrstor64 | Emms) {
+        return Some("x87 state (implicit ST(0), control/status words, FXSAVE images): compared bit for bit by ops/x87_tests.rs, which seeds and compares the whole x87 state");
+    }
     match code.mnemonic() {
         Cpuid => return Some("CPUID: urun reports its own CPU model by design (cpuid.rs), not the host's"),
         Rdtsc | Rdtscp => return Some("time stamp counter: differs between any two reads"),

@@ -126,6 +126,19 @@ impl Bench {
     /// run ends with #UD just past the instruction when it completes, with
     /// every register intact.
     pub fn interp(&mut self, insn: &[u8], input: &State, mem: &[u8]) -> (Outcome, Vec<u8>) {
+        let start = self.snippet.code;
+        let (state, exit, window) = self.interp_exit(insn, input, mem);
+        let end = match exit {
+            None => End::Completed,
+            Some(Exit::Fault(Fault { pc, ref kind })) if pc == start => End::Signal(signal_of(kind)),
+            Some(other) => End::Other(format!("{other:?}")),
+        };
+        (Outcome { end, state }, window)
+    }
+
+    /// `interp`, keeping the interpreter's own exit (`None` when the
+    /// instruction completed).
+    pub fn interp_exit(&mut self, insn: &[u8], input: &State, mem: &[u8]) -> (State, Option<Exit>, Vec<u8>) {
         self.seed(mem);
         let code = [insn, &[0x0f, 0x0b]].concat();
         let start = self.snippet.code;
@@ -135,13 +148,12 @@ impl Bench {
             c.mxcsr = input.mxcsr;
             c.flags.set((input.rflags & SEEDABLE) | 0x202);
         });
-        let end = match exit {
-            Exit::Fault(Fault { pc, kind: FaultKind::InvalidOpcode { .. } }) if pc == start + insn.len() as u64 => End::Completed,
-            Exit::Fault(Fault { pc, ref kind }) if pc == start => End::Signal(signal_of(kind)),
-            other => End::Other(format!("{other:?}")),
+        let exit = match exit {
+            Exit::Fault(Fault { pc, kind: FaultKind::InvalidOpcode { .. } }) if pc == start + insn.len() as u64 => None,
+            other => Some(other),
         };
         let state = State { gpr: cpu.gpr, rflags: cpu.flags.get(), xmm: cpu.xmm, mxcsr: cpu.mxcsr };
-        (Outcome { end, state }, self.window())
+        (state, exit, self.window())
     }
 }
 

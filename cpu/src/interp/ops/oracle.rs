@@ -48,6 +48,24 @@ impl Oracle {
         s
     }
 
+    /// The host's run alone: registers, RFLAGS and the window after it.
+    pub(crate) fn native(&mut self, insn: &[u8], input: &Regs, mem: &[u8]) -> (Regs, Vec<u8>) {
+        let s = self.state(input);
+        let (n, nmem) = self.bench.native(insn, &s, mem);
+        (Regs { gpr: n.state.gpr, flags: n.state.rflags }, nmem)
+    }
+
+    /// The interpreter's run alone; `Err` with its exit if the instruction
+    /// did not complete.
+    pub(crate) fn interp(&mut self, insn: &[u8], input: &Regs, mem: &[u8]) -> Result<(Regs, Vec<u8>), crate::engine::Exit> {
+        let s = self.state(input);
+        let (st, exit, imem) = self.bench.interp_exit(insn, &s, mem);
+        match exit {
+            None => Ok((Regs { gpr: st.gpr, flags: st.rflags }, imem)),
+            Some(e) => Err(e),
+        }
+    }
+
     /// Compare both runs; `undefined` masks the RFLAGS bits the manuals
     /// leave undefined for this instruction. Mismatches are collected in
     /// `failures` (with `what` naming the case).
