@@ -190,33 +190,41 @@ fn start(cli: &Cli) -> Result<Stop, StartError> {
 
     let mut cpu = CpuState { rip: loaded.entry, ..CpuState::default() };
     cpu.gpr[reg::RSP] = loaded.stack_pointer;
-    let mut process = Process::new(mem.clone(), Brk::at(loaded.brk_start, loaded.brk_reserve_end), loaded.exe_path.clone());
+    let kind = cli.engine;
+    let factory: linux::EngineFactory = Box::new(move |mem| new_engine(kind, mem));
+    let mut process = Process::new(mem.clone(), Brk::at(loaded.brk_start, loaded.brk_reserve_end), loaded.exe_path.clone(), factory);
     process.strace = cli.strace;
     process.reexec = reexec_args(cli);
-    let mut engine: Box<dyn Engine> = match cli.engine {
+    let process = Arc::new(process);
+    let mut engine = new_engine(kind, mem);
+    Ok(linux::run(&process, engine.as_mut(), &mut cpu))
+}
+
+/// An engine of the chosen kind for one guest thread.
+fn new_engine(kind: EngineKind, mem: Arc<AddressSpace>) -> Box<dyn Engine> {
+    match kind {
         EngineKind::Interp => Box::new(Interpreter::new(mem)),
-    };
-    Ok(linux::run(engine.as_mut(), &mut cpu, &mut process))
+    }
 }
 
 /// Leave as the guest left: its exit status, or killed by its signal.
 fn finish(stop: Stop) -> ! {
     match stop {
-        Stop::Exited(code) => std::process::exit(code),
-        Stop::Signaled(sig) => {
-            // SAFETY: plain libc calls on our own process: no core file,
-            // the default action for `sig`, unblocked, then raised.
+        Stop::Exited(code) => linux::finish_process(code),
+        Stop::Signaled(sig) => linux::kill_process(sig),
+        Stop::ThreadExited(_) => {
+            // The first guest thread ended with `exit` while others go on:
+            // this host thread must stay (returning from main would end the
+            // process) but take no signals; the last thread ends the process.
+            // SAFETY: blocking every signal on this thread, then sleeping.
             unsafe {
-                let no_core = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
-                libc::setrlimit(libc::RLIMIT_CORE, &no_core);
-                libc::signal(sig, libc::SIG_DFL);
-                let mut set: libc::sigset_t = std::mem::zeroed();
-                libc::sigemptyset(&mut set);
-                libc::sigaddset(&mut set, sig);
-                libc::sigprocmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut());
-                libc::raise(sig);
+                let mut all: libc::sigset_t = std::mem::zeroed();
+                libc::sigfillset(&mut all);
+                libc::pthread_sigmask(libc::SIG_BLOCK, &all, std::ptr::null_mut());
+                loop {
+                    libc::pause();
+                }
             }
-            std::process::exit(128 + sig)
         }
     }
 }

@@ -60,4 +60,8 @@ pub trait Engine {
 
     /// A short name for logs and `--engine`.
     fn name(&self) -> &'static str;
+
+    /// A flag that, when set (from any thread or a signal handler), makes
+    /// `run` return `Exit::Interrupted` soon.
+    fn interrupt_handle(&self) -> std::sync::Arc<std::sync::atomic::AtomicBool>;
 }

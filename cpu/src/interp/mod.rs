@@ -98,11 +98,6 @@ impl Interpreter {
         }
     }
 
-    /// A flag that, when set, makes `run` return `Exit::Interrupted` at the
-    /// next block boundary.
-    pub fn interrupt_flag(&self) -> Arc<AtomicBool> {
-        self.interrupt.clone()
-    }
 
     fn flush(&mut self) {
         self.cache.clear();
@@ -169,7 +164,7 @@ impl Interpreter {
 impl Engine for Interpreter {
     fn run(&mut self, cpu: &mut CpuState) -> Exit {
         loop {
-            if self.interrupt.swap(false, Ordering::AcqRel) {
+            if self.interrupt.load(Ordering::Relaxed) && self.interrupt.swap(false, Ordering::AcqRel) {
                 return Exit::Interrupted;
             }
             let gen = self.mem.generation();
@@ -213,6 +208,10 @@ impl Engine for Interpreter {
 
     fn name(&self) -> &'static str {
         "interp"
+    }
+
+    fn interrupt_handle(&self) -> Arc<AtomicBool> {
+        self.interrupt.clone()
     }
 }
 

@@ -3,17 +3,16 @@
 //! dispositions) or that would otherwise reveal urun instead of the guest.
 
 use urun_cpu::mem::{page_ceil, Placement, PAGE_SIZE, USER_TOP};
-use urun_cpu::{Backing, CpuState, FileMap, MemError, Prot};
+use urun_cpu::{Backing, FileMap, MemError, Prot};
 
 use super::table::{guest_cstr, pass, raw_result};
-use super::{Process, Stop};
+use super::{lock, Process, Stop, Task};
 
 /// An emulated syscall: returns RAX, or stops the guest.
-pub(crate) type Handler = fn(&mut Process, &mut CpuState, &[u64; 6]) -> Result<i64, Stop>;
+pub(crate) type Handler = fn(&mut Task<'_>, &[u64; 6]) -> Result<i64, Stop>;
 
 const EINVAL: i64 = -(libc::EINVAL as i64);
 const EFAULT: i64 = -(libc::EFAULT as i64);
-const ENOSYS: i64 = -(libc::ENOSYS as i64);
 
 fn err(e: MemError) -> i64 {
     -(e.errno() as i64)
@@ -25,7 +24,8 @@ fn prot_of(bits: u64) -> Prot {
 
 // ----- memory -----
 
-pub(crate) fn mmap(p: &mut Process, _: &mut CpuState, a: &[u64; 6]) -> Result<i64, Stop> {
+pub(crate) fn mmap(task: &mut Task<'_>, a: &[u64; 6]) -> Result<i64, Stop> {
+    let p = task.p.as_ref();
     let (addr, len, prot, flags, fd, off) = (a[0], a[1], a[2], a[3] as i32, a[4] as i32, a[5]);
     if len == 0 || off % PAGE_SIZE != 0 || page_ceil(len) > USER_TOP {
         return Ok(EINVAL);
@@ -66,14 +66,16 @@ fn file_backing(fd: i32, offset: u64) -> Backing {
     Backing::File { path, offset, dev: st.st_dev, inode: st.st_ino }
 }
 
-pub(crate) fn munmap(p: &mut Process, _: &mut CpuState, a: &[u64; 6]) -> Result<i64, Stop> {
+pub(crate) fn munmap(task: &mut Task<'_>, a: &[u64; 6]) -> Result<i64, Stop> {
+    let p = task.p.as_ref();
     Ok(match p.mem.unmap(a[0], a[1]) {
         Ok(()) => 0,
         Err(e) => err(e),
     })
 }
 
-pub(crate) fn mprotect(p: &mut Process, _: &mut CpuState, a: &[u64; 6]) -> Result<i64, Stop> {
+pub(crate) fn mprotect(task: &mut Task<'_>, a: &[u64; 6]) -> Result<i64, Stop> {
+    let p = task.p.as_ref();
     if a[2] & !7 & !(libc::PROT_GROWSDOWN as u64 | libc::PROT_GROWSUP as u64) != 0 {
         return Ok(EINVAL);
     }
@@ -83,7 +85,8 @@ pub(crate) fn mprotect(p: &mut Process, _: &mut CpuState, a: &[u64; 6]) -> Resul
     })
 }
 
-pub(crate) fn mremap(p: &mut Process, _: &mut CpuState, a: &[u64; 6]) -> Result<i64, Stop> {
+pub(crate) fn mremap(task: &mut Task<'_>, a: &[u64; 6]) -> Result<i64, Stop> {
+    let p = task.p.as_ref();
     let flags = a[3] as i32;
     let may_move = flags & libc::MREMAP_MAYMOVE != 0;
     let fixed = (flags & libc::MREMAP_FIXED != 0).then_some(a[4]);
@@ -96,7 +99,8 @@ pub(crate) fn mremap(p: &mut Process, _: &mut CpuState, a: &[u64; 6]) -> Result<
     })
 }
 
-pub(crate) fn madvise(p: &mut Process, _: &mut CpuState, a: &[u64; 6]) -> Result<i64, Stop> {
+pub(crate) fn madvise(task: &mut Task<'_>, a: &[u64; 6]) -> Result<i64, Stop> {
+    let p = task.p.as_ref();
     let len = page_ceil(a[1]);
     if a[0] % PAGE_SIZE != 0 {
         return Ok(EINVAL);
@@ -117,16 +121,19 @@ pub(crate) fn madvise(p: &mut Process, _: &mut CpuState, a: &[u64; 6]) -> Result
     }
 }
 
-pub(crate) fn msync(p: &mut Process, _: &mut CpuState, a: &[u64; 6]) -> Result<i64, Stop> {
+pub(crate) fn msync(task: &mut Task<'_>, a: &[u64; 6]) -> Result<i64, Stop> {
+    let p = task.p.as_ref();
     if !p.mem.is_guest(a[0], page_ceil(a[1]).max(1)) {
         return Ok(-(libc::ENOMEM as i64));
     }
     Ok(raw_result(pass(26, a)))
 }
 
-pub(crate) fn brk(p: &mut Process, _: &mut CpuState, a: &[u64; 6]) -> Result<i64, Stop> {
+pub(crate) fn brk(task: &mut Task<'_>, a: &[u64; 6]) -> Result<i64, Stop> {
+    let p = task.p.as_ref();
     let want = a[0];
-    let b = &mut p.brk;
+    let mut guard = lock(&p.brk);
+    let b = &mut *guard;
     if want < b.start {
         return Ok(b.cur as i64);
     }
@@ -179,7 +186,8 @@ fn urun_loader_heap_reserve() -> &'static str {
 
 // ----- the thread and the process -----
 
-pub(crate) fn arch_prctl(p: &mut Process, cpu: &mut CpuState, a: &[u64; 6]) -> Result<i64, Stop> {
+pub(crate) fn arch_prctl(task: &mut Task<'_>, a: &[u64; 6]) -> Result<i64, Stop> {
+    let (p, cpu) = (task.p.as_ref(), &mut *task.cpu);
     const SET_GS: u64 = 0x1001;
     const SET_FS: u64 = 0x1002;
     const GET_FS: u64 = 0x1003;
@@ -207,56 +215,27 @@ pub(crate) fn arch_prctl(p: &mut Process, cpu: &mut CpuState, a: &[u64; 6]) -> R
     })
 }
 
-pub(crate) fn set_tid_address(p: &mut Process, _: &mut CpuState, a: &[u64; 6]) -> Result<i64, Stop> {
-    p.clear_child_tid = a[0];
-    // SAFETY: gettid has no arguments and cannot fail.
-    Ok(unsafe { libc::syscall(libc::SYS_gettid) })
+pub(crate) fn set_tid_address(task: &mut Task<'_>, a: &[u64; 6]) -> Result<i64, Stop> {
+    // Kept by urun (not the host kernel, whose word for this host thread
+    // belongs to urun's own libc) and cleared at the guest thread's exit.
+    task.t.clear_child_tid = a[0];
+    Ok(task.t.tid as i64)
 }
 
-pub(crate) fn set_robust_list(p: &mut Process, _: &mut CpuState, a: &[u64; 6]) -> Result<i64, Stop> {
+pub(crate) fn set_robust_list(task: &mut Task<'_>, a: &[u64; 6]) -> Result<i64, Stop> {
     if a[1] != 24 {
         return Ok(EINVAL);
     }
-    p.robust_list = a[0];
-    Ok(0)
-}
-
-pub(crate) fn exit(_: &mut Process, _: &mut CpuState, a: &[u64; 6]) -> Result<i64, Stop> {
-    // One guest thread for now: exit ends the process.
-    Err(Stop::Exited(a[0] as i32 & 0xff))
-}
-
-pub(crate) fn exit_group(_: &mut Process, _: &mut CpuState, a: &[u64; 6]) -> Result<i64, Stop> {
-    Err(Stop::Exited(a[0] as i32 & 0xff))
-}
-
-pub(crate) fn fork(_: &mut Process, _: &mut CpuState, _: &[u64; 6]) -> Result<i64, Stop> {
-    // One guest thread: a host fork duplicates urun and the guest together,
-    // and the child carries on from the same guest state.
-    // SAFETY: urun runs one thread here, so the child is consistent.
-    Ok(raw_result(unsafe { libc::fork() } as i64))
-}
-
-pub(crate) fn clone(p: &mut Process, cpu: &mut CpuState, a: &[u64; 6]) -> Result<i64, Stop> {
-    let flags = a[0];
-    let forklike = flags
-        & (libc::CLONE_VM | libc::CLONE_THREAD | libc::CLONE_SIGHAND | libc::CLONE_VFORK | libc::CLONE_SETTLS) as u64
-        == 0;
-    if !forklike || a[1] != 0 {
-        tracing::warn!(flags = format_args!("{flags:#x}"), "clone of threads or shared memory is not supported yet");
-        return Ok(ENOSYS);
+    if a[0] != 0 && !task.p.mem.check(a[0], 24, Prot::READ) {
+        return Ok(EFAULT);
     }
-    for ptr in [a[2], a[3]] {
-        if ptr != 0 && !p.mem.check(ptr, 4, Prot::WRITE) {
-            return Ok(EFAULT);
-        }
-    }
-    let _ = cpu;
-    // SAFETY: as for fork; the tid pointers were checked to be guest memory.
-    Ok(raw_result(unsafe { libc::syscall(libc::SYS_clone, flags, 0u64, a[2], a[3], 0u64) }))
+    // Guest thread == host thread and guest addresses are host addresses,
+    // so the kernel walks the guest's list when this thread dies.
+    Ok(raw_result(pass(273, a)))
 }
 
-pub(crate) fn execve(p: &mut Process, _: &mut CpuState, a: &[u64; 6]) -> Result<i64, Stop> {
+pub(crate) fn execve(task: &mut Task<'_>, a: &[u64; 6]) -> Result<i64, Stop> {
+    let p = task.p.as_ref();
     let Some(path) = guest_cstr(p, a[0]) else { return Ok(EFAULT) };
     let (Some(argv), Some(envp)) = (guest_str_array(p, a[1]), guest_str_array(p, a[2])) else {
         return Ok(EFAULT);
@@ -287,7 +266,7 @@ fn guest_str_array(p: &Process, ptr: u64) -> Option<Vec<Vec<u8>>> {
 
 /// readlink of `/proc/self/exe` (and `/proc/<our pid>/exe`) names the
 /// guest program, not urun.
-fn readlink_at(p: &mut Process, dirfd: u64, path_ptr: u64, buf: u64, size: u64) -> i64 {
+fn readlink_at(p: &Process, dirfd: u64, path_ptr: u64, buf: u64, size: u64) -> i64 {
     let Some(path) = guest_cstr(p, path_ptr) else { return EFAULT };
     if size as i64 <= 0 {
         return EINVAL;
@@ -309,94 +288,22 @@ fn readlink_at(p: &mut Process, dirfd: u64, path_ptr: u64, buf: u64, size: u64) 
     raw_result(pass(267, &[dirfd, path_ptr, buf, size, 0, 0]))
 }
 
-pub(crate) fn readlink(p: &mut Process, _: &mut CpuState, a: &[u64; 6]) -> Result<i64, Stop> {
+pub(crate) fn readlink(task: &mut Task<'_>, a: &[u64; 6]) -> Result<i64, Stop> {
+    let p = task.p.as_ref();
     Ok(readlink_at(p, libc::AT_FDCWD as u64, a[0], a[1], a[2]))
 }
 
-pub(crate) fn readlinkat(p: &mut Process, _: &mut CpuState, a: &[u64; 6]) -> Result<i64, Stop> {
+pub(crate) fn readlinkat(task: &mut Task<'_>, a: &[u64; 6]) -> Result<i64, Stop> {
+    let p = task.p.as_ref();
     Ok(readlink_at(p, a[0], a[1], a[2], a[3]))
 }
 
 // ----- signals -----
 
-pub(crate) fn rt_sigaction(p: &mut Process, _: &mut CpuState, a: &[u64; 6]) -> Result<i64, Stop> {
-    let (sig, act, old, size) = (a[0] as usize, a[1], a[2], a[3]);
-    if size != 8 || sig == 0 || sig > 64 {
-        return Ok(EINVAL);
-    }
-    if act != 0 && (sig == libc::SIGKILL as usize || sig == libc::SIGSTOP as usize) {
-        return Ok(EINVAL);
-    }
-    if (act != 0 && !p.mem.check(act, 32, Prot::READ)) || (old != 0 && !p.mem.check(old, 32, Prot::WRITE)) {
-        return Ok(EFAULT);
-    }
-    let prev = p.sigactions[sig];
-    if act != 0 {
-        // SAFETY: 32 readable guest bytes (checked above): the kernel's
-        // struct sigaction {handler, flags, restorer, mask}.
-        let new = unsafe {
-            let q = act as *const u64;
-            [q.read_unaligned(), q.add(1).read_unaligned(), q.add(2).read_unaligned(), q.add(3).read_unaligned()]
-        };
-        p.sigactions[sig] = new;
-        // Ignore and default take effect on the host; guest handlers are
-        // recorded (delivery to guest handlers is not implemented yet).
-        let host = match new[0] {
-            0 => Some(libc::SIG_DFL),
-            1 => Some(libc::SIG_IGN),
-            _ => None,
-        };
-        if let Some(h) = host {
-            // SAFETY: installing SIG_DFL or SIG_IGN for a valid signal.
-            unsafe { libc::signal(sig as i32, h) };
-        }
-    }
-    if old != 0 {
-        // SAFETY: 32 writable guest bytes (checked above).
-        unsafe {
-            let q = old as *mut u64;
-            for (i, v) in prev.iter().enumerate() {
-                q.add(i).write_unaligned(*v);
-            }
-        }
-    }
-    Ok(0)
-}
-
-pub(crate) fn sigaltstack(p: &mut Process, _: &mut CpuState, a: &[u64; 6]) -> Result<i64, Stop> {
-    let (ss, old) = (a[0], a[1]);
-    if (ss != 0 && !p.mem.check(ss, 24, Prot::READ)) || (old != 0 && !p.mem.check(old, 24, Prot::WRITE)) {
-        return Ok(EFAULT);
-    }
-    if old != 0 {
-        // SAFETY: 24 writable guest bytes (checked above): stack_t.
-        unsafe {
-            let q = old as *mut u64;
-            q.write_unaligned(p.altstack[0]);
-            q.add(1).write_unaligned(if p.altstack[2] == 0 { libc::SS_DISABLE as u64 } else { p.altstack[1] });
-            q.add(2).write_unaligned(p.altstack[2]);
-        }
-    }
-    if ss != 0 {
-        // SAFETY: 24 readable guest bytes (checked above).
-        let v = unsafe {
-            let q = ss as *const u64;
-            [q.read_unaligned(), q.add(1).read_unaligned(), q.add(2).read_unaligned()]
-        };
-        if v[1] as i32 & libc::SS_DISABLE != 0 {
-            p.altstack = [0, libc::SS_DISABLE as u64, 0];
-        } else if v[2] < 2048 {
-            return Ok(-(libc::ENOMEM as i64));
-        } else {
-            p.altstack = v;
-        }
-    }
-    Ok(0)
-}
-
 // ----- descriptors and misc -----
 
-pub(crate) fn ioctl(p: &mut Process, _: &mut CpuState, a: &[u64; 6]) -> Result<i64, Stop> {
+pub(crate) fn ioctl(task: &mut Task<'_>, a: &[u64; 6]) -> Result<i64, Stop> {
+    let p = task.p.as_ref();
     // Requests whose argument is a pointer to a fixed-size struct.
     const OUT: &[(u64, u64)] = &[(0x5401, 36), (0x5413, 8), (0x540f, 4), (0x541b, 4)];
     const IN: &[(u64, u64)] = &[(0x5402, 36), (0x5403, 36), (0x5404, 36), (0x5414, 8), (0x5410, 4), (0x5421, 4)];
@@ -416,7 +323,8 @@ pub(crate) fn ioctl(p: &mut Process, _: &mut CpuState, a: &[u64; 6]) -> Result<i
     Ok(raw_result(pass(16, a)))
 }
 
-pub(crate) fn fcntl(p: &mut Process, _: &mut CpuState, a: &[u64; 6]) -> Result<i64, Stop> {
+pub(crate) fn fcntl(task: &mut Task<'_>, a: &[u64; 6]) -> Result<i64, Stop> {
+    let p = task.p.as_ref();
     // Commands taking a struct flock pointer.
     let locks = [libc::F_GETLK, libc::F_SETLK, libc::F_SETLKW, libc::F_OFD_GETLK, libc::F_OFD_SETLK, libc::F_OFD_SETLKW];
     if locks.contains(&(a[1] as i32)) && !p.mem.check(a[2], 32, Prot::WRITE) {
@@ -425,7 +333,8 @@ pub(crate) fn fcntl(p: &mut Process, _: &mut CpuState, a: &[u64; 6]) -> Result<i
     Ok(raw_result(pass(72, a)))
 }
 
-pub(crate) fn prctl(p: &mut Process, _: &mut CpuState, a: &[u64; 6]) -> Result<i64, Stop> {
+pub(crate) fn prctl(task: &mut Task<'_>, a: &[u64; 6]) -> Result<i64, Stop> {
+    let p = task.p.as_ref();
     match a[0] as i32 {
         libc::PR_SET_NAME if guest_cstr(p, a[1]).is_none() => Ok(EFAULT),
         libc::PR_GET_NAME if !p.mem.check(a[1], 16, Prot::WRITE) => Ok(EFAULT),
@@ -437,7 +346,8 @@ pub(crate) fn prctl(p: &mut Process, _: &mut CpuState, a: &[u64; 6]) -> Result<i
     }
 }
 
-pub(crate) fn futex(p: &mut Process, _: &mut CpuState, a: &[u64; 6]) -> Result<i64, Stop> {
+pub(crate) fn futex(task: &mut Task<'_>, a: &[u64; 6]) -> Result<i64, Stop> {
+    let p = task.p.as_ref();
     // Guest addresses are host addresses, so futexes pass through once the
     // words they name are checked.
     if !p.mem.check(a[0], 4, Prot::READ) {

@@ -1,31 +1,46 @@
 //! The Linux personality: services the exits of an engine running a Linux
 //! guest, with syscalls passed to the host where the ABI is the same and
 //! emulated where urun manages the resource.
+//!
+//! Each guest thread runs on its own host thread with its own `CpuState`
+//! and engine; they share one `Process` (memory map, heap, signal
+//! dispositions). Signals the guest handles are caught on the host by the
+//! thread the kernel picks (host masks mirror the guest's), recorded, and
+//! delivered to the guest handler at the next exit with a Linux
+//! `rt_sigframe`.
 
 mod emul;
+mod signal;
 mod strace;
 mod table;
+mod thread;
 
 use std::collections::HashSet;
 use std::ffi::{CString, OsString};
 use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::atomic::AtomicUsize;
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use urun_cpu::state::reg;
-use urun_cpu::{AddressSpace, CpuState, Engine, Exit, Fault, FaultKind};
+use urun_cpu::{AddressSpace, CpuState, Engine, Exit, Fault};
+
+pub use signal::signal_for;
+pub use thread::{finish_process, kill_process};
 
 /// The name of the no-access reservation the heap grows into (the loader
 /// makes it under the same name).
 pub const HEAP_RESERVE: &str = "[heap reserve]";
 
-/// How the guest ended.
+/// How the guest (or one of its threads) ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Stop {
-    /// exit/exit_group with this status (0..=255).
+    /// exit_group (or the last thread's exit) with this status (0..=255).
     Exited(i32),
     /// Killed by this signal.
     Signaled(i32),
+    /// This thread ended with `exit(status)`; other threads go on.
+    ThreadExited(i32),
 }
 
 /// The guest's program break.
@@ -47,10 +62,14 @@ impl Brk {
     }
 }
 
-/// One guest process as the Linux personality sees it.
+/// Makes a fresh engine for a new guest thread.
+pub type EngineFactory = Box<dyn Fn(Arc<AddressSpace>) -> Box<dyn Engine> + Send + Sync>;
+
+/// One guest process as the Linux personality sees it: what its threads
+/// share.
 pub struct Process {
     pub mem: Arc<AddressSpace>,
-    pub brk: Brk,
+    brk: Mutex<Brk>,
     /// Canonical path of the guest program (`/proc/self/exe`).
     pub exe_path: PathBuf,
     /// Print each syscall on stderr.
@@ -59,33 +78,36 @@ pub struct Process {
     /// program) that `execve` uses to run a new guest program under urun.
     pub reexec: Vec<OsString>,
     /// Kernel `struct sigaction` per signal: handler, flags, restorer, mask.
-    sigactions: [[u64; 4]; 65],
-    /// sigaltstack: sp, flags, size.
-    altstack: [u64; 3],
-    clear_child_tid: u64,
-    robust_list: u64,
-    reported_unknown: HashSet<u64>,
+    sigactions: Mutex<[[u64; 4]; 65]>,
+    reported_unknown: Mutex<HashSet<u64>>,
+    new_engine: EngineFactory,
+    /// Guest threads alive.
+    live_threads: AtomicUsize,
+}
+
+/// Lock a mutex, carrying on after a panic elsewhere (the data is plain).
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl Process {
-    pub fn new(mem: Arc<AddressSpace>, brk: Brk, exe_path: PathBuf) -> Self {
+    pub fn new(mem: Arc<AddressSpace>, brk: Brk, exe_path: PathBuf, new_engine: EngineFactory) -> Self {
         Process {
             mem,
-            brk,
+            brk: Mutex::new(brk),
             exe_path,
             strace: false,
             reexec: Vec::new(),
-            sigactions: [[0; 4]; 65],
-            altstack: [0, libc::SS_DISABLE as u64, 0],
-            clear_child_tid: 0,
-            robust_list: 0,
-            reported_unknown: HashSet::new(),
+            sigactions: Mutex::new([[0; 4]; 65]),
+            reported_unknown: Mutex::new(HashSet::new()),
+            new_engine,
+            live_threads: AtomicUsize::new(1),
         }
     }
 
     /// An unknown syscall: reported once (under --strace or debug logs).
-    fn report_unknown(&mut self, nr: u64) {
-        if self.reported_unknown.insert(nr) {
+    fn report_unknown(&self, nr: u64) {
+        if lock(&self.reported_unknown).insert(nr) {
             tracing::info!(nr, "unknown syscall: returning -ENOSYS");
             if self.strace {
                 strace::line(&format!("unknown syscall {nr} = -1 ENOSYS (not implemented by urun)"));
@@ -104,7 +126,7 @@ impl Process {
 
     /// execve: run the new program under urun again, with the same options.
     /// Returns only on failure, with -errno.
-    fn exec(&mut self, path: Vec<u8>, argv: Vec<Vec<u8>>, envp: Vec<Vec<u8>>) -> i64 {
+    fn exec(&self, path: Vec<u8>, argv: Vec<Vec<u8>>, envp: Vec<Vec<u8>>) -> i64 {
         let Ok(cpath) = CString::new(path.clone()) else { return -(libc::ENOENT as i64) };
         // The errors a native execve would give for the file itself.
         // SAFETY: cpath is a valid C string.
@@ -131,6 +153,9 @@ impl Process {
         argp.push(std::ptr::null());
         let mut envp: Vec<*const libc::c_char> = env.iter().map(|c| c.as_ptr()).collect();
         envp.push(std::ptr::null());
+        // The new urun starts with the signal state a native execve leaves:
+        // handled signals back to default, the mask kept.
+        signal::reset_handled_for_exec(self);
         let me = c"/proc/self/exe";
         // SAFETY: argp and envp are NULL-terminated arrays of valid C strings
         // that outlive the call.
@@ -139,46 +164,84 @@ impl Process {
     }
 }
 
-/// The signal Linux sends for a fault.
-pub fn signal_for(fault: &Fault) -> i32 {
-    match fault.kind {
-        FaultKind::Page { .. } | FaultKind::GeneralProtection => libc::SIGSEGV,
-        FaultKind::Divide | FaultKind::FloatingPoint { .. } => libc::SIGFPE,
-        FaultKind::InvalidOpcode { .. } => libc::SIGILL,
-        FaultKind::Breakpoint => libc::SIGTRAP,
+/// Per-thread state of one guest thread.
+pub struct Thread {
+    /// Host (== guest) thread id.
+    pub tid: i32,
+    /// set_tid_address / CLONE_CHILD_CLEARTID: zeroed and woken at exit.
+    clear_child_tid: u64,
+    /// sigaltstack: sp, flags, size.
+    altstack: [u64; 3],
+    /// The guest's signal mask (bit n-1 for signal n), mirrored on the host.
+    sigmask: u64,
+    /// Signals caught on the host for this thread, waiting for delivery.
+    signals: &'static signal::Pending,
+}
+
+/// What a syscall handler works on: the process, this thread, its CPU.
+pub(crate) struct Task<'a> {
+    pub p: &'a Arc<Process>,
+    pub t: &'a mut Thread,
+    pub cpu: &'a mut CpuState,
+}
+
+/// Run the guest's first thread until the process exits or is killed
+/// (`Stop::ThreadExited` when it ended with `exit` while others go on).
+pub fn run(p: &Arc<Process>, engine: &mut dyn Engine, cpu: &mut CpuState) -> Stop {
+    // SAFETY: gettid has no arguments and cannot fail.
+    let tid = unsafe { libc::syscall(libc::SYS_gettid) } as i32;
+    let mut t = Thread {
+        tid,
+        clear_child_tid: 0,
+        altstack: [0, libc::SS_DISABLE as u64, 0],
+        sigmask: signal::host_mask(),
+        signals: signal::Pending::for_this_thread(engine.interrupt_handle()),
+    };
+    run_thread(p, engine, cpu, &mut t)
+}
+
+/// The loop every guest thread runs: take the engine's exits and service
+/// them, delivering signals in between.
+fn run_thread(p: &Arc<Process>, engine: &mut dyn Engine, cpu: &mut CpuState, t: &mut Thread) -> Stop {
+    loop {
+        let exit = engine.run(cpu);
+        let mut task = Task { p, t: &mut *t, cpu: &mut *cpu };
+        let r = match exit {
+            Exit::Syscall => syscall(&mut task),
+            Exit::Fault(f) => signal::deliver_fault(&mut task, &f),
+            Exit::Interrupted => Ok(()),
+        };
+        let r = r.and_then(|()| signal::deliver_pending(&mut task));
+        if let Err(stop) = r {
+            return match stop {
+                Stop::ThreadExited(code) => thread::exit_thread(p, t, code),
+                other => other,
+            };
+        }
     }
 }
 
-/// Run the guest until it exits or is killed.
-pub fn run(engine: &mut dyn Engine, cpu: &mut CpuState, p: &mut Process) -> Stop {
-    loop {
-        match engine.run(cpu) {
-            Exit::Syscall => {
-                let nr = cpu.gpr[reg::RAX];
-                let g = &cpu.gpr;
-                let args = [g[reg::RDI], g[reg::RSI], g[reg::RDX], g[reg::R10], g[reg::R8], g[reg::R9]];
-                if p.strace {
-                    strace::before(p, nr, &args);
-                }
-                let r = table::dispatch(p, cpu, nr, &args);
-                if p.strace {
-                    strace::after(nr, &r);
-                }
-                match r {
-                    Ok(v) => cpu.gpr[reg::RAX] = v as u64,
-                    Err(stop) => return stop,
-                }
-            }
-            Exit::Fault(f) => {
-                let sig = signal_for(&f);
-                tracing::debug!(?f, sig, "guest fault");
-                if p.strace {
-                    strace::line(&format!("--- {} {{pc={:#x} {:?}}} ---", strace::signal_name(sig), f.pc, f.kind));
-                    strace::line(&format!("+++ killed by {} +++", strace::signal_name(sig)));
-                }
-                return Stop::Signaled(sig);
-            }
-            Exit::Interrupted => {}
-        }
+/// Service one SYSCALL exit.
+fn syscall(task: &mut Task<'_>) -> Result<(), Stop> {
+    let nr = task.cpu.gpr[reg::RAX];
+    let g = &task.cpu.gpr;
+    let args = [g[reg::RDI], g[reg::RSI], g[reg::RDX], g[reg::R10], g[reg::R8], g[reg::R9]];
+    if task.p.strace {
+        strace::before(task.p, nr, &args);
+    }
+    let r = table::dispatch(task, nr, &args);
+    if task.p.strace {
+        strace::after(nr, &r);
+    }
+    task.cpu.gpr[reg::RAX] = r? as u64;
+    Ok(())
+}
+
+/// Log a fatal fault under --strace and debug logging.
+fn report_fatal(p: &Process, f: &Fault, sig: i32) {
+    tracing::debug!(?f, sig, "guest fault");
+    if p.strace {
+        strace::line(&format!("--- {} {{pc={:#x} {:?}}} ---", strace::signal_name(sig), f.pc, f.kind));
+        strace::line(&format!("+++ killed by {} +++", strace::signal_name(sig)));
     }
 }

@@ -2,9 +2,9 @@
 //! arguments are (so pointers can be checked and `--strace` can print them),
 //! and whether it passes straight to the host or is emulated.
 
-use super::emul;
-use super::Process;
-use urun_cpu::{CpuState, Prot};
+use super::{emul, signal, thread};
+use super::{Process, Task};
+use urun_cpu::Prot;
 
 /// What an argument is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -85,8 +85,9 @@ pub(crate) static SYSCALLS: &[Syscall] = &[
     sys!(10, mprotect, [X, X, X], Emul(emul::mprotect)),
     sys!(11, munmap, [X, X], Emul(emul::munmap)),
     sys!(12, brk, [X], Emul(emul::brk)),
-    sys!(13, rt_sigaction, [I, X, X, I], Emul(emul::rt_sigaction)),
-    sys!(14, rt_sigprocmask, [I, In(Fixed(8)), Out(Fixed(8)), I], Pass),
+    sys!(13, rt_sigaction, [I, X, X, I], Emul(signal::rt_sigaction)),
+    sys!(14, rt_sigprocmask, [I, X, X, I], Emul(signal::rt_sigprocmask)),
+    sys!(15, rt_sigreturn, [], Emul(signal::rt_sigreturn)),
     sys!(16, ioctl, [Fd, X, X], Emul(emul::ioctl)),
     sys!(17, pread64, [Fd, Out(Arg(2)), I, I], Pass),
     sys!(18, pwrite64, [Fd, In(Arg(2)), I, I], Pass),
@@ -115,11 +116,11 @@ pub(crate) static SYSCALLS: &[Syscall] = &[
     sys!(49, bind, [Fd, In(Arg(2)), I], Pass),
     sys!(50, listen, [Fd, I], Pass),
     sys!(53, socketpair, [I, I, I, Out(Fixed(8))], Pass),
-    sys!(56, clone, [X, X, X, X, X], Emul(emul::clone)),
-    sys!(57, fork, [], Emul(emul::fork)),
-    sys!(58, vfork, [], Emul(emul::fork)),
+    sys!(56, clone, [X, X, X, X, X], Emul(thread::clone)),
+    sys!(57, fork, [], Emul(thread::fork)),
+    sys!(58, vfork, [], Emul(thread::vfork)),
     sys!(59, execve, [Str, X, X], Emul(emul::execve)),
-    sys!(60, exit, [I], Emul(emul::exit)),
+    sys!(60, exit, [I], Emul(thread::exit)),
     sys!(61, wait4, [I, Out(Fixed(4)), X, Out(Fixed(144))], Pass),
     sys!(62, kill, [I, I], Pass),
     sys!(63, uname, [Out(Fixed(390))], Pass),
@@ -166,7 +167,7 @@ pub(crate) static SYSCALLS: &[Syscall] = &[
     sys!(121, getpgid, [I], Pass),
     sys!(124, getsid, [I], Pass),
     sys!(127, rt_sigpending, [Out(Arg(1)), I], Pass),
-    sys!(131, sigaltstack, [X, X], Emul(emul::sigaltstack)),
+    sys!(131, sigaltstack, [X, X], Emul(signal::sigaltstack)),
     sys!(137, statfs, [Str, Out(Fixed(120))], Pass),
     sys!(138, fstatfs, [Fd, Out(Fixed(120))], Pass),
     sys!(157, prctl, [I, X, X, X, X], Emul(emul::prctl)),
@@ -182,7 +183,7 @@ pub(crate) static SYSCALLS: &[Syscall] = &[
     sys!(228, clock_gettime, [I, Out(TIMESPEC)], Pass),
     sys!(229, clock_getres, [I, Out(TIMESPEC)], Pass),
     sys!(230, clock_nanosleep, [I, X, In(TIMESPEC), Out(TIMESPEC)], Pass),
-    sys!(231, exit_group, [I], Emul(emul::exit_group)),
+    sys!(231, exit_group, [I], Emul(thread::exit_group)),
     sys!(234, tgkill, [I, I, I], Pass),
     sys!(257, openat, [Fd, Str, X, X], Pass),
     sys!(258, mkdirat, [Fd, Str, X], Pass),
@@ -326,7 +327,8 @@ pub(crate) fn raw_result(r: i64) -> i64 {
 }
 
 /// Run syscall `nr` for the guest; returns the value for RAX.
-pub(crate) fn dispatch(p: &mut Process, cpu: &mut CpuState, nr: u64, args: &[u64; 6]) -> Result<i64, super::Stop> {
+pub(crate) fn dispatch(task: &mut Task<'_>, nr: u64, args: &[u64; 6]) -> Result<i64, super::Stop> {
+    let p = task.p.as_ref();
     let Some(sc) = lookup(nr) else {
         p.report_unknown(nr);
         return Ok(-(libc::ENOSYS as i64));
@@ -340,7 +342,7 @@ pub(crate) fn dispatch(p: &mut Process, cpu: &mut CpuState, nr: u64, args: &[u64
             }
             Ok(raw_result(pass(nr, &args)))
         }
-        Emul(h) => h(p, cpu, args),
+        Emul(h) => h(task, args),
     }
 }
 

@@ -402,15 +402,43 @@ const FX_WRITTEN: usize = 416;
 fn fxsave(ctx: &mut Ctx<'_>, insn: &Instruction) -> Step {
     let addr = ctx.ea(insn);
     ctx.require_aligned(addr, 16)?;
-    let x = ctx.cpu.x87;
-    let mut img = Fx::zeroed();
-    host::put_x87(&mut img, &x, x.fcw, x.fsw);
-    img.put_u32(fx::MXCSR, ctx.cpu.mxcsr);
-    img.put_u32(fx::MXCSR_MASK, host::mxcsr_mask());
-    for (i, v) in ctx.cpu.xmm.iter().enumerate() {
-        img.0[fx::XMM + 16 * i..fx::XMM + 16 * (i + 1)].copy_from_slice(&v.to_le_bytes());
+    let img = ctx.cpu.fxsave_image();
+    ctx.write_bytes(addr, &img[..FX_WRITTEN])
+}
+
+impl crate::state::CpuState {
+    /// The FXSAVE image of the x87, MXCSR and XMM state (as Linux puts in
+    /// a signal frame). Bytes 416..512 are zero.
+    pub fn fxsave_image(&self) -> [u8; 512] {
+        let x = self.x87;
+        let mut img = Fx::zeroed();
+        host::put_x87(&mut img, &x, x.fcw, x.fsw);
+        img.put_u32(fx::MXCSR, self.mxcsr);
+        img.put_u32(fx::MXCSR_MASK, host::mxcsr_mask());
+        for (i, v) in self.xmm.iter().enumerate() {
+            img.0[fx::XMM + 16 * i..fx::XMM + 16 * (i + 1)].copy_from_slice(&v.to_le_bytes());
+        }
+        img.0
     }
-    ctx.write_bytes(addr, &img.0[..FX_WRITTEN])
+
+    /// Load an FXSAVE image; false (and nothing changed) when its MXCSR
+    /// sets a reserved bit.
+    pub fn fxrstor_image(&mut self, bytes: &[u8; 512]) -> bool {
+        let img = Fx(*bytes);
+        let mxcsr = img.u32_at(fx::MXCSR);
+        if mxcsr & !host::mxcsr_mask() != 0 {
+            return false;
+        }
+        let x = &mut self.x87;
+        host::get_x87(&img, x);
+        x.fcw = img.u16_at(fx::FCW);
+        self.mxcsr = mxcsr;
+        for (i, v) in self.xmm.iter_mut().enumerate() {
+            let at = fx::XMM + 16 * i;
+            *v = u128::from_le_bytes(img.0[at..at + 16].try_into().unwrap_or([0; 16]));
+        }
+        true
+    }
 }
 
 /// FXRSTOR/FXRSTOR64: load the image; #GP when misaligned or when MXCSR
@@ -419,19 +447,10 @@ fn fxsave(ctx: &mut Ctx<'_>, insn: &Instruction) -> Step {
 fn fxrstor(ctx: &mut Ctx<'_>, insn: &Instruction) -> Step {
     let addr = ctx.ea(insn);
     ctx.require_aligned(addr, 16)?;
-    let mut img = Fx::zeroed();
-    ctx.read_bytes(addr, &mut img.0[..FX_WRITTEN])?;
-    let mxcsr = img.u32_at(fx::MXCSR);
-    if mxcsr & !host::mxcsr_mask() != 0 {
+    let mut img = [0u8; 512];
+    ctx.read_bytes(addr, &mut img[..FX_WRITTEN])?;
+    if !ctx.cpu.fxrstor_image(&img) {
         return Err(ctx.fault(FaultKind::GeneralProtection));
-    }
-    let x = &mut ctx.cpu.x87;
-    host::get_x87(&img, x);
-    x.fcw = img.u16_at(fx::FCW);
-    ctx.cpu.mxcsr = mxcsr;
-    for (i, v) in ctx.cpu.xmm.iter_mut().enumerate() {
-        let at = fx::XMM + 16 * i;
-        *v = u128::from_le_bytes(img.0[at..at + 16].try_into().unwrap_or([0; 16]));
     }
     Ok(())
 }

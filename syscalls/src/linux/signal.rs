@@ -1,0 +1,523 @@
+//! Guest signals: dispositions, masks, host catching, and delivery to guest
+//! handlers with a frame laid out exactly as Linux's x86-64 `rt_sigframe`.
+//!
+//! A signal the guest handles has a host handler that records it for the
+//! thread the kernel chose and interrupts that thread's engine; the run
+//! loop then builds the frame. Signals the guest leaves at default or
+//! ignores keep the host's default or ignore, so the kernel acts on urun
+//! exactly as it would on the native program. Each guest thread's mask is
+//! mirrored on its host thread, so the kernel picks the same thread Linux
+//! would.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+
+use urun_cpu::state::reg;
+use urun_cpu::{Fault, FaultKind, PageFaultKind, Prot};
+
+use super::{lock, report_fatal, Process, Stop, Task};
+
+const SA_SIGINFO: u64 = 4;
+const SA_ONSTACK: u64 = 0x0800_0000;
+const SA_RESTART: u64 = 0x1000_0000;
+const SA_NODEFER: u64 = 0x4000_0000;
+const SA_RESETHAND: u64 = 0x8000_0000;
+const SA_RESTORER: u64 = 0x0400_0000;
+
+/// Signals that can never be caught or blocked.
+const UNBLOCKABLE: u64 = bit(libc::SIGKILL) | bit(libc::SIGSTOP);
+
+/// The mask bit of signal `sig` (1..=64).
+pub(crate) const fn bit(sig: i32) -> u64 {
+    1u64 << (sig - 1)
+}
+
+/// The signal Linux sends for a fault.
+pub fn signal_for(fault: &Fault) -> i32 {
+    match fault.kind {
+        FaultKind::Page { .. } | FaultKind::GeneralProtection => libc::SIGSEGV,
+        FaultKind::Divide | FaultKind::FloatingPoint { .. } => libc::SIGFPE,
+        FaultKind::InvalidOpcode { .. } => libc::SIGILL,
+        FaultKind::Breakpoint => libc::SIGTRAP,
+    }
+}
+
+// ----- catching on the host -----
+
+/// Signals caught on the host for one thread: a bit per signal and the
+/// kernel's siginfo for each. Written by the host signal handler on the
+/// same thread, read by the run loop.
+pub(crate) struct Pending {
+    bits: AtomicU64,
+    info: [std::cell::UnsafeCell<[u8; 128]>; 65],
+    interrupt: Arc<AtomicBool>,
+}
+
+// SAFETY: `info[n]` is written only by the signal handler of the owning
+// thread before it sets bit n, and read only after the bit is taken; all
+// access happens on the owning thread.
+unsafe impl Sync for Pending {}
+
+thread_local! {
+    /// This thread's `Pending`, for the host signal handler. Const
+    /// initialised, so reading it in a handler allocates nothing.
+    static CURRENT: std::cell::Cell<*const Pending> = const { std::cell::Cell::new(std::ptr::null()) };
+}
+
+impl Pending {
+    /// Make this thread's record (it lives as long as the process: a few
+    /// KiB per guest thread ever started).
+    pub(crate) fn for_this_thread(interrupt: Arc<AtomicBool>) -> &'static Pending {
+        let p: &'static Pending = Box::leak(Box::new(Pending {
+            bits: AtomicU64::new(0),
+            info: std::array::from_fn(|_| std::cell::UnsafeCell::new([0; 128])),
+            interrupt,
+        }));
+        CURRENT.with(|c| c.set(p));
+        p
+    }
+
+    /// Take the lowest pending signal not in `mask`, with its siginfo.
+    fn take(&self, mask: u64) -> Option<(i32, [u8; 128])> {
+        let ready = self.bits.load(Ordering::Acquire) & !mask;
+        if ready == 0 {
+            return None;
+        }
+        let sig = ready.trailing_zeros() as i32 + 1;
+        // SAFETY: the handler wrote this slot before setting the bit.
+        let info = unsafe { *self.info[sig as usize].get() };
+        self.bits.fetch_and(!bit(sig), Ordering::AcqRel);
+        Some((sig, info))
+    }
+}
+
+/// The host handler for signals the guest handles.
+extern "C" fn host_handler(sig: libc::c_int, info: *mut libc::siginfo_t, _uc: *mut libc::c_void) {
+    let p = CURRENT.with(|c| c.get());
+    // SAFETY: the kernel passes a valid siginfo for SA_SIGINFO handlers.
+    let code = unsafe { (*info).si_code };
+    if is_synchronous(sig) && code > 0 {
+        // A real fault in urun itself (the interpreter raises guest faults
+        // as data, never as host signals): let it kill urun as it would.
+        // SAFETY: resetting a disposition is async-signal-safe.
+        unsafe { libc::signal(sig, libc::SIG_DFL) };
+        return;
+    }
+    if p.is_null() || !(1..=64).contains(&sig) {
+        return;
+    }
+    // SAFETY: `p` is this thread's leaked `Pending`; the slot is ours until
+    // the bit is set; siginfo is 128 bytes.
+    unsafe {
+        let p = &*p;
+        std::ptr::copy_nonoverlapping(info as *const u8, p.info[sig as usize].get() as *mut u8, 128);
+        p.bits.fetch_or(bit(sig), Ordering::AcqRel);
+        p.interrupt.store(true, Ordering::Release);
+    }
+}
+
+/// Signals the CPU raises for faults.
+fn is_synchronous(sig: i32) -> bool {
+    matches!(sig, libc::SIGSEGV | libc::SIGBUS | libc::SIGFPE | libc::SIGILL | libc::SIGTRAP)
+}
+
+/// Make the host's disposition of `sig` follow the guest's `act`.
+pub(crate) fn apply_host_disposition(sig: i32, act: &[u64; 4]) {
+    // SAFETY: a zeroed sigaction is valid; we fill in handler, flags, mask.
+    let mut sa: libc::sigaction = unsafe { std::mem::zeroed() };
+    sa.sa_sigaction = match act[0] {
+        0 => libc::SIG_DFL,
+        1 => libc::SIG_IGN,
+        _ => {
+            sa.sa_flags = libc::SA_SIGINFO | (act[1] & SA_RESTART) as i32;
+            host_handler as *const () as usize
+        }
+    };
+    // SAFETY: installing a handler for a valid, catchable signal.
+    unsafe {
+        libc::sigemptyset(&mut sa.sa_mask);
+        libc::sigaction(sig, &sa, std::ptr::null_mut());
+    }
+}
+
+/// Before exec: handled signals go back to default (ignored stay ignored).
+pub(crate) fn reset_handled_for_exec(p: &Process) {
+    let acts = lock(&p.sigactions);
+    for sig in 1..=64 {
+        if acts[sig as usize][0] > 1 {
+            apply_host_disposition(sig, &[0; 4]);
+        }
+    }
+}
+
+// ----- masks -----
+
+/// The calling host thread's signal mask.
+pub(crate) fn host_mask() -> u64 {
+    let mut old = 0u64;
+    // SAFETY: rt_sigprocmask with a NULL new set only reads the mask into
+    // our 8-byte buffer.
+    unsafe { libc::syscall(libc::SYS_rt_sigprocmask, libc::SIG_BLOCK, 0usize, &mut old as *mut u64, 8usize) };
+    old
+}
+
+/// Set this thread's guest mask, and the host's to match.
+pub(crate) fn set_mask(task: &mut Task<'_>, mask: u64) {
+    let mask = mask & !UNBLOCKABLE;
+    task.t.sigmask = mask;
+    // SAFETY: rt_sigprocmask with our own 8-byte set.
+    unsafe { libc::syscall(libc::SYS_rt_sigprocmask, libc::SIG_SETMASK, &mask as *const u64, 0usize, 8usize) };
+}
+
+// ----- delivery -----
+
+/// Deliver every pending, unblocked signal of this thread.
+pub(crate) fn deliver_pending(task: &mut Task<'_>) -> Result<(), Stop> {
+    while let Some((sig, info)) = task.t.signals.take(task.t.sigmask) {
+        let act = lock(&task.p.sigactions)[sig as usize];
+        match act[0] {
+            0 => {
+                // Set back to default after the host caught it: act as the
+                // default would, through the kernel.
+                // SAFETY: re-raising a signal at ourselves.
+                unsafe { libc::raise(sig) };
+            }
+            1 => {}
+            _ => setup_frame(task, sig, &info, &act, None)?,
+        }
+    }
+    Ok(())
+}
+
+/// The fault details Linux puts in the frame: trap number, error code, CR2.
+struct FaultFrame {
+    trapno: u64,
+    err: u64,
+    cr2: u64,
+}
+
+/// A fault in guest code: run the guest's handler, or die by the signal.
+pub(crate) fn deliver_fault(task: &mut Task<'_>, f: &Fault) -> Result<(), Stop> {
+    let sig = signal_for(f);
+    let act = lock(&task.p.sigactions)[sig as usize];
+    if act[0] <= 1 || task.t.sigmask & bit(sig) != 0 {
+        // Default, ignored or blocked: Linux forces the default action.
+        report_fatal(task.p, f, sig);
+        return Err(Stop::Signaled(sig));
+    }
+    let (code, addr, frame) = match &f.kind {
+        FaultKind::Page { addr, write, kind } => {
+            let present = *kind == PageFaultKind::Protection;
+            let err = 4 | ((*write as u64) << 1) | present as u64;
+            (if present { 2 } else { 1 }, *addr, FaultFrame { trapno: 14, err, cr2: *addr })
+        }
+        FaultKind::GeneralProtection => (0x80, 0, FaultFrame { trapno: 13, err: 0, cr2: 0 }),
+        FaultKind::Divide => (1, f.pc, FaultFrame { trapno: 0, err: 0, cr2: 0 }),
+        FaultKind::FloatingPoint { code } => (*code, f.pc, FaultFrame { trapno: 19, err: 0, cr2: 0 }),
+        FaultKind::InvalidOpcode { .. } => (2, f.pc, FaultFrame { trapno: 6, err: 0, cr2: 0 }),
+        FaultKind::Breakpoint => (0x80, 0, FaultFrame { trapno: 3, err: 0, cr2: 0 }),
+    };
+    let mut info = [0u8; 128];
+    info[0..4].copy_from_slice(&sig.to_ne_bytes());
+    info[8..12].copy_from_slice(&code.to_ne_bytes());
+    info[16..24].copy_from_slice(&addr.to_ne_bytes());
+    setup_frame(task, sig, &info, &act, Some(&frame))
+}
+
+/// Size of `struct ucontext` as the kernel writes it (with an 8-byte
+/// sigset) and offsets inside it.
+const UC_SIZE: u64 = 304;
+const UC_STACK: u64 = 16;
+const UC_MCONTEXT: u64 = 40;
+const UC_SIGMASK: u64 = 296;
+/// `rt_sigframe`: return address, ucontext, siginfo.
+const FRAME_SIZE: u64 = 8 + UC_SIZE + 128;
+/// The FXSAVE-format FPU state Linux saves below the frame.
+const FPSTATE_SIZE: u64 = 512;
+
+/// The order of registers in `struct sigcontext` (r8..r15, rdi, rsi, rbp,
+/// rbx, rdx, rax, rcx, rsp), as indices into `CpuState::gpr`.
+const SIGCONTEXT_GPRS: [usize; 16] = [
+    reg::R8,
+    reg::R9,
+    reg::R10,
+    reg::R11,
+    reg::R12,
+    reg::R13,
+    reg::R14,
+    reg::R15,
+    reg::RDI,
+    reg::RSI,
+    reg::RBP,
+    reg::RBX,
+    reg::RDX,
+    reg::RAX,
+    reg::RCX,
+    reg::RSP,
+];
+
+fn put(buf: &mut [u8], at: u64, v: u64) {
+    buf[at as usize..at as usize + 8].copy_from_slice(&v.to_ne_bytes());
+}
+
+fn get(buf: &[u8], at: u64) -> u64 {
+    let mut b = [0u8; 8];
+    b.copy_from_slice(&buf[at as usize..at as usize + 8]);
+    u64::from_ne_bytes(b)
+}
+
+/// Is `sp` on this thread's alternate signal stack?
+fn on_altstack(task: &Task<'_>, sp: u64) -> bool {
+    let [ss_sp, flags, size] = task.t.altstack;
+    flags as i32 & libc::SS_DISABLE == 0 && sp > ss_sp && sp - ss_sp <= size
+}
+
+/// Build the signal frame on the guest stack and enter the handler.
+fn setup_frame(task: &mut Task<'_>, sig: i32, info: &[u8; 128], act: &[u64; 4], fault: Option<&FaultFrame>) -> Result<(), Stop> {
+    let (handler, flags, restorer, mask) = (act[0], act[1], act[2], act[3]);
+    let old_sp = task.cpu.gpr[reg::RSP];
+    let [ss_sp, ss_flags, ss_size] = task.t.altstack;
+    let onstack = on_altstack(task, old_sp);
+    let cpu = &mut *task.cpu;
+    let mut sp = if flags & SA_ONSTACK != 0 && ss_flags as i32 & libc::SS_DISABLE == 0 && !onstack {
+        ss_sp.wrapping_add(ss_size)
+    } else {
+        // Skip the red zone.
+        old_sp.wrapping_sub(128)
+    };
+    sp = sp.wrapping_sub(FPSTATE_SIZE) & !63;
+    let fpstate = sp;
+    let frame = (sp.wrapping_sub(FRAME_SIZE) & !15).wrapping_sub(8);
+    let usable = flags & SA_RESTORER != 0
+        && task.p.mem.check(frame, fpstate + FPSTATE_SIZE - frame, Prot::WRITE);
+    if !usable {
+        // Linux: a frame that cannot be written kills with SIGSEGV.
+        tracing::debug!(sig, frame = format_args!("{frame:#x}"), "cannot build a signal frame");
+        return Err(Stop::Signaled(libc::SIGSEGV));
+    }
+
+    let mut f = vec![0u8; FRAME_SIZE as usize];
+    put(&mut f, 0, restorer);
+    let uc = 8;
+    put(&mut f, uc, 6); // UC_SIGCONTEXT_SS | UC_STRICT_RESTORE_SS
+    put(&mut f, uc + UC_STACK, ss_sp);
+    let ss_state = if ss_flags as i32 & libc::SS_DISABLE != 0 {
+        libc::SS_DISABLE as u64
+    } else if onstack {
+        libc::SS_ONSTACK as u64
+    } else {
+        0
+    };
+    put(&mut f, uc + UC_STACK + 8, ss_state);
+    put(&mut f, uc + UC_STACK + 16, ss_size);
+    let mc = uc + UC_MCONTEXT;
+    for (i, r) in SIGCONTEXT_GPRS.iter().enumerate() {
+        put(&mut f, mc + 8 * i as u64, cpu.gpr[*r]);
+    }
+    put(&mut f, mc + 8 * 16, cpu.rip);
+    put(&mut f, mc + 8 * 17, cpu.flags.get());
+    put(&mut f, mc + 8 * 18, 0x33 | (0x2b << 48)); // cs, gs, fs, ss
+    let ff = fault.unwrap_or(&FaultFrame { trapno: 0, err: 0, cr2: 0 });
+    put(&mut f, mc + 8 * 19, ff.err);
+    put(&mut f, mc + 8 * 20, ff.trapno);
+    put(&mut f, mc + 8 * 21, task.t.sigmask);
+    put(&mut f, mc + 8 * 22, ff.cr2);
+    put(&mut f, mc + 8 * 23, fpstate);
+    put(&mut f, uc + UC_SIGMASK, task.t.sigmask);
+    f[(8 + UC_SIZE) as usize..].copy_from_slice(info);
+
+    let fx = cpu.fxsave_image();
+    // SAFETY: [frame, fpstate + 512) is writable guest memory (checked
+    // above); the two writes do not overlap.
+    unsafe {
+        std::ptr::copy_nonoverlapping(f.as_ptr(), frame as *mut u8, f.len());
+        std::ptr::copy_nonoverlapping(fx.as_ptr(), fpstate as *mut u8, fx.len());
+    }
+
+    cpu.gpr[reg::RDI] = sig as u64;
+    cpu.gpr[reg::RSI] = frame + 8 + UC_SIZE;
+    cpu.gpr[reg::RDX] = frame + 8;
+    cpu.gpr[reg::RAX] = 0;
+    cpu.gpr[reg::RSP] = frame;
+    cpu.rip = handler;
+    // Handlers start with DF clear (and TF clear); the x87/SSE state is
+    // reset as Linux does (fpu__clear_user_states).
+    let fl = cpu.flags.get() & !(urun_cpu::state::fl::DF | urun_cpu::state::fl::TF);
+    cpu.flags.set(fl);
+    cpu.x87 = Default::default();
+    cpu.mxcsr = 0x1f80;
+
+    let mut new_mask = task.t.sigmask | mask;
+    if flags & SA_NODEFER == 0 {
+        new_mask |= bit(sig);
+    }
+    set_mask(task, new_mask);
+    if flags & SA_RESETHAND != 0 {
+        let dfl = [0u64; 4];
+        lock(&task.p.sigactions)[sig as usize] = dfl;
+        apply_host_disposition(sig, &dfl);
+    }
+    if task.p.strace {
+        super::strace::line(&format!("--- {} (delivered to the guest's handler) ---", super::strace::signal_name(sig)));
+    }
+    let _ = SA_SIGINFO;
+    Ok(())
+}
+
+/// rt_sigreturn: restore what `setup_frame` saved. Returns the restored
+/// RAX (the run loop writes the syscall's result there).
+pub(crate) fn sigreturn(task: &mut Task<'_>) -> Result<i64, Stop> {
+    let uc = task.cpu.gpr[reg::RSP];
+    if !task.p.mem.check(uc, UC_SIZE, Prot::READ) {
+        return Err(Stop::Signaled(libc::SIGSEGV));
+    }
+    let mut f = vec![0u8; UC_SIZE as usize];
+    // SAFETY: UC_SIZE readable guest bytes (checked above).
+    unsafe { std::ptr::copy_nonoverlapping(uc as *const u8, f.as_mut_ptr(), f.len()) };
+    let cpu = &mut *task.cpu;
+    for (i, r) in SIGCONTEXT_GPRS.iter().enumerate() {
+        cpu.gpr[*r] = get(&f, UC_MCONTEXT + 8 * i as u64);
+    }
+    cpu.rip = get(&f, UC_MCONTEXT + 8 * 16);
+    let fl = get(&f, UC_MCONTEXT + 8 * 17);
+    let writable = urun_cpu::state::fl::USER_WRITABLE;
+    cpu.flags.set((cpu.flags.get() & !writable) | (fl & writable));
+    let fpstate = get(&f, UC_MCONTEXT + 8 * 23);
+    if fpstate != 0 {
+        if !task.p.mem.check(fpstate, FPSTATE_SIZE, Prot::READ) {
+            return Err(Stop::Signaled(libc::SIGSEGV));
+        }
+        let mut fx = [0u8; 512];
+        // SAFETY: 512 readable guest bytes (checked above).
+        unsafe { std::ptr::copy_nonoverlapping(fpstate as *const u8, fx.as_mut_ptr(), 512) };
+        if !cpu.fxrstor_image(&fx) {
+            return Err(Stop::Signaled(libc::SIGSEGV));
+        }
+    } else {
+        cpu.x87 = Default::default();
+        cpu.mxcsr = 0x1f80;
+    }
+    let rax = cpu.gpr[reg::RAX] as i64;
+    let mask = get(&f, UC_SIGMASK);
+    set_mask(task, mask);
+    Ok(rax)
+}
+
+// ----- the syscalls -----
+
+pub(crate) fn rt_sigaction(task: &mut Task<'_>, a: &[u64; 6]) -> Result<i64, Stop> {
+    let (sig, act, old, size) = (a[0] as usize, a[1], a[2], a[3]);
+    let mem = &task.p.mem;
+    if size != 8 || sig == 0 || sig > 64 {
+        return Ok(-(libc::EINVAL as i64));
+    }
+    if act != 0 && (sig == libc::SIGKILL as usize || sig == libc::SIGSTOP as usize) {
+        return Ok(-(libc::EINVAL as i64));
+    }
+    if (act != 0 && !mem.check(act, 32, Prot::READ)) || (old != 0 && !mem.check(old, 32, Prot::WRITE)) {
+        return Ok(-(libc::EFAULT as i64));
+    }
+    let mut acts = lock(&task.p.sigactions);
+    let prev = acts[sig];
+    if act != 0 {
+        // SAFETY: 32 readable guest bytes (checked above): the kernel's
+        // struct sigaction {handler, flags, restorer, mask}.
+        let new = unsafe {
+            let q = act as *const u64;
+            [q.read_unaligned(), q.add(1).read_unaligned(), q.add(2).read_unaligned(), q.add(3).read_unaligned()]
+        };
+        acts[sig] = [new[0], new[1], new[2], new[3] & !UNBLOCKABLE];
+        apply_host_disposition(sig as i32, &new);
+    }
+    if old != 0 {
+        // SAFETY: 32 writable guest bytes (checked above).
+        unsafe {
+            let q = old as *mut u64;
+            for (i, v) in prev.iter().enumerate() {
+                q.add(i).write_unaligned(*v);
+            }
+        }
+    }
+    Ok(0)
+}
+
+pub(crate) fn rt_sigprocmask(task: &mut Task<'_>, a: &[u64; 6]) -> Result<i64, Stop> {
+    let (how, set, old, size) = (a[0] as i32, a[1], a[2], a[3]);
+    if size != 8 {
+        return Ok(-(libc::EINVAL as i64));
+    }
+    let mem = &task.p.mem;
+    if (set != 0 && !mem.check(set, 8, Prot::READ)) || (old != 0 && !mem.check(old, 8, Prot::WRITE)) {
+        return Ok(-(libc::EFAULT as i64));
+    }
+    let cur = task.t.sigmask;
+    if set != 0 {
+        // SAFETY: 8 readable guest bytes (checked above).
+        let s = unsafe { (set as *const u64).read_unaligned() };
+        let new = match how {
+            libc::SIG_BLOCK => cur | s,
+            libc::SIG_UNBLOCK => cur & !s,
+            libc::SIG_SETMASK => s,
+            _ => return Ok(-(libc::EINVAL as i64)),
+        };
+        set_mask(task, new);
+    }
+    if old != 0 {
+        // SAFETY: 8 writable guest bytes (checked above).
+        unsafe { (old as *mut u64).write_unaligned(cur) };
+    }
+    Ok(0)
+}
+
+pub(crate) fn sigaltstack(task: &mut Task<'_>, a: &[u64; 6]) -> Result<i64, Stop> {
+    let (ss, old) = (a[0], a[1]);
+    let mem = &task.p.mem;
+    if (ss != 0 && !mem.check(ss, 24, Prot::READ)) || (old != 0 && !mem.check(old, 24, Prot::WRITE)) {
+        return Ok(-(libc::EFAULT as i64));
+    }
+    let sp = task.cpu.gpr[reg::RSP];
+    let onstack = on_altstack(task, sp);
+    if old != 0 {
+        let [s, flags, size] = task.t.altstack;
+        let state = if flags as i32 & libc::SS_DISABLE != 0 {
+            libc::SS_DISABLE as u64
+        } else if onstack {
+            libc::SS_ONSTACK as u64
+        } else {
+            0
+        };
+        // SAFETY: 24 writable guest bytes (checked above): stack_t.
+        unsafe {
+            let q = old as *mut u64;
+            q.write_unaligned(s);
+            q.add(1).write_unaligned(state);
+            q.add(2).write_unaligned(size);
+        }
+    }
+    if ss != 0 {
+        if onstack {
+            return Ok(-(libc::EPERM as i64));
+        }
+        // SAFETY: 24 readable guest bytes (checked above).
+        let v = unsafe {
+            let q = ss as *const u64;
+            [q.read_unaligned(), q.add(1).read_unaligned(), q.add(2).read_unaligned()]
+        };
+        let flags = v[1] as i32;
+        if flags & !(libc::SS_DISABLE | libc::SS_ONSTACK | (1 << 31)) != 0 {
+            return Ok(-(libc::EINVAL as i64));
+        }
+        if flags & libc::SS_DISABLE != 0 {
+            task.t.altstack = [0, libc::SS_DISABLE as u64, 0];
+        } else if v[2] < 2048 {
+            return Ok(-(libc::ENOMEM as i64));
+        } else {
+            task.t.altstack = [v[0], 0, v[2]];
+        }
+    }
+    Ok(0)
+}
+
+pub(crate) fn rt_sigreturn(task: &mut Task<'_>, _a: &[u64; 6]) -> Result<i64, Stop> {
+    sigreturn(task)
+}

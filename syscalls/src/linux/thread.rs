@@ -1,0 +1,232 @@
+//! Guest threads and processes: `clone` (a thread on its own host thread,
+//! or a fork), thread exit with CLONE_CHILD_CLEARTID, `exit_group`.
+
+use std::sync::atomic::Ordering;
+use std::sync::{mpsc, Arc};
+
+use urun_cpu::state::reg;
+use urun_cpu::{CpuState, Prot};
+
+use super::table::raw_result;
+use super::{run_thread, signal, Process, Stop, Task, Thread};
+
+const EINVAL: i64 = -(libc::EINVAL as i64);
+const EFAULT: i64 = -(libc::EFAULT as i64);
+
+/// Flags a thread-creating clone must carry together (glibc's
+/// pthread_create passes these and more).
+const THREAD_FLAGS: u64 = (libc::CLONE_VM | libc::CLONE_THREAD | libc::CLONE_SIGHAND) as u64;
+
+pub(crate) fn clone(task: &mut Task<'_>, a: &[u64; 6]) -> Result<i64, Stop> {
+    // x86-64: clone(flags, stack, parent_tid, child_tid, tls).
+    let (flags, stack, ptid, ctid, tls) = (a[0], a[1], a[2], a[3], a[4]);
+    let vm = flags & libc::CLONE_VM as u64 != 0;
+    if flags & libc::CLONE_THREAD as u64 != 0 {
+        if flags & THREAD_FLAGS != THREAD_FLAGS {
+            return Ok(EINVAL);
+        }
+        return Ok(spawn_thread(task, flags, stack, ptid, ctid, tls));
+    }
+    if vm {
+        // A process sharing our memory (vfork-style posix_spawn): run it as
+        // a fork instead when it brings no stack of its own; with its own
+        // stack it expects the shared memory, which a host fork cannot give.
+        if stack != 0 && flags & libc::CLONE_VFORK as u64 == 0 {
+            tracing::warn!(flags = format_args!("{flags:#x}"), "clone(CLONE_VM) without CLONE_THREAD is not supported");
+            return Ok(-(libc::ENOSYS as i64));
+        }
+    }
+    fork_like(task, flags, stack, ptid, ctid, tls)
+}
+
+/// fork(): a new process.
+pub(crate) fn fork(task: &mut Task<'_>, _: &[u64; 6]) -> Result<i64, Stop> {
+    fork_like(task, libc::SIGCHLD as u64, 0, 0, 0, 0)
+}
+
+/// vfork(): a new process sharing nothing (a copy, as with fork), the
+/// parent waiting until it execs or exits.
+pub(crate) fn vfork(task: &mut Task<'_>, _: &[u64; 6]) -> Result<i64, Stop> {
+    fork_like(task, (libc::CLONE_VFORK | libc::SIGCHLD) as u64, 0, 0, 0, 0)
+}
+
+/// A new process: a host fork of urun and the guest together. With
+/// CLONE_VM|CLONE_VFORK (posix_spawn) the child gets a copy of memory
+/// instead of sharing it, and runs on the stack it was given; the parent
+/// waits for it to exec or exit, as vfork does.
+fn fork_like(task: &mut Task<'_>, flags: u64, stack: u64, ptid: u64, ctid: u64, tls: u64) -> Result<i64, Stop> {
+    for (on, ptr) in [(libc::CLONE_PARENT_SETTID, ptid), (libc::CLONE_CHILD_SETTID, ctid)] {
+        if flags & on as u64 != 0 && !task.p.mem.check(ptr, 4, Prot::WRITE) {
+            return Ok(EFAULT);
+        }
+    }
+    let vfork = flags & libc::CLONE_VFORK as u64 != 0;
+    // The parent of a vfork waits until the child execs or exits: a pipe
+    // with close-on-exec is closed by either.
+    let mut fds = [-1i32; 2];
+    // SAFETY: pipe2 fills our two-element array.
+    if vfork && unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        return Ok(raw_result(-1));
+    }
+    // SAFETY: a fork of urun; the child continues the same guest from a
+    // copy of every thread's memory (only this thread runs in the child,
+    // as with a native fork).
+    let pid = unsafe { libc::fork() };
+    if pid < 0 {
+        return Ok(raw_result(-1));
+    }
+    if pid == 0 {
+        // Child.
+        if vfork {
+            // SAFETY: closing our copy of the read end.
+            unsafe { libc::close(fds[0]) };
+        }
+        // SAFETY: gettid cannot fail.
+        let me = unsafe { libc::syscall(libc::SYS_gettid) } as i32;
+        task.t.tid = me;
+        if flags & libc::CLONE_CHILD_SETTID as u64 != 0 {
+            // SAFETY: checked writable guest memory above.
+            unsafe { (ctid as *mut i32).write_unaligned(me) };
+        }
+        if flags & libc::CLONE_CHILD_CLEARTID as u64 != 0 {
+            task.t.clear_child_tid = ctid;
+        }
+        if flags & libc::CLONE_SETTLS as u64 != 0 {
+            task.cpu.fs_base = tls;
+        }
+        if stack != 0 {
+            task.cpu.gpr[reg::RSP] = stack;
+        }
+        task.p.live_threads.store(1, Ordering::Release);
+        return Ok(0);
+    }
+    if flags & libc::CLONE_PARENT_SETTID as u64 != 0 {
+        // SAFETY: checked writable guest memory above.
+        unsafe { (ptid as *mut i32).write_unaligned(pid) };
+    }
+    if vfork {
+        // SAFETY: our pipe; read blocks until the child's write end closes
+        // (at its exec or exit).
+        unsafe {
+            libc::close(fds[1]);
+            let mut b = 0u8;
+            while libc::read(fds[0], (&mut b as *mut u8).cast(), 1) < 0
+                && std::io::Error::last_os_error().raw_os_error() == Some(libc::EINTR)
+            {}
+            libc::close(fds[0]);
+        }
+    }
+    Ok(pid as i64)
+}
+
+/// A new guest thread on a new host thread, with its own engine.
+fn spawn_thread(task: &mut Task<'_>, flags: u64, stack: u64, ptid: u64, ctid: u64, tls: u64) -> i64 {
+    let settid = flags & libc::CLONE_PARENT_SETTID as u64 != 0;
+    let child_settid = flags & libc::CLONE_CHILD_SETTID as u64 != 0;
+    let cleartid = flags & libc::CLONE_CHILD_CLEARTID as u64 != 0;
+    for (on, ptr) in [(settid, ptid), (child_settid || cleartid, ctid)] {
+        if on && !task.p.mem.check(ptr, 4, Prot::WRITE) {
+            return EFAULT;
+        }
+    }
+    let mut cpu: CpuState = task.cpu.clone();
+    cpu.gpr[reg::RAX] = 0;
+    if stack != 0 {
+        cpu.gpr[reg::RSP] = stack;
+    }
+    if flags & libc::CLONE_SETTLS as u64 != 0 {
+        cpu.fs_base = tls;
+    }
+    let p: Arc<Process> = task.p.clone();
+    let sigmask = task.t.sigmask;
+    let (tx, rx) = mpsc::channel::<i32>();
+    p.live_threads.fetch_add(1, Ordering::AcqRel);
+    let spawned = std::thread::Builder::new().name("guest".into()).stack_size(1 << 20).spawn(move || {
+        // SAFETY: gettid cannot fail.
+        let tid = unsafe { libc::syscall(libc::SYS_gettid) } as i32;
+        if child_settid {
+            // SAFETY: checked writable guest memory before the spawn.
+            unsafe { (ctid as *mut i32).write_unaligned(tid) };
+        }
+        if settid {
+            // SAFETY: as above.
+            unsafe { (ptid as *mut i32).write_unaligned(tid) };
+        }
+        let _ = tx.send(tid);
+        let mut engine = (p.new_engine)(p.mem.clone());
+        let mut t = Thread {
+            tid,
+            clear_child_tid: if cleartid { ctid } else { 0 },
+            altstack: [0, libc::SS_DISABLE as u64, 0],
+            sigmask,
+            signals: signal::Pending::for_this_thread(engine.interrupt_handle()),
+        };
+        let stop = run_thread(&p, engine.as_mut(), &mut cpu, &mut t);
+        match stop {
+            Stop::Exited(code) => finish_process(code),
+            Stop::Signaled(sig) => kill_process(sig),
+            Stop::ThreadExited(_) => {}
+        }
+    });
+    if let Err(e) = spawned {
+        task.p.live_threads.fetch_sub(1, Ordering::AcqRel);
+        tracing::warn!(%e, "cannot start a host thread for a guest thread");
+        return -(libc::EAGAIN as i64);
+    }
+    match rx.recv() {
+        Ok(tid) => tid as i64,
+        Err(_) => -(libc::EAGAIN as i64),
+    }
+}
+
+/// End the calling guest thread (`exit`): clear and wake its
+/// CLONE_CHILD_CLEARTID word; the last thread's exit ends the process.
+/// Returns what the caller's host thread should do.
+pub(crate) fn exit_thread(p: &Arc<Process>, t: &mut Thread, code: i32) -> Stop {
+    let addr = t.clear_child_tid;
+    if addr != 0 && p.mem.check(addr, 4, Prot::WRITE) {
+        // SAFETY: 4 writable guest bytes (checked); the futex wake names
+        // the same guest (== host) address, as the kernel would.
+        unsafe {
+            (addr as *mut i32).write_volatile(0);
+            libc::syscall(libc::SYS_futex, addr, libc::FUTEX_WAKE, 1, 0, 0, 0);
+        }
+    }
+    if p.live_threads.fetch_sub(1, Ordering::AcqRel) == 1 {
+        return Stop::Exited(code);
+    }
+    Stop::ThreadExited(code)
+}
+
+/// exit(status) of one thread: the process ends only with its last thread.
+pub(crate) fn exit(_: &mut Task<'_>, a: &[u64; 6]) -> Result<i64, Stop> {
+    Err(Stop::ThreadExited(a[0] as i32 & 0xff))
+}
+
+/// exit_group: the whole process ends now.
+pub(crate) fn exit_group(_: &mut Task<'_>, a: &[u64; 6]) -> Result<i64, Stop> {
+    Err(Stop::Exited(a[0] as i32 & 0xff))
+}
+
+/// End the process from any thread with `code`.
+pub fn finish_process(code: i32) -> ! {
+    std::process::exit(code)
+}
+
+/// End the process from any thread by signal `sig`, as the kernel would:
+/// default action, no core file.
+pub fn kill_process(sig: i32) -> ! {
+    // SAFETY: plain libc calls on our own process: no core file, the
+    // default action for `sig`, unblocked, then raised.
+    unsafe {
+        let no_core = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+        libc::setrlimit(libc::RLIMIT_CORE, &no_core);
+        libc::signal(sig, libc::SIG_DFL);
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, sig);
+        libc::pthread_sigmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut());
+        libc::raise(sig);
+    }
+    std::process::exit(128 + sig)
+}
