@@ -283,7 +283,7 @@ fn inputs(rng: &mut Rng, data_base: u64) -> Obs {
     x87.ftw = full_tag(abridged, &x87.st);
     let mut xmm = [0u128; 16];
     for v in xmm.iter_mut() {
-        *v = if rng.next() % 2 == 0 { rng.xmm() } else { value(rng) as u128 | (rng.pick(EDGE32) as u128) << 64 };
+        *v = if rng.next().is_multiple_of(2) { rng.xmm() } else { value(rng) as u128 | (rng.pick(EDGE32) as u128) << 64 };
     }
     let mut gpr = [0u64; 9];
     for g in gpr.iter_mut() {
@@ -326,7 +326,7 @@ fn encode(c: Code, rng: &mut Rng) -> Vec<u8> {
         let mm = Register::MM0 as usize + (r.next() % 8) as usize;
         let xmm = Register::XMM0 as usize + (r.next() % 16) as usize;
         let g = (r.next() % GPR_OPERANDS.len() as u64) as usize;
-        let use_mem = r.next() % 2 == 0;
+        let use_mem = r.next().is_multiple_of(2);
         let reg = |n: usize| Register::values().nth(n).unwrap();
         ops.push(match oc.op_kind(i) {
             K::mm_reg | K::mm_rm => Op::Reg(reg(mm)),
