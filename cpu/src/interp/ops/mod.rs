@@ -14,6 +14,7 @@ mod bits;
 mod bmi;
 mod control;
 mod data;
+mod mmx;
 mod shift;
 mod sse;
 mod sse4;
@@ -26,6 +27,8 @@ pub(crate) struct Table {
     handlers: Vec<Option<Handler>>,
     /// Legacy-encoded, 64-bit-mode, non-MMX codes by mnemonic.
     by_mnemonic: HashMap<Mnemonic, Vec<Code>>,
+    /// Legacy-encoded, 64-bit-mode codes with an MMX operand, by mnemonic.
+    by_mnemonic_mmx: HashMap<Mnemonic, Vec<Code>>,
 }
 
 impl Table {
@@ -45,6 +48,14 @@ impl Table {
         }
     }
 
+    /// Register `h` for every legacy-encoded, 64-bit-mode form of
+    /// `mnemonic` that has an MMX operand (the forms `set_mnemonic` skips).
+    pub(crate) fn set_mnemonic_mmx(&mut self, mnemonic: Mnemonic, h: Handler) {
+        for c in self.by_mnemonic_mmx.get(&mnemonic).map(Vec::as_slice).unwrap_or(&[]) {
+            self.handlers[*c as usize] = Some(h);
+        }
+    }
+
     /// `set_mnemonic` for several mnemonics sharing one handler.
     pub(crate) fn set_mnemonics(&mut self, mnemonics: &[Mnemonic], h: Handler) {
         for m in mnemonics {
@@ -55,6 +66,7 @@ impl Table {
 
 static TABLE: LazyLock<Vec<Option<Handler>>> = LazyLock::new(|| {
     let mut by_mnemonic: HashMap<Mnemonic, Vec<Code>> = HashMap::new();
+    let mut by_mnemonic_mmx: HashMap<Mnemonic, Vec<Code>> = HashMap::new();
     for c in Code::values() {
         let oc = c.op_code();
         if oc.encoding() != EncodingKind::Legacy || !oc.mode64() {
@@ -63,16 +75,16 @@ static TABLE: LazyLock<Vec<Option<Handler>>> = LazyLock::new(|| {
         let mmx = (0..oc.op_count()).any(|i| {
             matches!(oc.op_kind(i), OpCodeOperandKind::mm_or_mem | OpCodeOperandKind::mm_reg | OpCodeOperandKind::mm_rm)
         });
-        if !mmx {
-            by_mnemonic.entry(c.mnemonic()).or_default().push(c);
-        }
+        let map = if mmx { &mut by_mnemonic_mmx } else { &mut by_mnemonic };
+        map.entry(c.mnemonic()).or_default().push(c);
     }
-    let mut t = Table { handlers: vec![None; Code::values().len()], by_mnemonic };
+    let mut t = Table { handlers: vec![None; Code::values().len()], by_mnemonic, by_mnemonic_mmx };
     arith::register(&mut t);
     bits::register(&mut t);
     bmi::register(&mut t);
     control::register(&mut t);
     data::register(&mut t);
+    mmx::register(&mut t);
     shift::register(&mut t);
     sse::register(&mut t);
     sse4::register(&mut t);

@@ -175,7 +175,7 @@ absolutes! {
 
 /// PSIGN*: the destination lane negated, zeroed or kept as the source
 /// lane is negative, zero or positive.
-fn sign<T: Copy + Default + PartialOrd>(x: T, y: T, neg: impl Fn(T) -> T) -> T {
+pub(super) fn sign<T: Copy + Default + PartialOrd>(x: T, y: T, neg: impl Fn(T) -> T) -> T {
     let zero = T::default();
     if y < zero {
         neg(x)
