@@ -48,11 +48,6 @@ pub mod ext {
 
 /// What urun's interpreter implements (see `interp::ops`).
 ///
-/// MMX is advertised although MMX-register instructions are not
-/// implemented yet: glibc's dynamic linker refuses to run on a CPU whose
-/// ISA level is below x86-64 baseline, which includes MMX. No libc code
-/// path uses MMX instructions; a program that does gets SIGILL with the
-/// instruction named in the log.
 pub const LEAF1_EDX: u32 =
     edx1::FPU | edx1::TSC | edx1::CX8 | edx1::CMOV | edx1::MMX | edx1::FXSR | edx1::SSE | edx1::SSE2;
 /// Leaf 1 ECX features; each is reported only where the host has it too,
