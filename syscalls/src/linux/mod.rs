@@ -10,6 +10,7 @@
 //! `rt_sigframe`.
 
 mod emul;
+mod procfs;
 mod signal;
 mod strace;
 mod table;
@@ -77,6 +78,10 @@ pub struct Process {
     /// The urun command line (program and options, without the guest
     /// program) that `execve` uses to run a new guest program under urun.
     pub reexec: Vec<OsString>,
+    /// `/proc/self/cmdline`: the guest's argv, each NUL-terminated.
+    pub cmdline: Vec<u8>,
+    /// `/proc/self/auxv`: the auxiliary vector the guest was started with.
+    pub auxv: Vec<u8>,
     /// Kernel `struct sigaction` per signal: handler, flags, restorer, mask.
     sigactions: Mutex<[[u64; 4]; 65]>,
     reported_unknown: Mutex<HashSet<u64>>,
@@ -98,6 +103,8 @@ impl Process {
             exe_path,
             strace: false,
             reexec: Vec::new(),
+            cmdline: Vec::new(),
+            auxv: Vec::new(),
             sigactions: Mutex::new([[0; 4]; 65]),
             reported_unknown: Mutex::new(HashSet::new()),
             new_engine,

@@ -2,7 +2,7 @@
 //! arguments are (so pointers can be checked and `--strace` can print them),
 //! and whether it passes straight to the host or is emulated.
 
-use super::{emul, signal, thread};
+use super::{emul, procfs, signal, thread};
 use super::{Process, Task};
 use urun_cpu::Prot;
 
@@ -74,7 +74,7 @@ macro_rules! sys {
 pub(crate) static SYSCALLS: &[Syscall] = &[
     sys!(0, read, [Fd, Out(Arg(2)), I], Pass),
     sys!(1, write, [Fd, In(Arg(2)), I], Pass),
-    sys!(2, open, [Str, X, X], Pass),
+    sys!(2, open, [Str, X, X], Emul(procfs::open)),
     sys!(3, close, [Fd], Pass),
     sys!(4, stat, [Str, Out(STAT)], Pass),
     sys!(5, fstat, [Fd, Out(STAT)], Pass),
@@ -185,7 +185,7 @@ pub(crate) static SYSCALLS: &[Syscall] = &[
     sys!(230, clock_nanosleep, [I, X, In(TIMESPEC), Out(TIMESPEC)], Pass),
     sys!(231, exit_group, [I], Emul(thread::exit_group)),
     sys!(234, tgkill, [I, I, I], Pass),
-    sys!(257, openat, [Fd, Str, X, X], Pass),
+    sys!(257, openat, [Fd, Str, X, X], Emul(procfs::openat)),
     sys!(258, mkdirat, [Fd, Str, X], Pass),
     sys!(260, fchownat, [Fd, Str, I, I, X], Pass),
     sys!(262, newfstatat, [Fd, Str, Out(STAT), X], Pass),
