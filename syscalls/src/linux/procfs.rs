@@ -134,7 +134,7 @@ mod tests {
         let text = maps_text(&regions);
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(lines.len(), 3, "the heap reservation is hidden");
-        assert_eq!(lines[0], format!("00400000-00401000 r-xp 00001000 fe:00 42{}/bin/prog", " ".repeat(73 - 41)));
+        assert_eq!(lines[0], format!("00400000-00401000 r-xp 00001000 fe:00 42{}/bin/prog", " ".repeat(73 - 40)));
         assert_eq!(lines[0].find('/'), Some(73));
         assert!(lines[1].ends_with(" [heap]") && lines[1].starts_with("00402000-00403000 rw-p 00000000 00:00 0 "));
         assert_eq!(lines[2], "7f0000000000-7f0000001000 rw-s 00000000 00:00 0 ");
