@@ -23,7 +23,7 @@ pub const fn page_floor(v: u64) -> u64 {
 pub const fn page_ceil(v: u64) -> u64 {
     match v.checked_add(PAGE_SIZE - 1) {
         Some(x) => x & !(PAGE_SIZE - 1),
-        None => u64::MAX & !(PAGE_SIZE - 1),
+        None => !(PAGE_SIZE - 1),
     }
 }
 
@@ -365,7 +365,7 @@ impl AddressSpace {
     /// guest's are left alone, as Linux leaves unmapped holes alone.
     pub fn unmap(&self, start: u64, len: u64) -> Result<(), MemError> {
         let len = page_ceil(len);
-        if start % PAGE_SIZE != 0 || len == 0 {
+        if !start.is_multiple_of(PAGE_SIZE) || len == 0 {
             return Err(MemError::BadRange { start, len });
         }
         let end = start.checked_add(len).ok_or(MemError::BadRange { start, len })?;
@@ -390,7 +390,7 @@ impl AddressSpace {
     /// memory (ENOMEM otherwise, as Linux says for unmapped pages).
     pub fn protect(&self, start: u64, len: u64, prot: Prot) -> Result<(), MemError> {
         let len = page_ceil(len);
-        if start % PAGE_SIZE != 0 {
+        if !start.is_multiple_of(PAGE_SIZE) {
             return Err(MemError::BadRange { start, len });
         }
         if len == 0 {
@@ -440,7 +440,7 @@ impl AddressSpace {
     ) -> Result<u64, MemError> {
         let old_len = page_ceil(old_len);
         let new_len = page_ceil(new_len);
-        if old % PAGE_SIZE != 0 || new_len == 0 {
+        if !old.is_multiple_of(PAGE_SIZE) || new_len == 0 {
             return Err(MemError::BadRange { start: old, len: new_len });
         }
         if !self.is_guest(old, old_len.max(PAGE_SIZE)) {

@@ -167,9 +167,9 @@ pub fn diff(n: &Outcome, nmem: &[u8], i: &Outcome, imem: &[u8], undefined: u64) 
             return d;
         }
     }
-    for r in 0..16 {
+    for (r, name) in GPR_NAMES.iter().enumerate() {
         if n.state.gpr[r] != i.state.gpr[r] {
-            d.push(format!("{}: host {:#x}, interp {:#x}", GPR_NAMES[r], n.state.gpr[r], i.state.gpr[r]));
+            d.push(format!("{name}: host {:#x}, interp {:#x}", n.state.gpr[r], i.state.gpr[r]));
         }
     }
     let fm = (fl::STATUS | fl::DF) & !undefined;

@@ -49,8 +49,7 @@ impl Snippet {
         // SAFETY: `self.code` is a 16 KiB guest range we mapped RW (and
         // guest-executable); the length was checked above.
         unsafe { std::ptr::copy_nonoverlapping(code.as_ptr(), self.code as *mut u8, code.len()) };
-        let mut cpu = CpuState::default();
-        cpu.rip = self.code;
+        let mut cpu = CpuState { rip: self.code, ..CpuState::default() };
         cpu.gpr[reg::RSP] = self.stack_top;
         init(&mut cpu);
         let mut engine = Interpreter::new(self.mem.clone());

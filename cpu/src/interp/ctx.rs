@@ -286,7 +286,7 @@ impl<'a> Ctx<'a> {
     /// Raise #GP unless `addr` is aligned to `align` bytes (MOVAPS and kin).
     #[inline]
     pub fn require_aligned(&self, addr: u64, align: u64) -> Step {
-        if addr % align != 0 {
+        if !addr.is_multiple_of(align) {
             return Err(self.fault(FaultKind::GeneralProtection));
         }
         Ok(())
@@ -383,7 +383,7 @@ impl<'a> Ctx<'a> {
         let addr = self.ea(insn);
         self.access(addr, size as u64, false)?;
         self.access(addr, size as u64, true)?;
-        if addr % size as u64 != 0 {
+        if !addr.is_multiple_of(size as u64) {
             // A split lock: hardware makes it atomic with a bus lock; urun
             // does a plain read-modify-write (documented limit).
             let old = self.load(addr, size)?;
@@ -420,7 +420,7 @@ impl<'a> Ctx<'a> {
         self.access(addr, size as u64, false)?;
         self.access(addr, size as u64, true)?;
         use std::sync::atomic::{AtomicU16, AtomicU32, AtomicU64, AtomicU8, Ordering::SeqCst};
-        if addr % size as u64 != 0 {
+        if !addr.is_multiple_of(size as u64) {
             let cur = self.load(addr, size)?;
             // Hardware writes the old value back when the compare fails.
             self.store(addr, size, if cur == expected { new } else { cur })?;

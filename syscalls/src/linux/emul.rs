@@ -102,7 +102,7 @@ pub(crate) fn mremap(task: &mut Task<'_>, a: &[u64; 6]) -> Result<i64, Stop> {
 pub(crate) fn madvise(task: &mut Task<'_>, a: &[u64; 6]) -> Result<i64, Stop> {
     let p = task.p.as_ref();
     let len = page_ceil(a[1]);
-    if a[0] % PAGE_SIZE != 0 {
+    if !a[0].is_multiple_of(PAGE_SIZE) {
         return Ok(EINVAL);
     }
     if len == 0 {
