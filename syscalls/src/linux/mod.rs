@@ -181,6 +181,8 @@ pub struct Thread {
     altstack: [u64; 3],
     /// The guest's signal mask (bit n-1 for signal n), mirrored on the host.
     sigmask: u64,
+    /// The mask to restore after an rt_sigsuspend.
+    saved_mask: Option<u64>,
     /// Signals caught on the host for this thread, waiting for delivery.
     signals: &'static signal::Pending,
 }
@@ -202,6 +204,7 @@ pub fn run(p: &Arc<Process>, engine: &mut dyn Engine, cpu: &mut CpuState) -> Sto
         clear_child_tid: 0,
         altstack: [0, libc::SS_DISABLE as u64, 0],
         sigmask: signal::host_mask(),
+        saved_mask: None,
         signals: signal::Pending::for_this_thread(engine.interrupt_handle()),
     };
     run_thread(p, engine, cpu, &mut t)

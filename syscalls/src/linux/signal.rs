@@ -173,6 +173,16 @@ pub(crate) fn set_mask(task: &mut Task<'_>, mask: u64) {
 
 /// Deliver every pending, unblocked signal of this thread.
 pub(crate) fn deliver_pending(task: &mut Task<'_>) -> Result<(), Stop> {
+    let r = deliver_unblocked(task);
+    // After rt_sigsuspend: the old mask comes back here unless a frame
+    // saved it for its rt_sigreturn.
+    if let Some(old) = task.t.saved_mask.take() {
+        set_mask(task, old);
+    }
+    r
+}
+
+fn deliver_unblocked(task: &mut Task<'_>) -> Result<(), Stop> {
     while let Some((sig, info)) = task.t.signals.take(task.t.sigmask) {
         let act = lock(&task.p.sigactions)[sig as usize];
         match act[0] {
@@ -320,10 +330,13 @@ fn setup_frame(task: &mut Task<'_>, sig: i32, info: &[u8; 128], act: &[u64; 4], 
     let ff = fault.unwrap_or(&FaultFrame { trapno: 0, err: 0, cr2: 0 });
     put(&mut f, mc + 8 * 19, ff.err);
     put(&mut f, mc + 8 * 20, ff.trapno);
-    put(&mut f, mc + 8 * 21, task.t.sigmask);
+    // The mask the handler's return restores: the one before
+    // rt_sigsuspend if the signal ended one.
+    let saved = task.t.saved_mask.take().unwrap_or(task.t.sigmask);
+    put(&mut f, mc + 8 * 21, saved);
     put(&mut f, mc + 8 * 22, ff.cr2);
     put(&mut f, mc + 8 * 23, fpstate);
-    put(&mut f, uc + UC_SIGMASK, task.t.sigmask);
+    put(&mut f, uc + UC_SIGMASK, saved);
     f[(8 + UC_SIZE) as usize..].copy_from_slice(info);
 
     let fx = cpu.fxsave_image();
@@ -516,6 +529,31 @@ pub(crate) fn sigaltstack(task: &mut Task<'_>, a: &[u64; 6]) -> Result<i64, Stop
         }
     }
     Ok(0)
+}
+
+/// rt_sigsuspend: wait with `mask` in place until a signal is caught; the
+/// handler runs with that mask, and the old one comes back when it returns
+/// (the frame saves it).
+pub(crate) fn rt_sigsuspend(task: &mut Task<'_>, a: &[u64; 6]) -> Result<i64, Stop> {
+    if a[1] != 8 {
+        return Ok(-(libc::EINVAL as i64));
+    }
+    if !task.p.mem.check(a[0], 8, Prot::READ) {
+        return Ok(-(libc::EFAULT as i64));
+    }
+    // SAFETY: 8 readable guest bytes (checked above).
+    let mask = unsafe { (a[0] as *const u64).read_unaligned() } & !UNBLOCKABLE;
+    let old = task.t.sigmask;
+    task.t.saved_mask = Some(old);
+    task.t.sigmask = mask;
+    loop {
+        if task.t.signals.bits.load(Ordering::Acquire) & !mask != 0 {
+            return Ok(-(libc::EINTR as i64));
+        }
+        // SAFETY: rt_sigsuspend with our own 8-byte mask; it returns when a
+        // host handler has run.
+        unsafe { libc::syscall(libc::SYS_rt_sigsuspend, &mask as *const u64, 8usize) };
+    }
 }
 
 pub(crate) fn rt_sigreturn(task: &mut Task<'_>, _a: &[u64; 6]) -> Result<i64, Stop> {

@@ -25,6 +25,11 @@ pub(crate) enum A {
     IovIn(u8),
     /// An array of `struct iovec` whose buffers the kernel writes.
     IovOut(u8),
+    /// A buffer the kernel writes whose size is the `u32` that argument N
+    /// points to (socket addresses, socket options).
+    OutLenPtr(u8),
+    /// A `struct msghdr` (sendmsg: its buffers are read; recvmsg: written).
+    Msg { write: bool },
 }
 
 /// The length of a buffer argument.
@@ -111,11 +116,19 @@ pub(crate) static SYSCALLS: &[Syscall] = &[
     sys!(40, sendfile, [Fd, Fd, Out(Fixed(8)), I], Pass),
     sys!(41, socket, [I, I, I], Pass),
     sys!(42, connect, [Fd, In(Arg(2)), I], Pass),
+    sys!(43, accept, [Fd, OutLenPtr(2), Out(Fixed(4))], Pass),
     sys!(44, sendto, [Fd, In(Arg(2)), I, X, In(Arg(5)), I], Pass),
+    sys!(45, recvfrom, [Fd, Out(Arg(2)), I, X, OutLenPtr(5), Out(Fixed(4))], Pass),
+    sys!(46, sendmsg, [Fd, Msg { write: false }, X], Pass),
+    sys!(47, recvmsg, [Fd, Msg { write: true }, X], Pass),
     sys!(48, shutdown, [Fd, I], Pass),
     sys!(49, bind, [Fd, In(Arg(2)), I], Pass),
     sys!(50, listen, [Fd, I], Pass),
+    sys!(51, getsockname, [Fd, OutLenPtr(2), Out(Fixed(4))], Pass),
+    sys!(52, getpeername, [Fd, OutLenPtr(2), Out(Fixed(4))], Pass),
     sys!(53, socketpair, [I, I, I, Out(Fixed(8))], Pass),
+    sys!(54, setsockopt, [Fd, I, I, In(Arg(4)), I], Pass),
+    sys!(55, getsockopt, [Fd, I, I, OutLenPtr(4), Out(Fixed(4))], Pass),
     sys!(56, clone, [X, X, X, X, X], Emul(thread::clone)),
     sys!(57, fork, [], Emul(thread::fork)),
     sys!(58, vfork, [], Emul(thread::vfork)),
@@ -164,29 +177,70 @@ pub(crate) static SYSCALLS: &[Syscall] = &[
     sys!(111, getpgrp, [], Pass),
     sys!(112, setsid, [], Pass),
     sys!(115, getgroups, [I, Out(ArgTimes(0, 4))], Pass),
+    sys!(113, setreuid, [I, I], Pass),
+    sys!(114, setregid, [I, I], Pass),
+    sys!(116, setgroups, [I, In(ArgTimes(0, 4))], Pass),
+    sys!(117, setresuid, [I, I, I], Pass),
+    sys!(118, getresuid, [Out(Fixed(4)), Out(Fixed(4)), Out(Fixed(4))], Pass),
+    sys!(119, setresgid, [I, I, I], Pass),
+    sys!(120, getresgid, [Out(Fixed(4)), Out(Fixed(4)), Out(Fixed(4))], Pass),
     sys!(121, getpgid, [I], Pass),
     sys!(124, getsid, [I], Pass),
     sys!(127, rt_sigpending, [Out(Arg(1)), I], Pass),
+    sys!(128, rt_sigtimedwait, [In(Fixed(8)), Out(Fixed(128)), In(TIMESPEC), I], Pass),
+    sys!(129, rt_sigqueueinfo, [I, I, In(Fixed(128))], Pass),
+    sys!(130, rt_sigsuspend, [In(Fixed(8)), I], Emul(signal::rt_sigsuspend)),
     sys!(131, sigaltstack, [X, X], Emul(signal::sigaltstack)),
+    sys!(132, utime, [Str, In(Fixed(16))], Pass),
+    sys!(135, personality, [X], Pass),
     sys!(137, statfs, [Str, Out(Fixed(120))], Pass),
     sys!(138, fstatfs, [Fd, Out(Fixed(120))], Pass),
+    sys!(140, getpriority, [I, I], Pass),
+    sys!(141, setpriority, [I, I, I], Pass),
+    sys!(142, sched_setparam, [I, In(Fixed(4))], Pass),
+    sys!(143, sched_getparam, [I, Out(Fixed(4))], Pass),
+    sys!(144, sched_setscheduler, [I, I, In(Fixed(4))], Pass),
+    sys!(145, sched_getscheduler, [I], Pass),
+    sys!(146, sched_get_priority_max, [I], Pass),
+    sys!(147, sched_get_priority_min, [I], Pass),
+    sys!(149, mlock, [X, X], Pass),
+    sys!(150, munlock, [X, X], Pass),
     sys!(157, prctl, [I, X, X, X, X], Emul(emul::prctl)),
     sys!(158, arch_prctl, [X, X], Emul(emul::arch_prctl)),
     sys!(160, setrlimit, [I, In(Fixed(16))], Pass),
+    sys!(161, chroot, [Str], Pass),
+    sys!(162, sync, [], Pass),
     sys!(186, gettid, [], Pass),
     sys!(200, tkill, [I, I], Pass),
     sys!(201, time, [Out(Fixed(8))], Pass),
     sys!(202, futex, [X, I, X, X, X, X], Emul(emul::futex)),
+    sys!(203, sched_setaffinity, [I, I, In(Arg(1))], Pass),
     sys!(204, sched_getaffinity, [I, I, Out(Arg(1))], Pass),
+    sys!(213, epoll_create, [I], Pass),
     sys!(217, getdents64, [Fd, Out(Arg(2)), I], Pass),
     sys!(218, set_tid_address, [X], Emul(emul::set_tid_address)),
+    sys!(219, restart_syscall, [], Pass),
+    sys!(221, fadvise64, [Fd, I, I, I], Pass),
+    sys!(222, timer_create, [I, In(Fixed(64)), Out(Fixed(4))], Pass),
+    sys!(223, timer_settime, [I, I, In(Fixed(32)), Out(Fixed(32))], Pass),
+    sys!(224, timer_gettime, [I, Out(Fixed(32))], Pass),
+    sys!(225, timer_getoverrun, [I], Pass),
+    sys!(226, timer_delete, [I], Pass),
     sys!(228, clock_gettime, [I, Out(TIMESPEC)], Pass),
     sys!(229, clock_getres, [I, Out(TIMESPEC)], Pass),
     sys!(230, clock_nanosleep, [I, X, In(TIMESPEC), Out(TIMESPEC)], Pass),
     sys!(231, exit_group, [I], Emul(thread::exit_group)),
+    sys!(232, epoll_wait, [Fd, Out(ArgTimes(2, 12)), I, I], Pass),
+    sys!(233, epoll_ctl, [Fd, I, Fd, In(Fixed(12))], Pass),
     sys!(234, tgkill, [I, I, I], Pass),
+    sys!(235, utimes, [Str, In(Fixed(32))], Pass),
+    sys!(247, waitid, [I, I, Out(Fixed(128)), X, Out(Fixed(144))], Pass),
+    sys!(253, inotify_init, [], Pass),
+    sys!(254, inotify_add_watch, [Fd, Str, X], Pass),
+    sys!(255, inotify_rm_watch, [Fd, I], Pass),
     sys!(257, openat, [Fd, Str, X, X], Emul(procfs::openat)),
     sys!(258, mkdirat, [Fd, Str, X], Pass),
+    sys!(259, mknodat, [Fd, Str, X, X], Pass),
     sys!(260, fchownat, [Fd, Str, I, I, X], Pass),
     sys!(262, newfstatat, [Fd, Str, Out(STAT), X], Pass),
     sys!(263, unlinkat, [Fd, Str, X], Pass),
@@ -196,19 +250,41 @@ pub(crate) static SYSCALLS: &[Syscall] = &[
     sys!(267, readlinkat, [Fd, Str, Out(Arg(3)), I], Emul(emul::readlinkat)),
     sys!(268, fchmodat, [Fd, Str, X], Pass),
     sys!(269, faccessat, [Fd, Str, X], Pass),
+    sys!(270, pselect6, [I, Out(Fixed(128)), Out(Fixed(128)), Out(Fixed(128)), In(TIMESPEC), In(Fixed(16))], Pass),
     sys!(271, ppoll, [Out(ArgTimes(1, 8)), I, In(TIMESPEC), In(Fixed(8)), I], Pass),
     sys!(273, set_robust_list, [X, I], Emul(emul::set_robust_list)),
+    sys!(275, splice, [Fd, Out(Fixed(8)), Fd, Out(Fixed(8)), I, X], Pass),
+    sys!(276, tee, [Fd, Fd, I, X], Pass),
     sys!(280, utimensat, [Fd, Str, In(Fixed(32)), X], Pass),
+    sys!(281, epoll_pwait, [Fd, Out(ArgTimes(2, 12)), I, I, In(Fixed(8)), I], Pass),
+    sys!(283, timerfd_create, [I, X], Pass),
+    sys!(284, eventfd, [I], Pass),
     sys!(285, fallocate, [Fd, X, I, I], Pass),
+    sys!(286, timerfd_settime, [Fd, X, In(Fixed(32)), Out(Fixed(32))], Pass),
+    sys!(287, timerfd_gettime, [Fd, Out(Fixed(32))], Pass),
+    sys!(288, accept4, [Fd, OutLenPtr(2), Out(Fixed(4)), X], Pass),
+    sys!(289, signalfd4, [Fd, In(Fixed(8)), I, X], Pass),
     sys!(290, eventfd2, [I, X], Pass),
+    sys!(291, epoll_create1, [X], Pass),
     sys!(292, dup3, [Fd, Fd, X], Pass),
     sys!(293, pipe2, [Out(Fixed(8)), X], Pass),
+    sys!(294, inotify_init1, [X], Pass),
+    sys!(295, preadv, [Fd, IovOut(2), I, I, I], Pass),
+    sys!(296, pwritev, [Fd, IovIn(2), I, I, I], Pass),
+    sys!(297, rt_tgsigqueueinfo, [I, I, I, In(Fixed(128))], Pass),
     sys!(302, prlimit64, [I, I, In(Fixed(16)), Out(Fixed(16))], Pass),
+    sys!(306, syncfs, [Fd], Pass),
+    sys!(309, getcpu, [Out(Fixed(4)), Out(Fixed(4)), X], Pass),
     sys!(316, renameat2, [Fd, Str, Fd, Str, X], Pass),
     sys!(318, getrandom, [Out(Arg(1)), I, X], Pass),
+    sys!(319, memfd_create, [Str, X], Pass),
+    sys!(324, membarrier, [I, X, I], Pass),
+    sys!(326, copy_file_range, [Fd, Out(Fixed(8)), Fd, Out(Fixed(8)), I, X], Pass),
     sys!(332, statx, [Fd, Str, X, X, Out(Fixed(256))], Pass),
     sys!(334, rseq, [X, I, X, X], Nosys),
+    sys!(434, pidfd_open, [I, X], Pass),
     sys!(435, clone3, [X, I], Nosys),
+    sys!(436, close_range, [I, I, X], Pass),
     sys!(439, faccessat2, [Fd, Str, X, X], Pass),
 ];
 
@@ -259,6 +335,19 @@ pub(crate) fn check_pointers(p: &Process, sc: &Syscall, args: &mut [u64; 6]) -> 
             }
             In(len) => ptr == 0 || mem.check(ptr, buf_len(len, args), Prot::READ),
             Out(len) => ptr == 0 || mem.check(ptr, buf_len(len, args), Prot::WRITE),
+            OutLenPtr(n) => {
+                let lp = args[n as usize];
+                if ptr == 0 || lp == 0 {
+                    true
+                } else if !mem.check(lp, 4, Prot::WRITE) {
+                    false
+                } else {
+                    // SAFETY: 4 readable guest bytes (checked above).
+                    let len = unsafe { (lp as *const u32).read_unaligned() } as u64;
+                    mem.check(ptr, len, Prot::WRITE)
+                }
+            }
+            Msg { write } => ptr == 0 || msghdr_ok(p, ptr, write),
             IovIn(n) | IovOut(n) => {
                 let count = args[n as usize].min(1024);
                 if count == 0 {
@@ -283,6 +372,35 @@ pub(crate) fn check_pointers(p: &Process, sc: &Syscall, args: &mut [u64; 6]) -> 
         }
     }
     true
+}
+
+/// Check a `struct msghdr` and everything it points to: the name, the
+/// iovec array and its buffers, the control buffer.
+fn msghdr_ok(p: &Process, ptr: u64, write: bool) -> bool {
+    let mem = &p.mem;
+    if !mem.check(ptr, 56, Prot::READ) {
+        return false;
+    }
+    // SAFETY: 56 readable guest bytes (checked above): struct msghdr.
+    let f = |off: u64| unsafe { ((ptr + off) as *const u64).read_unaligned() };
+    let (name, namelen, iov, iovlen, control, controllen) = (f(0), f(8) & 0xffff_ffff, f(16), f(24), f(32), f(40));
+    let need = if write { Prot::WRITE } else { Prot::READ };
+    let buf_ok = |b: u64, n: u64| b == 0 || n == 0 || mem.check(b, n, need);
+    if !buf_ok(name, namelen) || !buf_ok(control, controllen) {
+        return false;
+    }
+    let count = iovlen.min(1024);
+    if count > 0 && !mem.check(iov, count * 16, Prot::READ) {
+        return false;
+    }
+    (0..count).all(|k| {
+        // SAFETY: the iovec array was checked readable above.
+        let (base, len) = unsafe {
+            let e = (iov + k * 16) as *const u64;
+            (e.read_unaligned(), e.add(1).read_unaligned())
+        };
+        buf_ok(base, len)
+    })
 }
 
 /// The NUL-terminated guest string at `ptr`, if it lies wholly in readable
@@ -359,7 +477,7 @@ mod tests {
             assert!(s.args.len() <= 6, "{}", s.name);
             for a in s.args {
                 let refs = match a {
-                    In(Arg(i)) | Out(Arg(i)) | In(ArgTimes(i, _)) | Out(ArgTimes(i, _)) | IovIn(i) | IovOut(i) => Some(*i),
+                    In(Arg(i)) | Out(Arg(i)) | In(ArgTimes(i, _)) | Out(ArgTimes(i, _)) | IovIn(i) | IovOut(i) | OutLenPtr(i) => Some(*i),
                     _ => None,
                 };
                 if let Some(i) = refs {

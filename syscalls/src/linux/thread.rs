@@ -159,6 +159,7 @@ fn spawn_thread(task: &mut Task<'_>, flags: u64, stack: u64, ptid: u64, ctid: u6
             clear_child_tid: if cleartid { ctid } else { 0 },
             altstack: [0, libc::SS_DISABLE as u64, 0],
             sigmask,
+            saved_mask: None,
             signals: signal::Pending::for_this_thread(engine.interrupt_handle()),
         };
         let stop = run_thread(&p, engine.as_mut(), &mut cpu, &mut t);
