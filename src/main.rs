@@ -195,6 +195,7 @@ fn start(cli: &Cli) -> Result<Stop, StartError> {
     let mut process = Process::new(mem.clone(), Brk::at(loaded.brk_start, loaded.brk_reserve_end), loaded.exe_path.clone(), factory);
     process.strace = cli.strace;
     process.reexec = reexec_args(cli);
+    process.sysroot = cli.sysroot.clone();
     process.cmdline = opts.argv.iter().flat_map(|a| a.iter().copied().chain(std::iter::once(0))).collect();
     process.auxv = loaded.auxv.iter().flat_map(|(k, v)| k.to_ne_bytes().into_iter().chain(v.to_ne_bytes())).collect();
     let process = Arc::new(process);

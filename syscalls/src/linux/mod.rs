@@ -78,6 +78,9 @@ pub struct Process {
     /// The urun command line (program and options, without the guest
     /// program) that `execve` uses to run a new guest program under urun.
     pub reexec: Vec<OsString>,
+    /// qemu's `-L`: absolute paths the guest opens are looked up under
+    /// this directory first.
+    pub sysroot: Option<PathBuf>,
     /// `/proc/self/cmdline`: the guest's argv, each NUL-terminated.
     pub cmdline: Vec<u8>,
     /// `/proc/self/auxv`: the auxiliary vector the guest was started with.
@@ -103,6 +106,7 @@ impl Process {
             exe_path,
             strace: false,
             reexec: Vec::new(),
+            sysroot: None,
             cmdline: Vec::new(),
             auxv: Vec::new(),
             sigactions: Mutex::new([[0; 4]; 65]),

@@ -2,6 +2,8 @@
 //! (also as `/proc/<pid>/…` and `/proc/thread-self/…`) describe the guest
 //! program, not urun. Opening one gives a memfd holding the generated text.
 
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+
 use urun_cpu::{Backing, Prot, Region};
 
 use super::table::{guest_cstr, pass, raw_result};
@@ -102,7 +104,19 @@ fn open_at(task: &mut Task<'_>, dirfd: u64, path_ptr: u64, flags: u64, mode: u64
         };
         return raw_result(pass(257, &[libc::AT_FDCWD as u64, exe.as_ptr() as u64, flags, mode, 0, 0]));
     }
+    if let Some(inside) = in_sysroot(p, &path) {
+        return raw_result(pass(257, &[libc::AT_FDCWD as u64, inside.as_ptr() as u64, flags, mode, 0, 0]));
+    }
     raw_result(pass(257, &[dirfd, path_ptr, flags, mode, 0, 0]))
+}
+
+/// With `-L SYSROOT`, an absolute path that exists under the sysroot is
+/// opened there (qemu-user's rule); others fall through to the host's.
+fn in_sysroot(p: &Process, path: &[u8]) -> Option<std::ffi::CString> {
+    let root = p.sysroot.as_ref()?;
+    let rel = path.strip_prefix(b"/")?;
+    let full = root.join(std::ffi::OsStr::from_bytes(rel));
+    full.exists().then(|| std::ffi::CString::new(full.into_os_string().into_vec()).ok()).flatten()
 }
 
 pub(crate) fn open(task: &mut Task<'_>, a: &[u64; 6]) -> Result<i64, Stop> {
