@@ -71,6 +71,8 @@ fn c_programs() -> Vec<(&'static str, &'static str, Vec<&'static str>, Expect)> 
         ("exitcode", "-255", vec!["255"], Exit(255)),
         ("arith", "", vec![], Exit(0)),
         ("strings", "", vec![], Exit(0)),
+        ("libc_strings", "", vec![], Exit(0)),
+        ("floatfmt", "", vec![], Exit(0)),
         ("printf", "", vec![], Exit(0)),
         ("memory", "", vec![], Exit(0)),
         ("qsort", "", vec![], Exit(0)),
