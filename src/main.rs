@@ -264,7 +264,35 @@ fn split_guest_args(args: Vec<OsString>) -> Vec<OsString> {
     out
 }
 
+/// Whether SIGPIPE was ignored when urun was started. Rust's runtime sets
+/// SIGPIPE to ignored before `main`; a guest must start with the
+/// disposition urun inherited (default for most, ignored when an ignoring
+/// parent exec'd us), so this constructor looks before the runtime does.
+static SIGPIPE_WAS_IGNORED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+extern "C" fn record_sigpipe() {
+    // SAFETY: reading the current disposition into a zeroed sigaction.
+    unsafe {
+        let mut old: libc::sigaction = std::mem::zeroed();
+        if libc::sigaction(libc::SIGPIPE, std::ptr::null(), &mut old) == 0 {
+            SIGPIPE_WAS_IGNORED.store(old.sa_sigaction == libc::SIG_IGN, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+}
+
+#[used]
+#[link_section = ".init_array"]
+static RECORD_SIGPIPE: extern "C" fn() = record_sigpipe;
+
+/// Give SIGPIPE back the disposition urun was started with.
+fn restore_sigpipe() {
+    let h = if SIGPIPE_WAS_IGNORED.load(std::sync::atomic::Ordering::Relaxed) { libc::SIG_IGN } else { libc::SIG_DFL };
+    // SAFETY: setting a standard disposition for SIGPIPE.
+    unsafe { libc::signal(libc::SIGPIPE, h) };
+}
+
 fn main() {
+    restore_sigpipe();
     let cli = Cli::parse_from(split_guest_args(std::env::args_os().collect()));
     init_logging();
     match start(&cli) {
