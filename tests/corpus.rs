@@ -222,6 +222,7 @@ arr=(one two "three four"); echo "array: ${#arr[@]} ${arr[2]} ${arr[*]:0:2}"
 for ((i = 0; i < 3; i++)); do printf 'loop %d;' "$i"; done; echo
 printf -v padded '%05d' 42; echo "printf -v: $padded"
 case "tree/run.sh" in *.sh) echo "case: shell script";; *) echo "case: other";; esac
+yes | head -n 2; echo "yes | head: PIPESTATUS ${PIPESTATUS[*]} (yes dies by SIGPIPE)"
 diff <(sort tree/data/numbers.txt | head -3) <(sort tree/data/numbers.txt | head -3) && echo "process substitution: same"
 sleep 0 & wait $!; echo "background job status: $?"
 ./tree/run.sh a "b c"
@@ -477,21 +478,24 @@ fn cases() -> Vec<Case> {
 
 // ---------------------------------------------------------------- running
 
-fn in_path(prog: &str) -> bool {
-    PATH.split(':').any(|d| {
-        std::fs::metadata(Path::new(d).join(prog))
+/// Where `prog` is in PATH. Both runs get this absolute path (urun takes a
+/// path, not a name to look up), so argv[0] is the same in both.
+fn in_path(prog: &str) -> Option<PathBuf> {
+    PATH.split(':').map(|d| Path::new(d).join(prog)).find(|p| {
+        std::fs::metadata(p)
             .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
             .unwrap_or(false)
     })
 }
 
 fn command(case: &Case, under_urun: bool, dir: &Path) -> Command {
+    let program = in_path(case.program).expect("checked before running");
     let mut cmd = if under_urun {
         let mut c = Command::new(urun());
-        c.arg("--engine").arg("interp").arg(case.program);
+        c.arg("--engine").arg("interp").arg(program);
         c
     } else {
-        Command::new(case.program)
+        Command::new(program)
     };
     cmd.args(&case.args)
         .current_dir(dir)
@@ -625,7 +629,7 @@ fn corpus_native_vs_urun() {
     let mut setup_problems = Vec::new();
     for c in &cases {
         for prog in std::iter::once(&c.program).chain(c.needs) {
-            if !in_path(prog) {
+            if in_path(prog).is_none() {
                 setup_problems.push(format!(
                     "{}: `{prog}` is not in {PATH}; scripts/test installs the Debian packages",
                     c.name
