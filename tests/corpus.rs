@@ -110,7 +110,9 @@ fn words_text() -> String {
 }
 
 fn numbers_text() -> String {
-    (1..=200).map(|i| format!("{}\n", (i * 7919) % 1000)).collect()
+    (1..=200)
+        .map(|i| format!("{}\n", (i * 7919) % 1000))
+        .collect()
 }
 
 const HELLO_C: &str = "#include <stdio.h>\nint main(void) { puts(\"hello, corpus\"); return 0; }\n";
@@ -121,14 +123,22 @@ fn fixture_entries() -> Vec<(String, Vec<u8>, u32)> {
     let e = |p: &str, c: &[u8], m: u32| (p.to_string(), c.to_vec(), m);
     vec![
         e("tree/", b"", 0o755),
-        e("tree/README.txt", b"corpus fixture\nTODO: nothing; this tree is generated\n", 0o644),
+        e(
+            "tree/README.txt",
+            b"corpus fixture\nTODO: nothing; this tree is generated\n",
+            0o644,
+        ),
         e("tree/data/", b"", 0o755),
         e("tree/data/words.txt", words_text().as_bytes(), 0o644),
         e("tree/data/numbers.txt", numbers_text().as_bytes(), 0o600),
         e("tree/data/empty", b"", 0o644),
         e("tree/src/", b"", 0o750),
         e("tree/src/hello.c", HELLO_C.as_bytes(), 0o644),
-        e("tree/src/notes.md", b"# Notes\n\n- TODO: alpha first\n- then bravo\n", 0o644),
+        e(
+            "tree/src/notes.md",
+            b"# Notes\n\n- TODO: alpha first\n- then bravo\n",
+            0o644,
+        ),
         e("tree/src/deep/", b"", 0o755),
         e("tree/src/deep/deeper/", b"", 0o700),
         e("tree/src/deep/deeper/leaf.txt", b"leaf TODO\n", 0o444),
@@ -565,14 +575,14 @@ fn check(case: &Case, native: &Outcome, urun: &Outcome) -> Vec<String> {
     problems
 }
 
-struct Result {
+struct CaseResult {
     name: &'static str,
     native_secs: f64,
     urun_secs: f64,
     problems: Vec<String>,
 }
 
-fn run_cases(cases: &[Case], jobs: usize, scale: f64, root: &Path) -> Vec<Result> {
+fn run_cases(cases: &[Case], jobs: usize, scale: f64, root: &Path) -> Vec<CaseResult> {
     let next = AtomicUsize::new(0);
     let results = Mutex::new(Vec::new());
     std::thread::scope(|s| {
@@ -585,11 +595,15 @@ fn run_cases(cases: &[Case], jobs: usize, scale: f64, root: &Path) -> Vec<Result
                 for (under_urun, tag) in [(false, "native"), (true, "urun")] {
                     let dir = root.join(case.name).join(tag);
                     make_run_dir(&dir, &case.files);
-                    outcomes.push(run(&mut command(case, under_urun, &dir), &case.stdin, timeout));
+                    outcomes.push(run(
+                        &mut command(case, under_urun, &dir),
+                        &case.stdin,
+                        timeout,
+                    ));
                 }
                 let (native, urun) = (&outcomes[0], &outcomes[1]);
                 let problems = check(case, native, urun);
-                let r = Result {
+                let r = CaseResult {
                     name: case.name,
                     native_secs: native.elapsed.as_secs_f64(),
                     urun_secs: urun.elapsed.as_secs_f64(),
@@ -623,7 +637,10 @@ fn corpus_native_vs_urun() {
     let mut cases = cases();
     if let Ok(filter) = std::env::var("URUN_CORPUS_FILTER") {
         cases.retain(|c| c.name.contains(&filter));
-        println!("URUN_CORPUS_FILTER={filter}: {} cases selected", cases.len());
+        println!(
+            "URUN_CORPUS_FILTER={filter}: {} cases selected",
+            cases.len()
+        );
     }
 
     let mut setup_problems = Vec::new();
@@ -666,13 +683,20 @@ fn corpus_native_vs_urun() {
     println!("  {:<12} {:>9} {:>9}  result", "case", "native", "urun");
     let mut failed = Vec::new();
     for c in &cases {
-        let r = results.iter().find(|r| r.name == c.name).expect("every case ran");
+        let r = results
+            .iter()
+            .find(|r| r.name == c.name)
+            .expect("every case ran");
         println!(
             "  {:<12} {:>9.3} {:>9.3}  {}",
             r.name,
             r.native_secs,
             r.urun_secs,
-            if r.problems.is_empty() { "PASS" } else { "FAIL" }
+            if r.problems.is_empty() {
+                "PASS"
+            } else {
+                "FAIL"
+            }
         );
         if !r.problems.is_empty() {
             failed.push(r.name);
