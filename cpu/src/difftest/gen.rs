@@ -222,8 +222,8 @@ fn try_generate(code: Code, rng: &mut Rng, window: u64) -> Result<Case, String> 
         let reg_size = match k {
             K::r8_reg | K::r8_opcode => Some(1),
             K::r16_reg | K::r16_rm | K::r16_opcode => Some(2),
-            K::r32_reg | K::r32_rm | K::r32_opcode => Some(4),
-            K::r64_reg | K::r64_rm | K::r64_opcode => Some(8),
+            K::r32_reg | K::r32_rm | K::r32_opcode | K::r32_vvvv => Some(4),
+            K::r64_reg | K::r64_rm | K::r64_opcode | K::r64_vvvv => Some(8),
             K::r8_or_mem | K::r16_or_mem | K::r32_or_mem | K::r64_or_mem | K::xmm_or_mem if rng.below(2) == 0 => None,
             K::r8_or_mem => Some(1),
             K::r16_or_mem => Some(2),
