@@ -79,6 +79,7 @@ int main(int argc, char **argv)
         return atoi(argv[2]);
     }
     const char *self = argv[0];
+    setvbuf(stdout, NULL, _IOLBF, 0); /* an execve that should fail but runs loses nothing */
 
     /* fork + exit codes */
     int codes[] = {0, 1, 42, 255};
@@ -166,16 +167,12 @@ int main(int argc, char **argv)
     /* vfork */
     {
         fflush(stdout);
-        volatile int touched = 0;
         pid_t p = vfork();
-        if (p == 0) {
-            touched = 1; /* shared memory with the parent until _exit */
-            _exit(17);
-        }
+        if (p == 0)
+            _exit(17); /* (writing memory here would be undefined: not checked) */
         int st;
         pid_t w = waitpid(p, &st, 0);
         show_status("vfork _exit", p, w, st);
-        printf("vfork: parent sees child's write=%d\n", touched);
 
         p = vfork();
         if (p == 0) {

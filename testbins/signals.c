@@ -8,6 +8,8 @@
  * survive, SIGCHLD from forked children. Handlers only record; main prints. */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <pthread.h>
+#include <time.h>
 #include <setjmp.h>
 #include <signal.h>
 #include <stdint.h>
@@ -87,8 +89,36 @@ static void alarm_handler(int sig, siginfo_t *si, void *uc)
     (void)!write(pfd[1], "x", 1);
 }
 
+/* If the read is neither interrupted nor restarted with the handler's byte,
+ * a watchdog thread (all signals blocked) unblocks it after 3 s with a 'w'
+ * so that the failure shows in the output instead of as a hang. */
+static pthread_mutex_t wd_mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t wd_cv = PTHREAD_COND_INITIALIZER;
+static int wd_stop;
+static void *watchdog(void *arg)
+{
+    struct timespec until;
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_sec += 3;
+    pthread_mutex_lock(&wd_mu);
+    while (!wd_stop)
+        if (pthread_cond_timedwait(&wd_cv, &wd_mu, &until) == ETIMEDOUT) {
+            (void)!write(pfd[1], "w", 1);
+            break;
+        }
+    pthread_mutex_unlock(&wd_mu);
+    return NULL;
+}
+
 static void test_restart(int flags, const char *name)
 {
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &old);
+    pthread_t wd;
+    wd_stop = 0;
+    pthread_create(&wd, NULL, watchdog, NULL);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
     install(SIGALRM, alarm_handler, flags, 0);
     struct itimerval it = {{0, 0}, {0, 30000}};
     setitimer(ITIMER_REAL, &it, NULL);
@@ -103,6 +133,11 @@ static void test_restart(int flags, const char *name)
         printf(" then read=%zd byte=%c", n, c);
     }
     printf("\n");
+    pthread_mutex_lock(&wd_mu);
+    wd_stop = 1;
+    pthread_cond_signal(&wd_cv);
+    pthread_mutex_unlock(&wd_mu);
+    pthread_join(wd, NULL);
 }
 
 /* ---- SA_NODEFER ---- */
@@ -173,8 +208,8 @@ static void test_masks(void)
     sigemptyset(&none);
     int r = sigsuspend(&none);
     int e = errno;
-    printf("sigsuspend: ret=%d errno=%s count=%d still blocked=%d\n", r,
-           e == EINTR ? "EINTR" : "other", (int)usr1_count, is_blocked(SIGUSR1));
+    printf("sigsuspend: ret=%d errno=%d%s count=%d still blocked=%d\n", r, e,
+           e == EINTR ? " (EINTR)" : "", (int)usr1_count, is_blocked(SIGUSR1));
     block(SIG_UNBLOCK, SIGUSR1);
 
     /* sigwaitinfo takes a blocked signal without running the handler */
@@ -186,9 +221,12 @@ static void test_masks(void)
     sigemptyset(&w);
     sigaddset(&w, SIGUSR1);
     siginfo_t si;
+    memset(&si, 0, sizeof si);
+    errno = 0;
     int s = sigwaitinfo(&w, &si);
-    printf("sigwaitinfo: sig=%d value=%d code=%d count=%d\n", s, si.si_value.sival_int, si.si_code,
-           (int)usr1_count);
+    e = errno;
+    printf("sigwaitinfo: sig=%d errno=%d value=%d code=%d count=%d\n", s, e, si.si_value.sival_int,
+           si.si_code, (int)usr1_count);
     block(SIG_UNBLOCK, SIGUSR1);
 }
 
@@ -277,6 +315,8 @@ static void test_faults(void)
         }
     }
     char *ro = mmap(NULL, 4096, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    volatile char sink = ro[100]; /* map it (the zero page): the write is then a protection fault */
+    (void)sink;
     int s = sigsetjmp(jb, 1);
     if (s == 0) {
         *(volatile char *)(ro + 100) = 1;
@@ -420,7 +460,7 @@ static void test_sigchld(void)
                 _exit(5);
             raise(SIGKILL);
         }
-        while (!chld_got)
+        for (int tries = 0; !chld_got && tries < 1000; tries++) /* bounded: no hang if broken */
             sigsuspend(&old);
         int st;
         pid_t w = waitpid(pid, &st, 0);
@@ -436,6 +476,7 @@ static void test_sigchld(void)
 
 int main(void)
 {
+    setvbuf(stdout, NULL, _IOLBF, 0); /* a hang still shows how far it got */
     if (pipe(pfd) != 0)
         return 1;
     test_siginfo();

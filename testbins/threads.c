@@ -22,6 +22,7 @@ static long xadd_counter;
 static long cas_counter;
 static unsigned long cas_sum;
 static int iters = ITERS;
+static int nthreads = NTHREADS;
 
 static __thread long tls_value = 5;
 static __thread char tls_name[16] = "unset";
@@ -30,7 +31,7 @@ static pthread_once_t once = PTHREAD_ONCE_INIT;
 static int once_calls;
 static void once_init(void) { __atomic_add_fetch(&once_calls, 1, __ATOMIC_SEQ_CST); }
 
-static pthread_barrier_t barrier;
+static pthread_barrier_t start_barrier, barrier;
 static int arrived;
 static int serial_count;
 static int all_arrived_ok;
@@ -42,6 +43,7 @@ static void *worker(void *arg)
     tls_value = id * 1000;
     snprintf(tls_name, sizeof tls_name, "t%ld", id);
     pthread_once(&once, once_init);
+    pthread_barrier_wait(&start_barrier); /* all start together: contention */
 
     for (int i = 0; i < iters; i++) {
         pthread_mutex_lock(&mu);
@@ -66,7 +68,7 @@ static void *worker(void *arg)
         __atomic_add_fetch(&serial_count, 1, __ATOMIC_SEQ_CST);
     else if (r != 0)
         return (void *)(intptr_t)-1;
-    if (__atomic_load_n(&arrived, __ATOMIC_SEQ_CST) == NTHREADS)
+    if (__atomic_load_n(&arrived, __ATOMIC_SEQ_CST) == nthreads)
         __atomic_add_fetch(&all_arrived_ok, 1, __ATOMIC_SEQ_CST);
 
     /* Our TLS was not touched by the others. */
@@ -83,7 +85,9 @@ static int contend(int n, int it)
     if (n > 256)
         n = 256;
     iters = it;
+    nthreads = n;
     pthread_barrier_init(&barrier, NULL, (unsigned)n);
+    pthread_barrier_init(&start_barrier, NULL, (unsigned)n);
     for (long i = 0; i < n; i++)
         pthread_create(&t[i], NULL, worker, (void *)(intptr_t)i);
     long ret_sum = 0;
@@ -202,6 +206,7 @@ int main(int argc, char **argv)
     /* many threads, counters, barrier, once, TLS, join values */
     pthread_t t[NTHREADS];
     pthread_barrier_init(&barrier, NULL, NTHREADS);
+    pthread_barrier_init(&start_barrier, NULL, NTHREADS);
     for (long i = 0; i < NTHREADS; i++)
         if (pthread_create(&t[i], NULL, worker, (void *)(intptr_t)i) != 0) {
             puts("pthread_create failed");
@@ -217,6 +222,7 @@ int main(int argc, char **argv)
         ret_sum += (long)(intptr_t)rv;
     }
     pthread_barrier_destroy(&barrier);
+    pthread_barrier_destroy(&start_barrier);
     printf("threads=%d iters=%d\n", NTHREADS, ITERS);
     printf("mutex counter=%ld (want %d)\n", mutex_counter, NTHREADS * ITERS);
     printf("lock add counter=%ld xadd counter=%ld cmpxchg counter=%ld\n", atomic_add_counter,
