@@ -13,7 +13,7 @@
 //!   match the native output and status.
 //!
 //! Knobs (environment):
-//!   URUN_STRESS_ITERS=n      iterations per thread for threads_contention (default 60000)
+//!   URUN_STRESS_ITERS=n      iterations per thread for threads_contention (default 200000)
 //!   URUN_STRESS_REPEAT=n     sigstorm runs per flavour (default 10)
 //!   URUN_E2E_TIMEOUT=secs    per-run timeout (default 120)
 //!   URUN_E2E_BINARY=path     run this instead of the urun cargo built
@@ -48,14 +48,20 @@ fn command(program: &Path, args: &[String], under_urun: bool) -> Command {
     cmd
 }
 
-/// Differences between a native and a urun outcome ("" if none).
+/// Differences between a native and a urun outcome (empty if none).
 fn differences(native: &Outcome, urun: &Outcome) -> Vec<String> {
     let mut p = Vec::new();
     if native.timed_out || native.spawn_error.is_some() || native.code != Some(0) {
-        p.push(format!("native run did not exit 0: {}", native.status_text()));
+        p.push(format!(
+            "native run did not exit 0: {}",
+            native.status_text()
+        ));
     }
     if urun.timed_out {
-        p.push(format!("urun hung: killed after {:.0} s", urun.elapsed.as_secs_f64()));
+        p.push(format!(
+            "urun hung: killed after {:.0} s",
+            urun.elapsed.as_secs_f64()
+        ));
     } else if (native.code, native.signal) != (urun.code, urun.signal) {
         p.push(format!(
             "status: native {}, urun {}",
@@ -91,7 +97,7 @@ fn report(failures: &[String]) {
 fn threads_contention() {
     let out = ensure_testbins();
     let timeout = common::env_secs("URUN_E2E_TIMEOUT", 120);
-    let iters = env_num("URUN_STRESS_ITERS", 60000);
+    let iters = env_num("URUN_STRESS_ITERS", 200000);
     let args: Vec<String> = vec!["contend".into(), "32".into(), iters.to_string()];
     let mut failures = Vec::new();
     for flavour in FLAVOURS {
