@@ -81,6 +81,14 @@ fn c_programs() -> Vec<(&'static str, &'static str, Vec<&'static str>, Expect)> 
         ("fpe", "", vec![], Signal(libc::SIGFPE)),
         ("ill", "", vec![], Signal(libc::SIGILL)),
         ("trap", "", vec![], Signal(libc::SIGTRAP)),
+        // threads, signals, processes
+        ("threads", "", vec![], Exit(0)),
+        ("thread_exit", "", vec![], Exit(7)),
+        ("thread_pexit", "", vec![], Exit(0)),
+        ("signals", "", vec![], Exit(0)),
+        ("sig_resethand", "", vec![], Signal(libc::SIGUSR1)),
+        ("procs", "", vec![], Exit(0)),
+        ("sigstorm", "", vec![], Exit(0)),
     ]
 }
 
