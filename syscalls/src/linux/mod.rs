@@ -144,6 +144,11 @@ impl Process {
         if unsafe { libc::access(cpath.as_ptr(), libc::X_OK) } != 0 {
             return -(std::io::Error::last_os_error().raw_os_error().unwrap_or(libc::ENOENT) as i64);
         }
+        match std::fs::metadata(std::ffi::OsStr::from_bytes(&path)) {
+            Ok(m) if m.is_file() => {}
+            Ok(_) => return -(libc::EACCES as i64),
+            Err(e) => return -(e.raw_os_error().unwrap_or(libc::ENOENT) as i64),
+        }
         let mut args: Vec<CString> = Vec::new();
         for a in &self.reexec {
             let Ok(c) = CString::new(a.as_bytes()) else { return -(libc::EINVAL as i64) };
@@ -217,6 +222,14 @@ pub fn run(p: &Arc<Process>, engine: &mut dyn Engine, cpu: &mut CpuState) -> Sto
 /// The loop every guest thread runs: take the engine's exits and service
 /// them, delivering signals in between.
 fn run_thread(p: &Arc<Process>, engine: &mut dyn Engine, cpu: &mut CpuState, t: &mut Thread) -> Stop {
+    match run_thread_raw(p, engine, cpu, t) {
+        Stop::ThreadExited(code) => thread::exit_thread(p, t, code),
+        other => other,
+    }
+}
+
+/// `run_thread` without the thread bookkeeping of `exit`.
+fn run_thread_raw(p: &Arc<Process>, engine: &mut dyn Engine, cpu: &mut CpuState, t: &mut Thread) -> Stop {
     loop {
         let exit = engine.run(cpu);
         let mut task = Task { p, t: &mut *t, cpu: &mut *cpu };
@@ -227,10 +240,7 @@ fn run_thread(p: &Arc<Process>, engine: &mut dyn Engine, cpu: &mut CpuState, t: 
         };
         let r = r.and_then(|()| signal::deliver_pending(&mut task));
         if let Err(stop) = r {
-            return match stop {
-                Stop::ThreadExited(code) => thread::exit_thread(p, t, code),
-                other => other,
-            };
+            return stop;
         }
     }
 }
@@ -247,7 +257,8 @@ fn syscall(task: &mut Task<'_>) -> Result<(), Stop> {
     if task.p.strace {
         strace::after(nr, &r);
     }
-    task.cpu.gpr[reg::RAX] = r? as u64;
+    let v = signal::restart_after_signal(task, nr, r?);
+    task.cpu.gpr[reg::RAX] = v as u64;
     Ok(())
 }
 

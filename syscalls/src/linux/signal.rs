@@ -77,6 +77,12 @@ impl Pending {
         p
     }
 
+    /// Make `p` the record the host handler on this thread fills (after a
+    /// vfork child borrowed this thread's TLS).
+    pub(crate) fn make_current(p: &'static Pending) {
+        CURRENT.with(|c| c.set(p));
+    }
+
     /// Take the lowest pending signal not in `mask`, with its siginfo.
     fn take(&self, mask: u64) -> Option<(i32, [u8; 128])> {
         let ready = self.bits.load(Ordering::Acquire) & !mask;
@@ -92,7 +98,7 @@ impl Pending {
 }
 
 /// The host handler for signals the guest handles.
-extern "C" fn host_handler(sig: libc::c_int, info: *mut libc::siginfo_t, _uc: *mut libc::c_void) {
+extern "C" fn host_handler(sig: libc::c_int, info: *mut libc::siginfo_t, uc: *mut libc::c_void) {
     let p = CURRENT.with(|c| c.get());
     // SAFETY: the kernel passes a valid siginfo for SA_SIGINFO handlers.
     let code = unsafe { (*info).si_code };
@@ -113,6 +119,13 @@ extern "C" fn host_handler(sig: libc::c_int, info: *mut libc::siginfo_t, _uc: *m
         std::ptr::copy_nonoverlapping(info as *const u8, p.info[sig as usize].get() as *mut u8, 128);
         p.bits.fetch_or(bit(sig), Ordering::AcqRel);
         p.interrupt.store(true, Ordering::Release);
+        // Keep the signal blocked on this thread when the handler returns,
+        // until the run loop has delivered this instance: further
+        // instances stay queued in the kernel (real-time signals queue as
+        // on Linux) instead of overwriting this one.
+        if !uc.is_null() {
+            libc::sigaddset(&mut (*(uc as *mut libc::ucontext_t)).uc_sigmask, sig);
+        }
     }
 }
 
@@ -129,7 +142,11 @@ pub(crate) fn apply_host_disposition(sig: i32, act: &[u64; 4]) {
         0 => libc::SIG_DFL,
         1 => libc::SIG_IGN,
         _ => {
-            sa.sa_flags = libc::SA_SIGINFO | (act[1] & SA_RESTART) as i32;
+            // Never SA_RESTART on the host: an interrupted syscall comes back
+            // with EINTR, the guest's handler runs, and then the syscall is
+            // restarted (or not) by `restart_after_signal`, as Linux does,
+            // so the handler runs while the call is blocked, not after it.
+            sa.sa_flags = libc::SA_SIGINFO;
             host_handler as *const () as usize
         }
     };
@@ -161,23 +178,68 @@ pub(crate) fn host_mask() -> u64 {
     old
 }
 
-/// Set this thread's guest mask, and the host's to match.
+/// Set this thread's guest mask, and the host's to match (plus the
+/// signals caught but not yet delivered, which stay blocked on the host).
 pub(crate) fn set_mask(task: &mut Task<'_>, mask: u64) {
     let mask = mask & !UNBLOCKABLE;
     task.t.sigmask = mask;
+    let host = mask | task.t.signals.bits.load(Ordering::Acquire);
     // SAFETY: rt_sigprocmask with our own 8-byte set.
-    unsafe { libc::syscall(libc::SYS_rt_sigprocmask, libc::SIG_SETMASK, &mask as *const u64, 0usize, 8usize) };
+    unsafe { libc::syscall(libc::SYS_rt_sigprocmask, libc::SIG_SETMASK, &host as *const u64, 0usize, 8usize) };
 }
 
 // ----- delivery -----
 
+/// Syscalls Linux does not restart after a handler even with SA_RESTART
+/// (they return EINTR: -ERESTARTNOHAND or a restart block with a timeout).
+const NEVER_RESTARTED: &[u64] = &[
+    7,   // poll
+    23,  // select
+    34,  // pause
+    35,  // nanosleep
+    128, // rt_sigtimedwait
+    130, // rt_sigsuspend
+    230, // clock_nanosleep
+    232, // epoll_wait
+    270, // pselect6
+    271, // ppoll
+    281, // epoll_pwait
+];
+
+/// A syscall that a host signal interrupted (-EINTR): if the signal has a
+/// guest handler with SA_RESTART and the call is one Linux restarts, back
+/// RIP up onto the SYSCALL and put the number back in RAX, so the call runs
+/// again when the handler returns (the frame saves this state). Returns
+/// the value RAX should get now.
+pub(crate) fn restart_after_signal(task: &mut Task<'_>, nr: u64, ret: i64) -> i64 {
+    if ret != -(libc::EINTR as i64) || NEVER_RESTARTED.contains(&nr) {
+        return ret;
+    }
+    let ready = task.t.signals.bits.load(Ordering::Acquire) & !task.t.sigmask;
+    if ready == 0 {
+        return ret;
+    }
+    let sig = ready.trailing_zeros() as i32 + 1;
+    let act = lock(&task.p.sigactions)[sig as usize];
+    if act[0] > 1 && act[1] & SA_RESTART != 0 {
+        task.cpu.rip = task.cpu.rip.wrapping_sub(2);
+        return nr as i64;
+    }
+    ret
+}
+
 /// Deliver every pending, unblocked signal of this thread.
 pub(crate) fn deliver_pending(task: &mut Task<'_>) -> Result<(), Stop> {
+    let taken = task.t.signals.bits.load(Ordering::Acquire);
     let r = deliver_unblocked(task);
     // After rt_sigsuspend: the old mask comes back here unless a frame
-    // saved it for its rt_sigreturn.
+    // saved it for its rt_sigreturn. Signals taken from the record are
+    // unblocked on the host again (unless the guest blocks them).
     if let Some(old) = task.t.saved_mask.take() {
         set_mask(task, old);
+    } else if taken != 0 && task.t.signals.bits.load(Ordering::Acquire) != taken {
+        let m = task.t.sigmask;
+        set_mask(task, m);
     }
     r
 }

@@ -28,13 +28,12 @@ pub(crate) fn clone(task: &mut Task<'_>, a: &[u64; 6]) -> Result<i64, Stop> {
         return Ok(spawn_thread(task, flags, stack, ptid, ctid, tls));
     }
     if vm {
-        // A process sharing our memory (vfork-style posix_spawn): run it as
-        // a fork instead when it brings no stack of its own; with its own
-        // stack it expects the shared memory, which a host fork cannot give.
-        if stack != 0 && flags & libc::CLONE_VFORK as u64 == 0 {
-            tracing::warn!(flags = format_args!("{flags:#x}"), "clone(CLONE_VM) without CLONE_THREAD is not supported");
-            return Ok(-(libc::ENOSYS as i64));
+        if flags & libc::CLONE_VFORK as u64 != 0 {
+            // vfork and posix_spawn: a child sharing our memory while we wait.
+            return Ok(shared_vfork(task, flags, stack, ctid, tls));
         }
+        tracing::warn!(flags = format_args!("{flags:#x}"), "clone(CLONE_VM) without CLONE_THREAD or CLONE_VFORK is not supported");
+        return Ok(-(libc::ENOSYS as i64));
     }
     fork_like(task, flags, stack, ptid, ctid, tls)
 }
@@ -44,10 +43,110 @@ pub(crate) fn fork(task: &mut Task<'_>, _: &[u64; 6]) -> Result<i64, Stop> {
     fork_like(task, libc::SIGCHLD as u64, 0, 0, 0, 0)
 }
 
-/// vfork(): a new process sharing nothing (a copy, as with fork), the
-/// parent waiting until it execs or exits.
+/// vfork(): a child sharing our memory, on our stack, while this thread
+/// waits until it execs or exits.
 pub(crate) fn vfork(task: &mut Task<'_>, _: &[u64; 6]) -> Result<i64, Stop> {
-    fork_like(task, (libc::CLONE_VFORK | libc::SIGCHLD) as u64, 0, 0, 0, 0)
+    Ok(shared_vfork(task, (libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD) as u64, 0, 0, 0))
+}
+
+/// What a vfork child starts from.
+struct VforkChild {
+    p: Arc<Process>,
+    cpu: CpuState,
+    sigmask: u64,
+    clear_child_tid: u64,
+    child_settid: u64,
+}
+
+/// A real vfork: a host `clone(CLONE_VM|CLONE_VFORK)` whose child runs the
+/// guest (on the guest stack it was given, or ours) in urun's shared
+/// memory, while this host thread is suspended until the child execs or
+/// exits, as the kernel does for the native program. The child writes to
+/// shared guest memory are seen by the parent (posix_spawn reports exec
+/// errors that way). The child leaves with `_exit`, never unwinding or
+/// running exit handlers in the shared memory.
+fn shared_vfork(task: &mut Task<'_>, flags: u64, stack: u64, ctid: u64, tls: u64) -> i64 {
+    let settid = flags & libc::CLONE_CHILD_SETTID as u64 != 0;
+    let cleartid = flags & libc::CLONE_CHILD_CLEARTID as u64 != 0;
+    if (settid || cleartid) && !task.p.mem.check(ctid, 4, Prot::WRITE) {
+        return EFAULT;
+    }
+    let mut cpu = task.cpu.clone();
+    cpu.gpr[reg::RAX] = 0;
+    if stack != 0 {
+        cpu.gpr[reg::RSP] = stack;
+    }
+    if flags & libc::CLONE_SETTLS as u64 != 0 {
+        cpu.fs_base = tls;
+    }
+    let mut child = VforkChild {
+        p: task.p.clone(),
+        cpu,
+        sigmask: task.t.sigmask,
+        clear_child_tid: if cleartid { ctid } else { 0 },
+        child_settid: if settid { ctid } else { 0 },
+    };
+    let mut host_stack = vec![0u8; 512 * 1024];
+    // SAFETY: the stack buffer outlives the child's use of it (CLONE_VFORK
+    // suspends us until the child has exec'd or exited); `child` is passed
+    // by pointer and likewise outlives it. The child shares our memory and
+    // our thread's TLS while we are suspended; it restores nothing of ours
+    // it did not save (see `vfork_child`).
+    let pid = unsafe {
+        let top = host_stack.as_mut_ptr().add(host_stack.len()) as *mut libc::c_void;
+        let top = ((top as usize) & !15) as *mut libc::c_void;
+        libc::clone(
+            vfork_child,
+            top,
+            libc::CLONE_VM | libc::CLONE_VFORK | (flags as i32 & 0xff),
+            (&mut child as *mut VforkChild).cast(),
+        )
+    };
+    // The child ran on this thread's TLS: point the signal record back at
+    // ours.
+    signal::Pending::make_current(task.t.signals);
+    drop(host_stack);
+    if pid < 0 {
+        return raw_result(-1);
+    }
+    pid as i64
+}
+
+/// The vfork child's host entry point: run the guest until it execs (which
+/// replaces this process) or ends.
+extern "C" fn vfork_child(arg: *mut libc::c_void) -> libc::c_int {
+    // SAFETY: `arg` is the parent's `VforkChild`, alive while we run.
+    let c = unsafe { &mut *(arg as *mut VforkChild) };
+    // SAFETY: gettid cannot fail.
+    let tid = unsafe { libc::syscall(libc::SYS_gettid) } as i32;
+    if c.child_settid != 0 {
+        // SAFETY: checked writable guest memory before the clone.
+        unsafe { (c.child_settid as *mut i32).write_unaligned(tid) };
+    }
+    let mut engine = (c.p.new_engine)(c.p.mem.clone());
+    let mut t = Thread {
+        tid,
+        clear_child_tid: c.clear_child_tid,
+        altstack: [0, libc::SS_DISABLE as u64, 0],
+        sigmask: c.sigmask,
+        saved_mask: None,
+        signals: signal::Pending::for_this_thread(engine.interrupt_handle()),
+    };
+    let p = c.p.clone();
+    let stop = run_vfork_child(&p, engine.as_mut(), &mut c.cpu, &mut t);
+    match stop {
+        Stop::Exited(code) | Stop::ThreadExited(code) => {
+            // SAFETY: leave without running exit handlers in shared memory.
+            unsafe { libc::_exit(code) }
+        }
+        Stop::Signaled(sig) => kill_process(sig),
+    }
+}
+
+/// The vfork child's run loop: the usual one, but its exit must not touch
+/// the parent's thread count (the memory is shared).
+fn run_vfork_child(p: &Arc<Process>, engine: &mut dyn urun_cpu::Engine, cpu: &mut CpuState, t: &mut Thread) -> Stop {
+    super::run_thread_raw(p, engine, cpu, t)
 }
 
 /// A new process: a host fork of urun and the guest together. With
