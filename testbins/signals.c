@@ -90,7 +90,7 @@ static void alarm_handler(int sig, siginfo_t *si, void *uc)
 }
 
 /* If the read is neither interrupted nor restarted with the handler's byte,
- * a watchdog thread (all signals blocked) unblocks it after 3 s with a 'w'
+ * a watchdog thread (all signals blocked) unblocks it after 10 s with a 'w'
  * so that the failure shows in the output instead of as a hang. */
 static pthread_mutex_t wd_mu = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t wd_cv = PTHREAD_COND_INITIALIZER;
@@ -99,7 +99,7 @@ static void *watchdog(void *arg)
 {
     struct timespec until;
     clock_gettime(CLOCK_REALTIME, &until);
-    until.tv_sec += 3;
+    until.tv_sec += 10;
     pthread_mutex_lock(&wd_mu);
     while (!wd_stop)
         if (pthread_cond_timedwait(&wd_cv, &wd_mu, &until) == ETIMEDOUT) {
@@ -120,7 +120,9 @@ static void test_restart(int flags, const char *name)
     pthread_create(&wd, NULL, watchdog, NULL);
     pthread_sigmask(SIG_SETMASK, &old, NULL);
     install(SIGALRM, alarm_handler, flags, 0);
-    struct itimerval it = {{0, 0}, {0, 30000}};
+    /* Long enough that the read has surely started, even under urun on a
+     * loaded machine. */
+    struct itimerval it = {{0, 0}, {0, 300000}};
     setitimer(ITIMER_REAL, &it, NULL);
     char c = 0;
     errno = 0;
