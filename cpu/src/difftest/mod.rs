@@ -531,6 +531,10 @@ mod tests {
         (Code::Fsave_m108byte, "as FNSTENV"),
         (Code::Fxrstor_m512byte, "FCW from the image keeps reserved bits 6, 7 and 13-15 as stored; the host forces bit 6 set and the rest clear"),
         (Code::Fxrstor64_m512byte, "as FXRSTOR"),
+        (
+            Code::Ldmxcsr_m32,
+            "MXCSR bit 17 (AMD's MM, misaligned-SSE mask): this AMD host's MXCSR_MASK accepts it, urun raises #GP (its FXSAVE reports the host's mask)",
+        ),
     ];
 
     /// The control-transfer plumbing: both paths of a Jcc, a CALL's pushed
