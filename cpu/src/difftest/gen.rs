@@ -4,7 +4,7 @@
 
 use iced_x86::{Code, Decoder, DecoderOptions, Encoder, FlowControl, Instruction, Mnemonic, OpCodeOperandKind as K, OpKind, Register};
 
-use super::{State, WINDOW};
+use super::{full_tag, Fpu, State, EPI, INSN, LOW, PAD, WINDOW};
 use crate::state::{fl, reg};
 
 /// A small deterministic generator (xorshift64*).
@@ -87,21 +87,71 @@ pub const EDGE_VALUES: &[u64] = &[
 /// Edge values for 32-bit float lanes: NaNs (quiet, signalling), ±0, ±inf,
 /// denormals, rounding ties, integer-indefinite boundaries.
 pub const EDGE32: &[u32] = &[
-    0x7fc0_0000, 0xffc0_0001, 0x7f80_0001, 0x8000_0000, 0x0000_0000, 0x7f80_0000, 0xff80_0000, 0x0000_0001,
-    0x807f_ffff, 0x3fc0_0000, 0xc020_0000, 0x4020_0000, 0x3f00_0000, 0xbf40_0000, 0x4f00_0000, 0xcf00_0000,
-    0x4eff_ffff, 0xcf00_0001, 0x5f00_0000, 0xdf00_0000, 0x5eff_ffff, 0x7f7f_ffff, 0x3dcc_cccd, 0x7fff_ffff,
-    0x8000_7fff, 0x0001_fffe, 0xffff_ffff, 0x1234_5678, 0x4b40_0001, 0x0080_0000, 0x3f80_0000, 0xbf80_0000,
+    0x7fc0_0000,
+    0xffc0_0001,
+    0x7f80_0001,
+    0x8000_0000,
+    0x0000_0000,
+    0x7f80_0000,
+    0xff80_0000,
+    0x0000_0001,
+    0x807f_ffff,
+    0x3fc0_0000,
+    0xc020_0000,
+    0x4020_0000,
+    0x3f00_0000,
+    0xbf40_0000,
+    0x4f00_0000,
+    0xcf00_0000,
+    0x4eff_ffff,
+    0xcf00_0001,
+    0x5f00_0000,
+    0xdf00_0000,
+    0x5eff_ffff,
+    0x7f7f_ffff,
+    0x3dcc_cccd,
+    0x7fff_ffff,
+    0x8000_7fff,
+    0x0001_fffe,
+    0xffff_ffff,
+    0x1234_5678,
+    0x4b40_0001,
+    0x0080_0000,
+    0x3f80_0000,
+    0xbf80_0000,
 ];
 
 /// Edge values for 64-bit float lanes, likewise.
 pub const EDGE64: &[u64] = &[
-    0x7ff8_0000_0000_0000, 0xfff8_0000_0000_0001, 0x7ff0_0000_0000_0001, 0x8000_0000_0000_0000, 0,
-    0x7ff0_0000_0000_0000, 0xfff0_0000_0000_0000, 1, 0x800f_ffff_ffff_ffff, 0x3ff8_0000_0000_0000,
-    0xc004_0000_0000_0000, 0x4004_0000_0000_0000, 0x3fe0_0000_0000_0000, 0x41e0_0000_0000_0000,
-    0xc1e0_0000_0000_0000, 0x41df_ffff_ffc0_0000, 0xc1e0_0000_0020_0000, 0x43e0_0000_0000_0000,
-    0xc3e0_0000_0000_0000, 0x43df_ffff_ffff_ffff, 0x7fef_ffff_ffff_ffff, 0x3fb9_9999_9999_999a,
-    0x3810_0000_0000_0000, 0x47ef_ffff_f000_0000, 0x36a0_0000_0000_0000, 0x0010_0000_0000_0000, u64::MAX,
-    0x3ff0_0000_0000_0000, 0xbff0_0000_0000_0000,
+    0x7ff8_0000_0000_0000,
+    0xfff8_0000_0000_0001,
+    0x7ff0_0000_0000_0001,
+    0x8000_0000_0000_0000,
+    0,
+    0x7ff0_0000_0000_0000,
+    0xfff0_0000_0000_0000,
+    1,
+    0x800f_ffff_ffff_ffff,
+    0x3ff8_0000_0000_0000,
+    0xc004_0000_0000_0000,
+    0x4004_0000_0000_0000,
+    0x3fe0_0000_0000_0000,
+    0x41e0_0000_0000_0000,
+    0xc1e0_0000_0000_0000,
+    0x41df_ffff_ffc0_0000,
+    0xc1e0_0000_0020_0000,
+    0x43e0_0000_0000_0000,
+    0xc3e0_0000_0000_0000,
+    0x43df_ffff_ffff_ffff,
+    0x7fef_ffff_ffff_ffff,
+    0x3fb9_9999_9999_999a,
+    0x3810_0000_0000_0000,
+    0x47ef_ffff_f000_0000,
+    0x36a0_0000_0000_0000,
+    0x0010_0000_0000_0000,
+    u64::MAX,
+    0x3ff0_0000_0000_0000,
+    0xbff0_0000_0000_0000,
 ];
 
 /// Why a form is not compared, or `None` when it is.
@@ -109,18 +159,16 @@ pub fn skip_reason(code: Code) -> Option<&'static str> {
     use Mnemonic::*;
     let oc = code.op_code();
     for i in 0..oc.op_count() {
-        match oc.op_kind(i) {
-            K::seg_reg | K::fs | K::gs => return Some("segment register operand: urun does not model FS/GS selectors"),
-            K::st0 | K::sti_opcode => return Some("x87 register operand: no x87 state comparison yet"),
-            _ => {}
+        if matches!(oc.op_kind(i), K::seg_reg | K::fs | K::gs) {
+            return Some("segment register operand: urun does not model FS/GS selectors");
         }
     }
-    // Every x87 mnemonic starts with F (FCMOVcc is listed under CMOV).
-    let x87 = code.cpuid_features().iter().any(|f| {
-        matches!(f, iced_x86::CpuidFeature::FPU | iced_x86::CpuidFeature::FPU287 | iced_x86::CpuidFeature::FPU387 | iced_x86::CpuidFeature::CMOV)
-    }) && format!("{:?}", code.mnemonic()).starts_with('F');
-    if x87 || matches!(code.mnemonic(), Fxsave | Fxsave64 | Fxrstor | Fxrstor64 | Emms) {
-        return Some("x87 state (implicit ST(0), control/status words, FXSAVE images): compared bit for bit by ops/x87_tests.rs, which seeds and compares the whole x87 state");
+    if matches!(code, Code::Jmp_m1616 | Code::Jmp_m1632 | Code::Jmp_m1664 | Code::Call_m1616 | Code::Call_m1632 | Code::Call_m1664) {
+        return Some("far JMP/CALL through memory: a segment form; urun raises #UD by design, the host loads CS from the selector");
+    }
+    let branch = !matches!(code.flow_control(), FlowControl::Next | FlowControl::Exception | FlowControl::Interrupt);
+    if branch && oc.operand_size() == 16 {
+        return Some("0x66 on a near branch: iced's default (Intel) decoder, which urun uses, ignores it in 64-bit mode, so the form never decodes (and an AMD host would honour it with a 16-bit IP)");
     }
     match code.mnemonic() {
         Cpuid => return Some("CPUID: urun reports its own CPU model by design (cpuid.rs), not the host's"),
@@ -128,12 +176,11 @@ pub fn skip_reason(code: Code) -> Option<&'static str> {
         Rdrand | Rdseed => return Some("random number: differs between any two reads"),
         Syscall => return Some("SYSCALL: enters the host kernel natively; the interpreter exits to the personality"),
         Int3 | Int1 | Int => return Some("INT3/INT1/INT n: SIGTRAP or a kernel entry natively, which the harness does not catch"),
-        Ud0 if oc.op_count() == 0 => return Some("UD0 without ModRM: iced's default (Intel) decoder reads 0F FF with a ModRM, so the form cannot be round-tripped"),
+        Ud0 if oc.op_count() == 0 => {
+            return Some("UD0 without ModRM: iced's default (Intel) decoder reads 0F FF with a ModRM, so the form cannot be round-tripped")
+        }
         Ud0 | Ud1 | Ud2 => return None,
         _ => {}
-    }
-    if code.flow_control() != FlowControl::Next {
-        return Some("control transfer (Jcc/JMP/CALL/RET/LOOP/JRCXZ): one instruction cannot be run natively without branching out of the harness");
     }
     None
 }
@@ -146,12 +193,127 @@ pub struct Case {
     pub mem: Vec<u8>,
     /// Offset in the window of the explicit memory operand, if any.
     pub ea: Option<usize>,
+    /// The taken landing pad of a control transfer.
+    pub target: Option<u64>,
+}
+
+/// Interesting 80-bit values: zeros, infinities, NaNs of each kind,
+/// denormals, pseudo-denormals, unnormals, pseudo-NaN/infinity, extremes,
+/// integer-conversion boundaries, pi.
+const F80: &[(u16, u64)] = &[
+    (0, 0),
+    (0x8000, 0),
+    (0x7fff, 1 << 63),
+    (0xffff, 1 << 63),
+    (0x7fff, 0xc000_0000_0000_0000),
+    (0xffff, 0xc000_0000_0000_0000),
+    (0x7fff, 0xa000_0000_0000_0001),
+    (0xffff, 0xe123_4567_89ab_cdef),
+    (0x0000, 1),
+    (0x8000, 0x7fff_ffff_ffff_ffff),
+    (0x0000, 0x8000_0000_0000_0001),
+    (0x3fff, 0x4000_0000_0000_0000),
+    (0x7fff, 0x4000_0000_0000_0000),
+    (0x7fff, 0),
+    (0x7ffe, u64::MAX),
+    (0xfffe, u64::MAX),
+    (0x0001, 1 << 63),
+    (0x3fff, 1 << 63),
+    (0xbfff, 1 << 63),
+    (0x3fff, 0x8000_0000_0000_0001),
+    (0xbfff, u64::MAX),
+    (0x403e, 1 << 63),
+    (0xc03e, 1 << 63),
+    (0x401d, 0xffff_fffe_0000_0000),
+    (0x400e, 0xffff_0000_0000_0000),
+    (0x403f, 1 << 63),
+    (0x3ffd, 0xaaaa_aaaa_aaaa_aaab),
+    (0x4000, 0xc90f_daa2_2168_c235),
+    (0x3fff, 0xc90f_daa2_2168_c235),
+    (0x3ffe, 0x8000_0000_0000_0000),
+    (0x4000, 0xa000_0000_0000_0000),
+    (0x3c00, 0xc000_0000_0000_0001),
+];
+
+fn f80(se: u16, m: u64) -> [u8; 10] {
+    let mut r = [0u8; 10];
+    r[..8].copy_from_slice(&m.to_le_bytes());
+    r[8..].copy_from_slice(&se.to_le_bytes());
+    r
+}
+
+/// An x87 register value: an edge value, an MMX-style value (exponent
+/// 0xFFFF), a normal number of moderate size, or noise.
+fn f80_value(rng: &mut Rng) -> [u8; 10] {
+    match rng.below(4) {
+        0 => {
+            let (se, m) = rng.pick(F80);
+            f80(se, m)
+        }
+        1 => f80(0xffff, rng.gpr()),
+        2 => {
+            let e = 0x3fff + rng.below(140) as u16 - 70;
+            f80(e | (rng.below(2) as u16) << 15, rng.next() | 1 << 63)
+        }
+        _ => f80(rng.next() as u16, rng.next()),
+    }
+}
+
+/// A random x87/MMX state: random registers, TOP, tags, condition codes and
+/// masked exception flags; FCW masks every exception, with a random
+/// rounding and (valid) precision control.
+fn fpu(rng: &mut Rng) -> Fpu {
+    let mut st = [[0u8; 10]; 8];
+    for r in st.iter_mut() {
+        *r = f80_value(rng);
+    }
+    let top = rng.below(8) as u16;
+    let fsw = (top << 11) | (rng.next() as u16 & 0x473f);
+    let fcw = 0x007f | (rng.below(4) as u16) << 10 | rng.pick(&[0u16, 2, 3]) << 8;
+    let abridged = match rng.below(4) {
+        0 => 0,
+        1 => 0xff,
+        _ => rng.next() as u8,
+    };
+    Fpu { st, fcw, fsw, ftw: full_tag(abridged, &st) }
+}
+
+/// A taken target for a branch at `ip` (a landing pad's address, clear of
+/// the instruction and its fall-through pad): ahead or behind, within a
+/// rel8's reach when `near`.
+fn branch_target(rng: &mut Rng, ip: u64, near: bool) -> u64 {
+    let area = ip - INSN;
+    let ahead = rng.below(2) == 0;
+    match (near, ahead) {
+        // 16 bytes of instruction and a pad ahead; rel8 reaches 127 past
+        // the end of a 2-byte instruction and 125 before a 3-byte one.
+        (true, true) => ip + 16 + PAD + rng.below(129 - 28 + 1),
+        (true, false) => ip - 125 + rng.below(125 - PAD + 1),
+        (false, true) => ip + 16 + PAD + rng.below(EPI - PAD - INSN - 16 - PAD + 1),
+        (false, false) => area + LOW + rng.below(INSN - PAD - LOW + 1),
+    }
 }
 
 const GPR8: &[Register] = &[
-    Register::AL, Register::CL, Register::DL, Register::BL, Register::AH, Register::CH, Register::DH, Register::BH,
-    Register::BPL, Register::SIL, Register::DIL, Register::R8L, Register::R9L, Register::R10L, Register::R11L,
-    Register::R12L, Register::R13L, Register::R14L, Register::R15L,
+    Register::AL,
+    Register::CL,
+    Register::DL,
+    Register::BL,
+    Register::AH,
+    Register::CH,
+    Register::DH,
+    Register::BH,
+    Register::BPL,
+    Register::SIL,
+    Register::DIL,
+    Register::R8L,
+    Register::R9L,
+    Register::R10L,
+    Register::R11L,
+    Register::R12L,
+    Register::R13L,
+    Register::R14L,
+    Register::R15L,
 ];
 
 fn gpr_of_size(size: usize, i: usize) -> Register {
@@ -195,10 +357,12 @@ fn imm_value(rng: &mut Rng) -> u64 {
 
 /// Build one random instance of `code`. `window` is the host address of
 /// the data window; the state's memory operands point into it.
-pub fn generate(code: Code, rng: &mut Rng, window: u64) -> Result<Case, String> {
+/// `ip` is where the instruction will run (`Bench::insn_addr`); branch
+/// targets are landing pads around it.
+pub fn generate(code: Code, rng: &mut Rng, window: u64, ip: u64) -> Result<Case, String> {
     let mut last_err = String::new();
     for _ in 0..64 {
-        match try_generate(code, rng, window) {
+        match try_generate(code, rng, window, ip) {
             Ok(c) => return Ok(c),
             Err(e) => last_err = e,
         }
@@ -206,7 +370,7 @@ pub fn generate(code: Code, rng: &mut Rng, window: u64) -> Result<Case, String> 
     Err(last_err)
 }
 
-fn try_generate(code: Code, rng: &mut Rng, window: u64) -> Result<Case, String> {
+fn try_generate(code: Code, rng: &mut Rng, window: u64, ip: u64) -> Result<Case, String> {
     use Mnemonic::*;
     let oc = code.op_code();
     let mnemonic = code.mnemonic();
@@ -217,6 +381,8 @@ fn try_generate(code: Code, rng: &mut Rng, window: u64) -> Result<Case, String> 
     let mut used = [false; 16];
     used[reg::RSP] = true;
     let mut mem_op = None;
+    let mut target = None;
+    let mut rdi_mem = false;
     for i in 0..oc.op_count() {
         let k = oc.op_kind(i);
         let reg_size = match k {
@@ -250,6 +416,10 @@ fn try_generate(code: Code, rng: &mut Rng, window: u64) -> Result<Case, String> 
             K::dx => fixed(Register::DX),
             K::xmm_reg | K::xmm_rm => Some(reg_add(Register::XMM0, rng.below(16) as usize)),
             K::xmm_or_mem if rng.below(2) == 0 => Some(reg_add(Register::XMM0, rng.below(16) as usize)),
+            K::mm_reg | K::mm_rm => Some(reg_add(Register::MM0, rng.below(8) as usize)),
+            K::mm_or_mem if rng.below(2) == 0 => Some(reg_add(Register::MM0, rng.below(8) as usize)),
+            K::st0 => Some(Register::ST0),
+            K::sti_opcode => Some(reg_add(Register::ST0, rng.below(8) as usize)),
             K::cr_reg => Some(rng.pick(&[Register::CR0, Register::CR2, Register::CR3, Register::CR4, Register::CR8])),
             K::dr_reg => Some(rng.pick(&[Register::DR0, Register::DR1, Register::DR6, Register::DR7])),
             _ => None,
@@ -263,7 +433,7 @@ fn try_generate(code: Code, rng: &mut Rng, window: u64) -> Result<Case, String> 
             continue;
         }
         match k {
-            K::r8_or_mem | K::r16_or_mem | K::r32_or_mem | K::r64_or_mem | K::xmm_or_mem | K::mem => {
+            K::r8_or_mem | K::r16_or_mem | K::r32_or_mem | K::r64_or_mem | K::xmm_or_mem | K::mm_or_mem | K::mem => {
                 insn.set_op_kind(i, OpKind::Memory);
                 mem_op = Some(i);
             }
@@ -273,6 +443,29 @@ fn try_generate(code: Code, rng: &mut Rng, window: u64) -> Result<Case, String> 
             }
             K::seg_rSI => insn.set_op_kind(i, OpKind::MemorySegRSI),
             K::es_rDI => insn.set_op_kind(i, OpKind::MemoryESRDI),
+            K::seg_rDI => {
+                insn.set_op_kind(i, OpKind::MemorySegRDI);
+                rdi_mem = true;
+            }
+            K::br16_1 | K::br32_1 | K::br64_1 | K::br16_2 | K::br32_4 | K::br64_4 => {
+                let near = matches!(k, K::br16_1 | K::br32_1 | K::br64_1);
+                let t = branch_target(rng, ip, near);
+                match k {
+                    K::br16_1 | K::br16_2 => {
+                        insn.set_op_kind(i, OpKind::NearBranch16);
+                        insn.set_near_branch16(t as u16);
+                    }
+                    K::br32_1 | K::br32_4 => {
+                        insn.set_op_kind(i, OpKind::NearBranch32);
+                        insn.set_near_branch32(t as u32);
+                    }
+                    _ => {
+                        insn.set_op_kind(i, OpKind::NearBranch64);
+                        insn.set_near_branch64(t);
+                    }
+                }
+                target = Some(t);
+            }
             K::seg_rBX_al => {
                 insn.set_op_kind(i, OpKind::Memory);
                 insn.set_memory_base(Register::RBX);
@@ -347,6 +540,29 @@ fn try_generate(code: Code, rng: &mut Rng, window: u64) -> Result<Case, String> 
             s.gpr[reg::RCX] = rng.below(41);
         }
     }
+    s.fpu = fpu(rng);
+    if rdi_mem {
+        s.gpr[reg::RDI] = window + 0x2000 + rng.below(0x800);
+    }
+    if matches!(mnemonic, Loop | Loope | Loopne | Jrcxz | Jecxz) && rng.below(2) == 0 {
+        s.gpr[reg::RCX] = rng.pick(&[0u64, 1, 2, 0x1_0000_0000, 0x1_0000_0001, 0xffff_ffff_0000_0001, u64::MAX]);
+    }
+    // Indirect JMP/CALL through a register and RET: the destination is a
+    // landing pad.
+    let indirect = matches!(mnemonic, Jmp | Call) && target.is_none();
+    if indirect && insn.op0_kind() == OpKind::Register {
+        let t = branch_target(rng, ip, false);
+        if let Some(g) = gpr_index(insn.op0_register()) {
+            s.gpr[g] = t;
+        }
+        target = Some(t);
+    }
+    if mnemonic == Ret {
+        let t = branch_target(rng, ip, false);
+        let at = (s.gpr[reg::RSP] - window) as usize;
+        mem[at..at + 8].copy_from_slice(&t.to_le_bytes());
+        target = Some(t);
+    }
     if matches!(mnemonic, Enter | Leave) {
         s.gpr[reg::RBP] = window + 0x2800 + 8 * rng.below(64);
     }
@@ -402,7 +618,13 @@ fn try_generate(code: Code, rng: &mut Rng, window: u64) -> Result<Case, String> 
             }
             s.gpr[base] = rest;
             insn.set_memory_displacement64(disp as u64);
-            insn.set_memory_displ_size(if disp == 0 { 0 } else if (-128..128).contains(&disp) { 1 } else { 4 });
+            insn.set_memory_displ_size(if disp == 0 {
+                0
+            } else if (-128..128).contains(&disp) {
+                1
+            } else {
+                4
+            });
         }
         // Edge values in the operand itself.
         match rng.below(3) {
@@ -412,6 +634,44 @@ fn try_generate(code: Code, rng: &mut Rng, window: u64) -> Result<Case, String> 
                 mem[off + 8..off + 16].copy_from_slice(&rng.half().to_le_bytes());
             }
             _ => {}
+        }
+        let size = insn.memory_size().size();
+        if size == 10 && rng.below(2) == 0 {
+            if mnemonic == Fbld {
+                // Valid BCD digits.
+                for b in &mut mem[off..off + 9] {
+                    *b = (rng.below(10) as u8) << 4 | rng.below(10) as u8;
+                }
+                mem[off + 9] = rng.pick(&[0u8, 0x80]);
+            } else {
+                mem[off..off + 10].copy_from_slice(&f80_value(rng));
+            }
+        }
+        // Loaded control words keep every exception masked, and loaded
+        // status words have no exception pending (ES, B): the host would
+        // trap on its next waiting instruction.
+        match mnemonic {
+            Fldcw | Fldenv | Frstor | Fxrstor | Fxrstor64 => mem[off] |= 0x3f,
+            _ => {}
+        }
+        match mnemonic {
+            Fldenv | Frstor => {
+                mem[off + 4] &= !0x80;
+                mem[off + 5] &= !0x80;
+            }
+            Fxrstor | Fxrstor64 => {
+                mem[off + 2] &= !0x80;
+                mem[off + 3] &= !0x80;
+                if rng.below(4) != 0 {
+                    mem[off + 24..off + 28].copy_from_slice(&s.mxcsr.to_le_bytes());
+                }
+            }
+            _ => {}
+        }
+        if indirect {
+            let t = branch_target(rng, ip, false);
+            mem[off..off + 8].copy_from_slice(&t.to_le_bytes());
+            target = Some(t);
         }
         if mnemonic == Ldmxcsr && rng.below(4) != 0 {
             let v = s.mxcsr | (rng.next() as u32 & 0x3f);
@@ -429,12 +689,32 @@ fn try_generate(code: Code, rng: &mut Rng, window: u64) -> Result<Case, String> 
     }
 
     let mut enc = Encoder::new(64);
-    enc.encode(&insn, 0).map_err(|e| format!("encoder: {e}"))?;
+    enc.encode(&insn, ip).map_err(|e| format!("encoder: {e}"))?;
     let bytes = enc.take_buffer();
-    let mut dec = Decoder::new(64, &bytes, DecoderOptions::NONE);
-    let back = dec.decode();
-    if back.code() != code || back.len() != bytes.len() {
+    let mut dec = Decoder::with_ip(64, &bytes, ip, DecoderOptions::NONE);
+    let mut back = dec.decode();
+    if back.code() == Code::Wait && bytes.len() > 1 {
+        // A waiting x87 form (FSTCW, FSTSW, FSAVE, FSTENV, FCLEX, FINIT)
+        // decodes as WAIT and then the non-waiting form, and runs as those
+        // two instructions on both sides.
+        let mut rest = Decoder::with_ip(64, &bytes[1..], ip + 1, DecoderOptions::NONE);
+        let second = rest.decode();
+        if format!("{:?}", second.code()) == format!("{code:?}").replacen('F', "Fn", 1) && second.len() + 1 == bytes.len() {
+            back = insn;
+        }
+    }
+    if back.code() != code {
         return Err(format!("encoding {bytes:02x?} decodes as {:?}", back.code()));
     }
-    Ok(Case { insn: back, bytes, input: s, mem, ea })
+    if back.len() != bytes.len() && back.len() != 0 {
+        return Err(format!("encoding {bytes:02x?} decodes {} bytes long", back.len()));
+    }
+    if back.flow_control() != FlowControl::Next && matches!(back.op0_kind(), OpKind::NearBranch64) && Some(back.near_branch_target()) != target {
+        return Err(format!("branch target {:#x}, meant {target:x?}", back.near_branch_target()));
+    }
+    let flow = back.flow_control();
+    if target.is_none() && !matches!(flow, FlowControl::Next | FlowControl::Exception | FlowControl::Interrupt) {
+        return Err(format!("no landing pad for a {flow:?} instruction"));
+    }
+    Ok(Case { insn: back, bytes, input: s, mem, ea, target })
 }

@@ -56,6 +56,21 @@ impl Snippet {
         let exit = engine.run(&mut cpu);
         (cpu, exit)
     }
+
+    /// Put `code` at guest address `at` (inside the code area) and run
+    /// from `rip` with a fresh state prepared by `init`.
+    pub fn run_at(&self, at: u64, code: &[u8], rip: u64, init: impl FnOnce(&mut CpuState)) -> (CpuState, Exit) {
+        assert!(at >= self.code && at + code.len() as u64 <= self.code + 4 * PAGE_SIZE, "code outside the code area");
+        // SAFETY: the range was checked to lie in the code area, which we
+        // mapped RW.
+        unsafe { std::ptr::copy_nonoverlapping(code.as_ptr(), at as *mut u8, code.len()) };
+        let mut cpu = CpuState { rip, ..CpuState::default() };
+        cpu.gpr[reg::RSP] = self.stack_top;
+        init(&mut cpu);
+        let mut engine = Interpreter::new(self.mem.clone());
+        let exit = engine.run(&mut cpu);
+        (cpu, exit)
+    }
 }
 
 impl Drop for Snippet {
