@@ -524,18 +524,7 @@ mod tests {
 
     /// Interpreter mismatches the tester found that belong to the handler
     /// owners (listed here so that this test guards every other form).
-    const KNOWN: &[(Code, &str)] = &[
-        (Code::Fnstenv_m28byte, "bytes 26-27 of the environment (reserved upper half of the operand-selector dword): host 0xFFFF, urun 0"),
-        (Code::Fstenv_m28byte, "as FNSTENV"),
-        (Code::Fnsave_m108byte, "as FNSTENV, in the image's environment header"),
-        (Code::Fsave_m108byte, "as FNSTENV"),
-        (Code::Fxrstor_m512byte, "FCW from the image keeps reserved bits 6, 7 and 13-15 as stored; the host forces bit 6 set and the rest clear"),
-        (Code::Fxrstor64_m512byte, "as FXRSTOR"),
-        (
-            Code::Ldmxcsr_m32,
-            "MXCSR bit 17 (AMD's MM, misaligned-SSE mask): this AMD host's MXCSR_MASK accepts it, urun raises #GP (its FXSAVE reports the host's mask)",
-        ),
-    ];
+    const KNOWN: &[(Code, &str)] = &[];
 
     /// The control-transfer plumbing: both paths of a Jcc, a CALL's pushed
     /// return address and a RET to a pad are seen natively and agree with

@@ -202,14 +202,12 @@ fn movmsk<const LANE: u32>(ctx: &mut Ctx<'_>, insn: &Instruction) -> Step {
 
 // ----- MXCSR -----
 
-/// MXCSR bits that may be set: flags, DAZ, masks, rounding control, FTZ
-/// (the MXCSR_MASK FXSAVE reports).
-pub(crate) const MXCSR_WRITABLE: u32 = 0xffff;
-
 fn ldmxcsr(ctx: &mut Ctx<'_>, insn: &Instruction) -> Step {
     let a = ctx.ea(insn);
     let v = ctx.load(a, 4)? as u32;
-    if v & !MXCSR_WRITABLE != 0 {
+    // The bits the host's MXCSR_MASK allows (the one FXSAVE reports; on
+    // AMD it includes bit 17, the misaligned-SSE mask).
+    if v & !super::x87::host::mxcsr_mask() != 0 {
         return Err(ctx.fault(FaultKind::GeneralProtection));
     }
     ctx.cpu.mxcsr = v;

@@ -300,6 +300,8 @@ fn store_env(ctx: &mut Ctx<'_>, insn: &Instruction) -> Step {
     buf[ENV_FCW..ENV_FCW + 2].copy_from_slice(&guest.fcw.to_le_bytes());
     buf[ENV_FSW..ENV_FSW + 2].copy_from_slice(&guest.fsw.to_le_bytes());
     buf[ENV_POINTERS].fill(0);
+    // The reserved upper half of the operand-selector dword reads as ones.
+    buf[26..28].fill(0xff);
     ctx.write_bytes(addr, &buf[..n])?;
     host::get_x87(&img, &mut ctx.cpu.x87);
     if insn.mnemonic() == Mnemonic::Fnstenv || insn.mnemonic() == Mnemonic::Fstenv {
@@ -431,7 +433,8 @@ impl crate::state::CpuState {
         }
         let x = &mut self.x87;
         host::get_x87(&img, x);
-        x.fcw = img.u16_at(fx::FCW);
+        // Reserved FCW bits: bit 6 reads as one, bits 7 and 13-15 as zero.
+        x.fcw = (img.u16_at(fx::FCW) & 0x1f3f) | 0x0040;
         self.mxcsr = mxcsr;
         for (i, v) in self.xmm.iter_mut().enumerate() {
             let at = fx::XMM + 16 * i;
