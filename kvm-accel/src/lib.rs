@@ -274,7 +274,13 @@ impl KvmEngine {
             Ok(VcpuExit::Intr) => RawExit::Interrupted,
             Ok(VcpuExit::Shutdown) => RawExit::Shutdown,
             Ok(VcpuExit::FailEntry(..)) => RawExit::Other("entry failed"),
-            Ok(VcpuExit::InternalError) => RawExit::Other("KVM internal error"),
+            Ok(VcpuExit::InternalError) => {
+                let run = vcpu.get_kvm_run();
+                // SAFETY: the exit reason says the `internal` member is the live one.
+                let i = unsafe { run.__bindgen_anon_1.internal };
+                tracing::error!(suberror = i.suberror, data = ?&i.data[..(i.ndata as usize).min(16)], "KVM internal error");
+                RawExit::Other("KVM internal error")
+            }
             Ok(VcpuExit::MmioRead(..)) | Ok(VcpuExit::MmioWrite(..)) => RawExit::Other("access outside every memory slot"),
             Ok(_) => RawExit::Other("other"),
             Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => RawExit::Interrupted,
@@ -437,6 +443,71 @@ mod tests {
             }
             Err(e) => panic!("/dev/kvm opens but the probe fails: {e}"),
         }
+    }
+
+    /// Run `code` at the probe address with RCX = `rcx`; the exit, the
+    /// registers and the time it took.
+    fn run_code(code: &[u8], rcx: u64) -> String {
+        let vm = vm::get().unwrap();
+        let mut v = vm::lock(&vm);
+        v.set_probe_code(code);
+        let (mut vcpu, idx, _) = v.take_vcpu().unwrap();
+        let regs = kvm_regs { rip: vm::SYS_VA + vm::PROBE_CODE, rflags: 2, rcx, ..Default::default() };
+        vcpu.set_regs(&regs).unwrap();
+        let t = std::time::Instant::now();
+        let r = format!("{:?}", vcpu.run());
+        let took = t.elapsed();
+        let regs = vcpu.get_regs().unwrap();
+        v.put_vcpu(vcpu, idx);
+        format!("{r} rip={:#x} rax={:#x} rcx={} in {took:?}", regs.rip, regs.rax, regs.rcx)
+    }
+
+    /// What this host's KVM does with a bare guest (run with `--ignored
+    /// --nocapture`). On the nested `kvm_pvm` here, SSE and x87
+    /// instructions end in KVM_INTERNAL_ERROR_EMULATION and a tight loop
+    /// runs at emulator speed: the vCPU stays in PVM's emulated
+    /// "non-PVM mode".
+    #[test]
+    #[ignore]
+    fn experiments() {
+        if probe().is_err() {
+            println!("skipped: no usable /dev/kvm");
+            return;
+        }
+        println!("pxor: {}", run_code(&[0x66, 0x0f, 0xef, 0xc0, 0xe6, 0x11, 0xf4], 0));
+        println!("fninit; fld1: {}", run_code(&[0xdb, 0xe3, 0xd9, 0xe8, 0xe6, 0x11, 0xf4], 0));
+        // l: dec rcx; jnz l; out
+        println!("loop 1e5: {}", run_code(&[0x48, 0xff, 0xc9, 0x75, 0xfb, 0xe6, 0x11, 0xf4], 100_000));
+        // Exit round trip: set_regs + KVM_RUN (mov eax,42; out) + get_regs.
+        let vm = vm::get().unwrap();
+        let mut v = vm::lock(&vm);
+        v.set_probe_code(&[0xb8, 42, 0, 0, 0, 0xe6, 0x11, 0xf4]);
+        let (mut vcpu, idx, _) = v.take_vcpu().unwrap();
+        let n = 2000;
+        let t = std::time::Instant::now();
+        for _ in 0..n {
+            let regs = kvm_regs { rip: vm::SYS_VA + vm::PROBE_CODE, rflags: 2, ..Default::default() };
+            vcpu.set_regs(&regs).unwrap();
+            let f = vcpu.get_fpu().unwrap();
+            vcpu.set_fpu(&f).unwrap();
+            let _ = vcpu.run().unwrap();
+            let _ = vcpu.get_regs().unwrap();
+        }
+        let full = t.elapsed() / n;
+        let t = std::time::Instant::now();
+        for _ in 0..n {
+            let regs = kvm_regs { rip: vm::SYS_VA + vm::PROBE_CODE, rflags: 2, ..Default::default() };
+            vcpu.set_regs(&regs).unwrap();
+            let _ = vcpu.run().unwrap();
+        }
+        let bare = t.elapsed() / n;
+        let t = std::time::Instant::now();
+        for _ in 0..n {
+            let _ = vcpu.get_regs().unwrap();
+        }
+        let ioctl = t.elapsed() / n;
+        v.put_vcpu(vcpu, idx);
+        println!("exit round trip: {full:?} with regs+fpu transfer, {bare:?} set_regs+run, {ioctl:?} per get_regs");
     }
 
     #[test]

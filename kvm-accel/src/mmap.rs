@@ -48,7 +48,7 @@ impl Mapping {
 
     /// Read the u64 at `offset`.
     pub fn read_u64(&self, offset: usize) -> u64 {
-        assert!(offset + 8 <= self.len && offset % 8 == 0, "read past the end of a private mapping");
+        assert!(offset + 8 <= self.len && offset.is_multiple_of(8), "read past the end of a private mapping");
         // SAFETY: in bounds and aligned (checked above); the guest may
         // have written anything there, which is any u64.
         unsafe { std::ptr::read_volatile((self.addr as usize + offset) as *const u64) }

@@ -252,6 +252,12 @@ impl Vm {
         Ok((vcpu, idx, sregs))
     }
 
+    /// Replace the probe code (for experiments in tests).
+    #[cfg(test)]
+    pub fn set_probe_code(&self, code: &[u8]) {
+        self.sys.write(PROBE_CODE as usize, code);
+    }
+
     /// Give a vCPU back for the next guest thread.
     pub fn put_vcpu(&mut self, vcpu: VcpuFd, idx: usize) {
         self.idle_vcpus.push((vcpu, idx));
