@@ -55,7 +55,7 @@ fn kvm_unusable(out: &Path) -> Option<String> {
     let err = o.stderr_text();
     err.lines()
         .find_map(|l| l.strip_prefix("urun: --engine kvm: no usable /dev/kvm ("))
-        .map(|r| r.trim_end_matches(')').to_string())
+        .map(|r| r.strip_suffix(')').unwrap_or(r).to_string())
 }
 
 /// Differences between the native and the KVM run, if any.
