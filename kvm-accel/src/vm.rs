@@ -388,3 +388,111 @@ impl Vm {
         Ok(true)
     }
 }
+
+#[cfg(test)]
+mod pvm_experiment {
+    use super::*;
+    use kvm_bindings::kvm_regs;
+
+    /// Can guest code run natively at CPL3, with SYSCALL going to a CPL0
+    /// stub (lower half) that exits with `out`, and resume at CPL3 by
+    /// KVM_SET_SREGS? (Run with `--ignored --nocapture`.)
+    #[test]
+    #[ignore]
+    fn user_mode_round_trip() {
+        let Ok(vm) = get() else { return };
+        let mut v = lock(&vm);
+        // Page 0: stubs; 1: user code; 2: IDT; 3: GDT+TSS; 4: IST stack; 5: user stack.
+        let area = Mapping::new(6 * 4096).unwrap();
+        let a = area.addr();
+        let mut stubs = vec![0xf4u8; 4096];
+        stubs[0..3].copy_from_slice(&[0xe6, 0x10, 0xf4]);
+        let mut idt = vec![0u8; 4096];
+        for vec in 0..32u64 {
+            let at = 0x100 + 16 * vec;
+            stubs[at as usize..at as usize + 3].copy_from_slice(&[0xe6, (0x80 + vec) as u8, 0xf4]);
+            let target = a + at;
+            let mut gate = [0u8; 16];
+            gate[0..2].copy_from_slice(&(target as u16).to_le_bytes());
+            gate[2..4].copy_from_slice(&SEL_CODE.to_le_bytes());
+            gate[4] = 1;
+            gate[5] = 0x8e;
+            gate[6..8].copy_from_slice(&((target >> 16) as u16).to_le_bytes());
+            gate[8..12].copy_from_slice(&((target >> 32) as u32).to_le_bytes());
+            idt[16 * vec as usize..16 * vec as usize + 16].copy_from_slice(&gate);
+        }
+        area.write(0, &stubs);
+        area.write(2 * 4096, &idt);
+        // user: pxor xmm0,xmm0; mov eax,39; syscall; mov eax,40; syscall; ud2
+        let user = [0x66, 0x0f, 0xef, 0xc0, 0xb8, 39, 0, 0, 0, 0x0f, 0x05, 0xb8, 40, 0, 0, 0, 0x0f, 0x05, 0x0f, 0x0b];
+        area.write(4096, &user);
+        // GDT: null, kernel code 0x08, kernel data 0x10, user32 0x18, user data 0x20 (0x2b... use 0x28?), TSS.
+        let tss_va = a + 3 * 4096 + 0x80;
+        let mut gdt = [0u64; 9];
+        gdt[1] = 0x00af_9b00_0000_ffff;
+        gdt[2] = 0x00cf_9300_0000_ffff;
+        gdt[3] = 0x00cf_fb00_0000_ffff; // 0x18 user32 code
+        gdt[5] = 0x00cf_f300_0000_ffff; // 0x28 (0x2b) user data
+        gdt[6] = 0x00af_fb00_0000_ffff; // 0x30 (0x33) user code64
+        gdt[7] = 0x67 | ((tss_va & 0xff_ffff) << 16) | (0x8b << 40) | (((tss_va >> 24) & 0xff) << 56);
+        gdt[8] = tss_va >> 32;
+        let bytes: Vec<u8> = gdt.iter().flat_map(|q| q.to_le_bytes()).collect();
+        area.write(3 * 4096, &bytes);
+        let mut tss = [0u8; 104];
+        tss[4..12].copy_from_slice(&(a + 5 * 4096).to_le_bytes()); // RSP0
+        tss[0x24..0x2c].copy_from_slice(&(a + 5 * 4096).to_le_bytes()); // IST1
+        tss[0x66..0x68].copy_from_slice(&104u16.to_le_bytes());
+        area.write(3 * 4096 + 0x80, &tss);
+        v.pt.map(a, a, 0).unwrap();
+        v.pt.map(a + 4096, a + 4096, paging::US).unwrap();
+        v.pt.map(a + 2 * 4096, a + 2 * 4096, paging::NX).unwrap();
+        v.pt.map(a + 3 * 4096, a + 3 * 4096, paging::RW | paging::NX).unwrap();
+        v.pt.map(a + 4 * 4096, a + 4 * 4096, paging::RW | paging::NX).unwrap();
+        v.pt.map(a + 5 * 4096, a + 5 * 4096, paging::RW | paging::NX | paging::US).unwrap();
+        v.set_slot(200, a, 6 * 4096).unwrap();
+        let vcpu = v.fd.create_vcpu(100).unwrap();
+        vcpu.set_cpuid2(&v.cpuid).unwrap();
+        let entries = [
+            kvm_msr_entry { index: MSR_STAR, data: (0x08u64 << 32) | (0x1bu64 << 48), ..Default::default() },
+            kvm_msr_entry { index: MSR_LSTAR, data: a, ..Default::default() },
+            kvm_msr_entry { index: MSR_FMASK, data: 0x47700, ..Default::default() },
+        ];
+        println!("msrs: {:?}", vcpu.set_msrs(&Msrs::from_entries(&entries).unwrap()));
+        let mut s = v.initial_sregs(0);
+        s.gdt = kvm_dtable { base: a + 3 * 4096, limit: 9 * 8 - 1, ..Default::default() };
+        s.idt = kvm_dtable { base: a + 2 * 4096, limit: 32 * 16 - 1, ..Default::default() };
+        s.tr = kvm_segment { base: tss_va, selector: 0x38, ..s.tr };
+        let user_sregs = {
+            let mut u = s;
+            u.cs = kvm_segment { selector: 0x33, dpl: 3, ..s.cs };
+            u.ss = kvm_segment { selector: 0x2b, dpl: 3, ..s.ss };
+            u
+        };
+        println!("set_sregs: {:?}", vcpu.set_sregs(&user_sregs));
+        drop(v);
+        let mut vcpu = vcpu;
+        let regs = kvm_regs { rip: a + 4096, rflags: 0x202, rsp: a + 6 * 4096 - 64, rbx: 0x1234, ..Default::default() };
+        vcpu.set_regs(&regs).unwrap();
+        for round in 0..3 {
+            let t = std::time::Instant::now();
+            let r = format!("{:?}", vcpu.run());
+            let took = t.elapsed();
+            let g = vcpu.get_regs().unwrap();
+            let sr = vcpu.get_sregs().unwrap();
+            println!(
+                "round {round}: {r} in {took:?}: rip={:#x} rsp={:#x} rax={} rcx={:#x} r11={:#x} cs={:#x} dpl={}",
+                g.rip, g.rsp, g.rax, g.rcx, g.r11, sr.cs.selector, sr.cs.dpl
+            );
+            let top: Vec<u64> = (0..6).map(|i| area.read_u64(5 * 4096 - 48 + 8 * i)).collect();
+            println!("  ist top (err, rip, cs, rflags, rsp, ss): {top:x?} cr2={:#x} a={a:#x}", sr.cr2);
+            if !(r.contains("IoOut(16") || (r.contains("IoOut(142") && sr.cr2 == a)) {
+                break;
+            }
+            println!("  back to CPL3: {:?}", vcpu.set_sregs(&user_sregs));
+            let mut g2 = g;
+            g2.rip = g.rcx;
+            g2.rflags = g.r11;
+            vcpu.set_regs(&g2).unwrap();
+        }
+    }
+}
