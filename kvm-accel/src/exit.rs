@@ -40,8 +40,9 @@ pub type IstTop = [u64; 6];
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Action {
     /// A guest SYSCALL: resume point and RFLAGS come from RCX and R11,
-    /// which the caller already has.
-    Syscall,
+    /// which the caller already has; `rsp` is the guest's RSP when the
+    /// exit went through an exception frame (see `decode`).
+    Syscall { rsp: Option<u64> },
     /// A guest exception at `pc`, with the guest's RSP and RFLAGS as the
     /// CPU saved them.
     Fault { pc: u64, rsp: u64, rflags: u64, kind: FaultKind },
@@ -83,10 +84,25 @@ pub fn fault_kind(vector: u8, error: u64, cr2: u64, fpe_code: i32) -> FaultKind 
 }
 
 /// Decode one exit. `top` is the IST stack's top words (only read for
-/// exception exits); `cr2` is read only for #PF.
-pub fn decode(raw: RawExit, top: &IstTop, cr2: u64, fpe_code: i32) -> Action {
+/// exception exits); `cr2` is read only for #PF; `lstar` is the SYSCALL
+/// entry address.
+///
+/// Under the nested `kvm_pvm` of this project's machines a SYSCALL from
+/// CPL3 jumps to LSTAR but stays at CPL3, so fetching the supervisor-only
+/// entry stub faults: a #PF for an instruction fetch at LSTAR, from LSTAR,
+/// is that machine's way of saying SYSCALL (the guest cannot jump there
+/// itself without the same fault, and then it did reach LSTAR with RCX and
+/// R11 as SYSCALL left them only if it executed SYSCALL: a `jmp` to LSTAR
+/// is indistinguishable and is treated as a SYSCALL too, harmlessly).
+pub fn decode(raw: RawExit, top: &IstTop, cr2: u64, fpe_code: i32, lstar: u64) -> Action {
+    const PF_FETCH: u64 = 0x10;
     match raw {
-        RawExit::Out { port: PORT_SYSCALL, from_stub: true } => Action::Syscall,
+        RawExit::Out { port: PORT_SYSCALL, from_stub: true } => Action::Syscall { rsp: None },
+        RawExit::Out { port, from_stub: true }
+            if port == PORT_EXCEPTION + 14 && cr2 == lstar && top[1] == lstar && top[0] & PF_FETCH != 0 =>
+        {
+            Action::Syscall { rsp: Some(top[4]) }
+        }
         RawExit::Out { port: PORT_PROBE, from_stub: true } => Action::ProbeDone,
         RawExit::Out { port, from_stub: true } if (PORT_EXCEPTION..PORT_EXCEPTION + 32).contains(&port) => {
             let vector = (port - PORT_EXCEPTION) as u8;
@@ -156,14 +172,23 @@ mod tests {
         }
     }
 
+    const LSTAR: u64 = 0x7f00_0000_0000;
+
     fn check(raw: RawExit, t: IstTop, cr2: u64, expect: Action) {
-        assert_eq!(decode(raw, &t, cr2, 0), expect, "{raw:?}");
+        assert_eq!(decode(raw, &t, cr2, 0, LSTAR), expect, "{raw:?}");
     }
 
     #[test]
     fn exits_table() {
         let none = [0; 6];
-        check(out(PORT_SYSCALL), none, 0, Action::Syscall);
+        check(out(PORT_SYSCALL), none, 0, Action::Syscall { rsp: None });
+        // kvm_pvm: SYSCALL reaches LSTAR at CPL3 and faults there.
+        check(
+            out(PORT_EXCEPTION + 14),
+            top(Some(0x15), LSTAR, 0x10002, 0x7ffc_0000),
+            LSTAR,
+            Action::Syscall { rsp: Some(0x7ffc_0000) },
+        );
         check(out(PORT_PROBE), none, 0, Action::ProbeDone);
         check(RawExit::Interrupted, none, 0, Action::Interrupted);
         check(
@@ -207,13 +232,13 @@ mod tests {
             Action::Fault { pc: 0x401002, rsp: 0x7ff0, rflags: 0x202, kind: FaultKind::GeneralProtection },
         );
         assert!(matches!(
-            decode(out(PORT_EXCEPTION + 6), &top(None, 1, 2, 3), 0, 0),
+            decode(out(PORT_EXCEPTION + 6), &top(None, 1, 2, 3), 0, 0, LSTAR),
             Action::Fault { pc: 1, kind: FaultKind::InvalidOpcode { .. }, .. }
         ));
         // An `out` the guest ran itself, or a `hlt`, is not one of ours.
-        assert_eq!(decode(RawExit::Out { port: 0x10, from_stub: false }, &none, 0, 0), Action::Broken(String::new()));
-        assert_eq!(decode(RawExit::Hlt, &none, 0, 0), Action::Broken(String::new()));
-        assert!(matches!(decode(RawExit::Shutdown, &none, 0, 0), Action::Broken(m) if !m.is_empty()));
+        assert_eq!(decode(RawExit::Out { port: 0x10, from_stub: false }, &none, 0, 0, LSTAR), Action::Broken(String::new()));
+        assert_eq!(decode(RawExit::Hlt, &none, 0, 0, LSTAR), Action::Broken(String::new()));
+        assert!(matches!(decode(RawExit::Shutdown, &none, 0, 0, LSTAR), Action::Broken(m) if !m.is_empty()));
     }
 
     #[test]

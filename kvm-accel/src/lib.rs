@@ -128,22 +128,21 @@ pub fn probe() -> Result<(), KvmError> {
     let vm = vm::get()?;
     let mut v = vm::lock(&vm);
     let (mut vcpu, idx, _) = v.take_vcpu()?;
-    let regs = kvm_regs { rip: vm::SYS_VA + vm::PROBE_CODE, rflags: 2, ..Default::default() };
+    let regs = kvm_regs { rip: v.probe_code(), rflags: 0x202, ..Default::default() };
     let result = (|| {
-        vcpu.set_regs(&regs).map_err(|e| KvmError::Ioctl { what: "KVM_SET_REGS", errno: e.errno() })?;
-        let what = match vcpu.run() {
-            Ok(VcpuExit::IoOut(port, _)) if port == exit::PORT_PROBE => None,
-            Ok(other) => Some(format!("{other:?}")),
-            Err(e) => Some(format!("KVM_RUN: {}", std::io::Error::from_raw_os_error(e.errno()))),
+        let err = |what| move |e: kvm_ioctls::Error| KvmError::Ioctl { what, errno: e.errno() };
+        vcpu.set_regs(&regs).map_err(err("KVM_SET_REGS"))?;
+        let raw = match vcpu.run() {
+            Ok(VcpuExit::IoOut(port, _)) => RawExit::Out { port, from_stub: true },
+            Ok(other) => return Err(KvmError::Probe(format!("exit {other:?}"))),
+            Err(e) => return Err(KvmError::Probe(format!("KVM_RUN: {}", std::io::Error::from_raw_os_error(e.errno())))),
         };
-        if let Some(what) = what {
-            return Err(KvmError::Probe(format!("exit {what}")));
+        let r = vcpu.get_regs().map_err(err("KVM_GET_REGS"))?;
+        let cr2 = vcpu.get_sregs().map_err(err("KVM_GET_SREGS"))?.cr2;
+        match exit::decode(raw, &v.ist_top(idx), cr2, 0, v.lstar()) {
+            Action::Syscall { .. } if r.rax == 42 => Ok(()),
+            other => Err(KvmError::Probe(format!("{other:?} with rax {:#x}, expected a SYSCALL with 42", r.rax))),
         }
-        let r = vcpu.get_regs().map_err(|e| KvmError::Ioctl { what: "KVM_GET_REGS", errno: e.errno() })?;
-        if r.rax != 42 {
-            return Err(KvmError::Probe(format!("rax {:#x}, expected 42", r.rax)));
-        }
-        Ok(())
     })();
     v.put_vcpu(vcpu, idx);
     result
@@ -211,12 +210,13 @@ impl KvmEngine {
         }
         let vcpu = self.vcpu.as_ref().ok_or(KvmError::Probe("no vCPU".into()))?;
         let l = &mut self.loaded;
-        let mut dirty = false;
+        // The vCPU comes back from every exit at CPL0: the user segments
+        // (and FS/GS base) go in again each time.
+        let dirty = true;
         if l.epoch != v.epoch {
             l.root ^= 1;
             l.sregs.cr3 = v.root(l.root);
             l.epoch = v.epoch;
-            dirty = true;
         }
         drop(v);
         if l.fs_base != cpu.fs_base || l.gs_base != cpu.gs_base {
@@ -224,7 +224,6 @@ impl KvmEngine {
             l.sregs.gs.base = cpu.gs_base;
             l.fs_base = cpu.fs_base;
             l.gs_base = cpu.gs_base;
-            dirty = true;
         }
         if dirty {
             vcpu.set_sregs(&l.sregs).map_err(|e| KvmError::Ioctl { what: "KVM_SET_SREGS", errno: e.errno() })?;
@@ -320,10 +319,13 @@ impl KvmEngine {
             force_sync = false;
             let mut raw = self.run_once()?;
             let (regs, fpu) = self.leave(cpu)?;
-            if let RawExit::Out { port, .. } = raw {
-                raw = RawExit::Out { port, from_stub: vm::Vm::in_stubs(regs.rip) };
-            }
-            let top = vm::lock(&self.vm).ist_top(self.idx);
+            let (top, lstar) = {
+                let v = vm::lock(&self.vm);
+                if let RawExit::Out { port, .. } = raw {
+                    raw = RawExit::Out { port, from_stub: v.in_stubs(regs.rip) };
+                }
+                (v.ist_top(self.idx), v.lstar())
+            };
             let is_pf = matches!(raw, RawExit::Out { port, from_stub: true } if port == exit::PORT_EXCEPTION + 14);
             let cr2 = if is_pf {
                 let vcpu = self.vcpu.as_ref().ok_or(KvmError::Probe("no vCPU".into()))?;
@@ -336,10 +338,13 @@ impl KvmEngine {
             } else {
                 exit::simd_fpe_code(fpu.mxcsr)
             };
-            match exit::decode(raw, &top, cr2, fpe) {
-                Action::Syscall => {
+            match exit::decode(raw, &top, cr2, fpe, lstar) {
+                Action::Syscall { rsp } => {
                     cpu.rip = regs.rcx;
                     cpu.flags.set(regs.r11);
+                    if let Some(rsp) = rsp {
+                        cpu.gpr[reg::RSP] = rsp;
+                    }
                     return Ok(Exit::Syscall);
                 }
                 Action::Fault { pc, rsp, rflags, kind } => {
@@ -458,71 +463,6 @@ mod tests {
         if let Err(e) = probe() {
             println!("skipped: no usable /dev/kvm ({e})");
         }
-    }
-
-    /// Run `code` at the probe address with RCX = `rcx`; the exit, the
-    /// registers and the time it took.
-    fn run_code(code: &[u8], rcx: u64) -> String {
-        let vm = vm::get().unwrap();
-        let mut v = vm::lock(&vm);
-        v.set_probe_code(code);
-        let (mut vcpu, idx, _) = v.take_vcpu().unwrap();
-        let regs = kvm_regs { rip: vm::SYS_VA + vm::PROBE_CODE, rflags: 2, rcx, ..Default::default() };
-        vcpu.set_regs(&regs).unwrap();
-        let t = std::time::Instant::now();
-        let r = format!("{:?}", vcpu.run());
-        let took = t.elapsed();
-        let regs = vcpu.get_regs().unwrap();
-        v.put_vcpu(vcpu, idx);
-        format!("{r} rip={:#x} rax={:#x} rcx={} in {took:?}", regs.rip, regs.rax, regs.rcx)
-    }
-
-    /// What this host's KVM does with a bare guest (run with `--ignored
-    /// --nocapture`). On the nested `kvm_pvm` here, SSE and x87
-    /// instructions end in KVM_INTERNAL_ERROR_EMULATION and a tight loop
-    /// runs at emulator speed: the vCPU stays in PVM's emulated
-    /// "non-PVM mode".
-    #[test]
-    #[ignore]
-    fn experiments() {
-        if probe().is_err() {
-            println!("skipped: no usable /dev/kvm");
-            return;
-        }
-        println!("pxor: {}", run_code(&[0x66, 0x0f, 0xef, 0xc0, 0xe6, 0x11, 0xf4], 0));
-        println!("fninit; fld1: {}", run_code(&[0xdb, 0xe3, 0xd9, 0xe8, 0xe6, 0x11, 0xf4], 0));
-        // l: dec rcx; jnz l; out
-        println!("loop 1e5: {}", run_code(&[0x48, 0xff, 0xc9, 0x75, 0xfb, 0xe6, 0x11, 0xf4], 100_000));
-        // Exit round trip: set_regs + KVM_RUN (mov eax,42; out) + get_regs.
-        let vm = vm::get().unwrap();
-        let mut v = vm::lock(&vm);
-        v.set_probe_code(&[0xb8, 42, 0, 0, 0, 0xe6, 0x11, 0xf4]);
-        let (mut vcpu, idx, _) = v.take_vcpu().unwrap();
-        let n = 2000;
-        let t = std::time::Instant::now();
-        for _ in 0..n {
-            let regs = kvm_regs { rip: vm::SYS_VA + vm::PROBE_CODE, rflags: 2, ..Default::default() };
-            vcpu.set_regs(&regs).unwrap();
-            let f = vcpu.get_fpu().unwrap();
-            vcpu.set_fpu(&f).unwrap();
-            let _ = vcpu.run().unwrap();
-            let _ = vcpu.get_regs().unwrap();
-        }
-        let full = t.elapsed() / n;
-        let t = std::time::Instant::now();
-        for _ in 0..n {
-            let regs = kvm_regs { rip: vm::SYS_VA + vm::PROBE_CODE, rflags: 2, ..Default::default() };
-            vcpu.set_regs(&regs).unwrap();
-            let _ = vcpu.run().unwrap();
-        }
-        let bare = t.elapsed() / n;
-        let t = std::time::Instant::now();
-        for _ in 0..n {
-            let _ = vcpu.get_regs().unwrap();
-        }
-        let ioctl = t.elapsed() / n;
-        v.put_vcpu(vcpu, idx);
-        println!("exit round trip: {full:?} with regs+fpu transfer, {bare:?} set_regs+run, {ioctl:?} per get_regs");
     }
 
     #[test]

@@ -8,31 +8,33 @@ use kvm_bindings::{kvm_dtable, kvm_msr_entry, kvm_segment, kvm_sregs, kvm_usersp
 use kvm_ioctls::{Kvm, VcpuFd, VmFd};
 use urun_cpu::{AddressSpace, Prot};
 
-use crate::exit::{PORT_EXCEPTION, PORT_PROBE, PORT_SYSCALL};
+use crate::exit::{PORT_EXCEPTION, PORT_SYSCALL};
 use crate::mmap::Mapping;
 use crate::paging::{self, PageTables};
 use crate::KvmError;
 
-/// Where the system pages sit in the guest's virtual space: the top 2 GiB,
-/// which no user-mode guest address can reach.
-pub const SYS_VA: u64 = 0xffff_ffff_8000_0000;
 /// Page 0 of the system area: stub code.
 const STUB_PAGE: u64 = 0;
 pub const SYSCALL_STUB: u64 = 0x00;
-pub const PROBE_CODE: u64 = 0x40;
 const EXC_STUBS: u64 = 0x100;
 /// Page 1: the IDT.
 const IDT_PAGE: u64 = 1;
-/// Pages 2..: one per vCPU slot: GDT at 0, TSS at 0x80, IST stack below
+/// Page 2: the probe's user-mode code.
+const PROBE_PAGE: u64 = 2;
+/// Pages 3..: one per vCPU slot: GDT at 0, TSS at 0x80, IST stack below
 /// the page's end.
-const CPU_PAGE0: u64 = 2;
+const CPU_PAGE0: u64 = 3;
 const TSS_OFF: u64 = 0x80;
 /// vCPUs alive at once.
 pub const MAX_VCPUS: usize = 254;
 
 const SEL_CODE: u16 = 0x08;
 const SEL_DATA: u16 = 0x10;
-const SEL_TSS: u16 = 0x18;
+/// The user selectors Linux uses, so the guest sees the same CS and SS.
+const SEL_USER_DATA: u16 = 0x2b;
+const SEL_USER_CODE: u16 = 0x33;
+const SEL_TSS: u16 = 0x38;
+const GDT_ENTRIES: usize = 9;
 
 const PT_POOL_SIZE: usize = 1 << 30;
 
@@ -155,13 +157,11 @@ impl Vm {
         // SYSCALL entry: out PORT_SYSCALL, al; hlt.
         let put = |s: &mut Vec<u8>, at: u64, code: &[u8]| s[at as usize..at as usize + code.len()].copy_from_slice(code);
         put(&mut stubs, SYSCALL_STUB, &[0xe6, PORT_SYSCALL as u8, 0xf4]);
-        // Probe: mov eax, 42; out PORT_PROBE, al; hlt.
-        put(&mut stubs, PROBE_CODE, &[0xb8, 42, 0, 0, 0, 0xe6, PORT_PROBE as u8, 0xf4]);
         let mut idt = vec![0u8; 4096];
         for v in 0..32u64 {
             let at = EXC_STUBS + 16 * v;
             put(&mut stubs, at, &[0xe6, (PORT_EXCEPTION as u64 + v) as u8, 0xf4]);
-            let target = SYS_VA + STUB_PAGE * 4096 + at;
+            let target = self.sys.addr() + STUB_PAGE * 4096 + at;
             let mut gate = [0u8; 16];
             gate[0..2].copy_from_slice(&(target as u16).to_le_bytes());
             gate[2..4].copy_from_slice(&SEL_CODE.to_le_bytes());
@@ -173,11 +173,16 @@ impl Vm {
         }
         self.sys.write((STUB_PAGE * 4096) as usize, &stubs);
         self.sys.write((IDT_PAGE * 4096) as usize, &idt);
+        // Probe, at CPL3: mov eax, 42; pxor xmm0, xmm0; syscall; ud2.
+        self.sys.write((PROBE_PAGE * 4096) as usize, &[0xb8, 42, 0, 0, 0, 0x66, 0x0f, 0xef, 0xc0, 0x0f, 0x05, 0x0f, 0x0b]);
 
+        // Identity-mapped at its own (lower-half) host address, which is
+        // urun's memory and so never a guest address; supervisor-only.
         let base = self.sys.addr();
-        let map = |pt: &mut PageTables, page: u64, flags: u64| pt.map(SYS_VA + page * 4096, base + page * 4096, flags);
+        let map = |pt: &mut PageTables, page: u64, flags: u64| pt.map(base + page * 4096, base + page * 4096, flags);
         map(&mut self.pt, STUB_PAGE, 0).map_err(KvmError::Paging)?;
         map(&mut self.pt, IDT_PAGE, paging::NX).map_err(KvmError::Paging)?;
+        map(&mut self.pt, PROBE_PAGE, paging::US).map_err(KvmError::Paging)?;
         for i in 0..MAX_VCPUS as u64 {
             map(&mut self.pt, CPU_PAGE0 + i, paging::RW | paging::NX).map_err(KvmError::Paging)?;
         }
@@ -190,18 +195,22 @@ impl Vm {
     /// Fill vCPU slot `idx`'s GDT and TSS.
     fn build_cpu_page(&self, idx: usize) {
         let off = ((CPU_PAGE0 as usize) + idx) * 4096;
-        let tss_va = SYS_VA + (CPU_PAGE0 + idx as u64) * 4096 + TSS_OFF;
-        let ist_top = SYS_VA + (CPU_PAGE0 + idx as u64 + 1) * 4096;
-        let mut gdt = [0u64; 5];
-        gdt[1] = 0x00af_9b00_0000_ffff; // 64-bit code, DPL0
-        gdt[2] = 0x00cf_9300_0000_ffff; // data, DPL0
+        let tss_va = self.sys.addr() + (CPU_PAGE0 + idx as u64) * 4096 + TSS_OFF;
+        let ist_top = self.sys.addr() + (CPU_PAGE0 + idx as u64 + 1) * 4096;
+        let mut gdt = [0u64; GDT_ENTRIES];
+        gdt[1] = 0x00af_9b00_0000_ffff; // 0x08: 64-bit code, DPL0
+        gdt[2] = 0x00cf_9300_0000_ffff; // 0x10: data, DPL0
+        gdt[3] = 0x00cf_fb00_0000_ffff; // 0x18: 32-bit code, DPL3
+        gdt[5] = 0x00cf_f300_0000_ffff; // 0x28 (0x2b): data, DPL3
+        gdt[6] = 0x00af_fb00_0000_ffff; // 0x30 (0x33): 64-bit code, DPL3
         let limit = 0x67u64;
-        gdt[3] = limit | ((tss_va & 0xff_ffff) << 16) | (0x8b << 40) | (((tss_va >> 24) & 0xff) << 56);
-        gdt[4] = tss_va >> 32;
+        gdt[7] = limit | ((tss_va & 0xff_ffff) << 16) | (0x8b << 40) | (((tss_va >> 24) & 0xff) << 56);
+        gdt[8] = tss_va >> 32;
         let bytes: Vec<u8> = gdt.iter().flat_map(|q| q.to_le_bytes()).collect();
         self.sys.write(off, &bytes);
         let mut tss = [0u8; 104];
         // IST1 at offset 0x24; I/O map base past the limit (no I/O bitmap).
+        tss[4..12].copy_from_slice(&ist_top.to_le_bytes()); // RSP0
         tss[0x24..0x2c].copy_from_slice(&ist_top.to_le_bytes());
         tss[0x66..0x68].copy_from_slice(&104u16.to_le_bytes());
         self.sys.write(off + TSS_OFF as usize, &tss);
@@ -214,8 +223,19 @@ impl Vm {
     }
 
     /// Is `rip` inside urun's stub page?
-    pub fn in_stubs(rip: u64) -> bool {
-        (SYS_VA + STUB_PAGE * 4096..SYS_VA + (STUB_PAGE + 1) * 4096).contains(&rip)
+    pub fn in_stubs(&self, rip: u64) -> bool {
+        let base = self.sys.addr() + STUB_PAGE * 4096;
+        (base..base + 4096).contains(&rip)
+    }
+
+    /// The address of the SYSCALL entry (LSTAR).
+    pub fn lstar(&self) -> u64 {
+        self.sys.addr() + STUB_PAGE * 4096 + SYSCALL_STUB
+    }
+
+    /// The address of the probe code.
+    pub fn probe_code(&self) -> u64 {
+        self.sys.addr() + PROBE_PAGE * 4096
     }
 
     /// A vCPU ready to run guest code (long mode, CPL0, SYSCALL to the
@@ -232,9 +252,9 @@ impl Vm {
                 self.next_vcpu += 1;
                 vcpu.set_cpuid2(&self.cpuid).map_err(ioctl_err("KVM_SET_CPUID2"))?;
                 let entries = [
-                    kvm_msr_entry { index: MSR_STAR, data: (SEL_CODE as u64) << 32, ..Default::default() },
-                    kvm_msr_entry { index: MSR_LSTAR, data: SYS_VA + SYSCALL_STUB, ..Default::default() },
-                    kvm_msr_entry { index: MSR_CSTAR, data: SYS_VA + SYSCALL_STUB, ..Default::default() },
+                    kvm_msr_entry { index: MSR_STAR, data: ((SEL_CODE as u64) << 32) | (0x1b << 48), ..Default::default() },
+                    kvm_msr_entry { index: MSR_LSTAR, data: self.lstar(), ..Default::default() },
+                    kvm_msr_entry { index: MSR_CSTAR, data: self.lstar(), ..Default::default() },
                     // TF, DF, IF, IOPL, NT, AC cleared on entry, as Linux does.
                     kvm_msr_entry { index: MSR_FMASK, data: 0x47700, ..Default::default() },
                 ];
@@ -247,7 +267,7 @@ impl Vm {
                 (vcpu, idx)
             }
         };
-        let sregs = self.initial_sregs(idx);
+        let sregs = self.user_sregs(idx);
         vcpu.set_sregs(&sregs).map_err(ioctl_err("KVM_SET_SREGS"))?;
         Ok((vcpu, idx, sregs))
     }
@@ -255,7 +275,7 @@ impl Vm {
     /// Replace the probe code (for experiments in tests).
     #[cfg(test)]
     pub fn set_probe_code(&self, code: &[u8]) {
-        self.sys.write(PROBE_CODE as usize, code);
+        self.sys.write((PROBE_PAGE * 4096) as usize, code);
     }
 
     /// Give a vCPU back for the next guest thread.
@@ -278,7 +298,7 @@ impl Vm {
             ..Default::default()
         };
         let data = kvm_segment { selector: SEL_DATA, type_: 3, l: 0, db: 1, ..code };
-        let cpu_va = SYS_VA + (CPU_PAGE0 + idx as u64) * 4096;
+        let cpu_va = self.sys.addr() + (CPU_PAGE0 + idx as u64) * 4096;
         let tr = kvm_segment {
             base: cpu_va + TSS_OFF,
             limit: 0x67,
@@ -301,8 +321,8 @@ impl Vm {
             ss: data,
             tr,
             ldt: kvm_segment { type_: 2, present: 1, unusable: 1, ..Default::default() },
-            gdt: kvm_dtable { base: cpu_va, limit: 5 * 8 - 1, ..Default::default() },
-            idt: kvm_dtable { base: SYS_VA + IDT_PAGE * 4096, limit: 32 * 16 - 1, ..Default::default() },
+            gdt: kvm_dtable { base: cpu_va, limit: (GDT_ENTRIES * 8 - 1) as u16, ..Default::default() },
+            idt: kvm_dtable { base: self.sys.addr() + IDT_PAGE * 4096, limit: 32 * 16 - 1, ..Default::default() },
             // PG, AM, WP, NE, ET, MP, PE.
             cr0: 0x8005_0033,
             cr3: self.pt.root(0),
@@ -312,6 +332,19 @@ impl Vm {
             efer: 0x800 | 0x400 | 0x100 | 0x1,
             ..Default::default()
         }
+    }
+
+    /// The system registers the guest runs with: as `initial_sregs`, but
+    /// CS and SS are the user (CPL3) selectors Linux gives a process.
+    pub fn user_sregs(&self, idx: usize) -> kvm_sregs {
+        let mut s = self.initial_sregs(idx);
+        s.cs = kvm_segment { selector: SEL_USER_CODE, dpl: 3, ..s.cs };
+        s.ss = kvm_segment { selector: SEL_USER_DATA, dpl: 3, ..s.ss };
+        s.ds = kvm_segment { selector: 0, ..s.ds };
+        s.es = s.ds;
+        s.fs = s.ds;
+        s.gs = s.ds;
+        s
     }
 
     /// The CR3 value for root `which`.
