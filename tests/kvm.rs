@@ -1,12 +1,7 @@
 //! `urun --engine kvm`: test programs run natively and in the KVM engine,
 //! comparing stdout, stderr, exit status and terminating signal.
 //!
-//! Skipped, with the reason, where /dev/kvm is unusable. On this project's
-//! machines KVM is nested through `kvm_pvm`, whose vCPU stays in its
-//! emulated mode for urun's bare guest: integer code runs (slowly, in
-//! KVM's instruction emulator) but SSE/x87 instructions cannot be
-//! emulated, so programs whose libc touches SSE are listed in `PENDING`
-//! and only reported, not asserted.
+//! Skipped, with the reason, where /dev/kvm is unusable.
 
 mod common;
 
@@ -16,28 +11,37 @@ use std::time::Duration;
 
 use common::{ensure_testbins, run, urun, Outcome};
 
-/// Programs (with arguments) that must behave exactly as natively.
-const CASES: &[(&str, &[&str])] = &[
-    ("asm_exit", &[]),
-    ("asm_hello", &[]),
-    ("asm_flags", &[]),
-    ("asm_rowrite", &[]),
-    ("hello.musl", &[]),
-    ("exitcode.musl", &["7"]),
-    ("segv.musl", &[]),
-    ("fpe.musl", &[]),
-    ("ill.musl", &[]),
-];
-
-/// Programs that do not work yet under the nested KVM here (their libc
-/// uses SSE, which the emulated vCPU cannot run): reported, not asserted.
-const PENDING: &[(&str, &[&str])] = &[
-    ("hello.glibc", &[]),
-    ("args.musl", &["one", "two"]),
-    ("arith.musl", &[]),
-    ("trap.musl", &[]),
-    ("hello.dynamic", &[]),
-];
+/// Programs (with arguments) that must behave exactly as natively: the
+/// assembly programs, each C program in every build (static glibc, static
+/// PIE, musl, dynamic), and the fault programs.
+fn cases() -> Vec<(String, Vec<&'static str>)> {
+    let mut v: Vec<(String, Vec<&'static str>)> = ["asm_exit", "asm_hello", "asm_flags", "asm_rowrite"]
+        .iter()
+        .map(|n| (n.to_string(), vec![]))
+        .collect();
+    let c: &[(&str, &[&str])] = &[
+        ("hello", &[]),
+        ("args", &["one", "two words", ""]),
+        ("arith", &[]),
+        ("exitcode", &["7"]),
+        ("printf", &[]),
+        ("strings", &[]),
+        ("qsort", &[]),
+        ("memory", &[]),
+        ("munmap_huge", &[]),
+        ("auxv", &[]),
+        ("segv", &[]),
+        ("fpe", &[]),
+        ("ill", &[]),
+        ("trap", &[]),
+    ];
+    for (name, args) in c {
+        for build in ["glibc", "glibc-pie", "musl", "dynamic"] {
+            v.push((format!("{name}.{build}"), args.to_vec()));
+        }
+    }
+    v
+}
 
 const TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -85,22 +89,18 @@ fn native_vs_kvm() {
         return;
     }
     let mut failures = Vec::new();
-    for (name, args) in CASES {
-        let program = out.join(name);
-        let d = differences(&native(&program, args), &under_kvm(&program, args));
+    for (name, args) in cases() {
+        let program = out.join(&name);
+        if !program.exists() {
+            failures.push(format!("{name}: missing from testbins/out"));
+            continue;
+        }
+        let d = differences(&native(&program, &args), &under_kvm(&program, &args));
         if d.is_empty() {
             println!("ok: {name}");
         } else {
             failures.push(format!("{name}:\n  {}", d.join("\n  ")));
         }
-    }
-    for (name, args) in PENDING {
-        let program = out.join(name);
-        if !program.exists() {
-            continue;
-        }
-        let d = differences(&native(&program, args), &under_kvm(&program, args));
-        println!("pending: {name}: {}", if d.is_empty() { "now matches native".into() } else { d.join("; ") });
     }
     assert!(failures.is_empty(), "under --engine kvm:\n{}", failures.join("\n"));
 }
