@@ -88,12 +88,10 @@ pub fn fault_kind(vector: u8, error: u64, cr2: u64, fpe_code: i32) -> FaultKind 
 /// entry address.
 ///
 /// Under the nested `kvm_pvm` of this project's machines a SYSCALL from
-/// CPL3 jumps to LSTAR but stays at CPL3, so fetching the supervisor-only
-/// entry stub faults: a #PF for an instruction fetch at LSTAR, from LSTAR,
-/// is that machine's way of saying SYSCALL (the guest cannot jump there
-/// itself without the same fault, and then it did reach LSTAR with RCX and
-/// R11 as SYSCALL left them only if it executed SYSCALL: a `jmp` to LSTAR
-/// is indistinguishable and is treated as a SYSCALL too, harmlessly).
+/// CPL3 reaches LSTAR still at CPL3, so fetching the supervisor-only entry
+/// stub raises #PF (instruction fetch) at LSTAR: that #PF is a SYSCALL.
+/// A guest `jmp` to LSTAR looks the same and is treated as a SYSCALL too;
+/// it gains nothing by it.
 pub fn decode(raw: RawExit, top: &IstTop, cr2: u64, fpe_code: i32, lstar: u64) -> Action {
     const PF_FETCH: u64 = 0x10;
     match raw {

@@ -13,9 +13,9 @@
 //!   the guest's `AddressSpace` is inside a KVM memory slot whose
 //!   guest-physical address is its host address (adjacent ranges share a
 //!   slot), and 4-level page tables (`paging.rs`) identity-map it with the
-//!   guest's protections (present, RW for PROT_WRITE, NX unless PROT_EXEC;
-//!   CR0.WP makes read-only pages read-only at CPL0 too). The same pointer
-//!   is valid in the guest and in urun, as for every engine.
+//!   guest's protections (present, user, RW for PROT_WRITE, NX unless
+//!   PROT_EXEC). The same pointer is valid in the guest and in urun, as
+//!   for every engine.
 //! - **Resynchronisation.** Before each run, if the `AddressSpace`
 //!   generation moved (access was removed or reduced somewhere), the
 //!   engine compares `regions()` with what the VM last saw and updates
@@ -24,40 +24,41 @@
 //!   takes a #PF, the engine resynchronises and, if that changed anything,
 //!   runs the instruction again; otherwise the fault is the guest's. After
 //!   any page-table change a vCPU switches CR3 between two identical
-//!   PML4s, so that KVM drops the translations it cached (on this
-//!   machine's nested `kvm_pvm`, shadow paging does not see urun's writes
-//!   to the tables otherwise).
+//!   PML4s, so that KVM drops what it cached of the old tables (shadow
+//!   paging, as in `kvm_pvm`, does not see urun's writes to them).
 //! - **urun's private pages**: the page-table pool (a slot no page table
 //!   maps: the guest cannot read it), and the system area — stub code,
-//!   IDT, and per vCPU a GDT, a TSS and an IST stack — placed at guest
-//!   virtual `0xffff_ffff_8000_0000`, in the upper half no user address
-//!   reaches. Both are anonymous host mappings outside the `AddressSpace`.
-//! - **CPL0.** The guest runs at CPL0: under this machine's nested KVM a
-//!   `sysret` to ring 3 followed by another `syscall` does not work.
-//!   Isolation therefore rests on the page tables mapping only the
-//!   guest's own ranges plus urun's system pages (whose content urun
-//!   never trusts beyond reading the exception frame), and on the
-//!   personality validating every pointer a syscall carries before the
-//!   host uses it. At CPL0 the guest could also run privileged
-//!   instructions; `out` outside urun's stub page and `hlt` become a
-//!   SIGSEGV as they would natively, others (`cli`, `mov cr3`) are not
-//!   caught: a guest that does them can only break its own VM.
-//! - **SYSCALL**: EFER.SCE with LSTAR at a stub `out PORT_SYSCALL, al`.
-//!   urun reads the registers (RCX = return RIP, R11 = RFLAGS as the
-//!   hardware saved them) and returns `Exit::Syscall` with `cpu.rip` at
-//!   the return address; the next run sets RIP and RFLAGS with
-//!   KVM_SET_REGS. No `sysret`.
+//!   IDT, a probe page, and per vCPU a GDT, a TSS and an IST stack —
+//!   identity-mapped at its own host address, supervisor-only. Being
+//!   urun's memory, that address is never a guest address; it is in the
+//!   lower half because `kvm_pvm` gives a guest nothing else. Both are
+//!   anonymous host mappings outside the `AddressSpace`.
+//! - **CPL3.** The guest runs at CPL3 with Linux's user selectors (CS
+//!   0x33, SS 0x2b), so it cannot touch urun's supervisor pages, run
+//!   privileged instructions or `out` (a #GP, SIGSEGV as natively). The
+//!   brief suggested CPL0 because a `sysret` back to CPL3 did not work
+//!   under `kvm_pvm`; measured here, CPL0 code under `kvm_pvm` is run by
+//!   KVM's instruction emulator (about 1.8 µs an instruction, and no
+//!   SSE/x87 at all), while CPL3 code runs natively. urun never uses
+//!   `sysret`: it returns to CPL3 by setting CS/SS with KVM_SET_SREGS.
+//! - **SYSCALL**: EFER.SCE, STAR, LSTAR at a supervisor stub `out
+//!   PORT_SYSCALL, al`, FMASK as Linux. On hardware KVM the stub runs at
+//!   CPL0 and exits. Under `kvm_pvm` the SYSCALL reaches LSTAR still at
+//!   CPL3, and fetching the supervisor stub raises #PF (instruction
+//!   fetch, user) at LSTAR, which the #PF stub turns into an exit;
+//!   `exit::decode` recognises both. urun reads RCX (return RIP), R11
+//!   (RFLAGS) and the guest RSP, returns `Exit::Syscall`, and the next run
+//!   sets RIP, RFLAGS and the segments again.
 //! - **Exceptions**: IDT gates for vectors 0..31 use IST1 (never the
-//!   guest stack, whose red zone must survive); each stub does
-//!   `out PORT_EXCEPTION + vector, al`. `exit.rs` turns the port, the IST
-//!   frame (error code, RIP, RFLAGS, RSP) and CR2 into an `Exit::Fault`,
-//!   a pure function with unit tests. `exit.rs` is "handle the exit",
+//!   guest stack, whose red zone must survive); each stub does `out
+//!   PORT_EXCEPTION + vector, al`. `exit.rs` turns the port, the IST frame
+//!   (error code, RIP, RFLAGS, RSP) and CR2 into an `Exit::Fault`, a pure
+//!   function with unit tests. `exit.rs` is "handle the exit",
 //!   `KvmEngine::run` is "run".
 //! - **State transfer**: all GPRs, RIP, RFLAGS with KVM_SET/GET_REGS; x87,
 //!   MXCSR and XMM with KVM_SET/GET_FPU (the FXSAVE image of `CpuState`);
-//!   FS/GS base with KVM_SET_SREGS when they changed (only syscalls change
-//!   them: CR4.FSGSBASE stays off). CR4.OSXSAVE is off, so the guest sees
-//!   no AVX and libc uses SSE code.
+//!   segments and FS/GS base with KVM_SET_SREGS on every entry. CR4.OSXSAVE
+//!   is off, so the guest sees no AVX and libc uses SSE code.
 //! - **CPUID**: the vCPU gets KVM_GET_SUPPORTED_CPUID (without it the
 //!   guest sees a 36-bit physical width and high identity mappings fail).
 //! - **Interrupts**: the personality's host signal handler sets the
@@ -67,24 +68,9 @@
 //!   that lands between the check and KVM_RUN, is seen only at the next
 //!   exit (kvm-ioctls has no KVM_SET_SIGNAL_MASK wrapper to close that
 //!   window).
-//!
-//! # Status on this project's machines (nested `kvm_pvm`)
-//!
-//! `kvm_pvm` runs a PVM guest's supervisor code at hardware CPL3 only once
-//! the vCPU is in "PVM mode", which needs the PVM ABI (a PVCS page in
-//! MSR_PVM_VCPU_STRUCT, events through MSR_PVM_EVENT_ENTRY rather than an
-//! IDT, `syscall` from supervisor mode being a hypercall, code in the
-//! lower half only). urun's bare long-mode guest is not a PVM guest, so
-//! the vCPU stays in PVM's "non-PVM mode", where KVM's instruction
-//! emulator runs every instruction: integer code works (about 1.8 µs an
-//! instruction) and `out`, the IDT and the IST stubs behave as designed,
-//! but SSE and x87 instructions end in KVM_INTERNAL_ERROR_EMULATION. So
-//! assembly programs and small musl programs run and match native, while
-//! anything whose libc touches SSE (glibc, most of musl's stdio, the
-//! dynamic loader) dies with SIGSEGV and a logged "KVM internal error".
-//! The `experiments` test (ignored; run with `--ignored --nocapture`)
-//! shows it. On hardware KVM (VMX/SVM) the design runs natively; making
-//! it run natively under `kvm_pvm` means speaking the PVM ABI.
+//! - **Isolation**: the guest reaches only what the page tables map (its
+//!   own ranges as user pages; urun's system pages are supervisor-only),
+//!   and the personality validates every pointer a syscall carries.
 
 mod exit;
 mod mmap;
