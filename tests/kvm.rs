@@ -9,7 +9,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use common::{ensure_testbins, run, urun, Outcome};
+use common::{ensure_testbins, run, urun, Outcome, TempDir};
 
 /// Programs (with arguments) that must behave exactly as natively: the
 /// assembly programs, each C program in every build (static glibc, static
@@ -116,4 +116,95 @@ fn unusable_kvm_is_one_clear_line() {
     let o = under_kvm(&out.join("asm_exit"), &[]);
     assert_eq!(o.code, Some(125), "{reason}");
     assert_eq!(o.stderr_text().lines().count(), 1, "{}", o.stderr_text());
+}
+
+/// Programs that exercise what the testbins do not: several guest threads
+/// (one vCPU each), fork (the child makes its own VM), and a signal that
+/// must interrupt a guest spinning in user code.
+const EXTRA: &[(&str, &str)] = &[
+    (
+        "threads",
+        r#"#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+static long sum[4];
+static void *work(void *p) {
+    long i = (long)p; double x = 0;
+    for (long k = 0; k < 200000; k++) x += k * 0.5;
+    char *m = malloc(1 << 20); m[5] = 1; free(m);
+    sum[i] = (long)x + i; return 0;
+}
+int main(void) {
+    pthread_t t[4];
+    for (long i = 0; i < 4; i++) pthread_create(&t[i], 0, work, (void *)i);
+    for (int i = 0; i < 4; i++) pthread_join(t[i], 0);
+    for (int i = 0; i < 4; i++) printf("%ld\n", sum[i]);
+    return 0;
+}
+"#,
+    ),
+    (
+        "fork",
+        r#"#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <sys/wait.h>
+int main(void) {
+    char *buf = malloc(100000); strcpy(buf, "parent data");
+    fflush(stdout);
+    pid_t p = fork();
+    if (p == 0) { char *b = malloc(200000); memset(b, 1, 200000); printf("child sees: %s %d\n", buf, b[100]); return 3; }
+    int st; waitpid(p, &st, 0);
+    printf("child exit %d\n", WEXITSTATUS(st));
+    return 0;
+}
+"#,
+    ),
+    (
+        "alarm_spin",
+        r#"#include <signal.h>
+#include <stdio.h>
+#include <unistd.h>
+static volatile int hits;
+static void h(int s) { (void)s; hits++; }
+int main(void) {
+    signal(SIGALRM, h);
+    alarm(1);
+    while (!hits) { }
+    printf("alarm handled %d\n", hits);
+    return 0;
+}
+"#,
+    ),
+];
+
+#[test]
+fn threads_fork_signals_vs_native() {
+    let out = ensure_testbins();
+    if let Some(reason) = kvm_unusable(&out) {
+        println!("skipped: no usable /dev/kvm ({reason})");
+        return;
+    }
+    let dir = TempDir::new("kvm-extra");
+    let mut failures = Vec::new();
+    for (name, source) in EXTRA {
+        let c = dir.path().join(format!("{name}.c"));
+        let exe = dir.path().join(name);
+        std::fs::write(&c, source).expect("writing a C source");
+        match Command::new("gcc").arg("-O1").arg("-o").arg(&exe).arg(&c).arg("-lpthread").status() {
+            Ok(s) if s.success() => {}
+            other => {
+                println!("skipped: {name}: cannot build it with gcc ({other:?})");
+                continue;
+            }
+        }
+        let d = differences(&native(&exe, &[]), &under_kvm(&exe, &[]));
+        if d.is_empty() {
+            println!("ok: {name}");
+        } else {
+            failures.push(format!("{name}:\n  {}", d.join("\n  ")));
+        }
+    }
+    assert!(failures.is_empty(), "under --engine kvm:\n{}", failures.join("\n"));
 }
