@@ -84,8 +84,8 @@ pub fn fault_kind(vector: u8, error: u64, cr2: u64, fpe_code: i32) -> FaultKind 
 }
 
 /// Decode one exit. `top` is the IST stack's top words (only read for
-/// exception exits); `cr2` is read only for #PF; `lstar` is the SYSCALL
-/// entry address.
+/// exception exits); `cr2` is read only for #PF (not for the #PF at
+/// LSTAR); `lstar` is the SYSCALL entry address.
 ///
 /// Under the nested `kvm_pvm` of this project's machines a SYSCALL from
 /// CPL3 reaches LSTAR still at CPL3, so fetching the supervisor-only entry
@@ -97,7 +97,7 @@ pub fn decode(raw: RawExit, top: &IstTop, cr2: u64, fpe_code: i32, lstar: u64) -
     match raw {
         RawExit::Out { port: PORT_SYSCALL, from_stub: true } => Action::Syscall { rsp: None },
         RawExit::Out { port, from_stub: true }
-            if port == PORT_EXCEPTION + 14 && cr2 == lstar && top[1] == lstar && top[0] & PF_FETCH != 0 =>
+            if port == PORT_EXCEPTION + 14 && top[1] == lstar && top[0] & PF_FETCH != 0 =>
         {
             Action::Syscall { rsp: Some(top[4]) }
         }

@@ -137,6 +137,9 @@ pub fn probe() -> Result<(), KvmError> {
 /// What the vCPU holds besides what KVM_SET_REGS/FPU set every run.
 struct Loaded {
     sregs: kvm_sregs,
+    /// The FPU image the vCPU holds, when known: KVM_SET_FPU is skipped
+    /// when the guest state still matches it.
+    fpu: Option<kvm_fpu>,
     fs_base: u64,
     gs_base: u64,
     epoch: u64,
@@ -169,7 +172,7 @@ impl KvmEngine {
             vcpu: Some(vcpu),
             idx,
             pid: std::process::id(),
-            loaded: Loaded { sregs, fs_base: 0, gs_base: 0, epoch: u64::MAX, root: 0 },
+            loaded: Loaded { sregs, fpu: None, fs_base: 0, gs_base: 0, epoch: u64::MAX, root: 0 },
             interrupt: Arc::new(AtomicBool::new(false)),
         })
     }
@@ -236,7 +239,11 @@ impl KvmEngine {
             rflags: cpu.flags.get() | 2,
         };
         vcpu.set_regs(&regs).map_err(|e| KvmError::Ioctl { what: "KVM_SET_REGS", errno: e.errno() })?;
-        vcpu.set_fpu(&fpu_from(cpu)).map_err(|e| KvmError::Ioctl { what: "KVM_SET_FPU", errno: e.errno() })?;
+        let fpu = fpu_from(cpu);
+        if l.fpu.as_ref().is_none_or(|held| !same_fpu(held, &fpu)) {
+            vcpu.set_fpu(&fpu).map_err(|e| KvmError::Ioctl { what: "KVM_SET_FPU", errno: e.errno() })?;
+            l.fpu = Some(fpu);
+        }
         Ok(())
     }
 
@@ -265,6 +272,8 @@ impl KvmEngine {
         cpu.rip = r.rip;
         cpu.flags.set(r.rflags);
         fpu_into(&f, cpu);
+        // What the vCPU holds now, as the next `enter` will compute it.
+        self.loaded.fpu = Some(fpu_from(cpu));
         Ok((r, f))
     }
 
@@ -312,7 +321,10 @@ impl KvmEngine {
                 }
                 (v.ist_top(self.idx), v.lstar())
             };
-            let is_pf = matches!(raw, RawExit::Out { port, from_stub: true } if port == exit::PORT_EXCEPTION + 14);
+            // CR2 costs an ioctl: not needed for the #PF at LSTAR that is a
+            // SYSCALL under kvm_pvm (see `exit::decode`).
+            let is_pf = matches!(raw, RawExit::Out { port, from_stub: true } if port == exit::PORT_EXCEPTION + 14)
+                && top[1] != lstar;
             let cr2 = if is_pf {
                 let vcpu = self.vcpu.as_ref().ok_or(KvmError::Probe("no vCPU".into()))?;
                 vcpu.get_sregs().map(|s| s.cr2).unwrap_or(0)
@@ -413,6 +425,19 @@ fn fpu_from(cpu: &CpuState) -> kvm_fpu {
         f.xmm[i].copy_from_slice(&img[160 + 16 * i..176 + 16 * i]);
     }
     f
+}
+
+/// Do two FPU images hold the same state?
+fn same_fpu(a: &kvm_fpu, b: &kvm_fpu) -> bool {
+    a.fpr == b.fpr
+        && a.fcw == b.fcw
+        && a.fsw == b.fsw
+        && a.ftwx == b.ftwx
+        && a.last_opcode == b.last_opcode
+        && a.last_ip == b.last_ip
+        && a.last_dp == b.last_dp
+        && a.xmm == b.xmm
+        && a.mxcsr == b.mxcsr
 }
 
 /// Put a vCPU FPU image into `cpu`.
