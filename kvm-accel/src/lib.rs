@@ -71,6 +71,19 @@
 //! - **Isolation**: the guest reaches only what the page tables map (its
 //!   own ranges as user pages; urun's system pages are supervisor-only),
 //!   and the personality validates every pointer a syscall carries.
+//!
+//! # Measured (nested `kvm_pvm`, 2 vCPUs, release build)
+//!
+//! - CPU-bound `bench_cpu.glibc`: 258 ms against 247 ms natively.
+//! - A `getppid` round trip: 40 µs (0.14 µs natively, 0.32 µs in the
+//!   interpreter). Of an exit, KVM_RUN takes ~26 µs (SYSCALL, the #PF at
+//!   LSTAR delivered through the IDT, the emulated `out`, the nested world
+//!   switches), KVM_SET_SREGS ~3 µs, KVM_SET_REGS ~2.5 µs, KVM_GET_REGS +
+//!   KVM_GET_SREGS ~6 µs, KVM_GET_FPU + KVM_SET_FPU ~5 µs (SET_FPU is
+//!   skipped when nothing changed). An LSTAR stub that exits by MMIO
+//!   instead saves only ~3 µs of KVM_RUN (the ignored test
+//!   `vm::pvm_experiment::user_mode_round_trip` measures both).
+//! - Start-up of a tiny static program: ~3.5 ms (VM, probe, vCPU, slots).
 
 mod exit;
 mod mmap;

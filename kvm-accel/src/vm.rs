@@ -547,6 +547,32 @@ mod pvm_experiment {
             t_fpu += t.elapsed();
         }
         let per = |d: std::time::Duration| d / n;
+        // Variant: LSTAR at a user page whose code writes to a page mapped
+        // to a guest-physical address with no memory slot (an MMIO exit).
+        let extra = Mapping::new(4096).unwrap();
+        let e = extra.addr();
+        let hole: u64 = 1 << 47;
+        let mut code = vec![0xa2u8];
+        code.extend_from_slice(&(a + 7 * 4096).to_le_bytes());
+        code.push(0xf4);
+        extra.write(0, &code);
+        {
+            let mut v = lock(&vm);
+            v.pt.map(e, e, paging::US).unwrap();
+            v.pt.map(a + 7 * 4096, hole, paging::US | paging::RW | paging::NX).unwrap();
+            v.set_slot(201, e, 4096).unwrap();
+        }
+        vcpu.set_msrs(&Msrs::from_entries(&[kvm_msr_entry { index: MSR_LSTAR, data: e, ..Default::default() }]).unwrap()).unwrap();
+        let mut t_mmio = std::time::Duration::ZERO;
+        let mut last = String::new();
+        for _ in 0..n {
+            vcpu.set_sregs(&user_sregs).unwrap();
+            vcpu.set_regs(&kvm_regs { rip: a + 4096 + 11, rflags: 0x202, rsp: a + 6 * 4096 - 64, ..Default::default() }).unwrap();
+            let t = clock();
+            last = format!("{:?}", vcpu.run());
+            t_mmio += t.elapsed();
+        }
+        println!("MMIO variant: KVM_RUN {:?} ({last})", per(t_mmio));
         println!(
             "per exit: set_sregs {:?}, set_regs {:?}, KVM_RUN (syscall -> #PF -> stub -> out) {:?}, get_regs+get_sregs {:?}, get_fpu+set_fpu {:?}",
             per(t_sregs), per(t_regs), per(t_run), per(t_get), per(t_fpu)
