@@ -19,12 +19,15 @@ use urun_syscalls::linux::{self, Brk, Process, Stop};
 enum EngineKind {
     /// The interpreter: portable, precise, the reference.
     Interp,
+    /// Native execution in a bare KVM virtual machine (needs /dev/kvm).
+    Kvm,
 }
 
 impl EngineKind {
     fn name(self) -> &'static str {
         match self {
             EngineKind::Interp => "interp",
+            EngineKind::Kvm => "kvm",
         }
     }
 }
@@ -172,6 +175,12 @@ fn start(cli: &Cli) -> Result<Stop, StartError> {
     let (program, argv) = resolve_script(&cli.program, argv)?;
     let shown = program.display().to_string();
 
+    if cli.engine == EngineKind::Kvm {
+        // Before loading anything: fail with one clear line, not later.
+        if let Err(e) = urun_kvm::probe() {
+            kvm_unusable(&e);
+        }
+    }
     let mem = Arc::new(AddressSpace::new());
     let cpuid1 = urun_cpu::cpuid::guest_cpuid(1, 0);
     let opts = LoadOptions {
@@ -207,7 +216,21 @@ fn start(cli: &Cli) -> Result<Stop, StartError> {
 fn new_engine(kind: EngineKind, mem: Arc<AddressSpace>) -> Box<dyn Engine> {
     match kind {
         EngineKind::Interp => Box::new(Interpreter::new(mem)),
+        EngineKind::Kvm => match urun_kvm::KvmEngine::new(mem) {
+            Ok(e) => Box::new(e),
+            Err(e) => kvm_unusable(&e),
+        },
     }
+}
+
+/// Exit status when `--engine kvm` cannot run here (as `env` uses for
+/// "the command itself failed").
+const KVM_UNUSABLE: i32 = 125;
+
+/// Say in one line why KVM cannot be used, and leave.
+fn kvm_unusable(e: &urun_kvm::KvmError) -> ! {
+    eprintln!("urun: --engine kvm: no usable /dev/kvm ({e})");
+    std::process::exit(KVM_UNUSABLE);
 }
 
 /// Leave as the guest left: its exit status, or killed by its signal.

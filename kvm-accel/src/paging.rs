@@ -1,0 +1,193 @@
+//! 4-level x86-64 page tables built by urun in private host memory.
+//!
+//! Guest-physical == host-virtual everywhere, so a table's physical
+//! address is its host address and a leaf maps a page to itself (guest
+//! memory) or to urun's private system pages (mapped high, see `vm.rs`).
+//! Tables are allocated from one private pool that is also a KVM memory
+//! slot, but that no page table maps: the guest cannot read or write them.
+//! Tables are never freed; a cleared entry is left as an empty table.
+
+use crate::mmap::Mapping;
+
+pub const P: u64 = 1 << 0;
+pub const RW: u64 = 1 << 1;
+pub const US: u64 = 1 << 2;
+pub const NX: u64 = 1 << 63;
+const ADDR: u64 = 0x000f_ffff_ffff_f000;
+
+/// Why the page tables could not be changed.
+#[derive(Debug, thiserror::Error)]
+pub enum PagingError {
+    #[error("page-table pool of {0} bytes is full")]
+    PoolFull(usize),
+}
+
+/// The page tables of one VM: a pool of table pages and two PML4s kept
+/// identical (switching CR3 between them makes KVM drop its cached
+/// translations of the old tree).
+pub struct PageTables {
+    pool: Mapping,
+    used: usize,
+    roots: [u64; 2],
+}
+
+impl PageTables {
+    /// A pool of `size` bytes (reserved, not committed) with two empty
+    /// roots.
+    pub fn new(size: usize) -> std::io::Result<Self> {
+        let pool = Mapping::new(size)?;
+        let mut pt = PageTables { pool, used: 0, roots: [0; 2] };
+        let a = pt.alloc().map_err(std::io::Error::other)?;
+        let b = pt.alloc().map_err(std::io::Error::other)?;
+        pt.roots = [a, b];
+        Ok(pt)
+    }
+
+    /// The pool: its host (== guest-physical) address and size.
+    pub fn pool(&self) -> (u64, usize) {
+        (self.pool.addr(), self.pool.len())
+    }
+
+    /// The physical address of PML4 `which` (0 or 1).
+    pub fn root(&self, which: usize) -> u64 {
+        self.roots[which & 1]
+    }
+
+    fn alloc(&mut self) -> Result<u64, PagingError> {
+        if self.used + 4096 > self.pool.len() {
+            return Err(PagingError::PoolFull(self.pool.len()));
+        }
+        let pa = self.pool.addr() + self.used as u64;
+        self.used += 4096;
+        // Fresh anonymous pages read as zero: an empty table.
+        Ok(pa)
+    }
+
+    fn entry(&self, table: u64, idx: usize) -> *mut u64 {
+        debug_assert!(table >= self.pool.addr() && table < self.pool.addr() + self.used as u64);
+        (table + 8 * idx as u64) as *mut u64
+    }
+
+    fn read(&self, table: u64, idx: usize) -> u64 {
+        // SAFETY: `table` is a page of the pool (allocated by `alloc`), so
+        // the entry is inside our own mapping and 8-byte aligned.
+        unsafe { std::ptr::read_volatile(self.entry(table, idx)) }
+    }
+
+    fn write(&self, table: u64, idx: usize, v: u64) {
+        // SAFETY: as in `read`.
+        unsafe { std::ptr::write_volatile(self.entry(table, idx), v) }
+    }
+
+    fn index(va: u64, level: u32) -> usize {
+        ((va >> (12 + 9 * level)) & 0x1ff) as usize
+    }
+
+    /// The table at `level` (3 = PDPT .. 0 = PT) for `va`, created if
+    /// `create`.
+    fn table_for(&mut self, va: u64, create: bool) -> Result<Option<u64>, PagingError> {
+        let i4 = Self::index(va, 3);
+        let mut e = self.read(self.roots[0], i4);
+        if e & P == 0 {
+            if !create {
+                return Ok(None);
+            }
+            let t = self.alloc()?;
+            e = t | P | RW | US;
+            self.write(self.roots[0], i4, e);
+            self.write(self.roots[1], i4, e);
+        }
+        let mut table = e & ADDR;
+        for level in (1..3).rev() {
+            let i = Self::index(va, level);
+            let mut e = self.read(table, i);
+            if e & P == 0 {
+                if !create {
+                    return Ok(None);
+                }
+                let t = self.alloc()?;
+                e = t | P | RW | US;
+                self.write(table, i, e);
+            }
+            table = e & ADDR;
+        }
+        Ok(Some(table))
+    }
+
+    /// Map the page at `va` to `pa` with leaf `flags` (P is added).
+    pub fn map(&mut self, va: u64, pa: u64, flags: u64) -> Result<(), PagingError> {
+        let Some(pt) = self.table_for(va, true)? else { return Ok(()) };
+        self.write(pt, Self::index(va, 0), (pa & ADDR) | flags | P);
+        Ok(())
+    }
+
+    /// Map `[start, end)` to itself with `flags`, page by page.
+    pub fn map_identity(&mut self, start: u64, end: u64, flags: u64) -> Result<(), PagingError> {
+        let mut va = start;
+        while va < end {
+            // One table lookup per 2 MiB run.
+            let Some(pt) = self.table_for(va, true)? else { return Ok(()) };
+            let run_end = ((va | 0x1f_ffff) + 1).min(end);
+            while va < run_end {
+                self.write(pt, Self::index(va, 0), (va & ADDR) | flags | P);
+                va += 4096;
+            }
+        }
+        Ok(())
+    }
+
+    /// Remove the mappings of `[start, end)`.
+    pub fn unmap(&mut self, start: u64, end: u64) {
+        let mut va = start;
+        while va < end {
+            let run_end = ((va | 0x1f_ffff) + 1).min(end);
+            if let Ok(Some(pt)) = self.table_for(va, false) {
+                for a in (va..run_end).step_by(4096) {
+                    self.write(pt, Self::index(a, 0), 0);
+                }
+            }
+            va = run_end;
+        }
+    }
+
+    /// Walk the tables: the physical address and leaf flags of `va`.
+    #[cfg_attr(not(test), allow(dead_code))]
+    pub fn translate(&mut self, va: u64) -> Option<(u64, u64)> {
+        let pt = self.table_for(va, false).ok()??;
+        let e = self.read(pt, Self::index(va, 0));
+        (e & P != 0).then_some(((e & ADDR) | (va & 0xfff), e & !ADDR))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn map_translate_unmap() {
+        let mut pt = PageTables::new(64 << 12).unwrap();
+        pt.map_identity(0x40_0000, 0x40_3000, RW | NX).unwrap();
+        pt.map(0xffff_ffff_8000_0000, 0x1234_5000, 0).unwrap();
+        assert_eq!(pt.translate(0x40_1008), Some((0x40_1008, P | RW | NX)));
+        assert_eq!(pt.translate(0x40_3000), None);
+        assert_eq!(pt.translate(0xffff_ffff_8000_0010), Some((0x1234_5010, P)));
+        // Both roots see the same tree.
+        let (a, b) = (pt.root(0), pt.root(1));
+        assert_ne!(a, b);
+        // SAFETY: roots are pool pages.
+        let (ea, eb) = unsafe { (*((a + 8 * 511) as *const u64), *((b + 8 * 511) as *const u64)) };
+        assert_eq!(ea, eb);
+        pt.unmap(0x40_1000, 0x40_2000);
+        assert_eq!(pt.translate(0x40_1000), None);
+        assert!(pt.translate(0x40_2000).is_some());
+        // A range across a 2 MiB boundary.
+        pt.map_identity(0x1f_f000, 0x20_2000, RW).unwrap();
+        assert!(pt.translate(0x1f_f000).is_some() && pt.translate(0x20_1000).is_some());
+    }
+
+    #[test]
+    fn pool_exhaustion_is_an_error() {
+        let mut pt = PageTables::new(4 << 12).unwrap();
+        assert!(pt.map_identity(0, 1 << 40, RW).is_err());
+    }
+}

@@ -1,0 +1,581 @@
+//! The one VM of a urun process: its memory slots, page tables and system
+//! pages (stubs, IDT, per-vCPU GDT/TSS/IST stack), shared by every vCPU.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use kvm_bindings::{kvm_dtable, kvm_msr_entry, kvm_segment, kvm_sregs, kvm_userspace_memory_region, CpuId, Msrs};
+use kvm_ioctls::{Kvm, VcpuFd, VmFd};
+use urun_cpu::{AddressSpace, Prot};
+
+use crate::exit::{PORT_EXCEPTION, PORT_SYSCALL};
+use crate::mmap::Mapping;
+use crate::paging::{self, PageTables};
+use crate::KvmError;
+
+/// Page 0 of the system area: stub code.
+const STUB_PAGE: u64 = 0;
+pub const SYSCALL_STUB: u64 = 0x00;
+const EXC_STUBS: u64 = 0x100;
+/// Page 1: the IDT.
+const IDT_PAGE: u64 = 1;
+/// Page 2: the probe's user-mode code.
+const PROBE_PAGE: u64 = 2;
+/// Pages 3..: one per vCPU slot: GDT at 0, TSS at 0x80, IST stack below
+/// the page's end.
+const CPU_PAGE0: u64 = 3;
+const TSS_OFF: u64 = 0x80;
+/// vCPUs alive at once.
+pub const MAX_VCPUS: usize = 254;
+
+const SEL_CODE: u16 = 0x08;
+const SEL_DATA: u16 = 0x10;
+/// The user selectors Linux uses, so the guest sees the same CS and SS.
+const SEL_USER_DATA: u16 = 0x2b;
+const SEL_USER_CODE: u16 = 0x33;
+const SEL_TSS: u16 = 0x38;
+const GDT_ENTRIES: usize = 9;
+
+const PT_POOL_SIZE: usize = 1 << 30;
+
+const MSR_STAR: u32 = 0xc000_0081;
+const MSR_LSTAR: u32 = 0xc000_0082;
+const MSR_CSTAR: u32 = 0xc000_0083;
+const MSR_FMASK: u32 = 0xc000_0084;
+
+/// A guest range as the page tables and slots last saw it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+struct Span {
+    start: u64,
+    end: u64,
+    prot: u32,
+}
+
+pub struct Vm {
+    _kvm: Kvm,
+    pub fd: VmFd,
+    cpuid: CpuId,
+    sys: Mapping,
+    pt: PageTables,
+    mem: Option<Arc<AddressSpace>>,
+    /// The guest ranges the tables and slots describe.
+    spans: Vec<Span>,
+    /// Guest memory slots: (start, end) -> slot number.
+    slots: BTreeMap<(u64, u64), u32>,
+    free_slots: Vec<u32>,
+    next_slot: u32,
+    max_slots: u32,
+    /// Bumped by every page-table change; a vCPU that loaded an older
+    /// epoch switches CR3 to drop what it cached.
+    pub epoch: u64,
+    /// Generation of the AddressSpace at the last sync.
+    pub generation: u64,
+    /// vCPUs made and free for reuse, with their system-page index.
+    idle_vcpus: Vec<(VcpuFd, usize)>,
+    next_vcpu: usize,
+}
+
+/// One process-wide VM, remade in a forked child (KVM refuses a VM's
+/// ioctls from another process).
+static VM: Mutex<Option<(u32, Arc<Mutex<Vm>>)>> = Mutex::new(None);
+
+pub fn lock(vm: &Mutex<Vm>) -> MutexGuard<'_, Vm> {
+    vm.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The VM of this process, made on first use.
+pub fn get() -> Result<Arc<Mutex<Vm>>, KvmError> {
+    let mut g = VM.lock().unwrap_or_else(|e| e.into_inner());
+    let pid = std::process::id();
+    if let Some((p, vm)) = g.as_ref() {
+        if *p == pid {
+            return Ok(vm.clone());
+        }
+    }
+    let vm = Arc::new(Mutex::new(Vm::new()?));
+    *g = Some((pid, vm.clone()));
+    Ok(vm)
+}
+
+fn ioctl_err(what: &'static str) -> impl Fn(kvm_ioctls::Error) -> KvmError {
+    move |e| KvmError::Ioctl { what, errno: e.errno() }
+}
+
+impl Vm {
+    fn new() -> Result<Vm, KvmError> {
+        let kvm = Kvm::new().map_err(|e| KvmError::Open(std::io::Error::from_raw_os_error(e.errno())))?;
+        let fd = kvm.create_vm().map_err(ioctl_err("KVM_CREATE_VM"))?;
+        let cpuid = kvm
+            .get_supported_cpuid(kvm_bindings::KVM_MAX_CPUID_ENTRIES)
+            .map_err(ioctl_err("KVM_GET_SUPPORTED_CPUID"))?;
+        let max_slots = kvm.get_nr_memslots() as u32;
+        let sys = Mapping::new(((CPU_PAGE0 as usize) + MAX_VCPUS) * 4096).map_err(KvmError::Memory)?;
+        let pt = PageTables::new(PT_POOL_SIZE).map_err(KvmError::Memory)?;
+        let mut vm = Vm {
+            _kvm: kvm,
+            fd,
+            cpuid,
+            sys,
+            pt,
+            mem: None,
+            spans: Vec::new(),
+            slots: BTreeMap::new(),
+            free_slots: Vec::new(),
+            next_slot: 2,
+            max_slots,
+            epoch: 0,
+            generation: 0,
+            idle_vcpus: Vec::new(),
+            next_vcpu: 0,
+        };
+        vm.build_system()?;
+        Ok(vm)
+    }
+
+    /// Register a slot with guest-physical == host-virtual.
+    fn set_slot(&self, slot: u32, start: u64, size: u64) -> Result<(), KvmError> {
+        let region = kvm_userspace_memory_region {
+            slot,
+            flags: 0,
+            guest_phys_addr: start,
+            memory_size: size,
+            userspace_addr: start,
+        };
+        // SAFETY: `start..start+size` is host memory that stays mapped
+        // while the slot exists: urun's own private mappings (owned by
+        // this Vm) or guest ranges of the AddressSpace, whose slots are
+        // removed at the next sync after they are unmapped; KVM's MMU
+        // notifier keeps the guest view coherent in between, and a slot
+        // that is deleted (size 0) refers to nothing.
+        unsafe { self.fd.set_user_memory_region(region) }.map_err(|e| KvmError::Slot { start, size, errno: e.errno() })
+    }
+
+    /// Stubs, IDT, page tables for the system area, and the two private
+    /// slots.
+    fn build_system(&mut self) -> Result<(), KvmError> {
+        let mut stubs = vec![0xf4u8; 4096]; // hlt everywhere else
+        // SYSCALL entry: out PORT_SYSCALL, al; hlt.
+        let put = |s: &mut Vec<u8>, at: u64, code: &[u8]| s[at as usize..at as usize + code.len()].copy_from_slice(code);
+        put(&mut stubs, SYSCALL_STUB, &[0xe6, PORT_SYSCALL as u8, 0xf4]);
+        let mut idt = vec![0u8; 4096];
+        for v in 0..32u64 {
+            let at = EXC_STUBS + 16 * v;
+            put(&mut stubs, at, &[0xe6, (PORT_EXCEPTION as u64 + v) as u8, 0xf4]);
+            let target = self.sys.addr() + STUB_PAGE * 4096 + at;
+            let mut gate = [0u8; 16];
+            gate[0..2].copy_from_slice(&(target as u16).to_le_bytes());
+            gate[2..4].copy_from_slice(&SEL_CODE.to_le_bytes());
+            gate[4] = 1; // IST1
+            gate[5] = 0x8e; // present, DPL0, 64-bit interrupt gate
+            gate[6..8].copy_from_slice(&((target >> 16) as u16).to_le_bytes());
+            gate[8..12].copy_from_slice(&((target >> 32) as u32).to_le_bytes());
+            idt[16 * v as usize..16 * v as usize + 16].copy_from_slice(&gate);
+        }
+        self.sys.write((STUB_PAGE * 4096) as usize, &stubs);
+        self.sys.write((IDT_PAGE * 4096) as usize, &idt);
+        // Probe, at CPL3: mov eax, 42; pxor xmm0, xmm0; syscall; ud2.
+        self.sys.write((PROBE_PAGE * 4096) as usize, &[0xb8, 42, 0, 0, 0, 0x66, 0x0f, 0xef, 0xc0, 0x0f, 0x05, 0x0f, 0x0b]);
+
+        // Identity-mapped at its own (lower-half) host address, which is
+        // urun's memory and so never a guest address; supervisor-only.
+        let base = self.sys.addr();
+        let map = |pt: &mut PageTables, page: u64, flags: u64| pt.map(base + page * 4096, base + page * 4096, flags);
+        map(&mut self.pt, STUB_PAGE, 0).map_err(KvmError::Paging)?;
+        map(&mut self.pt, IDT_PAGE, paging::NX).map_err(KvmError::Paging)?;
+        map(&mut self.pt, PROBE_PAGE, paging::US).map_err(KvmError::Paging)?;
+        for i in 0..MAX_VCPUS as u64 {
+            map(&mut self.pt, CPU_PAGE0 + i, paging::RW | paging::NX).map_err(KvmError::Paging)?;
+        }
+        self.set_slot(0, base, self.sys.len() as u64)?;
+        let (pool, len) = self.pt.pool();
+        self.set_slot(1, pool, len as u64)?;
+        Ok(())
+    }
+
+    /// Fill vCPU slot `idx`'s GDT and TSS.
+    fn build_cpu_page(&self, idx: usize) {
+        let off = ((CPU_PAGE0 as usize) + idx) * 4096;
+        let tss_va = self.sys.addr() + (CPU_PAGE0 + idx as u64) * 4096 + TSS_OFF;
+        let ist_top = self.sys.addr() + (CPU_PAGE0 + idx as u64 + 1) * 4096;
+        let mut gdt = [0u64; GDT_ENTRIES];
+        gdt[1] = 0x00af_9b00_0000_ffff; // 0x08: 64-bit code, DPL0
+        gdt[2] = 0x00cf_9300_0000_ffff; // 0x10: data, DPL0
+        gdt[3] = 0x00cf_fb00_0000_ffff; // 0x18: 32-bit code, DPL3
+        gdt[5] = 0x00cf_f300_0000_ffff; // 0x28 (0x2b): data, DPL3
+        gdt[6] = 0x00af_fb00_0000_ffff; // 0x30 (0x33): 64-bit code, DPL3
+        let limit = 0x67u64;
+        gdt[7] = limit | ((tss_va & 0xff_ffff) << 16) | (0x8b << 40) | (((tss_va >> 24) & 0xff) << 56);
+        gdt[8] = tss_va >> 32;
+        let bytes: Vec<u8> = gdt.iter().flat_map(|q| q.to_le_bytes()).collect();
+        self.sys.write(off, &bytes);
+        let mut tss = [0u8; 104];
+        // IST1 at offset 0x24; I/O map base past the limit (no I/O bitmap).
+        tss[4..12].copy_from_slice(&ist_top.to_le_bytes()); // RSP0
+        tss[0x24..0x2c].copy_from_slice(&ist_top.to_le_bytes());
+        tss[0x66..0x68].copy_from_slice(&104u16.to_le_bytes());
+        self.sys.write(off + TSS_OFF as usize, &tss);
+    }
+
+    /// The six words at the top of vCPU slot `idx`'s IST stack.
+    pub fn ist_top(&self, idx: usize) -> [u64; 6] {
+        let end = ((CPU_PAGE0 as usize) + idx + 1) * 4096;
+        std::array::from_fn(|i| self.sys.read_u64(end - 48 + 8 * i))
+    }
+
+    /// Is `rip` inside urun's stub page?
+    pub fn in_stubs(&self, rip: u64) -> bool {
+        let base = self.sys.addr() + STUB_PAGE * 4096;
+        (base..base + 4096).contains(&rip)
+    }
+
+    /// The address of the SYSCALL entry (LSTAR).
+    pub fn lstar(&self) -> u64 {
+        self.sys.addr() + STUB_PAGE * 4096 + SYSCALL_STUB
+    }
+
+    /// The address of the probe code.
+    pub fn probe_code(&self) -> u64 {
+        self.sys.addr() + PROBE_PAGE * 4096
+    }
+
+    /// A vCPU ready to run guest code (long mode, CPL0, SYSCALL to the
+    /// stub), with its system-page index.
+    pub fn take_vcpu(&mut self) -> Result<(VcpuFd, usize, kvm_sregs), KvmError> {
+        let (vcpu, idx) = match self.idle_vcpus.pop() {
+            Some(v) => v,
+            None => {
+                if self.next_vcpu >= MAX_VCPUS {
+                    return Err(KvmError::TooManyVcpus(MAX_VCPUS));
+                }
+                let idx = self.next_vcpu;
+                let vcpu = self.fd.create_vcpu(idx as u64).map_err(ioctl_err("KVM_CREATE_VCPU"))?;
+                self.next_vcpu += 1;
+                vcpu.set_cpuid2(&self.cpuid).map_err(ioctl_err("KVM_SET_CPUID2"))?;
+                let entries = [
+                    kvm_msr_entry { index: MSR_STAR, data: ((SEL_CODE as u64) << 32) | (0x1b << 48), ..Default::default() },
+                    kvm_msr_entry { index: MSR_LSTAR, data: self.lstar(), ..Default::default() },
+                    kvm_msr_entry { index: MSR_CSTAR, data: self.lstar(), ..Default::default() },
+                    // TF, DF, IF, IOPL, NT, AC cleared on entry, as Linux does.
+                    kvm_msr_entry { index: MSR_FMASK, data: 0x47700, ..Default::default() },
+                ];
+                let msrs = Msrs::from_entries(&entries).map_err(|_| KvmError::Ioctl { what: "Msrs", errno: libc::EINVAL })?;
+                let n = vcpu.set_msrs(&msrs).map_err(ioctl_err("KVM_SET_MSRS"))?;
+                if n != entries.len() {
+                    return Err(KvmError::Ioctl { what: "KVM_SET_MSRS (not all taken)", errno: libc::EINVAL });
+                }
+                self.build_cpu_page(idx);
+                (vcpu, idx)
+            }
+        };
+        let sregs = self.user_sregs(idx);
+        vcpu.set_sregs(&sregs).map_err(ioctl_err("KVM_SET_SREGS"))?;
+        Ok((vcpu, idx, sregs))
+    }
+
+    /// Give a vCPU back for the next guest thread.
+    pub fn put_vcpu(&mut self, vcpu: VcpuFd, idx: usize) {
+        self.idle_vcpus.push((vcpu, idx));
+    }
+
+    fn initial_sregs(&self, idx: usize) -> kvm_sregs {
+        let code = kvm_segment {
+            base: 0,
+            limit: 0xffff_ffff,
+            selector: SEL_CODE,
+            type_: 11,
+            present: 1,
+            dpl: 0,
+            db: 0,
+            s: 1,
+            l: 1,
+            g: 1,
+            ..Default::default()
+        };
+        let data = kvm_segment { selector: SEL_DATA, type_: 3, l: 0, db: 1, ..code };
+        let cpu_va = self.sys.addr() + (CPU_PAGE0 + idx as u64) * 4096;
+        let tr = kvm_segment {
+            base: cpu_va + TSS_OFF,
+            limit: 0x67,
+            selector: SEL_TSS,
+            type_: 11,
+            present: 1,
+            dpl: 0,
+            db: 0,
+            s: 0,
+            l: 0,
+            g: 0,
+            ..Default::default()
+        };
+        kvm_sregs {
+            cs: code,
+            ds: data,
+            es: data,
+            fs: data,
+            gs: data,
+            ss: data,
+            tr,
+            ldt: kvm_segment { type_: 2, present: 1, unusable: 1, ..Default::default() },
+            gdt: kvm_dtable { base: cpu_va, limit: (GDT_ENTRIES * 8 - 1) as u16, ..Default::default() },
+            idt: kvm_dtable { base: self.sys.addr() + IDT_PAGE * 4096, limit: 32 * 16 - 1, ..Default::default() },
+            // PG, AM, WP, NE, ET, MP, PE.
+            cr0: 0x8005_0033,
+            cr3: self.pt.root(0),
+            // OSXMMEXCPT, OSFXSR, PAE.
+            cr4: 0x600 | 0x20,
+            // NXE, LMA, LME, SCE.
+            efer: 0x800 | 0x400 | 0x100 | 0x1,
+            ..Default::default()
+        }
+    }
+
+    /// The system registers the guest runs with: as `initial_sregs`, but
+    /// CS and SS are the user (CPL3) selectors Linux gives a process.
+    pub fn user_sregs(&self, idx: usize) -> kvm_sregs {
+        let mut s = self.initial_sregs(idx);
+        s.cs = kvm_segment { selector: SEL_USER_CODE, dpl: 3, ..s.cs };
+        s.ss = kvm_segment { selector: SEL_USER_DATA, dpl: 3, ..s.ss };
+        s.ds = kvm_segment { selector: 0, ..s.ds };
+        s.es = s.ds;
+        s.fs = s.ds;
+        s.gs = s.ds;
+        s
+    }
+
+    /// The CR3 value for root `which`.
+    pub fn root(&self, which: usize) -> u64 {
+        self.pt.root(which)
+    }
+
+    /// Make slots and page tables describe `mem` as it is now. Returns
+    /// whether anything changed.
+    pub fn sync(&mut self, mem: &Arc<AddressSpace>) -> Result<bool, KvmError> {
+        if self.mem.as_ref().is_none_or(|m| !Arc::ptr_eq(m, mem)) {
+            self.mem = Some(mem.clone());
+        }
+        self.generation = mem.generation();
+        let now: Vec<Span> = mem
+            .regions()
+            .into_iter()
+            .filter(|r| r.prot != Prot::NONE)
+            .map(|r| Span { start: r.start, end: r.end, prot: r.prot.0 })
+            .collect();
+        if now == self.spans {
+            return Ok(false);
+        }
+        // Page tables: remove what went away or changed, then add.
+        let (old, new) = (&self.spans, &now);
+        let gone: Vec<Span> = old.iter().filter(|s| new.binary_search(s).is_err()).copied().collect();
+        let came: Vec<Span> = new.iter().filter(|s| old.binary_search(s).is_err()).copied().collect();
+        for s in &gone {
+            self.pt.unmap(s.start, s.end);
+        }
+        for s in &came {
+            let p = Prot(s.prot);
+            let mut flags = paging::US;
+            if p.contains(Prot::WRITE) {
+                flags |= paging::RW;
+            }
+            if !p.contains(Prot::EXEC) {
+                flags |= paging::NX;
+            }
+            self.pt.map_identity(s.start, s.end, flags).map_err(KvmError::Paging)?;
+        }
+        // Slots: one per run of adjacent accessible ranges.
+        let mut want: Vec<(u64, u64)> = Vec::new();
+        for s in &now {
+            match want.last_mut() {
+                Some(last) if last.1 == s.start => last.1 = s.end,
+                _ => want.push((s.start, s.end)),
+            }
+        }
+        let stale: Vec<(u64, u64)> = self.slots.keys().filter(|k| want.binary_search(k).is_err()).copied().collect();
+        for k in stale {
+            if let Some(slot) = self.slots.remove(&k) {
+                self.set_slot(slot, k.0, 0)?;
+                self.free_slots.push(slot);
+            }
+        }
+        for k in want {
+            if self.slots.contains_key(&k) {
+                continue;
+            }
+            let slot = match self.free_slots.pop() {
+                Some(s) => s,
+                None if self.next_slot < self.max_slots => {
+                    self.next_slot += 1;
+                    self.next_slot - 1
+                }
+                None => return Err(KvmError::TooManySlots(self.max_slots)),
+            };
+            self.set_slot(slot, k.0, k.1 - k.0)?;
+            self.slots.insert(k, slot);
+        }
+        self.spans = now;
+        self.epoch += 1;
+        Ok(true)
+    }
+}
+
+#[cfg(test)]
+mod pvm_experiment {
+    use super::*;
+    use kvm_bindings::kvm_regs;
+
+    /// Can guest code run natively at CPL3, with SYSCALL going to a CPL0
+    /// stub (lower half) that exits with `out`, and resume at CPL3 by
+    /// KVM_SET_SREGS? (Run with `--ignored --nocapture`.)
+    #[test]
+    #[ignore]
+    fn user_mode_round_trip() {
+        let Ok(vm) = get() else { return };
+        let mut v = lock(&vm);
+        // Page 0: stubs; 1: user code; 2: IDT; 3: GDT+TSS; 4: IST stack; 5: user stack.
+        let area = Mapping::new(6 * 4096).unwrap();
+        let a = area.addr();
+        let mut stubs = vec![0xf4u8; 4096];
+        stubs[0..3].copy_from_slice(&[0xe6, 0x10, 0xf4]);
+        let mut idt = vec![0u8; 4096];
+        for vec in 0..32u64 {
+            let at = 0x100 + 16 * vec;
+            stubs[at as usize..at as usize + 3].copy_from_slice(&[0xe6, (0x80 + vec) as u8, 0xf4]);
+            let target = a + at;
+            let mut gate = [0u8; 16];
+            gate[0..2].copy_from_slice(&(target as u16).to_le_bytes());
+            gate[2..4].copy_from_slice(&SEL_CODE.to_le_bytes());
+            gate[4] = 1;
+            gate[5] = 0x8e;
+            gate[6..8].copy_from_slice(&((target >> 16) as u16).to_le_bytes());
+            gate[8..12].copy_from_slice(&((target >> 32) as u32).to_le_bytes());
+            idt[16 * vec as usize..16 * vec as usize + 16].copy_from_slice(&gate);
+        }
+        area.write(0, &stubs);
+        area.write(2 * 4096, &idt);
+        // user: pxor xmm0,xmm0; mov eax,39; syscall; mov eax,40; syscall; ud2
+        let user = [0x66, 0x0f, 0xef, 0xc0, 0xb8, 39, 0, 0, 0, 0x0f, 0x05, 0xb8, 40, 0, 0, 0, 0x0f, 0x05, 0x0f, 0x0b];
+        area.write(4096, &user);
+        // GDT: null, kernel code 0x08, kernel data 0x10, user32 0x18, user data 0x20 (0x2b... use 0x28?), TSS.
+        let tss_va = a + 3 * 4096 + 0x80;
+        let mut gdt = [0u64; 9];
+        gdt[1] = 0x00af_9b00_0000_ffff;
+        gdt[2] = 0x00cf_9300_0000_ffff;
+        gdt[3] = 0x00cf_fb00_0000_ffff; // 0x18 user32 code
+        gdt[5] = 0x00cf_f300_0000_ffff; // 0x28 (0x2b) user data
+        gdt[6] = 0x00af_fb00_0000_ffff; // 0x30 (0x33) user code64
+        gdt[7] = 0x67 | ((tss_va & 0xff_ffff) << 16) | (0x8b << 40) | (((tss_va >> 24) & 0xff) << 56);
+        gdt[8] = tss_va >> 32;
+        let bytes: Vec<u8> = gdt.iter().flat_map(|q| q.to_le_bytes()).collect();
+        area.write(3 * 4096, &bytes);
+        let mut tss = [0u8; 104];
+        tss[4..12].copy_from_slice(&(a + 5 * 4096).to_le_bytes()); // RSP0
+        tss[0x24..0x2c].copy_from_slice(&(a + 5 * 4096).to_le_bytes()); // IST1
+        tss[0x66..0x68].copy_from_slice(&104u16.to_le_bytes());
+        area.write(3 * 4096 + 0x80, &tss);
+        v.pt.map(a, a, 0).unwrap();
+        v.pt.map(a + 4096, a + 4096, paging::US).unwrap();
+        v.pt.map(a + 2 * 4096, a + 2 * 4096, paging::NX).unwrap();
+        v.pt.map(a + 3 * 4096, a + 3 * 4096, paging::RW | paging::NX).unwrap();
+        v.pt.map(a + 4 * 4096, a + 4 * 4096, paging::RW | paging::NX).unwrap();
+        v.pt.map(a + 5 * 4096, a + 5 * 4096, paging::RW | paging::NX | paging::US).unwrap();
+        v.set_slot(200, a, 6 * 4096).unwrap();
+        let vcpu = v.fd.create_vcpu(100).unwrap();
+        vcpu.set_cpuid2(&v.cpuid).unwrap();
+        let entries = [
+            kvm_msr_entry { index: MSR_STAR, data: (0x08u64 << 32) | (0x1bu64 << 48), ..Default::default() },
+            kvm_msr_entry { index: MSR_LSTAR, data: a, ..Default::default() },
+            kvm_msr_entry { index: MSR_FMASK, data: 0x47700, ..Default::default() },
+        ];
+        println!("msrs: {:?}", vcpu.set_msrs(&Msrs::from_entries(&entries).unwrap()));
+        let mut s = v.initial_sregs(0);
+        s.gdt = kvm_dtable { base: a + 3 * 4096, limit: 9 * 8 - 1, ..Default::default() };
+        s.idt = kvm_dtable { base: a + 2 * 4096, limit: 32 * 16 - 1, ..Default::default() };
+        s.tr = kvm_segment { base: tss_va, selector: 0x38, ..s.tr };
+        let user_sregs = {
+            let mut u = s;
+            u.cs = kvm_segment { selector: 0x33, dpl: 3, ..s.cs };
+            u.ss = kvm_segment { selector: 0x2b, dpl: 3, ..s.ss };
+            u
+        };
+        println!("set_sregs: {:?}", vcpu.set_sregs(&user_sregs));
+        drop(v);
+        let mut vcpu = vcpu;
+        let regs = kvm_regs { rip: a + 4096, rflags: 0x202, rsp: a + 6 * 4096 - 64, rbx: 0x1234, ..Default::default() };
+        vcpu.set_regs(&regs).unwrap();
+        for round in 0..3 {
+            let t = std::time::Instant::now();
+            let r = format!("{:?}", vcpu.run());
+            let took = t.elapsed();
+            let g = vcpu.get_regs().unwrap();
+            let sr = vcpu.get_sregs().unwrap();
+            println!(
+                "round {round}: {r} in {took:?}: rip={:#x} rsp={:#x} rax={} rcx={:#x} r11={:#x} cs={:#x} dpl={}",
+                g.rip, g.rsp, g.rax, g.rcx, g.r11, sr.cs.selector, sr.cs.dpl
+            );
+            let top: Vec<u64> = (0..6).map(|i| area.read_u64(5 * 4096 - 48 + 8 * i)).collect();
+            println!("  ist top (err, rip, cs, rflags, rsp, ss): {top:x?} cr2={:#x} a={a:#x}", sr.cr2);
+            if !(r.contains("IoOut(16") || (r.contains("IoOut(142") && sr.cr2 == a)) {
+                break;
+            }
+            println!("  back to CPL3: {:?}", vcpu.set_sregs(&user_sregs));
+            let mut g2 = g;
+            g2.rip = g.rcx;
+            g2.rflags = g.r11;
+            vcpu.set_regs(&g2).unwrap();
+        }
+        // Where an exit's time goes: time each ioctl of a round trip. The
+        // user code is now `mov eax,40; syscall` at a+4096+11, looped.
+        let n = 2000u32;
+        let (mut t_sregs, mut t_regs, mut t_run, mut t_get, mut t_fpu) = Default::default();
+        let clock = std::time::Instant::now;
+        let fpu = vcpu.get_fpu().unwrap();
+        for _ in 0..n {
+            let t = clock();
+            vcpu.set_sregs(&user_sregs).unwrap();
+            t_sregs += t.elapsed();
+            let t = clock();
+            vcpu.set_regs(&kvm_regs { rip: a + 4096 + 11, rflags: 0x202, rsp: a + 6 * 4096 - 64, ..Default::default() }).unwrap();
+            t_regs += t.elapsed();
+            let t = clock();
+            let _ = vcpu.run().unwrap();
+            t_run += t.elapsed();
+            let t = clock();
+            let _ = vcpu.get_regs().unwrap();
+            let _ = vcpu.get_sregs().unwrap();
+            t_get += t.elapsed();
+            let t = clock();
+            let _ = vcpu.get_fpu().unwrap();
+            vcpu.set_fpu(&fpu).unwrap();
+            t_fpu += t.elapsed();
+        }
+        let per = |d: std::time::Duration| d / n;
+        // Variant: LSTAR at a user page whose code writes to a page mapped
+        // to a guest-physical address with no memory slot (an MMIO exit).
+        let extra = Mapping::new(4096).unwrap();
+        let e = extra.addr();
+        let hole: u64 = 1 << 47;
+        let mut code = vec![0xa2u8];
+        code.extend_from_slice(&(a + 7 * 4096).to_le_bytes());
+        code.push(0xf4);
+        extra.write(0, &code);
+        {
+            let mut v = lock(&vm);
+            v.pt.map(e, e, paging::US).unwrap();
+            v.pt.map(a + 7 * 4096, hole, paging::US | paging::RW | paging::NX).unwrap();
+            v.set_slot(201, e, 4096).unwrap();
+        }
+        vcpu.set_msrs(&Msrs::from_entries(&[kvm_msr_entry { index: MSR_LSTAR, data: e, ..Default::default() }]).unwrap()).unwrap();
+        let mut t_mmio = std::time::Duration::ZERO;
+        let mut last = String::new();
+        for _ in 0..n {
+            vcpu.set_sregs(&user_sregs).unwrap();
+            vcpu.set_regs(&kvm_regs { rip: a + 4096 + 11, rflags: 0x202, rsp: a + 6 * 4096 - 64, ..Default::default() }).unwrap();
+            let t = clock();
+            last = format!("{:?}", vcpu.run());
+            t_mmio += t.elapsed();
+        }
+        println!("MMIO variant: KVM_RUN {:?} ({last})", per(t_mmio));
+        println!(
+            "per exit: set_sregs {:?}, set_regs {:?}, KVM_RUN (syscall -> #PF -> stub -> out) {:?}, get_regs+get_sregs {:?}, get_fpu+set_fpu {:?}",
+            per(t_sregs), per(t_regs), per(t_run), per(t_get), per(t_fpu)
+        );
+    }
+}
