@@ -217,7 +217,7 @@ fn busybox_cases(dir: &Path) -> Vec<Case> {
 fn command(program: &Path, under_urun: bool, case: &Case) -> Command {
     let mut cmd = if under_urun {
         let mut c = Command::new(urun());
-        c.arg("--engine").arg("interp").arg(program);
+        c.arg("--engine").arg(common::engine_under_test()).arg(program);
         c
     } else {
         Command::new(program)

@@ -36,7 +36,7 @@ fn env_num(var: &str, default: u64) -> u64 {
 fn command(program: &Path, args: &[String], under_urun: bool) -> Command {
     let mut cmd = if under_urun {
         let mut c = Command::new(urun());
-        c.arg("--engine").arg("interp").arg(program);
+        c.arg("--engine").arg(common::engine_under_test()).arg(program);
         c
     } else {
         Command::new(program)

@@ -281,3 +281,10 @@ pub fn env_secs(var: &str, default: u64) -> Duration {
             .unwrap_or(default),
     )
 }
+
+/// The engine the native-vs-urun tests run urun with: `URUN_TEST_ENGINE`
+/// (`interp` unless set; `scripts/test` runs the suites again with `kvm`
+/// where /dev/kvm is usable).
+pub fn engine_under_test() -> String {
+    std::env::var("URUN_TEST_ENGINE").unwrap_or_else(|_| "interp".into())
+}
