@@ -16,7 +16,7 @@
 
 mod common;
 
-use common::{ensure_testbins, run, show, urun, Outcome, TempDir};
+use common::{compare_runs, ensure_testbins, run, show, urun, Outcome, TempDir};
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -228,28 +228,6 @@ fn command(program: &Path, under_urun: bool, case: &Case) -> Command {
     cmd
 }
 
-/// Where two outputs first differ, for a readable failure.
-fn describe_diff(what: &str, native: &[u8], urun: &[u8]) -> Option<String> {
-    if native == urun {
-        return None;
-    }
-    let n_lines: Vec<&[u8]> = native.split(|&b| b == b'\n').collect();
-    let u_lines: Vec<&[u8]> = urun.split(|&b| b == b'\n').collect();
-    let i = n_lines
-        .iter()
-        .zip(&u_lines)
-        .position(|(a, b)| a != b)
-        .unwrap_or(n_lines.len().min(u_lines.len()));
-    Some(format!(
-        "{what} differs ({} bytes native, {} under urun); first difference at line {}:\n        native: {}\n        urun:   {}",
-        native.len(),
-        urun.len(),
-        i + 1,
-        n_lines.get(i).map_or("<end>".into(), |l| show(l, 160)),
-        u_lines.get(i).map_or("<end>".into(), |l| show(l, 160)),
-    ))
-}
-
 /// Every difference between the native run and the urun run of one case.
 fn check(case: &Case, native: &Outcome, urun: &Outcome) -> Vec<String> {
     let mut problems = Vec::new();
@@ -268,28 +246,7 @@ fn check(case: &Case, native: &Outcome, urun: &Outcome) -> Vec<String> {
             show(&native.stderr, 300)
         ));
     }
-    if let Some(e) = &urun.spawn_error {
-        problems.push(format!("could not start urun: {e}"));
-        return problems;
-    }
-    if urun.timed_out {
-        problems.push(format!(
-            "urun hung: killed after {:.0} s",
-            urun.elapsed.as_secs_f64()
-        ));
-    }
-    if String::from_utf8_lossy(&urun.stderr).contains("panicked") {
-        problems.push(format!("urun panicked: {}", show(&urun.stderr, 400)));
-    }
-    if !urun.timed_out && (native.code, native.signal) != (urun.code, urun.signal) {
-        problems.push(format!(
-            "status: native {}, urun {}",
-            native.status_text(),
-            urun.status_text()
-        ));
-    }
-    problems.extend(describe_diff("stdout", &native.stdout, &urun.stdout));
-    problems.extend(describe_diff("stderr", &native.stderr, &urun.stderr));
+    problems.extend(compare_runs(native, urun));
     problems
 }
 

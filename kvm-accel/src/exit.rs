@@ -132,26 +132,8 @@ pub fn simd_fpe_code(mxcsr: u32) -> i32 {
 }
 
 fn fpe_from(err: u16, stack_fault: bool) -> i32 {
-    const FPE_INTDIV: i32 = 1;
-    const FPE_FLTDIV: i32 = 3;
-    const FPE_FLTOVF: i32 = 4;
-    const FPE_FLTUND: i32 = 5;
-    const FPE_FLTRES: i32 = 6;
-    const FPE_FLTINV: i32 = 7;
-    let _ = FPE_INTDIV;
-    if err & 1 != 0 || stack_fault {
-        FPE_FLTINV
-    } else if err & 4 != 0 {
-        FPE_FLTDIV
-    } else if err & 8 != 0 {
-        FPE_FLTOVF
-    } else if err & 0x12 != 0 {
-        FPE_FLTUND
-    } else if err & 0x20 != 0 {
-        FPE_FLTRES
-    } else {
-        0
-    }
+    // A stack fault is reported as invalid, as Linux does.
+    urun_cpu::engine::fpe_code(if stack_fault { err | 1 } else { err })
 }
 
 #[cfg(test)]

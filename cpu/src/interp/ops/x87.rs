@@ -76,24 +76,7 @@ const LDCW: u8 = 2;
 /// the kernel's priority: invalid (stack faults included), divide by zero,
 /// overflow, denormal or underflow, precision.
 pub(crate) fn si_code(bits: u16) -> i32 {
-    const FPE_FLTDIV: i32 = 3;
-    const FPE_FLTOVF: i32 = 4;
-    const FPE_FLTUND: i32 = 5;
-    const FPE_FLTRES: i32 = 6;
-    const FPE_FLTINV: i32 = 7;
-    if bits & 0x01 != 0 {
-        FPE_FLTINV
-    } else if bits & 0x04 != 0 {
-        FPE_FLTDIV
-    } else if bits & 0x08 != 0 {
-        FPE_FLTOVF
-    } else if bits & 0x12 != 0 {
-        FPE_FLTUND
-    } else if bits & 0x20 != 0 {
-        FPE_FLTRES
-    } else {
-        0
-    }
+    crate::engine::fpe_code(bits)
 }
 
 /// The exception flags of `fsw` that the guest's FCW leaves unmasked.
