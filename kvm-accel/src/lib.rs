@@ -153,6 +153,9 @@ struct Loaded {
     /// The FPU image the vCPU holds, when known: KVM_SET_FPU is skipped
     /// when the guest state still matches it.
     fpu: Option<kvm_fpu>,
+    /// The vCPU's last XSAVE area (the x87/SSE state travels through its
+    /// legacy region: KVM_GET/SET_FPU do not carry MXCSR under kvm_pvm).
+    xsave: Option<kvm_bindings::kvm_xsave>,
     fs_base: u64,
     gs_base: u64,
     epoch: u64,
@@ -185,7 +188,7 @@ impl KvmEngine {
             vcpu: Some(vcpu),
             idx,
             pid: std::process::id(),
-            loaded: Loaded { sregs, fpu: None, fs_base: 0, gs_base: 0, epoch: u64::MAX, root: 0 },
+            loaded: Loaded { sregs, fpu: None, xsave: None, fs_base: 0, gs_base: 0, epoch: u64::MAX, root: 0 },
             interrupt: Arc::new(AtomicBool::new(false)),
         })
     }
@@ -254,7 +257,24 @@ impl KvmEngine {
         vcpu.set_regs(&regs).map_err(|e| KvmError::Ioctl { what: "KVM_SET_REGS", errno: e.errno() })?;
         let fpu = fpu_from(cpu);
         if l.fpu.as_ref().is_none_or(|held| !same_fpu(held, &fpu)) {
-            vcpu.set_fpu(&fpu).map_err(|e| KvmError::Ioctl { what: "KVM_SET_FPU", errno: e.errno() })?;
+            // Measured under kvm_pvm: KVM_SET_FPU/KVM_GET_FPU do not carry
+            // MXCSR, so the state goes in through the XSAVE area's legacy
+            // region (the FXSAVE image), with the x87 and SSE components
+            // marked present in XSTATE_BV.
+            let mut xs = match l.xsave.take() {
+                Some(x) => x,
+                None => vcpu.get_xsave().map_err(|e| KvmError::Ioctl { what: "KVM_GET_XSAVE", errno: e.errno() })?,
+            };
+            let img = cpu.fxsave_image();
+            for (i, w) in img.chunks_exact(4).enumerate() {
+                xs.region[i] = u32::from_le_bytes([w[0], w[1], w[2], w[3]]);
+            }
+            xs.region[128] |= 3;
+            // SAFETY: the area came from KVM_GET_XSAVE for this vCPU; only
+            // its legacy region (a valid FXSAVE image of CpuState) and the
+            // x87/SSE bits of XSTATE_BV changed.
+            unsafe { vcpu.set_xsave(&xs) }.map_err(|e| KvmError::Ioctl { what: "KVM_SET_XSAVE", errno: e.errno() })?;
+            l.xsave = Some(xs);
             l.fpu = Some(fpu);
         }
         Ok(())
@@ -264,7 +284,7 @@ impl KvmEngine {
     fn leave(&mut self, cpu: &mut CpuState) -> Result<(kvm_regs, kvm_fpu), KvmError> {
         let vcpu = self.vcpu.as_ref().ok_or(KvmError::Probe("no vCPU".into()))?;
         let r = vcpu.get_regs().map_err(|e| KvmError::Ioctl { what: "KVM_GET_REGS", errno: e.errno() })?;
-        let f = vcpu.get_fpu().map_err(|e| KvmError::Ioctl { what: "KVM_GET_FPU", errno: e.errno() })?;
+        let xs = vcpu.get_xsave().map_err(|e| KvmError::Ioctl { what: "KVM_GET_XSAVE", errno: e.errno() })?;
         let g = &mut cpu.gpr;
         g[reg::RAX] = r.rax;
         g[reg::RBX] = r.rbx;
@@ -284,9 +304,17 @@ impl KvmEngine {
         g[reg::R15] = r.r15;
         cpu.rip = r.rip;
         cpu.flags.set(r.rflags);
-        fpu_into(&f, cpu);
+        let mut img = [0u8; 512];
+        for (i, w) in img.chunks_exact_mut(4).enumerate() {
+            w.copy_from_slice(&xs.region[i].to_le_bytes());
+        }
+        if !cpu.fxrstor_image(&img) {
+            tracing::warn!(mxcsr = xs.region[6], "vCPU MXCSR has reserved bits set; x87/SSE state not read back");
+        }
         // What the vCPU holds now, as the next `enter` will compute it.
-        self.loaded.fpu = Some(fpu_from(cpu));
+        let f = fpu_from(cpu);
+        self.loaded.fpu = Some(f);
+        self.loaded.xsave = Some(xs);
         Ok((r, f))
     }
 
@@ -451,28 +479,6 @@ fn same_fpu(a: &kvm_fpu, b: &kvm_fpu) -> bool {
         && a.last_dp == b.last_dp
         && a.xmm == b.xmm
         && a.mxcsr == b.mxcsr
-}
-
-/// Put a vCPU FPU image into `cpu`.
-fn fpu_into(f: &kvm_fpu, cpu: &mut CpuState) {
-    let mut img = [0u8; 512];
-    img[0..2].copy_from_slice(&f.fcw.to_le_bytes());
-    img[2..4].copy_from_slice(&f.fsw.to_le_bytes());
-    img[4] = f.ftwx;
-    img[6..8].copy_from_slice(&f.last_opcode.to_le_bytes());
-    img[8..16].copy_from_slice(&f.last_ip.to_le_bytes());
-    img[16..24].copy_from_slice(&f.last_dp.to_le_bytes());
-    img[24..28].copy_from_slice(&f.mxcsr.to_le_bytes());
-    img[28..32].copy_from_slice(&0xffffu32.to_le_bytes());
-    for i in 0..8 {
-        img[32 + 16 * i..48 + 16 * i].copy_from_slice(&f.fpr[i]);
-    }
-    for i in 0..16 {
-        img[160 + 16 * i..176 + 16 * i].copy_from_slice(&f.xmm[i]);
-    }
-    if !cpu.fxrstor_image(&img) {
-        tracing::warn!(mxcsr = f.mxcsr, "vCPU MXCSR has reserved bits set; x87/SSE state not read back");
-    }
 }
 
 #[cfg(test)]
