@@ -230,7 +230,11 @@ const KVM_UNUSABLE: i32 = 125;
 /// Say in one line why KVM cannot be used, and leave.
 fn kvm_unusable(e: &urun_kvm::KvmError) -> ! {
     eprintln!("urun: --engine kvm: no usable /dev/kvm ({e})");
-    std::process::exit(KVM_UNUSABLE);
+    // _exit, not process::exit: this can run in a vfork child that shares
+    // the parent's memory, where exit handlers must not run.
+    // SAFETY: ends this process; nothing is left to flush (stderr is
+    // unbuffered).
+    unsafe { libc::_exit(KVM_UNUSABLE) }
 }
 
 /// Leave as the guest left: its exit status, or killed by its signal.
