@@ -501,9 +501,11 @@ mod tests {
         cpu.xmm[3] = 0x0123_4567_89ab_cdef_fedc_ba98_7654_3210;
         cpu.mxcsr = 0x1f80 | 0x8000;
         cpu.x87.fcw = 0x027f;
+        // The image that travels through the XSAVE legacy region and back.
         let f = fpu_from(&cpu);
+        assert_eq!((f.mxcsr, f.fcw), (cpu.mxcsr, 0x027f));
         let mut back = CpuState::default();
-        fpu_into(&f, &mut back);
+        assert!(back.fxrstor_image(&cpu.fxsave_image()));
         assert_eq!(back.xmm[3], cpu.xmm[3]);
         assert_eq!(back.mxcsr, cpu.mxcsr);
         assert_eq!(back.x87.fcw, 0x027f);

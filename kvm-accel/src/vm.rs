@@ -2,6 +2,7 @@
 //! pages (stubs, IDT, per-vCPU GDT/TSS/IST stack), shared by every vCPU.
 
 use std::collections::BTreeMap;
+use std::os::unix::io::AsRawFd;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use kvm_bindings::{kvm_dtable, kvm_msr_entry, kvm_segment, kvm_sregs, kvm_userspace_memory_region, CpuId, Msrs};
@@ -105,6 +106,8 @@ impl Vm {
     fn new() -> Result<Vm, KvmError> {
         let kvm = Kvm::new().map_err(|e| KvmError::Open(std::io::Error::from_raw_os_error(e.errno())))?;
         let fd = kvm.create_vm().map_err(ioctl_err("KVM_CREATE_VM"))?;
+        urun_cpu::hostfd::reserve(kvm.as_raw_fd());
+        urun_cpu::hostfd::reserve(fd.as_raw_fd());
         let cpuid = kvm
             .get_supported_cpuid(kvm_bindings::KVM_MAX_CPUID_ENTRIES)
             .map_err(ioctl_err("KVM_GET_SUPPORTED_CPUID"))?;
@@ -249,6 +252,7 @@ impl Vm {
                 }
                 let idx = self.next_vcpu;
                 let vcpu = self.fd.create_vcpu(idx as u64).map_err(ioctl_err("KVM_CREATE_VCPU"))?;
+                urun_cpu::hostfd::reserve(vcpu.as_raw_fd());
                 self.next_vcpu += 1;
                 vcpu.set_cpuid2(&self.cpuid).map_err(ioctl_err("KVM_SET_CPUID2"))?;
                 let entries = [

@@ -364,3 +364,53 @@ pub(crate) fn futex(task: &mut Task<'_>, a: &[u64; 6]) -> Result<i64, Stop> {
     }
     Ok(raw_result(pass(202, a)))
 }
+
+// ----- descriptors urun keeps for itself -----
+
+/// Is `fd` one of urun's own descriptors right now? Registered by an
+/// engine and still naming what it opened (a KVM object): a number urun
+/// closed since (a forked child remakes its VM) may be the guest's again.
+fn is_urun_fd(fd: i32) -> bool {
+    urun_cpu::hostfd::is_reserved(fd)
+        && std::fs::read_link(format!("/proc/self/fd/{fd}"))
+            .map(|t| {
+                let t = t.to_string_lossy();
+                t == "/dev/kvm" || t.starts_with("anon_inode:kvm")
+            })
+            .unwrap_or(false)
+}
+
+/// close: urun's own descriptors stay open; the guest is told they were
+/// closed, as if they had been its own.
+pub(crate) fn close(_: &mut Task<'_>, a: &[u64; 6]) -> Result<i64, Stop> {
+    if is_urun_fd(a[0] as i32) {
+        return Ok(0);
+    }
+    Ok(raw_result(pass(3, a)))
+}
+
+/// close_range: close the guest's descriptors in the range, around urun's.
+pub(crate) fn close_range(_: &mut Task<'_>, a: &[u64; 6]) -> Result<i64, Stop> {
+    let (first, last, flags) = (a[0] as u32, a[1] as u32, a[2]);
+    if first > last {
+        return Ok(EINVAL);
+    }
+    let mut lo = first;
+    for fd in urun_cpu::hostfd::reserved().into_iter().filter(|fd| is_urun_fd(*fd)) {
+        let fd = fd as u32;
+        if fd < lo || fd > last {
+            continue;
+        }
+        if fd > lo {
+            let r = raw_result(pass(436, &[lo as u64, (fd - 1) as u64, flags, 0, 0, 0]));
+            if r < 0 {
+                return Ok(r);
+            }
+        }
+        lo = fd + 1;
+    }
+    if lo <= last && lo >= first {
+        return Ok(raw_result(pass(436, &[lo as u64, last as u64, flags, 0, 0, 0])));
+    }
+    Ok(0)
+}

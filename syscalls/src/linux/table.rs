@@ -80,7 +80,7 @@ pub(crate) static SYSCALLS: &[Syscall] = &[
     sys!(0, read, [Fd, Out(Arg(2)), I], Pass),
     sys!(1, write, [Fd, In(Arg(2)), I], Pass),
     sys!(2, open, [Str, X, X], Emul(procfs::open)),
-    sys!(3, close, [Fd], Pass),
+    sys!(3, close, [Fd], Emul(emul::close)),
     sys!(4, stat, [Str, Out(STAT)], Pass),
     sys!(5, fstat, [Fd, Out(STAT)], Pass),
     sys!(6, lstat, [Str, Out(STAT)], Pass),
@@ -296,7 +296,7 @@ pub(crate) static SYSCALLS: &[Syscall] = &[
     sys!(334, rseq, [X, I, X, X], Nosys),
     sys!(434, pidfd_open, [I, X], Pass),
     sys!(435, clone3, [X, I], Nosys),
-    sys!(436, close_range, [I, I, X], Pass),
+    sys!(436, close_range, [I, I, X], Emul(emul::close_range)),
     sys!(439, faccessat2, [Fd, Str, X, X], Pass),
 ];
 
