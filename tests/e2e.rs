@@ -104,6 +104,7 @@ const ASM_PROGRAMS: &[(&str, Expect)] = &[
 fn not_a_case(file: &str) -> bool {
     file.ends_with(".o")
         || file.starts_with("bench_") // benchmarks: bench/run
+        || file == "isolation" // urun only: tests/isolation.rs
 }
 
 fn testbin_cases(out: &Path) -> Vec<Case> {
