@@ -76,9 +76,16 @@ pub struct Vm {
     next_vcpu: usize,
 }
 
-/// One process-wide VM, remade in a forked child (KVM refuses a VM's
-/// ioctls from another process).
-static VM: Mutex<Option<(u32, Arc<Mutex<Vm>>)>> = Mutex::new(None);
+/// The VM of each process that has used this memory: one per process, made
+/// on first use. Keyed by pid rather than kept as a single value because a
+/// vfork child shares this memory with its parent: it must get a VM of its
+/// own without replacing its parent's (KVM refuses a VM's ioctls from
+/// another process, and the child's file descriptors are not the
+/// parent's). Entries are never dropped: a Vm's descriptors mean something
+/// only in the process that opened them, so no other process may close
+/// them (a vfork child's VM memory stays mapped in the parent: a leak per
+/// spawn, documented in the README).
+static VMS: Mutex<Vec<(u32, Arc<Mutex<Vm>>)>> = Mutex::new(Vec::new());
 
 pub fn lock(vm: &Mutex<Vm>) -> MutexGuard<'_, Vm> {
     vm.lock().unwrap_or_else(|e| e.into_inner())
@@ -86,15 +93,13 @@ pub fn lock(vm: &Mutex<Vm>) -> MutexGuard<'_, Vm> {
 
 /// The VM of this process, made on first use.
 pub fn get() -> Result<Arc<Mutex<Vm>>, KvmError> {
-    let mut g = VM.lock().unwrap_or_else(|e| e.into_inner());
+    let mut g = VMS.lock().unwrap_or_else(|e| e.into_inner());
     let pid = std::process::id();
-    if let Some((p, vm)) = g.as_ref() {
-        if *p == pid {
-            return Ok(vm.clone());
-        }
+    if let Some((_, vm)) = g.iter().find(|(p, _)| *p == pid) {
+        return Ok(vm.clone());
     }
     let vm = Arc::new(Mutex::new(Vm::new()?));
-    *g = Some((pid, vm.clone()));
+    g.push((pid, vm.clone()));
     Ok(vm)
 }
 
