@@ -195,13 +195,18 @@ fn start(cli: &Cli) -> Result<Stop, StartError> {
         urun_loader::LoadError::Io { .. } | urun_loader::LoadError::Permission { .. } => StartError::Named(source),
         source => StartError::Load { path: shown, source },
     })?;
-    tracing::debug!(entry = format_args!("{:#x}", loaded.entry), sp = format_args!("{:#x}", loaded.stack_pointer), "loaded");
+    tracing::debug!(
+        entry = format_args!("{:#x}", loaded.entry),
+        sp = format_args!("{:#x}", loaded.stack_pointer),
+        "loaded"
+    );
 
     let mut cpu = CpuState { rip: loaded.entry, ..CpuState::default() };
     cpu.gpr[reg::RSP] = loaded.stack_pointer;
     let kind = cli.engine;
     let factory: linux::EngineFactory = Box::new(move |mem| new_engine(kind, mem));
-    let mut process = Process::new(mem.clone(), Brk::at(loaded.brk_start, loaded.brk_reserve_end), loaded.exe_path.clone(), factory);
+    let mut process =
+        Process::new(mem.clone(), Brk::at(loaded.brk_start, loaded.brk_reserve_end), loaded.exe_path.clone(), factory);
     process.strace = cli.strace;
     process.reexec = reexec_args(cli);
     process.sysroot = cli.sysroot.clone();

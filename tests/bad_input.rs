@@ -86,21 +86,12 @@ fn check(input: &BadInput, out: &common::Outcome) -> Vec<String> {
         problems.push(format!("panicked: {}", show(&out.stderr, 400)));
     }
     if !out.timed_out && (out.code, out.signal) != (Some(input.code), None) {
-        problems.push(format!(
-            "status: want exit {}, got {}",
-            input.code,
-            out.status_text()
-        ));
+        problems.push(format!("status: want exit {}, got {}", input.code, out.status_text()));
     }
     let lower = stderr.to_lowercase();
     if stderr.trim().is_empty() {
         problems.push("no message on stderr".into());
-    } else if !input.fragments.is_empty()
-        && !input
-            .fragments
-            .iter()
-            .any(|f| lower.contains(&f.to_lowercase()))
-    {
+    } else if !input.fragments.is_empty() && !input.fragments.iter().any(|f| lower.contains(&f.to_lowercase())) {
         problems.push(format!(
             "stderr should mention one of {:?}; it says: {}",
             input.fragments,
@@ -123,24 +114,12 @@ fn bad_inputs_get_clear_errors() {
     hostile[56..58].copy_from_slice(&5u16.to_le_bytes()); // e_phnum
 
     let inputs = [
-        BadInput {
-            name: "empty file",
-            file: write_input(d, "empty", b""),
-            code: 126,
-            fragments: &["empty"],
-        },
+        BadInput { name: "empty file", file: write_input(d, "empty", b""), code: 126, fragments: &["empty"] },
         BadInput {
             name: "text file",
             file: write_input(d, "notes.txt", b"just some text\nnot a program\n"),
             code: 126,
-            fragments: &[
-                "not an ELF",
-                "not a",
-                "format",
-                "unsupported",
-                "unrecognized",
-                "unknown",
-            ],
+            fragments: &["not an ELF", "not a", "format", "unsupported", "unrecognized", "unknown"],
         },
         BadInput {
             name: "truncated ELF (first 30 bytes of hello.musl)",
@@ -187,12 +166,7 @@ fn bad_inputs_get_clear_errors() {
         let outcome = run(&mut cmd, b"", TIMEOUT);
         let problems = check(input, &outcome);
         if problems.is_empty() {
-            println!(
-                "PASS {} ({}: {})",
-                input.name,
-                outcome.status_text(),
-                show(&outcome.stderr, 120)
-            );
+            println!("PASS {} ({}: {})", input.name, outcome.status_text(), show(&outcome.stderr, 120));
         } else {
             println!("FAIL {}", input.name);
             for p in &problems {
@@ -201,16 +175,8 @@ fn bad_inputs_get_clear_errors() {
             failed.push(input.name);
         }
     }
-    println!(
-        "bad input summary: {} passed, {} failed",
-        inputs.len() - failed.len(),
-        failed.len()
-    );
-    assert!(
-        failed.is_empty(),
-        "bad input cases failed: {}",
-        failed.join(", ")
-    );
+    println!("bad input summary: {} passed, {} failed", inputs.len() - failed.len(), failed.len());
+    assert!(failed.is_empty(), "bad input cases failed: {}", failed.join(", "));
 }
 
 #[test]
@@ -222,26 +188,17 @@ fn strace_shows_write_and_exit_group() {
     let stderr = outcome.stderr_text();
     let mut problems = Vec::new();
     if outcome.timed_out || outcome.spawn_error.is_some() || outcome.code != Some(0) {
-        problems.push(format!(
-            "status: want exit 0, got {}",
-            outcome.status_text()
-        ));
+        problems.push(format!("status: want exit 0, got {}", outcome.status_text()));
     }
     if outcome.stdout != b"Hello, world!\n" {
-        problems.push(format!(
-            "stdout: want \"Hello, world!\\n\", got \"{}\"",
-            show(&outcome.stdout, 200)
-        ));
+        problems.push(format!("stdout: want \"Hello, world!\\n\", got \"{}\"", show(&outcome.stdout, 200)));
     }
     if stderr.contains("panicked") {
         problems.push("panicked".into());
     }
     // musl's puts writes with writev(2), not write(2): accept either.
     for calls in [&["write(", "writev("][..], &["exit_group("][..]] {
-        if !stderr
-            .lines()
-            .any(|l| calls.iter().any(|c| l.starts_with(c)))
-        {
+        if !stderr.lines().any(|l| calls.iter().any(|c| l.starts_with(c))) {
             problems.push(format!("no stderr line starts with {}", calls.join(" or ")));
         }
     }

@@ -94,9 +94,7 @@ impl Case {
 
 /// A deterministic word list (xorshift), as in tests/e2e.rs.
 fn words_text() -> String {
-    let words = [
-        "alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf", "hotel",
-    ];
+    let words = ["alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf", "hotel"];
     let mut s = String::new();
     let mut x: u32 = 2463534242;
     for i in 0..3000 {
@@ -110,9 +108,7 @@ fn words_text() -> String {
 }
 
 fn numbers_text() -> String {
-    (1..=200)
-        .map(|i| format!("{}\n", (i * 7919) % 1000))
-        .collect()
+    (1..=200).map(|i| format!("{}\n", (i * 7919) % 1000)).collect()
 }
 
 const HELLO_C: &str = "#include <stdio.h>\nint main(void) { puts(\"hello, corpus\"); return 0; }\n";
@@ -123,22 +119,14 @@ fn fixture_entries() -> Vec<(String, Vec<u8>, u32)> {
     let e = |p: &str, c: &[u8], m: u32| (p.to_string(), c.to_vec(), m);
     vec![
         e("tree/", b"", 0o755),
-        e(
-            "tree/README.txt",
-            b"corpus fixture\nTODO: nothing; this tree is generated\n",
-            0o644,
-        ),
+        e("tree/README.txt", b"corpus fixture\nTODO: nothing; this tree is generated\n", 0o644),
         e("tree/data/", b"", 0o755),
         e("tree/data/words.txt", words_text().as_bytes(), 0o644),
         e("tree/data/numbers.txt", numbers_text().as_bytes(), 0o600),
         e("tree/data/empty", b"", 0o644),
         e("tree/src/", b"", 0o750),
         e("tree/src/hello.c", HELLO_C.as_bytes(), 0o644),
-        e(
-            "tree/src/notes.md",
-            b"# Notes\n\n- TODO: alpha first\n- then bravo\n",
-            0o644,
-        ),
+        e("tree/src/notes.md", b"# Notes\n\n- TODO: alpha first\n- then bravo\n", 0o644),
         e("tree/src/deep/", b"", 0o755),
         e("tree/src/deep/deeper/", b"", 0o700),
         e("tree/src/deep/deeper/leaf.txt", b"leaf TODO\n", 0o444),
@@ -148,28 +136,12 @@ fn fixture_entries() -> Vec<(String, Vec<u8>, u32)> {
 
 fn set_mtime(path: &Path) {
     let c = CString::new(path.as_os_str().as_bytes()).expect("no NUL in a fixture path");
-    let ts = libc::timespec {
-        tv_sec: FIXED_MTIME,
-        tv_nsec: 0,
-    };
+    let ts = libc::timespec { tv_sec: FIXED_MTIME, tv_nsec: 0 };
     let times = [ts, ts];
     // SAFETY: c is a valid NUL-terminated path and times points to two
     // timespecs, as utimensat(2) requires; both outlive the call.
-    let r = unsafe {
-        libc::utimensat(
-            libc::AT_FDCWD,
-            c.as_ptr(),
-            times.as_ptr(),
-            libc::AT_SYMLINK_NOFOLLOW,
-        )
-    };
-    assert_eq!(
-        r,
-        0,
-        "utimensat {}: {}",
-        path.display(),
-        std::io::Error::last_os_error()
-    );
+    let r = unsafe { libc::utimensat(libc::AT_FDCWD, c.as_ptr(), times.as_ptr(), libc::AT_SYMLINK_NOFOLLOW) };
+    assert_eq!(r, 0, "utimensat {}: {}", path.display(), std::io::Error::last_os_error());
 }
 
 /// Makes `dir` (which must not exist) a fresh run directory: the fixture
@@ -288,9 +260,8 @@ with open("tree/data/words.txt") as f:
 "#;
 
 fn sqlite_script() -> String {
-    let mut s = String::from(
-        "CREATE TABLE t(id INTEGER PRIMARY KEY, name TEXT NOT NULL, grp INTEGER, val REAL);\nBEGIN;\n",
-    );
+    let mut s =
+        String::from("CREATE TABLE t(id INTEGER PRIMARY KEY, name TEXT NOT NULL, grp INTEGER, val REAL);\nBEGIN;\n");
     for i in 1..=100 {
         s.push_str(&format!(
             "INSERT INTO t(name, grp, val) VALUES ('item{:03}', {}, {});\n",
@@ -491,11 +462,9 @@ fn cases() -> Vec<Case> {
 /// Where `prog` is in PATH. Both runs get this absolute path (urun takes a
 /// path, not a name to look up), so argv[0] is the same in both.
 fn in_path(prog: &str) -> Option<PathBuf> {
-    PATH.split(':').map(|d| Path::new(d).join(prog)).find(|p| {
-        std::fs::metadata(p)
-            .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-            .unwrap_or(false)
-    })
+    PATH.split(':')
+        .map(|d| Path::new(d).join(prog))
+        .find(|p| std::fs::metadata(p).map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0).unwrap_or(false))
 }
 
 fn command(case: &Case, under_urun: bool, dir: &Path) -> Command {
@@ -552,11 +521,7 @@ fn run_cases(cases: &[Case], jobs: usize, scale: f64, root: &Path) -> Vec<CaseRe
                 for (under_urun, tag) in [(false, "native"), (true, "urun")] {
                     let dir = root.join(case.name).join(tag);
                     make_run_dir(&dir, &case.files);
-                    outcomes.push(run(
-                        &mut command(case, under_urun, &dir),
-                        &case.stdin,
-                        timeout,
-                    ));
+                    outcomes.push(run(&mut command(case, under_urun, &dir), &case.stdin, timeout));
                 }
                 let (native, urun) = (&outcomes[0], &outcomes[1]);
                 let problems = check(case, native, urun);
@@ -594,20 +559,15 @@ fn corpus_native_vs_urun() {
     let mut cases = cases();
     if let Ok(filter) = std::env::var("URUN_CORPUS_FILTER") {
         cases.retain(|c| c.name.contains(&filter));
-        println!(
-            "URUN_CORPUS_FILTER={filter}: {} cases selected",
-            cases.len()
-        );
+        println!("URUN_CORPUS_FILTER={filter}: {} cases selected", cases.len());
     }
 
     let mut setup_problems = Vec::new();
     for c in &cases {
         for prog in std::iter::once(&c.program).chain(c.needs) {
             if in_path(prog).is_none() {
-                setup_problems.push(format!(
-                    "{}: `{prog}` is not in {PATH}; scripts/test installs the Debian packages",
-                    c.name
-                ));
+                setup_problems
+                    .push(format!("{}: `{prog}` is not in {PATH}; scripts/test installs the Debian packages", c.name));
             }
         }
     }
@@ -618,20 +578,9 @@ fn corpus_native_vs_urun() {
         panic!("corpus setup: {}", setup_problems.join("; "));
     }
 
-    let jobs = std::env::var("URUN_CORPUS_JOBS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(2usize)
-        .max(1);
-    let scale = std::env::var("URUN_CORPUS_TIMEOUT_SCALE")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(1.0f64);
-    println!(
-        "corpus: {} cases, {jobs} workers, urun = {}",
-        cases.len(),
-        urun()
-    );
+    let jobs = std::env::var("URUN_CORPUS_JOBS").ok().and_then(|v| v.parse().ok()).unwrap_or(2usize).max(1);
+    let scale = std::env::var("URUN_CORPUS_TIMEOUT_SCALE").ok().and_then(|v| v.parse().ok()).unwrap_or(1.0f64);
+    println!("corpus: {} cases, {jobs} workers, urun = {}", cases.len(), urun());
     let start = std::time::Instant::now();
     let results = run_cases(&cases, jobs, scale, root.path());
     let wall = start.elapsed().as_secs_f64();
@@ -640,36 +589,20 @@ fn corpus_native_vs_urun() {
     println!("  {:<12} {:>9} {:>9}  result", "case", "native", "urun");
     let mut failed = Vec::new();
     for c in &cases {
-        let r = results
-            .iter()
-            .find(|r| r.name == c.name)
-            .expect("every case ran");
+        let r = results.iter().find(|r| r.name == c.name).expect("every case ran");
         println!(
             "  {:<12} {:>9.3} {:>9.3}  {}",
             r.name,
             r.native_secs,
             r.urun_secs,
-            if r.problems.is_empty() {
-                "PASS"
-            } else {
-                "FAIL"
-            }
+            if r.problems.is_empty() { "PASS" } else { "FAIL" }
         );
         if !r.problems.is_empty() {
             failed.push(r.name);
         }
     }
-    println!(
-        "corpus summary: {} passed, {} failed, {wall:.1} s wall",
-        cases.len() - failed.len(),
-        failed.len()
-    );
+    println!("corpus summary: {} passed, {} failed, {wall:.1} s wall", cases.len() - failed.len(), failed.len());
     if !failed.is_empty() {
-        panic!(
-            "{} of {} corpus cases failed: {}",
-            failed.len(),
-            cases.len(),
-            failed.join(", ")
-        );
+        panic!("{} of {} corpus cases failed: {}", failed.len(), cases.len(), failed.join(", "));
     }
 }

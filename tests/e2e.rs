@@ -59,12 +59,7 @@ fn c_programs() -> Vec<(&'static str, &'static str, Vec<&'static str>, Expect)> 
     use Expect::*;
     vec![
         ("hello", "", vec![], Exit(0)),
-        (
-            "args",
-            "",
-            vec!["one", "two words", "", "--flag=x", "ünïcödé", "*"],
-            Exit(0),
-        ),
+        ("args", "", vec!["one", "two words", "", "--flag=x", "ünïcödé", "*"], Exit(0)),
         ("auxv", "", vec![], Exit(0)),
         ("exitcode", "-0", vec!["0"], Exit(0)),
         ("exitcode", "-3", vec!["3"], Exit(3)),
@@ -145,10 +140,7 @@ fn testbin_cases(out: &Path) -> Vec<Case> {
 fn uncovered_testbins(out: &Path, cases: &[Case]) -> Vec<String> {
     let covered: BTreeSet<PathBuf> = cases.iter().map(|c| c.program.clone()).collect();
     let mut missing = Vec::new();
-    for entry in std::fs::read_dir(out)
-        .expect("reading testbins/out")
-        .flatten()
-    {
+    for entry in std::fs::read_dir(out).expect("reading testbins/out").flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();
         if !not_a_case(&name) && !covered.contains(&entry.path()) {
             missing.push(name);
@@ -164,9 +156,7 @@ const BUSYBOX: &str = "/bin/busybox";
 
 /// A deterministic text file for sort, wc and sha256sum.
 fn fixture_text() -> Vec<u8> {
-    let words = [
-        "alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf", "hotel",
-    ];
+    let words = ["alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf", "hotel"];
     let mut s = String::new();
     let mut x: u32 = 2463534242;
     for i in 0..3000 {
@@ -194,18 +184,8 @@ fn busybox_cases(dir: &Path) -> Vec<Case> {
     use Expect::Exit;
     vec![
         case("echo", &["echo", "hello", "world"], b"", Exit(0)),
-        case(
-            "sh-for",
-            &["sh", "-c", "for i in 1 2 3; do echo $i; done"],
-            b"",
-            Exit(0),
-        ),
-        case(
-            "sh-exit",
-            &["sh", "-c", "echo out; echo err >&2; exit 3"],
-            b"",
-            Exit(3),
-        ),
+        case("sh-for", &["sh", "-c", "for i in 1 2 3; do echo $i; done"], b"", Exit(0)),
+        case("sh-exit", &["sh", "-c", "echo out; echo err >&2; exit 3"], b"", Exit(3)),
         case("sha256sum", &["sha256sum", "input.txt"], b"", Exit(0)),
         case("wc", &["wc", "input.txt"], b"", Exit(0)),
         case("wc-stdin", &["wc"], &text, Exit(0)),
@@ -261,22 +241,11 @@ fn run_cases(cases: &[Case], jobs: usize, timeout: Duration) -> Vec<(String, Vec
             s.spawn(|| loop {
                 let i = next.fetch_add(1, Ordering::SeqCst);
                 let Some(case) = cases.get(i) else { break };
-                let native = run(
-                    &mut command(&case.program, false, case),
-                    &case.stdin,
-                    timeout,
-                );
-                let urun = run(
-                    &mut command(&case.program, true, case),
-                    &case.stdin,
-                    timeout,
-                );
+                let native = run(&mut command(&case.program, false, case), &case.stdin, timeout);
+                let urun = run(&mut command(&case.program, true, case), &case.stdin, timeout);
                 let problems = check(case, &native, &urun);
-                let times = format!(
-                    "native {:.3} s, urun {:.3} s",
-                    native.elapsed.as_secs_f64(),
-                    urun.elapsed.as_secs_f64()
-                );
+                let times =
+                    format!("native {:.3} s, urun {:.3} s", native.elapsed.as_secs_f64(), urun.elapsed.as_secs_f64());
                 if problems.is_empty() {
                     println!("PASS {} ({times})", case.name);
                 } else {
@@ -303,18 +272,14 @@ fn native_vs_urun() {
     let mut setup_problems = Vec::new();
     let mut cases = testbin_cases(&out);
     for missing in uncovered_testbins(&out, &cases) {
-        setup_problems.push(format!(
-            "testbins/out/{missing} has no case in tests/e2e.rs: add one (or list it in not_a_case)"
-        ));
+        setup_problems
+            .push(format!("testbins/out/{missing} has no case in tests/e2e.rs: add one (or list it in not_a_case)"));
     }
     match common::elf_has_interp(Path::new(BUSYBOX)) {
         Ok(false) => cases.extend(busybox_cases(fixtures.path())),
-        Ok(true) => setup_problems.push(format!(
-            "{BUSYBOX} is dynamically linked; install Debian's busybox-static (scripts/test does)"
-        )),
-        Err(e) => setup_problems.push(format!(
-            "{BUSYBOX}: {e}; install Debian's busybox-static (scripts/test does)"
-        )),
+        Ok(true) => setup_problems
+            .push(format!("{BUSYBOX} is dynamically linked; install Debian's busybox-static (scripts/test does)")),
+        Err(e) => setup_problems.push(format!("{BUSYBOX}: {e}; install Debian's busybox-static (scripts/test does)")),
     }
 
     if let Ok(filter) = std::env::var("URUN_E2E_FILTER") {
@@ -324,18 +289,9 @@ fn native_vs_urun() {
     let jobs = std::env::var("URUN_E2E_JOBS")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| {
-            std::thread::available_parallelism()
-                .map_or(2, |n| n.get())
-                .clamp(2, 4)
-        });
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()).clamp(2, 4));
     let timeout = common::env_secs("URUN_E2E_TIMEOUT", 60);
-    println!(
-        "e2e: {} cases, {jobs} workers, {} s timeout per run, urun = {}",
-        cases.len(),
-        timeout.as_secs(),
-        urun()
-    );
+    println!("e2e: {} cases, {jobs} workers, {} s timeout per run, urun = {}", cases.len(), timeout.as_secs(), urun());
 
     let failed = run_cases(&cases, jobs, timeout);
 
@@ -355,11 +311,7 @@ fn native_vs_urun() {
             failed.len(),
             cases.len(),
             names.join(", "),
-            if setup_problems.is_empty() {
-                String::new()
-            } else {
-                format!("; setup: {}", setup_problems.join("; "))
-            }
+            if setup_problems.is_empty() { String::new() } else { format!("; setup: {}", setup_problems.join("; ")) }
         );
     }
 }

@@ -16,11 +16,8 @@ const EXPECTED: &str = "direct read: SIGSEGV\ndirect write: SIGSEGV\nwrite from 
 
 fn check_engine(engine: &str) {
     let out = ensure_testbins();
-    let o = run(
-        Command::new(urun()).arg("--engine").arg(engine).arg(out.join("isolation")),
-        b"",
-        Duration::from_secs(60),
-    );
+    let o =
+        run(Command::new(urun()).arg("--engine").arg(engine).arg(out.join("isolation")), b"", Duration::from_secs(60));
     if engine == "kvm" && o.code == Some(125) {
         println!("skipped: no usable /dev/kvm ({})", show(&o.stderr, 200));
         return;

@@ -15,10 +15,8 @@ use common::{ensure_testbins, run, urun, Outcome, TempDir};
 /// assembly programs, each C program in every build (static glibc, static
 /// PIE, musl, dynamic), and the fault programs.
 fn cases() -> Vec<(String, Vec<&'static str>)> {
-    let mut v: Vec<(String, Vec<&'static str>)> = ["asm_exit", "asm_hello", "asm_flags", "asm_rowrite"]
-        .iter()
-        .map(|n| (n.to_string(), vec![]))
-        .collect();
+    let mut v: Vec<(String, Vec<&'static str>)> =
+        ["asm_exit", "asm_hello", "asm_flags", "asm_rowrite"].iter().map(|n| (n.to_string(), vec![])).collect();
     let c: &[(&str, &[&str])] = &[
         ("hello", &[]),
         ("args", &["one", "two words", ""]),

@@ -27,10 +27,7 @@ use std::process::Command;
 const FLAVOURS: &[&str] = &["glibc", "glibc-pie", "musl", "dynamic"];
 
 fn env_num(var: &str, default: u64) -> u64 {
-    std::env::var(var)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
+    std::env::var(var).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
 }
 
 fn command(program: &Path, args: &[String], under_urun: bool) -> Command {
@@ -52,22 +49,12 @@ fn command(program: &Path, args: &[String], under_urun: bool) -> Command {
 fn differences(native: &Outcome, urun: &Outcome) -> Vec<String> {
     let mut p = Vec::new();
     if native.timed_out || native.spawn_error.is_some() || native.code != Some(0) {
-        p.push(format!(
-            "native run did not exit 0: {}",
-            native.status_text()
-        ));
+        p.push(format!("native run did not exit 0: {}", native.status_text()));
     }
     if urun.timed_out {
-        p.push(format!(
-            "urun hung: killed after {:.0} s",
-            urun.elapsed.as_secs_f64()
-        ));
+        p.push(format!("urun hung: killed after {:.0} s", urun.elapsed.as_secs_f64()));
     } else if (native.code, native.signal) != (urun.code, urun.signal) {
-        p.push(format!(
-            "status: native {}, urun {}",
-            native.status_text(),
-            urun.status_text()
-        ));
+        p.push(format!("status: native {}, urun {}", native.status_text(), urun.status_text()));
     }
     if native.stdout != urun.stdout {
         p.push(format!(
@@ -135,10 +122,7 @@ fn sigstorm_repeated() {
             if problems.is_empty() {
                 passed += 1;
             } else {
-                println!(
-                    "FAIL sigstorm.{flavour} run {i}/{repeat} (urun {:.3} s)",
-                    urun.elapsed.as_secs_f64()
-                );
+                println!("FAIL sigstorm.{flavour} run {i}/{repeat} (urun {:.3} s)", urun.elapsed.as_secs_f64());
                 for p in problems {
                     failures.push(format!("sigstorm.{flavour} run {i}: {p}"));
                 }

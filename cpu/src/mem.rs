@@ -68,7 +68,12 @@ pub enum Backing {
     Anonymous,
     /// A file mapping: path as the guest named it, offset of `start`,
     /// device and inode numbers.
-    File { path: String, offset: u64, dev: u64, inode: u64 },
+    File {
+        path: String,
+        offset: u64,
+        dev: u64,
+        inode: u64,
+    },
     /// A named anonymous range: "[heap]", "[stack]".
     Named(String),
 }
@@ -316,9 +321,7 @@ impl AddressSpace {
         // after the check above), at a free range (MAP_FIXED_NOREPLACE fails
         // rather than replace anything), or where the kernel chooses; none
         // of urun's memory is replaced.
-        let p = unsafe {
-            libc::mmap(start as *mut libc::c_void, len as usize, prot.host(), flags, fd, offset as i64)
-        };
+        let p = unsafe { libc::mmap(start as *mut libc::c_void, len as usize, prot.host(), flags, fd, offset as i64) };
         if p == libc::MAP_FAILED {
             let e = errno();
             let e = if e == libc::EEXIST && place != Placement::FixedNoReplace(start) {
@@ -412,12 +415,9 @@ impl AddressSpace {
             let s = r.start.max(start);
             let e = r.end.min(end);
             let backing = match &r.backing {
-                Backing::File { path, offset, dev, inode } => Backing::File {
-                    path: path.clone(),
-                    offset: offset + (s - r.start),
-                    dev: *dev,
-                    inode: *inode,
-                },
+                Backing::File { path, offset, dev, inode } => {
+                    Backing::File { path: path.clone(), offset: offset + (s - r.start), dev: *dev, inode: *inode }
+                }
                 b => b.clone(),
             };
             map.insert(s, Region { start: s, end: e, prot, shared: r.shared, backing });
@@ -499,10 +499,7 @@ impl AddressSpace {
 
     /// The guest ranges that overlap `[start, end)`, clipped to it.
     fn overlapping(map: &BTreeMap<u64, Region>, start: u64, end: u64) -> Vec<(u64, u64)> {
-        map.range(..end)
-            .filter(|(_, r)| r.end > start)
-            .map(|(_, r)| (r.start.max(start), r.end.min(end)))
-            .collect()
+        map.range(..end).filter(|(_, r)| r.end > start).map(|(_, r)| (r.start.max(start), r.end.min(end))).collect()
     }
 
     /// Remove `[start, end)` from the record, splitting regions at its edges.
@@ -529,12 +526,7 @@ impl AddressSpace {
     /// Merge neighbours with identical attributes around a changed range,
     /// so `/proc/self/maps` shows what Linux would.
     fn merge_around(map: &mut BTreeMap<u64, Region>, start: u64, end: u64) {
-        let keys: Vec<u64> = map
-            .range(..=end)
-            .rev()
-            .take_while(|(_, r)| r.end >= start)
-            .map(|(k, _)| *k)
-            .collect();
+        let keys: Vec<u64> = map.range(..=end).rev().take_while(|(_, r)| r.end >= start).map(|(k, _)| *k).collect();
         let mut keys = keys;
         keys.sort_unstable();
         let mut i = 0;

@@ -83,7 +83,11 @@ impl Default for Flags {
 /// Mask of an operand of `size` bytes.
 #[inline]
 pub fn mask(size: u8) -> u64 {
-    if size >= 8 { u64::MAX } else { (1u64 << (size as u32 * 8)) - 1 }
+    if size >= 8 {
+        u64::MAX
+    } else {
+        (1u64 << (size as u32 * 8)) - 1
+    }
 }
 
 /// Sign bit of an operand of `size` bytes.

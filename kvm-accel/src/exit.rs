@@ -216,7 +216,10 @@ mod tests {
             Action::Fault { pc: 1, kind: FaultKind::InvalidOpcode { .. }, .. }
         ));
         // An `out` the guest ran itself, or a `hlt`, is not one of ours.
-        assert_eq!(decode(RawExit::Out { port: 0x10, from_stub: false }, &none, 0, 0, LSTAR), Action::Broken(String::new()));
+        assert_eq!(
+            decode(RawExit::Out { port: 0x10, from_stub: false }, &none, 0, 0, LSTAR),
+            Action::Broken(String::new())
+        );
         assert_eq!(decode(RawExit::Hlt, &none, 0, 0, LSTAR), Action::Broken(String::new()));
         assert!(matches!(decode(RawExit::Shutdown, &none, 0, 0, LSTAR), Action::Broken(m) if !m.is_empty()));
     }

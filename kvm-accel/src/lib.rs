@@ -134,7 +134,9 @@ pub fn probe() -> Result<(), KvmError> {
         let raw = match vcpu.run() {
             Ok(VcpuExit::IoOut(port, _)) => RawExit::Out { port, from_stub: true },
             Ok(other) => return Err(KvmError::Probe(format!("exit {other:?}"))),
-            Err(e) => return Err(KvmError::Probe(format!("KVM_RUN: {}", std::io::Error::from_raw_os_error(e.errno())))),
+            Err(e) => {
+                return Err(KvmError::Probe(format!("KVM_RUN: {}", std::io::Error::from_raw_os_error(e.errno()))))
+            }
         };
         let r = vcpu.get_regs().map_err(err("KVM_GET_REGS"))?;
         let cr2 = vcpu.get_sregs().map_err(err("KVM_GET_SREGS"))?.cr2;
@@ -334,7 +336,9 @@ impl KvmEngine {
                 tracing::error!(suberror = i.suberror, data = ?&i.data[..(i.ndata as usize).min(16)], "KVM internal error");
                 RawExit::Other("KVM internal error")
             }
-            Ok(VcpuExit::MmioRead(..)) | Ok(VcpuExit::MmioWrite(..)) => RawExit::Other("access outside every memory slot"),
+            Ok(VcpuExit::MmioRead(..)) | Ok(VcpuExit::MmioWrite(..)) => {
+                RawExit::Other("access outside every memory slot")
+            }
             Ok(_) => RawExit::Other("other"),
             Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => RawExit::Interrupted,
             Err(e) => return Err(KvmError::Ioctl { what: "KVM_RUN", errno: e.errno() }),

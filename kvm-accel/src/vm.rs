@@ -162,8 +162,9 @@ impl Vm {
     /// slots.
     fn build_system(&mut self) -> Result<(), KvmError> {
         let mut stubs = vec![0xf4u8; 4096]; // hlt everywhere else
-        // SYSCALL entry: out PORT_SYSCALL, al; hlt.
-        let put = |s: &mut Vec<u8>, at: u64, code: &[u8]| s[at as usize..at as usize + code.len()].copy_from_slice(code);
+                                            // SYSCALL entry: out PORT_SYSCALL, al; hlt.
+        let put =
+            |s: &mut Vec<u8>, at: u64, code: &[u8]| s[at as usize..at as usize + code.len()].copy_from_slice(code);
         put(&mut stubs, SYSCALL_STUB, &[0xe6, PORT_SYSCALL as u8, 0xf4]);
         let mut idt = vec![0u8; 4096];
         for v in 0..32u64 {
@@ -182,7 +183,8 @@ impl Vm {
         self.sys.write((STUB_PAGE * 4096) as usize, &stubs);
         self.sys.write((IDT_PAGE * 4096) as usize, &idt);
         // Probe, at CPL3: mov eax, 42; pxor xmm0, xmm0; syscall; ud2.
-        self.sys.write((PROBE_PAGE * 4096) as usize, &[0xb8, 42, 0, 0, 0, 0x66, 0x0f, 0xef, 0xc0, 0x0f, 0x05, 0x0f, 0x0b]);
+        self.sys
+            .write((PROBE_PAGE * 4096) as usize, &[0xb8, 42, 0, 0, 0, 0x66, 0x0f, 0xef, 0xc0, 0x0f, 0x05, 0x0f, 0x0b]);
 
         // Identity-mapped at its own (lower-half) host address, which is
         // urun's memory and so never a guest address; supervisor-only.
@@ -261,13 +263,18 @@ impl Vm {
                 self.next_vcpu += 1;
                 vcpu.set_cpuid2(&self.cpuid).map_err(ioctl_err("KVM_SET_CPUID2"))?;
                 let entries = [
-                    kvm_msr_entry { index: MSR_STAR, data: ((SEL_CODE as u64) << 32) | (0x1b << 48), ..Default::default() },
+                    kvm_msr_entry {
+                        index: MSR_STAR,
+                        data: ((SEL_CODE as u64) << 32) | (0x1b << 48),
+                        ..Default::default()
+                    },
                     kvm_msr_entry { index: MSR_LSTAR, data: self.lstar(), ..Default::default() },
                     kvm_msr_entry { index: MSR_CSTAR, data: self.lstar(), ..Default::default() },
                     // TF, DF, IF, IOPL, NT, AC cleared on entry, as Linux does.
                     kvm_msr_entry { index: MSR_FMASK, data: 0x47700, ..Default::default() },
                 ];
-                let msrs = Msrs::from_entries(&entries).map_err(|_| KvmError::Ioctl { what: "Msrs", errno: libc::EINVAL })?;
+                let msrs =
+                    Msrs::from_entries(&entries).map_err(|_| KvmError::Ioctl { what: "Msrs", errno: libc::EINVAL })?;
                 let n = vcpu.set_msrs(&msrs).map_err(ioctl_err("KVM_SET_MSRS"))?;
                 if n != entries.len() {
                     return Err(KvmError::Ioctl { what: "KVM_SET_MSRS (not all taken)", errno: libc::EINVAL });
@@ -541,7 +548,13 @@ mod pvm_experiment {
             vcpu.set_sregs(&user_sregs).unwrap();
             t_sregs += t.elapsed();
             let t = clock();
-            vcpu.set_regs(&kvm_regs { rip: a + 4096 + 11, rflags: 0x202, rsp: a + 6 * 4096 - 64, ..Default::default() }).unwrap();
+            vcpu.set_regs(&kvm_regs {
+                rip: a + 4096 + 11,
+                rflags: 0x202,
+                rsp: a + 6 * 4096 - 64,
+                ..Default::default()
+            })
+            .unwrap();
             t_regs += t.elapsed();
             let t = clock();
             let _ = vcpu.run().unwrap();
@@ -571,12 +584,21 @@ mod pvm_experiment {
             v.pt.map(a + 7 * 4096, hole, paging::US | paging::RW | paging::NX).unwrap();
             v.set_slot(201, e, 4096).unwrap();
         }
-        vcpu.set_msrs(&Msrs::from_entries(&[kvm_msr_entry { index: MSR_LSTAR, data: e, ..Default::default() }]).unwrap()).unwrap();
+        vcpu.set_msrs(
+            &Msrs::from_entries(&[kvm_msr_entry { index: MSR_LSTAR, data: e, ..Default::default() }]).unwrap(),
+        )
+        .unwrap();
         let mut t_mmio = std::time::Duration::ZERO;
         let mut last = String::new();
         for _ in 0..n {
             vcpu.set_sregs(&user_sregs).unwrap();
-            vcpu.set_regs(&kvm_regs { rip: a + 4096 + 11, rflags: 0x202, rsp: a + 6 * 4096 - 64, ..Default::default() }).unwrap();
+            vcpu.set_regs(&kvm_regs {
+                rip: a + 4096 + 11,
+                rflags: 0x202,
+                rsp: a + 6 * 4096 - 64,
+                ..Default::default()
+            })
+            .unwrap();
             let t = clock();
             last = format!("{:?}", vcpu.run());
             t_mmio += t.elapsed();

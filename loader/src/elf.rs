@@ -123,9 +123,7 @@ pub(crate) fn parse(bytes: &[u8]) -> Result<Image, LoadError> {
     for i in 0..phnum {
         let end = (i + 1).checked_mul(PHDR_SIZE).and_then(|n| hdr.e_phoff.checked_add(n));
         if end.is_none_or(|e| e > len as u64) {
-            return Err(LoadError::Truncated(format!(
-                "program header {i} lies past the end of the file (size {len})"
-            )));
+            return Err(LoadError::Truncated(format!("program header {i} lies past the end of the file (size {len})")));
         }
     }
     // In bounds (checked above), so both conversions are exact.
@@ -211,17 +209,7 @@ pub(crate) fn parse(bytes: &[u8]) -> Result<Image, LoadError> {
             });
         }
     }
-    Ok(Image {
-        kind,
-        entry: hdr.e_entry,
-        phoff: hdr.e_phoff,
-        phnum,
-        segments,
-        phdr_vaddr,
-        stack_exec,
-        align,
-        interp,
-    })
+    Ok(Image { kind, entry: hdr.e_entry, phoff: hdr.e_phoff, phnum, segments, phdr_vaddr, stack_exec, align, interp })
 }
 
 /// Guest ranges mapped so far by one load; unmapped on drop unless kept.

@@ -25,9 +25,7 @@ pub enum LoadError {
     BadElf(String),
     #[error("not an executable ({0})")]
     NotExecutableType(String),
-    #[error(
-        "overlapping PT_LOAD segments: {a_start:#x}..{a_end:#x} and {b_start:#x}..{b_end:#x}"
-    )]
+    #[error("overlapping PT_LOAD segments: {a_start:#x}..{a_end:#x} and {b_start:#x}..{b_end:#x}")]
     Overlap { a_start: u64, a_end: u64, b_start: u64, b_end: u64 },
     #[error("segment at {vaddr:#x}+{memsz:#x} lies outside user space (which ends at 0x7ffffffff000)")]
     OutsideUserSpace { vaddr: u64, memsz: u64 },

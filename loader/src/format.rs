@@ -9,11 +9,17 @@ pub enum Format {
     ElfX86_64,
     /// Any other ELF (`class` is `EI_CLASS`: 1 = 32-bit, 2 = 64-bit;
     /// `machine` is `e_machine`, 0 when the file is too short to hold it).
-    Elf { class: u8, machine: u16 },
+    Elf {
+        class: u8,
+        machine: u16,
+    },
     /// An MZ executable (MS-DOS, PE32 or PE32+).
     Pe,
     /// A `#!` script and its interpreter line.
-    Script { interpreter: String, arg: Option<String> },
+    Script {
+        interpreter: String,
+        arg: Option<String>,
+    },
     Unknown,
 }
 

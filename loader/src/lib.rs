@@ -108,11 +108,7 @@ fn load_depth(path: &Path, mem: &AddressSpace, opts: &LoadOptions, depth: usize)
 fn open(path: &Path) -> Result<(std::fs::File, Vec<u8>), LoadError> {
     let io = |source| LoadError::Io { path: path.to_path_buf(), source };
     // O_NONBLOCK: opening a FIFO must not hang; regular files ignore it.
-    let mut file = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NONBLOCK)
-        .open(path)
-        .map_err(io)?;
+    let mut file = std::fs::OpenOptions::new().read(true).custom_flags(libc::O_NONBLOCK).open(path).map_err(io)?;
     let meta = file.metadata().map_err(io)?;
     if meta.is_dir() {
         return Err(io(std::io::Error::from_raw_os_error(libc::EISDIR)));
@@ -239,7 +235,12 @@ fn interp_path(name: &[u8], opts: &LoadOptions) -> PathBuf {
 }
 
 /// Map the dynamic linker a program names, as Linux's `load_elf_interp`.
-fn load_interp(name: &[u8], mem: &AddressSpace, opts: &LoadOptions, undo: &mut elf::Undo<'_>) -> Result<Interp, LoadError> {
+fn load_interp(
+    name: &[u8],
+    mem: &AddressSpace,
+    opts: &LoadOptions,
+    undo: &mut elf::Undo<'_>,
+) -> Result<Interp, LoadError> {
     let path = interp_path(name, opts);
     let (file, bytes) = open(&path)?;
     if identify(&bytes) != Format::ElfX86_64 {

@@ -84,19 +84,9 @@ pub(crate) struct StackImage {
 }
 
 /// Lay out the initial stack for a stack ending at `top` (16-aligned).
-pub(crate) fn build(
-    top: u64,
-    opts: &LoadOptions,
-    random: &[u8; 16],
-    info: &AuxInfo,
-) -> Result<StackImage, LoadError> {
-    let strings_len: u64 = opts
-        .argv
-        .iter()
-        .chain(&opts.envp)
-        .chain(std::iter::once(&opts.execfn))
-        .map(|s| s.len() as u64 + 1)
-        .sum();
+pub(crate) fn build(top: u64, opts: &LoadOptions, random: &[u8; 16], info: &AuxInfo) -> Result<StackImage, LoadError> {
+    let strings_len: u64 =
+        opts.argv.iter().chain(&opts.envp).chain(std::iter::once(&opts.execfn)).map(|s| s.len() as u64 + 1).sum();
     if strings_len > MAX_STRINGS {
         return Err(LoadError::ArgsTooLong(strings_len));
     }
@@ -261,7 +251,18 @@ mod tests {
 
     #[test]
     fn layout_parses_back() {
-        let info = AuxInfo { base: 0, phdr: 0x1040, phnum: 3, entry: 0x1100, hwcap: 7, hwcap2: 2, uid: 1, euid: 2, gid: 3, egid: 4 };
+        let info = AuxInfo {
+            base: 0,
+            phdr: 0x1040,
+            phnum: 3,
+            entry: 0x1100,
+            hwcap: 7,
+            hwcap2: 2,
+            uid: 1,
+            euid: 2,
+            gid: 3,
+            egid: 4,
+        };
         let top = 0x7000_0000_0000;
         for n in 0..4 {
             let opts = LoadOptions {
@@ -297,7 +298,8 @@ mod tests {
 
     #[test]
     fn too_many_strings() {
-        let info = AuxInfo { base: 0, phdr: 0, phnum: 0, entry: 0, hwcap: 0, hwcap2: 0, uid: 0, euid: 0, gid: 0, egid: 0 };
+        let info =
+            AuxInfo { base: 0, phdr: 0, phnum: 0, entry: 0, hwcap: 0, hwcap2: 0, uid: 0, euid: 0, gid: 0, egid: 0 };
         let opts = LoadOptions { argv: vec![vec![b'x'; 3 << 20]], ..LoadOptions::default() };
         let err = build(0x7000_0000_0000, &opts, &[0; 16], &info).unwrap_err();
         assert!(matches!(err, LoadError::ArgsTooLong(_)), "{err}");

@@ -36,12 +36,7 @@ pub fn ensure_testbins() -> PathBuf {
     let result = BUILT.get_or_init(|| {
         let out = testbins_out();
         let existed = out.is_dir();
-        match Command::new("make")
-            .arg("-C")
-            .arg(repo_root().join("testbins"))
-            .arg("-j2")
-            .output()
-        {
+        match Command::new("make").arg("-C").arg(repo_root().join("testbins")).arg("-j2").output() {
             Ok(o) if o.status.success() => Ok(()),
             Ok(o) => Err(format!(
                 "`make -C testbins` failed ({}):\n{}\n{}\n\
@@ -54,9 +49,7 @@ pub fn ensure_testbins() -> PathBuf {
                 eprintln!("warning: cannot run make ({e}); using the existing testbins/out as is");
                 Ok(())
             }
-            Err(e) => Err(format!(
-                "testbins/out is missing and `make -C testbins` could not run: {e}"
-            )),
+            Err(e) => Err(format!("testbins/out is missing and `make -C testbins` could not run: {e}")),
         }
     });
     if let Err(msg) = result {
@@ -122,18 +115,12 @@ pub fn signal_name(sig: i32) -> &'static str {
 /// its whole process group if it runs longer than `timeout`. Core dumps are
 /// disabled in the child: programs that die by signals are part of the suite.
 pub fn run(cmd: &mut Command, stdin: &[u8], timeout: Duration) -> Outcome {
-    cmd.stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .process_group(0);
+    cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).process_group(0);
     // SAFETY: the closure runs in the forked child before exec and only calls
     // setrlimit, which is async-signal-safe; it touches no Rust-managed state.
     unsafe {
         cmd.pre_exec(|| {
-            let zero = libc::rlimit {
-                rlim_cur: 0,
-                rlim_max: 0,
-            };
+            let zero = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
             libc::setrlimit(libc::RLIMIT_CORE, &zero);
             Ok(())
         });
@@ -142,10 +129,7 @@ pub fn run(cmd: &mut Command, stdin: &[u8], timeout: Duration) -> Outcome {
     let mut child = match cmd.spawn() {
         Ok(c) => c,
         Err(e) => {
-            return Outcome {
-                spawn_error: Some(e.to_string()),
-                ..Default::default()
-            };
+            return Outcome { spawn_error: Some(e.to_string()), ..Default::default() };
         }
     };
     let pgid = child.id() as libc::pid_t;
@@ -205,10 +189,8 @@ pub struct TempDir(PathBuf);
 
 impl TempDir {
     pub fn new(tag: &str) -> TempDir {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.subsec_nanos())
-            .unwrap_or(0);
+        let nanos =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
         let dir = std::env::temp_dir().join(format!("urun-{tag}-{}-{nanos}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("creating {}: {e}", dir.display()));
         TempDir(dir)
@@ -229,18 +211,9 @@ impl Drop for TempDir {
 /// linked). Reads the program headers by hand: no dependency needed.
 pub fn elf_has_interp(path: &Path) -> std::io::Result<bool> {
     let data = std::fs::read(path)?;
-    let u16_at = |o: usize| {
-        data.get(o..o + 2)
-            .map(|b| u16::from_le_bytes([b[0], b[1]]) as usize)
-    };
-    let u32_at = |o: usize| {
-        data.get(o..o + 4)
-            .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-    };
-    let u64_at = |o: usize| {
-        data.get(o..o + 8)
-            .map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")) as usize)
-    };
+    let u16_at = |o: usize| data.get(o..o + 2).map(|b| u16::from_le_bytes([b[0], b[1]]) as usize);
+    let u32_at = |o: usize| data.get(o..o + 4).map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]));
+    let u64_at = |o: usize| data.get(o..o + 8).map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")) as usize);
     let bad = || std::io::Error::new(std::io::ErrorKind::InvalidData, "not a 64-bit ELF file");
     if data.get(..5) != Some(b"\x7fELF\x02") {
         return Err(bad());
@@ -262,11 +235,7 @@ pub fn show(bytes: &[u8], max: usize) -> String {
     let s = String::from_utf8_lossy(bytes);
     let s = s.escape_debug().to_string();
     if s.chars().count() > max {
-        format!(
-            "{}... ({} bytes)",
-            s.chars().take(max).collect::<String>(),
-            bytes.len()
-        )
+        format!("{}... ({} bytes)", s.chars().take(max).collect::<String>(), bytes.len())
     } else {
         s
     }
@@ -274,12 +243,7 @@ pub fn show(bytes: &[u8], max: usize) -> String {
 
 /// Reads a duration in seconds from an environment variable.
 pub fn env_secs(var: &str, default: u64) -> Duration {
-    Duration::from_secs(
-        std::env::var(var)
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(default),
-    )
+    Duration::from_secs(std::env::var(var).ok().and_then(|v| v.parse().ok()).unwrap_or(default))
 }
 
 /// The engine the native-vs-urun tests run urun with: `URUN_TEST_ENGINE`
@@ -296,11 +260,7 @@ pub fn describe_diff(what: &str, native: &[u8], urun: &[u8]) -> Option<String> {
     }
     let n_lines: Vec<&[u8]> = native.split(|&b| b == b'\n').collect();
     let u_lines: Vec<&[u8]> = urun.split(|&b| b == b'\n').collect();
-    let i = n_lines
-        .iter()
-        .zip(&u_lines)
-        .position(|(a, b)| a != b)
-        .unwrap_or(n_lines.len().min(u_lines.len()));
+    let i = n_lines.iter().zip(&u_lines).position(|(a, b)| a != b).unwrap_or(n_lines.len().min(u_lines.len()));
     Some(format!(
         "{what} differs ({} bytes native, {} under urun); first difference at line {}:\n        native: {}\n        urun:   {}",
         native.len(),

@@ -2,7 +2,10 @@
 //! `OpCodeInfo` operand kinds with iced's `Instruction` setters and
 //! `Encoder`, and random starting states with edge values.
 
-use iced_x86::{Code, Decoder, DecoderOptions, Encoder, FlowControl, Instruction, Mnemonic, OpCodeOperandKind as K, OpKind, Register};
+use iced_x86::{
+    Code, Decoder, DecoderOptions, Encoder, FlowControl, Instruction, Mnemonic, OpCodeOperandKind as K, OpKind,
+    Register,
+};
 
 use super::{full_tag, Fpu, State, EPI, INSN, LOW, PAD, WINDOW};
 use crate::state::{fl, reg};
@@ -15,7 +18,8 @@ impl Rng {
     /// A generator for case `index` of `code` under `seed`: each case can
     /// be regenerated on its own.
     pub fn for_case(seed: u64, code: Code, index: u64) -> Rng {
-        let mut z = seed ^ (code as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ index.wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        let mut z =
+            seed ^ (code as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ index.wrapping_mul(0xbf58_476d_1ce4_e5b9);
         z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
         z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
         Rng((z ^ (z >> 31)) | 1)
@@ -163,7 +167,10 @@ pub fn skip_reason(code: Code) -> Option<&'static str> {
             return Some("segment register operand: urun does not model FS/GS selectors");
         }
     }
-    if matches!(code, Code::Jmp_m1616 | Code::Jmp_m1632 | Code::Jmp_m1664 | Code::Call_m1616 | Code::Call_m1632 | Code::Call_m1664) {
+    if matches!(
+        code,
+        Code::Jmp_m1616 | Code::Jmp_m1632 | Code::Jmp_m1664 | Code::Call_m1616 | Code::Call_m1632 | Code::Call_m1664
+    ) {
         return Some("far JMP/CALL through memory: a segment form; urun raises #UD by design, the host loads CS from the selector");
     }
     let branch = !matches!(code.flow_control(), FlowControl::Next | FlowControl::Exception | FlowControl::Interrupt);
@@ -472,7 +479,15 @@ fn try_generate(code: Code, rng: &mut Rng, window: u64, ip: u64) -> Result<Case,
                 insn.set_memory_index(Register::AL);
                 insn.set_memory_index_scale(1);
             }
-            K::imm8 | K::imm8_const_1 | K::imm8sex16 | K::imm8sex32 | K::imm8sex64 | K::imm16 | K::imm32 | K::imm32sex64 | K::imm64 => {
+            K::imm8
+            | K::imm8_const_1
+            | K::imm8sex16
+            | K::imm8sex32
+            | K::imm8sex64
+            | K::imm16
+            | K::imm32
+            | K::imm32sex64
+            | K::imm64 => {
                 let kind = match k {
                     K::imm8 if oc.op_count() > 1 && i > 0 && oc.op_kind(i - 1) == K::imm16 => OpKind::Immediate8_2nd,
                     K::imm8 | K::imm8_const_1 => OpKind::Immediate8,
@@ -507,7 +522,8 @@ fn try_generate(code: Code, rng: &mut Rng, window: u64, ip: u64) -> Result<Case,
     }
 
     // The state.
-    let mut s = State { rflags: (rng.next() & fl::STATUS) | if rng.below(4) == 0 { fl::DF } else { 0 }, ..State::default() };
+    let mut s =
+        State { rflags: (rng.next() & fl::STATUS) | if rng.below(4) == 0 { fl::DF } else { 0 }, ..State::default() };
     for g in s.gpr.iter_mut() {
         *g = rng.gpr();
     }
@@ -592,7 +608,9 @@ fn try_generate(code: Code, rng: &mut Rng, window: u64, ip: u64) -> Result<Case,
             // XLAT: [rbx + al].
             s.gpr[reg::RBX] = addr - (s.gpr[reg::RAX] & 0xff);
         } else {
-            let mut free: Vec<usize> = (0..16).filter(|&g| !used[g] && ![reg::RAX, reg::RCX, reg::RDX, reg::RSI, reg::RDI].contains(&g)).collect();
+            let mut free: Vec<usize> = (0..16)
+                .filter(|&g| !used[g] && ![reg::RAX, reg::RCX, reg::RDX, reg::RSI, reg::RDI].contains(&g))
+                .collect();
             if matches!(mnemonic, Cmpxchg8b | Cmpxchg16b) {
                 free.retain(|&g| g != reg::RBX);
             }
@@ -679,7 +697,9 @@ fn try_generate(code: Code, rng: &mut Rng, window: u64, ip: u64) -> Result<Case,
         }
         if matches!(mnemonic, Bt | Bts | Btr | Btc) {
             // A register bit offset may reach ±2 KiB around the operand.
-            if let Some(g) = (0..oc.op_count()).find(|&j| insn.op_kind(j) == OpKind::Register).map(|j| insn.op_register(j)) {
+            if let Some(g) =
+                (0..oc.op_count()).find(|&j| insn.op_kind(j) == OpKind::Register).map(|j| insn.op_register(j))
+            {
                 if let Some(gi) = gpr_index(g) {
                     s.gpr[gi] = (rng.below(32768) as i64 - 16384) as u64;
                 }
@@ -699,7 +719,9 @@ fn try_generate(code: Code, rng: &mut Rng, window: u64, ip: u64) -> Result<Case,
         // two instructions on both sides.
         let mut rest = Decoder::with_ip(64, &bytes[1..], ip + 1, DecoderOptions::NONE);
         let second = rest.decode();
-        if format!("{:?}", second.code()) == format!("{code:?}").replacen('F', "Fn", 1) && second.len() + 1 == bytes.len() {
+        if format!("{:?}", second.code()) == format!("{code:?}").replacen('F', "Fn", 1)
+            && second.len() + 1 == bytes.len()
+        {
             back = insn;
         }
     }
@@ -709,7 +731,10 @@ fn try_generate(code: Code, rng: &mut Rng, window: u64, ip: u64) -> Result<Case,
     if back.len() != bytes.len() && back.len() != 0 {
         return Err(format!("encoding {bytes:02x?} decodes {} bytes long", back.len()));
     }
-    if back.flow_control() != FlowControl::Next && matches!(back.op0_kind(), OpKind::NearBranch64) && Some(back.near_branch_target()) != target {
+    if back.flow_control() != FlowControl::Next
+        && matches!(back.op0_kind(), OpKind::NearBranch64)
+        && Some(back.near_branch_target()) != target
+    {
         return Err(format!("branch target {:#x}, meant {target:x?}", back.near_branch_target()));
     }
     let flow = back.flow_control();

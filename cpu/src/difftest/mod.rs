@@ -198,7 +198,13 @@ impl Bench {
     /// fall-through pad right after it and another at `target`, INT3 all
     /// around: the run ends with #UD at a pad (the instruction completed;
     /// the pad's address is returned with `None`) or with another exit.
-    fn interp_run(&mut self, insn: &[u8], target: Option<u64>, input: &State, mem: &[u8]) -> (State, u64, Option<Exit>, Vec<u8>) {
+    fn interp_run(
+        &mut self,
+        insn: &[u8],
+        target: Option<u64>,
+        input: &State,
+        mem: &[u8],
+    ) -> (State, u64, Option<Exit>, Vec<u8>) {
         self.seed(mem);
         let start = self.insn_addr();
         let base = self.snippet.code;
@@ -221,11 +227,14 @@ impl Bench {
             c.flags.set((input.rflags & SEEDABLE) | 0x202);
         });
         let (rip, exit) = match exit {
-            Exit::Fault(Fault { pc, kind: FaultKind::InvalidOpcode { .. } }) if pc == fall || Some(pc) == target => (pc, None),
+            Exit::Fault(Fault { pc, kind: FaultKind::InvalidOpcode { .. } }) if pc == fall || Some(pc) == target => {
+                (pc, None)
+            }
             Exit::Fault(Fault { pc, kind }) => (pc, Some(Exit::Fault(Fault { pc, kind }))),
             other => (cpu.rip, Some(other)),
         };
-        let state = State { gpr: cpu.gpr, rflags: cpu.flags.get(), xmm: cpu.xmm, mxcsr: cpu.mxcsr, fpu: Fpu::of(&cpu.x87) };
+        let state =
+            State { gpr: cpu.gpr, rflags: cpu.flags.get(), xmm: cpu.xmm, mxcsr: cpu.mxcsr, fpu: Fpu::of(&cpu.x87) };
         (state, rip, exit, self.window())
     }
 }
@@ -300,10 +309,19 @@ fn f80_hex(r: &[u8; 10]) -> String {
     format!("{se:04x}:{m:016x}")
 }
 
-const GPR_NAMES: [&str; 16] = ["rax", "rcx", "rdx", "rbx", "rsp", "rbp", "rsi", "rdi", "r8", "r9", "r10", "r11", "r12", "r13", "r14", "r15"];
+const GPR_NAMES: [&str; 16] =
+    ["rax", "rcx", "rdx", "rbx", "rsp", "rbp", "rsi", "rdi", "r8", "r9", "r10", "r11", "r12", "r13", "r14", "r15"];
 
 fn flag_names(bits: u64) -> String {
-    let names = [(fl::CF, "CF"), (fl::PF, "PF"), (fl::AF, "AF"), (fl::ZF, "ZF"), (fl::SF, "SF"), (fl::DF, "DF"), (fl::OF, "OF")];
+    let names = [
+        (fl::CF, "CF"),
+        (fl::PF, "PF"),
+        (fl::AF, "AF"),
+        (fl::ZF, "ZF"),
+        (fl::SF, "SF"),
+        (fl::DF, "DF"),
+        (fl::OF, "OF"),
+    ];
     names.iter().filter(|(b, _)| bits & b != 0).map(|(_, n)| *n).collect::<Vec<_>>().join(" ")
 }
 
@@ -349,7 +367,11 @@ pub struct Mismatch {
 impl std::fmt::Display for Mismatch {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         writeln!(f, "== {:?}: {}  [{}]", self.code, self.text, hex(&self.bytes))?;
-        writeln!(f, "   seed {:#x} case {} (rerun: --seed {:#x} --only {:?})", self.seed, self.case, self.seed, self.code)?;
+        writeln!(
+            f,
+            "   seed {:#x} case {} (rerun: --seed {:#x} --only {:?})",
+            self.seed, self.case, self.seed, self.code
+        )?;
         for d in &self.diffs {
             writeln!(f, "   DIFF {d}")?;
         }
@@ -404,7 +426,9 @@ impl Report {
 fn selected(code: Code, only: &Option<String>) -> bool {
     match only {
         None => true,
-        Some(o) => format!("{:?}", code.mnemonic()).eq_ignore_ascii_case(o) || format!("{code:?}").eq_ignore_ascii_case(o),
+        Some(o) => {
+            format!("{:?}", code.mnemonic()).eq_ignore_ascii_case(o) || format!("{code:?}").eq_ignore_ascii_case(o)
+        }
     }
 }
 
@@ -518,7 +542,8 @@ mod tests {
                 eprintln!("difftest: known mismatch {:?}: {} of {} cases ({why})", t.code, t.mismatches, t.cases);
             }
         }
-        let text: String = report.records.iter().filter(|m| !KNOWN.iter().any(|(c, _)| *c == m.code)).map(|m| m.to_string()).collect();
+        let text: String =
+            report.records.iter().filter(|m| !KNOWN.iter().any(|(c, _)| *c == m.code)).map(|m| m.to_string()).collect();
         assert!(text.is_empty(), "the interpreter differs from the host:\n{text}");
     }
 

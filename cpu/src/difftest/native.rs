@@ -149,7 +149,9 @@ impl Native {
     pub fn new(area: u64) -> Result<Native, String> {
         let page = area as *mut u8;
         // SAFETY: the caller owns the range; only its protection changes.
-        let r = unsafe { libc::mprotect(page as *mut libc::c_void, AREA, libc::PROT_READ | libc::PROT_WRITE | libc::PROT_EXEC) };
+        let r = unsafe {
+            libc::mprotect(page as *mut libc::c_void, AREA, libc::PROT_READ | libc::PROT_WRITE | libc::PROT_EXEC)
+        };
         if r != 0 {
             return Err("the host refuses an RWX mapping".into());
         }
@@ -323,7 +325,16 @@ fn ensure_altstack() -> Result<(), String> {
         const SIZE: usize = 256 * 1024;
         // SAFETY: a fresh anonymous mapping; it is deliberately leaked and
         // stays the thread's alternate stack for the thread's lifetime.
-        let p = unsafe { libc::mmap(std::ptr::null_mut(), SIZE, libc::PROT_READ | libc::PROT_WRITE, libc::MAP_PRIVATE | libc::MAP_ANONYMOUS, -1, 0) };
+        let p = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                SIZE,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
         if p == libc::MAP_FAILED {
             return Err("no memory for an alternate signal stack".into());
         }
@@ -432,7 +443,8 @@ extern "C" fn handler(sig: i32, info: *mut libc::siginfo_t, uc: *mut libc::c_voi
     } else if p.sa_flags & libc::SA_SIGINFO != 0 {
         // SAFETY: the previous handler was installed with SA_SIGINFO, so it
         // has this signature.
-        let f: extern "C" fn(i32, *mut libc::siginfo_t, *mut libc::c_void) = unsafe { std::mem::transmute(p.sa_sigaction) };
+        let f: extern "C" fn(i32, *mut libc::siginfo_t, *mut libc::c_void) =
+            unsafe { std::mem::transmute(p.sa_sigaction) };
         f(sig, info, uc);
     } else {
         // SAFETY: a plain handler has this signature.

@@ -374,7 +374,13 @@ impl<'a> Ctx<'a> {
     /// (LOCK prefix, or XCHG) is updated atomically on the host with a
     /// compare-and-swap loop, so guest threads see real atomics.
     #[inline]
-    pub fn rmw(&mut self, insn: &Instruction, size: u8, locked: bool, mut f: impl FnMut(u64) -> u64) -> Result<u64, Exit> {
+    pub fn rmw(
+        &mut self,
+        insn: &Instruction,
+        size: u8,
+        locked: bool,
+        mut f: impl FnMut(u64) -> u64,
+    ) -> Result<u64, Exit> {
         if insn.op0_kind() != OpKind::Memory || !locked {
             let old = self.get(insn, 0, size)?;
             self.set(insn, 0, size, f(old) & mask(size))?;
@@ -534,7 +540,11 @@ impl<'a> Ctx<'a> {
     /// Size in bytes of the memory operand, or of register `i`.
     #[inline]
     pub fn mem_size(insn: &Instruction) -> u8 {
-        if insn.memory_size() == MemorySize::Unknown { 0 } else { insn.memory_size().size() as u8 }
+        if insn.memory_size() == MemorySize::Unknown {
+            0
+        } else {
+            insn.memory_size().size() as u8
+        }
     }
 }
 

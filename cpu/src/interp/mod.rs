@@ -16,8 +16,8 @@ use std::sync::Arc;
 
 use iced_x86::{Code, Decoder, DecoderOptions, FlowControl, Formatter, GasFormatter, Instruction};
 
-pub use ctx::{xmm_index, Ctx, Step};
 use ctx::Tlb;
+pub use ctx::{xmm_index, Ctx, Step};
 
 use crate::engine::{Engine, Exit, Fault, FaultKind, PageFaultKind};
 use crate::mem::{AddressSpace, Prot, PAGE_SIZE};
@@ -98,7 +98,6 @@ impl Interpreter {
         }
     }
 
-
     fn flush(&mut self) {
         self.cache.clear();
         self.code_pages.clear();
@@ -107,9 +106,8 @@ impl Interpreter {
 
     /// Decode the block at `rip`.
     fn decode(&mut self, rip: u64) -> Result<Rc<Block>, Exit> {
-        let fetch_fault = |addr: u64, kind| {
-            Exit::Fault(Fault { pc: rip, kind: FaultKind::Page { addr, write: false, kind } })
-        };
+        let fetch_fault =
+            |addr: u64, kind| Exit::Fault(Fault { pc: rip, kind: FaultKind::Page { addr, write: false, kind } });
         // The bytes we may fetch: executable guest pages from rip onwards,
         // at most two pages.
         let mut avail = 0u64;
@@ -245,7 +243,10 @@ pub(crate) mod testutil {
         let (cpu, exit) = s.run(&[0x31, 0xc0, 0x48, 0x8b, 0x00], |_| {});
         assert_eq!(
             exit,
-            Exit::Fault(Fault { pc: s.code + 2, kind: FaultKind::Page { addr: 0, write: false, kind: PageFaultKind::NotMapped } })
+            Exit::Fault(Fault {
+                pc: s.code + 2,
+                kind: FaultKind::Page { addr: 0, write: false, kind: PageFaultKind::NotMapped }
+            })
         );
         assert_eq!(cpu.rip, s.code + 2);
     }

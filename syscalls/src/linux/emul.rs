@@ -53,9 +53,8 @@ pub(crate) fn mmap(task: &mut Task<'_>, a: &[u64; 6]) -> Result<i64, Stop> {
 
 /// How `/proc/self/maps` names a file mapping of `fd`.
 fn file_backing(fd: i32, offset: u64) -> Backing {
-    let path = std::fs::read_link(format!("/proc/self/fd/{fd}"))
-        .map(|p| p.to_string_lossy().into_owned())
-        .unwrap_or_default();
+    let path =
+        std::fs::read_link(format!("/proc/self/fd/{fd}")).map(|p| p.to_string_lossy().into_owned()).unwrap_or_default();
     // SAFETY: fstat writes a `stat` into the zeroed struct we own.
     let mut st: libc::stat = unsafe { std::mem::zeroed() };
     // SAFETY: as above; an invalid fd just fails.
@@ -113,10 +112,15 @@ pub(crate) fn madvise(task: &mut Task<'_>, a: &[u64; 6]) -> Result<i64, Stop> {
     }
     // Only advice that keeps the guest's memory the guest's is passed on.
     match a[2] as i32 {
-        libc::MADV_DONTNEED | libc::MADV_FREE | libc::MADV_WILLNEED | libc::MADV_SEQUENTIAL | libc::MADV_RANDOM
-        | libc::MADV_NORMAL | libc::MADV_HUGEPAGE | libc::MADV_NOHUGEPAGE | libc::MADV_DONTDUMP => {
-            Ok(raw_result(pass(28, &[a[0], len, a[2], 0, 0, 0])))
-        }
+        libc::MADV_DONTNEED
+        | libc::MADV_FREE
+        | libc::MADV_WILLNEED
+        | libc::MADV_SEQUENTIAL
+        | libc::MADV_RANDOM
+        | libc::MADV_NORMAL
+        | libc::MADV_HUGEPAGE
+        | libc::MADV_NOHUGEPAGE
+        | libc::MADV_DONTDUMP => Ok(raw_result(pass(28, &[a[0], len, a[2], 0, 0, 0]))),
         _ => Ok(0),
     }
 }
@@ -326,7 +330,8 @@ pub(crate) fn ioctl(task: &mut Task<'_>, a: &[u64; 6]) -> Result<i64, Stop> {
 pub(crate) fn fcntl(task: &mut Task<'_>, a: &[u64; 6]) -> Result<i64, Stop> {
     let p = task.p.as_ref();
     // Commands taking a struct flock pointer.
-    let locks = [libc::F_GETLK, libc::F_SETLK, libc::F_SETLKW, libc::F_OFD_GETLK, libc::F_OFD_SETLK, libc::F_OFD_SETLKW];
+    let locks =
+        [libc::F_GETLK, libc::F_SETLK, libc::F_SETLKW, libc::F_OFD_GETLK, libc::F_OFD_SETLK, libc::F_OFD_SETLKW];
     if locks.contains(&(a[1] as i32)) && !p.mem.check(a[2], 32, Prot::WRITE) {
         return Ok(EFAULT);
     }
@@ -338,10 +343,13 @@ pub(crate) fn prctl(task: &mut Task<'_>, a: &[u64; 6]) -> Result<i64, Stop> {
     match a[0] as i32 {
         libc::PR_SET_NAME if guest_cstr(p, a[1]).is_none() => Ok(EFAULT),
         libc::PR_GET_NAME if !p.mem.check(a[1], 16, Prot::WRITE) => Ok(EFAULT),
-        libc::PR_SET_NAME | libc::PR_GET_NAME | libc::PR_GET_DUMPABLE | libc::PR_SET_DUMPABLE
-        | libc::PR_SET_PDEATHSIG | libc::PR_GET_NO_NEW_PRIVS | libc::PR_SET_NO_NEW_PRIVS => {
-            Ok(raw_result(pass(157, a)))
-        }
+        libc::PR_SET_NAME
+        | libc::PR_GET_NAME
+        | libc::PR_GET_DUMPABLE
+        | libc::PR_SET_DUMPABLE
+        | libc::PR_SET_PDEATHSIG
+        | libc::PR_GET_NO_NEW_PRIVS
+        | libc::PR_SET_NO_NEW_PRIVS => Ok(raw_result(pass(157, a))),
         _ => Ok(EINVAL),
     }
 }
@@ -354,11 +362,13 @@ pub(crate) fn futex(task: &mut Task<'_>, a: &[u64; 6]) -> Result<i64, Stop> {
         return Ok(EFAULT);
     }
     let op = a[1] as i32 & libc::FUTEX_CMD_MASK;
-    let timeout_ptr = matches!(op, libc::FUTEX_WAIT | libc::FUTEX_WAIT_BITSET | libc::FUTEX_LOCK_PI | libc::FUTEX_WAIT_REQUEUE_PI);
+    let timeout_ptr =
+        matches!(op, libc::FUTEX_WAIT | libc::FUTEX_WAIT_BITSET | libc::FUTEX_LOCK_PI | libc::FUTEX_WAIT_REQUEUE_PI);
     if timeout_ptr && a[3] != 0 && !p.mem.check(a[3], 16, Prot::READ) {
         return Ok(EFAULT);
     }
-    let second = matches!(op, libc::FUTEX_REQUEUE | libc::FUTEX_CMP_REQUEUE | libc::FUTEX_WAKE_OP | libc::FUTEX_CMP_REQUEUE_PI);
+    let second =
+        matches!(op, libc::FUTEX_REQUEUE | libc::FUTEX_CMP_REQUEUE | libc::FUTEX_WAKE_OP | libc::FUTEX_CMP_REQUEUE_PI);
     if second && !p.mem.check(a[4], 4, Prot::READ) {
         return Ok(EFAULT);
     }

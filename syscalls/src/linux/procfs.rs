@@ -139,11 +139,34 @@ mod tests {
                 end: 0x401000,
                 prot: Prot::RX,
                 shared: false,
-                backing: Backing::File { path: "/bin/prog".into(), offset: 0x1000, dev: libc::makedev(0xfe, 0), inode: 42 },
+                backing: Backing::File {
+                    path: "/bin/prog".into(),
+                    offset: 0x1000,
+                    dev: libc::makedev(0xfe, 0),
+                    inode: 42,
+                },
             },
-            Region { start: 0x402000, end: 0x403000, prot: Prot::RW, shared: false, backing: Backing::Named("[heap]".into()) },
-            Region { start: 0x403000, end: 0x503000, prot: Prot::NONE, shared: false, backing: Backing::Named(HEAP_RESERVE.into()) },
-            Region { start: 0x7f0000000000, end: 0x7f0000001000, prot: Prot::RW, shared: true, backing: Backing::Anonymous },
+            Region {
+                start: 0x402000,
+                end: 0x403000,
+                prot: Prot::RW,
+                shared: false,
+                backing: Backing::Named("[heap]".into()),
+            },
+            Region {
+                start: 0x403000,
+                end: 0x503000,
+                prot: Prot::NONE,
+                shared: false,
+                backing: Backing::Named(HEAP_RESERVE.into()),
+            },
+            Region {
+                start: 0x7f0000000000,
+                end: 0x7f0000001000,
+                prot: Prot::RW,
+                shared: true,
+                backing: Backing::Anonymous,
+            },
         ];
         let text = maps_text(&regions);
         let lines: Vec<&str> = text.lines().collect();

@@ -345,7 +345,13 @@ fn on_altstack(task: &Task<'_>, sp: u64) -> bool {
 }
 
 /// Build the signal frame on the guest stack and enter the handler.
-fn setup_frame(task: &mut Task<'_>, sig: i32, info: &[u8; 128], act: &[u64; 4], fault: Option<&FaultFrame>) -> Result<(), Stop> {
+fn setup_frame(
+    task: &mut Task<'_>,
+    sig: i32,
+    info: &[u8; 128],
+    act: &[u64; 4],
+    fault: Option<&FaultFrame>,
+) -> Result<(), Stop> {
     let (handler, flags, restorer, mask) = (act[0], act[1], act[2], act[3]);
     let old_sp = task.cpu.gpr[reg::RSP];
     let [ss_sp, ss_flags, ss_size] = task.t.altstack;
@@ -360,8 +366,7 @@ fn setup_frame(task: &mut Task<'_>, sig: i32, info: &[u8; 128], act: &[u64; 4], 
     sp = sp.wrapping_sub(FPSTATE_SIZE) & !63;
     let fpstate = sp;
     let frame = (sp.wrapping_sub(FRAME_SIZE) & !15).wrapping_sub(8);
-    let usable = flags & SA_RESTORER != 0
-        && task.p.mem.check(frame, fpstate + FPSTATE_SIZE - frame, Prot::WRITE);
+    let usable = flags & SA_RESTORER != 0 && task.p.mem.check(frame, fpstate + FPSTATE_SIZE - frame, Prot::WRITE);
     if !usable {
         // Linux: a frame that cannot be written kills with SIGSEGV.
         tracing::debug!(sig, frame = format_args!("{frame:#x}"), "cannot build a signal frame");

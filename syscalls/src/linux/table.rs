@@ -489,7 +489,8 @@ mod tests {
             assert!(s.args.len() <= 6, "{}", s.name);
             for a in s.args {
                 let refs = match a {
-                    In(Arg(i)) | Out(Arg(i)) | In(ArgTimes(i, _)) | Out(ArgTimes(i, _)) | IovIn(i) | IovOut(i) | OutLenPtr(i) => Some(*i),
+                    In(Arg(i)) | Out(Arg(i)) | In(ArgTimes(i, _)) | Out(ArgTimes(i, _)) | IovIn(i) | IovOut(i)
+                    | OutLenPtr(i) => Some(*i),
                     _ => None,
                 };
                 if let Some(i) = refs {

@@ -32,7 +32,10 @@ pub(crate) fn clone(task: &mut Task<'_>, a: &[u64; 6]) -> Result<i64, Stop> {
             // vfork and posix_spawn: a child sharing our memory while we wait.
             return Ok(shared_vfork(task, flags, stack, ctid, tls));
         }
-        tracing::warn!(flags = format_args!("{flags:#x}"), "clone(CLONE_VM) without CLONE_THREAD or CLONE_VFORK is not supported");
+        tracing::warn!(
+            flags = format_args!("{flags:#x}"),
+            "clone(CLONE_VM) without CLONE_THREAD or CLONE_VFORK is not supported"
+        );
         return Ok(-(libc::ENOSYS as i64));
     }
     fork_like(task, flags, stack, ptid, ctid, tls)

@@ -51,7 +51,12 @@ fn parse_u64(s: &str) -> Result<u64, String> {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    let cfg = urun_cpu::difftest::Config { cases: args.cases, seed: args.seed, only: args.only.clone(), records_per_form: args.records_per_form };
+    let cfg = urun_cpu::difftest::Config {
+        cases: args.cases,
+        seed: args.seed,
+        only: args.only.clone(),
+        records_per_form: args.records_per_form,
+    };
     let started = std::time::Instant::now();
     let report = match urun_cpu::difftest::run(&cfg) {
         Ok(r) => r,
@@ -79,7 +84,13 @@ fn main() -> ExitCode {
     }
     let faults: u64 = report.covered.iter().map(|t| t.faults).sum();
     println!("forms covered: {}", report.covered.len());
-    println!("cases run: {} ({} faulting on the host) in {:.1}s, seed {:#x}", report.cases(), faults, started.elapsed().as_secs_f64(), args.seed);
+    println!(
+        "cases run: {} ({} faulting on the host) in {:.1}s, seed {:#x}",
+        report.cases(),
+        faults,
+        started.elapsed().as_secs_f64(),
+        args.seed
+    );
     println!("mismatches: {} in {} form(s)", report.mismatches(), bad.len());
     if let Some(path) = &args.out {
         let text: String = report.records.iter().map(|m| m.to_string()).collect();

@@ -206,8 +206,15 @@ fn imul(ctx: &mut Ctx<'_>, insn: &Instruction) -> Step {
             let (a, b) = if n == 2 {
                 (ctx.get(insn, 0, size)?, ctx.get(insn, 1, size)?)
             } else {
-                debug_assert!(matches!(insn.op2_kind(), OpKind::Immediate8to16 | OpKind::Immediate8to32
-                    | OpKind::Immediate8to64 | OpKind::Immediate16 | OpKind::Immediate32 | OpKind::Immediate32to64));
+                debug_assert!(matches!(
+                    insn.op2_kind(),
+                    OpKind::Immediate8to16
+                        | OpKind::Immediate8to32
+                        | OpKind::Immediate8to64
+                        | OpKind::Immediate16
+                        | OpKind::Immediate32
+                        | OpKind::Immediate32to64
+                ));
                 (ctx.get(insn, 1, size)?, ctx.get(insn, 2, size)?)
             };
             let p = sext(a, size) as i128 * sext(b, size) as i128;

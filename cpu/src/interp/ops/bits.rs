@@ -40,7 +40,13 @@ fn apply_bit(op: u8, v: u64, bit: u32) -> u64 {
 
 /// Read-modify-write `size` bytes at `addr`, atomically when `locked`
 /// (a compare-and-exchange loop on the host). Returns the old value.
-fn rmw_at(ctx: &mut Ctx<'_>, addr: u64, size: u8, locked: bool, f: impl Fn(u64) -> u64) -> Result<u64, crate::engine::Exit> {
+fn rmw_at(
+    ctx: &mut Ctx<'_>,
+    addr: u64,
+    size: u8,
+    locked: bool,
+    f: impl Fn(u64) -> u64,
+) -> Result<u64, crate::engine::Exit> {
     let mut old = ctx.load(addr, size)?;
     if !locked {
         ctx.store(addr, size, f(old) & mask(size))?;
@@ -165,7 +171,22 @@ mod tests {
         for op in 0..4u8 {
             for size in [2u8, 4, 8] {
                 let mut offsets: Vec<u64> = EDGE_VALUES.to_vec();
-                offsets.extend([7, 8, 15, 16, 31, 32, 63, 64, 255, (-1i64) as u64, (-9i64) as u64, (-33i64) as u64, (-30000i64) as u64, 30000]);
+                offsets.extend([
+                    7,
+                    8,
+                    15,
+                    16,
+                    31,
+                    32,
+                    63,
+                    64,
+                    255,
+                    (-1i64) as u64,
+                    (-9i64) as u64,
+                    (-33i64) as u64,
+                    (-30000i64) as u64,
+                    30000,
+                ]);
                 for _ in 0..40 {
                     offsets.push(((rng.next() as i64) % 30000) as u64);
                 }
@@ -185,7 +206,11 @@ mod tests {
                             forms.push(("lock mem,reg", [&[0xf0], prefix(size), &[0x0f, reg_op, 0x17]].concat(), true));
                         }
                     }
-                    forms.push(("mem,imm", [prefix(size), &[0x0f, 0xba, 0x20 | ((4 + op) << 3) | 7, off as u8]].concat(), true));
+                    forms.push((
+                        "mem,imm",
+                        [prefix(size), &[0x0f, 0xba, 0x20 | ((4 + op) << 3) | 7, off as u8]].concat(),
+                        true,
+                    ));
                     for (form, bytes, uses_mem) in forms {
                         let mut r = Regs { flags, ..Default::default() };
                         r.gpr[reg::RAX] = val;
@@ -205,8 +230,13 @@ mod tests {
         let Some(mut o) = Oracle::new() else { return };
         let mut rng = Rng(0x5ca7);
         // (name, prefix before REX/66, opcode)
-        let ops: [(&str, &[u8], u8); 5] =
-            [("bsf", &[], 0xbc), ("bsr", &[], 0xbd), ("popcnt", &[0xf3], 0xb8), ("lzcnt", &[0xf3], 0xbd), ("tzcnt", &[0xf3], 0xbc)];
+        let ops: [(&str, &[u8], u8); 5] = [
+            ("bsf", &[], 0xbc),
+            ("bsr", &[], 0xbd),
+            ("popcnt", &[0xf3], 0xb8),
+            ("lzcnt", &[0xf3], 0xbd),
+            ("tzcnt", &[0xf3], 0xbc),
+        ];
         let mut srcs: Vec<u64> = EDGE_VALUES.to_vec();
         srcs.extend([0x10000, 0x1_0000_0000, 0x8000_0000_0000]);
         for _ in 0..40 {

@@ -73,7 +73,11 @@ fn andn_r_r_rm(ctx: &mut Ctx<'_>, insn: &Instruction) -> Step {
 /// `v` with only its low `n` bits kept (`n` may exceed 63).
 #[inline]
 fn low_bits(v: u64, n: u32) -> u64 {
-    if n >= 64 { v } else { v & ((1u64 << n) - 1) }
+    if n >= 64 {
+        v
+    } else {
+        v & ((1u64 << n) - 1)
+    }
 }
 
 /// BEXTR r, r/m, r(vvvv): the field of `len = ctl[15:8]` bits starting at
@@ -260,7 +264,11 @@ fn crc32_r_rm(ctx: &mut Ctx<'_>, insn: &Instruction) -> Step {
 /// Random bits from the host: its RDRAND/RDSEED when it has them (retried
 /// as the vendors advise), otherwise `getrandom(2)`. `None` only if both fail.
 fn host_random(seed: bool) -> Option<u64> {
-    let has = if seed { std::arch::is_x86_feature_detected!("rdseed") } else { std::arch::is_x86_feature_detected!("rdrand") };
+    let has = if seed {
+        std::arch::is_x86_feature_detected!("rdseed")
+    } else {
+        std::arch::is_x86_feature_detected!("rdrand")
+    };
     if has {
         for _ in 0..10 {
             let (v, ok): (u64, u8);

@@ -27,7 +27,11 @@ fn mem() -> MemoryOperand {
 
 /// `r` (a 64-bit register) at operand size `size`.
 fn sized(r: Register, size: u8) -> Register {
-    if size == 8 { r } else { r.full_register32() }
+    if size == 8 {
+        r
+    } else {
+        r.full_register32()
+    }
 }
 
 /// Edge values, then `n` sampled ones of varied bit density.
@@ -139,7 +143,13 @@ fn bextr_bzhi_shiftx_match_host() {
                             Src::Mem => enc(Instruction::with3(code, d, mem(), c)),
                         };
                         let r = regs(&mut rng, &o, &[(reg::RCX, x), (reg::RDX, ctl)]);
-                        o.check(&format!("{name} size {size} {src:?} {x:#x}, {ctl:#x}"), &bytes, &r, &x.to_le_bytes(), 0);
+                        o.check(
+                            &format!("{name} size {size} {src:?} {x:#x}, {ctl:#x}"),
+                            &bytes,
+                            &r,
+                            &x.to_le_bytes(),
+                            0,
+                        );
                     }
                 }
             }
@@ -168,14 +178,20 @@ fn bls_rorx_match_host() {
         for &x in &vals {
             for &(name, c32, c64) in forms {
                 let code = if size == 8 { c64 } else { c32 };
-                for (src, bytes) in [(Src::Reg, enc(Instruction::with2(code, d, s))), (Src::Mem, enc(Instruction::with2(code, d, mem())))] {
+                for (src, bytes) in [
+                    (Src::Reg, enc(Instruction::with2(code, d, s))),
+                    (Src::Mem, enc(Instruction::with2(code, d, mem()))),
+                ] {
                     let r = regs(&mut rng, &o, &[(reg::RCX, x)]);
                     o.check(&format!("{name} size {size} {src:?} {x:#x}"), &bytes, &r, &x.to_le_bytes(), 0);
                 }
             }
             let code = if size == 8 { Code::VEX_Rorx_r64_rm64_imm8 } else { Code::VEX_Rorx_r32_rm32_imm8 };
             for &imm in &imms {
-                for (src, bytes) in [(Src::Reg, enc(Instruction::with3(code, d, s, imm))), (Src::Mem, enc(Instruction::with3(code, d, mem(), imm)))] {
+                for (src, bytes) in [
+                    (Src::Reg, enc(Instruction::with3(code, d, s, imm))),
+                    (Src::Mem, enc(Instruction::with3(code, d, mem(), imm))),
+                ] {
                     let r = regs(&mut rng, &o, &[(reg::RCX, x)]);
                     o.check(&format!("rorx size {size} {src:?} {x:#x}, {imm}"), &bytes, &r, &x.to_le_bytes(), 0);
                 }
@@ -207,7 +223,13 @@ fn mulx_matches_host() {
             for &y in &vals {
                 for (form, bytes) in &forms {
                     let regs = regs(&mut rng, &o, &[(reg::RDX, x), (reg::RCX, y)]);
-                    o.check(&format!("mulx size {size} {form} rdx {x:#x} src {y:#x}"), bytes, &regs, &y.to_le_bytes(), 0);
+                    o.check(
+                        &format!("mulx size {size} {form} rdx {x:#x} src {y:#x}"),
+                        bytes,
+                        &regs,
+                        &y.to_le_bytes(),
+                        0,
+                    );
                 }
             }
         }
@@ -222,7 +244,8 @@ fn adcx_adox_match_host() {
     let Some(mut o) = Oracle::new() else { return };
     let mut rng = Rng(0xadc5);
     let vals = values(&mut rng, 12);
-    let forms: &Forms = &[("adcx", Code::Adcx_r32_rm32, Code::Adcx_r64_rm64), ("adox", Code::Adox_r32_rm32, Code::Adox_r64_rm64)];
+    let forms: &Forms =
+        &[("adcx", Code::Adcx_r32_rm32, Code::Adcx_r64_rm64), ("adox", Code::Adox_r32_rm32, Code::Adox_r64_rm64)];
     for &(name, c32, c64) in forms {
         for size in [4u8, 8] {
             let code = if size == 8 { c64 } else { c32 };
@@ -230,10 +253,19 @@ fn adcx_adox_match_host() {
             for &x in &vals {
                 for &y in &vals {
                     for cin in [0, fl::CF, fl::OF, fl::CF | fl::OF] {
-                        for (src, bytes) in [(Src::Reg, enc(Instruction::with2(code, d, s))), (Src::Mem, enc(Instruction::with2(code, d, mem())))] {
+                        for (src, bytes) in [
+                            (Src::Reg, enc(Instruction::with2(code, d, s))),
+                            (Src::Mem, enc(Instruction::with2(code, d, mem()))),
+                        ] {
                             let mut r = regs(&mut rng, &o, &[(reg::RAX, x), (reg::RCX, y)]);
                             r.flags = (r.flags & !(fl::CF | fl::OF)) | cin;
-                            o.check(&format!("{name} size {size} {src:?} {x:#x}, {y:#x} flags {cin:#x}"), &bytes, &r, &y.to_le_bytes(), 0);
+                            o.check(
+                                &format!("{name} size {size} {src:?} {x:#x}, {y:#x} flags {cin:#x}"),
+                                &bytes,
+                                &r,
+                                &y.to_le_bytes(),
+                                0,
+                            );
                         }
                     }
                 }
@@ -249,8 +281,12 @@ fn adcx_adox_match_host() {
     ]
     .concat();
     for k in 0..400 {
-        let pick = |rng: &mut Rng| if k % 2 == 0 { vals[(rng.next() % vals.len() as u64) as usize] } else { rng.next() };
-        let set: Vec<(usize, u64)> = [reg::RAX, reg::RCX, reg::RDX, reg::RBX, reg::RSI, reg::R8, reg::R9].iter().map(|&g| (g, pick(&mut rng))).collect();
+        let pick =
+            |rng: &mut Rng| if k % 2 == 0 { vals[(rng.next() % vals.len() as u64) as usize] } else { rng.next() };
+        let set: Vec<(usize, u64)> = [reg::RAX, reg::RCX, reg::RDX, reg::RBX, reg::RSI, reg::R8, reg::R9]
+            .iter()
+            .map(|&g| (g, pick(&mut rng)))
+            .collect();
         let r = regs(&mut rng, &o, &set);
         let m = pick(&mut rng);
         o.check(&format!("adcx/adox chain #{k}"), &chain, &r, &m.to_le_bytes(), 0);
@@ -287,9 +323,18 @@ fn crc32_matches_host() {
     for (code, d, s) in forms {
         for &crc in &vals {
             for &data in &vals {
-                for (src, bytes) in [(Src::Reg, enc(Instruction::with2(code, d, s))), (Src::Mem, enc(Instruction::with2(code, d, mem())))] {
+                for (src, bytes) in [
+                    (Src::Reg, enc(Instruction::with2(code, d, s))),
+                    (Src::Mem, enc(Instruction::with2(code, d, mem()))),
+                ] {
                     let r = regs(&mut rng, &o, &[(reg::RAX, crc), (reg::RCX, data)]);
-                    o.check(&format!("{code:?} {src:?} crc {crc:#x} data {data:#x}"), &bytes, &r, &data.to_le_bytes(), 0);
+                    o.check(
+                        &format!("{code:?} {src:?} crc {crc:#x} data {data:#x}"),
+                        &bytes,
+                        &r,
+                        &data.to_le_bytes(),
+                        0,
+                    );
                 }
             }
         }
@@ -321,7 +366,11 @@ fn rdrand_rdseed_match_host() {
         ("rdseed", Code::Rdseed_r16, Code::Rdseed_r32, Code::Rdseed_r64),
     ] {
         // r16: the random low word is overwritten; bits 16..63 must survive.
-        let r16 = [enc(Instruction::with1(c16, Register::AX)), enc(Instruction::with2(Code::Mov_r16_imm16, Register::AX, 0x1234u32))].concat();
+        let r16 = [
+            enc(Instruction::with1(c16, Register::AX)),
+            enc(Instruction::with2(Code::Mov_r16_imm16, Register::AX, 0x1234u32)),
+        ]
+        .concat();
         // r32: rotate the (zero) upper half down, then drop the random half.
         let r32 = [
             enc(Instruction::with1(c32, Register::EAX)),
@@ -329,7 +378,11 @@ fn rdrand_rdseed_match_host() {
             enc(Instruction::with2(Code::Mov_r32_rm32, Register::EAX, Register::EAX)),
         ]
         .concat();
-        let r64 = [enc(Instruction::with1(c64, Register::R9)), enc(Instruction::with2(Code::Mov_r64_imm64, Register::R9, 7u64))].concat();
+        let r64 = [
+            enc(Instruction::with1(c64, Register::R9)),
+            enc(Instruction::with2(Code::Mov_r64_imm64, Register::R9, 7u64)),
+        ]
+        .concat();
         cases.extend([(format!("{name} r16"), r16), (format!("{name} r32"), r32), (format!("{name} r64"), r64)]);
     }
     for (what, bytes) in &cases {
@@ -434,18 +487,20 @@ fn carry_chains_and_neg_not_match_host() {
         // Registers AL/CL/DL/BL widened to the size; memory at [rdi].
         let imm_op = if size == 1 { 0x80 } else { 0x83 };
         let chain = [
-            [p, &[w, 0xc8]].concat(),                       // add al, cl
-            [p, &[0x10 | w, 0xda]].concat(),                // adc dl, bl
-            [p, &[0x10 | w, 0x17]].concat(),                // adc [rdi], dl
-            [p, &[0x1a | w, 0x5f, 0x08]].concat(),          // sbb bl, [rdi+8]
-            [p, &[0x18 | w, 0xc8]].concat(),                // sbb al, cl
-            [p, &[imm_op, 0xd2, 0x7f]].concat(),            // adc dl, 0x7f
-            [p, &[imm_op, 0xdb, 0x80]].concat(),            // sbb bl, -0x80
+            [p, &[w, 0xc8]].concat(),              // add al, cl
+            [p, &[0x10 | w, 0xda]].concat(),       // adc dl, bl
+            [p, &[0x10 | w, 0x17]].concat(),       // adc [rdi], dl
+            [p, &[0x1a | w, 0x5f, 0x08]].concat(), // sbb bl, [rdi+8]
+            [p, &[0x18 | w, 0xc8]].concat(),       // sbb al, cl
+            [p, &[imm_op, 0xd2, 0x7f]].concat(),   // adc dl, 0x7f
+            [p, &[imm_op, 0xdb, 0x80]].concat(),   // sbb bl, -0x80
         ]
         .concat();
         for k in 0..600 {
-            let pick = |rng: &mut Rng| if k % 2 == 0 { vals[(rng.next() % vals.len() as u64) as usize] } else { rng.next() };
-            let set: Vec<(usize, u64)> = [reg::RAX, reg::RCX, reg::RDX, reg::RBX].iter().map(|&g| (g, pick(&mut rng))).collect();
+            let pick =
+                |rng: &mut Rng| if k % 2 == 0 { vals[(rng.next() % vals.len() as u64) as usize] } else { rng.next() };
+            let set: Vec<(usize, u64)> =
+                [reg::RAX, reg::RCX, reg::RDX, reg::RBX].iter().map(|&g| (g, pick(&mut rng))).collect();
             let r = regs(&mut rng, &o, &set);
             let m = [pick(&mut rng).to_le_bytes(), pick(&mut rng).to_le_bytes()].concat();
             o.check(&format!("adc/sbb chain size {size} #{k}"), &chain, &r, &m, 0);

@@ -108,7 +108,11 @@ fn jrcxz(ctx: &mut Ctx<'_>, insn: &Instruction) -> Step {
 /// Operand size of ENTER/LEAVE: 2 with a 0x66 prefix (ENTERW/LEAVEW, which
 /// push and pop 16-bit values and write only BP), else 8.
 fn frame_size(insn: &Instruction) -> u8 {
-    if matches!(insn.code(), Code::Enterw_imm16_imm8 | Code::Leavew) { 2 } else { 8 }
+    if matches!(insn.code(), Code::Enterw_imm16_imm8 | Code::Leavew) {
+        2
+    } else {
+        8
+    }
 }
 
 /// Write the frame pointer: all of RBP, or only BP for the 16-bit forms.

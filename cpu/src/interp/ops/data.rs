@@ -26,7 +26,10 @@ pub(super) fn register(t: &mut Table) {
     t.set_mnemonics(&[Cbw, Cwde, Cdqe], widen_accumulator);
     t.set_mnemonics(&[Cwd, Cdq, Cqo], sign_into_rdx);
     t.set_mnemonics(
-        &[Cmovo, Cmovno, Cmovb, Cmovae, Cmove, Cmovne, Cmovbe, Cmova, Cmovs, Cmovns, Cmovp, Cmovnp, Cmovl, Cmovge, Cmovle, Cmovg],
+        &[
+            Cmovo, Cmovno, Cmovb, Cmovae, Cmove, Cmovne, Cmovbe, Cmova, Cmovs, Cmovns, Cmovp, Cmovnp, Cmovl, Cmovge,
+            Cmovle, Cmovg,
+        ],
         cmovcc,
     );
     t.set_mnemonics(

@@ -455,7 +455,11 @@ fn pshufb(ctx: &mut Ctx<'_>, insn: &Instruction) -> Step {
     binary(ctx, insn, |a, b| {
         build64(|i| {
             let s = lane::<u8>(b, i);
-            if s & 0x80 != 0 { 0 } else { lane::<u8>(a, (s & 7) as u32) }
+            if s & 0x80 != 0 {
+                0
+            } else {
+                lane::<u8>(a, (s & 7) as u32)
+            }
         })
     })
 }

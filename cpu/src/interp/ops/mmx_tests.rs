@@ -18,7 +18,7 @@ use std::arch::asm;
 use iced_x86::{Code, Encoder, EncodingKind, Instruction, MemoryOperand, Mnemonic, OpCodeOperandKind as K, Register};
 
 use super::super::sse::tests::{Rng, EDGE32, MXCSRS, RFLAGS_IN};
-use super::super::x87::host::{self, fx, full_tag, Fx};
+use super::super::x87::host::{self, full_tag, fx, Fx};
 use crate::engine::{Exit, Fault, FaultKind};
 use crate::interp::testutil::Snippet;
 use crate::state::{fl, reg, X87};
@@ -56,7 +56,10 @@ fn family_forms() -> Vec<Code> {
     Code::values()
         .filter(|c| {
             let oc = c.op_code();
-            oc.encoding() == EncodingKind::Legacy && oc.mode64() && has_mmx_operand(*c) && FAMILY.contains(&c.mnemonic())
+            oc.encoding() == EncodingKind::Legacy
+                && oc.mode64()
+                && has_mmx_operand(*c)
+                && FAMILY.contains(&c.mnemonic())
         })
         .collect()
 }
@@ -237,7 +240,10 @@ fn run_emulated(s: &Snippet, insn: &[u8], o: &Obs) -> (Obs, Exit) {
     }
     gpr[1] = cpu.gpr[reg::R12];
     gpr[8] = cpu.gpr[reg::R13];
-    (Obs { x87: Fpu::of(&cpu.x87), mxcsr: cpu.mxcsr, xmm: cpu.xmm, gpr, rflags: cpu.flags.get() & fl::STATUS, data }, exit)
+    (
+        Obs { x87: Fpu::of(&cpu.x87), mxcsr: cpu.mxcsr, xmm: cpu.xmm, gpr, rflags: cpu.flags.get() & fl::STATUS, data },
+        exit,
+    )
 }
 
 // ----- inputs -----
@@ -283,7 +289,11 @@ fn inputs(rng: &mut Rng, data_base: u64) -> Obs {
     x87.ftw = full_tag(abridged, &x87.st);
     let mut xmm = [0u128; 16];
     for v in xmm.iter_mut() {
-        *v = if rng.next().is_multiple_of(2) { rng.xmm() } else { value(rng) as u128 | (rng.pick(EDGE32) as u128) << 64 };
+        *v = if rng.next().is_multiple_of(2) {
+            rng.xmm()
+        } else {
+            value(rng) as u128 | (rng.pick(EDGE32) as u128) << 64
+        };
     }
     let mut gpr = [0u64; 9];
     for g in gpr.iter_mut() {
@@ -418,7 +428,13 @@ fn mmx_matches_host() {
         }
     }
     println!("mmx_matches_host: {cases} cases over {} forms, {} differ", forms.len() + extra.len(), failures.len());
-    assert!(failures.is_empty(), "{} of {} forms differ from the host:\n{}", failures.len(), forms.len() + extra.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} of {} forms differ from the host:\n{}",
+        failures.len(),
+        forms.len() + extra.len(),
+        failures.join("\n")
+    );
 }
 
 /// Every MMX-operand form of the family has a handler (the oracle test runs
@@ -427,7 +443,8 @@ fn mmx_matches_host() {
 fn mmx_every_form_has_a_handler() {
     let forms = family_forms();
     let table = super::super::table();
-    let missing: Vec<String> = forms.iter().filter(|c| table[**c as usize].is_none()).map(|c| format!("{c:?}")).collect();
+    let missing: Vec<String> =
+        forms.iter().filter(|c| table[**c as usize].is_none()).map(|c| format!("{c:?}")).collect();
     let others: Vec<String> = Code::values()
         .filter(|c| {
             let oc = c.op_code();
@@ -435,7 +452,10 @@ fn mmx_every_form_has_a_handler() {
         })
         .map(|c| format!("{c:?}"))
         .collect();
-    println!("mmx_every_form_has_a_handler: {} forms; other MMX-operand forms without a handler: {others:?}", forms.len());
+    println!(
+        "mmx_every_form_has_a_handler: {} forms; other MMX-operand forms without a handler: {others:?}",
+        forms.len()
+    );
     // Every mnemonic of the family has at least one MMX form.
     for m in FAMILY {
         assert!(forms.iter().any(|c| c.mnemonic() == *m), "{m:?} has no MMX-operand form");
@@ -458,7 +478,11 @@ fn mmx_pending_x87_exception_faults() {
             });
             if faults {
                 let code = if fsw & 1 != 0 { 7 } else { 3 };
-                assert_eq!(exit, Exit::Fault(Fault { pc: s.code, kind: FaultKind::FloatingPoint { code } }), "{code:x?}");
+                assert_eq!(
+                    exit,
+                    Exit::Fault(Fault { pc: s.code, kind: FaultKind::FloatingPoint { code } }),
+                    "{code:x?}"
+                );
                 assert_eq!(cpu.x87.fsw & 0x3800, 0x3800, "TOP changed by a faulting instruction");
                 assert_eq!(cpu.x87.ftw, 0xffff, "tags changed by a faulting instruction");
                 assert_eq!(cpu.x87.fsw & 0x8080, 0x8080, "ES and B set");

@@ -15,12 +15,13 @@ mod bmi;
 mod control;
 mod data;
 mod mmx;
+#[cfg(test)]
+mod oracle;
 mod shift;
 mod sse;
 mod sse4;
 mod string;
 mod x87;
-#[cfg(test)] mod oracle;
 
 /// The dispatch table under construction.
 pub(crate) struct Table {

@@ -4,8 +4,8 @@
 //! memory. Tests here choose their operands by hand; `crate::difftest`
 //! generates them for every implemented form.
 
-use crate::difftest::{diff, Bench, End, State};
 pub(crate) use crate::difftest::WINDOW;
+use crate::difftest::{diff, Bench, End, State};
 use crate::state::reg;
 
 /// Registers and RFLAGS before or after an instruction. `gpr[RSP]` is
@@ -57,7 +57,12 @@ impl Oracle {
 
     /// The interpreter's run alone; `Err` with its exit if the instruction
     /// did not complete.
-    pub(crate) fn interp(&mut self, insn: &[u8], input: &Regs, mem: &[u8]) -> Result<(Regs, Vec<u8>), crate::engine::Exit> {
+    pub(crate) fn interp(
+        &mut self,
+        insn: &[u8],
+        input: &Regs,
+        mem: &[u8],
+    ) -> Result<(Regs, Vec<u8>), crate::engine::Exit> {
         let s = self.state(input);
         let (st, exit, imem) = self.bench.interp_exit(insn, &s, mem);
         match exit {
@@ -79,7 +84,13 @@ impl Oracle {
             self.failures.push(format!("{what}: faulted on the host ({:?}); the test meant it not to", n.end));
         }
         if !diffs.is_empty() {
-            self.failures.push(format!("{what} in {:x?} gpr {:x?} flags {:#x}: {}", insn, input.gpr, input.flags, diffs.join(", ")));
+            self.failures.push(format!(
+                "{what} in {:x?} gpr {:x?} flags {:#x}: {}",
+                insn,
+                input.gpr,
+                input.flags,
+                diffs.join(", ")
+            ));
         }
     }
 
@@ -92,7 +103,12 @@ impl Oracle {
         }
         if !self.failures.is_empty() {
             let shown: Vec<&str> = self.failures.iter().take(30).map(String::as_str).collect();
-            panic!("{family}: {} of {} cases differ from the host:\n{}", self.failures.len(), self.checked, shown.join("\n"));
+            panic!(
+                "{family}: {} of {} cases differ from the host:\n{}",
+                self.failures.len(),
+                self.checked,
+                shown.join("\n")
+            );
         }
     }
 }

@@ -36,7 +36,11 @@ pub(crate) const RCR: u8 = 6;
 /// The count mask: 6 bits for 64-bit operands, 5 bits otherwise.
 #[inline]
 fn count_mask(size: u8) -> u32 {
-    if size == 8 { 63 } else { 31 }
+    if size == 8 {
+        63
+    } else {
+        31
+    }
 }
 
 /// SF, ZF and PF of `res` as an operand of `size` bytes.

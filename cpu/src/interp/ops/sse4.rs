@@ -111,7 +111,11 @@ fn pshufb(ctx: &mut Ctx<'_>, insn: &Instruction) -> Step {
     binary(ctx, insn, |a, b| {
         build(|i| {
             let s = u8::lane(b, i);
-            if s & 0x80 != 0 { 0 } else { u8::lane(a, (s & 15) as u32) }
+            if s & 0x80 != 0 {
+                0
+            } else {
+                u8::lane(a, (s & 15) as u32)
+            }
         })
     })
 }
@@ -356,7 +360,11 @@ fn phminposuw(ctx: &mut Ctx<'_>, insn: &Instruction) -> Step {
     unary(ctx, insn, |b| {
         let (idx, min) = (1..8).fold((0, u16::lane(b, 0)), |(bi, bv), i| {
             let v = u16::lane(b, i);
-            if v < bv { (i, v) } else { (bi, bv) }
+            if v < bv {
+                (i, v)
+            } else {
+                (bi, bv)
+            }
         });
         min as u128 | (idx as u128) << 16
     })

@@ -335,7 +335,8 @@ fn inputs(rng: &mut Rng) -> Obs {
 fn check(s: &Snippet, page: &NativePage, text: &str, code: &[u8], o: &Obs) -> Option<String> {
     let want = run_native(s, page, code, o);
     let (got, exit) = run_emulated(s, code, o);
-    (exit != Exit::Syscall || got != want).then(|| format!("{text}\n  in:   {o:x?}\n  host: {want:x?}\n  urun: {got:x?} ({exit:?})"))
+    (exit != Exit::Syscall || got != want)
+        .then(|| format!("{text}\n  in:   {o:x?}\n  host: {want:x?}\n  urun: {got:x?} ({exit:?})"))
 }
 
 /// The skip notice when the host lacks what the oracle needs.
@@ -370,7 +371,13 @@ fn sse4_matches_host() {
         }
     }
     println!("sse4_matches_host: {cases} cases over {} forms", ORACLE_CASES.len());
-    assert!(failures.is_empty(), "{} of {} forms differ from the host:\n{}", failures.len(), ORACLE_CASES.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} of {} forms differ from the host:\n{}",
+        failures.len(),
+        ORACLE_CASES.len(),
+        failures.join("\n")
+    );
 }
 
 #[test]
@@ -396,7 +403,13 @@ fn sse4_every_imm8_matches_host() {
         }
     }
     println!("sse4_every_imm8_matches_host: {cases} cases over {} forms x 256 imm8", IMM8_FORMS.len());
-    assert!(failures.is_empty(), "{} of {} forms differ from the host:\n{}", failures.len(), IMM8_FORMS.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} of {} forms differ from the host:\n{}",
+        failures.len(),
+        IMM8_FORMS.len(),
+        failures.join("\n")
+    );
 }
 
 /// Characters for string operands: NUL, letters and digits that the
@@ -440,9 +453,30 @@ fn string(rng: &mut Rng) -> u128 {
 /// absolute value counts), the extremes, and stray upper halves (ignored
 /// without REX.W).
 const LENGTHS: &[u64] = &[
-    0, 1, 2, 3, 5, 7, 8, 9, 15, 16, 17, 100, -1i64 as u64, -5i64 as u64, -8i64 as u64, -16i64 as u64,
-    -17i64 as u64, 0x7fff_ffff, 0x8000_0000, 0xffff_fff9, 0x1_0000_0003, 0x8000_0000_0000_0000,
-    0xffff_ffff_0000_0004, u64::MAX - 9,
+    0,
+    1,
+    2,
+    3,
+    5,
+    7,
+    8,
+    9,
+    15,
+    16,
+    17,
+    100,
+    -1i64 as u64,
+    -5i64 as u64,
+    -8i64 as u64,
+    -16i64 as u64,
+    -17i64 as u64,
+    0x7fff_ffff,
+    0x8000_0000,
+    0xffff_fff9,
+    0x1_0000_0003,
+    0x8000_0000_0000_0000,
+    0xffff_ffff_0000_0004,
+    u64::MAX - 9,
 ];
 
 fn string_inputs(rng: &mut Rng) -> Obs {
@@ -479,7 +513,13 @@ fn sse4_string_compares_match_host() {
         }
     }
     println!("sse4_string_compares_match_host: {cases} cases over {} forms x 256 imm8", STRING_FORMS.len());
-    assert!(failures.is_empty(), "{} of {} forms differ from the host:\n{}", failures.len(), STRING_FORMS.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} of {} forms differ from the host:\n{}",
+        failures.len(),
+        STRING_FORMS.len(),
+        failures.join("\n")
+    );
 }
 
 /// Faults: misaligned 128-bit operands (#GP) where the architecture

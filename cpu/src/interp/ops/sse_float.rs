@@ -138,7 +138,11 @@ pub(in crate::interp::ops) fn raise(ctx: &mut Ctx<'_>, flags: u32) -> Step {
 /// `dst = op(dst, src)` on the host, `op` given as `(dst, src, mxcsr) ->
 /// (result, flags)`.
 #[inline]
-pub(in crate::interp::ops) fn xmm_op(ctx: &mut Ctx<'_>, insn: &Instruction, op: impl FnOnce(u128, u128, u32) -> (u128, u32)) -> Step {
+pub(in crate::interp::ops) fn xmm_op(
+    ctx: &mut Ctx<'_>,
+    insn: &Instruction,
+    op: impl FnOnce(u128, u128, u32) -> (u128, u32),
+) -> Step {
     let b = src(ctx, insn, 1)?;
     let d = xmm_reg(insn, 0);
     let (r, flags) = op(ctx.cpu.xmm[d], b, ctx.cpu.mxcsr);

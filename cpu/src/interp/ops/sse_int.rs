@@ -154,7 +154,9 @@ fn pmaddwd(ctx: &mut Ctx<'_>, insn: &Instruction) -> Step {
 /// PSADBW: per 64-bit half, the sum of absolute byte differences.
 fn psadbw(ctx: &mut Ctx<'_>, insn: &Instruction) -> Step {
     binary(ctx, insn, |a, b| {
-        build(|half: u32| (0..8).map(|j| u8::lane(a, half * 8 + j).abs_diff(u8::lane(b, half * 8 + j)) as u64).sum::<u64>())
+        build(|half: u32| {
+            (0..8).map(|j| u8::lane(a, half * 8 + j).abs_diff(u8::lane(b, half * 8 + j)) as u64).sum::<u64>()
+        })
     })
 }
 

@@ -359,27 +359,76 @@ fn run_emulated(s: &Snippet, code: &[u8], o: &Obs) -> (Obs, Exit) {
     // SAFETY: as above.
     unsafe { std::ptr::copy_nonoverlapping(s.data as *const u8, data.as_mut_ptr(), DATA) };
     let xmm = [cpu.xmm[0], cpu.xmm[1], cpu.xmm[2]];
-    let obs = Obs { xmm, rax: cpu.gpr[reg::RAX], rcx: cpu.gpr[reg::R8], rflags: cpu.flags.get() & fl::STATUS, mxcsr: cpu.mxcsr, data };
+    let obs = Obs {
+        xmm,
+        rax: cpu.gpr[reg::RAX],
+        rcx: cpu.gpr[reg::R8],
+        rflags: cpu.flags.get() & fl::STATUS,
+        mxcsr: cpu.mxcsr,
+        data,
+    };
     (obs, exit)
 }
 
 /// Edge values for 32-bit lanes: float specials, denormals, rounding
 /// ties, integer-conversion bounds, integer saturation bounds.
 pub(in crate::interp::ops) const EDGE32: &[u32] = &[
-    0x7fc0_0000, 0xffc0_0001, 0x7f80_0001, 0x8000_0000, 0x0000_0000, 0x7f80_0000, 0xff80_0000,
-    0x0000_0001, 0x807f_ffff, 0x3fc0_0000, 0xc020_0000, 0x4020_0000, 0x3f00_0000, 0xbf40_0000,
-    0x4f00_0000, 0xcf00_0000, 0x5f00_0000, 0x7f7f_ffff, 0x3dcc_cccd, 0x7fff_ffff, 0x8000_7fff,
-    0x7f80_ff01, 0x0001_fffe, 0xffff_ffff, 0x1234_5678, 0x4b40_0001, 0x0080_0000,
+    0x7fc0_0000,
+    0xffc0_0001,
+    0x7f80_0001,
+    0x8000_0000,
+    0x0000_0000,
+    0x7f80_0000,
+    0xff80_0000,
+    0x0000_0001,
+    0x807f_ffff,
+    0x3fc0_0000,
+    0xc020_0000,
+    0x4020_0000,
+    0x3f00_0000,
+    0xbf40_0000,
+    0x4f00_0000,
+    0xcf00_0000,
+    0x5f00_0000,
+    0x7f7f_ffff,
+    0x3dcc_cccd,
+    0x7fff_ffff,
+    0x8000_7fff,
+    0x7f80_ff01,
+    0x0001_fffe,
+    0xffff_ffff,
+    0x1234_5678,
+    0x4b40_0001,
+    0x0080_0000,
 ];
 
 /// Edge values for 64-bit lanes, likewise.
 pub(in crate::interp::ops) const EDGE64: &[u64] = &[
-    0x7ff8_0000_0000_0000, 0x7ff0_0000_0000_0001, 0x8000_0000_0000_0000, 0, 0x7ff0_0000_0000_0000,
-    0xfff0_0000_0000_0000, 1, 0x800f_ffff_ffff_ffff, 0x3ff8_0000_0000_0000, 0xc004_0000_0000_0000,
-    0x4004_0000_0000_0000, 0x3fe0_0000_0000_0000, 0x41e0_0000_0000_0000, 0xc1e0_0000_0020_0000,
-    0x43e0_0000_0000_0000, 0xc3e0_0000_0000_0000, 0x7fef_ffff_ffff_ffff, 0x3fb9_9999_9999_999a,
-    0x4415_af1d_78b5_8c40, 0x3810_0000_0000_0000, 0x47ef_ffff_f000_0000, 0x36a0_0000_0000_0000,
-    0x0010_0000_0000_0000, u64::MAX, 0x7fff_8000_0080_7f00,
+    0x7ff8_0000_0000_0000,
+    0x7ff0_0000_0000_0001,
+    0x8000_0000_0000_0000,
+    0,
+    0x7ff0_0000_0000_0000,
+    0xfff0_0000_0000_0000,
+    1,
+    0x800f_ffff_ffff_ffff,
+    0x3ff8_0000_0000_0000,
+    0xc004_0000_0000_0000,
+    0x4004_0000_0000_0000,
+    0x3fe0_0000_0000_0000,
+    0x41e0_0000_0000_0000,
+    0xc1e0_0000_0020_0000,
+    0x43e0_0000_0000_0000,
+    0xc3e0_0000_0000_0000,
+    0x7fef_ffff_ffff_ffff,
+    0x3fb9_9999_9999_999a,
+    0x4415_af1d_78b5_8c40,
+    0x3810_0000_0000_0000,
+    0x47ef_ffff_f000_0000,
+    0x36a0_0000_0000_0000,
+    0x0010_0000_0000_0000,
+    u64::MAX,
+    0x7fff_8000_0080_7f00,
 ];
 
 /// MXCSR settings: default, each rounding mode, FTZ+DAZ.
@@ -448,7 +497,13 @@ fn sse_matches_host() {
             }
         }
     }
-    assert!(failures.is_empty(), "{} of {} instructions differ from the host:\n{}", failures.len(), ORACLE_CASES.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} of {} instructions differ from the host:\n{}",
+        failures.len(),
+        ORACLE_CASES.len(),
+        failures.join("\n")
+    );
 }
 
 /// Faults and values that cannot or should not come from the host run:

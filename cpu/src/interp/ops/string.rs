@@ -52,7 +52,11 @@ struct Form {
 impl Form {
     fn get(&self, ctx: &Ctx<'_>, r: usize) -> u64 {
         let v = ctx.cpu.gpr[r];
-        if self.a32 { v & 0xffff_ffff } else { v }
+        if self.a32 {
+            v & 0xffff_ffff
+        } else {
+            v
+        }
     }
     fn put(&self, ctx: &mut Ctx<'_>, r: usize, v: u64) {
         ctx.cpu.gpr[r] = if self.a32 { v & 0xffff_ffff } else { v };
@@ -273,13 +277,18 @@ mod tests {
                                         mem[ld + at] ^= 0x40;
                                     }
                                 }
-                                let mut r = Regs { flags: (rng.next() & fl::STATUS) | if df { fl::DF } else { 0 }, ..Default::default() };
+                                let mut r = Regs {
+                                    flags: (rng.next() & fl::STATUS) | if df { fl::DF } else { 0 },
+                                    ..Default::default()
+                                };
                                 r.gpr[reg::RAX] = ACC;
                                 r.gpr[reg::RCX] = count;
                                 r.gpr[reg::RSI] = o.data() + src;
                                 r.gpr[reg::RDI] = o.data() + dst;
                                 let bytes = encode(opc, size, rep);
-                                let what = format!("{name} size {size} rep {rep:?} df {df} count {count} src {src:#x} dst {dst:#x}");
+                                let what = format!(
+                                    "{name} size {size} rep {rep:?} df {df} count {count} src {src:#x} dst {dst:#x}"
+                                );
                                 o.check(&what, &bytes, &r, &mem, 0);
                             }
                         }
@@ -307,7 +316,13 @@ mod tests {
                 c.gpr[reg::RDI] = wall - 10 * size;
                 c.gpr[reg::RCX] = 100;
             });
-            assert_eq!(exit, Exit::Fault(Fault { pc: s.code, kind: FaultKind::Page { addr: wall, write: true, kind: PageFaultKind::Protection } }));
+            assert_eq!(
+                exit,
+                Exit::Fault(Fault {
+                    pc: s.code,
+                    kind: FaultKind::Page { addr: wall, write: true, kind: PageFaultKind::Protection }
+                })
+            );
             assert_eq!(cpu.rip, s.code);
             assert_eq!(cpu.gpr[reg::RCX], 90);
             assert_eq!(cpu.gpr[reg::RDI], wall);

@@ -149,31 +149,49 @@ fn values() -> Vec<[u8; 10]> {
     let mut v = vec![
         f80(0, 0),
         f80(0x8000, 0),
-        f80(0x7fff, 1 << 63),                 // +inf
-        f80(0xffff, 1 << 63),                 // -inf
-        f80(0x7fff, 0xc000_0000_0000_0000),   // QNaN
-        f80(0xffff, 0xc000_0000_0000_0000),   // indefinite
-        f80(0x7fff, 0xa000_0000_0000_0001),   // SNaN
-        f80(0xffff, 0xe123_4567_89ab_cdef),   // -QNaN payload
-        f80(0x0000, 1),                       // smallest denormal
-        f80(0x8000, 0x7fff_ffff_ffff_ffff),   // -largest denormal
-        f80(0x0000, 0x8000_0000_0000_0001),   // pseudo-denormal
-        f80(0x3fff, 0x4000_0000_0000_0000),   // unnormal
-        f80(0x7fff, 0x4000_0000_0000_0000),   // pseudo-NaN
-        f80(0x7fff, 0),                       // pseudo-infinity
-        f80(0x7ffe, u64::MAX),                // largest finite
-        f80(0xfffe, u64::MAX),                // -largest finite
-        f80(0x0001, 1 << 63),                 // smallest normal
-        f80(0x3fff, 0x8000_0000_0000_0001),   // 1 + 2^-63
-        f80(0xbfff, 0xffff_ffff_ffff_ffff),   // -(2 - 2^-63)
-        f80(0x403e, 1 << 63),                 // 2^63
-        f80(0xc03e, 1 << 63),                 // -2^63
-        f80(0x403f, 1 << 63),                 // 2^64 (beyond FSIN)
-        f80(0x3ffd, 0xaaaa_aaaa_aaaa_aaab),   // ~1/3
-        f80(0x43ff, 0x8000_0000_0000_0123),   // huge
-        f80(0x3c00, 0xc000_0000_0000_0001),   // tiny
+        f80(0x7fff, 1 << 63),               // +inf
+        f80(0xffff, 1 << 63),               // -inf
+        f80(0x7fff, 0xc000_0000_0000_0000), // QNaN
+        f80(0xffff, 0xc000_0000_0000_0000), // indefinite
+        f80(0x7fff, 0xa000_0000_0000_0001), // SNaN
+        f80(0xffff, 0xe123_4567_89ab_cdef), // -QNaN payload
+        f80(0x0000, 1),                     // smallest denormal
+        f80(0x8000, 0x7fff_ffff_ffff_ffff), // -largest denormal
+        f80(0x0000, 0x8000_0000_0000_0001), // pseudo-denormal
+        f80(0x3fff, 0x4000_0000_0000_0000), // unnormal
+        f80(0x7fff, 0x4000_0000_0000_0000), // pseudo-NaN
+        f80(0x7fff, 0),                     // pseudo-infinity
+        f80(0x7ffe, u64::MAX),              // largest finite
+        f80(0xfffe, u64::MAX),              // -largest finite
+        f80(0x0001, 1 << 63),               // smallest normal
+        f80(0x3fff, 0x8000_0000_0000_0001), // 1 + 2^-63
+        f80(0xbfff, 0xffff_ffff_ffff_ffff), // -(2 - 2^-63)
+        f80(0x403e, 1 << 63),               // 2^63
+        f80(0xc03e, 1 << 63),               // -2^63
+        f80(0x403f, 1 << 63),               // 2^64 (beyond FSIN)
+        f80(0x3ffd, 0xaaaa_aaaa_aaaa_aaab), // ~1/3
+        f80(0x43ff, 0x8000_0000_0000_0123), // huge
+        f80(0x3c00, 0xc000_0000_0000_0001), // tiny
     ];
-    for x in [1.0, -1.0, 2.0, 0.5, 1.5, 2.5, -2.5, 3.0, 10.0, 32767.5, -32768.5, 65536.0, 2147483648.0, -123456789.75, 1e300, 1e-300, 0.1] {
+    for x in [
+        1.0,
+        -1.0,
+        2.0,
+        0.5,
+        1.5,
+        2.5,
+        -2.5,
+        3.0,
+        10.0,
+        32767.5,
+        -32768.5,
+        65536.0,
+        2147483648.0,
+        -123456789.75,
+        1e300,
+        1e-300,
+        0.1,
+    ] {
         v.push(from_f64(x));
     }
     // Multiples of pi at full precision (pi's 64-bit significand).
@@ -247,7 +265,9 @@ struct Harness {
 impl Harness {
     fn new() -> Option<Harness> {
         match Native::new() {
-            Some(native) => Some(Harness { snippet: Snippet::new(), native, checked: 0, faults: 0, failures: Vec::new() }),
+            Some(native) => {
+                Some(Harness { snippet: Snippet::new(), native, checked: 0, faults: 0, failures: Vec::new() })
+            }
             None => {
                 eprintln!("x87 oracle: SKIPPED, the host refuses an RWX mapping");
                 None
@@ -269,7 +289,15 @@ impl Harness {
 
     /// Run one case both ways and record any difference. `ignore` is
     /// a byte range of the data area not compared (FIP/FDP fields).
-    fn check(&mut self, what: &str, insn: &[u8], s: &State, mem: &[u8], flags: u64, ignore: Option<std::ops::Range<usize>>) {
+    fn check(
+        &mut self,
+        what: &str,
+        insn: &[u8],
+        s: &State,
+        mem: &[u8],
+        flags: u64,
+        ignore: Option<std::ops::Range<usize>>,
+    ) {
         self.checked += 1;
         let x = s.x87();
         let xmm = xmm_seed();
@@ -295,7 +323,10 @@ impl Harness {
         });
         let imem = self.window();
         let nfsw = n.img.u16_at(fx::FSW);
-        let name = format!("{what} [{insn:02x?}] fcw {:#06x} valid {} st0 {:02x?} st1 {:02x?}", s.fcw, s.valid, s.st[0], s.st[1]);
+        let name = format!(
+            "{what} [{insn:02x?}] fcw {:#06x} valid {} st0 {:02x?} st1 {:02x?}",
+            s.fcw, s.valid, s.st[0], s.st[1]
+        );
         let want = si_code(nfsw & !s.fcw & 0x3f);
         if nfsw & 0x80 != 0 && want != 0 {
             // Compared: the si_code and the pre-computation flags (IE, DE,
@@ -352,7 +383,8 @@ impl Harness {
         if n.flags & fm != cpu.flags.get() & fm {
             d.push(format!("flags host {:#x} interp {:#x}", n.flags & fm, cpu.flags.get() & fm));
         }
-        if let Some(at) = (0..WINDOW).find(|&k| nmem[k] != imem[k] && !ignore.as_ref().is_some_and(|r| r.contains(&k))) {
+        if let Some(at) = (0..WINDOW).find(|&k| nmem[k] != imem[k] && !ignore.as_ref().is_some_and(|r| r.contains(&k)))
+        {
             d.push(format!("mem[{at}] host {:#04x} interp {:#04x}", nmem[at], imem[at]));
         }
         if !d.is_empty() {
@@ -372,7 +404,12 @@ impl Harness {
         }
         if !self.failures.is_empty() {
             let shown: Vec<&str> = self.failures.iter().take(25).map(String::as_str).collect();
-            panic!("x87 {family}: {} of {} cases differ from the host:\n{}", self.failures.len(), self.checked, shown.join("\n"));
+            panic!(
+                "x87 {family}: {} of {} cases differ from the host:\n{}",
+                self.failures.len(),
+                self.checked,
+                shown.join("\n")
+            );
         }
     }
 }
@@ -512,21 +549,63 @@ fn x87_binary_register_forms_match_host() {
 
 /// Integer bytes for the integer memory forms.
 fn int_values() -> Vec<i64> {
-    vec![0, 1, -1, 2, 7, -32768, 32767, i32::MIN as i64, i32::MAX as i64, i64::MIN, i64::MAX, 123456789, -987654321012345]
+    vec![
+        0,
+        1,
+        -1,
+        2,
+        7,
+        -32768,
+        32767,
+        i32::MIN as i64,
+        i32::MAX as i64,
+        i64::MIN,
+        i64::MAX,
+        123456789,
+        -987654321012345,
+    ]
 }
 
 /// Memory operands of each width: float32, float64, float80, int16/32/64
 /// and packed BCD.
 fn mem_values(size: usize, kind: char) -> Vec<Vec<u8>> {
     match (kind, size) {
-        ('f', 4) => [0u32, 0x8000_0000, 0x3f80_0000, 0xbf80_0000, 0x7f80_0000, 0xff80_0000, 0x7fc0_0000, 0x7fa0_0001, 1, 0x807f_ffff, 0x7f7f_ffff, 0x0080_0000, 0x4049_0fdb, 0x3eaa_aaab]
-            .iter()
-            .map(|v| v.to_le_bytes().to_vec())
-            .collect(),
-        ('f', 8) => [0u64, 1 << 63, 0x3ff0_0000_0000_0000, 0x7ff0_0000_0000_0000, 0xfff8_0000_0000_0000, 0x7ff4_0000_0000_0001, 1, 0x800f_ffff_ffff_ffff, 0x7fef_ffff_ffff_ffff, 0x0010_0000_0000_0000, 0x4009_21fb_5444_2d18, 0x3fd5_5555_5555_5555]
-            .iter()
-            .map(|v| v.to_le_bytes().to_vec())
-            .collect(),
+        ('f', 4) => [
+            0u32,
+            0x8000_0000,
+            0x3f80_0000,
+            0xbf80_0000,
+            0x7f80_0000,
+            0xff80_0000,
+            0x7fc0_0000,
+            0x7fa0_0001,
+            1,
+            0x807f_ffff,
+            0x7f7f_ffff,
+            0x0080_0000,
+            0x4049_0fdb,
+            0x3eaa_aaab,
+        ]
+        .iter()
+        .map(|v| v.to_le_bytes().to_vec())
+        .collect(),
+        ('f', 8) => [
+            0u64,
+            1 << 63,
+            0x3ff0_0000_0000_0000,
+            0x7ff0_0000_0000_0000,
+            0xfff8_0000_0000_0000,
+            0x7ff4_0000_0000_0001,
+            1,
+            0x800f_ffff_ffff_ffff,
+            0x7fef_ffff_ffff_ffff,
+            0x0010_0000_0000_0000,
+            0x4009_21fb_5444_2d18,
+            0x3fd5_5555_5555_5555,
+        ]
+        .iter()
+        .map(|v| v.to_le_bytes().to_vec())
+        .collect(),
         ('f', 10) => values().iter().map(|v| v.to_vec()).collect(),
         ('i', n) => int_values().iter().map(|v| v.to_le_bytes()[..n].to_vec()).collect(),
         ('b', _) => {
