@@ -298,7 +298,7 @@ fn pinsrw(ctx: &mut Ctx<'_>, insn: &Instruction) -> Step {
 // ----- lane arithmetic, compares, logic -----
 
 /// Handlers for `op mm, mm/m64` whose result lane i is a function of lane
-/// i of each operand (the bodies are those of `sse_int.rs` / `sse4.rs`).
+/// i of each operand (the tables are `sse_int::lane_table` and `sse4::ssse3_lane_table`).
 macro_rules! lanewise {
     ($($name:ident: $t:ty = |$x:ident, $y:ident| $body:expr;)*) => {$(
         fn $name(ctx: &mut Ctx<'_>, insn: &Instruction) -> Step {
@@ -307,43 +307,10 @@ macro_rules! lanewise {
     )*};
 }
 
+super::sse::int::lane_table!(lanewise);
+super::sse4::ssse3_lane_table!(lanewise);
+
 lanewise! {
-    paddb: u8 = |x, y| x.wrapping_add(y);
-    paddw: u16 = |x, y| x.wrapping_add(y);
-    paddd: u32 = |x, y| x.wrapping_add(y);
-    paddq: u64 = |x, y| x.wrapping_add(y);
-    psubb: u8 = |x, y| x.wrapping_sub(y);
-    psubw: u16 = |x, y| x.wrapping_sub(y);
-    psubd: u32 = |x, y| x.wrapping_sub(y);
-    psubq: u64 = |x, y| x.wrapping_sub(y);
-    paddusb: u8 = |x, y| x.saturating_add(y);
-    paddusw: u16 = |x, y| x.saturating_add(y);
-    psubusb: u8 = |x, y| x.saturating_sub(y);
-    psubusw: u16 = |x, y| x.saturating_sub(y);
-    paddsb: i8 = |x, y| x.saturating_add(y);
-    paddsw: i16 = |x, y| x.saturating_add(y);
-    psubsb: i8 = |x, y| x.saturating_sub(y);
-    psubsw: i16 = |x, y| x.saturating_sub(y);
-    pcmpeqb: u8 = |x, y| mask_of(x == y);
-    pcmpeqw: u16 = |x, y| mask_of(x == y);
-    pcmpeqd: u32 = |x, y| mask_of(x == y);
-    pcmpgtb: i8 = |x, y| mask_of(x > y);
-    pcmpgtw: i16 = |x, y| mask_of(x > y);
-    pcmpgtd: i32 = |x, y| mask_of(x > y);
-    pminub: u8 = |x, y| x.min(y);
-    pmaxub: u8 = |x, y| x.max(y);
-    pminsw: i16 = |x, y| x.min(y);
-    pmaxsw: i16 = |x, y| x.max(y);
-    pavgb: u8 = |x, y| ((x as u16 + y as u16 + 1) >> 1) as u8;
-    pavgw: u16 = |x, y| ((x as u32 + y as u32 + 1) >> 1) as u16;
-    pmullw: u16 = |x, y| x.wrapping_mul(y);
-    pmulhw: i16 = |x, y| ((x as i32 * y as i32) >> 16) as i16;
-    pmulhuw: u16 = |x, y| ((x as u32 * y as u32) >> 16) as u16;
-    pmuludq: u64 = |x, y| (x as u32 as u64) * (y as u32 as u64);
-    psignb: i8 = |x, y| sign(x, y, i8::wrapping_neg);
-    psignw: i16 = |x, y| sign(x, y, i16::wrapping_neg);
-    psignd: i32 = |x, y| sign(x, y, i32::wrapping_neg);
-    pmulhrsw: i16 = |x, y| ((((x as i32 * y as i32) >> 14) + 1) >> 1) as i16;
     pabsb: i8 = |_x, y| y.wrapping_abs();
     pabsw: i16 = |_x, y| y.wrapping_abs();
     pabsd: i32 = |_x, y| y.wrapping_abs();
@@ -491,14 +458,7 @@ macro_rules! horizontals {
     )*};
 }
 
-horizontals! {
-    phaddw: u16 = |x, y| x.wrapping_add(y);
-    phaddd: u32 = |x, y| x.wrapping_add(y);
-    phaddsw: i16 = |x, y| x.saturating_add(y);
-    phsubw: u16 = |x, y| x.wrapping_sub(y);
-    phsubd: u32 = |x, y| x.wrapping_sub(y);
-    phsubsw: i16 = |x, y| x.saturating_sub(y);
-}
+super::sse4::horizontal_table!(horizontals);
 
 // ----- conversions, on the host's SSE unit -----
 

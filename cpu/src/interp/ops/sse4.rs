@@ -152,14 +152,23 @@ macro_rules! horizontals {
     )*};
 }
 
-horizontals! {
-    phaddw: u16 = |x, y| x.wrapping_add(y);
-    phaddd: u32 = |x, y| x.wrapping_add(y);
-    phaddsw: i16 = |x, y| x.saturating_add(y);
-    phsubw: u16 = |x, y| x.wrapping_sub(y);
-    phsubd: u32 = |x, y| x.wrapping_sub(y);
-    phsubsw: i16 = |x, y| x.saturating_sub(y);
+/// The SSSE3 horizontal adds and subtracts, written once for the XMM forms
+/// here and the MMX forms in `mmx.rs` (see `sse_int::lane_table`).
+macro_rules! horizontal_table {
+    ($callback:ident) => {
+        $callback! {
+            phaddw: u16 = |x, y| x.wrapping_add(y);
+            phaddd: u32 = |x, y| x.wrapping_add(y);
+            phaddsw: i16 = |x, y| x.saturating_add(y);
+            phsubw: u16 = |x, y| x.wrapping_sub(y);
+            phsubd: u32 = |x, y| x.wrapping_sub(y);
+            phsubsw: i16 = |x, y| x.saturating_sub(y);
+        }
+    };
 }
+pub(super) use horizontal_table;
+
+horizontal_table!(horizontals);
 
 /// Handlers for PABS*: the absolute value of each source lane, the most
 /// negative value staying as it is (read unsigned).
@@ -200,11 +209,22 @@ macro_rules! lanewise {
     )*};
 }
 
+/// The SSSE3 lane-wise operations, which have MMX forms too (`mmx.rs`).
+macro_rules! ssse3_lane_table {
+    ($callback:ident) => {
+        $callback! {
+            psignb: i8 = |x, y| sign(x, y, i8::wrapping_neg);
+            psignw: i16 = |x, y| sign(x, y, i16::wrapping_neg);
+            psignd: i32 = |x, y| sign(x, y, i32::wrapping_neg);
+            pmulhrsw: i16 = |x, y| ((((x as i32 * y as i32) >> 14) + 1) >> 1) as i16;
+        }
+    };
+}
+pub(super) use ssse3_lane_table;
+
+ssse3_lane_table!(lanewise);
+
 lanewise! {
-    psignb: i8 = |x, y| sign(x, y, i8::wrapping_neg);
-    psignw: i16 = |x, y| sign(x, y, i16::wrapping_neg);
-    psignd: i32 = |x, y| sign(x, y, i32::wrapping_neg);
-    pmulhrsw: i16 = |x, y| ((((x as i32 * y as i32) >> 14) + 1) >> 1) as i16;
     pminsb: i8 = |x, y| x.min(y);
     pmaxsb: i8 = |x, y| x.max(y);
     pminuw: u16 = |x, y| x.min(y);

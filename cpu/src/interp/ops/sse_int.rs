@@ -94,40 +94,50 @@ pub(in crate::interp::ops) fn mask_of<T: Lane>(c: bool) -> T {
     T::lane(if c { u128::MAX } else { 0 }, 0)
 }
 
-lanewise! {
-    paddb: u8 = |x, y| x.wrapping_add(y);
-    paddw: u16 = |x, y| x.wrapping_add(y);
-    paddd: u32 = |x, y| x.wrapping_add(y);
-    paddq: u64 = |x, y| x.wrapping_add(y);
-    psubb: u8 = |x, y| x.wrapping_sub(y);
-    psubw: u16 = |x, y| x.wrapping_sub(y);
-    psubd: u32 = |x, y| x.wrapping_sub(y);
-    psubq: u64 = |x, y| x.wrapping_sub(y);
-    paddusb: u8 = |x, y| x.saturating_add(y);
-    paddusw: u16 = |x, y| x.saturating_add(y);
-    psubusb: u8 = |x, y| x.saturating_sub(y);
-    psubusw: u16 = |x, y| x.saturating_sub(y);
-    paddsb: i8 = |x, y| x.saturating_add(y);
-    paddsw: i16 = |x, y| x.saturating_add(y);
-    psubsb: i8 = |x, y| x.saturating_sub(y);
-    psubsw: i16 = |x, y| x.saturating_sub(y);
-    pcmpeqb: u8 = |x, y| mask_of(x == y);
-    pcmpeqw: u16 = |x, y| mask_of(x == y);
-    pcmpeqd: u32 = |x, y| mask_of(x == y);
-    pcmpgtb: i8 = |x, y| mask_of(x > y);
-    pcmpgtw: i16 = |x, y| mask_of(x > y);
-    pcmpgtd: i32 = |x, y| mask_of(x > y);
-    pminub: u8 = |x, y| x.min(y);
-    pmaxub: u8 = |x, y| x.max(y);
-    pminsw: i16 = |x, y| x.min(y);
-    pmaxsw: i16 = |x, y| x.max(y);
-    pavgb: u8 = |x, y| ((x as u16 + y as u16 + 1) >> 1) as u8;
-    pavgw: u16 = |x, y| ((x as u32 + y as u32 + 1) >> 1) as u16;
-    pmullw: u16 = |x, y| x.wrapping_mul(y);
-    pmulhw: i16 = |x, y| ((x as i32 * y as i32) >> 16) as i16;
-    pmulhuw: u16 = |x, y| ((x as u32 * y as u32) >> 16) as u16;
-    pmuludq: u64 = |x, y| (x as u32 as u64) * (y as u32 as u64);
+/// The SSE2 lane-wise integer operations, written once: `lane_table!(m)`
+/// invokes macro `m` with the table, which generates handlers for the XMM
+/// forms here and for the MMX forms in `mmx.rs`.
+macro_rules! lane_table {
+    ($callback:ident) => {
+        $callback! {
+            paddb: u8 = |x, y| x.wrapping_add(y);
+            paddw: u16 = |x, y| x.wrapping_add(y);
+            paddd: u32 = |x, y| x.wrapping_add(y);
+            paddq: u64 = |x, y| x.wrapping_add(y);
+            psubb: u8 = |x, y| x.wrapping_sub(y);
+            psubw: u16 = |x, y| x.wrapping_sub(y);
+            psubd: u32 = |x, y| x.wrapping_sub(y);
+            psubq: u64 = |x, y| x.wrapping_sub(y);
+            paddusb: u8 = |x, y| x.saturating_add(y);
+            paddusw: u16 = |x, y| x.saturating_add(y);
+            psubusb: u8 = |x, y| x.saturating_sub(y);
+            psubusw: u16 = |x, y| x.saturating_sub(y);
+            paddsb: i8 = |x, y| x.saturating_add(y);
+            paddsw: i16 = |x, y| x.saturating_add(y);
+            psubsb: i8 = |x, y| x.saturating_sub(y);
+            psubsw: i16 = |x, y| x.saturating_sub(y);
+            pcmpeqb: u8 = |x, y| mask_of(x == y);
+            pcmpeqw: u16 = |x, y| mask_of(x == y);
+            pcmpeqd: u32 = |x, y| mask_of(x == y);
+            pcmpgtb: i8 = |x, y| mask_of(x > y);
+            pcmpgtw: i16 = |x, y| mask_of(x > y);
+            pcmpgtd: i32 = |x, y| mask_of(x > y);
+            pminub: u8 = |x, y| x.min(y);
+            pmaxub: u8 = |x, y| x.max(y);
+            pminsw: i16 = |x, y| x.min(y);
+            pmaxsw: i16 = |x, y| x.max(y);
+            pavgb: u8 = |x, y| ((x as u16 + y as u16 + 1) >> 1) as u8;
+            pavgw: u16 = |x, y| ((x as u32 + y as u32 + 1) >> 1) as u16;
+            pmullw: u16 = |x, y| x.wrapping_mul(y);
+            pmulhw: i16 = |x, y| ((x as i32 * y as i32) >> 16) as i16;
+            pmulhuw: u16 = |x, y| ((x as u32 * y as u32) >> 16) as u16;
+            pmuludq: u64 = |x, y| (x as u32 as u64) * (y as u32 as u64);
+        }
+    };
 }
+pub(in crate::interp::ops) use lane_table;
+
+lane_table!(lanewise);
 
 fn bitwise_and(ctx: &mut Ctx<'_>, insn: &Instruction) -> Step {
     binary(ctx, insn, |a, b| a & b)
