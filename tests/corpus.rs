@@ -92,21 +92,6 @@ impl Case {
 
 // ---------------------------------------------------------------- fixture
 
-/// A deterministic word list (xorshift), as in tests/e2e.rs.
-fn words_text() -> String {
-    let words = ["alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf", "hotel"];
-    let mut s = String::new();
-    let mut x: u32 = 2463534242;
-    for i in 0..3000 {
-        x ^= x << 13;
-        x ^= x >> 17;
-        x ^= x << 5;
-        let w = words[(x % 8) as usize];
-        s.push_str(&format!("{w} {:08x} line{i}\n", x));
-    }
-    s
-}
-
 fn numbers_text() -> String {
     (1..=200).map(|i| format!("{}\n", (i * 7919) % 1000)).collect()
 }
@@ -121,7 +106,7 @@ fn fixture_entries() -> Vec<(String, Vec<u8>, u32)> {
         e("tree/", b"", 0o755),
         e("tree/README.txt", b"corpus fixture\nTODO: nothing; this tree is generated\n", 0o644),
         e("tree/data/", b"", 0o755),
-        e("tree/data/words.txt", words_text().as_bytes(), 0o644),
+        e("tree/data/words.txt", common::words_text().as_bytes(), 0o644),
         e("tree/data/numbers.txt", numbers_text().as_bytes(), 0o600),
         e("tree/data/empty", b"", 0o644),
         e("tree/src/", b"", 0o750),

@@ -154,23 +154,8 @@ fn uncovered_testbins(out: &Path, cases: &[Case]) -> Vec<String> {
 /// programs for now.
 const BUSYBOX: &str = "/bin/busybox";
 
-/// A deterministic text file for sort, wc and sha256sum.
-fn fixture_text() -> Vec<u8> {
-    let words = ["alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf", "hotel"];
-    let mut s = String::new();
-    let mut x: u32 = 2463534242;
-    for i in 0..3000 {
-        x ^= x << 13;
-        x ^= x >> 17;
-        x ^= x << 5;
-        let w = words[(x % 8) as usize];
-        s.push_str(&format!("{w} {:08x} line{i}\n", x));
-    }
-    s.into_bytes()
-}
-
 fn busybox_cases(dir: &Path) -> Vec<Case> {
-    let text = fixture_text();
+    let text = common::words_text().into_bytes();
     std::fs::write(dir.join("input.txt"), &text).expect("writing busybox fixture");
     let case = |name: &str, args: &[&str], stdin: &[u8], expect: Expect| Case {
         name: format!("busybox-{name}"),

@@ -292,3 +292,19 @@ pub fn compare_runs(native: &Outcome, urun: &Outcome) -> Vec<String> {
     problems.extend(describe_diff("stderr", &native.stderr, &urun.stderr));
     problems
 }
+
+/// A deterministic 3000-line text (xorshift words and numbers), the input
+/// of the sort/wc/sha256sum/grep cases.
+pub fn words_text() -> String {
+    let words = ["alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf", "hotel"];
+    let mut s = String::new();
+    let mut x: u32 = 2463534242;
+    for i in 0..3000 {
+        x ^= x << 13;
+        x ^= x >> 17;
+        x ^= x << 5;
+        let w = words[(x % 8) as usize];
+        s.push_str(&format!("{w} {:08x} line{i}\n", x));
+    }
+    s
+}

@@ -116,28 +116,8 @@ impl Oracle {
 /// A small deterministic generator (xorshift64*) for sampled operands.
 pub(crate) use crate::difftest::Rng;
 
-/// Interesting operand values: 0, 1, -1, sign boundaries of each width.
-pub(crate) const EDGE_VALUES: &[u64] = &[
-    0,
-    1,
-    2,
-    u64::MAX,
-    0x7f,
-    0x80,
-    0xff,
-    0x7fff,
-    0x8000,
-    0xffff,
-    0x7fff_ffff,
-    0x8000_0000,
-    0xffff_ffff,
-    0x7fff_ffff_ffff_ffff,
-    0x8000_0000_0000_0000,
-    0x8000_0000_0000_0001,
-    0x0123_4567_89ab_cdef,
-    0xfedc_ba98_7654_3210,
-    0x5555_5555_5555_5555,
-];
+/// Interesting operand values: the differential tester's.
+pub(crate) use crate::difftest::gen::EDGE_VALUES;
 
 /// Shift and rotate counts worth testing.
 pub(crate) const EDGE_COUNTS: &[u64] = &[0, 1, 2, 7, 8, 9, 15, 16, 17, 31, 32, 33, 63, 64, 255];
