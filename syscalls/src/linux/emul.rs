@@ -424,3 +424,20 @@ pub(crate) fn close_range(_: &mut Task<'_>, a: &[u64; 6]) -> Result<i64, Stop> {
     }
     Ok(0)
 }
+
+/// dup2/dup3 onto one of urun's own descriptors would close it under the
+/// engine: refused with EBUSY (a documented difference; natively the
+/// number would be free).
+pub(crate) fn dup2(_: &mut Task<'_>, a: &[u64; 6]) -> Result<i64, Stop> {
+    if is_urun_fd(a[1] as i32) {
+        return Ok(-(libc::EBUSY as i64));
+    }
+    Ok(raw_result(pass(33, a)))
+}
+
+pub(crate) fn dup3(_: &mut Task<'_>, a: &[u64; 6]) -> Result<i64, Stop> {
+    if is_urun_fd(a[1] as i32) {
+        return Ok(-(libc::EBUSY as i64));
+    }
+    Ok(raw_result(pass(292, a)))
+}

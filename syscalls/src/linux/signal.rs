@@ -17,7 +17,6 @@ use urun_cpu::{Fault, FaultKind, PageFaultKind, Prot};
 
 use super::{lock, report_fatal, Process, Stop, Task};
 
-const SA_SIGINFO: u64 = 4;
 const SA_ONSTACK: u64 = 0x0800_0000;
 const SA_RESTART: u64 = 0x1000_0000;
 const SA_NODEFER: u64 = 0x4000_0000;
@@ -440,7 +439,6 @@ fn setup_frame(
     if task.p.strace {
         super::strace::line(&format!("--- {} (delivered to the guest's handler) ---", super::strace::signal_name(sig)));
     }
-    let _ = SA_SIGINFO;
     Ok(())
 }
 

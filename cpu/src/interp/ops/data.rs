@@ -113,31 +113,12 @@ fn xchg(ctx: &mut Ctx<'_>, insn: &Instruction) -> Step {
         let v = ctx.get(insn, 1, size)?;
         let old = ctx.rmw(insn, size, true, |_| v)?;
         ctx.set(insn, 1, size, old)
-    } else if insn.op1_kind() == OpKind::Memory {
-        // iced puts the memory operand first for XCHG; be safe anyway.
-        let a = ctx.ea(insn);
-        let r = insn.op0_register();
-        let v = ctx.reg(r);
-        let old = ctx.cmpxchg_loop(a, size, v)?;
-        ctx.set_reg(r, old);
-        Ok(())
     } else {
+        // iced always puts XCHG's memory operand first (Xchg_rm*_r*).
         let a = ctx.get(insn, 0, size)?;
         let b = ctx.get(insn, 1, size)?;
         ctx.set(insn, 0, size, b)?;
         ctx.set(insn, 1, size, a)
-    }
-}
-
-impl Ctx<'_> {
-    /// Atomically exchange `size` bytes at `addr` with `v`; returns the old value.
-    fn cmpxchg_loop(&mut self, addr: u64, size: u8, v: u64) -> Result<u64, crate::Exit> {
-        loop {
-            let cur = self.load(addr, size)?;
-            if self.cmpxchg_mem(addr, size, cur, v)? == cur {
-                return Ok(cur);
-            }
-        }
     }
 }
 
