@@ -62,6 +62,23 @@ fn intel_model_reproduces_the_intel_hosts_flags() {
     assert!(failures.is_empty(), "{} of {} cases:\n{}", failures.len(), CASES.len(), failures.join("\n"));
 }
 
+/// The Intel CI's `string` oracle case: `addr32 rep movsb` with ECX = 0
+/// and RCX's upper half set zeroes that half on Intel (and leaves RCX
+/// alone on AMD, as this suite's host comparison checks there).
+#[test]
+fn intel_model_zero_count_addr32_rep_writes_ecx() {
+    let s = Snippet::new();
+    for (vendor, rcx) in [(Vendor::Intel, 0), (Vendor::Amd, 0xffff_ffff_0000_0000)] {
+        // addr32 rep movsb; ud2 (a SYSCALL would overwrite RCX).
+        let (cpu, exit) = s.run_raw(&[0x67, 0xf3, 0xa4, 0x0f, 0x0b], |cpu| {
+            cpu.vendor = vendor;
+            cpu.gpr[reg::RCX] = 0xffff_ffff_0000_0000;
+        });
+        assert!(matches!(&exit, Exit::Fault(f) if f.pc == s.code + 3), "{vendor:?}: {exit:?}");
+        assert_eq!(cpu.gpr[reg::RCX], rcx, "{vendor:?}");
+    }
+}
+
 #[rustfmt::skip]
 const CASES: &[Case] = &[
     Case { bytes: &[0x66, 0x0f, 0xbc, 0xc2], rax: 0xdeadbeefcafef00d, rcx: 0x0, rdx: 0x0, mem: None, flags: 0x854, host: 0x44 }, // bsf size 2
