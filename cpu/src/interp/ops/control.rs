@@ -30,6 +30,13 @@ pub(super) fn register(t: &mut Table) {
     t.set_mnemonic(Cpuid, cpuid);
     t.set_mnemonic(Rdtsc, rdtsc);
     t.set_mnemonic(Rdtscp, rdtscp);
+    // CET shadow stacks are never enabled for a guest (CPUID leaf 7 ECX.CET_SS
+    // is 0 and urun's arch_prctl refuses ARCH_SHSTK_ENABLE). With shadow
+    // stacks off RDSSP is a NOP that leaves its destination alone, which is
+    // how libgcc's and Rust's unwinders find that there is no shadow stack to
+    // unwind; the instructions that need one raise #UD, as on the host.
+    t.set_mnemonics(&[Rdsspd, Rdsspq], shadow_stack_nop);
+    t.set_mnemonics(&[Incsspd, Incsspq, Saveprevssp, Rstorssp, Wrssd, Wrssq, Wrussd, Wrussq, Setssbsy, Clrssbsy], ud);
 }
 
 /// Operand 0 of a branch: an immediate target or a register/memory one.
@@ -170,6 +177,10 @@ fn privileged(ctx: &mut Ctx<'_>, _insn: &Instruction) -> Step {
 
 fn ud(ctx: &mut Ctx<'_>, insn: &Instruction) -> Step {
     Err(ctx.invalid(insn))
+}
+
+fn shadow_stack_nop(_ctx: &mut Ctx<'_>, _insn: &Instruction) -> Step {
+    Ok(())
 }
 
 fn cpuid(ctx: &mut Ctx<'_>, _insn: &Instruction) -> Step {
