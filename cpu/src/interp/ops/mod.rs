@@ -21,6 +21,8 @@ mod shift;
 mod sse;
 mod sse4;
 mod string;
+mod system;
+pub use system::{emulate_umip, UmipValues};
 mod x87;
 
 /// The dispatch table under construction.
@@ -90,6 +92,7 @@ static TABLE: LazyLock<Vec<Option<Handler>>> = LazyLock::new(|| {
     sse::register(&mut t);
     sse4::register(&mut t);
     string::register(&mut t);
+    system::register(&mut t);
     x87::register(&mut t);
     t.handlers
 });
