@@ -572,3 +572,150 @@ pub fn emulate_umip(mem: &AddressSpace, cpu: &mut CpuState, values: &UmipValues)
         Err(_) => Err(Fault { pc: rip, kind: FaultKind::GeneralProtection }),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::difftest::Snippet;
+    use crate::engine::{Exit, Fault, FaultKind};
+
+    /// Run `code` (then SYSCALL); the exit and the final state.
+    fn run(s: &Snippet, code: &[u8], init: impl FnOnce(&mut CpuState)) -> (CpuState, Exit) {
+        s.run(code, init)
+    }
+
+    fn gp_at(s: &Snippet, off: u64) -> Exit {
+        Exit::Fault(Fault { pc: s.code + off, kind: FaultKind::GeneralProtection })
+    }
+
+    #[test]
+    fn far_return_to_user_cs_runs_and_bad_selectors_fault() {
+        let s = Snippet::new();
+        // push sel; lea rax, [rip+1]; push rax; retfq; (target: the SYSCALL)
+        // 6a SEL / 48 8d 05 02 00 00 00 / 50 / 48 cb
+        for (sel, ok) in [(0x33u8, true), (0x2b, false), (0x30, false), (0x08, false), (0x00, false)] {
+            let code = [0x6a, sel, 0x48, 0x8d, 0x05, 0x03, 0x00, 0x00, 0x00, 0x50, 0x48, 0xcb];
+            let (cpu, exit) = run(&s, &code, |_| {});
+            if ok {
+                assert_eq!(exit, Exit::Syscall, "retfq to {sel:#x}");
+                assert_eq!(cpu.gpr[reg::RSP], s.stack_top);
+            } else {
+                assert_eq!(exit, gp_at(&s, 10), "retfq to {sel:#x}");
+                // Precise: nothing popped.
+                assert_eq!(cpu.gpr[reg::RSP], s.stack_top - 16);
+            }
+        }
+    }
+
+    #[test]
+    fn far_return_to_32_bit_code_names_compatibility_mode() {
+        let s = Snippet::new();
+        let code = [0x6a, 0x23, 0x48, 0x8d, 0x05, 0x03, 0x00, 0x00, 0x00, 0x50, 0x48, 0xcb];
+        let (_, exit) = run(&s, &code, |_| {});
+        match exit {
+            Exit::Fault(Fault { kind: FaultKind::InvalidOpcode { what }, .. }) => {
+                assert!(what.contains("compatibility mode"), "{what}")
+            }
+            e => panic!("expected SIGILL, got {e:?}"),
+        }
+    }
+
+    #[test]
+    fn iretq_same_privilege_restores_flags_and_stack() {
+        let s = Snippet::new();
+        // mov rcx, rsp; push 0x2b; push rcx; push 0x40cd5 (flags); push 0x33;
+        // lea rax, [rip+2]; push rax; iretq
+        let code = [
+            0x48, 0x89, 0xe1, 0x6a, 0x2b, 0x51, 0x68, 0xd5, 0x0c, 0x04, 0x00, 0x6a, 0x33, 0x48, 0x8d, 0x05, 0x03, 0x00,
+            0x00, 0x00, 0x50, 0x48, 0xcf,
+        ];
+        let (cpu, exit) = run(&s, &code, |_| {});
+        assert_eq!(exit, Exit::Syscall);
+        assert_eq!(cpu.gpr[reg::RSP], s.stack_top);
+        // Status flags, DF and AC from the frame; IF stays (CPL 3).
+        let f = cpu.flags.get();
+        assert_eq!(f & 0x40cd5, 0x40cd5, "{f:#x}");
+        // SS = 0 is refused at CPL 3.
+        let mut bad = code;
+        bad[4] = 0x00;
+        let (_, exit) = run(&s, &bad, |_| {});
+        assert_eq!(exit, gp_at(&s, 21));
+    }
+
+    #[test]
+    fn segment_loads_follow_the_host_descriptors() {
+        let s = Snippet::new();
+        // mov eax, SEL; mov ds, eax; mov edx, ds
+        for (sel, ok) in [(0x2bu32, true), (0x0, true), (0x33, true), (0x08, false), (0xfff3, false)] {
+            let mut code = vec![0xb8];
+            code.extend_from_slice(&sel.to_le_bytes());
+            code.extend_from_slice(&[0x8e, 0xd8, 0x8c, 0xda]);
+            let (cpu, exit) = run(&s, &code, |c| c.gpr[reg::RDX] = 0x5a);
+            if ok {
+                assert_eq!(exit, Exit::Syscall, "mov ds, {sel:#x}");
+                assert_eq!(cpu.gpr[reg::RDX], sel as u64);
+            } else {
+                assert_eq!(exit, gp_at(&s, 5), "mov ds, {sel:#x}");
+            }
+        }
+    }
+
+    #[test]
+    fn lar_matches_the_host() {
+        let s = Snippet::new();
+        for sel in [0x33u16, 0x2b, 0x23, 0x08, 0, 0x7b, 0xfff3] {
+            // mov ecx, sel; mov rax, -1; lar rax, ecx
+            let mut code = vec![0xb9];
+            code.extend_from_slice(&(sel as u32).to_le_bytes());
+            code.extend_from_slice(&[0x48, 0xc7, 0xc0, 0xff, 0xff, 0xff, 0xff, 0x48, 0x0f, 0x02, 0xc1]);
+            let (cpu, exit) = run(&s, &code, |_| {});
+            assert_eq!(exit, Exit::Syscall);
+            let (v, zf) = host_lar_lsl(Lx::Lar, 8, sel, u64::MAX);
+            assert_eq!((cpu.gpr[reg::RAX], cpu.flags.zf()), (v, zf), "lar {sel:#x}");
+        }
+    }
+
+    #[test]
+    fn umip_emulation_writes_the_given_values() {
+        let s = Snippet::new();
+        let values = UmipValues {
+            gdt_base: 0xffff_ffff_fffe_0000,
+            gdt_limit: 0,
+            idt_base: 0xffff_ffff_ffff_0000,
+            idt_limit: 0,
+            msw: 0x8005_0033,
+            tr: 0x40,
+            ldtr: 0,
+        };
+        let cases: &[(&[u8], &str)] = &[
+            (&[0x0f, 0x01, 0x03], "sgdt [rbx]"),
+            (&[0x0f, 0x01, 0xe0], "smsw eax"),
+            (&[0x66, 0x0f, 0x00, 0xc8], "str ax"),
+            (&[0x0f, 0x01, 0xc8], "not one of them (monitor)"),
+        ];
+        for (bytes, what) in cases {
+            // SAFETY: the code area is ours and mapped RW.
+            unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), s.code as *mut u8, bytes.len()) };
+            let mut cpu = CpuState { rip: s.code, ..CpuState::default() };
+            cpu.gpr[reg::RAX] = 0x5a5a_5a5a_5a5a_5a5a;
+            cpu.gpr[reg::RBX] = s.data;
+            let r = emulate_umip(&s.mem, &mut cpu, &values);
+            match *what {
+                "sgdt [rbx]" => {
+                    assert_eq!(r, Some(Ok(())));
+                    // SAFETY: the data area is ours, 10 bytes were written.
+                    let t = unsafe { std::slice::from_raw_parts(s.data as *const u8, 10) };
+                    assert_eq!(t, [0, 0, 0, 0, 0xfe, 0xff, 0xff, 0xff, 0xff, 0xff]);
+                }
+                "smsw eax" => assert_eq!(cpu.gpr[reg::RAX], 0x5a5a_5a5a_8005_0033, "Linux writes 4 bytes"),
+                "str ax" => assert_eq!(cpu.gpr[reg::RAX], 0x5a5a_5a5a_5a5a_0040),
+                _ => {
+                    assert_eq!(r, None);
+                    assert_eq!(cpu.rip, s.code);
+                    continue;
+                }
+            }
+            assert_eq!(cpu.rip, s.code + bytes.len() as u64, "{what}");
+        }
+    }
+}
