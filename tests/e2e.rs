@@ -87,6 +87,9 @@ fn c_programs() -> Vec<(&'static str, &'static str, Vec<&'static str>, Expect)> 
     ]
 }
 
+/// C++ programs in testbins/, built static and dynamic: (program, expected ending).
+const CXX_PROGRAMS: &[(&str, Expect)] = &[("cxx_except", Expect::Exit(0))];
+
 /// nasm programs (no libc): (binary, expected ending).
 const ASM_PROGRAMS: &[(&str, Expect)] = &[
     ("asm_hello", Expect::Exit(0)),
@@ -100,6 +103,8 @@ fn not_a_case(file: &str) -> bool {
     file.ends_with(".o")
         || file.starts_with("bench_") // benchmarks: bench/run
         || file == "isolation" // urun only: tests/isolation.rs
+        || file == "rust-unwind" // a cargo target directory: tests/unwind.rs
+        || file.starts_with("sysinsn.") // line by line, with kvm_pvm's known differences: tests/sysinsn.rs
 }
 
 fn testbin_cases(out: &Path) -> Vec<Case> {
@@ -116,6 +121,19 @@ fn testbin_cases(out: &Path) -> Vec<Case> {
                 } else {
                     Vec::new()
                 },
+                cwd: out.to_path_buf(),
+                expect,
+            });
+        }
+    }
+    for &(prog, expect) in CXX_PROGRAMS {
+        for flavour in ["static", "dynamic"] {
+            cases.push(Case {
+                name: format!("{prog}.{flavour}"),
+                program: out.join(format!("{prog}.{flavour}")),
+                args: Vec::new(),
+                stdin: Vec::new(),
+                env: Vec::new(),
                 cwd: out.to_path_buf(),
                 expect,
             });
