@@ -439,6 +439,37 @@ pub(crate) fn guest_cstr(p: &Process, ptr: u64) -> Option<Vec<u8>> {
     None
 }
 
+/// After a pass-through call that wrote guest buffers: if one holds code
+/// an engine translated, log it (the code log in `AddressSpace`), so every
+/// engine sees code the kernel wrote (a `read` into an executable page).
+/// Only the plain data buffers (`Out(Arg)`, `IovOut`) are followed: the
+/// fixed-size structs the kernel fills are not code.
+fn note_kernel_writes(p: &Process, sc: &Syscall, args: &[u64; 6]) {
+    for (i, a) in sc.args.iter().enumerate() {
+        match *a {
+            Out(Arg(n)) => {
+                p.mem.code_written(args[i], args[n as usize]);
+            }
+            IovOut(n) => {
+                let count = args[n as usize].min(1024);
+                if count == 0 || !p.mem.check(args[i], count * 16, Prot::READ) {
+                    continue;
+                }
+                for k in 0..count {
+                    // SAFETY: the iovec array is readable guest memory
+                    // (checked above); only its words are read.
+                    let (base, len) = unsafe {
+                        let e = (args[i] + k * 16) as *const u64;
+                        (e.read_unaligned(), e.add(1).read_unaligned())
+                    };
+                    p.mem.code_written(base, len);
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
 /// Pass a syscall to the host kernel unchanged.
 pub(crate) fn pass(nr: u64, args: &[u64; 6]) -> i64 {
     // SAFETY: every pointer argument was checked to be guest memory with the
@@ -470,7 +501,11 @@ pub(crate) fn dispatch(task: &mut Task<'_>, nr: u64, args: &[u64; 6]) -> Result<
             if !check_pointers(p, sc, &mut args) {
                 return Ok(-(libc::EFAULT as i64));
             }
-            Ok(raw_result(pass(nr, &args)))
+            let r = raw_result(pass(nr, &args));
+            if r > 0 {
+                note_kernel_writes(p, sc, &args);
+            }
+            Ok(r)
         }
         Emul(h) => h(task, args),
     }
