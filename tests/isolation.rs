@@ -1,9 +1,15 @@
 //! A guest cannot read or write urun's memory, neither directly nor
-//! through a syscall buffer, under every engine: `testbins/isolation.c`
-//! finds memory that is urun's (mapped on the host, absent from the
-//! guest's /proc/self/maps) and touches it. Expected: SIGSEGV for the
-//! direct accesses, EFAULT for write(2) from it and read(2) into it.
-//! The KVM case prints "skipped: …" where /dev/kvm is not usable.
+//! through a syscall buffer nor through /proc/self/mem, under every
+//! engine: `testbins/isolation.c` finds memory that is urun's (mapped on
+//! the host, absent from the guest's /proc/self/maps) and touches it.
+//! Expected: SIGSEGV for the direct accesses, EFAULT for write(2) from it
+//! and read(2) into it, EIO for /proc/self/mem and
+//! /proc/self/task/<tid>/mem at its address (as for unmapped memory).
+//! `testbins/procmem.c`, natively vs urun: the guest's own memory through
+//! its memory file works as natively, `/proc/*/task/*/maps` is the guest's
+//! view, and urun's KVM descriptors answer every call with EBADF.
+//! The KVM cases are skipped (a `SKIPPED:` line on stderr) where /dev/kvm
+//! does not open.
 
 mod common;
 
@@ -12,7 +18,8 @@ use std::time::Duration;
 
 use common::{ensure_testbins, run, show, urun};
 
-const EXPECTED: &str = "direct read: SIGSEGV\ndirect write: SIGSEGV\nwrite from it: EFAULT\nread into it: EFAULT\n";
+const EXPECTED: &str = "direct read: SIGSEGV\ndirect write: SIGSEGV\nwrite from it: EFAULT\nread into it: EFAULT\n\
+                        mem read of it: EIO\nmem write to it: EIO\ntask mem read of it: EIO\ntask mem write to it: EIO\n";
 
 fn check_engine(engine: &str) {
     let out = ensure_testbins();
@@ -38,4 +45,37 @@ fn interpreter_keeps_urun_memory_out_of_reach() {
 #[test]
 fn kvm_keeps_urun_memory_out_of_reach() {
     check_engine("kvm");
+}
+
+/// `testbins/procmem.c` in every build, natively and under `engine`.
+fn procmem_matches_native(engine: &str) {
+    let out = ensure_testbins();
+    let mut problems = Vec::new();
+    for build in ["glibc", "glibc-pie", "musl", "dynamic"] {
+        let program = out.join(format!("procmem.{build}"));
+        let native = run(&mut Command::new(&program), b"", Duration::from_secs(60));
+        assert_eq!((native.code, native.signal), (Some(0), None), "procmem.{build} fails natively");
+        let guest = run(Command::new(urun()).arg("--engine").arg(engine).arg(&program), b"", Duration::from_secs(60));
+        for p in common::compare_runs(&native, &guest) {
+            problems.push(format!("procmem.{build} under {engine}: {p}"));
+        }
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+}
+
+#[test]
+fn interpreter_proc_mem_and_task_maps_match_native() {
+    procmem_matches_native("interp");
+}
+
+#[test]
+fn kvm_proc_mem_task_maps_and_descriptors_match_native() {
+    if std::fs::File::open("/dev/kvm").is_err() {
+        let _ = std::io::Write::write_all(
+            &mut std::io::stderr(),
+            b"SKIPPED: kvm_proc_mem_task_maps_and_descriptors_match_native: /dev/kvm does not open on this host\n",
+        );
+        return;
+    }
+    procmem_matches_native("kvm");
 }

@@ -2,7 +2,7 @@
 //! arguments are (so pointers can be checked and `--strace` can print them),
 //! and whether it passes straight to the host or is emulated.
 
-use super::{emul, procfs, signal, thread};
+use super::{emul, memfile, procfs, signal, thread};
 use super::{Process, Task};
 use urun_cpu::Prot;
 
@@ -494,12 +494,18 @@ pub(crate) fn dispatch(task: &mut Task<'_>, nr: u64, args: &[u64; 6]) -> Result<
         p.report_unknown(nr);
         return Ok(-(libc::ENOSYS as i64));
     };
-    match sc.kind {
+    if names_urun_fd(sc, args) {
+        return Ok(-(libc::EBADF as i64));
+    }
+    let r = match sc.kind {
         Nosys => Ok(-(libc::ENOSYS as i64)),
         Pass => {
             let mut args = *args;
             if !check_pointers(p, sc, &mut args) {
                 return Ok(-(libc::EFAULT as i64));
+            }
+            if let Some(r) = memfile::io(p, nr, &args) {
+                return Ok(r);
             }
             let r = raw_result(pass(nr, &args));
             if r > 0 {
@@ -508,7 +514,25 @@ pub(crate) fn dispatch(task: &mut Task<'_>, nr: u64, args: &[u64; 6]) -> Result<
             Ok(r)
         }
         Emul(h) => h(task, args),
+    };
+    if let Ok(v) = r {
+        memfile::after(nr, args, v);
     }
+    r
+}
+
+/// Does the call name one of urun's own descriptors (the KVM engine's) as
+/// a descriptor argument? Then it gets EBADF, as if that descriptor were
+/// not open, and never reaches the host. Left to their handlers: close
+/// (a no-op on them) and the target of dup2/dup3 (EBUSY), and the ignored
+/// descriptor of an anonymous mmap.
+fn names_urun_fd(sc: &Syscall, args: &[u64; 6]) -> bool {
+    sc.args.iter().enumerate().any(|(i, a)| {
+        *a == Fd
+            && !(sc.nr == 3 || (matches!(sc.nr, 33 | 292) && i == 1))
+            && !(sc.nr == 9 && args[3] & libc::MAP_ANONYMOUS as u64 != 0)
+            && emul::is_urun_fd(args[i] as i32)
+    })
 }
 
 #[cfg(test)]
