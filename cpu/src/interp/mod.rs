@@ -359,6 +359,51 @@ pub(crate) mod testutil {
         assert_eq!(cpu.rip, s.code + 2);
     }
 
+    /// Thread B's write to code thread A decoded reaches A's next run,
+    /// and a write B made through a write permission it cached before A
+    /// decoded the page is reported when B applies A's mark.
+    #[test]
+    fn code_written_by_another_engine_is_seen() {
+        let s = Snippet::new();
+        let f = s.code + PAGE_SIZE; // mov eax, 1; syscall
+        let run_a = |a: &mut Interpreter| {
+            let mut cpu = CpuState { rip: f, ..CpuState::default() };
+            assert_eq!(a.run(&mut cpu), Exit::Syscall);
+            cpu.gpr[0]
+        };
+        let mut a = Interpreter::new(s.mem.clone());
+        let mut b = Interpreter::new(s.mem.clone());
+        // SAFETY: the code area is RW guest memory of this test.
+        unsafe { std::ptr::copy_nonoverlapping([0xb8, 1, 0, 0, 0, 0x0f, 0x05].as_ptr(), f as *mut u8, 7) };
+        // B caches write permission for the page (data beside the code).
+        let mut cpu = CpuState::default();
+        let mut ctx = Ctx { cpu: &mut cpu, mem: &s.mem, tlb: &mut b.tlb, next_rip: 0, smc: None };
+        ctx.store(f + 0x800, 4, 7).unwrap();
+        assert_eq!(run_a(&mut a), 1);
+        // B writes the immediate through its cached permission (no log)...
+        let mut ctx = Ctx { cpu: &mut cpu, mem: &s.mem, tlb: &mut b.tlb, next_rip: 0, smc: None };
+        ctx.store(f + 1, 4, 2).unwrap();
+        assert!(ctx.smc.is_none(), "the cached write permission was used");
+        // ...and reports it when it applies A's mark (at its next block
+        // boundary, exit or eviction).
+        b.tlb.sync_marks(&s.mem);
+        assert_eq!(run_a(&mut a), 2);
+        // Now the page is code for everyone: B's next write takes the slow
+        // path and is logged by B's run loop. mov dword [rdi], esi; syscall
+        let w = s.code + 2 * PAGE_SIZE;
+        // SAFETY: as above.
+        unsafe { std::ptr::copy_nonoverlapping([0x89, 0x37, 0x0f, 0x05].as_ptr(), w as *mut u8, 4) };
+        let mut cpu = CpuState { rip: w, ..CpuState::default() };
+        cpu.gpr[7] = f + 1;
+        cpu.gpr[6] = 3;
+        assert_eq!(b.run(&mut cpu), Exit::Syscall);
+        assert_eq!(run_a(&mut a), 3);
+        // Unmapping the code drops A's block too: the fetch faults.
+        s.mem.protect(s.code + PAGE_SIZE, PAGE_SIZE, Prot::RW).unwrap();
+        let mut cpu = CpuState { rip: f, ..CpuState::default() };
+        assert!(matches!(a.run(&mut cpu), Exit::Fault(_)));
+    }
+
     #[test]
     fn div_by_zero_is_de() {
         let s = Snippet::new();
