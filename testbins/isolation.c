@@ -3,7 +3,8 @@
  * syscall buffers and through /proc/self/mem. Expected: a SIGSEGV for the
  * direct read and write, EFAULT for a write(2) from it and a read(2) into
  * it, EIO for a pread/pwrite of /proc/self/mem (and of
- * /proc/self/task/<tid>/mem) at its address, as for an unmapped address.
+ * /proc/self/task/<tid>/mem, and of a copy received over a socket) at its
+ * address, as for an unmapped address.
  *
  * urun's memory is found by comparing the guest's /proc/self/maps (the
  * guest's view, as are /proc/self/task/<tid>/maps) with
@@ -16,6 +17,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -34,6 +36,30 @@ static int in_guest_view(unsigned long a)
     if (f)
         fclose(f);
     return found;
+}
+
+/* The same descriptor, received back over a socket (SCM_RIGHTS). */
+static int passed_over_socket(int fd)
+{
+    int sv[2], got = -1;
+    char cbuf[CMSG_SPACE(sizeof(int))], byte = 0;
+    struct iovec one = {&byte, 1};
+    struct msghdr msg = {.msg_iov = &one, .msg_iovlen = 1, .msg_control = cbuf, .msg_controllen = sizeof cbuf};
+    socketpair(AF_UNIX, SOCK_STREAM, 0, sv);
+    memset(cbuf, 0, sizeof cbuf);
+    struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
+    c->cmsg_level = SOL_SOCKET;
+    c->cmsg_type = SCM_RIGHTS;
+    c->cmsg_len = CMSG_LEN(sizeof(int));
+    memcpy(CMSG_DATA(c), &fd, sizeof(int));
+    sendmsg(sv[0], &msg, 0);
+    close(fd);
+    msg.msg_controllen = sizeof cbuf;
+    if (recvmsg(sv[1], &msg, 0) == 1 && (c = CMSG_FIRSTHDR(&msg)) && c->cmsg_type == SCM_RIGHTS)
+        memcpy(&got, CMSG_DATA(c), sizeof(int));
+    close(sv[0]);
+    close(sv[1]);
+    return got;
 }
 
 int main(void)
@@ -77,15 +103,18 @@ int main(void)
     printf("read into it: %s\n", n < 0 && errno == EFAULT ? "EFAULT" : "allowed");
     char buf[16];
     const char *mems[2] = {"/proc/self/mem", path};
+    const char *names[3] = {"mem", "task mem", "received mem"};
     snprintf(path, sizeof path, "/proc/self/task/%ld/mem", (long)syscall(SYS_gettid));
-    for (int i = 0; i < 2; i++) {
-        int m = open(mems[i], O_RDWR);
+    for (int i = 0; i < 3; i++) {
+        int m = open(mems[i % 2], O_RDWR);
+        if (i == 2)
+            m = passed_over_socket(m);
         errno = 0;
         n = pread(m, buf, sizeof buf, (off_t)target);
-        printf("%s read of it: %s\n", i ? "task mem" : "mem", n < 0 && errno == EIO ? "EIO" : "allowed");
+        printf("%s read of it: %s\n", names[i], n < 0 && errno == EIO ? "EIO" : "allowed");
         errno = 0;
         n = pwrite(m, "xxxxxxxxxxxxxxxx", 16, (off_t)target);
-        printf("%s write to it: %s\n", i ? "task mem" : "mem", n < 0 && errno == EIO ? "EIO" : "allowed");
+        printf("%s write to it: %s\n", names[i], n < 0 && errno == EIO ? "EIO" : "allowed");
         close(m);
     }
     return 0;

@@ -17,6 +17,7 @@
 #include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/syscall.h>
+#include <sys/socket.h>
 #include <sys/uio.h>
 #include <unistd.h>
 
@@ -105,6 +106,32 @@ static void mem_file(void)
     errno = 0;
     printf("pread through task/<tid>/mem, unmapped: %s\n", err(pread(t, out, 5, at(two + 4096))));
     close(t);
+    /* a memory file passed over a socket (SCM_RIGHTS) */
+    int sv[2];
+    socketpair(AF_UNIX, SOCK_STREAM, 0, sv);
+    char cbuf[CMSG_SPACE(sizeof(int))];
+    memset(cbuf, 0, sizeof cbuf);
+    char byte = 'm';
+    struct iovec one = {&byte, 1};
+    struct msghdr msg = {.msg_iov = &one, .msg_iovlen = 1, .msg_control = cbuf, .msg_controllen = sizeof cbuf};
+    struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
+    c->cmsg_level = SOL_SOCKET;
+    c->cmsg_type = SCM_RIGHTS;
+    c->cmsg_len = CMSG_LEN(sizeof(int));
+    memcpy(CMSG_DATA(c), &m, sizeof(int));
+    sendmsg(sv[0], &msg, 0);
+    memset(cbuf, 0, sizeof cbuf);
+    msg.msg_controllen = sizeof cbuf;
+    int got = -1;
+    if (recvmsg(sv[1], &msg, 0) == 1 && (c = CMSG_FIRSTHDR(&msg)) && c->cmsg_type == SCM_RIGHTS)
+        memcpy(&got, CMSG_DATA(c), sizeof(int));
+    memset(out, 0, sizeof out);
+    printf("pread through a received copy: %s -> \"%s\"\n", err(pread(got, out, 5, at(buf))), out);
+    errno = 0;
+    printf("pread through a received copy, unmapped: %s\n", err(pread(got, out, 5, at(two + 4096))));
+    close(got);
+    close(sv[0]);
+    close(sv[1]);
     close(d);
     close(m);
     free(big);

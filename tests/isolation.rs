@@ -19,7 +19,8 @@ use std::time::Duration;
 use common::{ensure_testbins, run, show, urun};
 
 const EXPECTED: &str = "direct read: SIGSEGV\ndirect write: SIGSEGV\nwrite from it: EFAULT\nread into it: EFAULT\n\
-                        mem read of it: EIO\nmem write to it: EIO\ntask mem read of it: EIO\ntask mem write to it: EIO\n";
+                        mem read of it: EIO\nmem write to it: EIO\ntask mem read of it: EIO\ntask mem write to it: EIO\n\
+                        received mem read of it: EIO\nreceived mem write to it: EIO\n";
 
 fn check_engine(engine: &str) {
     let out = ensure_testbins();

@@ -8,7 +8,8 @@
 //! memory file; whose process it is comes from the link. This process's
 //! are tracked here by descriptor number (copied by dup, dup2, dup3 and
 //! fcntl F_DUPFD*, forgotten by close, inherited by fork; a urun started
-//! by execve finds inherited ones at start-up), and the reads and writes
+//! by execve finds inherited ones at start-up; one received over a socket
+//! is recognised on arrival), and the reads and writes
 //! on them are done by urun: the offset is a guest address, a range that
 //! starts outside guest memory fails with EIO (as the kernel says for an
 //! unmapped address), one that runs past it is cut short. Another
@@ -144,8 +145,19 @@ pub(crate) fn adopt_inherited() {
 }
 
 /// After a syscall returned `r`: copy or forget tracking across
-/// dup/dup2/dup3/fcntl(F_DUPFD*) and close/close_range.
-pub(crate) fn after(nr: u64, a: &[u64; 6], r: i64) {
+/// dup/dup2/dup3/fcntl(F_DUPFD*) and close/close_range; track memory
+/// files received over a socket (recvmsg with SCM_RIGHTS).
+pub(crate) fn after(p: &Process, nr: u64, a: &[u64; 6], r: i64) {
+    if nr == 47 && r >= 0 {
+        for fd in received_fds(p, a[1]) {
+            if let Some(f) = classify(fd) {
+                if f.leaf == "mem" {
+                    track(fd, f.owner);
+                }
+            }
+        }
+        return;
+    }
     if !ANY.load(Ordering::Acquire) || r < 0 {
         return;
     }
@@ -166,6 +178,45 @@ pub(crate) fn after(nr: u64, a: &[u64; 6], r: i64) {
         }
         _ => {}
     }
+}
+
+/// The descriptors an SCM_RIGHTS control message of the (already
+/// received) `struct msghdr` at `msg` carries.
+fn received_fds(p: &Process, msg: u64) -> Vec<i32> {
+    let mut out = Vec::new();
+    if !p.mem.check(msg, 56, Prot::READ) {
+        return out;
+    }
+    // SAFETY: 56 readable guest bytes (checked above): struct msghdr.
+    let (control, len) =
+        unsafe { (((msg + 32) as *const u64).read_unaligned(), ((msg + 40) as *const u64).read_unaligned()) };
+    if control == 0 || len < 16 || !p.mem.check(control, len, Prot::READ) {
+        return out;
+    }
+    let mut off = 0u64;
+    while off + 16 <= len {
+        // SAFETY: [control, control+len) is readable guest memory (checked
+        // above) and off + 16 <= len: a cmsghdr (len, level, type).
+        let (clen, level, kind) = unsafe {
+            let h = (control + off) as *const u8;
+            (
+                (h as *const u64).read_unaligned(),
+                (h.add(8) as *const i32).read_unaligned(),
+                (h.add(12) as *const i32).read_unaligned(),
+            )
+        };
+        if clen < 16 || off + clen > len {
+            break;
+        }
+        if level == libc::SOL_SOCKET && kind == libc::SCM_RIGHTS {
+            for k in 0..(clen - 16) / 4 {
+                // SAFETY: inside this cmsg's data, within the checked range.
+                out.push(unsafe { ((control + off + 16 + 4 * k) as *const i32).read_unaligned() });
+            }
+        }
+        off += (clen + 7) & !7;
+    }
+    out
 }
 
 /// Syscalls that take a memory file and move bytes: (nr, positioned,

@@ -516,7 +516,7 @@ pub(crate) fn dispatch(task: &mut Task<'_>, nr: u64, args: &[u64; 6]) -> Result<
         Emul(h) => h(task, args),
     };
     if let Ok(v) = r {
-        memfile::after(nr, args, v);
+        memfile::after(p, nr, args, v);
     }
     r
 }
