@@ -4,12 +4,14 @@
  * direct read and write, EFAULT for a write(2) from it and a read(2) into
  * it, EIO for a pread/pwrite of /proc/self/mem (and of
  * /proc/self/task/<tid>/mem, and of a copy received over a socket) at its
- * address, as for an unmapped address.
+ * address, as for an unmapped address, and EFAULT for
+ * process_vm_readv/writev of it.
  *
  * urun's memory is found by comparing the guest's /proc/self/maps (the
  * guest's view, as are /proc/self/task/<tid>/maps) with
  * /proc/self/smaps, which urun does not rewrite (the host's layout: a
  * documented leak of addresses, not of contents). */
+#define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
 #include <setjmp.h>
@@ -19,6 +21,7 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 static sigjmp_buf jb;
@@ -117,5 +120,12 @@ int main(void)
         printf("%s write to it: %s\n", names[i], n < 0 && errno == EIO ? "EIO" : "allowed");
         close(m);
     }
+    struct iovec local = {buf, sizeof buf}, remote = {(void *)target, sizeof buf};
+    errno = 0;
+    n = process_vm_readv(getpid(), &local, 1, &remote, 1, 0);
+    printf("process_vm_readv of it: %s\n", n < 0 && errno == EFAULT ? "EFAULT" : "allowed");
+    errno = 0;
+    n = process_vm_writev(getpid(), &local, 1, &remote, 1, 0);
+    printf("process_vm_writev to it: %s\n", n < 0 && errno == EFAULT ? "EFAULT" : "allowed");
     return 0;
 }

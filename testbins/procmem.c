@@ -134,6 +134,22 @@ static void mem_file(void)
     close(sv[1]);
     close(d);
     close(m);
+    /* process_vm_readv/writev on this process */
+    pid_t me = getpid();
+    memset(out, 0, sizeof out);
+    struct iovec lo = {out, 5}, re = {buf, 5};
+    printf("process_vm_readv: %s -> \"%s\"\n", err(process_vm_readv(me, &lo, 1, &re, 1, 0)), out);
+    struct iovec lw = {"howdy", 5};
+    printf("process_vm_writev: %s", err(process_vm_writev(me, &lw, 1, &re, 1, 0)));
+    printf(" -> buf \"%s\"\n", buf);
+    struct iovec rb = {two + 4096, 16}, lb = {big, 16};
+    errno = 0;
+    printf("process_vm_readv of an unmapped page: %s\n", err(process_vm_readv(me, &lb, 1, &rb, 1, 0)));
+    struct iovec rr[2] = {{two, 4096}, {two + 4096, 4096}}, lr = {big, 8192};
+    printf("process_vm_readv running off the end of a mapping: %s\n", err(process_vm_readv(me, &lr, 1, rr, 2, 0)));
+    struct iovec rro = {ro, 4};
+    errno = 0;
+    printf("process_vm_writev into a read-only page: %s\n", err(process_vm_writev(me, &lw, 1, &rro, 1, 0)));
     free(big);
 }
 

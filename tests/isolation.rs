@@ -4,7 +4,8 @@
 //! the host, absent from the guest's /proc/self/maps) and touches it.
 //! Expected: SIGSEGV for the direct accesses, EFAULT for write(2) from it
 //! and read(2) into it, EIO for /proc/self/mem and
-//! /proc/self/task/<tid>/mem at its address (as for unmapped memory).
+//! /proc/self/task/<tid>/mem at its address (as for unmapped memory), and
+//! EFAULT for process_vm_readv/writev of it.
 //! `testbins/procmem.c`, natively vs urun: the guest's own memory through
 //! its memory file works as natively, `/proc/*/task/*/maps` is the guest's
 //! view, and urun's KVM descriptors answer every call with EBADF.
@@ -20,7 +21,8 @@ use common::{ensure_testbins, run, show, urun};
 
 const EXPECTED: &str = "direct read: SIGSEGV\ndirect write: SIGSEGV\nwrite from it: EFAULT\nread into it: EFAULT\n\
                         mem read of it: EIO\nmem write to it: EIO\ntask mem read of it: EIO\ntask mem write to it: EIO\n\
-                        received mem read of it: EIO\nreceived mem write to it: EIO\n";
+                        received mem read of it: EIO\nreceived mem write to it: EIO\n\
+                        process_vm_readv of it: EFAULT\nprocess_vm_writev to it: EFAULT\n";
 
 fn check_engine(engine: &str) {
     let out = ensure_testbins();

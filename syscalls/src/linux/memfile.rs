@@ -23,7 +23,7 @@ use std::sync::Mutex;
 use urun_cpu::Prot;
 
 use super::table::{pass, raw_result};
-use super::Process;
+use super::{Process, Stop, Task};
 
 const PROC_SUPER_MAGIC: i64 = 0x9fa0;
 const EIO: i64 = -(libc::EIO as i64);
@@ -338,6 +338,84 @@ pub(crate) fn io(p: &Process, nr: u64, args: &[u64; 6]) -> Option<i64> {
         unsafe { libc::lseek(fd, at as i64, libc::SEEK_SET) };
     }
     Some(total as i64)
+}
+
+/// A guest iovec array of `count` entries, copied (IOV_MAX at most).
+fn iovecs(p: &Process, ptr: u64, count: u64) -> Result<Vec<(u64, u64)>, i64> {
+    if count > 1024 {
+        return Err(EINVAL);
+    }
+    if count > 0 && !p.mem.check(ptr, count * 16, Prot::READ) {
+        return Err(-(libc::EFAULT as i64));
+    }
+    Ok((0..count)
+        .map(|k| {
+            // SAFETY: the array is readable guest memory (checked above).
+            unsafe {
+                let e = (ptr + k * 16) as *const u64;
+                (e.read_unaligned(), e.add(1).read_unaligned())
+            }
+        })
+        .collect())
+}
+
+/// process_vm_readv/process_vm_writev. On this process the remote side is
+/// the guest's memory, clipped as the kernel clips a transfer that meets
+/// memory it cannot reach (bytes so far, or EFAULT); the local side must be
+/// the guest's. Another process (perhaps another urun) is refused with
+/// EPERM: a documented limit.
+fn process_vm(task: &mut Task<'_>, a: &[u64; 6], write: bool) -> Result<i64, Stop> {
+    let p = task.p.as_ref();
+    if a[5] != 0 {
+        return Ok(EINVAL);
+    }
+    if !is_ours(&(a[0] as i32).to_string()) {
+        return Ok(-(libc::EPERM as i64));
+    }
+    let (local, remote) = match (iovecs(p, a[1], a[2]), iovecs(p, a[3], a[4])) {
+        (Ok(l), Ok(r)) => (l, r),
+        (Err(e), _) | (_, Err(e)) => return Ok(e),
+    };
+    let local_need = if write { Prot::READ } else { Prot::WRITE };
+    if local.iter().any(|&(b, n)| n != 0 && !p.mem.check(b, n, local_need)) {
+        return Ok(-(libc::EFAULT as i64));
+    }
+    let remote_need = if write { Prot::WRITE } else { Prot::READ };
+    let mut clipped = Vec::with_capacity(remote.len());
+    for &(b, n) in &remote {
+        let ok = p.mem.accessible_len(b, n, remote_need);
+        clipped.push((b, ok));
+        if ok < n {
+            break;
+        }
+    }
+    let wanted: u64 = remote.iter().map(|r| r.1).sum();
+    if wanted > 0 && clipped.iter().all(|r| r.1 == 0) {
+        return Ok(-(libc::EFAULT as i64));
+    }
+    let flat = |v: &[(u64, u64)]| v.iter().flat_map(|&(b, n)| [b, n]).collect::<Vec<u64>>();
+    let (l, r) = (flat(&local), flat(&clipped));
+    let nr = if write { 311 } else { 310 };
+    // Our own pid: the kernel copies between the checked local buffers and
+    // the clipped guest ranges, from urun's copies of the arrays.
+    let args =
+        [std::process::id() as u64, l.as_ptr() as u64, local.len() as u64, r.as_ptr() as u64, clipped.len() as u64, 0];
+    let n = raw_result(pass(nr, &args));
+    if n > 0 {
+        let targets = if write { &clipped } else { &local };
+        for &(b, len) in targets {
+            p.mem.code_written(b, len);
+        }
+    }
+    Ok(n)
+}
+
+pub(crate) fn process_vm_readv(task: &mut Task<'_>, a: &[u64; 6]) -> Result<i64, Stop> {
+    process_vm(task, a, false)
+}
+
+pub(crate) fn process_vm_writev(task: &mut Task<'_>, a: &[u64; 6]) -> Result<i64, Stop> {
+    process_vm(task, a, true)
 }
 
 #[cfg(test)]

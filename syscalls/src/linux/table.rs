@@ -287,6 +287,8 @@ pub(crate) static SYSCALLS: &[Syscall] = &[
     sys!(302, prlimit64, [I, I, In(Fixed(16)), Out(Fixed(16))], Pass),
     sys!(306, syncfs, [Fd], Pass),
     sys!(309, getcpu, [Out(Fixed(4)), Out(Fixed(4)), X], Pass),
+    sys!(310, process_vm_readv, [I, X, I, X, I, X], Emul(memfile::process_vm_readv)),
+    sys!(311, process_vm_writev, [I, X, I, X, I, X], Emul(memfile::process_vm_writev)),
     sys!(316, renameat2, [Fd, Str, Fd, Str, X], Pass),
     sys!(318, getrandom, [Out(Arg(1)), I, X], Pass),
     sys!(319, memfd_create, [Str, X], Pass),
