@@ -290,7 +290,7 @@ impl Interpreter {
                 // A write to a page holding translated code: log it now that
                 // the write is done; if it hit code, the rest of this block
                 // may be stale.
-                let hit = ctx.smc.take().is_some_and(|(start, end)| ctx.mem.code_written(start, end - start));
+                let hit = ctx.smc.is_some() && log_smc(&mut ctx);
                 if let Err(exit) = r {
                     return exit;
                 }
@@ -301,6 +301,13 @@ impl Interpreter {
             }
         }
     }
+}
+
+/// Log the writes of the last instruction to pages holding translated code
+/// (`Ctx::smc`); true if they hit translated bytes.
+#[cold]
+fn log_smc(ctx: &mut Ctx<'_>) -> bool {
+    ctx.smc.take().is_some_and(|(start, end)| ctx.mem.code_written(start, end - start))
 }
 
 impl Engine for Interpreter {
