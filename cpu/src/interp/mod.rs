@@ -218,7 +218,12 @@ impl Interpreter {
         let block = Rc::new(Block { insns });
         let last = block.insns.last().map(|d| d.insn.next_ip() - 1).unwrap_or(rip);
         for p in (rip / PAGE_SIZE)..=(last / PAGE_SIZE) {
-            self.by_page.entry(p).or_default().push(rip);
+            let blocks = self.by_page.entry(p).or_default();
+            // A block spanning two pages, dropped through one, is still
+            // listed under the other.
+            if !blocks.contains(&rip) {
+                blocks.push(rip);
+            }
         }
         self.cache.insert(rip, block.clone());
         Ok(block)
