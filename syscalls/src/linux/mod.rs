@@ -10,6 +10,7 @@
 //! `rt_sigframe`.
 
 mod emul;
+mod memfile;
 mod procfs;
 mod signal;
 mod strace;
@@ -100,6 +101,7 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 
 impl Process {
     pub fn new(mem: Arc<AddressSpace>, brk: Brk, exe_path: PathBuf, new_engine: EngineFactory) -> Self {
+        memfile::adopt_inherited();
         Process {
             mem,
             brk: Mutex::new(brk),

@@ -13,8 +13,6 @@
 //! 16-bit code segment (Linux's 0x23, compatibility mode) raises SIGILL,
 //! and the log says why.
 
-use std::collections::HashSet;
-
 use iced_x86::{Code, Decoder, DecoderOptions, Instruction, Mnemonic, OpKind, Register};
 
 use super::Table;
@@ -534,9 +532,8 @@ pub fn emulate_umip(mem: &AddressSpace, cpu: &mut CpuState, values: &UmipValues)
         Mnemonic::Smsw => Some(values.msw),
         _ => return None,
     };
-    let mut tlb = Tlb::new();
-    let code_pages = HashSet::new();
-    let mut ctx = Ctx { cpu, mem, tlb: &mut tlb, code_pages: &code_pages, next_rip: insn.next_ip(), smc: false };
+    let mut tlb = Tlb::new(mem.code_seq());
+    let mut ctx = Ctx { cpu, mem, tlb: &mut tlb, next_rip: insn.next_ip(), smc: None };
     let r = match value {
         None => {
             let (base, limit) = if insn.mnemonic() == Mnemonic::Sgdt {
@@ -563,6 +560,11 @@ pub fn emulate_umip(mem: &AddressSpace, cpu: &mut CpuState, values: &UmipValues)
             ctx.store(a, 2, v & 0xffff)
         }
     };
+    // A store into a page holding translated code reaches every engine
+    // through the code log, as the interpreter's own stores do.
+    if let Some((start, end)) = ctx.smc.take() {
+        ctx.mem.code_written(start, end - start);
+    }
     Some(match r {
         Ok(()) => {
             ctx.cpu.rip = insn.next_ip();
