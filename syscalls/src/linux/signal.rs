@@ -34,6 +34,7 @@ pub(crate) const fn bit(sig: i32) -> u64 {
 /// The signal Linux sends for a fault.
 pub fn signal_for(fault: &Fault) -> i32 {
     match fault.kind {
+        FaultKind::Page { kind: PageFaultKind::Bus, .. } => libc::SIGBUS,
         FaultKind::Page { .. } | FaultKind::GeneralProtection => libc::SIGSEGV,
         FaultKind::Divide | FaultKind::FloatingPoint { .. } => libc::SIGFPE,
         FaultKind::InvalidOpcode { .. } => libc::SIGILL,
@@ -278,9 +279,12 @@ pub(crate) fn deliver_fault(task: &mut Task<'_>, f: &Fault) -> Result<(), Stop> 
     }
     let (code, addr, frame) = match &f.kind {
         FaultKind::Page { addr, write, kind } => {
-            let present = *kind == PageFaultKind::Protection;
+            // SEGV_MAPERR, SEGV_ACCERR, BUS_ADRERR (a page with nothing
+            // behind it is present as far as the CPU knows).
+            let present = *kind != PageFaultKind::NotMapped;
             let err = 4 | ((*write as u64) << 1) | present as u64;
-            (if present { 2 } else { 1 }, *addr, FaultFrame { trapno: 14, err, cr2: *addr })
+            let code = if *kind == PageFaultKind::NotMapped { 1 } else { 2 };
+            (code, *addr, FaultFrame { trapno: 14, err, cr2: *addr })
         }
         FaultKind::GeneralProtection => (0x80, 0, FaultFrame { trapno: 13, err: 0, cr2: 0 }),
         FaultKind::Divide => (1, f.pc, FaultFrame { trapno: 0, err: 0, cr2: 0 }),
