@@ -20,7 +20,7 @@
 #include <sched.h>
 #include <sys/mman.h>
 
-#define ROUNDS 200
+#define ROUNDS 100
 #define KINDS 4
 
 static char *page;

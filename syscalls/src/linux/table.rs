@@ -407,8 +407,13 @@ impl Copies {
 /// there).
 pub(crate) fn prepare(p: &Process, sc: &Syscall, args: &mut [u64; 6], copies: &mut Copies) -> Result<(), i64> {
     let mem = &p.mem;
+    // Arguments replaced by a pointer to urun's copy (already checked).
+    let mut replaced = 0u8;
     for (i, a) in sc.args.iter().enumerate() {
         let ptr = args[i];
+        if replaced & (1 << i) != 0 {
+            continue;
+        }
         match *a {
             I | X | Fd => {}
             Str if ptr == 0 => {}
@@ -449,6 +454,7 @@ pub(crate) fn prepare(p: &Process, sc: &Syscall, args: &mut [u64; 6], copies: &m
                 }
                 let copy = Box::new(len);
                 args[n as usize] = &*copy as *const u32 as u64;
+                replaced |= 1 << n;
                 copies.lens.push((lp, copy));
             }
             Msg { write } if ptr != 0 => {
@@ -595,6 +601,118 @@ pub(crate) fn dispatch(task: &mut Task<'_>, nr: u64, args: &[u64; 6]) -> Result<
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::Arc;
+    use urun_cpu::{AddressSpace, Placement};
+
+    /// A process with two pages of guest memory, and their address.
+    fn process() -> (Process, u64) {
+        let mem = Arc::new(AddressSpace::new());
+        let g = mem.map(Placement::Hint(0), 8192, Prot::READ.union(Prot::WRITE), false, None).expect("guest pages");
+        let factory: super::super::EngineFactory =
+            Box::new(|m| Box::new(urun_cpu::interp::Interpreter::new(m)) as Box<dyn urun_cpu::Engine>);
+        (Process::new(mem, super::super::Brk::at(0, 0), "/guest".into(), factory), g)
+    }
+
+    /// Store `v` at guest address `at` as another guest thread would.
+    fn poke<T>(at: u64, v: T) {
+        // SAFETY: `at` lies in the test's guest pages.
+        unsafe { (at as *mut T).write_unaligned(v) };
+    }
+
+    fn peek<T: Copy>(at: u64) -> T {
+        // SAFETY: `at` lies in the test's guest pages.
+        unsafe { (at as *const T).read_unaligned() }
+    }
+
+    fn fds(f: impl FnOnce(&mut [i32; 2]) -> i32) -> [i32; 2] {
+        let mut fds = [0; 2];
+        assert_eq!(f(&mut fds), 0);
+        fds
+    }
+
+    /// Prepare syscall `nr` with `args` (run on the copies), let a racing
+    /// "guest thread" run `race` between the check and the kernel's use,
+    /// then make the call.
+    fn call(p: &Process, nr: u64, args: [u64; 6], race: impl FnOnce()) -> (i64, [u64; 6]) {
+        let sc = lookup(nr).expect("known");
+        let mut a = args;
+        let mut copies = Copies::default();
+        prepare(p, sc, &mut a, &mut copies).expect("checks pass");
+        race();
+        let r = copies.write_back(&p.mem, raw_result(pass(nr, &a)));
+        (r, a)
+    }
+
+    #[test]
+    fn writev_uses_the_checked_iovec_copy() {
+        let (p, g) = process();
+        // SAFETY: a pipe of our own.
+        let [rd, wr] = fds(|f| unsafe { libc::pipe(f.as_mut_ptr()) });
+        let secret = b"urun's own memory".to_vec();
+        poke(g, *b"guest data");
+        poke(g + 256, [g, 10u64]);
+        let (r, a) = call(&p, 20, [wr as u64, g + 256, 1, 0, 0, 0], || {
+            // The racing thread points the iovec at urun's memory.
+            poke(g + 256, [secret.as_ptr() as u64, secret.len() as u64]);
+        });
+        assert_eq!(r, 10);
+        assert_ne!(a[1], g + 256, "the kernel got the guest's array, not a copy");
+        let mut got = [0u8; 32];
+        // SAFETY: reading our pipe into our buffer.
+        let n = unsafe { libc::read(rd, got.as_mut_ptr().cast(), got.len()) };
+        assert_eq!(&got[..n as usize], b"guest data");
+    }
+
+    #[test]
+    fn recvmsg_uses_copies_and_writes_back_what_the_kernel_updates() {
+        let (p, g) = process();
+        // SAFETY: a socket pair of our own.
+        let [s0, s1] = fds(|f| unsafe { libc::socketpair(libc::AF_UNIX, libc::SOCK_DGRAM, 0, f.as_mut_ptr()) });
+        // SAFETY: sending from our buffer.
+        assert_eq!(unsafe { libc::send(s1, b"hello".as_ptr().cast(), 5, 0) }, 5);
+        let mut secret = vec![0u8; 64];
+        let fake_iov = [secret.as_mut_ptr() as u64, 64u64];
+        let (buf, iov, hdr, name) = (g + 1024, g + 256, g + 512, g + 2048);
+        poke(iov, [buf, 16u64]);
+        // msghdr: name, namelen, iov, iovlen, control, controllen, flags.
+        poke(hdr, [name, 64, iov, 1, 0, 0, 0x5555u64]);
+        let (r, a) = call(&p, 47, [s0 as u64, hdr, 0, 0, 0, 0], || {
+            poke(iov, fake_iov);
+            poke(hdr + 16, &fake_iov as *const _ as u64);
+        });
+        assert_eq!(r, 5);
+        assert_ne!(a[1], hdr);
+        assert_eq!(peek::<[u8; 5]>(buf), *b"hello");
+        assert!(secret.iter().all(|&b| b == 0), "the kernel wrote into urun's memory");
+        // The kernel's updates reached the guest's header: the name length
+        // (64 before; an unnamed socketpair peer has none), the flags.
+        assert_eq!(peek::<u32>(hdr + 8), 0);
+        assert_eq!(peek::<u32>(hdr + 48), 0);
+    }
+
+    #[test]
+    fn length_words_are_read_once() {
+        let (p, g) = process();
+        // SAFETY: a socket pair of our own.
+        let [s0, _s1] = fds(|f| unsafe { libc::socketpair(libc::AF_UNIX, libc::SOCK_STREAM, 0, f.as_mut_ptr()) });
+        let (addr, len) = (g + 4096 - 16, g + 600);
+        poke(len, 16u32);
+        poke(addr + 16 - 1, 0xeeu8);
+        // getsockname: the racing thread grows the length past the end of
+        // the guest's memory; the kernel must use the 16 that were checked.
+        let (r, a) = call(&p, 51, [s0 as u64, addr, len, 0, 0, 0], || poke(len, 1u32 << 20));
+        assert_eq!(r, 0);
+        assert_ne!(a[2], len);
+        assert_eq!(peek::<u32>(len), 2, "the kernel's length was written back");
+    }
+
+    #[test]
+    fn too_many_iovecs_fail_without_the_kernel() {
+        let (p, g) = process();
+        let sc = lookup(20).expect("writev");
+        let mut a = [1, g, 1025, 0, 0, 0];
+        assert_eq!(prepare(&p, sc, &mut a, &mut Copies::default()).err(), Some(-(libc::EINVAL as i64)));
+    }
 
     #[test]
     fn table_is_sorted_unique_and_sized() {
