@@ -996,12 +996,8 @@ extern "C" fn on_fault(sig: libc::c_int, info: *mut libc::siginfo_t, uc: *mut li
                 ctx.uc_mcontext.gregs[libc::REG_RDX as usize] = 1;
                 return;
             }
-            Some(Recovery::Handler(f)) => {
-                if f(&fault, &mut SavedContext { uc: ctx }) {
-                    return;
-                }
-            }
-            None => {}
+            Some(Recovery::Handler(f)) if f(&fault, &mut SavedContext { uc: ctx }) => return,
+            _ => {}
         }
     }
     // SAFETY: forwarding the kernel's own arguments.
@@ -1044,23 +1040,27 @@ unsafe fn chain(sig: libc::c_int, info: *mut libc::siginfo_t, uc: *mut libc::c_v
 mod tests {
     use super::*;
 
-    /// A page that is mapped, then a hole where it was.
+    /// An address where nothing is mapped, far from where the kernel
+    /// places mappings (tests in parallel must not map there by chance).
     fn unmapped_page() -> u64 {
-        // SAFETY: a fresh mapping, unmapped at once: the address is a hole
-        // (until something else maps there, which these tests do not).
-        unsafe {
+        const HOLE: u64 = 0x2bad_0000_0000;
+        static CHECKED: std::sync::Once = std::sync::Once::new();
+        // Checked once: the tests using it run in parallel.
+        // SAFETY: MAP_FIXED_NOREPLACE fails rather than replace anything;
+        // the page is unmapped at once: a hole nobody else asks for.
+        CHECKED.call_once(|| unsafe {
             let p = libc::mmap(
-                std::ptr::null_mut(),
+                HOLE as *mut libc::c_void,
                 4096,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                libc::PROT_READ,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED_NOREPLACE,
                 -1,
                 0,
             );
-            assert_ne!(p, libc::MAP_FAILED);
+            assert_eq!(p as u64, HOLE, "the test's hole address is in use");
             libc::munmap(p, 4096);
-            p as u64
-        }
+        });
+        HOLE
     }
 
     fn page(prot: i32) -> u64 {
@@ -1107,12 +1107,32 @@ mod tests {
     }
 
     #[test]
+    fn a_page_past_the_end_of_its_file_is_sigbus() {
+        prepare_thread().expect("install");
+        // SAFETY: an empty memfd of our own, mapped one page long: the page
+        // has nothing behind it.
+        let p = unsafe {
+            let fd = libc::memfd_create(c"urun-hostfault-test".as_ptr(), libc::MFD_CLOEXEC);
+            assert!(fd >= 0);
+            let p = libc::mmap(std::ptr::null_mut(), 4096, libc::PROT_READ, libc::MAP_SHARED, fd, 0);
+            libc::close(fd);
+            assert_ne!(p, libc::MAP_FAILED);
+            p as u64
+        };
+        // SAFETY: the page is mapped; the routine recovers from the SIGBUS.
+        let e = unsafe { load(p + 8, 8) }.unwrap_err();
+        assert_eq!((e.signo, e.addr, e.code), (libc::SIGBUS, p + 8, 2), "BUS_ADRERR");
+        assert_eq!(e.to_fault_kind(), FaultKind::Page { addr: p + 8, write: false, kind: PageFaultKind::Bus });
+    }
+
+    #[test]
     fn copies_stop_at_the_hole() {
         prepare_thread().expect("install");
-        // Two pages, the second unmapped: a copy runs into the hole.
+        // Two pages, the second without access (not unmapped: a test in
+        // parallel could map something there): a copy runs into it.
         let p = page(libc::PROT_READ | libc::PROT_WRITE);
         // SAFETY: our own mapping.
-        unsafe { libc::munmap((p + 4096) as *mut libc::c_void, 4096) };
+        unsafe { libc::mprotect((p + 4096) as *mut libc::c_void, 4096, libc::PROT_NONE) };
         let mut buf = vec![0u8; 200];
         // SAFETY: the source starts in our page and runs into the hole.
         let e = unsafe { copy_from_guest(&mut buf, p + 4000) }.unwrap_err();
