@@ -110,6 +110,8 @@ fn not_a_case(file: &str) -> bool {
         || file == "isolation" // urun only: tests/isolation.rs
         || file == "rust-unwind" // a cargo target directory: tests/unwind.rs
         || file.starts_with("sysinsn.") // line by line, with kvm_pvm's known differences: tests/sysinsn.rs
+        || file.starts_with("munmap_race.") // run ten times each: tests/races.rs
+        || file.starts_with("sigbus_file.") // tests/races.rs
 }
 
 fn testbin_cases(out: &Path) -> Vec<Case> {

@@ -20,6 +20,7 @@ use ctx::Tlb;
 pub use ctx::{xmm_index, Ctx, Step};
 
 use crate::engine::{Engine, Exit, Fault, FaultKind, PageFaultKind};
+use crate::hostfault;
 use crate::mem::{AddressSpace, CodeEvent, CodeSync, Prot, PAGE_SIZE};
 use crate::state::CpuState;
 
@@ -192,10 +193,15 @@ impl Interpreter {
                 // read before reading, which needs no compare.
                 self.mark(rip, rip + avail as u64);
             }
+            // A page another guest thread unmaps meanwhile ends the copy
+            // there (the host fault is recovered, see `hostfault`).
             // SAFETY: [rip, rip+avail) lies in executable guest pages, which
             // urun keeps readable on the host (see `Prot::host`).
-            unsafe { std::ptr::copy_nonoverlapping(rip as *const u8, buf.as_mut_ptr(), avail) };
-            let insns = Self::decode_from(&buf[..avail], rip);
+            let got = match unsafe { hostfault::copy_from_guest(&mut buf[..avail], rip) } {
+                Ok(()) => avail,
+                Err(p) => p.done as usize,
+            };
+            let insns = Self::decode_from(&buf[..got], rip);
             let Some(last) = insns.last() else {
                 return Err(fetch_fault(rip + avail as u64, PageFaultKind::NotMapped));
             };
@@ -208,9 +214,10 @@ impl Interpreter {
             if attempt >= DECODE_RETRIES {
                 break insns;
             }
+            let mut now = [0u8; MAX_BLOCK_BYTES];
             // SAFETY: as above; [rip, rip+len) is within [rip, rip+avail).
-            let now = unsafe { std::slice::from_raw_parts(rip as *const u8, len) };
-            if now == &buf[..len] {
+            let same = unsafe { hostfault::copy_from_guest(&mut now[..len], rip) }.is_ok();
+            if same && now[..len] == buf[..len] {
                 break insns;
             }
             attempt += 1;

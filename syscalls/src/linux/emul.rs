@@ -6,7 +6,7 @@ use urun_cpu::mem::{page_ceil, Placement, PAGE_SIZE, USER_TOP};
 use urun_cpu::{Backing, FileMap, MemError, Prot};
 
 use super::table::{guest_cstr, pass, raw_result};
-use super::{lock, Process, Stop, Task};
+use super::{guest, lock, Process, Stop, Task};
 
 /// An emulated syscall: returns RAX, or stops the guest.
 pub(crate) type Handler = fn(&mut Task<'_>, &[u64; 6]) -> Result<i64, Stop>;
@@ -208,11 +208,9 @@ pub(crate) fn arch_prctl(task: &mut Task<'_>, a: &[u64; 6]) -> Result<i64, Stop>
         }
         GET_FS | GET_GS => {
             let v = if a[0] == GET_FS { cpu.fs_base } else { cpu.gs_base };
-            if !p.mem.check(a[1], 8, Prot::WRITE) {
+            if !guest::write(&p.mem, a[1], &v) {
                 return Ok(EFAULT);
             }
-            // SAFETY: 8 writable guest bytes (checked above).
-            unsafe { (a[1] as *mut u64).write_unaligned(v) };
             0
         }
         _ => EINVAL,
@@ -254,12 +252,7 @@ fn guest_str_array(p: &Process, ptr: u64) -> Option<Vec<Vec<u8>>> {
         return Some(out);
     }
     for i in 0..65536u64 {
-        let at = ptr + i * 8;
-        if !p.mem.check(at, 8, Prot::READ) {
-            return None;
-        }
-        // SAFETY: checked readable guest memory.
-        let s = unsafe { (at as *const u64).read_unaligned() };
+        let s: u64 = guest::read(&p.mem, ptr.checked_add(i * 8)?)?;
         if s == 0 {
             return Some(out);
         }
@@ -278,18 +271,19 @@ fn readlink_at(p: &Process, dirfd: u64, path_ptr: u64, buf: u64, size: u64) -> i
     if p.is_proc_self(&path, b"exe") {
         let target = p.exe_path.as_os_str().as_encoded_bytes().to_vec();
         let n = target.len().min(size as usize);
-        if !p.mem.check(buf, n as u64, Prot::WRITE) {
+        if !guest::write_from(&p.mem, buf, &target[..n]) {
             return EFAULT;
         }
-        // SAFETY: checked writable guest memory of n bytes.
-        unsafe { std::ptr::copy_nonoverlapping(target.as_ptr(), buf as *mut u8, n) };
         return n as i64;
     }
     let size = p.mem.accessible_len(buf, size, Prot::WRITE);
     if size == 0 {
         return EFAULT;
     }
-    raw_result(pass(267, &[dirfd, path_ptr, buf, size, 0, 0]))
+    // The kernel gets the path as checked, not the guest's bytes, which
+    // another thread could change meanwhile.
+    let Ok(path) = std::ffi::CString::new(path) else { return EFAULT };
+    raw_result(pass(267, &[dirfd, path.as_ptr() as u64, buf, size, 0, 0]))
 }
 
 pub(crate) fn readlink(task: &mut Task<'_>, a: &[u64; 6]) -> Result<i64, Stop> {
@@ -341,10 +335,14 @@ pub(crate) fn fcntl(task: &mut Task<'_>, a: &[u64; 6]) -> Result<i64, Stop> {
 pub(crate) fn prctl(task: &mut Task<'_>, a: &[u64; 6]) -> Result<i64, Stop> {
     let p = task.p.as_ref();
     match a[0] as i32 {
-        libc::PR_SET_NAME if guest_cstr(p, a[1]).is_none() => Ok(EFAULT),
+        libc::PR_SET_NAME => {
+            // The name as checked (the kernel reads up to 16 bytes).
+            let Some(name) = guest_cstr(p, a[1]) else { return Ok(EFAULT) };
+            let Ok(name) = std::ffi::CString::new(name) else { return Ok(EFAULT) };
+            Ok(raw_result(pass(157, &[a[0], name.as_ptr() as u64, 0, 0, 0, 0])))
+        }
         libc::PR_GET_NAME if !p.mem.check(a[1], 16, Prot::WRITE) => Ok(EFAULT),
-        libc::PR_SET_NAME
-        | libc::PR_GET_NAME
+        libc::PR_GET_NAME
         | libc::PR_GET_DUMPABLE
         | libc::PR_SET_DUMPABLE
         | libc::PR_SET_PDEATHSIG
