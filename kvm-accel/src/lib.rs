@@ -86,6 +86,7 @@
 //! - Start-up of a tiny static program: ~3.5 ms (VM, probe, vCPU, slots).
 
 mod exit;
+mod gpa;
 mod mmap;
 mod paging;
 mod vm;
@@ -107,8 +108,13 @@ pub enum KvmError {
     Open(std::io::Error),
     #[error("{what} failed: {}", std::io::Error::from_raw_os_error(*errno))]
     Ioctl { what: &'static str, errno: i32 },
-    #[error("memory slot at {start:#x}+{size:#x}: {}", std::io::Error::from_raw_os_error(*errno))]
-    Slot { start: u64, size: u64, errno: i32 },
+    #[error(
+        "memory slot for host {start:#x}+{size:#x} at guest-physical {gpa:#x}: {}",
+        std::io::Error::from_raw_os_error(*errno)
+    )]
+    Slot { start: u64, gpa: u64, size: u64, errno: i32 },
+    #[error("{0}")]
+    Gpa(gpa::GpaError),
     #[error("cannot allocate urun's VM pages: {0}")]
     Memory(std::io::Error),
     #[error("{0}")]
@@ -336,7 +342,8 @@ impl KvmEngine {
                 tracing::error!(suberror = i.suberror, data = ?&i.data[..(i.ndata as usize).min(16)], "KVM internal error");
                 RawExit::Other("KVM internal error")
             }
-            Ok(VcpuExit::MmioRead(..)) | Ok(VcpuExit::MmioWrite(..)) => {
+            Ok(VcpuExit::MmioRead(gpa, _)) | Ok(VcpuExit::MmioWrite(gpa, _)) => {
+                tracing::debug!(gpa = format_args!("{gpa:#x}"), "MMIO exit");
                 RawExit::Other("access outside every memory slot")
             }
             Ok(_) => RawExit::Other("other"),
