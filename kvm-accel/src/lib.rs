@@ -91,13 +91,13 @@ mod mmap;
 mod paging;
 mod vm;
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 
 use kvm_bindings::{kvm_fpu, kvm_regs, kvm_sregs};
-use kvm_ioctls::{VcpuExit, VcpuFd};
+use kvm_ioctls::{SyncReg, VcpuExit, VcpuFd};
 use urun_cpu::state::reg;
-use urun_cpu::{AddressSpace, CpuState, Engine, Exit, Fault, FaultKind};
+use urun_cpu::{AddressSpace, CpuState, Engine, EngineError, Exit, Fault, FaultKind, Interrupt};
 
 pub use exit::{decode, Action, RawExit};
 
@@ -155,10 +155,30 @@ pub fn probe() -> Result<(), KvmError> {
     result
 }
 
-/// What the vCPU holds besides what KVM_SET_REGS/FPU set every run.
+impl From<KvmError> for EngineError {
+    /// What the personality is told: `Unavailable` when KVM cannot run
+    /// here at all, `Exhausted` when no vCPU is left for another guest
+    /// thread, `Failed` otherwise.
+    fn from(e: KvmError) -> Self {
+        let exhausted_errno = |errno: i32| matches!(errno, libc::EINVAL | libc::ENOMEM | libc::EMFILE | libc::ENFILE);
+        match &e {
+            KvmError::Open(_) | KvmError::Probe(_) => EngineError::Unavailable(e.to_string()),
+            KvmError::Ioctl { what: "KVM_CREATE_VM" | "KVM_GET_SUPPORTED_CPUID", .. } => {
+                EngineError::Unavailable(e.to_string())
+            }
+            KvmError::TooManyVcpus(_) => EngineError::Exhausted(e.to_string()),
+            KvmError::Ioctl { what: "KVM_CREATE_VCPU", errno } if exhausted_errno(*errno) => {
+                EngineError::Exhausted(e.to_string())
+            }
+            _ => EngineError::Failed(e.to_string()),
+        }
+    }
+}
+
+/// What the vCPU holds besides what is set on every entry.
 struct Loaded {
     sregs: kvm_sregs,
-    /// The FPU image the vCPU holds, when known: KVM_SET_FPU is skipped
+    /// The FPU image the vCPU holds, when known: KVM_SET_XSAVE is skipped
     /// when the guest state still matches it.
     fpu: Option<kvm_fpu>,
     /// The vCPU's last XSAVE area (the x87/SSE state travels through its
@@ -178,18 +198,42 @@ pub struct KvmEngine {
     idx: usize,
     pid: u32,
     loaded: Loaded,
-    interrupt: Arc<AtomicBool>,
+    interrupt: Arc<Interrupt>,
+    /// Registers travel through the shared `kvm_run` page
+    /// (KVM_CAP_SYNC_REGS) instead of KVM_GET/SET_REGS and KVM_SET_SREGS.
+    sync_regs: bool,
+    /// After a syscall exit the guest's x87/SSE state stays in the vCPU
+    /// (reading it costs an ioctl) and `CpuState`'s copy is stale until
+    /// `fetch_fp`. Every other exit leaves `CpuState` complete.
+    fp_in_vcpu: bool,
 }
 
 impl KvmEngine {
     /// An engine with its own vCPU in this process's VM.
     pub fn new(mem: Arc<AddressSpace>) -> Result<Self, KvmError> {
+        Self::with_interrupt(mem, Interrupt::new())
+    }
+
+    fn with_interrupt(mem: Arc<AddressSpace>, interrupt: Arc<Interrupt>) -> Result<Self, KvmError> {
         let vm = vm::get()?;
-        let (vcpu, idx, sregs) = {
+        let (mut vcpu, idx, sregs, sync_regs) = {
             let mut v = vm::lock(&vm);
             v.sync(&mem)?;
-            v.take_vcpu()?
+            let (vcpu, idx, sregs) = v.take_vcpu()?;
+            (vcpu, idx, sregs, v.sync_regs)
         };
+        let run = vcpu.get_kvm_run();
+        run.kvm_valid_regs = if sync_regs { u64::from(kvm_bindings::KVM_SYNC_X86_REGS) } else { 0 };
+        run.kvm_dirty_regs = 0;
+        let kick = std::ptr::addr_of_mut!(run.immediate_exit).cast::<AtomicU8>();
+        // SAFETY: the byte is in the vCPU's kvm_run mapping, which lives as
+        // long as the VcpuFd; vCPUs are never closed (they go back to the
+        // VM's idle list), and `Drop` unregisters the byte before that.
+        // AtomicU8 has the size and alignment of u8.
+        unsafe {
+            (*kick).store(0, Ordering::Release);
+            interrupt.set_kick(kick);
+        }
         Ok(KvmEngine {
             mem,
             vm,
@@ -197,21 +241,42 @@ impl KvmEngine {
             idx,
             pid: std::process::id(),
             loaded: Loaded { sregs, fpu: None, xsave: None, fs_base: 0, gs_base: 0, epoch: u64::MAX, root: 0 },
-            interrupt: Arc::new(AtomicBool::new(false)),
+            interrupt,
+            sync_regs,
+            fp_in_vcpu: false,
         })
     }
 
     /// After a fork: a new VM and vCPU in this process.
     fn remake(&mut self) -> Result<(), KvmError> {
+        if self.fp_in_vcpu {
+            // The personality fetches it before a fork; if it did not, the
+            // state is in the parent's vCPU, out of reach.
+            return Err(KvmError::Probe("x87/SSE state left in the parent's vCPU across a fork".into()));
+        }
         // The parent's vCPU fd is useless here; closing it is harmless.
         self.vcpu = None;
-        let mut fresh = KvmEngine::new(self.mem.clone())?;
-        // The personality holds our interrupt flag: keep it.
-        fresh.interrupt = self.interrupt.clone();
+        // The personality holds our interrupt request: keep it.
+        let fresh = KvmEngine::with_interrupt(self.mem.clone(), self.interrupt.clone())?;
         // The old engine is dropped in a process that does not own its VM,
         // so its Drop gives nothing back.
         *self = fresh;
         Ok(())
+    }
+
+    fn vcpu(&self) -> Result<&VcpuFd, KvmError> {
+        self.vcpu.as_ref().ok_or(KvmError::Probe("no vCPU".into()))
+    }
+
+    /// The vCPU's `immediate_exit` byte, as registered with the interrupt.
+    fn set_immediate_exit(&mut self, v: u8) {
+        if let Some(vcpu) = self.vcpu.as_mut() {
+            let p = std::ptr::addr_of_mut!(vcpu.get_kvm_run().immediate_exit).cast::<AtomicU8>();
+            // SAFETY: as in `with_interrupt`: the byte lives in the kvm_run
+            // mapping; a signal handler may write it concurrently, hence
+            // the atomic.
+            unsafe { (*p).store(v, Ordering::Release) };
+        }
     }
 
     /// Bring memory and system registers up to date, then the guest state.
@@ -221,11 +286,7 @@ impl KvmEngine {
         if force_sync || gen != v.generation || self.loaded.epoch == u64::MAX {
             v.sync(&self.mem)?;
         }
-        let vcpu = self.vcpu.as_ref().ok_or(KvmError::Probe("no vCPU".into()))?;
         let l = &mut self.loaded;
-        // The vCPU comes back from every exit at CPL0: the user segments
-        // (and FS/GS base) go in again each time.
-        let dirty = true;
         if l.epoch != v.epoch {
             l.root ^= 1;
             l.sregs.cr3 = v.root(l.root);
@@ -237,9 +298,6 @@ impl KvmEngine {
             l.sregs.gs.base = cpu.gs_base;
             l.fs_base = cpu.fs_base;
             l.gs_base = cpu.gs_base;
-        }
-        if dirty {
-            vcpu.set_sregs(&l.sregs).map_err(|e| KvmError::Ioctl { what: "KVM_SET_SREGS", errno: e.errno() })?;
         }
         let g = &cpu.gpr;
         let regs = kvm_regs {
@@ -262,14 +320,34 @@ impl KvmEngine {
             rip: cpu.rip,
             rflags: cpu.flags.get() | 2,
         };
-        vcpu.set_regs(&regs).map_err(|e| KvmError::Ioctl { what: "KVM_SET_REGS", errno: e.errno() })?;
+        // The vCPU comes back from every exit at CPL0 (the exit stubs): the
+        // user segments (and FS/GS base) go in again each time.
+        if self.sync_regs {
+            let vcpu = self.vcpu.as_mut().ok_or(KvmError::Probe("no vCPU".into()))?;
+            let s = vcpu.sync_regs_mut();
+            s.regs = regs;
+            s.sregs = self.loaded.sregs;
+            vcpu.set_sync_dirty_reg(SyncReg::Register);
+            vcpu.set_sync_dirty_reg(SyncReg::SystemRegister);
+        } else {
+            let vcpu = self.vcpu()?;
+            vcpu.set_sregs(&self.loaded.sregs)
+                .map_err(|e| KvmError::Ioctl { what: "KVM_SET_SREGS", errno: e.errno() })?;
+            vcpu.set_regs(&regs).map_err(|e| KvmError::Ioctl { what: "KVM_SET_REGS", errno: e.errno() })?;
+        }
+        if self.fp_in_vcpu {
+            // The vCPU holds the guest's x87/SSE state and nobody asked
+            // for it: nothing to write.
+            return Ok(());
+        }
         let fpu = fpu_from(cpu);
-        if l.fpu.as_ref().is_none_or(|held| !same_fpu(held, &fpu)) {
+        if self.loaded.fpu.as_ref().is_none_or(|held| !same_fpu(held, &fpu)) {
             // Measured under kvm_pvm: KVM_SET_FPU/KVM_GET_FPU do not carry
             // MXCSR, so the state goes in through the XSAVE area's legacy
             // region (the FXSAVE image), with the x87 and SSE components
             // marked present in XSTATE_BV.
-            let mut xs = match l.xsave.take() {
+            let vcpu = self.vcpu.as_ref().ok_or(KvmError::Probe("no vCPU".into()))?;
+            let mut xs = match self.loaded.xsave.take() {
                 Some(x) => x,
                 None => vcpu.get_xsave().map_err(|e| KvmError::Ioctl { what: "KVM_GET_XSAVE", errno: e.errno() })?,
             };
@@ -282,17 +360,20 @@ impl KvmEngine {
             // its legacy region (a valid FXSAVE image of CpuState) and the
             // x87/SSE bits of XSTATE_BV changed.
             unsafe { vcpu.set_xsave(&xs) }.map_err(|e| KvmError::Ioctl { what: "KVM_SET_XSAVE", errno: e.errno() })?;
-            l.xsave = Some(xs);
-            l.fpu = Some(fpu);
+            self.loaded.xsave = Some(xs);
+            self.loaded.fpu = Some(fpu);
         }
         Ok(())
     }
 
-    /// Read the guest state back after an exit.
-    fn leave(&mut self, cpu: &mut CpuState) -> Result<(kvm_regs, kvm_fpu), KvmError> {
-        let vcpu = self.vcpu.as_ref().ok_or(KvmError::Probe("no vCPU".into()))?;
-        let r = vcpu.get_regs().map_err(|e| KvmError::Ioctl { what: "KVM_GET_REGS", errno: e.errno() })?;
-        let xs = vcpu.get_xsave().map_err(|e| KvmError::Ioctl { what: "KVM_GET_XSAVE", errno: e.errno() })?;
+    /// Read the general registers back after an exit.
+    fn leave_gprs(&mut self, cpu: &mut CpuState) -> Result<kvm_regs, KvmError> {
+        let r = if self.sync_regs {
+            let vcpu = self.vcpu.as_mut().ok_or(KvmError::Probe("no vCPU".into()))?;
+            vcpu.sync_regs_mut().regs
+        } else {
+            self.vcpu()?.get_regs().map_err(|e| KvmError::Ioctl { what: "KVM_GET_REGS", errno: e.errno() })?
+        };
         let g = &mut cpu.gpr;
         g[reg::RAX] = r.rax;
         g[reg::RBX] = r.rbx;
@@ -312,6 +393,15 @@ impl KvmEngine {
         g[reg::R15] = r.r15;
         cpu.rip = r.rip;
         cpu.flags.set(r.rflags);
+        Ok(r)
+    }
+
+    /// Read the x87/SSE state back from the vCPU if `CpuState` lacks it.
+    fn fetch_fp_state(&mut self, cpu: &mut CpuState) -> Result<(), KvmError> {
+        if !self.fp_in_vcpu {
+            return Ok(());
+        }
+        let xs = self.vcpu()?.get_xsave().map_err(|e| KvmError::Ioctl { what: "KVM_GET_XSAVE", errno: e.errno() })?;
         let mut img = [0u8; 512];
         for (i, w) in img.chunks_exact_mut(4).enumerate() {
             w.copy_from_slice(&xs.region[i].to_le_bytes());
@@ -320,10 +410,10 @@ impl KvmEngine {
             tracing::warn!(mxcsr = xs.region[6], "vCPU MXCSR has reserved bits set; x87/SSE state not read back");
         }
         // What the vCPU holds now, as the next `enter` will compute it.
-        let f = fpu_from(cpu);
-        self.loaded.fpu = Some(f);
+        self.loaded.fpu = Some(fpu_from(cpu));
         self.loaded.xsave = Some(xs);
-        Ok((r, f))
+        self.fp_in_vcpu = false;
+        Ok(())
     }
 
     /// One KVM_RUN, as plain data.
@@ -353,19 +443,30 @@ impl KvmEngine {
         Ok(raw)
     }
 
+    /// Stop for the personality: the interrupt is taken, `immediate_exit`
+    /// cleared, and `cpu` made complete.
+    fn interrupted(&mut self, cpu: &mut CpuState) -> Result<Exit, KvmError> {
+        self.interrupt.take();
+        self.set_immediate_exit(0);
+        self.fetch_fp_state(cpu)?;
+        Ok(Exit::Interrupted)
+    }
+
     fn run_inner(&mut self, cpu: &mut CpuState) -> Result<Exit, KvmError> {
         if self.pid != std::process::id() {
             self.remake()?;
         }
         let mut force_sync = false;
         loop {
-            if self.interrupt.load(Ordering::Relaxed) && self.interrupt.swap(false, Ordering::AcqRel) {
-                return Ok(Exit::Interrupted);
+            // A request raised after this look sets `immediate_exit` too,
+            // and KVM_RUN then returns at once (EINTR): none is missed.
+            if self.interrupt.is_raised() {
+                return self.interrupted(cpu);
             }
             self.enter(cpu, force_sync)?;
             force_sync = false;
             let mut raw = self.run_once()?;
-            let (regs, fpu) = self.leave(cpu)?;
+            let regs = self.leave_gprs(cpu)?;
             let (top, lstar) = {
                 let v = vm::lock(&self.vm);
                 if let RawExit::Out { port, .. } = raw {
@@ -377,26 +478,31 @@ impl KvmEngine {
             // SYSCALL under kvm_pvm (see `exit::decode`).
             let is_pf = matches!(raw, RawExit::Out { port, from_stub: true } if port == exit::PORT_EXCEPTION + 14)
                 && top[1] != lstar;
-            let cr2 = if is_pf {
-                let vcpu = self.vcpu.as_ref().ok_or(KvmError::Probe("no vCPU".into()))?;
-                vcpu.get_sregs().map(|s| s.cr2).unwrap_or(0)
-            } else {
-                0
-            };
-            let fpe = if matches!(raw, RawExit::Out { port, .. } if port == exit::PORT_EXCEPTION + 16) {
-                exit::x87_fpe_code(fpu.fcw, fpu.fsw)
-            } else {
-                exit::simd_fpe_code(fpu.mxcsr)
-            };
-            match exit::decode(raw, &top, cr2, fpe, lstar) {
-                Action::Syscall { rsp } => {
-                    cpu.rip = regs.rcx;
-                    cpu.flags.set(regs.r11);
-                    if let Some(rsp) = rsp {
-                        cpu.gpr[reg::RSP] = rsp;
-                    }
-                    return Ok(Exit::Syscall);
+            let cr2 = if is_pf { self.vcpu()?.get_sregs().map(|s| s.cr2).unwrap_or(0) } else { 0 };
+            let mut action = exit::decode(raw, &top, cr2, 0, lstar);
+            if let Action::Syscall { rsp } = action {
+                // A syscall needs the general registers only: the x87/SSE
+                // state stays in the vCPU until someone asks (`fetch_fp`).
+                self.fp_in_vcpu = true;
+                cpu.rip = regs.rcx;
+                cpu.flags.set(regs.r11);
+                if let Some(rsp) = rsp {
+                    cpu.gpr[reg::RSP] = rsp;
                 }
+                return Ok(Exit::Syscall);
+            }
+            self.fp_in_vcpu = true;
+            self.fetch_fp_state(cpu)?;
+            if matches!(action, Action::Fault { kind: FaultKind::FloatingPoint { .. }, .. }) {
+                let fpe = if matches!(raw, RawExit::Out { port, .. } if port == exit::PORT_EXCEPTION + 16) {
+                    exit::x87_fpe_code(cpu.x87.fcw, cpu.x87.fsw)
+                } else {
+                    exit::simd_fpe_code(cpu.mxcsr)
+                };
+                action = exit::decode(raw, &top, cr2, fpe, lstar);
+            }
+            match action {
+                Action::Syscall { .. } => unreachable!("handled above"),
                 Action::Fault { pc, rsp, rflags, kind } => {
                     cpu.rip = pc;
                     cpu.gpr[reg::RSP] = rsp;
@@ -409,10 +515,7 @@ impl KvmEngine {
                     }
                     return Ok(Exit::Fault(Fault { pc, kind }));
                 }
-                Action::Interrupted => {
-                    self.interrupt.store(false, Ordering::Release);
-                    return Ok(Exit::Interrupted);
-                }
+                Action::Interrupted => return self.interrupted(cpu),
                 Action::ProbeDone => return Err(KvmError::Probe("probe exit during a guest run".into())),
                 Action::Broken(msg) if msg.is_empty() => {
                     // The guest's own `out`/`hlt`: #GP natively. RIP is
@@ -430,29 +533,30 @@ impl KvmEngine {
 }
 
 impl Engine for KvmEngine {
-    fn run(&mut self, cpu: &mut CpuState) -> Exit {
-        match self.run_inner(cpu) {
-            Ok(e) => e,
-            Err(e) => {
-                // The VM itself failed (not the guest): nothing sensible
-                // can continue.
-                eprintln!("urun: --engine kvm: {e}");
-                std::process::exit(125);
-            }
-        }
+    fn run(&mut self, cpu: &mut CpuState) -> Result<Exit, EngineError> {
+        // The VM itself failed (not the guest): the personality decides
+        // what becomes of the process.
+        self.run_inner(cpu).map_err(EngineError::from)
+    }
+
+    fn fetch_fp(&mut self, cpu: &mut CpuState) -> Result<(), EngineError> {
+        self.fetch_fp_state(cpu).map_err(EngineError::from)
     }
 
     fn name(&self) -> &'static str {
         "kvm"
     }
 
-    fn interrupt_handle(&self) -> Arc<AtomicBool> {
+    fn interrupt_handle(&self) -> Arc<Interrupt> {
         self.interrupt.clone()
     }
 }
 
 impl Drop for KvmEngine {
     fn drop(&mut self) {
+        // SAFETY: unregistering the kvm_run byte before the vCPU is given
+        // away.
+        unsafe { self.interrupt.set_kick(std::ptr::null()) };
         if let Some(vcpu) = self.vcpu.take() {
             if self.pid == std::process::id() {
                 vm::lock(&self.vm).put_vcpu(vcpu, self.idx);

@@ -87,6 +87,11 @@ pub struct Vm {
     /// vCPUs made and free for reuse, with their system-page index.
     idle_vcpus: Vec<(VcpuFd, usize)>,
     next_vcpu: usize,
+    /// vCPUs this VM may make (`MAX_VCPUS`, KVM's limit, or lower by
+    /// `URUN_KVM_MAX_VCPUS` for tests).
+    max_vcpus: usize,
+    /// KVM_CAP_SYNC_REGS covers the general and system registers.
+    pub sync_regs: bool,
 }
 
 /// The VM of each process that has used this memory: one per process, made
@@ -130,6 +135,10 @@ impl Vm {
             .get_supported_cpuid(kvm_bindings::KVM_MAX_CPUID_ENTRIES)
             .map_err(ioctl_err("KVM_GET_SUPPORTED_CPUID"))?;
         let max_slots = kvm.get_nr_memslots() as u32;
+        let max_vcpus = vcpu_limit(kvm.get_max_vcpus());
+        let want = kvm_bindings::KVM_SYNC_X86_REGS | kvm_bindings::KVM_SYNC_X86_SREGS;
+        let sync_regs = kvm.check_extension_int(kvm_ioctls::Cap::SyncRegs) as u32 & want == want;
+        tracing::debug!(max_slots, max_vcpus, sync_regs, "KVM");
         let vcpu_bits =
             cpuid.as_slice().iter().find(|e| e.function == 0x8000_0008).and_then(|e| gpa::cpuid_leaf_bits(e.eax));
         let mut space = GpaSpace::new(gpa::usable_bits(vcpu_bits));
@@ -156,6 +165,8 @@ impl Vm {
             generation: 0,
             idle_vcpus: Vec::new(),
             next_vcpu: 0,
+            max_vcpus,
+            sync_regs,
         };
         vm.build_system()?;
         Ok(vm)
@@ -164,8 +175,13 @@ impl Vm {
     /// Make slot `slot` map guest-physical `gpa` to the host memory at
     /// `host` (size 0 deletes it).
     fn set_slot(&self, slot: u32, gpa: u64, host: u64, size: u64) -> Result<(), KvmError> {
-        let region =
-            kvm_userspace_memory_region { slot, flags: 0, guest_phys_addr: gpa, memory_size: size, userspace_addr: host };
+        let region = kvm_userspace_memory_region {
+            slot,
+            flags: 0,
+            guest_phys_addr: gpa,
+            memory_size: size,
+            userspace_addr: host,
+        };
         // SAFETY: `host..host+size` is host memory that stays mapped
         // while the slot exists: urun's own private mappings (owned by
         // this Vm) or guest ranges of the AddressSpace, whose slots are
@@ -281,8 +297,8 @@ impl Vm {
         let (vcpu, idx) = match self.idle_vcpus.pop() {
             Some(v) => v,
             None => {
-                if self.next_vcpu >= MAX_VCPUS {
-                    return Err(KvmError::TooManyVcpus(MAX_VCPUS));
+                if self.next_vcpu >= self.max_vcpus {
+                    return Err(KvmError::TooManyVcpus(self.max_vcpus));
                 }
                 let idx = self.next_vcpu;
                 let vcpu = self.fd.create_vcpu(idx as u64).map_err(ioctl_err("KVM_CREATE_VCPU"))?;
@@ -511,6 +527,22 @@ impl Vm {
             }
         }
     }
+}
+
+/// How many vCPUs a VM may make: urun's system area has room for
+/// `MAX_VCPUS`, KVM allows `kvm_max`; `URUN_KVM_MAX_VCPUS` may lower it
+/// (tests use it to reach the limit with a few threads).
+fn vcpu_limit(kvm_max: usize) -> usize {
+    let mut n = MAX_VCPUS.min(kvm_max.max(1));
+    if let Some(v) = std::env::var_os("URUN_KVM_MAX_VCPUS").filter(|v| !v.is_empty()) {
+        match v.to_str().and_then(|s| s.parse::<usize>().ok()) {
+            Some(m) if (1..=n).contains(&m) => n = m,
+            _ => {
+                tracing::warn!(value = ?v, n, "URUN_KVM_MAX_VCPUS ignored: it may only lower the limit, to 1 at least")
+            }
+        }
+    }
+    n
 }
 
 /// Order of run `k` relative to address `a`: Equal when `a` is inside it.

@@ -11,7 +11,6 @@ pub mod ops;
 
 use std::collections::{HashMap, HashSet};
 use std::rc::Rc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use iced_x86::{Code, Decoder, DecoderOptions, FlowControl, Formatter, GasFormatter, Instruction};
@@ -19,7 +18,7 @@ use iced_x86::{Code, Decoder, DecoderOptions, FlowControl, Formatter, GasFormatt
 use ctx::Tlb;
 pub use ctx::{xmm_index, Ctx, Step};
 
-use crate::engine::{Engine, Exit, Fault, FaultKind, PageFaultKind};
+use crate::engine::{Engine, EngineError, Exit, Fault, FaultKind, Interrupt, PageFaultKind};
 use crate::mem::{AddressSpace, Prot, PAGE_SIZE};
 use crate::state::CpuState;
 
@@ -82,7 +81,7 @@ pub struct Interpreter {
     code_pages: HashSet<u64>,
     tlb: Tlb,
     generation: u64,
-    interrupt: Arc<AtomicBool>,
+    interrupt: Arc<Interrupt>,
 }
 
 impl Interpreter {
@@ -94,7 +93,7 @@ impl Interpreter {
             code_pages: HashSet::new(),
             tlb: Tlb::new(),
             generation,
-            interrupt: Arc::new(AtomicBool::new(false)),
+            interrupt: Interrupt::new(),
         }
     }
 
@@ -159,10 +158,12 @@ impl Interpreter {
     }
 }
 
-impl Engine for Interpreter {
-    fn run(&mut self, cpu: &mut CpuState) -> Exit {
+impl Interpreter {
+    /// Run guest code from `cpu.rip` until an exit (the interpreter itself
+    /// cannot fail: `Engine::run` is this, always `Ok`).
+    pub fn run(&mut self, cpu: &mut CpuState) -> Exit {
         loop {
-            if self.interrupt.load(Ordering::Relaxed) && self.interrupt.swap(false, Ordering::AcqRel) {
+            if self.interrupt.take() {
                 return Exit::Interrupted;
             }
             let gen = self.mem.generation();
@@ -203,12 +204,18 @@ impl Engine for Interpreter {
             }
         }
     }
+}
+
+impl Engine for Interpreter {
+    fn run(&mut self, cpu: &mut CpuState) -> Result<Exit, EngineError> {
+        Ok(Interpreter::run(self, cpu))
+    }
 
     fn name(&self) -> &'static str {
         "interp"
     }
 
-    fn interrupt_handle(&self) -> Arc<AtomicBool> {
+    fn interrupt_handle(&self) -> Arc<Interrupt> {
         self.interrupt.clone()
     }
 }
