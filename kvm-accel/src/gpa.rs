@@ -69,6 +69,7 @@ impl GpaSpace {
     }
 
     /// Bytes handed out and not given back.
+    #[cfg_attr(not(test), allow(dead_code))]
     pub fn used(&self) -> u64 {
         self.used
     }

@@ -466,7 +466,24 @@ impl KvmEngine {
             self.enter(cpu, force_sync)?;
             force_sync = false;
             let mut raw = self.run_once()?;
-            let regs = self.leave_gprs(cpu)?;
+            let mut regs = self.leave_gprs(cpu)?;
+            // A signal can end KVM_RUN while the vCPU is on its way out:
+            // the SYSCALL's #PF at LSTAR (kvm_pvm) or an exception not yet
+            // delivered, or a stub not yet at its `out` (CPL0 code is
+            // emulated one instruction at a time under kvm_pvm). RIP is
+            // then in urun's stub page, not the guest's. Let the exit
+            // finish, touching nothing; the request stays raised and is
+            // seen after it.
+            let mut reruns = 0;
+            while raw == RawExit::Interrupted && vm::lock(&self.vm).in_stubs(regs.rip) {
+                reruns += 1;
+                if reruns > 10_000 {
+                    return Err(KvmError::Probe(format!("the vCPU does not leave urun's stubs (at {:#x})", regs.rip)));
+                }
+                self.set_immediate_exit(0);
+                raw = self.run_once()?;
+                regs = self.leave_gprs(cpu)?;
+            }
             let (top, lstar) = {
                 let v = vm::lock(&self.vm);
                 if let RawExit::Out { port, .. } = raw {
@@ -600,14 +617,123 @@ fn same_fpu(a: &kvm_fpu, b: &kvm_fpu) -> bool {
 mod tests {
     use super::*;
 
+    use std::io::Write;
+    use std::time::{Duration, Instant};
+    use urun_cpu::{Placement, Prot};
+
+    /// Say on stderr, past the test harness's capture, that a test could
+    /// not run here and why.
+    fn skipped(test: &str, why: &str) {
+        let _ = std::io::stderr().write_all(format!("SKIPPED: {test}: {why}\n").as_bytes());
+    }
+
     /// Milestone 1: a VM in long mode at CPL0 runs a few instructions and
     /// exits with `out`.
     #[test]
     fn probe_runs_or_skips() {
         // Any failure is "no usable /dev/kvm", as `urun --engine kvm` says.
         if let Err(e) = probe() {
-            println!("skipped: no usable /dev/kvm ({e})");
+            skipped("probe_runs_or_skips", &format!("no usable /dev/kvm ({e})"));
         }
+    }
+
+    /// What the personality is told for each kind of KVM failure.
+    #[test]
+    fn errors_map_to_engine_errors() {
+        use EngineError::{Exhausted, Failed, Unavailable};
+        let kind = |e: EngineError| match e {
+            Unavailable(_) => "unavailable",
+            Exhausted(_) => "exhausted",
+            Failed(_) => "failed",
+        };
+        let ioctl = |what, errno| KvmError::Ioctl { what, errno };
+        let table: Vec<(KvmError, &str)> = vec![
+            (KvmError::Open(std::io::Error::from_raw_os_error(libc::ENOENT)), "unavailable"),
+            (ioctl("KVM_CREATE_VM", libc::EPERM), "unavailable"),
+            (KvmError::Probe("no".into()), "unavailable"),
+            (KvmError::TooManyVcpus(254), "exhausted"),
+            (ioctl("KVM_CREATE_VCPU", libc::EINVAL), "exhausted"),
+            (ioctl("KVM_CREATE_VCPU", libc::EMFILE), "exhausted"),
+            (ioctl("KVM_CREATE_VCPU", libc::EIO), "failed"),
+            (ioctl("KVM_SET_SREGS", libc::EINVAL), "failed"),
+            (KvmError::Gpa(gpa::GpaError::Exhausted { len: 4096, bits: 36, used: 0 }), "failed"),
+            (KvmError::TooManySlots(509), "failed"),
+        ];
+        for (e, want) in table {
+            let text = e.to_string();
+            let got = EngineError::from(e);
+            assert_eq!(got.to_string(), text, "the message travels unchanged");
+            assert_eq!(kind(got), want, "{text}");
+        }
+    }
+
+    /// A guest spinning in `jmp .` at a fresh address space, with its
+    /// engine and state.
+    fn spinning_guest() -> Result<(KvmEngine, CpuState), KvmError> {
+        let mem = Arc::new(AddressSpace::new());
+        let rwx = Prot::RW.union(Prot::EXEC);
+        let code = mem.map(Placement::Hint(0), 4096, rwx, false, None).expect("a code page");
+        let stack = mem.map(Placement::Hint(0), 4 * 4096, Prot::RW, false, None).expect("a stack");
+        // SAFETY: `code` is a page we just mapped read-write.
+        unsafe { std::ptr::copy_nonoverlapping([0xebu8, 0xfe].as_ptr(), code as *mut u8, 2) };
+        let mut cpu = CpuState { rip: code, ..CpuState::default() };
+        cpu.gpr[reg::RSP] = stack + 4 * 4096;
+        Ok((KvmEngine::new(mem)?, cpu))
+    }
+
+    extern "C" fn ignore(_: libc::c_int) {}
+
+    /// The window that `immediate_exit` closes: a request raised after the
+    /// engine's last look at it and before KVM_RUN (where a signal handler
+    /// may run) makes KVM_RUN return at once instead of running the guest
+    /// until the next exit (here: never, it spins). A backstop signal ends
+    /// KVM_RUN after 5 s if the request was missed, and the test fails.
+    #[test]
+    fn request_before_kvm_run_is_not_missed() {
+        if let Err(e) = probe() {
+            return skipped("request_before_kvm_run_is_not_missed", &format!("no usable /dev/kvm ({e})"));
+        }
+        let (mut engine, mut cpu) = spinning_guest().expect("an engine");
+        // SAFETY: a no-op handler without SA_RESTART, so that the backstop
+        // signal interrupts KVM_RUN with EINTR.
+        unsafe {
+            let mut sa: libc::sigaction = std::mem::zeroed();
+            sa.sa_sigaction = ignore as *const () as usize;
+            libc::sigaction(libc::SIGUSR2, &sa, std::ptr::null_mut());
+        }
+        // SAFETY: pthread_self cannot fail.
+        let me = unsafe { libc::pthread_self() };
+        let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let backstop = {
+            let done = done.clone();
+            std::thread::spawn(move || {
+                let t = Instant::now();
+                while !done.load(Ordering::Acquire) {
+                    if t.elapsed() > Duration::from_secs(5) {
+                        // SAFETY: the test thread is alive until `done`.
+                        unsafe { libc::pthread_kill(me, libc::SIGUSR2) };
+                        std::thread::sleep(Duration::from_millis(100));
+                    }
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+            })
+        };
+        engine.enter(&cpu, false).expect("enter");
+        // The host signal handler runs here: after the engine's look at
+        // the request, before KVM_RUN.
+        engine.interrupt_handle().raise();
+        let t = Instant::now();
+        let raw = engine.run_once().expect("KVM_RUN");
+        let took = t.elapsed();
+        assert_eq!(raw, RawExit::Interrupted);
+        assert!(took < Duration::from_secs(1), "KVM_RUN ran the guest for {took:?}: the request was missed");
+        // A full run returns the request once, then runs the guest again.
+        assert_eq!(engine.run(&mut cpu), Ok(Exit::Interrupted));
+        assert!(!engine.interrupt_handle().is_raised());
+        engine.interrupt_handle().raise();
+        assert_eq!(engine.run(&mut cpu), Ok(Exit::Interrupted));
+        done.store(true, Ordering::Release);
+        let _ = backstop.join();
     }
 
     #[test]

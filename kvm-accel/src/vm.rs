@@ -196,11 +196,6 @@ impl Vm {
         })
     }
 
-    /// The guest-physical width this VM hands addresses out below.
-    pub fn phys_bits(&self) -> u32 {
-        self.gpa.bits()
-    }
-
     /// Stubs, IDT, page tables for the system area, and the two private
     /// slots.
     fn build_system(&mut self) -> Result<(), KvmError> {

@@ -325,3 +325,34 @@ fn report_fatal(p: &Process, f: &Fault, sig: i32) {
         strace::line(&format!("+++ killed by {} +++", strace::signal_name(sig)));
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What the guest's clone returns when no engine can be made.
+    #[test]
+    fn engine_errors_become_clone_errnos() {
+        let table = [
+            (EngineError::Exhausted("more than 254 guest threads at once".into()), -libc::EAGAIN),
+            (EngineError::Unavailable("cannot open /dev/kvm".into()), -libc::EAGAIN),
+            (EngineError::Failed("KVM_SET_SREGS failed".into()), -libc::ENOMEM),
+        ];
+        for (e, want) in table {
+            assert_eq!(clone_errno(&e), want as i64, "{e}");
+        }
+    }
+
+    /// Plain pass-through syscalls need the GPRs only; everything urun
+    /// emulates gets the whole state (the engine is asked for its x87/SSE
+    /// part first).
+    #[test]
+    fn which_syscalls_need_the_whole_state() {
+        for nr in [libc::SYS_getppid, libc::SYS_read, libc::SYS_write, 99_999] {
+            assert!(passes_through(nr as u64), "{nr}");
+        }
+        for nr in [libc::SYS_rt_sigreturn, libc::SYS_clone, libc::SYS_fork, libc::SYS_vfork, libc::SYS_rt_sigaction] {
+            assert!(!passes_through(nr as u64), "{nr}");
+        }
+    }
+}

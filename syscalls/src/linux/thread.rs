@@ -8,7 +8,7 @@ use urun_cpu::state::reg;
 use urun_cpu::{CpuState, EngineError, Prot};
 
 use super::table::raw_result;
-use super::{run_thread, signal, Process, Stop, Task, Thread};
+use super::{signal, Process, Stop, Task, Thread};
 
 const EINVAL: i64 = -(libc::EINVAL as i64);
 const EFAULT: i64 = -(libc::EFAULT as i64);
@@ -282,7 +282,14 @@ fn spawn_thread(task: &mut Task<'_>, flags: u64, stack: u64, ptid: u64, ctid: u6
             saved_mask: None,
             signals: signal::Pending::for_this_thread(engine.interrupt_handle()),
         };
-        let stop = run_thread(&p, engine.as_mut(), &mut cpu, &mut t);
+        let stop = super::run_thread_raw(&p, engine.as_mut(), &mut cpu, &mut t);
+        // The engine goes (a vCPU back to its VM) before a joining thread
+        // can see this one gone.
+        drop(engine);
+        let stop = match stop {
+            Stop::ThreadExited(code) => exit_thread(&p, &mut t, code),
+            other => other,
+        };
         match stop {
             Stop::Exited(code) => finish_process(code),
             Stop::Signaled(sig) => kill_process(sig),
