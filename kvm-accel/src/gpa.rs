@@ -217,7 +217,7 @@ mod tests {
     #[test]
     fn exhaustion_is_an_error_never_past_the_width() {
         let mut g = GpaSpace::new(32);
-        let total = (0xfe00_0000 - MIB) as u64;
+        let total = 0xfe00_0000 - MIB;
         let a = g.alloc(total, 0).unwrap();
         assert_eq!(a, MIB);
         let e = g.alloc(4096, 0).unwrap_err();

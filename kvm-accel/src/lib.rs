@@ -9,17 +9,32 @@
 //!   the VM only to resynchronise memory. A forked child makes a new VM
 //!   (KVM refuses a VM's ioctls from another process). All ioctls go
 //!   through the rust-vmm crates `kvm-ioctls` and `kvm-bindings`.
-//! - **Memory: guest-physical == host-virtual.** Every accessible range of
-//!   the guest's `AddressSpace` is inside a KVM memory slot whose
-//!   guest-physical address is its host address (adjacent ranges share a
-//!   slot), and 4-level page tables (`paging.rs`) identity-map it with the
-//!   guest's protections (present, user, RW for PROT_WRITE, NX unless
-//!   PROT_EXEC). The same pointer is valid in the guest and in urun, as
-//!   for every engine.
+//! - **Memory: guest-virtual == host-virtual; guest-physical handed out
+//!   by urun.** Every accessible range of the guest's `AddressSpace` is
+//!   inside a KVM memory slot (adjacent ranges share a slot) whose
+//!   `userspace_addr` is its host address and whose guest-physical address
+//!   `gpa.rs` hands out compactly below the physical-address width of both
+//!   the host and the vCPU (the smallest of CPUID 0x80000008, /proc/cpuinfo
+//!   and KVM's supported CPUID; `URUN_KVM_PHYS_BITS` may lower it, for
+//!   tests). 4-level page tables (`paging.rs`) map each guest page at its
+//!   own virtual address to that guest-physical page, with the guest's
+//!   protections (present, user, RW for PROT_WRITE, NX unless PROT_EXEC).
+//!   The same pointer is valid in the guest and in urun, as for every
+//!   engine. Guest-physical == host-virtual, the first design, cannot hold:
+//!   host addresses reach 2^47 while KVM refuses a CR3 or a slot at or
+//!   above 2^MAXPHYADDR, 46 on the Intel Xeons of CI (KVM_SET_SREGS failed
+//!   with EINVAL there). Slots keep the same offset within 2 MiB as their
+//!   host memory (huge pages stay possible); ranges of removed slots are
+//!   reused; guest memory that does not fit below the width is an error
+//!   that names it.
 //! - **Resynchronisation.** Before each run, if the `AddressSpace`
 //!   generation moved (access was removed or reduced somewhere), the
-//!   engine compares `regions()` with what the VM last saw and updates
-//!   slots and page-table entries for the ranges that differ. New
+//!   engine compares `regions()` with what the VM last saw: new slots go
+//!   in first (at fresh guest-physical addresses: a host range may sit in
+//!   two slots for a moment), then the page tables move to them, then the
+//!   stale slots go and their guest-physical ranges are freed, so a vCPU
+//!   running meanwhile never meets a guest-physical address with no
+//!   memory behind it. New
 //!   mappings do not move the generation: the guest's first touch of one
 //!   takes a #PF, the engine resynchronises and, if that changed anything,
 //!   runs the instruction again; otherwise the fault is the guest's. After
@@ -29,7 +44,8 @@
 //! - **urun's private pages**: the page-table pool (a slot no page table
 //!   maps: the guest cannot read it), and the system area — stub code,
 //!   IDT, a probe page, and per vCPU a GDT, a TSS and an IST stack —
-//!   identity-mapped at its own host address, supervisor-only. Being
+//!   mapped at its own host address, supervisor-only. Both get
+//!   guest-physical ranges like guest memory. Being
 //!   urun's memory, that address is never a guest address; it is in the
 //!   lower half because `kvm_pvm` gives a guest nothing else. Both are
 //!   anonymous host mappings outside the `AddressSpace`.
@@ -55,33 +71,78 @@
 //!   (error code, RIP, RFLAGS, RSP) and CR2 into an `Exit::Fault`, a pure
 //!   function with unit tests. `exit.rs` is "handle the exit",
 //!   `KvmEngine::run` is "run".
-//! - **State transfer**: all GPRs, RIP, RFLAGS with KVM_SET/GET_REGS; x87,
-//!   MXCSR and XMM with KVM_SET/GET_FPU (the FXSAVE image of `CpuState`);
-//!   segments and FS/GS base with KVM_SET_SREGS on every entry. CR4.OSXSAVE
-//!   is off, so the guest sees no AVX and libc uses SSE code.
+//! - **State transfer**: a syscall round trip is one ioctl, KVM_RUN. GPRs,
+//!   RIP and RFLAGS (in) and the segments, FS/GS base and CR3 (in, on
+//!   every entry: the exit stubs leave the vCPU at CPL0) travel through
+//!   the shared `kvm_run` page (KVM_CAP_SYNC_REGS: the dirty bits make KVM
+//!   load them at entry, the valid bit makes it store the GPRs at exit);
+//!   KVM_SET/GET_REGS and KVM_SET_SREGS where the capability is missing.
+//!   x87, MXCSR and XMM go through the XSAVE area's legacy region (the
+//!   FXSAVE image of `CpuState`; KVM_GET/SET_FPU do not carry MXCSR under
+//!   kvm_pvm), written only when they changed. After a syscall exit they
+//!   stay in the vCPU and `CpuState`'s copy is stale: the personality asks
+//!   for them (`Engine::fetch_fp`) before every syscall it does not pass
+//!   straight to the host and before delivering a signal; every other exit
+//!   reads them back. CR2 (an ioctl) is read only for a real #PF.
+//!   CR4.OSXSAVE is off, so the guest sees no AVX and libc uses SSE code.
 //! - **CPUID**: the vCPU gets KVM_GET_SUPPORTED_CPUID (without it the
-//!   guest sees a 36-bit physical width and high identity mappings fail).
-//! - **Interrupts**: the personality's host signal handler sets the
-//!   engine's interrupt flag; a signal that arrives during KVM_RUN makes it
-//!   return EINTR, and the flag is checked before every KVM_RUN. Limit: a
-//!   flag set by another thread without a signal to this one, or a signal
-//!   that lands between the check and KVM_RUN, is seen only at the next
-//!   exit (kvm-ioctls has no KVM_SET_SIGNAL_MASK wrapper to close that
-//!   window).
+//!   guest sees a 36-bit physical width); its physical width bounds the
+//!   guest-physical addresses urun hands out.
+//! - **Interrupts**: the personality's host signal handler raises the
+//!   engine's `Interrupt` (cpu/src/engine.rs), which sets a flag and the
+//!   vCPU's `immediate_exit` byte, registered by the engine (atomics only:
+//!   async-signal-safe). A signal during KVM_RUN makes it return EINTR; one
+//!   that lands between the engine's look at the flag and KVM_RUN makes
+//!   KVM_RUN return at once (the unit test
+//!   `request_before_kvm_run_is_not_missed` raises it exactly there). A
+//!   signal that ends KVM_RUN while the vCPU is on its way out (RIP in the
+//!   stub page: the #PF at LSTAR pending, or a stub not yet at its `out`,
+//!   which kvm_pvm emulates one instruction at a time) lets the exit finish
+//!   first, untouched; handing that state to the guest killed it with
+//!   SIGSEGV under a signal storm. Limit: a request raised by another
+//!   thread without a signal to this one reaches a guest already in
+//!   KVM_RUN only at its next exit.
+//! - **Failure is reported, never acted on**: `Engine::run` and
+//!   `KvmEngine::new` return errors (`KvmError`, mapped to the engine-
+//!   neutral `EngineError`): no vCPU left (urun's 254, KVM's limit, or
+//!   `URUN_KVM_MAX_VCPUS` for tests) is `Exhausted`, which the personality
+//!   turns into EAGAIN for the guest's clone; no usable KVM is
+//!   `Unavailable`; anything else is `Failed`. The personality decides
+//!   whether and how the process ends (a vfork child with `_exit`).
 //! - **Isolation**: the guest reaches only what the page tables map (its
 //!   own ranges as user pages; urun's system pages are supervisor-only),
 //!   and the personality validates every pointer a syscall carries.
 //!
+//! # Tested where
+//!
+//! - This project's machine: AMD EPYC (Zen 5, family 0x1A), nested KVM
+//!   through the `kvm_pvm` module, 48-bit physical addresses,
+//!   KVM_CAP_SYNC_REGS present: every test (`tests/kvm.rs`, and the e2e
+//!   and corpus suites with `URUN_TEST_ENGINE=kvm`).
+//! - Intel Xeon CI hosts (46-bit physical addresses, `kvm_pvm`): where the
+//!   first design failed. Not run here; `small_physical_width_vs_native`
+//!   in `tests/kvm.rs` stands in for them by running every test program
+//!   with `URUN_KVM_PHYS_BITS=36` (below 46, so the same code paths), and
+//!   `memory_beyond_the_physical_width_is_one_clear_line` checks the limit.
+//! - Hardware KVM (VMX/SVM): designed for (the SYSCALL stub that exits at
+//!   CPL0 is decoded as well as kvm_pvm's #PF at LSTAR; guest-physical
+//!   addresses avoid the first MiB and the 32-bit hole under 4 GiB where
+//!   KVM may place its own pages), not tested here.
+//!
 //! # Measured (nested `kvm_pvm`, 2 vCPUs, release build)
 //!
 //! - CPU-bound `bench_cpu.glibc`: 258 ms against 247 ms natively.
-//! - A `getppid` round trip: 40 µs (0.14 µs natively, 0.32 µs in the
-//!   interpreter). Of an exit, KVM_RUN takes ~26 µs (SYSCALL, the #PF at
-//!   LSTAR delivered through the IDT, the emulated `out`, the nested world
-//!   switches), KVM_SET_SREGS ~3 µs, KVM_SET_REGS ~2.5 µs, KVM_GET_REGS +
-//!   KVM_GET_SREGS ~6 µs, KVM_GET_FPU + KVM_SET_FPU ~5 µs (SET_FPU is
-//!   skipped when nothing changed). An LSTAR stub that exits by MMIO
-//!   instead saves only ~3 µs of KVM_RUN (the ignored test
+//! - A `getppid` round trip (`bench_syscall.glibc 20000`, medians of runs
+//!   interleaved with the previous build, minus start-up): from five
+//!   ioctls (KVM_SET_SREGS, KVM_SET_REGS, KVM_RUN, KVM_GET_REGS,
+//!   KVM_GET_XSAVE) to one (KVM_RUN): ~60 µs before and ~37 µs after on a
+//!   quiet machine (1.11-1.22 s against 0.69-0.85 s for 20000 calls), 84
+//!   µs against 50 µs while other builds loaded both cores. Natively 0.14
+//!   µs; in the interpreter about 1 µs. What is left is KVM_RUN itself
+//!   (SYSCALL, the #PF at LSTAR delivered through the IDT, the emulated
+//!   `out`, the nested world switches, and the registers loaded from the
+//!   kvm_run page). An LSTAR stub that exits by MMIO instead saves only ~3
+//!   µs of KVM_RUN (the ignored test
 //!   `vm::pvm_experiment::user_mode_round_trip` measures both).
 //! - Start-up of a tiny static program: ~3.5 ms (VM, probe, vCPU, slots).
 
