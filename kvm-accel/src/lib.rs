@@ -315,7 +315,10 @@ impl KvmEngine {
             // state is in the parent's vCPU, out of reach.
             return Err(KvmError::Probe("x87/SSE state left in the parent's vCPU across a fork".into()));
         }
-        // The parent's vCPU fd is useless here; closing it is harmless.
+        // The parent's vCPU fd is useless here; closing it is harmless, once
+        // a signal handler can no longer write to its kvm_run page.
+        // SAFETY: unregistering.
+        unsafe { self.interrupt.set_kick(std::ptr::null()) };
         self.vcpu = None;
         // The personality holds our interrupt request: keep it.
         let fresh = KvmEngine::with_interrupt(self.mem.clone(), self.interrupt.clone())?;
@@ -632,10 +635,12 @@ impl Engine for KvmEngine {
 
 impl Drop for KvmEngine {
     fn drop(&mut self) {
-        // SAFETY: unregistering the kvm_run byte before the vCPU is given
-        // away.
-        unsafe { self.interrupt.set_kick(std::ptr::null()) };
         if let Some(vcpu) = self.vcpu.take() {
+            // SAFETY: unregistering the kvm_run byte before the vCPU is
+            // given away. (Without a vCPU, as after `remake` moved the
+            // request to a new engine, there is nothing of ours to
+            // unregister.)
+            unsafe { self.interrupt.set_kick(std::ptr::null()) };
             if self.pid == std::process::id() {
                 vm::lock(&self.vm).put_vcpu(vcpu, self.idx);
             }
