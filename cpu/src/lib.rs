@@ -11,6 +11,8 @@ pub mod hostfd;
 pub mod interp;
 pub mod mem;
 pub mod state;
+#[doc(hidden)]
+pub mod testing;
 
 pub use engine::{Engine, EngineError, Exit, Fault, FaultKind, Interrupt, PageFaultKind};
 pub use mem::{AddressSpace, Backing, FileMap, MemError, Placement, Prot, Region, PAGE_SIZE};

@@ -308,3 +308,24 @@ pub fn words_text() -> String {
     }
     s
 }
+
+pub use urun_cpu::testing::report_skip;
+
+/// Whether the KVM engine's tests should run: true where /dev/kvm opens
+/// (urun's VM must then work: its failures are test failures), false after
+/// reporting `test` as skipped where it does not open.
+pub fn kvm_or_skip(test: &str) -> bool {
+    match urun_cpu::testing::kvm_device_opens() {
+        Ok(()) => true,
+        Err(why) => {
+            report_skip(test, &why);
+            false
+        }
+    }
+}
+
+/// Run tests of `engine` here? The interpreter always; KVM as
+/// [`kvm_or_skip`] says.
+pub fn engine_or_skip(engine: &str, test: &str) -> bool {
+    engine != "kvm" || kvm_or_skip(test)
+}

@@ -522,7 +522,7 @@ mod tests {
         let report = match run(&cfg) {
             Ok(r) => r,
             Err(why) => {
-                eprintln!("difftest: SKIPPED, {why}");
+                crate::testing::report_skip("difftest::every_form_matches_host", &why.to_string());
                 return;
             }
         };

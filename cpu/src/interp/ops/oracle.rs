@@ -30,7 +30,7 @@ impl Oracle {
         match Bench::new() {
             Ok(bench) => Some(Oracle { bench, failures: Vec::new(), checked: 0 }),
             Err(why) => {
-                eprintln!("oracle: SKIPPED, {why}");
+                crate::testing::report_skip("oracle (host-comparison test)", &why.to_string());
                 None
             }
         }
