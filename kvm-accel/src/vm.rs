@@ -134,6 +134,13 @@ impl Vm {
         let cpuid = kvm
             .get_supported_cpuid(kvm_bindings::KVM_MAX_CPUID_ENTRIES)
             .map_err(ioctl_err("KVM_GET_SUPPORTED_CPUID"))?;
+        // Intel's KVM wants three pages for a real-mode TSS before a vCPU
+        // may ever leave long mode (ours never does); where the ioctl means
+        // nothing it fails or does nothing. The pages are in the 32-bit
+        // hole `gpa.rs` never hands out.
+        if let Err(e) = fd.set_tss_address(0xfffb_d000) {
+            tracing::debug!(errno = e.errno(), "KVM_SET_TSS_ADDR refused (harmless)");
+        }
         let max_slots = kvm.get_nr_memslots() as u32;
         let max_vcpus = vcpu_limit(kvm.get_max_vcpus());
         let want = kvm_bindings::KVM_SYNC_X86_REGS | kvm_bindings::KVM_SYNC_X86_SREGS;
