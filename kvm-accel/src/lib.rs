@@ -190,6 +190,8 @@ pub enum KvmError {
     TooManySlots(u32),
     #[error("the probe guest did not run: {0}")]
     Probe(String),
+    #[error("KVM engine: {0}")]
+    Internal(String),
 }
 
 /// Check that KVM works here: make the VM and run a few instructions at
@@ -317,7 +319,7 @@ impl KvmEngine {
         if self.fp_in_vcpu {
             // The personality fetches it before a fork; if it did not, the
             // state is in the parent's vCPU, out of reach.
-            return Err(KvmError::Probe("x87/SSE state left in the parent's vCPU across a fork".into()));
+            return Err(KvmError::Internal("x87/SSE state left in the parent's vCPU across a fork".into()));
         }
         // The parent's vCPU fd is useless here; closing it is harmless, once
         // a signal handler can no longer write to its kvm_run page.
@@ -333,7 +335,7 @@ impl KvmEngine {
     }
 
     fn vcpu(&self) -> Result<&VcpuFd, KvmError> {
-        self.vcpu.as_ref().ok_or(KvmError::Probe("no vCPU".into()))
+        self.vcpu.as_ref().ok_or(KvmError::Internal("the engine has no vCPU".into()))
     }
 
     /// The vCPU's `immediate_exit` byte, as registered with the interrupt.
@@ -391,7 +393,7 @@ impl KvmEngine {
         // The vCPU comes back from every exit at CPL0 (the exit stubs): the
         // user segments (and FS/GS base) go in again each time.
         if self.sync_regs {
-            let vcpu = self.vcpu.as_mut().ok_or(KvmError::Probe("no vCPU".into()))?;
+            let vcpu = self.vcpu.as_mut().ok_or(KvmError::Internal("the engine has no vCPU".into()))?;
             let s = vcpu.sync_regs_mut();
             s.regs = regs;
             s.sregs = self.loaded.sregs;
@@ -414,7 +416,7 @@ impl KvmEngine {
             // MXCSR, so the state goes in through the XSAVE area's legacy
             // region (the FXSAVE image), with the x87 and SSE components
             // marked present in XSTATE_BV.
-            let vcpu = self.vcpu.as_ref().ok_or(KvmError::Probe("no vCPU".into()))?;
+            let vcpu = self.vcpu.as_ref().ok_or(KvmError::Internal("the engine has no vCPU".into()))?;
             let mut xs = match self.loaded.xsave.take() {
                 Some(x) => x,
                 None => vcpu.get_xsave().map_err(|e| KvmError::Ioctl { what: "KVM_GET_XSAVE", errno: e.errno() })?,
@@ -437,7 +439,7 @@ impl KvmEngine {
     /// Read the general registers back after an exit.
     fn leave_gprs(&mut self, cpu: &mut CpuState) -> Result<kvm_regs, KvmError> {
         let r = if self.sync_regs {
-            let vcpu = self.vcpu.as_mut().ok_or(KvmError::Probe("no vCPU".into()))?;
+            let vcpu = self.vcpu.as_mut().ok_or(KvmError::Internal("the engine has no vCPU".into()))?;
             vcpu.sync_regs_mut().regs
         } else {
             self.vcpu()?.get_regs().map_err(|e| KvmError::Ioctl { what: "KVM_GET_REGS", errno: e.errno() })?
@@ -486,7 +488,7 @@ impl KvmEngine {
 
     /// One KVM_RUN, as plain data.
     fn run_once(&mut self) -> Result<RawExit, KvmError> {
-        let vcpu = self.vcpu.as_mut().ok_or(KvmError::Probe("no vCPU".into()))?;
+        let vcpu = self.vcpu.as_mut().ok_or(KvmError::Internal("the engine has no vCPU".into()))?;
         let raw = match vcpu.run() {
             Ok(VcpuExit::IoOut(port, _)) => RawExit::Out { port, from_stub: false },
             Ok(VcpuExit::Hlt) => RawExit::Hlt,
@@ -546,7 +548,10 @@ impl KvmEngine {
             while raw == RawExit::Interrupted && vm::lock(&self.vm).in_stubs(regs.rip) {
                 reruns += 1;
                 if reruns > 10_000 {
-                    return Err(KvmError::Probe(format!("the vCPU does not leave urun's stubs (at {:#x})", regs.rip)));
+                    return Err(KvmError::Internal(format!(
+                        "the vCPU does not leave urun's stubs (at {:#x})",
+                        regs.rip
+                    )));
                 }
                 self.set_immediate_exit(0);
                 raw = self.run_once()?;
@@ -601,7 +606,7 @@ impl KvmEngine {
                     return Ok(Exit::Fault(Fault { pc, kind }));
                 }
                 Action::Interrupted => return self.interrupted(cpu),
-                Action::ProbeDone => return Err(KvmError::Probe("probe exit during a guest run".into())),
+                Action::ProbeDone => return Err(KvmError::Internal("probe exit during a guest run".into())),
                 Action::Broken(msg) if msg.is_empty() => {
                     // The guest's own `out`/`hlt`: #GP natively. RIP is
                     // past the instruction for hlt; for out it may be at
@@ -717,6 +722,7 @@ mod tests {
             (KvmError::Open(std::io::Error::from_raw_os_error(libc::ENOENT)), "unavailable"),
             (ioctl("KVM_CREATE_VM", libc::EPERM), "unavailable"),
             (KvmError::Probe("no".into()), "unavailable"),
+            (KvmError::Internal("the engine has no vCPU".into()), "failed"),
             (KvmError::TooManyVcpus(254), "exhausted"),
             (ioctl("KVM_CREATE_VCPU", libc::EINVAL), "exhausted"),
             (ioctl("KVM_CREATE_VCPU", libc::EMFILE), "exhausted"),
