@@ -132,12 +132,13 @@
 //! # Measured (nested `kvm_pvm`, 2 vCPUs, release build)
 //!
 //! - CPU-bound `bench_cpu.glibc`: 258 ms against 247 ms natively.
-//! - A `getppid` round trip (`bench_syscall.glibc 20000`, medians of runs
-//!   interleaved with the previous build, minus start-up): from five
+//! - A `getppid` round trip (`bench_syscall.glibc 20000`, medians of 9
+//!   runs interleaved with the previous build, minus start-up): from five
 //!   ioctls (KVM_SET_SREGS, KVM_SET_REGS, KVM_RUN, KVM_GET_REGS,
-//!   KVM_GET_XSAVE) to one (KVM_RUN): ~60 µs before and ~37 µs after on a
-//!   quiet machine (1.11-1.22 s against 0.69-0.85 s for 20000 calls), 84
-//!   µs against 50 µs while other builds loaded both cores. Natively 0.14
+//!   KVM_GET_XSAVE) to one (KVM_RUN): 56 µs before and 33 µs after in CPU
+//!   time (user + system; system alone 0.80 s against 0.35 s for 20000
+//!   calls), ~60 µs and ~37 µs of wall time at a quiet moment, 88 µs and
+//!   57 µs while five other builds shared the two cores. Natively 0.14
 //!   µs; in the interpreter about 1 µs. What is left is KVM_RUN itself
 //!   (SYSCALL, the #PF at LSTAR delivered through the IDT, the emulated
 //!   `out`, the nested world switches, and the registers loaded from the
