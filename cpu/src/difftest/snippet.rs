@@ -25,13 +25,17 @@ impl Default for Snippet {
 }
 
 impl Snippet {
-    /// Map the three areas. Panics if the host refuses 144 KiB of memory
-    /// (this is test equipment, not guest-facing code).
+    /// Map the three areas, in one piece: stack, then data, then code, from
+    /// low to high addresses, so that what lies below the data area is the
+    /// same for the host and the interpreter (ENTER with a large frame
+    /// write-checks its final stack pointer up to 64 KiB below). Panics if
+    /// the host refuses 144 KiB of memory (this is test equipment, not
+    /// guest-facing code).
     pub fn new() -> Self {
         let mem = Arc::new(AddressSpace::new());
-        let code = mem.map(Placement::Hint(0), 4 * PAGE_SIZE, Prot::RW.union(Prot::EXEC), false, None).expect("code");
-        let data = mem.map(Placement::Hint(0), 16 * PAGE_SIZE, Prot::RW, false, None).expect("data");
-        let stack = mem.map(Placement::Hint(0), 16 * PAGE_SIZE, Prot::RW, false, None).expect("stack");
+        let all = mem.map(Placement::Hint(0), 36 * PAGE_SIZE, Prot::RW, false, None).expect("snippet areas");
+        let (stack, data, code) = (all, all + 16 * PAGE_SIZE, all + 32 * PAGE_SIZE);
+        mem.protect(code, 4 * PAGE_SIZE, Prot::RW.union(Prot::EXEC)).expect("code");
         Snippet { mem, code, data, stack_top: stack + 16 * PAGE_SIZE }
     }
 

@@ -275,6 +275,12 @@ impl<'a> Ctx<'a> {
         self.fault(f.to_fault_kind())
     }
 
+    /// Check that the guest may write `size` bytes at `addr`, writing
+    /// nothing (ENTER's check of its final stack pointer).
+    pub fn probe_write(&mut self, addr: u64, size: u8) -> Step {
+        self.access(addr, size as u64, true)
+    }
+
     /// Read `size` (1, 2, 4 or 8) bytes, zero-extended.
     #[inline]
     pub fn load(&mut self, addr: u64, size: u8) -> Result<u64, Exit> {

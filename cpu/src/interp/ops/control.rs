@@ -129,6 +129,18 @@ fn leave(ctx: &mut Ctx<'_>, insn: &Instruction) -> Step {
 }
 
 fn enter(ctx: &mut Ctx<'_>, insn: &Instruction) -> Step {
+    // A fault leaves RSP and RBP as they were (the pushes already made stay
+    // in memory below the stack pointer, as on the hardware).
+    let (rsp, rbp) = (ctx.cpu.gpr[reg::RSP], ctx.cpu.gpr[reg::RBP]);
+    let r = enter_frame(ctx, insn);
+    if r.is_err() {
+        ctx.cpu.gpr[reg::RSP] = rsp;
+        ctx.cpu.gpr[reg::RBP] = rbp;
+    }
+    r
+}
+
+fn enter_frame(ctx: &mut Ctx<'_>, insn: &Instruction) -> Step {
     let size = frame_size(insn);
     let alloc = insn.immediate16() as u64;
     let level = insn.immediate8_2nd() as u64 & 31;
@@ -144,8 +156,13 @@ fn enter(ctx: &mut Ctx<'_>, insn: &Instruction) -> Step {
         }
         ctx.push(size, frame & mask(size))?;
     }
+    // The hardware ends with a write check at the final stack pointer
+    // (measured: a frame that reaches an unmapped page faults there, at
+    // that address, though nothing is written).
+    let last = ctx.cpu.gpr[reg::RSP].wrapping_sub(alloc);
+    ctx.probe_write(last, size)?;
     set_frame_pointer(ctx, size, frame);
-    ctx.cpu.gpr[reg::RSP] = ctx.cpu.gpr[reg::RSP].wrapping_sub(alloc);
+    ctx.cpu.gpr[reg::RSP] = last;
     Ok(())
 }
 
@@ -202,4 +219,42 @@ fn rdtscp(ctx: &mut Ctx<'_>, _insn: &Instruction) -> Step {
     ctx.cpu.gpr[reg::RDX] = t >> 32;
     ctx.cpu.gpr[reg::RCX] = aux as u64;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::difftest::Snippet;
+    use crate::engine::{Exit, Fault, FaultKind, PageFaultKind};
+    use crate::state::reg;
+    use crate::PAGE_SIZE;
+
+    /// ENTER write-checks its final stack pointer: measured natively, a
+    /// frame that reaches an unmapped page faults there, at the final RSP
+    /// (testbins can't pin that down: what lies below a frame differs
+    /// between a native run and urun). A fault leaves RSP and RBP as they
+    /// were.
+    #[test]
+    fn enter_checks_its_final_stack_pointer() {
+        let s = Snippet::new();
+        let low = s.stack_top - 16 * PAGE_SIZE;
+        s.mem.unmap(low, PAGE_SIZE).expect("unmap the stack area's lowest page");
+        let top = low + 3 * PAGE_SIZE - 64;
+        for (alloc, faults) in [(0x1fb8u64, false), (0x1fbc, true)] {
+            // enter alloc, 0
+            let code = [0xc8, alloc as u8, (alloc >> 8) as u8, 0];
+            let (cpu, exit) = s.run(&code, |c| {
+                c.gpr[reg::RSP] = top;
+                c.gpr[reg::RBP] = 0x1234;
+            });
+            let last = top - 8 - alloc;
+            if faults {
+                let kind = FaultKind::Page { addr: last, write: true, kind: PageFaultKind::NotMapped };
+                assert_eq!(exit, Exit::Fault(Fault { pc: s.code, kind }), "enter {alloc:#x}");
+                assert_eq!((cpu.gpr[reg::RSP], cpu.gpr[reg::RBP]), (top, 0x1234));
+            } else {
+                assert_eq!(exit, Exit::Syscall, "enter {alloc:#x}");
+                assert_eq!((cpu.gpr[reg::RSP], cpu.gpr[reg::RBP]), (last, top - 8));
+            }
+        }
+    }
 }
