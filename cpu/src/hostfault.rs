@@ -707,7 +707,7 @@ pub struct SavedContext<'a> {
 
 /// `CpuState::gpr` order (RAX, RCX, RDX, RBX, RSP, RBP, RSI, RDI, R8..R15)
 /// to `gregs` indices.
-const GREG_OF: [i32; 16] = [
+pub(crate) const GREG_OF: [i32; 16] = [
     libc::REG_RAX,
     libc::REG_RCX,
     libc::REG_RDX,

@@ -26,6 +26,7 @@ use std::cell::Cell;
 use std::sync::OnceLock;
 
 use super::{End, Fpu, Outcome, State};
+use crate::hostfault::GREG_OF;
 use crate::state::{fl, reg, CpuState, X87};
 
 /// Bytes of the code area the harness uses.
@@ -379,25 +380,6 @@ fn install_handlers() -> Result<(), String> {
         })
         .clone()
 }
-
-const GREG_OF: [i32; 16] = [
-    libc::REG_RAX,
-    libc::REG_RCX,
-    libc::REG_RDX,
-    libc::REG_RBX,
-    libc::REG_RSP,
-    libc::REG_RBP,
-    libc::REG_RSI,
-    libc::REG_RDI,
-    libc::REG_R8,
-    libc::REG_R9,
-    libc::REG_R10,
-    libc::REG_R11,
-    libc::REG_R12,
-    libc::REG_R13,
-    libc::REG_R14,
-    libc::REG_R15,
-];
 
 extern "C" fn handler(sig: i32, info: *mut libc::siginfo_t, uc: *mut libc::c_void) {
     let page = ACTIVE.with(|a| a.get());
