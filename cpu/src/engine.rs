@@ -10,6 +10,9 @@ pub enum PageFaultKind {
     NotMapped,
     /// Mapped, but the access is not allowed (SEGV_ACCERR).
     Protection,
+    /// Mapped, but nothing backs the page (a file mapping past the end of
+    /// its file): SIGBUS with BUS_ADRERR.
+    Bus,
 }
 
 /// A synchronous guest exception, kept as data until the personality turns

@@ -7,6 +7,7 @@
 pub mod cpuid;
 pub mod difftest;
 pub mod engine;
+pub mod hostfault;
 pub mod hostfd;
 pub mod interp;
 pub mod mem;

@@ -351,13 +351,30 @@ impl KvmEngine {
             self.remake()?;
         }
         let mut force_sync = false;
+        let mut efaults = 0;
         loop {
             if self.interrupt.load(Ordering::Relaxed) && self.interrupt.swap(false, Ordering::AcqRel) {
                 return Ok(Exit::Interrupted);
             }
             self.enter(cpu, force_sync)?;
             force_sync = false;
-            let mut raw = self.run_once()?;
+            let raw = self.run_once();
+            if matches!(raw, Err(KvmError::Ioctl { what: "KVM_RUN", errno: libc::EFAULT })) && efaults < 8 {
+                // The host memory behind a slot went away while this vCPU
+                // ran guest code (another guest thread's munmap, which its
+                // slots and tables had not seen yet): read the guest state
+                // back, bring the VM up to date and run again; the guest
+                // then takes its own #PF.
+                let vcpu = self.vcpu.as_ref().ok_or(KvmError::Probe("no vCPU".into()))?;
+                if vcpu.get_sregs().is_ok_and(|s| s.cs.selector & 3 == 3) {
+                    self.leave(cpu)?;
+                    efaults += 1;
+                    force_sync = true;
+                    continue;
+                }
+            }
+            let mut raw = raw?;
+            efaults = 0;
             let (regs, fpu) = self.leave(cpu)?;
             let (top, lstar) = {
                 let v = vm::lock(&self.vm);

@@ -4,6 +4,7 @@
 use iced_x86::{Instruction, MemorySize, OpKind, Register};
 
 use crate::engine::{Exit, Fault, FaultKind, PageFaultKind};
+use crate::hostfault::{self, HostFault};
 use crate::mem::{AddressSpace, Prot, PAGE_SIZE};
 use crate::state::{mask, CpuState};
 
@@ -210,20 +211,22 @@ impl<'a> Ctx<'a> {
         Ok(())
     }
 
+    /// The guest's fault for a host fault at a guest-access site (another
+    /// guest thread unmapped or protected the page after the check).
+    #[cold]
+    fn host_fault(&self, f: HostFault) -> Exit {
+        tracing::debug!(?f, pc = self.cpu.rip, "guest access faulted on the host after its check");
+        self.fault(f.to_fault_kind())
+    }
+
     /// Read `size` (1, 2, 4 or 8) bytes, zero-extended.
     #[inline]
     pub fn load(&mut self, addr: u64, size: u8) -> Result<u64, Exit> {
         self.access(addr, size as u64, false)?;
         // SAFETY: `access` checked that every byte is guest memory that the
-        // guest may read, and guest addresses are host addresses.
-        unsafe {
-            Ok(match size {
-                1 => *(addr as *const u8) as u64,
-                2 => (addr as *const u16).read_unaligned() as u64,
-                4 => (addr as *const u32).read_unaligned() as u64,
-                _ => (addr as *const u64).read_unaligned(),
-            })
-        }
+        // guest may read (guest addresses are host addresses); if it is
+        // unmapped since, the routine returns the fault.
+        unsafe { hostfault::load(addr, size) }.map_err(|f| self.host_fault(f))
     }
 
     /// Write the low `size` bytes of `v`.
@@ -231,33 +234,24 @@ impl<'a> Ctx<'a> {
     pub fn store(&mut self, addr: u64, size: u8, v: u64) -> Step {
         self.access(addr, size as u64, true)?;
         // SAFETY: `access` checked that every byte is guest memory that the
-        // guest may write.
-        unsafe {
-            match size {
-                1 => *(addr as *mut u8) = v as u8,
-                2 => (addr as *mut u16).write_unaligned(v as u16),
-                4 => (addr as *mut u32).write_unaligned(v as u32),
-                _ => (addr as *mut u64).write_unaligned(v),
-            }
-        }
-        Ok(())
+        // guest may write; a racing unmap becomes the returned fault.
+        unsafe { hostfault::store(addr, size, v) }.map_err(|f| self.host_fault(f))
     }
 
     /// Read 16 bytes.
     #[inline]
     pub fn load128(&mut self, addr: u64) -> Result<u128, Exit> {
         self.access(addr, 16, false)?;
-        // SAFETY: checked by `access`.
-        Ok(unsafe { (addr as *const u128).read_unaligned() })
+        // SAFETY: checked by `access`; a racing unmap becomes the fault.
+        unsafe { hostfault::load128(addr) }.map_err(|f| self.host_fault(f))
     }
 
     /// Write 16 bytes.
     #[inline]
     pub fn store128(&mut self, addr: u64, v: u128) -> Step {
         self.access(addr, 16, true)?;
-        // SAFETY: checked by `access`.
-        unsafe { (addr as *mut u128).write_unaligned(v) };
-        Ok(())
+        // SAFETY: checked by `access`; a racing unmap becomes the fault.
+        unsafe { hostfault::store128(addr, v) }.map_err(|f| self.host_fault(f))
     }
 
     /// Read `buf.len()` bytes.
@@ -268,8 +262,7 @@ impl<'a> Ctx<'a> {
         self.access(addr, buf.len() as u64, false)?;
         // SAFETY: checked by `access`; the guest range cannot overlap `buf`,
         // which is urun's memory.
-        unsafe { std::ptr::copy_nonoverlapping(addr as *const u8, buf.as_mut_ptr(), buf.len()) };
-        Ok(())
+        unsafe { hostfault::copy_from_guest(buf, addr) }.map_err(|p| self.host_fault(p.fault))
     }
 
     /// Write `buf`.
@@ -279,8 +272,7 @@ impl<'a> Ctx<'a> {
         }
         self.access(addr, buf.len() as u64, true)?;
         // SAFETY: checked by `access`.
-        unsafe { std::ptr::copy_nonoverlapping(buf.as_ptr(), addr as *mut u8, buf.len()) };
-        Ok(())
+        unsafe { hostfault::copy_to_guest(addr, buf) }.map_err(|p| self.host_fault(p.fault))
     }
 
     /// Raise #GP unless `addr` is aligned to `align` bytes (MOVAPS and kin).
@@ -396,28 +388,19 @@ impl<'a> Ctx<'a> {
             self.store(addr, size, f(old) & mask(size))?;
             return Ok(old);
         }
-        use std::sync::atomic::{AtomicU16, AtomicU32, AtomicU64, AtomicU8, Ordering::SeqCst};
-        macro_rules! cas_loop {
-            ($atomic:ty, $t:ty) => {{
-                // SAFETY: `access` checked the guest may read and write these
-                // bytes, and `addr` is aligned to the access size.
-                let a = unsafe { <$atomic>::from_ptr(addr as *mut $t) };
-                let mut cur = a.load(SeqCst);
-                loop {
-                    let new = f(cur as u64) as $t;
-                    match a.compare_exchange_weak(cur, new, SeqCst, SeqCst) {
-                        Ok(_) => break cur as u64,
-                        Err(x) => cur = x,
-                    }
-                }
-            }};
+        // SAFETY: `access` checked the guest may read and write these bytes,
+        // and `addr` is aligned to the access size; a racing unmap becomes
+        // the returned fault.
+        let mut cur = unsafe { hostfault::load(addr, size) }.map_err(|e| self.host_fault(e))?;
+        loop {
+            let new = f(cur) & mask(size);
+            // SAFETY: as above.
+            match unsafe { hostfault::cas(addr, size, cur, new) } {
+                Ok(found) if found == cur => return Ok(cur),
+                Ok(found) => cur = found,
+                Err(e) => return Err(self.host_fault(e)),
+            }
         }
-        Ok(match size {
-            1 => cas_loop!(AtomicU8, u8),
-            2 => cas_loop!(AtomicU16, u16),
-            4 => cas_loop!(AtomicU32, u32),
-            _ => cas_loop!(AtomicU64, u64),
-        })
     }
 
     /// Atomic compare-and-exchange of `size` bytes at `addr`: if the memory
@@ -425,28 +408,15 @@ impl<'a> Ctx<'a> {
     pub fn cmpxchg_mem(&mut self, addr: u64, size: u8, expected: u64, new: u64) -> Result<u64, Exit> {
         self.access(addr, size as u64, false)?;
         self.access(addr, size as u64, true)?;
-        use std::sync::atomic::{AtomicU16, AtomicU32, AtomicU64, AtomicU8, Ordering::SeqCst};
         if !addr.is_multiple_of(size as u64) {
             let cur = self.load(addr, size)?;
             // Hardware writes the old value back when the compare fails.
             self.store(addr, size, if cur == expected { new } else { cur })?;
             return Ok(cur);
         }
-        macro_rules! cas {
-            ($atomic:ty, $t:ty) => {{
-                // SAFETY: checked by `access`; aligned to the access size.
-                let a = unsafe { <$atomic>::from_ptr(addr as *mut $t) };
-                match a.compare_exchange(expected as $t, new as $t, SeqCst, SeqCst) {
-                    Ok(v) | Err(v) => v as u64,
-                }
-            }};
-        }
-        Ok(match size {
-            1 => cas!(AtomicU8, u8),
-            2 => cas!(AtomicU16, u16),
-            4 => cas!(AtomicU32, u32),
-            _ => cas!(AtomicU64, u64),
-        })
+        // SAFETY: checked by `access`; aligned to the access size; a racing
+        // unmap becomes the returned fault.
+        unsafe { hostfault::cas(addr, size, expected, new) }.map_err(|e| self.host_fault(e))
     }
 
     /// Atomic 16-byte compare-and-exchange (CMPXCHG16B); `addr` must be
@@ -455,26 +425,10 @@ impl<'a> Ctx<'a> {
         self.require_aligned(addr, 16)?;
         self.access(addr, 16, false)?;
         self.access(addr, 16, true)?;
-        let (mut lo, mut hi) = (expected as u64, (expected >> 64) as u64);
         // SAFETY: `access` checked the 16 guest bytes are readable and
-        // writable; `addr` is 16-byte aligned as CMPXCHG16B requires. RBX
-        // is reserved by LLVM, so it is swapped in and out around the
-        // instruction. Both operands are in fixed registers: with `reg` the
-        // allocator may hand out RBX itself for the address, which the first
-        // XCHG would then overwrite (found by the differential tester).
-        unsafe {
-            std::arch::asm!(
-                "xchg rsi, rbx",
-                "lock cmpxchg16b [rdi]",
-                "xchg rsi, rbx",
-                in("rdi") addr,
-                inout("rsi") new as u64 => _,
-                in("rcx") (new >> 64) as u64,
-                inout("rax") lo,
-                inout("rdx") hi,
-            );
-        }
-        Ok((lo as u128) | ((hi as u128) << 64))
+        // writable; `addr` is 16-byte aligned as CMPXCHG16B requires; a
+        // racing unmap becomes the returned fault.
+        unsafe { hostfault::cas128(addr, expected, new) }.map_err(|e| self.host_fault(e))
     }
 
     // ----- XMM operands -----

@@ -122,9 +122,16 @@ impl Interpreter {
             avail = page + PAGE_SIZE - rip;
             page += PAGE_SIZE;
         }
+        // A copy of the bytes a block can span, so that a page another
+        // guest thread unmaps meanwhile ends the fetch there.
+        let mut buf = [0u8; MAX_BLOCK * 15];
+        let mut avail = avail.min(buf.len() as u64);
         // SAFETY: [rip, rip+avail) lies in executable guest pages, which
         // urun keeps readable on the host (see `Prot::host`).
-        let bytes = unsafe { std::slice::from_raw_parts(rip as *const u8, avail as usize) };
+        if let Err(p) = unsafe { crate::hostfault::copy_from_guest(&mut buf[..avail as usize], rip) } {
+            avail = p.done;
+        }
+        let bytes = &buf[..avail as usize];
         let mut decoder = Decoder::with_ip(64, bytes, rip, DecoderOptions::NONE);
         let table = ops::table();
         let mut insns = Vec::new();

@@ -6,7 +6,7 @@ use urun_cpu::mem::{page_ceil, Placement, PAGE_SIZE, USER_TOP};
 use urun_cpu::{Backing, FileMap, MemError, Prot};
 
 use super::table::{guest_cstr, pass, raw_result};
-use super::{lock, Process, Stop, Task};
+use super::{guest, lock, Process, Stop, Task};
 
 /// An emulated syscall: returns RAX, or stops the guest.
 pub(crate) type Handler = fn(&mut Task<'_>, &[u64; 6]) -> Result<i64, Stop>;
@@ -208,11 +208,9 @@ pub(crate) fn arch_prctl(task: &mut Task<'_>, a: &[u64; 6]) -> Result<i64, Stop>
         }
         GET_FS | GET_GS => {
             let v = if a[0] == GET_FS { cpu.fs_base } else { cpu.gs_base };
-            if !p.mem.check(a[1], 8, Prot::WRITE) {
+            if !guest::write(&p.mem, a[1], &v) {
                 return Ok(EFAULT);
             }
-            // SAFETY: 8 writable guest bytes (checked above).
-            unsafe { (a[1] as *mut u64).write_unaligned(v) };
             0
         }
         _ => EINVAL,
@@ -254,12 +252,7 @@ fn guest_str_array(p: &Process, ptr: u64) -> Option<Vec<Vec<u8>>> {
         return Some(out);
     }
     for i in 0..65536u64 {
-        let at = ptr + i * 8;
-        if !p.mem.check(at, 8, Prot::READ) {
-            return None;
-        }
-        // SAFETY: checked readable guest memory.
-        let s = unsafe { (at as *const u64).read_unaligned() };
+        let s: u64 = guest::read(&p.mem, ptr.checked_add(i * 8)?)?;
         if s == 0 {
             return Some(out);
         }
@@ -278,11 +271,9 @@ fn readlink_at(p: &Process, dirfd: u64, path_ptr: u64, buf: u64, size: u64) -> i
     if p.is_proc_self(&path, b"exe") {
         let target = p.exe_path.as_os_str().as_encoded_bytes().to_vec();
         let n = target.len().min(size as usize);
-        if !p.mem.check(buf, n as u64, Prot::WRITE) {
+        if !guest::write_from(&p.mem, buf, &target[..n]) {
             return EFAULT;
         }
-        // SAFETY: checked writable guest memory of n bytes.
-        unsafe { std::ptr::copy_nonoverlapping(target.as_ptr(), buf as *mut u8, n) };
         return n as i64;
     }
     let size = p.mem.accessible_len(buf, size, Prot::WRITE);

@@ -10,6 +10,7 @@
 //! `rt_sigframe`.
 
 mod emul;
+mod guest;
 mod procfs;
 mod signal;
 mod strace;
@@ -206,6 +207,9 @@ pub(crate) struct Task<'a> {
 /// Run the guest's first thread until the process exits or is killed
 /// (`Stop::ThreadExited` when it ended with `exit` while others go on).
 pub fn run(p: &Arc<Process>, engine: &mut dyn Engine, cpu: &mut CpuState) -> Stop {
+    if let Err(e) = urun_cpu::hostfault::prepare_thread() {
+        tracing::warn!(%e, "guest thread without host-fault recovery");
+    }
     // SAFETY: gettid has no arguments and cannot fail.
     let tid = unsafe { libc::syscall(libc::SYS_gettid) } as i32;
     let mut t = Thread {

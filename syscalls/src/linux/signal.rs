@@ -15,7 +15,7 @@ use std::sync::Arc;
 use urun_cpu::state::reg;
 use urun_cpu::{Fault, FaultKind, PageFaultKind, Prot};
 
-use super::{lock, report_fatal, Process, Stop, Task};
+use super::{guest, lock, report_fatal, Process, Stop, Task};
 
 const SA_ONSTACK: u64 = 0x0800_0000;
 const SA_RESTART: u64 = 0x1000_0000;
@@ -34,6 +34,7 @@ pub(crate) const fn bit(sig: i32) -> u64 {
 /// The signal Linux sends for a fault.
 pub fn signal_for(fault: &Fault) -> i32 {
     match fault.kind {
+        FaultKind::Page { kind: PageFaultKind::Bus, .. } => libc::SIGBUS,
         FaultKind::Page { .. } | FaultKind::GeneralProtection => libc::SIGSEGV,
         FaultKind::Divide | FaultKind::FloatingPoint { .. } => libc::SIGFPE,
         FaultKind::InvalidOpcode { .. } => libc::SIGILL,
@@ -149,6 +150,17 @@ pub(crate) fn apply_host_disposition(sig: i32, act: &[u64; 4]) {
             host_handler as *const () as usize
         }
     };
+    if matches!(sig, libc::SIGSEGV | libc::SIGBUS) {
+        // urun_cpu::hostfault owns these (a guest access that faults is
+        // the guest's fault): it hands it what is not urun's. The guest's
+        // default is the handler that was there before it (the default
+        // action, or Rust's stack-overflow report).
+        let h = if act[0] == 0 { None } else { Some(sa.sa_sigaction) };
+        if let Err(e) = urun_cpu::hostfault::set_fallback(sig, h) {
+            tracing::warn!(%e, sig, "cannot set the host's disposition");
+        }
+        return;
+    }
     // SAFETY: installing a handler for a valid, catchable signal.
     unsafe {
         libc::sigemptyset(&mut sa.sa_mask);
@@ -278,9 +290,12 @@ pub(crate) fn deliver_fault(task: &mut Task<'_>, f: &Fault) -> Result<(), Stop> 
     }
     let (code, addr, frame) = match &f.kind {
         FaultKind::Page { addr, write, kind } => {
-            let present = *kind == PageFaultKind::Protection;
+            // SEGV_MAPERR, SEGV_ACCERR, BUS_ADRERR (a page with nothing
+            // behind it is present as far as the CPU knows).
+            let present = *kind != PageFaultKind::NotMapped;
             let err = 4 | ((*write as u64) << 1) | present as u64;
-            (if present { 2 } else { 1 }, *addr, FaultFrame { trapno: 14, err, cr2: *addr })
+            let code = if *kind == PageFaultKind::NotMapped { 1 } else { 2 };
+            (code, *addr, FaultFrame { trapno: 14, err, cr2: *addr })
         }
         FaultKind::GeneralProtection => (0x80, 0, FaultFrame { trapno: 13, err: 0, cr2: 0 }),
         FaultKind::Divide => (1, f.pc, FaultFrame { trapno: 0, err: 0, cr2: 0 }),
@@ -406,11 +421,9 @@ fn setup_frame(
     f[(8 + UC_SIZE) as usize..].copy_from_slice(info);
 
     let fx = cpu.fxsave_image();
-    // SAFETY: [frame, fpstate + 512) is writable guest memory (checked
-    // above); the two writes do not overlap.
-    unsafe {
-        std::ptr::copy_nonoverlapping(f.as_ptr(), frame as *mut u8, f.len());
-        std::ptr::copy_nonoverlapping(fx.as_ptr(), fpstate as *mut u8, fx.len());
+    if !guest::write_from(&task.p.mem, frame, &f) || !guest::write_from(&task.p.mem, fpstate, &fx) {
+        // Unmapped by another thread since the check: as above.
+        return Err(Stop::Signaled(libc::SIGSEGV));
     }
 
     cpu.gpr[reg::RDI] = sig as u64;
@@ -446,12 +459,10 @@ fn setup_frame(
 /// RAX (the run loop writes the syscall's result there).
 pub(crate) fn sigreturn(task: &mut Task<'_>) -> Result<i64, Stop> {
     let uc = task.cpu.gpr[reg::RSP];
-    if !task.p.mem.check(uc, UC_SIZE, Prot::READ) {
+    let mut f = vec![0u8; UC_SIZE as usize];
+    if !guest::read_into(&task.p.mem, uc, &mut f) {
         return Err(Stop::Signaled(libc::SIGSEGV));
     }
-    let mut f = vec![0u8; UC_SIZE as usize];
-    // SAFETY: UC_SIZE readable guest bytes (checked above).
-    unsafe { std::ptr::copy_nonoverlapping(uc as *const u8, f.as_mut_ptr(), f.len()) };
     let cpu = &mut *task.cpu;
     for (i, r) in SIGCONTEXT_GPRS.iter().enumerate() {
         cpu.gpr[*r] = get(&f, UC_MCONTEXT + 8 * i as u64);
@@ -462,12 +473,9 @@ pub(crate) fn sigreturn(task: &mut Task<'_>) -> Result<i64, Stop> {
     cpu.flags.set((cpu.flags.get() & !writable) | (fl & writable));
     let fpstate = get(&f, UC_MCONTEXT + 8 * 23);
     if fpstate != 0 {
-        if !task.p.mem.check(fpstate, FPSTATE_SIZE, Prot::READ) {
+        let Some(fx) = guest::read::<[u8; FPSTATE_SIZE as usize]>(&task.p.mem, fpstate) else {
             return Err(Stop::Signaled(libc::SIGSEGV));
-        }
-        let mut fx = [0u8; 512];
-        // SAFETY: 512 readable guest bytes (checked above).
-        unsafe { std::ptr::copy_nonoverlapping(fpstate as *const u8, fx.as_mut_ptr(), 512) };
+        };
         if !cpu.fxrstor_image(&fx) {
             return Err(Stop::Signaled(libc::SIGSEGV));
         }
@@ -495,26 +503,21 @@ pub(crate) fn rt_sigaction(task: &mut Task<'_>, a: &[u64; 6]) -> Result<i64, Sto
     if (act != 0 && !mem.check(act, 32, Prot::READ)) || (old != 0 && !mem.check(old, 32, Prot::WRITE)) {
         return Ok(-(libc::EFAULT as i64));
     }
+    // The kernel's struct sigaction {handler, flags, restorer, mask}.
+    let new: Option<[u64; 4]> = if act != 0 {
+        let Some(new) = guest::read(mem, act) else { return Ok(-(libc::EFAULT as i64)) };
+        Some(new)
+    } else {
+        None
+    };
     let mut acts = lock(&task.p.sigactions);
     let prev = acts[sig];
-    if act != 0 {
-        // SAFETY: 32 readable guest bytes (checked above): the kernel's
-        // struct sigaction {handler, flags, restorer, mask}.
-        let new = unsafe {
-            let q = act as *const u64;
-            [q.read_unaligned(), q.add(1).read_unaligned(), q.add(2).read_unaligned(), q.add(3).read_unaligned()]
-        };
+    if let Some(new) = new {
         acts[sig] = [new[0], new[1], new[2], new[3] & !UNBLOCKABLE];
         apply_host_disposition(sig as i32, &new);
     }
-    if old != 0 {
-        // SAFETY: 32 writable guest bytes (checked above).
-        unsafe {
-            let q = old as *mut u64;
-            for (i, v) in prev.iter().enumerate() {
-                q.add(i).write_unaligned(*v);
-            }
-        }
+    if old != 0 && !guest::write(mem, old, &prev) {
+        return Ok(-(libc::EFAULT as i64));
     }
     Ok(0)
 }
@@ -530,8 +533,7 @@ pub(crate) fn rt_sigprocmask(task: &mut Task<'_>, a: &[u64; 6]) -> Result<i64, S
     }
     let cur = task.t.sigmask;
     if set != 0 {
-        // SAFETY: 8 readable guest bytes (checked above).
-        let s = unsafe { (set as *const u64).read_unaligned() };
+        let Some(s) = guest::read::<u64>(mem, set) else { return Ok(-(libc::EFAULT as i64)) };
         let new = match how {
             libc::SIG_BLOCK => cur | s,
             libc::SIG_UNBLOCK => cur & !s,
@@ -540,9 +542,8 @@ pub(crate) fn rt_sigprocmask(task: &mut Task<'_>, a: &[u64; 6]) -> Result<i64, S
         };
         set_mask(task, new);
     }
-    if old != 0 {
-        // SAFETY: 8 writable guest bytes (checked above).
-        unsafe { (old as *mut u64).write_unaligned(cur) };
+    if old != 0 && !guest::write(&task.p.mem, old, &cur) {
+        return Ok(-(libc::EFAULT as i64));
     }
     Ok(0)
 }
@@ -564,23 +565,16 @@ pub(crate) fn sigaltstack(task: &mut Task<'_>, a: &[u64; 6]) -> Result<i64, Stop
         } else {
             0
         };
-        // SAFETY: 24 writable guest bytes (checked above): stack_t.
-        unsafe {
-            let q = old as *mut u64;
-            q.write_unaligned(s);
-            q.add(1).write_unaligned(state);
-            q.add(2).write_unaligned(size);
+        // stack_t.
+        if !guest::write(mem, old, &[s, state, size]) {
+            return Ok(-(libc::EFAULT as i64));
         }
     }
     if ss != 0 {
         if onstack {
             return Ok(-(libc::EPERM as i64));
         }
-        // SAFETY: 24 readable guest bytes (checked above).
-        let v = unsafe {
-            let q = ss as *const u64;
-            [q.read_unaligned(), q.add(1).read_unaligned(), q.add(2).read_unaligned()]
-        };
+        let Some(v) = guest::read::<[u64; 3]>(mem, ss) else { return Ok(-(libc::EFAULT as i64)) };
         let flags = v[1] as i32;
         if flags & !(libc::SS_DISABLE | libc::SS_ONSTACK | (1 << 31)) != 0 {
             return Ok(-(libc::EINVAL as i64));
@@ -603,11 +597,8 @@ pub(crate) fn rt_sigsuspend(task: &mut Task<'_>, a: &[u64; 6]) -> Result<i64, St
     if a[1] != 8 {
         return Ok(-(libc::EINVAL as i64));
     }
-    if !task.p.mem.check(a[0], 8, Prot::READ) {
-        return Ok(-(libc::EFAULT as i64));
-    }
-    // SAFETY: 8 readable guest bytes (checked above).
-    let mask = unsafe { (a[0] as *const u64).read_unaligned() } & !UNBLOCKABLE;
+    let Some(mask) = guest::read::<u64>(&task.p.mem, a[0]) else { return Ok(-(libc::EFAULT as i64)) };
+    let mask = mask & !UNBLOCKABLE;
     let old = task.t.sigmask;
     task.t.saved_mask = Some(old);
     task.t.sigmask = mask;

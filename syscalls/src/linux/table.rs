@@ -2,7 +2,7 @@
 //! arguments are (so pointers can be checked and `--strace` can print them),
 //! and whether it passes straight to the host or is emulated.
 
-use super::{emul, procfs, signal, thread};
+use super::{emul, guest, procfs, signal, thread};
 use super::{Process, Task};
 use urun_cpu::Prot;
 
@@ -30,6 +30,8 @@ pub(crate) enum A {
     OutLenPtr(u8),
     /// A `struct msghdr` (sendmsg: its buffers are read; recvmsg: written).
     Msg { write: bool },
+    /// An array of `struct mmsghdr` (sendmmsg, recvmmsg); count in argument N.
+    MsgVec { write: bool, count: u8 },
 }
 
 /// The length of a buffer argument.
@@ -284,8 +286,10 @@ pub(crate) static SYSCALLS: &[Syscall] = &[
     sys!(295, preadv, [Fd, IovOut(2), I, I, I], Pass),
     sys!(296, pwritev, [Fd, IovIn(2), I, I, I], Pass),
     sys!(297, rt_tgsigqueueinfo, [I, I, I, In(Fixed(128))], Pass),
+    sys!(299, recvmmsg, [Fd, MsgVec { write: true, count: 2 }, I, X, Out(TIMESPEC)], Pass),
     sys!(302, prlimit64, [I, I, In(Fixed(16)), Out(Fixed(16))], Pass),
     sys!(306, syncfs, [Fd], Pass),
+    sys!(307, sendmmsg, [Fd, MsgVec { write: false, count: 2 }, I, X], Pass),
     sys!(309, getcpu, [Out(Fixed(4)), Out(Fixed(4)), X], Pass),
     sys!(316, renameat2, [Fd, Str, Fd, Str, X], Pass),
     sys!(318, getrandom, [Out(Arg(1)), I, X], Pass),
@@ -322,97 +326,213 @@ fn buf_len(len: Len, args: &[u64; 6]) -> u64 {
     }
 }
 
-/// Check that every pointer argument the kernel would follow is guest
-/// memory with the access it needs. False means the syscall gets -EFAULT.
-/// A buffer whose length is an argument is clipped to the guest memory
-/// that follows it, as the kernel stops copying where a native process's
-/// memory ends (a short read or write, or -EFAULT if nothing is there).
-pub(crate) fn check_pointers(p: &Process, sc: &Syscall, args: &mut [u64; 6]) -> bool {
+/// What the kernel would read through guest pointers after urun checked
+/// them (strings, iovec arrays, `struct msghdr`/`mmsghdr`, length words):
+/// copied into urun's memory by `prepare`, and passed to the kernel in
+/// place of the guest's, so that a racing guest thread cannot change a
+/// pointer or a length between the check and the kernel's use and send the
+/// kernel into urun's memory. The kernel's updates to them (a length, msghdr
+/// fields) are copied back by `write_back`. Buffers stay in guest memory:
+/// the kernel reads and writes them where the guest has them.
+#[derive(Default)]
+pub(crate) struct Copies {
+    strings: Vec<Vec<u8>>,
+    iovs: Vec<Vec<[u64; 2]>>,
+    /// (guest address, urun's copy) of a `u32` length word.
+    lens: Vec<(u64, Box<u32>)>,
+    msgs: Vec<MsgCopy>,
+}
+
+/// Copies of one `struct msghdr`, or of an array of `struct mmsghdr`.
+struct MsgCopy {
+    /// Guest address of the first header.
+    guest: u64,
+    /// Guest header size: 56 (`msghdr`) or 64 (`mmsghdr`).
+    stride: u64,
+    /// urun's copies, each an `mmsghdr` (a `msghdr` is its first 56 bytes),
+    /// with `msg_iov` pointing at `iovs`.
+    hdrs: Vec<[u64; 8]>,
+    iovs: Vec<Vec<[u64; 2]>>,
+    /// recvmsg/recvmmsg: the kernel updates the name and control lengths
+    /// and the flags.
+    recv: bool,
+}
+
+/// UIO_MAXIOV: more iovecs than this and the kernel refuses the call.
+const UIO_MAXIOV: u64 = 1024;
+const EFAULT: i64 = -(libc::EFAULT as i64);
+
+impl Copies {
+    /// After a successful call (`ret` >= 0), copy back what the kernel
+    /// wrote into the copies; -EFAULT if the guest's memory is gone.
+    pub(crate) fn write_back(&self, mem: &urun_cpu::AddressSpace, ret: i64) -> i64 {
+        if ret < 0 {
+            return ret;
+        }
+        for (guest, copy) in &self.lens {
+            if !guest::write(mem, *guest, &**copy) {
+                return EFAULT;
+            }
+        }
+        for m in &self.msgs {
+            // recvmsg fills its one header; sendmmsg/recvmmsg the first `ret`.
+            let n = if m.stride == 56 { m.hdrs.len() } else { (ret as usize).min(m.hdrs.len()) };
+            for (k, h) in m.hdrs[..n].iter().enumerate() {
+                let at = m.guest + k as u64 * m.stride;
+                let mut ok = true;
+                if m.recv {
+                    ok &= guest::write(mem, at + 8, &(h[1] as u32));
+                    ok &= guest::write(mem, at + 40, &h[5]);
+                    ok &= guest::write(mem, at + 48, &(h[6] as u32));
+                }
+                if m.stride == 64 {
+                    ok &= guest::write(mem, at + 56, &(h[7] as u32));
+                }
+                if !ok {
+                    return EFAULT;
+                }
+            }
+        }
+        ret
+    }
+}
+
+/// Check every pointer argument the kernel would follow against the
+/// guest's memory, and put urun's copies in `args` where the kernel would
+/// read a pointer or a length through one (see `Copies`). `Err(-errno)`
+/// means the syscall fails with it (-EFAULT for memory the guest may not
+/// access). A buffer whose length is an argument is clipped to the guest
+/// memory that follows it, as the kernel stops copying where a native
+/// process's memory ends (a short read or write, or -EFAULT if nothing is
+/// there).
+pub(crate) fn prepare(p: &Process, sc: &Syscall, args: &mut [u64; 6], copies: &mut Copies) -> Result<(), i64> {
     let mem = &p.mem;
+    // Arguments replaced by a pointer to urun's copy (already checked).
+    let mut replaced = 0u8;
     for (i, a) in sc.args.iter().enumerate() {
         let ptr = args[i];
-        let ok = match *a {
-            I | X | Fd => true,
-            Str => ptr == 0 || guest_cstr(p, ptr).is_some(),
+        if replaced & (1 << i) != 0 {
+            continue;
+        }
+        match *a {
+            I | X | Fd => {}
+            Str if ptr == 0 => {}
+            Str => {
+                let mut s = guest_cstr(p, ptr).ok_or(EFAULT)?;
+                s.push(0);
+                args[i] = s.as_ptr() as u64;
+                copies.strings.push(s);
+            }
             In(Arg(n)) | Out(Arg(n)) => {
                 let need = if matches!(*a, In(_)) { Prot::READ } else { Prot::WRITE };
                 let want = args[n as usize];
-                if ptr == 0 || want == 0 {
-                    true
-                } else {
+                if ptr != 0 && want != 0 {
                     let have = mem.accessible_len(ptr, want, need);
+                    if have == 0 {
+                        return Err(EFAULT);
+                    }
                     args[n as usize] = have;
-                    have > 0
                 }
             }
-            In(len) => ptr == 0 || mem.check(ptr, buf_len(len, args), Prot::READ),
-            Out(len) => ptr == 0 || mem.check(ptr, buf_len(len, args), Prot::WRITE),
+            In(len) if ptr != 0 && !mem.check(ptr, buf_len(len, args), Prot::READ) => return Err(EFAULT),
+            Out(len) if ptr != 0 && !mem.check(ptr, buf_len(len, args), Prot::WRITE) => return Err(EFAULT),
+            In(_) | Out(_) => {}
             OutLenPtr(n) => {
                 let lp = args[n as usize];
                 if ptr == 0 || lp == 0 {
-                    true
-                } else if !mem.check(lp, 4, Prot::WRITE) {
-                    false
-                } else {
-                    // SAFETY: 4 readable guest bytes (checked above).
-                    let len = unsafe { (lp as *const u32).read_unaligned() } as u64;
-                    mem.check(ptr, len, Prot::WRITE)
+                    continue;
                 }
+                // The kernel reads the length, fills that much of the
+                // buffer, and writes the length back: it gets urun's copy of
+                // the length word, the one checked here.
+                if !mem.check(lp, 4, Prot::WRITE) {
+                    return Err(EFAULT);
+                }
+                let len: u32 = guest::read(mem, lp).ok_or(EFAULT)?;
+                if !mem.check(ptr, len as u64, Prot::WRITE) {
+                    return Err(EFAULT);
+                }
+                let copy = Box::new(len);
+                args[n as usize] = &*copy as *const u32 as u64;
+                replaced |= 1 << n;
+                copies.lens.push((lp, copy));
             }
-            Msg { write } => ptr == 0 || msghdr_ok(p, ptr, write),
+            Msg { write } if ptr != 0 => {
+                let (hdr, iov) = copy_msghdr(p, ptr, write)?;
+                let mut m = MsgCopy { guest: ptr, stride: 56, hdrs: vec![hdr], iovs: vec![iov], recv: write };
+                m.hdrs[0][2] = m.iovs[0].as_ptr() as u64;
+                args[i] = m.hdrs.as_ptr() as u64;
+                copies.msgs.push(m);
+            }
+            Msg { .. } => {}
+            MsgVec { write, count } if ptr != 0 => {
+                // The kernel handles at most UIO_MAXIOV headers a call.
+                let n = args[count as usize].min(UIO_MAXIOV);
+                let mut m = MsgCopy { guest: ptr, stride: 64, hdrs: Vec::new(), iovs: Vec::new(), recv: write };
+                for k in 0..n {
+                    let (hdr, iov) = copy_msghdr(p, ptr + k * 64, write)?;
+                    m.hdrs.push(hdr);
+                    m.iovs.push(iov);
+                }
+                for (h, iov) in m.hdrs.iter_mut().zip(&m.iovs) {
+                    h[2] = iov.as_ptr() as u64;
+                }
+                args[count as usize] = n;
+                args[i] = m.hdrs.as_ptr() as u64;
+                copies.msgs.push(m);
+            }
+            MsgVec { .. } => {}
             IovIn(n) | IovOut(n) => {
-                let count = args[n as usize].min(1024);
+                let count = args[n as usize];
                 if count == 0 {
                     continue;
                 }
-                if !mem.check(ptr, count * 16, Prot::READ) {
-                    return false;
+                if count > UIO_MAXIOV {
+                    return Err(-(libc::EINVAL as i64));
                 }
                 let need = if matches!(*a, IovIn(_)) { Prot::READ } else { Prot::WRITE };
-                (0..count).all(|k| {
-                    // SAFETY: the iovec array was checked readable above.
-                    let (base, len) = unsafe {
-                        let e = (ptr + k * 16) as *const u64;
-                        (e.read_unaligned(), e.add(1).read_unaligned())
-                    };
-                    len == 0 || mem.check(base, len, need)
-                })
+                let iov = copy_iovec(p, ptr, count, need)?;
+                args[i] = iov.as_ptr() as u64;
+                copies.iovs.push(iov);
             }
-        };
-        if !ok {
-            return false;
         }
     }
-    true
+    Ok(())
 }
 
-/// Check a `struct msghdr` and everything it points to: the name, the
-/// iovec array and its buffers, the control buffer.
-fn msghdr_ok(p: &Process, ptr: u64, write: bool) -> bool {
-    let mem = &p.mem;
-    if !mem.check(ptr, 56, Prot::READ) {
-        return false;
+/// Copy `count` guest iovecs at `ptr` and check their buffers for `need`.
+fn copy_iovec(p: &Process, ptr: u64, count: u64, need: Prot) -> Result<Vec<[u64; 2]>, i64> {
+    let mut iov = vec![[0u64; 2]; count as usize];
+    // SAFETY: `[u64; 2]` is plain data; the byte view covers exactly `iov`.
+    let bytes = unsafe { std::slice::from_raw_parts_mut(iov.as_mut_ptr() as *mut u8, iov.len() * 16) };
+    if !guest::read_into(&p.mem, ptr, bytes) {
+        return Err(EFAULT);
     }
-    // SAFETY: 56 readable guest bytes (checked above): struct msghdr.
-    let f = |off: u64| unsafe { ((ptr + off) as *const u64).read_unaligned() };
-    let (name, namelen, iov, iovlen, control, controllen) = (f(0), f(8) & 0xffff_ffff, f(16), f(24), f(32), f(40));
+    for &[base, len] in &iov {
+        if len != 0 && !p.mem.check(base, len, need) {
+            return Err(EFAULT);
+        }
+    }
+    Ok(iov)
+}
+
+/// Copy a guest `struct msghdr` and its iovec array, checking the name,
+/// control and iovec buffers (written by the kernel if `write`). The
+/// header's `msg_iov` still names the guest's array: the caller points it
+/// at the copy.
+fn copy_msghdr(p: &Process, ptr: u64, write: bool) -> Result<([u64; 8], Vec<[u64; 2]>), i64> {
+    let h: [u64; 7] = guest::read(&p.mem, ptr).ok_or(EFAULT)?;
+    let (name, namelen, iov, iovlen, control, controllen) = (h[0], h[1] & 0xffff_ffff, h[2], h[3], h[4], h[5]);
     let need = if write { Prot::WRITE } else { Prot::READ };
-    let buf_ok = |b: u64, n: u64| b == 0 || n == 0 || mem.check(b, n, need);
+    let buf_ok = |b: u64, n: u64| b == 0 || n == 0 || p.mem.check(b, n, need);
     if !buf_ok(name, namelen) || !buf_ok(control, controllen) {
-        return false;
+        return Err(EFAULT);
     }
-    let count = iovlen.min(1024);
-    if count > 0 && !mem.check(iov, count * 16, Prot::READ) {
-        return false;
+    if iovlen > UIO_MAXIOV {
+        return Err(-(libc::EMSGSIZE as i64));
     }
-    (0..count).all(|k| {
-        // SAFETY: the iovec array was checked readable above.
-        let (base, len) = unsafe {
-            let e = (iov + k * 16) as *const u64;
-            (e.read_unaligned(), e.add(1).read_unaligned())
-        };
-        buf_ok(base, len)
-    })
+    let iovs = if iovlen == 0 { Vec::new() } else { copy_iovec(p, iov, iovlen, need)? };
+    Ok(([h[0], h[1], h[2], h[3], h[4], h[5], h[6], 0], iovs))
 }
 
 /// The NUL-terminated guest string at `ptr`, if it lies wholly in readable
@@ -420,19 +540,19 @@ fn msghdr_ok(p: &Process, ptr: u64, write: bool) -> bool {
 pub(crate) fn guest_cstr(p: &Process, ptr: u64) -> Option<Vec<u8>> {
     let mut out = Vec::new();
     let mut at = ptr;
+    let mut chunk = [0u8; 4096];
     while out.len() < 65536 {
-        let page_end = (at | 0xfff) + 1;
-        if !p.mem.check(at, page_end - at, Prot::READ) {
+        let page_end = (at | 0xfff).checked_add(1)?;
+        let part = &mut chunk[..(page_end - at) as usize];
+        if !guest::read_into(&p.mem, at, part) {
             return None;
         }
-        // SAFETY: [at, page_end) is readable guest memory (checked above).
-        let chunk = unsafe { std::slice::from_raw_parts(at as *const u8, (page_end - at) as usize) };
-        match chunk.iter().position(|&b| b == 0) {
+        match part.iter().position(|&b| b == 0) {
             Some(n) => {
-                out.extend_from_slice(&chunk[..n]);
+                out.extend_from_slice(&part[..n]);
                 return Some(out);
             }
-            None => out.extend_from_slice(chunk),
+            None => out.extend_from_slice(part),
         }
         at = page_end;
     }
@@ -442,8 +562,8 @@ pub(crate) fn guest_cstr(p: &Process, ptr: u64) -> Option<Vec<u8>> {
 /// Pass a syscall to the host kernel unchanged.
 pub(crate) fn pass(nr: u64, args: &[u64; 6]) -> i64 {
     // SAFETY: every pointer argument was checked to be guest memory with the
-    // right access (`pointers_ok`), so the kernel reads and writes only the
-    // guest's memory, as it would natively.
+    // right access, or is urun's copy of one (`prepare`), so the kernel
+    // reads and writes only the guest's memory, as it would natively.
     unsafe { libc::syscall(nr as i64, args[0], args[1], args[2], args[3], args[4], args[5]) as i64 }
 }
 
@@ -467,10 +587,12 @@ pub(crate) fn dispatch(task: &mut Task<'_>, nr: u64, args: &[u64; 6]) -> Result<
         Nosys => Ok(-(libc::ENOSYS as i64)),
         Pass => {
             let mut args = *args;
-            if !check_pointers(p, sc, &mut args) {
-                return Ok(-(libc::EFAULT as i64));
+            let mut copies = Copies::default();
+            if let Err(e) = prepare(p, sc, &mut args, &mut copies) {
+                return Ok(e);
             }
-            Ok(raw_result(pass(nr, &args)))
+            let r = raw_result(pass(nr, &args));
+            Ok(copies.write_back(&p.mem, r))
         }
         Emul(h) => h(task, args),
     }
@@ -479,6 +601,118 @@ pub(crate) fn dispatch(task: &mut Task<'_>, nr: u64, args: &[u64; 6]) -> Result<
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::Arc;
+    use urun_cpu::{AddressSpace, Placement};
+
+    /// A process with two pages of guest memory, and their address.
+    fn process() -> (Process, u64) {
+        let mem = Arc::new(AddressSpace::new());
+        let g = mem.map(Placement::Hint(0), 8192, Prot::READ.union(Prot::WRITE), false, None).expect("guest pages");
+        let factory: super::super::EngineFactory =
+            Box::new(|m| Box::new(urun_cpu::interp::Interpreter::new(m)) as Box<dyn urun_cpu::Engine>);
+        (Process::new(mem, super::super::Brk::at(0, 0), "/guest".into(), factory), g)
+    }
+
+    /// Store `v` at guest address `at` as another guest thread would.
+    fn poke<T>(at: u64, v: T) {
+        // SAFETY: `at` lies in the test's guest pages.
+        unsafe { (at as *mut T).write_unaligned(v) };
+    }
+
+    fn peek<T: Copy>(at: u64) -> T {
+        // SAFETY: `at` lies in the test's guest pages.
+        unsafe { (at as *const T).read_unaligned() }
+    }
+
+    fn fds(f: impl FnOnce(&mut [i32; 2]) -> i32) -> [i32; 2] {
+        let mut fds = [0; 2];
+        assert_eq!(f(&mut fds), 0);
+        fds
+    }
+
+    /// Prepare syscall `nr` with `args` (run on the copies), let a racing
+    /// "guest thread" run `race` between the check and the kernel's use,
+    /// then make the call.
+    fn call(p: &Process, nr: u64, args: [u64; 6], race: impl FnOnce()) -> (i64, [u64; 6]) {
+        let sc = lookup(nr).expect("known");
+        let mut a = args;
+        let mut copies = Copies::default();
+        prepare(p, sc, &mut a, &mut copies).expect("checks pass");
+        race();
+        let r = copies.write_back(&p.mem, raw_result(pass(nr, &a)));
+        (r, a)
+    }
+
+    #[test]
+    fn writev_uses_the_checked_iovec_copy() {
+        let (p, g) = process();
+        // SAFETY: a pipe of our own.
+        let [rd, wr] = fds(|f| unsafe { libc::pipe(f.as_mut_ptr()) });
+        let secret = b"urun's own memory".to_vec();
+        poke(g, *b"guest data");
+        poke(g + 256, [g, 10u64]);
+        let (r, a) = call(&p, 20, [wr as u64, g + 256, 1, 0, 0, 0], || {
+            // The racing thread points the iovec at urun's memory.
+            poke(g + 256, [secret.as_ptr() as u64, secret.len() as u64]);
+        });
+        assert_eq!(r, 10);
+        assert_ne!(a[1], g + 256, "the kernel got the guest's array, not a copy");
+        let mut got = [0u8; 32];
+        // SAFETY: reading our pipe into our buffer.
+        let n = unsafe { libc::read(rd, got.as_mut_ptr().cast(), got.len()) };
+        assert_eq!(&got[..n as usize], b"guest data");
+    }
+
+    #[test]
+    fn recvmsg_uses_copies_and_writes_back_what_the_kernel_updates() {
+        let (p, g) = process();
+        // SAFETY: a socket pair of our own.
+        let [s0, s1] = fds(|f| unsafe { libc::socketpair(libc::AF_UNIX, libc::SOCK_DGRAM, 0, f.as_mut_ptr()) });
+        // SAFETY: sending from our buffer.
+        assert_eq!(unsafe { libc::send(s1, b"hello".as_ptr().cast(), 5, 0) }, 5);
+        let mut secret = vec![0u8; 64];
+        let fake_iov = [secret.as_mut_ptr() as u64, 64u64];
+        let (buf, iov, hdr, name) = (g + 1024, g + 256, g + 512, g + 2048);
+        poke(iov, [buf, 16u64]);
+        // msghdr: name, namelen, iov, iovlen, control, controllen, flags.
+        poke(hdr, [name, 64, iov, 1, 0, 0, 0x5555u64]);
+        let (r, a) = call(&p, 47, [s0 as u64, hdr, 0, 0, 0, 0], || {
+            poke(iov, fake_iov);
+            poke(hdr + 16, &fake_iov as *const _ as u64);
+        });
+        assert_eq!(r, 5);
+        assert_ne!(a[1], hdr);
+        assert_eq!(peek::<[u8; 5]>(buf), *b"hello");
+        assert!(secret.iter().all(|&b| b == 0), "the kernel wrote into urun's memory");
+        // The kernel's updates reached the guest's header: the name length
+        // (64 before; an unnamed socketpair peer has none), the flags.
+        assert_eq!(peek::<u32>(hdr + 8), 0);
+        assert_eq!(peek::<u32>(hdr + 48), 0);
+    }
+
+    #[test]
+    fn length_words_are_read_once() {
+        let (p, g) = process();
+        // SAFETY: a socket pair of our own.
+        let [s0, _s1] = fds(|f| unsafe { libc::socketpair(libc::AF_UNIX, libc::SOCK_STREAM, 0, f.as_mut_ptr()) });
+        let (addr, len) = (g + 4096 - 16, g + 600);
+        poke(len, 16u32);
+        poke(addr + 16 - 1, 0xeeu8);
+        // getsockname: the racing thread grows the length past the end of
+        // the guest's memory; the kernel must use the 16 that were checked.
+        let (r, a) = call(&p, 51, [s0 as u64, addr, len, 0, 0, 0], || poke(len, 1u32 << 20));
+        assert_eq!(r, 0);
+        assert_ne!(a[2], len);
+        assert_eq!(peek::<u32>(len), 2, "the kernel's length was written back");
+    }
+
+    #[test]
+    fn too_many_iovecs_fail_without_the_kernel() {
+        let (p, g) = process();
+        let sc = lookup(20).expect("writev");
+        let mut a = [1, g, 1025, 0, 0, 0];
+        assert_eq!(prepare(&p, sc, &mut a, &mut Copies::default()).err(), Some(-(libc::EINVAL as i64)));
+    }
 
     #[test]
     fn table_is_sorted_unique_and_sized() {
@@ -489,8 +723,14 @@ mod tests {
             assert!(s.args.len() <= 6, "{}", s.name);
             for a in s.args {
                 let refs = match a {
-                    In(Arg(i)) | Out(Arg(i)) | In(ArgTimes(i, _)) | Out(ArgTimes(i, _)) | IovIn(i) | IovOut(i)
-                    | OutLenPtr(i) => Some(*i),
+                    In(Arg(i))
+                    | Out(Arg(i))
+                    | In(ArgTimes(i, _))
+                    | Out(ArgTimes(i, _))
+                    | IovIn(i)
+                    | IovOut(i)
+                    | OutLenPtr(i)
+                    | MsgVec { count: i, .. } => Some(*i),
                     _ => None,
                 };
                 if let Some(i) = refs {

@@ -8,7 +8,7 @@ use urun_cpu::state::reg;
 use urun_cpu::{CpuState, Prot};
 
 use super::table::raw_result;
-use super::{run_thread, signal, Process, Stop, Task, Thread};
+use super::{guest, run_thread, signal, Process, Stop, Task, Thread};
 
 const EINVAL: i64 = -(libc::EINVAL as i64);
 const EFAULT: i64 = -(libc::EFAULT as i64);
@@ -123,8 +123,8 @@ extern "C" fn vfork_child(arg: *mut libc::c_void) -> libc::c_int {
     // SAFETY: gettid cannot fail.
     let tid = unsafe { libc::syscall(libc::SYS_gettid) } as i32;
     if c.child_settid != 0 {
-        // SAFETY: checked writable guest memory before the clone.
-        unsafe { (c.child_settid as *mut i32).write_unaligned(tid) };
+        // Checked before the clone; gone since, the kernel would not write.
+        guest::write(&c.p.mem, c.child_settid, &tid);
     }
     let mut engine = (c.p.new_engine)(c.p.mem.clone());
     let mut t = Thread {
@@ -187,8 +187,7 @@ fn fork_like(task: &mut Task<'_>, flags: u64, stack: u64, ptid: u64, ctid: u64, 
         let me = unsafe { libc::syscall(libc::SYS_gettid) } as i32;
         task.t.tid = me;
         if flags & libc::CLONE_CHILD_SETTID as u64 != 0 {
-            // SAFETY: checked writable guest memory above.
-            unsafe { (ctid as *mut i32).write_unaligned(me) };
+            guest::write(&task.p.mem, ctid, &me);
         }
         if flags & libc::CLONE_CHILD_CLEARTID as u64 != 0 {
             task.t.clear_child_tid = ctid;
@@ -203,8 +202,7 @@ fn fork_like(task: &mut Task<'_>, flags: u64, stack: u64, ptid: u64, ctid: u64, 
         return Ok(0);
     }
     if flags & libc::CLONE_PARENT_SETTID as u64 != 0 {
-        // SAFETY: checked writable guest memory above.
-        unsafe { (ptid as *mut i32).write_unaligned(pid) };
+        guest::write(&task.p.mem, ptid, &pid);
     }
     if vfork {
         // SAFETY: our pipe; read blocks until the child's write end closes
@@ -244,15 +242,17 @@ fn spawn_thread(task: &mut Task<'_>, flags: u64, stack: u64, ptid: u64, ctid: u6
     let (tx, rx) = mpsc::channel::<i32>();
     p.live_threads.fetch_add(1, Ordering::AcqRel);
     let spawned = std::thread::Builder::new().name("guest".into()).stack_size(1 << 20).spawn(move || {
+        if let Err(e) = urun_cpu::hostfault::prepare_thread() {
+            tracing::warn!(%e, "guest thread without host-fault recovery");
+        }
         // SAFETY: gettid cannot fail.
         let tid = unsafe { libc::syscall(libc::SYS_gettid) } as i32;
+        // Checked before the spawn; gone since, the kernel would not write.
         if child_settid {
-            // SAFETY: checked writable guest memory before the spawn.
-            unsafe { (ctid as *mut i32).write_unaligned(tid) };
+            guest::write(&p.mem, ctid, &tid);
         }
         if settid {
-            // SAFETY: as above.
-            unsafe { (ptid as *mut i32).write_unaligned(tid) };
+            guest::write(&p.mem, ptid, &tid);
         }
         let _ = tx.send(tid);
         let mut engine = (p.new_engine)(p.mem.clone());
@@ -287,13 +287,10 @@ fn spawn_thread(task: &mut Task<'_>, flags: u64, stack: u64, ptid: u64, ctid: u6
 /// Returns what the caller's host thread should do.
 pub(crate) fn exit_thread(p: &Arc<Process>, t: &mut Thread, code: i32) -> Stop {
     let addr = t.clear_child_tid;
-    if addr != 0 && p.mem.check(addr, 4, Prot::WRITE) {
-        // SAFETY: 4 writable guest bytes (checked); the futex wake names
-        // the same guest (== host) address, as the kernel would.
-        unsafe {
-            (addr as *mut i32).write_volatile(0);
-            libc::syscall(libc::SYS_futex, addr, libc::FUTEX_WAKE, 1, 0, 0, 0);
-        }
+    if addr != 0 && guest::write(&p.mem, addr, &0i32) {
+        // SAFETY: the futex wake names the same guest (== host) address, as
+        // the kernel would; it does not touch the memory.
+        unsafe { libc::syscall(libc::SYS_futex, addr, libc::FUTEX_WAKE, 1, 0, 0, 0) };
     }
     if p.live_threads.fetch_sub(1, Ordering::AcqRel) == 1 {
         return Stop::Exited(code);

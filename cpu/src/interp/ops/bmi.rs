@@ -314,10 +314,8 @@ fn clflush_m8(ctx: &mut Ctx<'_>, insn: &Instruction) -> Step {
     ctx.load(addr, 1)?;
     // SAFETY: `load` just checked that `addr` is guest memory the guest may
     // read, and guest addresses are host addresses; CLFLUSH changes no
-    // data, only where it is cached. SSE2 (which implies CLFLUSH) is part
-    // of the x86-64 baseline.
-    unsafe { core::arch::x86_64::_mm_clflush(addr as *const u8) };
-    Ok(())
+    // data, only where it is cached (a racing unmap becomes the fault).
+    unsafe { crate::hostfault::flush(addr) }.map_err(|e| ctx.fault(e.to_fault_kind()))
 }
 
 #[cfg(test)]

@@ -183,25 +183,27 @@ fn bulk<const OP: u8>(ctx: &mut Ctx<'_>, f: &Form) -> Result<bool, Exit> {
     }
     // SAFETY: `AddressSpace::check` found every byte of the destination
     // writable (and of the source readable) guest memory; guest addresses
-    // are host addresses. `ptr::copy` is a memmove, which equals the
-    // forward element copy since the destination does not start inside the
-    // source.
-    unsafe {
+    // are host addresses. The host's forward `rep movs`/`rep stos` is the
+    // element loop, since the destination does not start inside the
+    // source. If another guest thread unmaps a page meanwhile, the copy
+    // stops there: the registers account for the elements done, and the
+    // element loop takes over to fault precisely (or go on, if the page is
+    // back).
+    let r = unsafe {
         if OP == MOVS {
-            std::ptr::copy(src as *const u8, dst as *mut u8, len as usize);
+            crate::hostfault::copy(dst, src, len).map_err(|p| p.done / f.size as u64)
         } else {
-            let v = ctx.cpu.gpr[reg::RAX];
-            if f.size == 1 {
-                std::ptr::write_bytes(dst as *mut u8, v as u8, len as usize);
-            } else {
-                let pattern = v.to_le_bytes();
-                let s = f.size as usize;
-                let out = std::slice::from_raw_parts_mut(dst as *mut u8, len as usize);
-                for chunk in out.chunks_exact_mut(s) {
-                    chunk.copy_from_slice(&pattern[..s]);
-                }
-            }
+            crate::hostfault::fill(dst, ctx.cpu.gpr[reg::RAX], count, f.size).map_err(|p| p.done)
         }
+    };
+    if let Err(done) = r {
+        let bytes = done * f.size as u64;
+        ctx.cpu.gpr[reg::RDI] = dst + bytes;
+        if OP == MOVS {
+            ctx.cpu.gpr[reg::RSI] = ctx.cpu.gpr[reg::RSI].wrapping_add(bytes);
+        }
+        ctx.cpu.gpr[reg::RCX] = count - done;
+        return Ok(false);
     }
     ctx.cpu.gpr[reg::RDI] = dst + len;
     if OP == MOVS {
