@@ -21,6 +21,9 @@ enum EngineKind {
     Interp,
     /// Native execution in a bare KVM virtual machine (needs /dev/kvm).
     Kvm,
+    /// Experimental: guest code copied into a code cache and run natively
+    /// (x86-64 hosts with FSGSBASE).
+    Jit,
 }
 
 impl EngineKind {
@@ -28,6 +31,7 @@ impl EngineKind {
         match self {
             EngineKind::Interp => "interp",
             EngineKind::Kvm => "kvm",
+            EngineKind::Jit => "jit",
         }
     }
 }
@@ -181,6 +185,11 @@ fn start(cli: &Cli) -> Result<Stop, StartError> {
             kvm_unusable(&e);
         }
     }
+    if cli.engine == EngineKind::Jit {
+        if let Err(e) = urun_cpu::jit::probe() {
+            jit_unusable(&e);
+        }
+    }
     let mem = Arc::new(AddressSpace::new());
     let cpuid1 = urun_cpu::cpuid::guest_cpuid(1, 0);
     let opts = LoadOptions {
@@ -225,7 +234,18 @@ fn new_engine(kind: EngineKind, mem: Arc<AddressSpace>) -> Box<dyn Engine> {
             Ok(e) => Box::new(e),
             Err(e) => kvm_unusable(&e),
         },
+        EngineKind::Jit => match urun_cpu::jit::JitEngine::new(mem) {
+            Ok(e) => Box::new(e),
+            Err(e) => jit_unusable(&e),
+        },
     }
+}
+
+/// Say in one line why the JIT cannot be used, and leave (as for KVM).
+fn jit_unusable(e: &urun_cpu::jit::JitError) -> ! {
+    eprintln!("urun: --engine jit: {e}");
+    // SAFETY: as in `kvm_unusable`.
+    unsafe { libc::_exit(KVM_UNUSABLE) }
 }
 
 /// Exit status when `--engine kvm` cannot run here (as `env` uses for

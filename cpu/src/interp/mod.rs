@@ -166,47 +166,58 @@ impl Interpreter {
     }
 }
 
+impl Interpreter {
+    /// Run one block at `cpu.rip` (the JIT's fallback for what it does not
+    /// run natively). `None`: the block ended normally.
+    pub fn run_block(&mut self, cpu: &mut CpuState) -> Option<Exit> {
+        let gen = self.mem.generation();
+        if gen != self.generation {
+            self.generation = gen;
+            self.flush();
+        }
+        let block = match self.cache.get(&cpu.rip) {
+            Some(b) => b.clone(),
+            None => match self.decode(cpu.rip) {
+                Ok(b) => b,
+                Err(e) => return Some(e),
+            },
+        };
+        let mut ctx = Ctx {
+            cpu: &mut *cpu,
+            mem: &self.mem,
+            tlb: &mut self.tlb,
+            code_pages: &self.code_pages,
+            next_rip: 0,
+            smc: false,
+        };
+        for d in &block.insns {
+            ctx.next_rip = d.insn.next_ip();
+            if let Err(exit) = (d.handler)(&mut ctx, &d.insn) {
+                if ctx.smc {
+                    self.flush();
+                }
+                return Some(exit);
+            }
+            ctx.cpu.rip = ctx.next_rip;
+            if ctx.smc {
+                break;
+            }
+        }
+        if ctx.smc {
+            self.flush();
+        }
+        None
+    }
+}
+
 impl Engine for Interpreter {
     fn run(&mut self, cpu: &mut CpuState) -> Exit {
         loop {
             if self.interrupt.load(Ordering::Relaxed) && self.interrupt.swap(false, Ordering::AcqRel) {
                 return Exit::Interrupted;
             }
-            let gen = self.mem.generation();
-            if gen != self.generation {
-                self.generation = gen;
-                self.flush();
-            }
-            let block = match self.cache.get(&cpu.rip) {
-                Some(b) => b.clone(),
-                None => match self.decode(cpu.rip) {
-                    Ok(b) => b,
-                    Err(e) => return e,
-                },
-            };
-            let mut ctx = Ctx {
-                cpu: &mut *cpu,
-                mem: &self.mem,
-                tlb: &mut self.tlb,
-                code_pages: &self.code_pages,
-                next_rip: 0,
-                smc: false,
-            };
-            for d in &block.insns {
-                ctx.next_rip = d.insn.next_ip();
-                if let Err(exit) = (d.handler)(&mut ctx, &d.insn) {
-                    if ctx.smc {
-                        self.flush();
-                    }
-                    return exit;
-                }
-                ctx.cpu.rip = ctx.next_rip;
-                if ctx.smc {
-                    break;
-                }
-            }
-            if ctx.smc {
-                self.flush();
+            if let Some(exit) = self.run_block(cpu) {
+                return exit;
             }
         }
     }

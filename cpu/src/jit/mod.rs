@@ -1,0 +1,434 @@
+//! The JIT engine (`--engine jit`, experimental): guest code is copied
+//! verbatim into a code cache and runs natively; only control flow,
+//! RIP-relative displacements, FS accesses and SYSCALL are rewritten
+//! (`translate.rs`), and what urun must model runs in the interpreter, one
+//! block at a time, on the same `AddressSpace` and `CpuState`, so the two
+//! engines agree.
+//!
+//! This is phase 1a of `../shared/JIT.md`: every block ends with an exit to
+//! the dispatcher (an assembly lookup in a per-thread table, no block
+//! linking yet); a miss returns to Rust, which translates. Guest registers
+//! are the machine's while translated code runs; the flags and the x87/SSE
+//! state go through `CpuState` only when `run` returns to the personality
+//! or the interpreter takes a block.
+//!
+//! Per-thread state lives in `Ctx` (urun's static TLS, `ctx.rs`); the guest
+//! FS base is in GS (set with `wrgsbase`, hence FSGSBASE is required).
+//! Each engine (one per guest thread) has its own translations, in chunks
+//! of code-cache regions near the guest code (`arena.rs`). A host fault in
+//! translated code is claimed through `hostfault` and becomes the guest's
+//! fault at the exact guest instruction.
+
+mod arena;
+mod ctx;
+mod translate;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use crate::engine::{Engine, Exit, Fault};
+use crate::hostfault::{self, HostFault, HostFaultError, InGuest, Recovery, SavedContext};
+use crate::interp::Interpreter;
+use crate::mem::{AddressSpace, Prot, PAGE_SIZE};
+use crate::state::{fl, reg, CpuState};
+
+use ctx::{ctx_ptr, reason, Ctx};
+use translate::{Fixup, PcEntry, Translation};
+
+/// Why the JIT engine cannot run here.
+#[derive(Debug, thiserror::Error)]
+pub enum JitError {
+    #[error("the host does not let user code set the GS base (no FSGSBASE in AT_HWCAP2)")]
+    NoFsgsbase,
+    #[error("no free address space for a code cache within reach of guest code at {0:#x}")]
+    NoArena(u64),
+    #[error("cannot allocate the dispatch table: {0}")]
+    Table(std::io::Error),
+    #[error(transparent)]
+    HostFault(#[from] HostFaultError),
+}
+
+/// Can the JIT run on this host?
+pub fn probe() -> Result<(), JitError> {
+    const HWCAP2_FSGSBASE: u64 = 1 << 1;
+    // SAFETY: getauxval has no preconditions.
+    let hwcap2 = unsafe { libc::getauxval(libc::AT_HWCAP2) };
+    if hwcap2 & HWCAP2_FSGSBASE == 0 {
+        return Err(JitError::NoFsgsbase);
+    }
+    Ok(())
+}
+
+/// Entries of the dispatch table (indexed by the low 16 bits of the pc).
+const TABLE_ENTRIES: usize = 1 << 16;
+
+/// The per-thread dispatch table: (-guest pc, cache pc) pairs.
+struct Table {
+    base: *mut [u64; 2],
+    /// Indices written since the last flush.
+    used: Vec<u32>,
+}
+
+impl Table {
+    fn new() -> Result<Table, JitError> {
+        let len = TABLE_ENTRIES * 16;
+        // SAFETY: a fresh private anonymous mapping, owned by the table.
+        let p = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        if p == libc::MAP_FAILED {
+            return Err(JitError::Table(std::io::Error::last_os_error()));
+        }
+        let t = Table { base: p as *mut [u64; 2], used: Vec::new() };
+        // Entry 0 is the only one whose zero tag matches a pc (pc 0): it
+        // leads to a miss.
+        // SAFETY: entry 0 of our mapping.
+        unsafe { *t.base = [0, ctx::miss_addr()] };
+        Ok(t)
+    }
+
+    fn insert(&mut self, pc: u64, cache: u64) {
+        let i = (pc & 0xffff) as usize;
+        // SAFETY: i < TABLE_ENTRIES, inside our mapping; only this thread
+        // reads the table (from its dispatcher).
+        unsafe { *self.base.add(i) = [pc.wrapping_neg(), cache] };
+        self.used.push(i as u32);
+    }
+
+    fn clear(&mut self) {
+        for &i in &self.used {
+            // SAFETY: as in `insert`.
+            unsafe { *self.base.add(i as usize) = [0, 0] };
+        }
+        self.used.clear();
+        // SAFETY: entry 0, as in `new`.
+        unsafe { *self.base = [0, ctx::miss_addr()] };
+    }
+}
+
+impl Drop for Table {
+    fn drop(&mut self) {
+        // SAFETY: our own mapping, no longer referenced (the engine is
+        // going away, and `Ctx::table` is rewritten by the next `run`).
+        unsafe { libc::munmap(self.base as *mut libc::c_void, TABLE_ENTRIES * 16) };
+    }
+}
+
+/// A translated block as the fault handler sees it.
+struct BlockRec {
+    start: u64,
+    end: u64,
+    map: Box<[PcEntry]>,
+}
+
+/// A chunk of a code region and the blocks in it (in address order).
+struct Chunk {
+    start: u64,
+    fill: u64,
+    blocks: Vec<BlockRec>,
+}
+
+/// Where the code of one engine is: read by the fault handler on the same
+/// thread while translated code runs (never while Rust changes it).
+struct Index {
+    chunks: Vec<Chunk>,
+}
+
+impl Index {
+    /// The guest pc and fixup for host pc `pc` in translated code.
+    fn guest_pc(&self, pc: u64) -> Option<(u64, Fixup)> {
+        let c = self.chunks.iter().find(|c| (c.start..c.start + arena::CHUNK).contains(&pc))?;
+        let i = c.blocks.partition_point(|b| b.start <= pc);
+        let b = c.blocks.get(i.checked_sub(1)?)?;
+        if pc >= b.end {
+            return None;
+        }
+        translate::guest_pc_at(&b.map, (pc - b.start) as u32)
+    }
+}
+
+/// What the engine knows about a guest pc.
+#[derive(Clone, Copy)]
+enum Entry {
+    Native(u64),
+    Interp,
+}
+
+/// The JIT engine for one guest thread.
+pub struct JitEngine {
+    mem: Arc<AddressSpace>,
+    interp: Interpreter,
+    interrupt: Arc<AtomicBool>,
+    generation: u64,
+    blocks: HashMap<u64, Entry>,
+    index: Box<Index>,
+    table: Table,
+    /// The GS base this engine last wrote (the guest's FS base).
+    gs_base: Option<u64>,
+    /// Thread-pointer offset of `Ctx`.
+    tp: i32,
+}
+
+impl JitEngine {
+    pub fn new(mem: Arc<AddressSpace>) -> Result<JitEngine, JitError> {
+        probe()?;
+        hostfault::install()?;
+        Ok(JitEngine {
+            interp: Interpreter::new(mem.clone()),
+            generation: mem.generation(),
+            mem,
+            interrupt: Arc::new(AtomicBool::new(false)),
+            blocks: HashMap::new(),
+            index: Box::new(Index { chunks: Vec::new() }),
+            table: Table::new()?,
+            gs_base: None,
+            tp: ctx::tp_offset(),
+        })
+    }
+
+    /// Drop every translation (the chunks stay this engine's).
+    fn flush(&mut self) {
+        self.blocks.clear();
+        self.table.clear();
+        for c in &mut self.index.chunks {
+            c.fill = c.start;
+            c.blocks.clear();
+        }
+    }
+
+    /// The guest code bytes at `pc` that can be fetched (executable guest
+    /// pages, at most what a block can span).
+    fn fetch(&self, pc: u64, buf: &mut [u8]) -> usize {
+        let mut avail = 0u64;
+        let mut page = pc & !(PAGE_SIZE - 1);
+        while avail < PAGE_SIZE {
+            match self.mem.prot_at(page) {
+                Some(p) if p.contains(Prot::EXEC) => {}
+                _ => break,
+            }
+            avail = page + PAGE_SIZE - pc;
+            page += PAGE_SIZE;
+        }
+        let avail = (avail as usize).min(buf.len());
+        // SAFETY: [pc, pc+avail) lies in executable guest pages, which urun
+        // keeps readable; a concurrent unmap ends the copy early.
+        match unsafe { hostfault::copy_from_guest(&mut buf[..avail], pc) } {
+            Ok(()) => avail,
+            Err(p) => p.done as usize,
+        }
+    }
+
+    /// A chunk with room for a block, within reach of `pc`.
+    fn chunk_for(&mut self, pc: u64) -> Result<usize, JitError> {
+        let need = translate::MAX_BLOCK_BYTES as u64;
+        if let Some(i) = self
+            .index
+            .chunks
+            .iter()
+            .position(|c| arena::reaches(c.start, pc) && c.fill + need <= c.start + arena::CHUNK)
+        {
+            return Ok(i);
+        }
+        let start = arena::take_chunk(pc, Recovery::Handler(on_fault))?;
+        self.index.chunks.push(Chunk { start, fill: start, blocks: Vec::new() });
+        Ok(self.index.chunks.len() - 1)
+    }
+
+    /// The translation of the block at `pc`, made now if needed.
+    fn lookup(&mut self, pc: u64) -> Entry {
+        if let Some(e) = self.blocks.get(&pc) {
+            return *e;
+        }
+        let mut buf = [0u8; translate::MAX_INSNS * 15];
+        let n = self.fetch(pc, &mut buf);
+        if n == 0 {
+            // Not executable: the interpreter raises the fetch fault.
+            return Entry::Interp;
+        }
+        let entry = match self.chunk_for(pc) {
+            Err(e) => {
+                tracing::debug!(pc = format_args!("{pc:#x}"), "jit: {e}; interpreting");
+                Entry::Interp
+            }
+            Ok(ci) => {
+                let at = self.index.chunks[ci].fill;
+                match translate::translate(&buf[..n], pc, at, self.tp) {
+                    Translation::Interp => Entry::Interp,
+                    Translation::Block(b) => {
+                        let len = b.code.len() as u64;
+                        // SAFETY: [at, at+len) is free space in our own
+                        // read-write-execute chunk (len <= MAX_BLOCK_BYTES,
+                        // checked room); no thread runs it yet.
+                        unsafe { std::ptr::copy_nonoverlapping(b.code.as_ptr(), at as *mut u8, b.code.len()) };
+                        let c = &mut self.index.chunks[ci];
+                        c.fill = (at + len + 15) & !15;
+                        c.blocks.push(BlockRec { start: at, end: at + len, map: b.map.into_boxed_slice() });
+                        self.table.insert(pc, at);
+                        Entry::Native(at)
+                    }
+                }
+            }
+        };
+        self.blocks.insert(pc, entry);
+        entry
+    }
+}
+
+impl Drop for JitEngine {
+    fn drop(&mut self) {
+        for c in &self.index.chunks {
+            arena::give_back(c.start);
+        }
+    }
+}
+
+/// Guest state into `Ctx` (TF and AC are not set on the machine: the
+/// interpreter does not model single-stepping or alignment checks).
+fn load(c: &mut Ctx, cpu: &CpuState) {
+    c.gpr = cpu.gpr;
+    c.rip = cpu.rip;
+    c.rflags = (cpu.flags.get() & !(fl::TF | fl::AC)) | 0x202;
+    c.fx = cpu.fxsave_image();
+}
+
+/// Guest state back from `Ctx`.
+fn save(c: &Ctx, cpu: &mut CpuState) {
+    cpu.gpr = c.gpr;
+    cpu.rip = c.rip;
+    cpu.flags.set((c.rflags & fl::USER_WRITABLE) | 0x202);
+    // FXSAVE64 wrote the machine's state, which is valid (the image says
+    // where the last x87 instruction was in the cache: the interpreter's
+    // model reports FIP/FDP as 0, and so does `fxrstor_image`).
+    let ok = cpu.fxrstor_image(&c.fx);
+    debug_assert!(ok, "FXSAVE64 image with a reserved MXCSR bit");
+}
+
+thread_local! {
+    static PREPARED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// The host-fault owner's callback for faults in code regions: runs in the
+/// signal handler, on the faulting thread, with urun's FS.
+fn on_fault(hf: &HostFault, sc: &mut SavedContext<'_>) -> bool {
+    let c = ctx_ptr();
+    // SAFETY: this thread's Ctx; `index` points to the engine running on
+    // this thread (set by `run`), which is inside translated code now and
+    // so not changing its index.
+    unsafe {
+        let index = (*c).index as *const Index;
+        if index.is_null() {
+            return false;
+        }
+        let Some((pc, fixup)) = (*index).guest_pc(sc.pc()) else { return false };
+        if fixup == Fixup::RestoreRcx {
+            sc.set_reg(reg::RCX, (*c).s_rcx);
+        }
+        (*c).rip = pc;
+        (*c).reason = reason::FAULT;
+        (*c).fault = ctx::FaultRecord { signo: hf.signo, code: hf.code, addr: hf.addr, write: hf.write as u64 };
+    }
+    sc.set_pc(ctx::exit_addr());
+    true
+}
+
+impl Engine for JitEngine {
+    fn run(&mut self, cpu: &mut CpuState) -> Exit {
+        if !PREPARED.with(|p| p.get()) {
+            if let Err(e) = hostfault::prepare_thread() {
+                tracing::warn!("jit: {e}");
+            }
+            PREPARED.with(|p| p.set(true));
+        }
+        let _guest = InGuest::enter();
+        if self.gs_base != Some(cpu.fs_base) {
+            // SAFETY: FSGSBASE is enabled (checked in `new`); urun does not
+            // use GS, so only translated code sees this base.
+            unsafe { std::arch::asm!("wrgsbase {b}", b = in(reg) cpu.fs_base, options(nostack, preserves_flags)) };
+            self.gs_base = Some(cpu.fs_base);
+        }
+        let cp = ctx_ptr();
+        // SAFETY (every `&mut *cp` below): this thread's Ctx; nothing else
+        // on this thread uses it while `run` does (a vfork child sharing
+        // the TLS runs while we wait, outside `run`). No reference is held
+        // across `urun_jit_enter`, which writes it.
+        {
+            let c = unsafe { &mut *cp };
+            c.table = self.table.base as u64;
+            c.interrupt = Arc::as_ptr(&self.interrupt) as u64;
+            c.dispatch = ctx::dispatch_addr();
+            c.exit = ctx::exit_addr();
+            c.index = &*self.index as *const Index as u64;
+            load(c, cpu);
+        }
+        let exit = loop {
+            if self.interrupt.load(Ordering::Relaxed) && self.interrupt.swap(false, Ordering::AcqRel) {
+                save(unsafe { &*cp }, cpu);
+                break Exit::Interrupted;
+            }
+            let gen = self.mem.generation();
+            if gen != self.generation {
+                self.generation = gen;
+                self.flush();
+            }
+            let rip = unsafe { (*cp).rip };
+            match self.lookup(rip) {
+                Entry::Native(at) => {
+                    // SAFETY: `at` is a translated block in our chunk; Ctx
+                    // holds the guest state and the routines' addresses.
+                    unsafe { ctx::urun_jit_enter(at) };
+                    let c = unsafe { &*cp };
+                    match c.reason {
+                        reason::MISS | reason::INTERRUPTED => continue,
+                        reason::SYSCALL => {
+                            save(c, cpu);
+                            // As the hardware does: RCX = return address,
+                            // R11 = RFLAGS.
+                            cpu.gpr[reg::RCX] = cpu.rip;
+                            cpu.gpr[reg::R11] = cpu.flags.get() & !0x1_0000;
+                            break Exit::Syscall;
+                        }
+                        reason::FAULT => {
+                            save(c, cpu);
+                            let f = c.fault;
+                            let hf = HostFault { signo: f.signo, addr: f.addr, write: f.write != 0, code: f.code };
+                            break Exit::Fault(Fault { pc: cpu.rip, kind: hf.to_fault_kind() });
+                        }
+                        other => {
+                            tracing::error!(other, "jit: unknown exit reason");
+                            save(c, cpu);
+                            break Exit::Fault(Fault {
+                                pc: cpu.rip,
+                                kind: crate::engine::FaultKind::InvalidOpcode { what: "jit exit".into() },
+                            });
+                        }
+                    }
+                }
+                Entry::Interp => {
+                    save(unsafe { &*cp }, cpu);
+                    if let Some(exit) = self.interp.run_block(cpu) {
+                        break exit;
+                    }
+                    load(unsafe { &mut *cp }, cpu);
+                }
+            }
+        };
+        unsafe { (*cp).index = 0 };
+        exit
+    }
+
+    fn name(&self) -> &'static str {
+        "jit"
+    }
+
+    fn interrupt_handle(&self) -> Arc<AtomicBool> {
+        self.interrupt.clone()
+    }
+}
