@@ -432,3 +432,110 @@ impl Engine for JitEngine {
         self.interrupt.clone()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::difftest::Snippet;
+    use crate::engine::{FaultKind, PageFaultKind};
+
+    /// Run `code` (ending in something that exits) under the interpreter
+    /// and under the JIT from the same state; both results.
+    fn both(s: &Snippet, code: &[u8], init: impl Fn(&mut CpuState)) -> [(CpuState, Exit); 2] {
+        // SAFETY: the snippet's code area is ours, 16 KiB, mapped RW.
+        unsafe { std::ptr::copy_nonoverlapping(code.as_ptr(), s.code as *mut u8, code.len()) };
+        let start = || {
+            let mut cpu = CpuState { rip: s.code, ..CpuState::default() };
+            cpu.gpr[reg::RSP] = s.stack_top;
+            init(&mut cpu);
+            cpu
+        };
+        let mut a = start();
+        let ea = Interpreter::new(s.mem.clone()).run(&mut a);
+        let mut b = start();
+        let mut jit = JitEngine::new(s.mem.clone()).expect("jit engine");
+        let eb = jit.run(&mut b);
+        [(a, ea), (b, eb)]
+    }
+
+    fn assert_same(r: &[(CpuState, Exit); 2]) {
+        let [(a, ea), (b, eb)] = r;
+        assert_eq!(ea, eb, "exits");
+        assert_eq!(a.gpr, b.gpr, "gprs");
+        assert_eq!(a.rip, b.rip, "rip");
+        assert_eq!(a.flags.get(), b.flags.get(), "rflags");
+        assert_eq!(a.xmm, b.xmm, "xmm");
+        assert_eq!(a.mxcsr, b.mxcsr, "mxcsr");
+    }
+
+    #[test]
+    fn loop_and_flags_agree_with_the_interpreter() {
+        let s = Snippet::new();
+        // mov ecx, 10; xor eax, eax; L: add eax, ecx; loop L; cmp eax, 55; syscall
+        let code = [0xb9, 10, 0, 0, 0, 0x31, 0xc0, 0x01, 0xc8, 0xe2, 0xfc, 0x83, 0xf8, 0x37, 0x0f, 0x05];
+        let r = both(&s, &code, |_| {});
+        assert_eq!(r[1].1, Exit::Syscall);
+        assert_eq!(r[1].0.gpr[reg::RAX], 55);
+        assert_same(&r);
+    }
+
+    #[test]
+    fn calls_returns_and_fs_accesses_agree() {
+        let s = Snippet::new();
+        // mov rax, fs:[8]; call f; syscall; f: add rax, 1; ret
+        let code = [0x64, 0x48, 0x8b, 0x04, 0x25, 8, 0, 0, 0, 0xe8, 2, 0, 0, 0, 0x0f, 0x05, 0x48, 0x83, 0xc0, 1, 0xc3];
+        // SAFETY: the snippet's data area, mapped RW.
+        unsafe { *((s.data + 8) as *mut u64) = 41 };
+        let data = s.data;
+        let r = both(&s, &code, |c| c.fs_base = data);
+        assert_eq!(r[1].0.gpr[reg::RAX], 42);
+        assert_same(&r);
+    }
+
+    #[test]
+    fn a_fault_in_translated_code_has_the_guest_state() {
+        let s = Snippet::new();
+        // mov ebx, 5; xor eax, eax; add rbx, 1; mov rax, [rax]
+        let code = [0xbb, 5, 0, 0, 0, 0x31, 0xc0, 0x48, 0x83, 0xc3, 1, 0x48, 0x8b, 0x00];
+        let r = both(&s, &code, |_| {});
+        let fault =
+            Fault { pc: s.code + 11, kind: FaultKind::Page { addr: 0, write: false, kind: PageFaultKind::NotMapped } };
+        assert_eq!(r[1].1, Exit::Fault(fault));
+        assert_eq!(r[1].0.gpr[reg::RBX], 6);
+        assert_same(&r);
+    }
+
+    #[test]
+    fn a_fault_pushing_an_indirect_call_restores_rcx() {
+        let s = Snippet::new();
+        // mov ecx, 0x77; call rax   (with RSP at an unmapped page)
+        let code = [0xb9, 0x77, 0, 0, 0, 0xff, 0xd0];
+        let target = s.code;
+        let r = both(&s, &code, |c| {
+            c.gpr[reg::RSP] = 0x2000;
+            c.gpr[reg::RAX] = target;
+        });
+        let fault = Fault {
+            pc: s.code + 5,
+            kind: FaultKind::Page { addr: 0x1ff8, write: true, kind: PageFaultKind::NotMapped },
+        };
+        assert_eq!(r[1].1, Exit::Fault(fault));
+        assert_eq!(r[1].0.gpr[reg::RCX], 0x77);
+        assert_eq!(r[1].0.gpr[reg::RSP], 0x2000);
+        assert_same(&r);
+    }
+
+    #[test]
+    fn cpuid_and_sse_state_cross_the_interpreter() {
+        let s = Snippet::new();
+        // mov eax, 1; cvtsi2sd xmm1, rax; xor ecx, ecx; cpuid; addsd xmm1, xmm1; syscall
+        let code = [
+            0xb8, 1, 0, 0, 0, 0xf2, 0x48, 0x0f, 0x2a, 0xc8, 0x31, 0xc9, 0x0f, 0xa2, 0xf2, 0x0f, 0x58, 0xc9, 0x0f, 0x05,
+        ];
+        let r = both(&s, &code, |_| {});
+        assert_eq!(r[1].0.xmm[1] as u64, 2.0f64.to_bits());
+        // EDX: the model's leaf-1 features (RCX is SYSCALL's return address).
+        assert_eq!(r[1].0.gpr[reg::RDX] as u32, crate::cpuid::guest_cpuid(1, 0)[3]);
+        assert_same(&r);
+    }
+}
