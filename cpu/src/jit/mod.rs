@@ -100,10 +100,17 @@ impl Table {
         // SAFETY: i < TABLE_ENTRIES, inside our mapping; only this thread
         // reads the table (from its dispatcher).
         unsafe { *self.base.add(i) = [pc.wrapping_neg(), cache] };
-        self.used.push(i as u32);
+        // Past a quarter of the table, `clear` zeroes all of it instead.
+        if self.used.len() <= TABLE_ENTRIES / 4 {
+            self.used.push(i as u32);
+        }
     }
 
     fn clear(&mut self) {
+        if self.used.len() > TABLE_ENTRIES / 4 {
+            // SAFETY: the whole mapping, ours.
+            unsafe { std::ptr::write_bytes(self.base, 0, TABLE_ENTRIES) };
+        }
         for &i in &self.used {
             // SAFETY: as in `insert`.
             unsafe { *self.base.add(i as usize) = [0, 0] };
@@ -245,6 +252,11 @@ impl JitEngine {
     /// The translation of the block at `pc`, made now if needed.
     fn lookup(&mut self, pc: u64) -> Entry {
         if let Some(e) = self.blocks.get(&pc) {
+            if let Entry::Native(at) = *e {
+                // Evicted from the table by a block with the same index:
+                // put it back, it is the one running now.
+                self.table.insert(pc, at);
+            }
             return *e;
         }
         let mut buf = [0u8; translate::MAX_INSNS * 15];
