@@ -1,6 +1,76 @@
 //! The CPU model urun reports through CPUID: exactly the features the
 //! interpreter implements. Vendor, brand, family/model and cache topology
 //! come from the host, so libc's tuning sees a real machine.
+//!
+//! Since the vendor is the host's, the interpreter also computes what the
+//! manuals leave undefined (some flags, a counter write) as that vendor's
+//! CPUs do: `Vendor::host()` is read once per guest thread into
+//! `CpuState::vendor`, and the handlers' vendor-dependent helpers live in
+//! `interp::ops::vendor`.
+
+use std::sync::OnceLock;
+
+/// Whose CPUs the interpreter imitates where the manuals leave a result
+/// undefined.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Vendor {
+    /// "AuthenticAMD" (and "HygonGenuine", a Zen derivative).
+    Amd,
+    /// "GenuineIntel", and any other vendor string (Intel's behaviour is the
+    /// one other x86 designs most often copy).
+    Intel,
+}
+
+/// The host CPU as far as undefined results depend on it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HostCpu {
+    pub vendor: Vendor,
+    /// Display family (base family plus extended family): 0x19 for Zen 3
+    /// and Zen 4, 0x1A for Zen 5, 6 for Intel's Core line.
+    pub family: u32,
+}
+
+impl Vendor {
+    /// The vendor named by CPUID leaf 0's EBX, EDX, ECX ("AuthenticAMD").
+    pub fn from_leaf0(ebx: u32, edx: u32, ecx: u32) -> Vendor {
+        let mut id = [0u8; 12];
+        id[..4].copy_from_slice(&ebx.to_le_bytes());
+        id[4..8].copy_from_slice(&edx.to_le_bytes());
+        id[8..].copy_from_slice(&ecx.to_le_bytes());
+        match &id {
+            b"AuthenticAMD" | b"HygonGenuine" => Vendor::Amd,
+            _ => Vendor::Intel,
+        }
+    }
+
+    /// The host's vendor (CPUID runs once per process).
+    pub fn host() -> Vendor {
+        HostCpu::get().vendor
+    }
+}
+
+impl HostCpu {
+    /// The host CPU, identified once per process.
+    pub fn get() -> HostCpu {
+        static HOST: OnceLock<HostCpu> = OnceLock::new();
+        *HOST.get_or_init(|| {
+            let l0 = host_cpuid(0, 0);
+            let eax1 = host_cpuid(1, 0)[0];
+            HostCpu { vendor: Vendor::from_leaf0(l0[1], l0[3], l0[2]), family: display_family(eax1) }
+        })
+    }
+}
+
+/// The display family of CPUID leaf 1 EAX: the base family, plus the
+/// extended family when the base family is 0xF.
+pub fn display_family(eax1: u32) -> u32 {
+    let base = (eax1 >> 8) & 0xf;
+    if base == 0xf {
+        base + ((eax1 >> 20) & 0xff)
+    } else {
+        base
+    }
+}
 
 /// Feature bits of leaf 1 EDX.
 pub mod edx1 {
@@ -123,5 +193,28 @@ mod tests {
         assert_eq!([l7[0], l7[2], l7[3]], [0; 3]);
         // The vendor string is the host's.
         assert_eq!(guest_cpuid(0, 0)[1..], host_cpuid(0, 0)[1..]);
+    }
+
+    #[test]
+    fn vendor_and_family_from_cpuid() {
+        let regs = |s: &[u8; 12]| {
+            let w = |k: usize| u32::from_le_bytes([s[k], s[k + 1], s[k + 2], s[k + 3]]);
+            (w(0), w(4), w(8))
+        };
+        for (id, vendor) in [
+            (b"AuthenticAMD", Vendor::Amd),
+            (b"HygonGenuine", Vendor::Amd),
+            (b"GenuineIntel", Vendor::Intel),
+            (b"CentaurHauls", Vendor::Intel),
+        ] {
+            let (b, d, c) = regs(id);
+            assert_eq!(Vendor::from_leaf0(b, d, c), vendor, "{}", String::from_utf8_lossy(id));
+        }
+        // EPYC 9005 (Zen 5): family 0xF + 0xB; EPYC 7003 (Zen 3): 0xF + 0xA; Xeon: 6.
+        assert_eq!(display_family(0x00b0_0f21), 0x1a);
+        assert_eq!(display_family(0x00a0_0f11), 0x19);
+        assert_eq!(display_family(0x0008_06f8), 6);
+        let h = host_cpuid(0, 0);
+        assert_eq!(Vendor::host(), Vendor::from_leaf0(h[1], h[3], h[2]));
     }
 }

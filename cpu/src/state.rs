@@ -1,6 +1,8 @@
 //! Guest architectural state: registers, RFLAGS (computed lazily), segment
 //! bases, SSE and x87 state.
 
+pub use crate::cpuid::Vendor;
+
 /// Indices of the general-purpose registers in `CpuState::gpr`.
 pub mod reg {
     pub const RAX: usize = 0;
@@ -49,7 +51,8 @@ pub enum FlagOp {
     Add,
     /// `res = a - b - borrow_in` (SUB, SBB, CMP, NEG with a = 0).
     Sub,
-    /// AND, OR, XOR, TEST: CF = OF = 0, AF undefined (0 like hardware).
+    /// AND, OR, XOR, TEST: CF = OF = 0, AF undefined (0, as AMD Zen 5 and,
+    /// by Intel's published model, Intel leave it).
     Logic,
     /// INC: like ADD a+1 but CF kept from `bits`.
     Inc,
@@ -272,6 +275,10 @@ pub struct CpuState {
     pub xmm: [u128; 16],
     pub mxcsr: u32,
     pub x87: X87,
+    /// Whose CPUs the interpreter imitates where the manuals leave a result
+    /// undefined: the host's vendor (see `interp::ops::vendor`), settable
+    /// so tests can run either model on any host.
+    pub vendor: Vendor,
 }
 
 impl Default for CpuState {
@@ -285,6 +292,7 @@ impl Default for CpuState {
             xmm: [0; 16],
             mxcsr: 0x1f80,
             x87: X87::default(),
+            vendor: Vendor::host(),
         }
     }
 }

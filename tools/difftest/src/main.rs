@@ -4,11 +4,15 @@
 //! (see `urun_cpu::difftest`).
 //!
 //! ```text
-//! cargo run --release -p urun-difftest -- --cases 10000 [--seed N] [--only MNEMONIC] [--out mismatches.txt]
+//! cargo run --release -p urun-difftest -- --cases 10000 [--seed N] [--only MNEMONIC] [--out mismatches.txt] [--exact]
 //! ```
 //!
 //! It prints the forms covered, the forms skipped with the reason, the
-//! cases run and the mismatches, writes a reproducible record of each
+//! cases run, the mismatches and the cases that differ only in what the
+//! mask table (`urun_cpu::difftest::masks::TABLE`) masks on this host, row
+//! by row. `--exact` ignores the table and reports those as mismatches:
+//! the one command that confirms (or refutes) a row's model on a host of
+//! its vendor. It writes a reproducible record of each
 //! mismatch to `--out` (code, bytes, instruction, seed and case, input
 //! state, host and interpreter outcomes), and exits with status 1 when any
 //! case differs (2 when the harness cannot run).
@@ -39,6 +43,9 @@ struct Args {
     /// List every covered form with its tally.
     #[arg(long)]
     verbose: bool,
+    /// Ignore the mask table: compare every flag and register.
+    #[arg(long)]
+    exact: bool,
 }
 
 fn parse_u64(s: &str) -> Result<u64, String> {
@@ -56,6 +63,7 @@ fn main() -> ExitCode {
         seed: args.seed,
         only: args.only.clone(),
         records_per_form: args.records_per_form,
+        exact: args.exact,
     };
     let started = std::time::Instant::now();
     let report = match urun_cpu::difftest::run(&cfg) {
@@ -75,7 +83,10 @@ fn main() -> ExitCode {
     }
     if args.verbose {
         for t in &report.covered {
-            println!("  {:?}: {} cases, {} host faults, {} mismatches", t.code, t.cases, t.faults, t.mismatches);
+            println!(
+                "  {:?}: {} cases, {} host faults, {} mismatches, {} masked",
+                t.code, t.cases, t.faults, t.mismatches, t.masked
+            );
         }
     }
     let bad: Vec<_> = report.covered.iter().filter(|t| t.mismatches > 0).collect();
@@ -92,6 +103,23 @@ fn main() -> ExitCode {
         args.seed
     );
     println!("mismatches: {} in {} form(s)", report.mismatches(), bad.len());
+    let host = urun_cpu::cpuid::HostCpu::get();
+    if args.exact {
+        println!("masked: none (--exact: the mask table is ignored; host {:?} family {:#x})", host.vendor, host.family);
+    } else {
+        println!(
+            "masked: {} case(s) differ only in what the mask table masks on this host ({:?} family {:#x}); --exact shows them",
+            report.masked(),
+            host.vendor,
+            host.family
+        );
+        let table = urun_cpu::difftest::masks::TABLE;
+        for (row, &n) in table.iter().zip(&report.masked_by_row) {
+            if n > 0 {
+                println!("  {n} case(s): {:?} {:?} {:?}: {}", row.family, row.hosts, row.when, row.reason);
+            }
+        }
+    }
     if let Some(path) = &args.out {
         let text: String = report.records.iter().map(|m| m.to_string()).collect();
         if let Err(e) = std::fs::write(path, text) {

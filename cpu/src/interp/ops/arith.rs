@@ -3,10 +3,11 @@
 
 use iced_x86::{Instruction, Mnemonic, OpKind};
 
+use super::vendor;
 use super::Table;
 use crate::engine::FaultKind;
 use crate::interp::{Ctx, Step};
-use crate::state::{fl, mask, parity, sign_bit, FlagOp};
+use crate::state::{fl, mask, FlagOp};
 
 pub(super) fn register(t: &mut Table) {
     use Mnemonic::*;
@@ -118,24 +119,11 @@ fn not(ctx: &mut Ctx<'_>, insn: &Instruction) -> Step {
     Ok(())
 }
 
-/// Flags after a multiply: CF = OF = `overflow`; SF, ZF, PF from the low
-/// half as AMD and Intel processors leave them (architecturally undefined),
-/// AF cleared.
+/// Flags after a multiply: CF = OF = `overflow`; the others as the
+/// vendor's CPUs leave them (`vendor::multiply`).
 fn set_mul_flags(ctx: &mut Ctx<'_>, size: u8, low: u64, overflow: bool) {
-    let mut f = ctx.cpu.flags.get() & !fl::STATUS;
-    if overflow {
-        f |= fl::CF | fl::OF;
-    }
-    if low & sign_bit(size) != 0 {
-        f |= fl::SF;
-    }
-    if low & mask(size) == 0 {
-        f |= fl::ZF;
-    }
-    if parity(low) {
-        f |= fl::PF;
-    }
-    ctx.cpu.flags.set(f);
+    let f = vendor::multiply(ctx.cpu.vendor, size, low, overflow, ctx.cpu.flags.get());
+    ctx.cpu.flags.set_masked(fl::STATUS, f);
 }
 
 /// Sign-extend the low `size` bytes of `v`.
@@ -254,6 +242,8 @@ fn div<const SIGNED: bool>(ctx: &mut Ctx<'_>, insn: &Instruction) -> Step {
         (q as u64, (n % d as u128) as u64)
     };
     set_pair(ctx, size, q & mask(size), r & mask(size));
+    let f = vendor::divide(ctx.cpu.vendor, ctx.cpu.flags.get());
+    ctx.cpu.flags.set_masked(fl::STATUS, f);
     Ok(())
 }
 

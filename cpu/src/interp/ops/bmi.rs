@@ -6,14 +6,15 @@
 //!
 //! The BMI forms are VEX-encoded, which `Table::set_mnemonic` does not
 //! cover, so they are registered by explicit `Code`. Flags the manuals
-//! leave undefined are set as the AMD EPYC host sets them; the oracle tests
-//! in `bmi_tests.rs` compare every status flag with the host.
+//! leave undefined are set as the host vendor's CPUs set them
+//! (`vendor.rs`); the oracle tests in `bmi_tests.rs` compare every status
+//! flag with the host.
 
 use iced_x86::{Code, Instruction, Register};
 
-use super::Table;
+use super::{vendor, Table};
 use crate::interp::{Ctx, Step};
-use crate::state::{fl, mask, parity, sign_bit};
+use crate::state::{fl, mask};
 
 pub(super) fn register(t: &mut Table) {
     use Code::*;
@@ -38,27 +39,6 @@ pub(super) fn register(t: &mut Table) {
     t.set(&[Clflush_m8], clflush_m8);
 }
 
-/// Status flags of a BMI1/BZHI result: SF and ZF from `res`, CF as given,
-/// OF cleared. AF and PF are undefined; the AMD host clears AF and sets PF
-/// from the result.
-#[inline]
-fn bmi_flags(size: u8, res: u64, cf: bool) -> u64 {
-    let mut f = 0;
-    if cf {
-        f |= fl::CF;
-    }
-    if res & mask(size) == 0 {
-        f |= fl::ZF;
-    }
-    if res & sign_bit(size) != 0 {
-        f |= fl::SF;
-    }
-    if parity(res) {
-        f |= fl::PF;
-    }
-    f
-}
-
 /// ANDN r, r(vvvv), r/m: `!op1 & op2`.
 fn andn_r_r_rm(ctx: &mut Ctx<'_>, insn: &Instruction) -> Step {
     let size = Ctx::osz(insn);
@@ -66,7 +46,7 @@ fn andn_r_r_rm(ctx: &mut Ctx<'_>, insn: &Instruction) -> Step {
     let b = ctx.get(insn, 2, size)?;
     let res = !a & b & mask(size);
     ctx.set(insn, 0, size, res)?;
-    ctx.cpu.flags.set_masked(fl::STATUS, bmi_flags(size, res, false));
+    ctx.cpu.flags.set_masked(fl::STATUS, vendor::bmi(ctx.cpu.vendor, size, res, false));
     Ok(())
 }
 
@@ -90,11 +70,8 @@ fn bextr_r_rm_r(ctx: &mut Ctx<'_>, insn: &Instruction) -> Step {
     let len = ((ctl >> 8) & 0xff) as u32;
     let res = if start >= size as u32 * 8 { 0 } else { low_bits(src >> start, len) };
     ctx.set(insn, 0, size, res)?;
-    // ZF is the only defined status flag besides CF = OF = 0. The AMD host
-    // sets AF, clears SF and sets PF from the result (checked by the
-    // oracle over every case).
-    let f = (bmi_flags(size, res, false) & !fl::SF) | fl::AF;
-    ctx.cpu.flags.set_masked(fl::STATUS, f);
+    // ZF is the only defined status flag besides CF = OF = 0.
+    ctx.cpu.flags.set_masked(fl::STATUS, vendor::bextr(ctx.cpu.vendor, size, res));
     Ok(())
 }
 
@@ -115,7 +92,7 @@ fn bls_r_rm<const OP: u8>(ctx: &mut Ctx<'_>, insn: &Instruction) -> Step {
     } & mask(size);
     ctx.set(insn, 0, size, res)?;
     let cf = if OP == BLSI { src != 0 } else { src == 0 };
-    ctx.cpu.flags.set_masked(fl::STATUS, bmi_flags(size, res, cf));
+    ctx.cpu.flags.set_masked(fl::STATUS, vendor::bmi(ctx.cpu.vendor, size, res, cf));
     Ok(())
 }
 
@@ -128,7 +105,7 @@ fn bzhi_r_rm_r(ctx: &mut Ctx<'_>, insn: &Instruction) -> Step {
     let index = (ctx.get(insn, 2, size)? & 0xff) as u32;
     let res = low_bits(src, index);
     ctx.set(insn, 0, size, res)?;
-    ctx.cpu.flags.set_masked(fl::STATUS, bmi_flags(size, res, index > bits - 1));
+    ctx.cpu.flags.set_masked(fl::STATUS, vendor::bmi(ctx.cpu.vendor, size, res, index > bits - 1));
     Ok(())
 }
 

@@ -21,6 +21,7 @@ mod shift;
 mod sse;
 mod sse4;
 mod string;
+pub(crate) mod vendor;
 mod x87;
 
 /// The dispatch table under construction.

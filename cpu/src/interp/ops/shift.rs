@@ -3,14 +3,17 @@
 //! The arithmetic lives in `shift` and `shift_double`, pure functions over
 //! operand width that return the result and the status flags; the handlers
 //! only fetch operands and store results. Flags the manuals call undefined
-//! (OF for counts above 1, AF, CF for counts past the operand width) are
-//! computed as the AMD EPYC host does, which the oracle tests check.
+//! (OF for counts above 1, AF, CF for counts past the operand width) and
+//! the result of a 16-bit double shift past 16 are computed as the host
+//! vendor's CPUs do (`vendor.rs`), which the oracle tests check.
 
 use iced_x86::{Instruction, Mnemonic};
 
+use super::vendor::{self, szp};
 use super::Table;
+use crate::cpuid::Vendor;
 use crate::interp::{Ctx, Step};
-use crate::state::{fl, mask, parity, sign_bit};
+use crate::state::{fl, mask, sign_bit};
 
 pub(super) fn register(t: &mut Table) {
     use Mnemonic::*;
@@ -43,27 +46,11 @@ fn count_mask(size: u8) -> u32 {
     }
 }
 
-/// SF, ZF and PF of `res` as an operand of `size` bytes.
-#[inline]
-fn szp(res: u64, size: u8) -> u64 {
-    let mut f = 0;
-    if res & sign_bit(size) != 0 {
-        f |= fl::SF;
-    }
-    if res & mask(size) == 0 {
-        f |= fl::ZF;
-    }
-    if parity(res) {
-        f |= fl::PF;
-    }
-    f
-}
-
 /// Shift or rotate `val` (`size` bytes) by the raw `count` operand with
-/// carry-in `flags & CF`. Returns the result and the new RFLAGS status bits
+/// carry-in `flags & CF`, as `v`'s CPUs do. Returns the result and the new RFLAGS status bits
 /// (`flags` is returned unchanged when the operation leaves flags alone),
 /// or `None` when the masked count is 0 and nothing changes at all.
-pub(crate) fn shift(op: u8, size: u8, val: u64, count: u64, flags: u64) -> Option<(u64, u64)> {
+pub(crate) fn shift(v: Vendor, op: u8, size: u8, val: u64, count: u64, flags: u64) -> Option<(u64, u64)> {
     let m = mask(size);
     let bits = size as u32 * 8;
     let val = val & m;
@@ -73,10 +60,10 @@ pub(crate) fn shift(op: u8, size: u8, val: u64, count: u64, flags: u64) -> Optio
     }
     let msb = |v: u64| v & sign_bit(size) != 0;
     let cf_in = flags & fl::CF != 0;
-    // The arithmetic shifts set SF/ZF/PF from the result; AMD sets AF
-    // (architecturally undefined).
+    // The arithmetic shifts set SF/ZF/PF from the result; AF is undefined.
+    let af = vendor::shift_af(v);
     let arith = |res: u64, cf: bool, of: bool| {
-        let mut f = (flags & !fl::STATUS) | szp(res, size) | fl::AF;
+        let mut f = (flags & !fl::STATUS) | szp(size, res) | af;
         if cf {
             f |= fl::CF;
         }
@@ -136,8 +123,12 @@ pub(crate) fn shift(op: u8, size: u8, val: u64, count: u64, flags: u64) -> Optio
             let wm = (1u128 << width) - 1;
             let x = val as u128 | ((cf_in as u128) << bits);
             // A count that is a multiple of 9 (or 17) rotates nothing, but
-            // AMD still recomputes OF from the unchanged value.
+            // AMD still recomputes OF from the unchanged value; Intel
+            // leaves the flags alone.
             let x = if n == 0 {
+                if !vendor::null_rotate_sets_of(v) {
+                    return Some((val, flags));
+                }
                 x
             } else if op == RCL {
                 ((x << n) | (x >> (width - n))) & wm
@@ -154,9 +145,17 @@ pub(crate) fn shift(op: u8, size: u8, val: u64, count: u64, flags: u64) -> Optio
 }
 
 /// SHLD (`right == false`) or SHRD: shift `dst` by the raw `count`, filling
-/// from `src`. Returns the result and status flags, or `None` when the
-/// masked count is 0.
-pub(crate) fn shift_double(right: bool, size: u8, dst: u64, src: u64, count: u64, flags: u64) -> Option<(u64, u64)> {
+/// from `src`, as `v`'s CPUs do. Returns the result and status flags, or
+/// `None` when the masked count is 0.
+pub(crate) fn shift_double(
+    v: Vendor,
+    right: bool,
+    size: u8,
+    dst: u64,
+    src: u64,
+    count: u64,
+    flags: u64,
+) -> Option<(u64, u64)> {
     let m = mask(size);
     let bits = size as u32 * 8;
     let (dst, src) = (dst & m, src & m);
@@ -164,16 +163,11 @@ pub(crate) fn shift_double(right: bool, size: u8, dst: u64, src: u64, count: u64
     if cnt == 0 {
         return None;
     }
-    // Build the bit string the hardware shifts; 16-bit counts above 16 keep
-    // drawing from the repeated destination (dst:src:dst).
-    // Only 16-bit operands can see counts past the width; the triple
-    // fits in a u128 for them, the pair for wider operands.
+    // Build the bit string the hardware shifts. Only 16-bit operands can
+    // see counts past the width; for them it is three words, whose third
+    // is the vendor's (`vendor::double_shift16_string`).
     let (x, width) = if size == 2 {
-        if right {
-            ((dst as u128) | ((src as u128) << 16) | ((src as u128) << 32), 48)
-        } else {
-            (((dst as u128) << 32) | ((src as u128) << 16) | src as u128, 48)
-        }
+        (vendor::double_shift16_string(v, right, dst, src), 48)
     } else if right {
         ((dst as u128) | ((src as u128) << bits), 2 * bits)
     } else {
@@ -183,18 +177,24 @@ pub(crate) fn shift_double(right: bool, size: u8, dst: u64, src: u64, count: u64
         let res = ((x >> cnt) as u64) & m;
         // CF is the last bit shifted out (0 for 16-bit counts past 16 on
         // AMD); OF compares the top two bits of the result.
-        let cf = cnt <= bits && (x >> (cnt - 1)) & 1 != 0;
+        let cf = (cnt <= bits || vendor::double_shift16_past_width_has_cf(v)) && (x >> (cnt - 1)) & 1 != 0;
         (res, cf, (res ^ (res << 1)) & sign_bit(size) != 0)
     } else {
         let res = ((x >> (width - bits - cnt)) as u64) & m;
         // CF is the last bit shifted out of the destination, and OF
         // compares it with the top of the shifted destination: for 16-bit
         // counts past 16 AMD gives CF = 0 and, at exactly 16, OF = CF.
-        let cf = cnt <= bits && (dst >> (bits - cnt)) & 1 != 0;
-        let shifted = if cnt >= bits { 0 } else { (dst << cnt) & m };
-        (res, cf, (shifted & sign_bit(size) != 0) != cf)
+        // Intel takes CF from the string and OF = CF ^ the result's top.
+        if cnt > bits && vendor::double_shift16_past_width_has_cf(v) {
+            let cf = (x >> (width - cnt)) & 1 != 0;
+            (res, cf, (res & sign_bit(size) != 0) != cf)
+        } else {
+            let cf = cnt <= bits && (dst >> (bits - cnt)) & 1 != 0;
+            let shifted = if cnt >= bits { 0 } else { (dst << cnt) & m };
+            (res, cf, (shifted & sign_bit(size) != 0) != cf)
+        }
     };
-    let mut f = (flags & !fl::STATUS) | szp(res, size) | fl::AF;
+    let mut f = (flags & !fl::STATUS) | szp(size, res) | vendor::shift_af(v);
     if cf {
         f |= fl::CF;
     }
@@ -210,7 +210,7 @@ fn shift_rm<const OP: u8>(ctx: &mut Ctx<'_>, insn: &Instruction) -> Step {
     let count = ctx.get(insn, 1, 1)?;
     let val = ctx.get(insn, 0, size)?;
     let flags = ctx.cpu.flags.get();
-    match shift(OP, size, val, count, flags) {
+    match shift(ctx.cpu.vendor, OP, size, val, count, flags) {
         Some((res, f)) => {
             ctx.set(insn, 0, size, res)?;
             ctx.cpu.flags.set(f);
@@ -228,7 +228,7 @@ fn shift_double_rm<const RIGHT: bool>(ctx: &mut Ctx<'_>, insn: &Instruction) -> 
     let src = ctx.get(insn, 1, size)?;
     let dst = ctx.get(insn, 0, size)?;
     let flags = ctx.cpu.flags.get();
-    match shift_double(RIGHT, size, dst, src, count, flags) {
+    match shift_double(ctx.cpu.vendor, RIGHT, size, dst, src, count, flags) {
         Some((res, f)) => {
             ctx.set(insn, 0, size, res)?;
             ctx.cpu.flags.set(f);
@@ -283,7 +283,7 @@ mod tests {
                 r.gpr[reg::RAX] = val;
             }
             let what = format!("{} size {size} {form} val {val:#x} count {count} mem {mem}", NAMES[op as usize]);
-            o.check(&what, &bytes, &r, &bytes_mem, 0);
+            o.check(&what, &bytes, &r, &bytes_mem);
         }
     }
 
@@ -334,7 +334,7 @@ mod tests {
                         r.gpr[reg::RDX] = src;
                         r.gpr[reg::RCX] = count;
                         let what = format!("{name} size {size} {form} dst {dst:#x} src {src:#x} count {count}");
-                        o.check(&what, &bytes, &r, &[], 0);
+                        o.check(&what, &bytes, &r, &[]);
                     }
                 }
             }
@@ -346,16 +346,46 @@ mod tests {
     #[test]
     fn shift_table() {
         let check = |op, size, val, count, cf_in: bool, res: u64, flags: u64| {
-            let (r, f) = shift(op, size, val, count, cf_in as u64).expect("count is not 0");
-            assert_eq!((r, f & (fl::CF | fl::OF)), (res, flags), "op {op} size {size} val {val:#x} count {count}");
+            for v in [Vendor::Amd, Vendor::Intel] {
+                let (r, f) = shift(v, op, size, val, count, cf_in as u64).expect("count is not 0");
+                assert_eq!(
+                    (r, f & (fl::CF | fl::OF)),
+                    (res, flags),
+                    "{v:?} op {op} size {size} val {val:#x} count {count}"
+                );
+            }
         };
         check(SHL, 1, 0x81, 1, false, 0x02, fl::CF | fl::OF);
         check(SHR, 2, 0x8001, 1, false, 0x4000, fl::CF | fl::OF);
         check(SAR, 4, 0x8000_0000, 31, false, 0xffff_ffff, 0);
         check(ROL, 8, 0x8000_0000_0000_0000, 1, false, 1, fl::CF | fl::OF);
         check(RCL, 1, 0x80, 1, true, 0x01, fl::CF | fl::OF);
-        check(RCR, 1, 0x01, 9, false, 0x01, 0);
-        assert_eq!(shift(SHL, 4, 5, 32, 0), None);
-        assert_eq!(shift_double(false, 4, 0x8000_0000, 0xf000_0000, 4, 0).map(|x| x.0), Some(0xf));
+        assert_eq!(shift(Vendor::Amd, SHL, 4, 5, 32, 0), None);
+        assert_eq!(shift_double(Vendor::Amd, false, 4, 0x8000_0000, 0xf000_0000, 4, 0).map(|x| x.0), Some(0xf));
+    }
+
+    /// Where the vendors differ: (vendor, case) -> result and status flags.
+    #[test]
+    fn vendor_shift_table() {
+        use Vendor::{Amd, Intel};
+        // SHL AL by 1 from 0x41: SF and OF (0x82), PF (two bits); AF set
+        // only on AMD.
+        assert_eq!(shift(Amd, SHL, 1, 0x41, 1, 0), Some((0x82, fl::SF | fl::OF | fl::PF | fl::AF)));
+        assert_eq!(shift(Intel, SHL, 1, 0x41, 1, 0), Some((0x82, fl::SF | fl::OF | fl::PF)));
+        // RCR AL by 9 with CF = 0 on 0x40: nothing rotates; AMD writes OF
+        // (bit 7 ^ bit 6 = 1), Intel leaves the flags as they were.
+        assert_eq!(shift(Amd, RCR, 1, 0x40, 9, fl::ZF), Some((0x40, fl::ZF | fl::OF)));
+        assert_eq!(shift(Intel, RCR, 1, 0x40, 9, fl::ZF), Some((0x40, fl::ZF)));
+        // SHLD AX, DX, 20 with AX = 0xdddd, DX = 0x5555: AMD shifts
+        // dst:src:src, Intel dst:src:dst; Intel's CF is DX bit 12.
+        let amd = shift_double(Amd, false, 2, 0xdddd, 0x5555, 20, 0).expect("count");
+        let intel = shift_double(Intel, false, 2, 0xdddd, 0x5555, 20, 0).expect("count");
+        assert_eq!((amd.0, amd.1 & (fl::CF | fl::OF | fl::AF)), (0x5555, fl::AF));
+        assert_eq!((intel.0, intel.1 & (fl::CF | fl::OF | fl::AF)), (0x555d, fl::CF | fl::OF));
+        // SHRD AX, DX, 18: AMD src:src:dst, Intel dst:src:dst; CF is DX bit 1.
+        let amd = shift_double(Amd, true, 2, 0xdddd, 0x5556, 18, 0).expect("count");
+        let intel = shift_double(Intel, true, 2, 0xdddd, 0x5556, 18, 0).expect("count");
+        assert_eq!((amd.0, amd.1 & fl::CF), (0x9555, 0));
+        assert_eq!((intel.0, intel.1 & fl::CF), (0x5555, fl::CF));
     }
 }
