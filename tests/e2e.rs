@@ -101,6 +101,7 @@ fn not_a_case(file: &str) -> bool {
         || file.starts_with("bench_") // benchmarks: bench/run
         || file == "isolation" // urun only: tests/isolation.rs
         || file.starts_with("munmap_race.") // run ten times each: tests/races.rs
+        || file.starts_with("sigbus_file.") // tests/races.rs
 }
 
 fn testbin_cases(out: &Path) -> Vec<Case> {

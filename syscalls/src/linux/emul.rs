@@ -280,7 +280,10 @@ fn readlink_at(p: &Process, dirfd: u64, path_ptr: u64, buf: u64, size: u64) -> i
     if size == 0 {
         return EFAULT;
     }
-    raw_result(pass(267, &[dirfd, path_ptr, buf, size, 0, 0]))
+    // The kernel gets the path as checked, not the guest's bytes, which
+    // another thread could change meanwhile.
+    let Ok(path) = std::ffi::CString::new(path) else { return EFAULT };
+    raw_result(pass(267, &[dirfd, path.as_ptr() as u64, buf, size, 0, 0]))
 }
 
 pub(crate) fn readlink(task: &mut Task<'_>, a: &[u64; 6]) -> Result<i64, Stop> {
@@ -332,10 +335,14 @@ pub(crate) fn fcntl(task: &mut Task<'_>, a: &[u64; 6]) -> Result<i64, Stop> {
 pub(crate) fn prctl(task: &mut Task<'_>, a: &[u64; 6]) -> Result<i64, Stop> {
     let p = task.p.as_ref();
     match a[0] as i32 {
-        libc::PR_SET_NAME if guest_cstr(p, a[1]).is_none() => Ok(EFAULT),
+        libc::PR_SET_NAME => {
+            // The name as checked (the kernel reads up to 16 bytes).
+            let Some(name) = guest_cstr(p, a[1]) else { return Ok(EFAULT) };
+            let Ok(name) = std::ffi::CString::new(name) else { return Ok(EFAULT) };
+            Ok(raw_result(pass(157, &[a[0], name.as_ptr() as u64, 0, 0, 0, 0])))
+        }
         libc::PR_GET_NAME if !p.mem.check(a[1], 16, Prot::WRITE) => Ok(EFAULT),
-        libc::PR_SET_NAME
-        | libc::PR_GET_NAME
+        libc::PR_GET_NAME
         | libc::PR_GET_DUMPABLE
         | libc::PR_SET_DUMPABLE
         | libc::PR_SET_PDEATHSIG
