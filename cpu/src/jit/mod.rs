@@ -367,11 +367,12 @@ impl Engine for JitEngine {
             self.gs_base = Some(cpu.fs_base);
         }
         let cp = ctx_ptr();
-        // SAFETY (every `&mut *cp` below): this thread's Ctx; nothing else
-        // on this thread uses it while `run` does (a vfork child sharing
-        // the TLS runs while we wait, outside `run`). No reference is held
-        // across `urun_jit_enter`, which writes it.
+        // Every `&*cp` below: this thread's Ctx; nothing else on this
+        // thread uses it while `run` does (a vfork child sharing the TLS
+        // runs while we wait, outside `run`). No reference is held across
+        // `urun_jit_enter`, which writes it.
         {
+            // SAFETY: as said above.
             let c = unsafe { &mut *cp };
             c.table = self.table.base as u64;
             c.interrupt = Arc::as_ptr(&self.interrupt) as u64;
@@ -382,6 +383,7 @@ impl Engine for JitEngine {
         }
         let exit = loop {
             if self.interrupt.load(Ordering::Relaxed) && self.interrupt.swap(false, Ordering::AcqRel) {
+                // SAFETY: this thread's Ctx, not referenced across `urun_jit_enter`.
                 save(unsafe { &*cp }, cpu);
                 break Exit::Interrupted;
             }
@@ -390,12 +392,14 @@ impl Engine for JitEngine {
                 self.generation = gen;
                 self.flush();
             }
+            // SAFETY: this thread's Ctx, not referenced across `urun_jit_enter`.
             let rip = unsafe { (*cp).rip };
             match self.lookup(rip) {
                 Entry::Native(at) => {
                     // SAFETY: `at` is a translated block in our chunk; Ctx
                     // holds the guest state and the routines' addresses.
                     unsafe { ctx::urun_jit_enter(at) };
+                    // SAFETY: this thread's Ctx, not referenced across `urun_jit_enter`.
                     let c = unsafe { &*cp };
                     match c.reason {
                         reason::MISS | reason::INTERRUPTED => continue,
@@ -424,14 +428,17 @@ impl Engine for JitEngine {
                     }
                 }
                 Entry::Interp => {
+                    // SAFETY: this thread's Ctx, not referenced across `urun_jit_enter`.
                     save(unsafe { &*cp }, cpu);
                     if let Some(exit) = self.interp.run_block(cpu) {
                         break exit;
                     }
+                    // SAFETY: this thread's Ctx, not referenced across `urun_jit_enter`.
                     load(unsafe { &mut *cp }, cpu);
                 }
             }
         };
+        // SAFETY: this thread's Ctx, not referenced across `urun_jit_enter`.
         unsafe { (*cp).index = 0 };
         exit
     }

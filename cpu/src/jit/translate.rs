@@ -296,7 +296,7 @@ impl Emitter {
     }
 
     /// Continue at guest `target` through the dispatcher.
-    fn to_dispatcher(&mut self, target: u64) {
+    fn goto_dispatcher(&mut self, target: u64) {
         self.store_rcx(off::S_RCX);
         self.mov_rcx_imm(target);
         self.jmp_ctx(off::DISPATCH);
@@ -388,7 +388,7 @@ pub(crate) fn translate(bytes: &[u8], pc: u64, at: u64, tp: i32) -> Translation 
         if count == MAX_INSNS || !decoder.can_decode() {
             // Continue in the next block.
             let next = pc + decoder.position() as u64;
-            e.to_dispatcher(next);
+            e.goto_dispatcher(next);
             break;
         }
         let pos = decoder.position();
@@ -413,7 +413,7 @@ pub(crate) fn translate(bytes: &[u8], pc: u64, at: u64, tp: i32) -> Translation 
                     if first {
                         return Translation::Interp;
                     }
-                    e.to_dispatcher(here);
+                    e.goto_dispatcher(here);
                     break;
                 }
             }
@@ -421,7 +421,7 @@ pub(crate) fn translate(bytes: &[u8], pc: u64, at: u64, tp: i32) -> Translation 
                 if first {
                     return Translation::Interp;
                 }
-                e.to_dispatcher(here);
+                e.goto_dispatcher(here);
                 break;
             }
             Kind::Syscall => {
@@ -429,7 +429,7 @@ pub(crate) fn translate(bytes: &[u8], pc: u64, at: u64, tp: i32) -> Translation 
                 break;
             }
             Kind::Jmp(target) => {
-                e.to_dispatcher(target);
+                e.goto_dispatcher(target);
                 break;
             }
             Kind::Jcc(target) => {
@@ -437,10 +437,10 @@ pub(crate) fn translate(bytes: &[u8], pc: u64, at: u64, tp: i32) -> Translation 
                 let cc = insn.condition_code() as u8 - 1;
                 e.bytes(&[0x0f, 0x80 | cc, 0, 0, 0, 0]);
                 let patch = e.code.len() - 4;
-                e.to_dispatcher(next);
+                e.goto_dispatcher(next);
                 let rel = (e.code.len() - (patch + 4)) as i32;
                 e.code[patch..patch + 4].copy_from_slice(&rel.to_le_bytes());
-                e.to_dispatcher(target);
+                e.goto_dispatcher(target);
                 break;
             }
             Kind::Loop(target) => {
@@ -454,9 +454,9 @@ pub(crate) fn translate(bytes: &[u8], pc: u64, at: u64, tp: i32) -> Translation 
                 e.bytes(&b);
                 e.bytes(&[0xeb, 0]);
                 let patch = e.code.len() - 1;
-                e.to_dispatcher(target);
+                e.goto_dispatcher(target);
                 e.code[patch] = (e.code.len() - (patch + 1)) as u8;
-                e.to_dispatcher(next);
+                e.goto_dispatcher(next);
                 break;
             }
             Kind::Call(target) => {
@@ -465,7 +465,7 @@ pub(crate) fn translate(bytes: &[u8], pc: u64, at: u64, tp: i32) -> Translation 
                 e.mark(here, Fixup::None);
                 e.bytes(&[0xff, 0x35, 0, 0, 0, 0]);
                 let patch = e.code.len() - 4;
-                e.to_dispatcher(target);
+                e.goto_dispatcher(target);
                 let rel = (e.code.len() - (patch + 4)) as i32;
                 e.code[patch..patch + 4].copy_from_slice(&rel.to_le_bytes());
                 e.bytes(&next.to_le_bytes());
@@ -481,7 +481,7 @@ pub(crate) fn translate(bytes: &[u8], pc: u64, at: u64, tp: i32) -> Translation 
                     if first {
                         return Translation::Interp;
                     }
-                    e.to_dispatcher(here);
+                    e.goto_dispatcher(here);
                     break;
                 }
                 let mut lit = None;
