@@ -162,6 +162,28 @@ impl Index {
     }
 }
 
+/// The interrupt flags of every JIT engine in the process, so that the
+/// engine that first sees the `AddressSpace` generation move makes the
+/// others leave translated code and flush at once (another thread's munmap
+/// or mprotect of code would otherwise be seen only at their next exit).
+static ENGINES: std::sync::Mutex<Vec<std::sync::Weak<AtomicBool>>> = std::sync::Mutex::new(Vec::new());
+/// The highest generation broadcast so far (one broadcast per change).
+static BROADCAST: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// Interrupt every other JIT engine, once per generation.
+fn broadcast(gen: u64, me: &Arc<AtomicBool>) {
+    if BROADCAST.fetch_max(gen, Ordering::AcqRel) >= gen {
+        return;
+    }
+    let mut engines = ENGINES.lock().unwrap_or_else(|e| e.into_inner());
+    engines.retain(|w| w.strong_count() > 0);
+    for flag in engines.iter().filter_map(|w| w.upgrade()) {
+        if !Arc::ptr_eq(&flag, me) {
+            flag.store(true, Ordering::Release);
+        }
+    }
+}
+
 /// What the engine knows about a guest pc.
 #[derive(Clone, Copy)]
 enum Entry {
@@ -188,11 +210,13 @@ impl JitEngine {
     pub fn new(mem: Arc<AddressSpace>) -> Result<JitEngine, JitError> {
         probe()?;
         hostfault::install()?;
+        let interrupt = Arc::new(AtomicBool::new(false));
+        ENGINES.lock().unwrap_or_else(|e| e.into_inner()).push(Arc::downgrade(&interrupt));
         Ok(JitEngine {
             interp: Interpreter::new(mem.clone()),
             generation: mem.generation(),
             mem,
-            interrupt: Arc::new(AtomicBool::new(false)),
+            interrupt,
             blocks: HashMap::new(),
             index: Box::new(Index { chunks: Vec::new() }),
             table: Table::new()?,
@@ -391,6 +415,7 @@ impl Engine for JitEngine {
             if gen != self.generation {
                 self.generation = gen;
                 self.flush();
+                broadcast(gen, &self.interrupt);
             }
             // SAFETY: this thread's Ctx, not referenced across `urun_jit_enter`.
             let rip = unsafe { (*cp).rip };
