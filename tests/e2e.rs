@@ -84,8 +84,16 @@ fn c_programs() -> Vec<(&'static str, &'static str, Vec<&'static str>, Expect)> 
         ("sig_resethand", "", vec![], Signal(libc::SIGUSR1)),
         ("procs", "", vec![], Exit(0)),
         ("sigstorm", "", vec![], Exit(0)),
+        // code written by another thread, and /proc/self/mem (also in
+        // tests/smc.rs and tests/isolation.rs under both engines)
+        ("smc", "-rwx", vec!["rwx"], Exit(0)),
+        ("smc", "-single", vec!["single"], Exit(0)),
+        ("procmem", "", vec![], Exit(0)),
     ]
 }
+
+/// C++ programs in testbins/, built static and dynamic: (program, expected ending).
+const CXX_PROGRAMS: &[(&str, Expect)] = &[("cxx_except", Expect::Exit(0))];
 
 /// nasm programs (no libc): (binary, expected ending).
 const ASM_PROGRAMS: &[(&str, Expect)] = &[
@@ -100,6 +108,8 @@ fn not_a_case(file: &str) -> bool {
     file.ends_with(".o")
         || file.starts_with("bench_") // benchmarks: bench/run
         || file == "isolation" // urun only: tests/isolation.rs
+        || file == "rust-unwind" // a cargo target directory: tests/unwind.rs
+        || file.starts_with("sysinsn.") // line by line, with kvm_pvm's known differences: tests/sysinsn.rs
         || file.starts_with("munmap_race.") // run ten times each: tests/races.rs
         || file.starts_with("sigbus_file.") // tests/races.rs
 }
@@ -118,6 +128,19 @@ fn testbin_cases(out: &Path) -> Vec<Case> {
                 } else {
                     Vec::new()
                 },
+                cwd: out.to_path_buf(),
+                expect,
+            });
+        }
+    }
+    for &(prog, expect) in CXX_PROGRAMS {
+        for flavour in ["static", "dynamic"] {
+            cases.push(Case {
+                name: format!("{prog}.{flavour}"),
+                program: out.join(format!("{prog}.{flavour}")),
+                args: Vec::new(),
+                stdin: Vec::new(),
+                env: Vec::new(),
                 cwd: out.to_path_buf(),
                 expect,
             });

@@ -28,6 +28,8 @@ pub enum FaultKind {
     InvalidOpcode { what: String },
     /// #BP: INT3.
     Breakpoint,
+    /// #DB raised by INT1 (ICEBP), a trap: `rip` points past it.
+    DebugTrap,
     /// #GP: a privileged instruction, a misaligned SSE access, a
     /// non-canonical address.
     GeneralProtection,

@@ -7,7 +7,7 @@
 //! that every engine sees every change. urun's own memory is never in it, and
 //! no operation here touches memory outside it.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::RwLock;
 
@@ -134,13 +134,70 @@ pub struct FileMap {
     pub backing: Backing,
 }
 
+/// One entry of the code log (see `AddressSpace::code_seq`). Pages are
+/// page numbers (address / `PAGE_SIZE`), `last` included.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CodeEvent {
+    /// Guest code in pages `first..=last` was written, unmapped, moved or
+    /// lost its execute permission: every engine drops what it translated
+    /// from those pages. The pages are no longer code pages.
+    Invalidate { first: u64, last: u64 },
+    /// An engine translated code from this page: every other engine drops
+    /// any direct write permission it caches for the page, and if it held
+    /// one, reports the page as written (`code_written`), since a write
+    /// through that permission may have raced with the translation.
+    Marked(u64),
+}
+
+/// How many events the code log keeps; an engine further behind than this
+/// drops everything it translated.
+pub const CODE_LOG_LEN: usize = 256;
+
+/// The shared record of translated code: which pages hold code some
+/// engine translated (with a mask of the 64-byte granules it came from, so
+/// that writing data beside code in one page invalidates nothing), and the
+/// last `CODE_LOG_LEN` events.
+#[derive(Default)]
+struct CodeLog {
+    pages: HashMap<u64, u64>,
+    ring: VecDeque<CodeEvent>,
+}
+
+/// Bytes per bit of a code page's granule mask.
+const GRANULE: u64 = PAGE_SIZE / 64;
+
+/// The pages of `[start, end)` with the mask of granules it covers in each.
+fn granules(start: u64, end: u64) -> impl Iterator<Item = (u64, u64)> {
+    let last = if end > start { (end - 1) / PAGE_SIZE } else { 0 };
+    let pages = if end > start { start / PAGE_SIZE..last + 1 } else { 1..1 };
+    pages.map(move |p| {
+        let lo = start.max(p * PAGE_SIZE) % PAGE_SIZE / GRANULE;
+        let hi = (end.min((p + 1) * PAGE_SIZE) - 1) % PAGE_SIZE / GRANULE;
+        let mask = if hi - lo == 63 { u64::MAX } else { ((1u64 << (hi - lo + 1)) - 1) << lo };
+        (p, mask)
+    })
+}
+
+/// What `AddressSpace::code_events_since` found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CodeSync {
+    /// Every event after the caller's cursor was passed to it; the new
+    /// cursor.
+    UpTo(u64),
+    /// The caller fell behind the log: it must drop every translation (and
+    /// every cached write permission for a code page). The new cursor.
+    Behind(u64),
+}
+
 /// The guest's memory map. Shared by every guest thread and engine.
 pub struct AddressSpace {
     regions: RwLock<BTreeMap<u64, Region>>,
     /// Bumped whenever access to some guest range is removed or reduced
-    /// (unmap, protect, replace), so engines drop cached translations and
-    /// cached permissions.
+    /// (unmap, protect, replace), so engines drop cached permissions.
     generation: AtomicU64,
+    /// Number of code events ever logged (the sequence number of the last).
+    code_seq: AtomicU64,
+    code: RwLock<CodeLog>,
 }
 
 impl Default for AddressSpace {
@@ -155,7 +212,12 @@ fn errno() -> i32 {
 
 impl AddressSpace {
     pub fn new() -> Self {
-        AddressSpace { regions: RwLock::new(BTreeMap::new()), generation: AtomicU64::new(0) }
+        AddressSpace {
+            regions: RwLock::new(BTreeMap::new()),
+            generation: AtomicU64::new(0),
+            code_seq: AtomicU64::new(0),
+            code: RwLock::new(CodeLog::default()),
+        }
     }
 
     /// Changes when guest access is removed or reduced anywhere.
@@ -165,6 +227,157 @@ impl AddressSpace {
 
     fn bump(&self) {
         self.generation.fetch_add(1, Ordering::AcqRel);
+    }
+
+    // ----- the code log -----
+    //
+    // Engines that translate guest code (the interpreter's decoded blocks,
+    // a JIT's code cache) share one record of it here, so that a write by
+    // any thread reaches every thread's translations. The protocol:
+    //
+    // - Before trusting bytes it translated from a page, an engine marks the
+    //   page (`mark_code`), then checks that the bytes are still the ones it
+    //   decoded (a write that landed before the mark is caught there).
+    // - An engine never caches direct write permission for a code page: a
+    //   write to one takes the engine's slow path, and after the write the
+    //   engine calls `code_written`, which logs an `Invalidate`.
+    // - Each engine watches `code_seq` (one atomic load) at block dispatch
+    //   and before it returns to its caller, and applies the new events:
+    //   `Invalidate` drops the translations of those pages; `Marked` drops a
+    //   cached write permission for that page, reporting the page as written
+    //   if it held one (it may have written through it after the other
+    //   engine read the bytes). An engine applies pending `Marked` events
+    //   before it evicts or flushes a write permission, so none is lost.
+
+    fn code_log(&self) -> std::sync::RwLockReadGuard<'_, CodeLog> {
+        self.code.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn code_log_mut(&self) -> std::sync::RwLockWriteGuard<'_, CodeLog> {
+        self.code.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Number of code events logged so far: engines compare it with their
+    /// cursor at every block dispatch.
+    #[inline]
+    pub fn code_seq(&self) -> u64 {
+        self.code_seq.load(Ordering::Acquire)
+    }
+
+    fn push_event(&self, log: &mut CodeLog, ev: CodeEvent) {
+        if log.ring.len() == CODE_LOG_LEN {
+            log.ring.pop_front();
+        }
+        log.ring.push_back(ev);
+        // SeqCst: a full barrier between the log update and the caller's
+        // next reads of guest memory (the marking engine re-reads the code).
+        self.code_seq.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// Record that an engine translated code from `[start, end)`.
+    pub fn mark_code(&self, start: u64, end: u64) {
+        {
+            let log = self.code_log();
+            if granules(start, end).all(|(p, m)| log.pages.get(&p).is_some_and(|have| have & m == m)) {
+                return;
+            }
+        }
+        let mut log = self.code_log_mut();
+        for (p, m) in granules(start, end) {
+            match log.pages.entry(p) {
+                std::collections::hash_map::Entry::Occupied(mut e) => *e.get_mut() |= m,
+                std::collections::hash_map::Entry::Vacant(e) => {
+                    e.insert(m);
+                    self.push_event(&mut log, CodeEvent::Marked(p));
+                }
+            }
+        }
+    }
+
+    /// Does page number `page` hold code some engine translated? (Engines
+    /// give such pages no direct write permission.)
+    #[inline]
+    pub fn is_code_page(&self, page: u64) -> bool {
+        let log = self.code_log();
+        !log.pages.is_empty() && log.pages.contains_key(&page)
+    }
+
+    /// Do any bytes of `[addr, addr+len)` hold translated code?
+    pub fn overlaps_code(&self, addr: u64, len: u64) -> bool {
+        let log = self.code_log();
+        let hit = Self::code_hits(&log, addr, len).next().is_some();
+        hit
+    }
+
+    /// The pages where `[addr, addr+len)` touches translated code.
+    fn code_hits<'l>(log: &'l CodeLog, addr: u64, len: u64) -> impl Iterator<Item = u64> + 'l {
+        let end = addr.saturating_add(len);
+        let pages = (len > 0 && !log.pages.is_empty()).then(|| granules(addr, end)).into_iter().flatten();
+        pages.filter(|(p, m)| log.pages.get(p).is_some_and(|have| have & m != 0)).map(|(p, _)| p)
+    }
+
+    /// `[addr, addr+len)` was written (by guest code, or by the host kernel
+    /// on the guest's behalf): if it holds translated code, log an
+    /// `Invalidate` for its pages. Call it after the write. Returns whether
+    /// it logged one.
+    pub fn code_written(&self, addr: u64, len: u64) -> bool {
+        // The write is ordered before the look at the log (see `mark_code`'s
+        // callers: they mark, then re-read the code).
+        std::sync::atomic::fence(Ordering::SeqCst);
+        {
+            let log = self.code_log();
+            if Self::code_hits(&log, addr, len).next().is_none() {
+                return false;
+            }
+        }
+        let mut log = self.code_log_mut();
+        let hit: Vec<u64> = Self::code_hits(&log, addr, len).collect();
+        self.invalidate(&mut log, &hit)
+    }
+
+    /// Log an `Invalidate` for the code pages in `first..=last`, if any
+    /// (the range was unmapped, replaced, moved or made non-executable).
+    fn invalidate_pages(&self, first: u64, last: u64) {
+        let hit = |log: &CodeLog| -> Vec<u64> {
+            if log.pages.is_empty() {
+                Vec::new()
+            } else if last - first < log.pages.len() as u64 {
+                (first..=last).filter(|p| log.pages.contains_key(p)).collect()
+            } else {
+                log.pages.keys().copied().filter(|p| (first..=last).contains(p)).collect()
+            }
+        };
+        if hit(&self.code_log()).is_empty() {
+            return;
+        }
+        let mut log = self.code_log_mut();
+        let pages = hit(&log);
+        self.invalidate(&mut log, &pages);
+    }
+
+    /// Forget `pages` as code pages and log one `Invalidate` covering them.
+    fn invalidate(&self, log: &mut CodeLog, pages: &[u64]) -> bool {
+        let (Some(lo), Some(hi)) = (pages.iter().min().copied(), pages.iter().max().copied()) else { return false };
+        for p in pages {
+            log.pages.remove(p);
+        }
+        self.push_event(log, CodeEvent::Invalidate { first: lo, last: hi });
+        true
+    }
+
+    /// Pass every code event after `cursor` to `f`, oldest first.
+    pub fn code_events_since(&self, cursor: u64, mut f: impl FnMut(CodeEvent)) -> CodeSync {
+        let log = self.code_log();
+        let seq = self.code_seq.load(Ordering::Acquire);
+        let new = seq.saturating_sub(cursor);
+        if new > log.ring.len() as u64 || cursor > seq {
+            return CodeSync::Behind(seq);
+        }
+        let skip = log.ring.len() - new as usize;
+        for ev in log.ring.iter().skip(skip) {
+            f(*ev);
+        }
+        CodeSync::UpTo(seq)
     }
 
     fn read_map(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<u64, Region>> {
@@ -346,6 +559,9 @@ impl AddressSpace {
         if replaced {
             self.bump();
         }
+        if matches!(place, Placement::Fixed(_)) {
+            self.invalidate_pages(addr / PAGE_SIZE, (addr + len - 1) / PAGE_SIZE);
+        }
         Ok(addr)
     }
 
@@ -385,6 +601,7 @@ impl AddressSpace {
         drop(map);
         if !pieces.is_empty() {
             self.bump();
+            self.invalidate_pages(start / PAGE_SIZE, (end - 1) / PAGE_SIZE);
         }
         Ok(())
     }
@@ -425,6 +642,9 @@ impl AddressSpace {
         Self::merge_around(&mut map, start, end);
         drop(map);
         self.bump();
+        if !prot.contains(Prot::EXEC) {
+            self.invalidate_pages(start / PAGE_SIZE, (end - 1) / PAGE_SIZE);
+        }
         Ok(())
     }
 
@@ -494,6 +714,9 @@ impl AddressSpace {
         map.insert(new, Region { start: new, end: new + new_len, prot: region.prot, shared: region.shared, backing });
         drop(map);
         self.bump();
+        if old_len > 0 {
+            self.invalidate_pages(old / PAGE_SIZE, (old + old_len - 1) / PAGE_SIZE);
+        }
         Ok(new)
     }
 
@@ -606,6 +829,51 @@ mod tests {
         // SAFETY: still mapped, readable.
         assert_eq!(unsafe { *(own as *const u8) }, 0);
         assert!(s.protect(own, PAGE_SIZE, Prot::RW).is_err());
+    }
+
+    #[test]
+    fn code_log_marks_invalidates_and_reports_falling_behind() {
+        let s = AddressSpace::new();
+        let a = anon(&s, 2 * PAGE_SIZE);
+        let (p0, p1) = (a / PAGE_SIZE, a / PAGE_SIZE + 1);
+        assert_eq!(s.code_seq(), 0);
+        assert!(!s.code_written(a, 8), "a write to data logs nothing");
+        s.mark_code(a + 0x100, a + 0x120);
+        s.mark_code(a + 0x100, a + 0x110);
+        assert_eq!(s.code_seq(), 1);
+        assert!(s.is_code_page(p0) && !s.is_code_page(p1));
+        assert!(s.overlaps_code(a + 0xff, 2) && !s.overlaps_code(a + 0x140, 8));
+        assert!(!s.code_written(a + 0x800, 8), "data beside code in one page invalidates nothing");
+        assert!(s.code_written(a + 0x11c, 8));
+        let mut seen = Vec::new();
+        assert_eq!(s.code_events_since(0, |e| seen.push(e)), CodeSync::UpTo(2));
+        assert_eq!(seen, [CodeEvent::Marked(p0), CodeEvent::Invalidate { first: p0, last: p0 }]);
+        assert!(!s.is_code_page(p0), "a written page is no longer code until translated again");
+        // Removing execute permission, or unmapping, invalidates too.
+        s.mark_code(a + PAGE_SIZE - 4, a + PAGE_SIZE + 4);
+        s.protect(a, PAGE_SIZE, Prot::RW).unwrap();
+        s.unmap(a, 2 * PAGE_SIZE).unwrap();
+        let mut seen = Vec::new();
+        assert_eq!(s.code_events_since(2, |e| seen.push(e)), CodeSync::UpTo(6));
+        assert_eq!(
+            seen[2..],
+            [CodeEvent::Invalidate { first: p0, last: p0 }, CodeEvent::Invalidate { first: p1, last: p1 }]
+        );
+        for i in 0..CODE_LOG_LEN as u64 + 1 {
+            s.mark_code(i * PAGE_SIZE, i * PAGE_SIZE + 1);
+        }
+        assert!(matches!(s.code_events_since(6, |_| {}), CodeSync::Behind(_)));
+    }
+
+    #[test]
+    fn granule_masks() {
+        let g: Vec<_> = granules(0x1000, 0x1040).collect();
+        assert_eq!(g, [(1, 1)]);
+        let g: Vec<_> = granules(0x1fc0, 0x2001).collect();
+        assert_eq!(g, [(1, 1 << 63), (2, 1)]);
+        let g: Vec<_> = granules(0x1000, 0x2000).collect();
+        assert_eq!(g, [(1, u64::MAX)]);
+        assert_eq!(granules(5, 5).count(), 0);
     }
 
     #[test]

@@ -272,6 +272,9 @@ pub struct CpuState {
     pub flags: Flags,
     pub fs_base: u64,
     pub gs_base: u64,
+    /// Segment selectors, in iced's order ES, CS, SS, DS, FS, GS (`sreg::*`).
+    /// CS and SS are Linux's 64-bit user selectors; the others start null.
+    pub seg: [u16; 6],
     pub xmm: [u128; 16],
     pub mxcsr: u32,
     pub x87: X87,
@@ -279,6 +282,20 @@ pub struct CpuState {
     /// undefined: the host's vendor (see `interp::ops::vendor`), settable
     /// so tests can run either model on any host.
     pub vendor: Vendor,
+}
+
+/// Indices into `CpuState::seg`, and Linux's user selectors.
+pub mod sreg {
+    pub const ES: usize = 0;
+    pub const CS: usize = 1;
+    pub const SS: usize = 2;
+    pub const DS: usize = 3;
+    pub const FS: usize = 4;
+    pub const GS: usize = 5;
+    /// __USER_CS: 64-bit code, DPL 3.
+    pub const USER_CS: u16 = 0x33;
+    /// __USER_DS: data, DPL 3.
+    pub const USER_DS: u16 = 0x2b;
 }
 
 impl Default for CpuState {
@@ -289,6 +306,7 @@ impl Default for CpuState {
             flags: Flags::default(),
             fs_base: 0,
             gs_base: 0,
+            seg: [0, sreg::USER_CS, sreg::USER_DS, 0, 0, 0],
             xmm: [0; 16],
             mxcsr: 0x1f80,
             x87: X87::default(),

@@ -69,6 +69,7 @@ const PF_WRITE: u64 = 2;
 pub fn fault_kind(vector: u8, error: u64, cr2: u64, fpe_code: i32) -> FaultKind {
     match vector {
         0 => FaultKind::Divide,
+        1 => FaultKind::DebugTrap,
         3 => FaultKind::Breakpoint,
         6 => FaultKind::InvalidOpcode { what: "invalid opcode (#UD in the VM)".into() },
         14 => FaultKind::Page {

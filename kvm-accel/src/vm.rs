@@ -34,8 +34,13 @@ const SEL_DATA: u16 = 0x10;
 /// The user selectors Linux uses, so the guest sees the same CS and SS.
 const SEL_USER_DATA: u16 = 0x2b;
 const SEL_USER_CODE: u16 = 0x33;
-const SEL_TSS: u16 = 0x38;
-const GDT_ENTRIES: usize = 9;
+/// The GDT mirrors Linux's layout where user space can see it (LAR, LSL,
+/// VERR/VERW, segment loads, far transfers): 0x23 32-bit user code, 0x2b
+/// user data, 0x33 64-bit user code, the TSS at 0x40 (what STR gives), the
+/// per-CPU segment 0x7b (LSL gives the CPU number; here 0).
+const SEL_USER32_CODE: u16 = 0x23;
+const SEL_TSS: u16 = 0x40;
+const GDT_ENTRIES: usize = 16;
 
 const PT_POOL_SIZE: usize = 1 << 30;
 
@@ -210,12 +215,14 @@ impl Vm {
         let mut gdt = [0u64; GDT_ENTRIES];
         gdt[1] = 0x00af_9b00_0000_ffff; // 0x08: 64-bit code, DPL0
         gdt[2] = 0x00cf_9300_0000_ffff; // 0x10: data, DPL0
-        gdt[3] = 0x00cf_fb00_0000_ffff; // 0x18: 32-bit code, DPL3
+        gdt[3] = 0x00cf_9300_0000_ffff; // 0x18: data, DPL0
+        gdt[4] = 0x00cf_fb00_0000_ffff; // 0x20 (0x23): 32-bit code, DPL3
         gdt[5] = 0x00cf_f300_0000_ffff; // 0x28 (0x2b): data, DPL3
         gdt[6] = 0x00af_fb00_0000_ffff; // 0x30 (0x33): 64-bit code, DPL3
         let limit = 0x67u64;
-        gdt[7] = limit | ((tss_va & 0xff_ffff) << 16) | (0x8b << 40) | (((tss_va >> 24) & 0xff) << 56);
-        gdt[8] = tss_va >> 32;
+        gdt[8] = limit | ((tss_va & 0xff_ffff) << 16) | (0x8b << 40) | (((tss_va >> 24) & 0xff) << 56);
+        gdt[9] = tss_va >> 32;
+        gdt[15] = 0x0040_f500_0000_0000; // 0x78 (0x7b): per-CPU data, DPL3, limit 0
         let bytes: Vec<u8> = gdt.iter().flat_map(|q| q.to_le_bytes()).collect();
         self.sys.write(off, &bytes);
         let mut tss = [0u8; 104];
@@ -265,7 +272,7 @@ impl Vm {
                 let entries = [
                     kvm_msr_entry {
                         index: MSR_STAR,
-                        data: ((SEL_CODE as u64) << 32) | (0x1b << 48),
+                        data: ((SEL_CODE as u64) << 32) | ((SEL_USER32_CODE as u64) << 48),
                         ..Default::default()
                     },
                     kvm_msr_entry { index: MSR_LSTAR, data: self.lstar(), ..Default::default() },
@@ -336,11 +343,25 @@ impl Vm {
             // PG, AM, WP, NE, ET, MP, PE.
             cr0: 0x8005_0033,
             cr3: self.pt.root(0),
-            // OSXMMEXCPT, OSFXSR, PAE.
-            cr4: 0x600 | 0x20,
+            // OSXMMEXCPT, OSFXSR, PAE; UMIP as Linux sets it on this host.
+            cr4: 0x600 | 0x20 | self.umip_cr4(),
             // NXE, LMA, LME, SCE.
             efer: 0x800 | 0x400 | 0x100 | 0x1,
             ..Default::default()
+        }
+    }
+
+    /// CR4.UMIP when the host CPU has UMIP (Linux then turns it on, and the
+    /// personality emulates SGDT/SIDT/SLDT/STR/SMSW on their #GP, as the
+    /// kernel does) and KVM offers it to the vCPU; else 0.
+    fn umip_cr4(&self) -> u64 {
+        const UMIP: u32 = 1 << 2;
+        let host = urun_cpu::cpuid::host_cpuid(7, 0)[2] & UMIP != 0;
+        let vcpu = self.cpuid.as_slice().iter().any(|e| e.function == 7 && e.index == 0 && e.ecx & UMIP != 0);
+        if host && vcpu {
+            1 << 11
+        } else {
+            0
         }
     }
 

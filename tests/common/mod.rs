@@ -309,7 +309,7 @@ pub fn words_text() -> String {
     s
 }
 
-pub use urun_cpu::testing::report_skip;
+pub use urun_cpu::testing::{report_skip, report_skipped_case};
 
 /// Whether the KVM engine's tests should run: true where /dev/kvm opens
 /// (urun's VM must then work: its failures are test failures), false after

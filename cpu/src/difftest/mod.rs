@@ -110,7 +110,7 @@ pub fn signal_of(kind: &FaultKind) -> i32 {
         FaultKind::Page { .. } | FaultKind::GeneralProtection => libc::SIGSEGV,
         FaultKind::Divide | FaultKind::FloatingPoint { .. } => libc::SIGFPE,
         FaultKind::InvalidOpcode { .. } => libc::SIGILL,
-        FaultKind::Breakpoint => libc::SIGTRAP,
+        FaultKind::Breakpoint | FaultKind::DebugTrap => libc::SIGTRAP,
     }
 }
 

@@ -5,7 +5,7 @@ use iced_x86::{Instruction, MemorySize, OpKind, Register};
 
 use crate::engine::{Exit, Fault, FaultKind, PageFaultKind};
 use crate::hostfault::{self, HostFault};
-use crate::mem::{AddressSpace, Prot, PAGE_SIZE};
+use crate::mem::{AddressSpace, CodeEvent, CodeSync, Prot, PAGE_SIZE};
 use crate::state::{mask, CpuState};
 
 /// The result of a handler: `Err` stops the block with an exit.
@@ -14,25 +14,73 @@ pub type Step = Result<(), Exit>;
 const TLB_SIZE: usize = 512;
 
 /// A direct-mapped cache of page permissions: `tag == page number + 1`
-/// means the page may be read (`read`) or written (`write`).
+/// means the page may be read (`read`) or written (`write`). A page that
+/// holds translated code (any thread's, `AddressSpace::is_code_page`) never
+/// gets a write entry, so every write to it takes the slow path and is
+/// logged. `marks_seen` is this TLB's cursor in the code log: `Marked`
+/// events up to it have been applied (see `sync_marks`).
 pub(crate) struct Tlb {
     read: Box<[u64; TLB_SIZE]>,
     write: Box<[u64; TLB_SIZE]>,
+    marks_seen: u64,
 }
 
 impl Tlb {
-    pub(crate) fn new() -> Self {
-        Tlb { read: Box::new([0; TLB_SIZE]), write: Box::new([0; TLB_SIZE]) }
+    pub(crate) fn new(marks_seen: u64) -> Self {
+        Tlb { read: Box::new([0; TLB_SIZE]), write: Box::new([0; TLB_SIZE]), marks_seen }
     }
-    pub(crate) fn flush(&mut self) {
+    /// Drop every entry (after applying pending `Marked` events, so that a
+    /// write permission that raced with another thread's translation is
+    /// reported, not forgotten).
+    pub(crate) fn flush(&mut self, mem: &AddressSpace) {
+        self.sync_marks(mem);
         self.read.fill(0);
         self.write.fill(0);
     }
-    /// Forget write permission for one page (it now holds decoded code).
+    /// Forget write permission for one page (this thread now translates
+    /// code from it).
     pub(crate) fn drop_write(&mut self, page: u64) {
         let i = (page as usize) % TLB_SIZE;
         if self.write[i] == page + 1 {
             self.write[i] = 0;
+        }
+    }
+    /// Apply the code log's new `Marked` events: a page another engine now
+    /// translates loses its write entry here, and since this thread may
+    /// have written through that entry after the other engine read the
+    /// page, the page is reported as written. The fence orders this
+    /// thread's earlier guest stores before the read of the log: either
+    /// the marking engine's re-read saw them, or this read sees its mark.
+    pub(crate) fn sync_marks(&mut self, mem: &AddressSpace) {
+        std::sync::atomic::fence(std::sync::atomic::Ordering::SeqCst);
+        if mem.code_seq() == self.marks_seen {
+            return;
+        }
+        let mut written = Vec::new();
+        let write = &mut self.write;
+        let sync = mem.code_events_since(self.marks_seen, |ev| {
+            if let CodeEvent::Marked(page) = ev {
+                let i = (page as usize) % TLB_SIZE;
+                if write[i] == page + 1 {
+                    write[i] = 0;
+                    written.push(page);
+                }
+            }
+        });
+        self.marks_seen = match sync {
+            CodeSync::UpTo(s) => s,
+            CodeSync::Behind(s) => {
+                for tag in self.write.iter_mut() {
+                    if *tag != 0 && mem.is_code_page(*tag - 1) {
+                        written.push(*tag - 1);
+                        *tag = 0;
+                    }
+                }
+                s
+            }
+        };
+        for page in written {
+            mem.code_written(page * PAGE_SIZE, PAGE_SIZE);
         }
     }
 }
@@ -75,11 +123,11 @@ pub struct Ctx<'a> {
     pub cpu: &'a mut CpuState,
     pub(crate) mem: &'a AddressSpace,
     pub(crate) tlb: &'a mut Tlb,
-    pub(crate) code_pages: &'a std::collections::HashSet<u64>,
     /// Where execution continues after this instruction; branches set it.
     pub next_rip: u64,
-    /// Set when a write hit a page holding decoded code.
-    pub(crate) smc: bool,
+    /// The bytes `[start, end)` written in pages that hold translated code:
+    /// logged by the run loop once the writing instruction is done.
+    pub(crate) smc: Option<(u64, u64)>,
 }
 
 /// Build a page fault exit.
@@ -197,11 +245,19 @@ impl<'a> Ctx<'a> {
             }
             let i = (page as usize) % TLB_SIZE;
             if write {
-                if self.code_pages.contains(&page) {
-                    // Self-modifying code: allow, but never cache, so every
-                    // write here is seen.
-                    self.smc = true;
+                if self.mem.is_code_page(page) {
+                    // Translated code (this thread's or another's): allow,
+                    // but never cache, so every write here is logged.
+                    self.smc = Some(match self.smc {
+                        Some((lo, hi)) => (lo.min(addr), hi.max(end)),
+                        None => (addr, end),
+                    });
                     continue;
+                }
+                if self.tlb.write[i] != 0 && self.tlb.write[i] != page + 1 {
+                    // Evicting another page's write entry: apply pending
+                    // marks first, so a raced write through it is reported.
+                    self.tlb.sync_marks(self.mem);
                 }
                 self.tlb.write[i] = page + 1;
             } else {

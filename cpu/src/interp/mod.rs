@@ -9,7 +9,7 @@
 mod ctx;
 pub mod ops;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -20,7 +20,8 @@ use ctx::Tlb;
 pub use ctx::{xmm_index, Ctx, Step};
 
 use crate::engine::{Engine, Exit, Fault, FaultKind, PageFaultKind};
-use crate::mem::{AddressSpace, Prot, PAGE_SIZE};
+use crate::hostfault;
+use crate::mem::{AddressSpace, CodeEvent, CodeSync, Prot, PAGE_SIZE};
 use crate::state::CpuState;
 
 /// An instruction handler: runs one decoded instruction.
@@ -75,33 +76,90 @@ impl std::hash::Hasher for AddrHasher {
 
 type AddrHash = std::hash::BuildHasherDefault<AddrHasher>;
 
+/// Longest byte run a block can span (`MAX_BLOCK` instructions of at most
+/// 15 bytes).
+const MAX_BLOCK_BYTES: usize = MAX_BLOCK * 15;
+
+/// Decode attempts whose bytes changed under us (another thread writing
+/// the code) before the pages are marked ahead of reading.
+const DECODE_RETRIES: usize = 4;
+
 /// The interpreter engine for one guest thread.
+///
+/// Code written by any thread reaches this one through the code log of the
+/// `AddressSpace` (see `mem.rs`): blocks are indexed by page, and the run
+/// loop applies new log events at every block dispatch and before it
+/// returns, dropping just the blocks of pages that were written, unmapped
+/// or lost execute permission.
 pub struct Interpreter {
     mem: Arc<AddressSpace>,
     cache: HashMap<u64, Rc<Block>, AddrHash>,
-    code_pages: HashSet<u64>,
+    /// Block addresses by the pages their bytes lie in.
+    by_page: HashMap<u64, Vec<u64>, AddrHash>,
     tlb: Tlb,
     generation: u64,
+    /// This engine's cursor in the code log (`Invalidate` events applied).
+    code_seen: u64,
     interrupt: Arc<AtomicBool>,
 }
 
 impl Interpreter {
     pub fn new(mem: Arc<AddressSpace>) -> Self {
         let generation = mem.generation();
+        let code_seen = mem.code_seq();
         Interpreter {
             mem,
             cache: HashMap::default(),
-            code_pages: HashSet::new(),
-            tlb: Tlb::new(),
+            by_page: HashMap::default(),
+            tlb: Tlb::new(code_seen),
             generation,
+            code_seen,
             interrupt: Arc::new(AtomicBool::new(false)),
         }
     }
 
-    fn flush(&mut self) {
+    /// Drop every decoded block.
+    fn drop_all_blocks(&mut self) {
         self.cache.clear();
-        self.code_pages.clear();
-        self.tlb.flush();
+        self.by_page.clear();
+    }
+
+    /// Drop the blocks with bytes in pages `first..=last`.
+    fn drop_pages(&mut self, first: u64, last: u64) {
+        let pages: Vec<u64> = if last - first < self.by_page.len() as u64 {
+            (first..=last).filter(|p| self.by_page.contains_key(p)).collect()
+        } else {
+            self.by_page.keys().copied().filter(|p| (first..=last).contains(p)).collect()
+        };
+        for p in pages {
+            for rip in self.by_page.remove(&p).unwrap_or_default() {
+                self.cache.remove(&rip);
+            }
+        }
+    }
+
+    /// Apply the code log's new events (see `mem.rs`): marks to the TLB,
+    /// invalidations to the block cache.
+    fn sync_code(&mut self) {
+        self.tlb.sync_marks(&self.mem);
+        let mut ranges = Vec::new();
+        let sync = self.mem.code_events_since(self.code_seen, |ev| {
+            if let CodeEvent::Invalidate { first, last } = ev {
+                ranges.push((first, last));
+            }
+        });
+        match sync {
+            CodeSync::UpTo(s) => {
+                self.code_seen = s;
+                for (first, last) in ranges {
+                    self.drop_pages(first, last);
+                }
+            }
+            CodeSync::Behind(s) => {
+                self.code_seen = s;
+                self.drop_all_blocks();
+            }
+        }
     }
 
     /// Decode the block at `rip`.
@@ -122,16 +180,79 @@ impl Interpreter {
             avail = page + PAGE_SIZE - rip;
             page += PAGE_SIZE;
         }
-        // A copy of the bytes a block can span, so that a page another
-        // guest thread unmaps meanwhile ends the fetch there.
-        let mut buf = [0u8; MAX_BLOCK * 15];
-        let mut avail = avail.min(buf.len() as u64);
-        // SAFETY: [rip, rip+avail) lies in executable guest pages, which
-        // urun keeps readable on the host (see `Prot::host`).
-        if let Err(p) = unsafe { crate::hostfault::copy_from_guest(&mut buf[..avail as usize], rip) } {
-            avail = p.done;
+        let avail = (avail as usize).min(MAX_BLOCK_BYTES);
+        // The bytes are copied, decoded from the copy, and the pages they
+        // came from are marked as code; then the copy is compared with
+        // memory. A write that landed before the mark is caught by the
+        // compare (decode again); one after it is logged by the writer.
+        let mut buf = [0u8; MAX_BLOCK_BYTES];
+        let mut attempt = 0;
+        let insns = loop {
+            if attempt == DECODE_RETRIES {
+                // Someone keeps rewriting this code: mark every page we may
+                // read before reading, which needs no compare.
+                self.mark(rip, rip + avail as u64);
+            }
+            // A page another guest thread unmaps meanwhile ends the copy
+            // there (the host fault is recovered, see `hostfault`).
+            // SAFETY: [rip, rip+avail) lies in executable guest pages, which
+            // urun keeps readable on the host (see `Prot::host`).
+            let got = match unsafe { hostfault::copy_from_guest(&mut buf[..avail], rip) } {
+                Ok(()) => avail,
+                Err(p) => p.done as usize,
+            };
+            let insns = Self::decode_from(&buf[..got], rip);
+            let Some(last) = insns.last() else {
+                return Err(fetch_fault(rip + avail as u64, PageFaultKind::NotMapped));
+            };
+            let len = (last.insn.next_ip() - rip) as usize;
+            if len == 0 {
+                // The first instruction runs into an unmapped or non-executable page.
+                return Err(fetch_fault(rip + avail as u64, PageFaultKind::NotMapped));
+            }
+            self.mark(rip, rip + len as u64);
+            if attempt >= DECODE_RETRIES {
+                break insns;
+            }
+            let mut now = [0u8; MAX_BLOCK_BYTES];
+            // SAFETY: as above; [rip, rip+len) is within [rip, rip+avail).
+            let same = unsafe { hostfault::copy_from_guest(&mut now[..len], rip) }.is_ok();
+            if same && now[..len] == buf[..len] {
+                break insns;
+            }
+            attempt += 1;
+        };
+        let block = Rc::new(Block { insns });
+        let last = block.insns.last().map(|d| d.insn.next_ip() - 1).unwrap_or(rip);
+        for p in (rip / PAGE_SIZE)..=(last / PAGE_SIZE) {
+            let blocks = self.by_page.entry(p).or_default();
+            // A block spanning two pages, dropped through one, is still
+            // listed under the other.
+            if !blocks.contains(&rip) {
+                blocks.push(rip);
+            }
         }
-        let bytes = &buf[..avail as usize];
+        self.cache.insert(rip, block.clone());
+        Ok(block)
+    }
+
+    /// Mark `[start, end)` as code this thread translated: this thread's
+    /// write entries for its pages go, and other threads drop theirs at
+    /// their next block boundary.
+    fn mark(&mut self, start: u64, end: u64) {
+        self.mem.mark_code(start, end);
+        for p in start / PAGE_SIZE..=(end - 1) / PAGE_SIZE {
+            self.tlb.drop_write(p);
+        }
+        // Order the mark before the compare's reads of guest memory.
+        std::sync::atomic::fence(Ordering::SeqCst);
+    }
+
+    /// Decode up to `MAX_BLOCK` instructions from `bytes` (at `rip`),
+    /// ending after a control transfer. An instruction cut short by the end
+    /// of `bytes` ends the block before it; an empty result means the first
+    /// one was cut short (or `bytes` is empty).
+    fn decode_from(bytes: &[u8], rip: u64) -> Vec<Decoded> {
         let mut decoder = Decoder::with_ip(64, bytes, rip, DecoderOptions::NONE);
         let table = ops::table();
         let mut insns = Vec::new();
@@ -139,10 +260,6 @@ impl Interpreter {
         while decoder.can_decode() && insns.len() < MAX_BLOCK {
             decoder.decode_out(&mut insn);
             if insn.is_invalid() && decoder.last_error() == iced_x86::DecoderError::NoMoreBytes {
-                if insns.is_empty() {
-                    // The instruction runs into an unmapped or non-executable page.
-                    return Err(fetch_fault(rip + avail, PageFaultKind::NotMapped));
-                }
                 break;
             }
             let handler = table[insn.code() as usize].unwrap_or(unimplemented as Handler);
@@ -152,66 +269,11 @@ impl Interpreter {
                 break;
             }
         }
-        if insns.is_empty() {
-            return Err(fetch_fault(rip + avail, PageFaultKind::NotMapped));
-        }
-        let last = insns.last().map(|d| d.insn.next_ip() - 1).unwrap_or(rip);
-        for p in (rip / PAGE_SIZE)..=(last / PAGE_SIZE) {
-            self.code_pages.insert(p);
-            self.tlb.drop_write(p);
-        }
-        let block = Rc::new(Block { insns });
-        self.cache.insert(rip, block.clone());
-        Ok(block)
+        insns
     }
-}
 
-impl Interpreter {
-    /// Run one block at `cpu.rip` (the JIT's fallback for what it does not
-    /// run natively). `None`: the block ended normally.
-    pub fn run_block(&mut self, cpu: &mut CpuState) -> Option<Exit> {
-        let gen = self.mem.generation();
-        if gen != self.generation {
-            self.generation = gen;
-            self.flush();
-        }
-        let block = match self.cache.get(&cpu.rip) {
-            Some(b) => b.clone(),
-            None => match self.decode(cpu.rip) {
-                Ok(b) => b,
-                Err(e) => return Some(e),
-            },
-        };
-        let mut ctx = Ctx {
-            cpu: &mut *cpu,
-            mem: &self.mem,
-            tlb: &mut self.tlb,
-            code_pages: &self.code_pages,
-            next_rip: 0,
-            smc: false,
-        };
-        for d in &block.insns {
-            ctx.next_rip = d.insn.next_ip();
-            if let Err(exit) = (d.handler)(&mut ctx, &d.insn) {
-                if ctx.smc {
-                    self.flush();
-                }
-                return Some(exit);
-            }
-            ctx.cpu.rip = ctx.next_rip;
-            if ctx.smc {
-                break;
-            }
-        }
-        if ctx.smc {
-            self.flush();
-        }
-        None
-    }
-}
-
-impl Engine for Interpreter {
-    fn run(&mut self, cpu: &mut CpuState) -> Exit {
+    /// Run blocks until an exit.
+    fn run_blocks(&mut self, cpu: &mut CpuState) -> Exit {
         loop {
             if self.interrupt.load(Ordering::Relaxed) && self.interrupt.swap(false, Ordering::AcqRel) {
                 return Exit::Interrupted;
@@ -220,6 +282,68 @@ impl Engine for Interpreter {
                 return exit;
             }
         }
+    }
+
+    /// Run one block at `cpu.rip`; `None` when it ended without an exit.
+    /// (The JIT engine's fallback for what it does not run natively.)
+    pub fn run_block(&mut self, cpu: &mut CpuState) -> Option<Exit> {
+        let gen = self.mem.generation();
+        if gen != self.generation {
+            // Access was reduced somewhere: cached permissions go (code
+            // that went with it is invalidated through the code log).
+            self.generation = gen;
+            self.tlb.flush(&self.mem);
+        }
+        if self.mem.code_seq() != self.code_seen {
+            self.sync_code();
+        }
+        let block = match self.cache.get(&cpu.rip) {
+            Some(b) => b.clone(),
+            None => match self.decode(cpu.rip) {
+                Ok(b) => b,
+                Err(e) => return Some(e),
+            },
+        };
+        let mut ctx = Ctx { cpu: &mut *cpu, mem: &self.mem, tlb: &mut self.tlb, next_rip: 0, smc: None };
+        for d in &block.insns {
+            ctx.next_rip = d.insn.next_ip();
+            let r = (d.handler)(&mut ctx, &d.insn);
+            // A write to a page holding translated code: log it now that
+            // the write is done; if it hit code, the rest of this block
+            // may be stale.
+            let hit = ctx.smc.is_some() && log_smc(&mut ctx);
+            if let Err(exit) = r {
+                return Some(exit);
+            }
+            ctx.cpu.rip = ctx.next_rip;
+            if hit {
+                break;
+            }
+        }
+        None
+    }
+
+    /// Report writes that raced with other threads' translation (before a
+    /// thread leaves guest code).
+    pub fn sync_marks(&mut self) {
+        self.tlb.sync_marks(&self.mem);
+    }
+}
+
+/// Log the writes of the last instruction to pages holding translated code
+/// (`Ctx::smc`); true if they hit translated bytes.
+#[cold]
+fn log_smc(ctx: &mut Ctx<'_>) -> bool {
+    ctx.smc.take().is_some_and(|(start, end)| ctx.mem.code_written(start, end - start))
+}
+
+impl Engine for Interpreter {
+    fn run(&mut self, cpu: &mut CpuState) -> Exit {
+        let exit = self.run_blocks(cpu);
+        // Before this thread leaves guest code (a syscall may block it for
+        // long): report writes that raced with other threads' translation.
+        self.tlb.sync_marks(&self.mem);
+        exit
     }
 
     fn name(&self) -> &'static str {
@@ -267,6 +391,51 @@ pub(crate) mod testutil {
             })
         );
         assert_eq!(cpu.rip, s.code + 2);
+    }
+
+    /// Thread B's write to code thread A decoded reaches A's next run,
+    /// and a write B made through a write permission it cached before A
+    /// decoded the page is reported when B applies A's mark.
+    #[test]
+    fn code_written_by_another_engine_is_seen() {
+        let s = Snippet::new();
+        let f = s.code + PAGE_SIZE; // mov eax, 1; syscall
+        let run_a = |a: &mut Interpreter| {
+            let mut cpu = CpuState { rip: f, ..CpuState::default() };
+            assert_eq!(a.run(&mut cpu), Exit::Syscall);
+            cpu.gpr[0]
+        };
+        let mut a = Interpreter::new(s.mem.clone());
+        let mut b = Interpreter::new(s.mem.clone());
+        // SAFETY: the code area is RW guest memory of this test.
+        unsafe { std::ptr::copy_nonoverlapping([0xb8, 1, 0, 0, 0, 0x0f, 0x05].as_ptr(), f as *mut u8, 7) };
+        // B caches write permission for the page (data beside the code).
+        let mut cpu = CpuState::default();
+        let mut ctx = Ctx { cpu: &mut cpu, mem: &s.mem, tlb: &mut b.tlb, next_rip: 0, smc: None };
+        ctx.store(f + 0x800, 4, 7).unwrap();
+        assert_eq!(run_a(&mut a), 1);
+        // B writes the immediate through its cached permission (no log)...
+        let mut ctx = Ctx { cpu: &mut cpu, mem: &s.mem, tlb: &mut b.tlb, next_rip: 0, smc: None };
+        ctx.store(f + 1, 4, 2).unwrap();
+        assert!(ctx.smc.is_none(), "the cached write permission was used");
+        // ...and reports it when it applies A's mark (at its next block
+        // boundary, exit or eviction).
+        b.tlb.sync_marks(&s.mem);
+        assert_eq!(run_a(&mut a), 2);
+        // Now the page is code for everyone: B's next write takes the slow
+        // path and is logged by B's run loop. mov dword [rdi], esi; syscall
+        let w = s.code + 2 * PAGE_SIZE;
+        // SAFETY: as above.
+        unsafe { std::ptr::copy_nonoverlapping([0x89, 0x37, 0x0f, 0x05].as_ptr(), w as *mut u8, 4) };
+        let mut cpu = CpuState { rip: w, ..CpuState::default() };
+        cpu.gpr[7] = f + 1;
+        cpu.gpr[6] = 3;
+        assert_eq!(b.run(&mut cpu), Exit::Syscall);
+        assert_eq!(run_a(&mut a), 3);
+        // Unmapping the code drops A's block too: the fetch faults.
+        s.mem.protect(s.code + PAGE_SIZE, PAGE_SIZE, Prot::RW).unwrap();
+        let mut cpu = CpuState { rip: f, ..CpuState::default() };
+        assert!(matches!(a.run(&mut cpu), Exit::Fault(_)));
     }
 
     #[test]

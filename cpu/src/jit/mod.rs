@@ -30,7 +30,7 @@ use std::sync::Arc;
 use crate::engine::{Engine, Exit, Fault};
 use crate::hostfault::{self, HostFault, HostFaultError, InGuest, Recovery, SavedContext};
 use crate::interp::Interpreter;
-use crate::mem::{AddressSpace, Prot, PAGE_SIZE};
+use crate::mem::{AddressSpace, CodeEvent, CodeSync, Prot, PAGE_SIZE};
 use crate::state::{fl, reg, CpuState};
 
 use ctx::{ctx_ptr, reason, Ctx};
@@ -163,16 +163,17 @@ impl Index {
 }
 
 /// The interrupt flags of every JIT engine in the process, so that the
-/// engine that first sees the `AddressSpace` generation move makes the
-/// others leave translated code and flush at once (another thread's munmap
-/// or mprotect of code would otherwise be seen only at their next exit).
+/// engine that first sees code invalidated in the `AddressSpace` code log
+/// makes the others leave translated code and catch up at once (another
+/// thread's munmap, mprotect or kernel write of code would otherwise be
+/// seen only at their next exit).
 static ENGINES: std::sync::Mutex<Vec<std::sync::Weak<AtomicBool>>> = std::sync::Mutex::new(Vec::new());
-/// The highest generation broadcast so far (one broadcast per change).
+/// The highest code-log position broadcast so far (one broadcast each).
 static BROADCAST: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
-/// Interrupt every other JIT engine, once per generation.
-fn broadcast(gen: u64, me: &Arc<AtomicBool>) {
-    if BROADCAST.fetch_max(gen, Ordering::AcqRel) >= gen {
+/// Interrupt every other JIT engine, once per code-log position.
+fn broadcast(seq: u64, me: &Arc<AtomicBool>) {
+    if BROADCAST.fetch_max(seq, Ordering::AcqRel) >= seq {
         return;
     }
     let mut engines = ENGINES.lock().unwrap_or_else(|e| e.into_inner());
@@ -188,6 +189,10 @@ fn broadcast(gen: u64, me: &Arc<AtomicBool>) {
 #[derive(Clone, Copy)]
 enum Entry {
     Native(u64),
+    /// Translated from a page the guest may write: not in the dispatch
+    /// table; its guest bytes (in `JitEngine::sources`) are compared before
+    /// each run, since a plain store may have rewritten them.
+    Checked(u64),
     Interp,
 }
 
@@ -196,8 +201,11 @@ pub struct JitEngine {
     mem: Arc<AddressSpace>,
     interp: Interpreter,
     interrupt: Arc<AtomicBool>,
-    generation: u64,
+    /// The `AddressSpace` code-log position this engine has caught up to.
+    code_seen: u64,
     blocks: HashMap<u64, Entry>,
+    /// Guest bytes of the `Entry::Checked` blocks.
+    sources: HashMap<u64, Box<[u8]>>,
     index: Box<Index>,
     table: Table,
     /// The GS base this engine last wrote (the guest's FS base).
@@ -214,10 +222,11 @@ impl JitEngine {
         ENGINES.lock().unwrap_or_else(|e| e.into_inner()).push(Arc::downgrade(&interrupt));
         Ok(JitEngine {
             interp: Interpreter::new(mem.clone()),
-            generation: mem.generation(),
+            code_seen: mem.code_seq(),
             mem,
             interrupt,
             blocks: HashMap::new(),
+            sources: HashMap::new(),
             index: Box::new(Index { chunks: Vec::new() }),
             table: Table::new()?,
             gs_base: None,
@@ -228,6 +237,7 @@ impl JitEngine {
     /// Drop every translation (the chunks stay this engine's).
     fn flush(&mut self) {
         self.blocks.clear();
+        self.sources.clear();
         self.table.clear();
         for c in &mut self.index.chunks {
             c.fill = c.start;
@@ -273,15 +283,53 @@ impl JitEngine {
         Ok(self.index.chunks.len() - 1)
     }
 
+    /// Catch up with the code log: any invalidated code drops every
+    /// translation (and tells the other engines).
+    fn sync_code(&mut self) {
+        let mut invalid = false;
+        let sync = self.mem.code_events_since(self.code_seen, |ev| {
+            invalid |= matches!(ev, CodeEvent::Invalidate { .. });
+        });
+        let seq = match sync {
+            CodeSync::UpTo(s) => s,
+            CodeSync::Behind(s) => {
+                invalid = true;
+                s
+            }
+        };
+        self.code_seen = seq;
+        if invalid {
+            self.flush();
+            broadcast(seq, &self.interrupt);
+        }
+    }
+
+    /// Are the guest bytes a checked block was translated from unchanged?
+    fn unchanged(&self, pc: u64) -> bool {
+        let Some(src) = self.sources.get(&pc) else { return false };
+        let mut now = vec![0u8; src.len()];
+        // SAFETY: a range this engine fetched before; the copy stops at a
+        // page that went away meanwhile.
+        let ok = unsafe { hostfault::copy_from_guest(&mut now, pc) }.is_ok();
+        ok && now[..] == src[..]
+    }
+
     /// The translation of the block at `pc`, made now if needed.
     fn lookup(&mut self, pc: u64) -> Entry {
-        if let Some(e) = self.blocks.get(&pc) {
-            if let Entry::Native(at) = *e {
+        match self.blocks.get(&pc).copied() {
+            Some(Entry::Native(at)) => {
                 // Evicted from the table by a block with the same index:
                 // put it back, it is the one running now.
                 self.table.insert(pc, at);
+                return Entry::Native(at);
             }
-            return *e;
+            Some(Entry::Checked(at)) if self.unchanged(pc) => return Entry::Checked(at),
+            Some(Entry::Checked(_)) => {
+                self.blocks.remove(&pc);
+                self.sources.remove(&pc);
+            }
+            Some(Entry::Interp) => return Entry::Interp,
+            None => {}
         }
         let mut buf = [0u8; translate::MAX_INSNS * 15];
         let n = self.fetch(pc, &mut buf);
@@ -289,29 +337,48 @@ impl JitEngine {
             // Not executable: the interpreter raises the fetch fault.
             return Entry::Interp;
         }
-        let entry = match self.chunk_for(pc) {
+        let ci = match self.chunk_for(pc) {
+            Ok(ci) => ci,
             Err(e) => {
                 tracing::debug!(pc = format_args!("{pc:#x}"), "jit: {e}; interpreting");
-                Entry::Interp
+                self.blocks.insert(pc, Entry::Interp);
+                return Entry::Interp;
             }
-            Ok(ci) => {
-                let at = self.index.chunks[ci].fill;
-                match translate::translate(&buf[..n], pc, at, self.tp) {
-                    Translation::Interp => Entry::Interp,
-                    Translation::Block(b) => {
-                        let len = b.code.len() as u64;
-                        // SAFETY: [at, at+len) is free space in our own
-                        // read-write-execute chunk (len <= MAX_BLOCK_BYTES,
-                        // checked room); no thread runs it yet.
-                        unsafe { std::ptr::copy_nonoverlapping(b.code.as_ptr(), at as *mut u8, b.code.len()) };
-                        let c = &mut self.index.chunks[ci];
-                        c.fill = (at + len + 15) & !15;
-                        c.blocks.push(BlockRec { start: at, end: at + len, map: b.map.into_boxed_slice() });
-                        self.table.insert(pc, at);
-                        Entry::Native(at)
-                    }
-                }
+        };
+        let at = self.index.chunks[ci].fill;
+        let b = match translate::translate(&buf[..n], pc, at, self.tp) {
+            Translation::Interp => {
+                self.blocks.insert(pc, Entry::Interp);
+                return Entry::Interp;
             }
+            Translation::Block(b) => b,
+        };
+        let src = &buf[..b.guest_len as usize];
+        // The code log's protocol: mark, then read the code again; a write
+        // that raced with the translation is either logged after the mark
+        // or seen here.
+        self.mem.mark_code(pc, pc + b.guest_len);
+        let mut again = vec![0u8; src.len()];
+        // SAFETY: the range was just fetched; the copy stops at a page that
+        // went away meanwhile.
+        if unsafe { hostfault::copy_from_guest(&mut again, pc) }.is_err() || again[..] != src[..] {
+            return Entry::Interp;
+        }
+        let writable = (pc / PAGE_SIZE..=(pc + b.guest_len.max(1) - 1) / PAGE_SIZE)
+            .any(|p| self.mem.prot_at(p * PAGE_SIZE).is_some_and(|pr| pr.contains(Prot::WRITE)));
+        let len = b.code.len() as u64;
+        // SAFETY: [at, at+len) is free space in our own read-write-execute
+        // chunk (len <= MAX_BLOCK_BYTES, checked room); no thread runs it yet.
+        unsafe { std::ptr::copy_nonoverlapping(b.code.as_ptr(), at as *mut u8, b.code.len()) };
+        let c = &mut self.index.chunks[ci];
+        c.fill = (at + len + 15) & !15;
+        c.blocks.push(BlockRec { start: at, end: at + len, map: b.map.into_boxed_slice() });
+        let entry = if writable {
+            self.sources.insert(pc, again.into_boxed_slice());
+            Entry::Checked(at)
+        } else {
+            self.table.insert(pc, at);
+            Entry::Native(at)
         };
         self.blocks.insert(pc, entry);
         entry
@@ -326,12 +393,12 @@ impl Drop for JitEngine {
     }
 }
 
-/// Guest state into `Ctx` (TF and AC are not set on the machine: the
-/// interpreter does not model single-stepping or alignment checks).
+/// Guest state into `Ctx` (TF is not set on the machine: single-stepping
+/// is not modelled; AC is, and checks alignment as natively).
 fn load(c: &mut Ctx, cpu: &CpuState) {
     c.gpr = cpu.gpr;
     c.rip = cpu.rip;
-    c.rflags = (cpu.flags.get() & !(fl::TF | fl::AC)) | 0x202;
+    c.rflags = (cpu.flags.get() & !fl::TF) | 0x202;
     c.fx = cpu.fxsave_image();
 }
 
@@ -411,16 +478,13 @@ impl Engine for JitEngine {
                 save(unsafe { &*cp }, cpu);
                 break Exit::Interrupted;
             }
-            let gen = self.mem.generation();
-            if gen != self.generation {
-                self.generation = gen;
-                self.flush();
-                broadcast(gen, &self.interrupt);
+            if self.mem.code_seq() != self.code_seen {
+                self.sync_code();
             }
             // SAFETY: this thread's Ctx, not referenced across `urun_jit_enter`.
             let rip = unsafe { (*cp).rip };
             match self.lookup(rip) {
-                Entry::Native(at) => {
+                Entry::Native(at) | Entry::Checked(at) => {
                     // SAFETY: `at` is a translated block in our chunk; Ctx
                     // holds the guest state and the routines' addresses.
                     unsafe { ctx::urun_jit_enter(at) };

@@ -55,6 +55,8 @@ pub(crate) struct PcEntry {
 pub(crate) struct Block {
     pub code: Vec<u8>,
     pub map: Vec<PcEntry>,
+    /// How many guest bytes from the block's pc it was translated from.
+    pub guest_len: u64,
 }
 
 /// The result of translating at a guest pc.
@@ -384,6 +386,8 @@ pub(crate) fn translate(bytes: &[u8], pc: u64, at: u64, tp: i32) -> Translation 
     let mut e = Emitter { at, tp, code: Vec::with_capacity(512), map: Vec::new() };
     let mut insn = Instruction::default();
     let mut count = 0;
+    // The end of the guest bytes translated so far.
+    let mut end = pc;
     loop {
         if count == MAX_INSNS || !decoder.can_decode() {
             // Continue in the next block.
@@ -416,6 +420,7 @@ pub(crate) fn translate(bytes: &[u8], pc: u64, at: u64, tp: i32) -> Translation 
                     e.goto_dispatcher(here);
                     break;
                 }
+                end = next;
             }
             Kind::Interp => {
                 if first {
@@ -425,14 +430,17 @@ pub(crate) fn translate(bytes: &[u8], pc: u64, at: u64, tp: i32) -> Translation 
                 break;
             }
             Kind::Syscall => {
+                end = next;
                 e.exit(reason::SYSCALL, next);
                 break;
             }
             Kind::Jmp(target) => {
+                end = next;
                 e.goto_dispatcher(target);
                 break;
             }
             Kind::Jcc(target) => {
+                end = next;
                 // jcc rel32 to the taken side, fall through to the other.
                 let cc = insn.condition_code() as u8 - 1;
                 e.bytes(&[0x0f, 0x80 | cc, 0, 0, 0, 0]);
@@ -444,6 +452,7 @@ pub(crate) fn translate(bytes: &[u8], pc: u64, at: u64, tp: i32) -> Translation 
                 break;
             }
             Kind::Loop(target) => {
+                end = next;
                 // The instruction itself with rel8 = +2 (over the short jmp
                 // to the fall-through side), then the taken side.
                 e.mark(here, Fixup::None);
@@ -460,6 +469,7 @@ pub(crate) fn translate(bytes: &[u8], pc: u64, at: u64, tp: i32) -> Translation 
                 break;
             }
             Kind::Call(target) => {
+                end = next;
                 // push qword ptr [rip + literal]; the literal (the guest
                 // return address) follows the block.
                 e.mark(here, Fixup::None);
@@ -484,6 +494,7 @@ pub(crate) fn translate(bytes: &[u8], pc: u64, at: u64, tp: i32) -> Translation 
                     e.goto_dispatcher(here);
                     break;
                 }
+                end = next;
                 let mut lit = None;
                 if kind == Kind::CallInd {
                     e.mark(here, Fixup::RestoreRcx);
@@ -499,6 +510,7 @@ pub(crate) fn translate(bytes: &[u8], pc: u64, at: u64, tp: i32) -> Translation 
                 break;
             }
             Kind::Ret(imm) => {
+                end = next;
                 e.mark(here, Fixup::None);
                 e.store_rcx(off::S_RCX);
                 e.bytes(&[0x59]); // pop rcx
@@ -512,7 +524,7 @@ pub(crate) fn translate(bytes: &[u8], pc: u64, at: u64, tp: i32) -> Translation 
             }
         }
     }
-    Translation::Block(Block { code: e.code, map: e.map })
+    Translation::Block(Block { code: e.code, map: e.map, guest_len: end - pc })
 }
 
 /// The guest pc and fixup for a fault at cache offset `off` of a block
@@ -562,6 +574,7 @@ mod tests {
         want.extend(to_dispatcher(PC + 7));
         assert_eq!(b.code, want);
         assert_eq!(b.map, vec![PcEntry { off: 0, pc: PC, fixup: Fixup::None }]);
+        assert_eq!(b.guest_len, 7);
     }
 
     #[test]
@@ -647,6 +660,7 @@ mod tests {
         let mut want = vec![0x90];
         want.extend(to_dispatcher(PC + 1));
         assert_eq!(b.code, want);
+        assert_eq!(b.guest_len, 1);
     }
 
     #[test]

@@ -378,7 +378,7 @@ pub(crate) fn futex(task: &mut Task<'_>, a: &[u64; 6]) -> Result<i64, Stop> {
 /// Is `fd` one of urun's own descriptors right now? Registered by an
 /// engine and still naming what it opened (a KVM object): a number urun
 /// closed since (a forked child remakes its VM) may be the guest's again.
-fn is_urun_fd(fd: i32) -> bool {
+pub(crate) fn is_urun_fd(fd: i32) -> bool {
     urun_cpu::hostfd::is_reserved(fd)
         && std::fs::read_link(format!("/proc/self/fd/{fd}"))
             .map(|t| {

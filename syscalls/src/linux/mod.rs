@@ -11,6 +11,7 @@
 
 mod emul;
 mod guest;
+mod memfile;
 mod procfs;
 mod signal;
 mod strace;
@@ -101,6 +102,7 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 
 impl Process {
     pub fn new(mem: Arc<AddressSpace>, brk: Brk, exe_path: PathBuf, new_engine: EngineFactory) -> Self {
+        memfile::adopt_inherited();
         Process {
             mem,
             brk: Mutex::new(brk),

@@ -1,13 +1,16 @@
 //! The guest's view of `/proc/self`: `maps`, `auxv`, `cmdline` and `exe`
-//! (also as `/proc/<pid>/…` and `/proc/thread-self/…`) describe the guest
-//! program, not urun. Opening one gives a memfd holding the generated text.
+//! (also as `/proc/<pid>/…`, `/proc/thread-self/…` and
+//! `/proc/<pid>/task/<tid>/…`) describe the guest program, not urun.
+//! Opening one gives a memfd holding the generated text. Every open is
+//! checked after the fact by what it opened (see `after_open`), so a
+//! directory descriptor or a symlink cannot reach urun's own views.
 
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 
 use urun_cpu::{Backing, Prot, Region};
 
 use super::table::{guest_cstr, pass, raw_result};
-use super::{Process, Stop, Task, HEAP_RESERVE};
+use super::{memfile, Process, Stop, Task, HEAP_RESERVE};
 
 /// One line of `/proc/self/maps` per guest region, as Linux formats it.
 pub(crate) fn maps_text(regions: &[Region]) -> String {
@@ -104,10 +107,46 @@ fn open_at(task: &mut Task<'_>, dirfd: u64, path_ptr: u64, flags: u64, mode: u64
         };
         return raw_result(pass(257, &[libc::AT_FDCWD as u64, exe.as_ptr() as u64, flags, mode, 0, 0]));
     }
-    if let Some(inside) = in_sysroot(p, &path) {
-        return raw_result(pass(257, &[libc::AT_FDCWD as u64, inside.as_ptr() as u64, flags, mode, 0, 0]));
+    let fd = match in_sysroot(p, &path) {
+        Some(inside) => raw_result(pass(257, &[libc::AT_FDCWD as u64, inside.as_ptr() as u64, flags, mode, 0, 0])),
+        None => raw_result(pass(257, &[dirfd, path_ptr, flags, mode, 0, 0])),
+    };
+    if fd < 0 {
+        return fd;
     }
-    raw_result(pass(257, &[dirfd, path_ptr, flags, mode, 0, 0]))
+    after_open(p, fd, flags)
+}
+
+/// What the guest opened, judged by what it is rather than by the path it
+/// named (a directory descriptor or a symlink may hide a /proc file): this
+/// process's `maps`, `auxv` and `cmdline` (also under `task/<tid>/`) are
+/// replaced by the guest's views; memory files are tracked or refused
+/// (`memfile`).
+fn after_open(p: &Process, fd: i64, flags: u64) -> i64 {
+    let Some(f) = memfile::after_open(fd) else { return fd };
+    match (f.owner, f.leaf.as_str()) {
+        (memfile::Owner::Other, "mem") => memfile::refuse(fd),
+        (memfile::Owner::This, leaf @ ("maps" | "auxv" | "cmdline")) if flags & libc::O_PATH as u64 == 0 => {
+            let Some(data) = contents(p, leaf.as_bytes()) else { return fd };
+            let view = memfd_with(&data, flags);
+            if view < 0 {
+                return view;
+            }
+            let cloexec = if flags & libc::O_CLOEXEC as u64 != 0 { libc::O_CLOEXEC } else { 0 };
+            // SAFETY: both descriptors were just opened by this call; the
+            // view takes the number the guest's open returned.
+            unsafe {
+                let r = libc::dup3(view as i32, fd as i32, cloexec);
+                libc::close(view as i32);
+                if r < 0 {
+                    libc::close(fd as i32);
+                    return raw_result(-1);
+                }
+            }
+            fd
+        }
+        _ => fd,
+    }
 }
 
 /// With `-L SYSROOT`, an absolute path that exists under the sysroot is

@@ -12,6 +12,7 @@
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
+use urun_cpu::interp::ops::{emulate_umip, UmipValues};
 use urun_cpu::state::reg;
 use urun_cpu::{Fault, FaultKind, PageFaultKind, Prot};
 
@@ -38,7 +39,7 @@ pub fn signal_for(fault: &Fault) -> i32 {
         FaultKind::Page { .. } | FaultKind::GeneralProtection => libc::SIGSEGV,
         FaultKind::Divide | FaultKind::FloatingPoint { .. } => libc::SIGFPE,
         FaultKind::InvalidOpcode { .. } => libc::SIGILL,
-        FaultKind::Breakpoint => libc::SIGTRAP,
+        FaultKind::Breakpoint | FaultKind::DebugTrap => libc::SIGTRAP,
     }
 }
 
@@ -279,8 +280,34 @@ struct FaultFrame {
     cr2: u64,
 }
 
+/// What Linux's UMIP emulation (arch/x86/kernel/umip.c) gives a 64-bit
+/// process for SGDT, SIDT, SMSW, STR and SLDT (an LDT would make SLDT 0x50;
+/// urun does not track one).
+const LINUX_UMIP: UmipValues = UmipValues {
+    gdt_base: 0xffff_ffff_fffe_0000,
+    gdt_limit: 0,
+    idt_base: 0xffff_ffff_ffff_0000,
+    idt_limit: 0,
+    msw: 0x8005_0033,
+    tr: 0x40,
+    ldtr: 0,
+};
+
 /// A fault in guest code: run the guest's handler, or die by the signal.
 pub(crate) fn deliver_fault(task: &mut Task<'_>, f: &Fault) -> Result<(), Stop> {
+    // Linux's #GP handler first emulates the UMIP instructions.
+    let store_fault;
+    let f = match f.kind {
+        FaultKind::GeneralProtection => match emulate_umip(&task.p.mem, task.cpu, &LINUX_UMIP) {
+            Some(Ok(())) => return Ok(()),
+            Some(Err(e)) => {
+                store_fault = e;
+                &store_fault
+            }
+            None => f,
+        },
+        _ => f,
+    };
     let sig = signal_for(f);
     let act = lock(&task.p.sigactions)[sig as usize];
     if act[0] <= 1 || task.t.sigmask & bit(sig) != 0 {
@@ -302,6 +329,8 @@ pub(crate) fn deliver_fault(task: &mut Task<'_>, f: &Fault) -> Result<(), Stop> 
         FaultKind::FloatingPoint { code } => (*code, f.pc, FaultFrame { trapno: 19, err: 0, cr2: 0 }),
         FaultKind::InvalidOpcode { .. } => (2, f.pc, FaultFrame { trapno: 6, err: 0, cr2: 0 }),
         FaultKind::Breakpoint => (0x80, 0, FaultFrame { trapno: 3, err: 0, cr2: 0 }),
+        // TRAP_BRKPT at the saved RIP, as Linux reports an ICEBP.
+        FaultKind::DebugTrap => (1, f.pc, FaultFrame { trapno: 1, err: 0, cr2: 0 }),
     };
     let mut info = [0u8; 128];
     info[0..4].copy_from_slice(&sig.to_ne_bytes());

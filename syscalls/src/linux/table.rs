@@ -2,7 +2,7 @@
 //! arguments are (so pointers can be checked and `--strace` can print them),
 //! and whether it passes straight to the host or is emulated.
 
-use super::{emul, guest, procfs, signal, thread};
+use super::{emul, guest, memfile, procfs, signal, thread};
 use super::{Process, Task};
 use urun_cpu::Prot;
 
@@ -291,6 +291,8 @@ pub(crate) static SYSCALLS: &[Syscall] = &[
     sys!(306, syncfs, [Fd], Pass),
     sys!(307, sendmmsg, [Fd, MsgVec { write: false, count: 2 }, I, X], Pass),
     sys!(309, getcpu, [Out(Fixed(4)), Out(Fixed(4)), X], Pass),
+    sys!(310, process_vm_readv, [I, X, I, X, I, X], Emul(memfile::process_vm_readv)),
+    sys!(311, process_vm_writev, [I, X, I, X, I, X], Emul(memfile::process_vm_writev)),
     sys!(316, renameat2, [Fd, Str, Fd, Str, X], Pass),
     sys!(318, getrandom, [Out(Arg(1)), I, X], Pass),
     sys!(319, memfd_create, [Str, X], Pass),
@@ -559,6 +561,35 @@ pub(crate) fn guest_cstr(p: &Process, ptr: u64) -> Option<Vec<u8>> {
     None
 }
 
+/// After a pass-through call that wrote guest buffers: if one holds code
+/// an engine translated, log it (the code log in `AddressSpace`), so every
+/// engine sees code the kernel wrote (a `read` into an executable page).
+/// Only the plain data buffers (`Out(Arg)`, `IovOut`) are followed: the
+/// fixed-size structs the kernel fills are not code.
+fn note_kernel_writes(p: &Process, sc: &Syscall, args: &[u64; 6]) {
+    for (i, a) in sc.args.iter().enumerate() {
+        match *a {
+            Out(Arg(n)) => {
+                p.mem.code_written(args[i], args[n as usize]);
+            }
+            IovOut(n) => {
+                let count = args[n as usize].min(UIO_MAXIOV);
+                for k in 0..count {
+                    // SAFETY: `args` were prepared (`prepare`): a nonzero
+                    // count's iovec array is urun's own copy of the guest's,
+                    // alive until the call returns.
+                    let (base, len) = unsafe {
+                        let e = (args[i] + k * 16) as *const u64;
+                        (e.read_unaligned(), e.add(1).read_unaligned())
+                    };
+                    p.mem.code_written(base, len);
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
 /// Pass a syscall to the host kernel unchanged.
 pub(crate) fn pass(nr: u64, args: &[u64; 6]) -> i64 {
     // SAFETY: every pointer argument was checked to be guest memory with the
@@ -583,7 +614,10 @@ pub(crate) fn dispatch(task: &mut Task<'_>, nr: u64, args: &[u64; 6]) -> Result<
         p.report_unknown(nr);
         return Ok(-(libc::ENOSYS as i64));
     };
-    match sc.kind {
+    if names_urun_fd(sc, args) {
+        return Ok(-(libc::EBADF as i64));
+    }
+    let r = match sc.kind {
         Nosys => Ok(-(libc::ENOSYS as i64)),
         Pass => {
             let mut args = *args;
@@ -591,11 +625,35 @@ pub(crate) fn dispatch(task: &mut Task<'_>, nr: u64, args: &[u64; 6]) -> Result<
             if let Err(e) = prepare(p, sc, &mut args, &mut copies) {
                 return Ok(e);
             }
+            if let Some(r) = memfile::io(p, nr, &args) {
+                return Ok(r);
+            }
             let r = raw_result(pass(nr, &args));
+            if r > 0 {
+                note_kernel_writes(p, sc, &args);
+            }
             Ok(copies.write_back(&p.mem, r))
         }
         Emul(h) => h(task, args),
+    };
+    if let Ok(v) = r {
+        memfile::after(p, nr, args, v);
     }
+    r
+}
+
+/// Does the call name one of urun's own descriptors (the KVM engine's) as
+/// a descriptor argument? Then it gets EBADF, as if that descriptor were
+/// not open, and never reaches the host. Left to their handlers: close
+/// (a no-op on them) and the target of dup2/dup3 (EBUSY), and the ignored
+/// descriptor of an anonymous mmap.
+fn names_urun_fd(sc: &Syscall, args: &[u64; 6]) -> bool {
+    sc.args.iter().enumerate().any(|(i, a)| {
+        *a == Fd
+            && !(sc.nr == 3 || (matches!(sc.nr, 33 | 292) && i == 1))
+            && !(sc.nr == 9 && args[3] & libc::MAP_ANONYMOUS as u64 != 0)
+            && emul::is_urun_fd(args[i] as i32)
+    })
 }
 
 #[cfg(test)]

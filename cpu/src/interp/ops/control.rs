@@ -1,5 +1,6 @@
 //! Control flow and system instructions: JMP, Jcc, CALL, RET, LOOP, JrCXZ,
-//! LEAVE, ENTER, SYSCALL, INT3, UD, HLT, CPUID, RDTSC(P).
+//! LEAVE, ENTER, SYSCALL, INT3, UD, CPUID, RDTSC(P), the CET shadow-stack
+//! instructions. Far transfers and system instructions: `system.rs`.
 
 use iced_x86::{Code, Instruction, Mnemonic, OpKind, Register};
 
@@ -22,14 +23,18 @@ pub(super) fn register(t: &mut Table) {
     t.set_mnemonic(Enter, enter);
     t.set_mnemonic(Syscall, syscall);
     t.set(&[Code::Int3], int3);
-    t.set(&[Code::Int_imm8, Code::Int1, Code::Hlt], privileged);
-    // I/O and interrupt-flag instructions: #GP at CPL 3 (IOPL 0), which
-    // Linux reports as SIGSEGV.
-    t.set_mnemonics(&[In, Out, Insb, Insw, Insd, Outsb, Outsw, Outsd, Cli, Sti], privileged);
+    // INT n, INT1, HLT, I/O and the other system instructions: ops/system.rs.
     t.set_mnemonics(&[Ud0, Ud1, Ud2], ud);
     t.set_mnemonic(Cpuid, cpuid);
     t.set_mnemonic(Rdtsc, rdtsc);
     t.set_mnemonic(Rdtscp, rdtscp);
+    // CET shadow stacks are never enabled for a guest (CPUID leaf 7 ECX.CET_SS
+    // is 0 and urun's arch_prctl refuses ARCH_SHSTK_ENABLE). With shadow
+    // stacks off RDSSP is a NOP that leaves its destination alone, which is
+    // how libgcc's and Rust's unwinders find that there is no shadow stack to
+    // unwind; the instructions that need one raise #UD, as on the host.
+    t.set_mnemonics(&[Rdsspd, Rdsspq], shadow_stack_nop);
+    t.set_mnemonics(&[Incsspd, Incsspq, Saveprevssp, Rstorssp, Wrssd, Wrssq, Wrussd, Wrussq, Setssbsy, Clrssbsy], ud);
 }
 
 /// Operand 0 of a branch: an immediate target or a register/memory one.
@@ -44,9 +49,6 @@ fn target(ctx: &mut Ctx<'_>, insn: &Instruction) -> Result<u64, Exit> {
 }
 
 fn jmp(ctx: &mut Ctx<'_>, insn: &Instruction) -> Step {
-    if insn.op0_kind() == OpKind::Memory && insn.memory_size().size() > 8 {
-        return Err(ctx.invalid(insn)); // far jump
-    }
     ctx.next_rip = target(ctx, insn)?;
     Ok(())
 }
@@ -59,9 +61,6 @@ fn jcc(ctx: &mut Ctx<'_>, insn: &Instruction) -> Step {
 }
 
 fn call(ctx: &mut Ctx<'_>, insn: &Instruction) -> Step {
-    if insn.op0_kind() == OpKind::Memory && insn.memory_size().size() > 8 {
-        return Err(ctx.invalid(insn)); // far call
-    }
     let t = target(ctx, insn)?;
     ctx.push(8, insn.next_ip())?;
     ctx.next_rip = t;
@@ -164,12 +163,12 @@ fn int3(ctx: &mut Ctx<'_>, insn: &Instruction) -> Step {
     Err(ctx.fault(FaultKind::Breakpoint))
 }
 
-fn privileged(ctx: &mut Ctx<'_>, _insn: &Instruction) -> Step {
-    Err(ctx.fault(FaultKind::GeneralProtection))
-}
-
 fn ud(ctx: &mut Ctx<'_>, insn: &Instruction) -> Step {
     Err(ctx.invalid(insn))
+}
+
+fn shadow_stack_nop(_ctx: &mut Ctx<'_>, _insn: &Instruction) -> Step {
+    Ok(())
 }
 
 fn cpuid(ctx: &mut Ctx<'_>, _insn: &Instruction) -> Step {

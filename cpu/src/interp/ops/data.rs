@@ -9,6 +9,7 @@ use crate::interp::{Ctx, Step};
 use crate::state::{fl, mask, reg, FlagOp};
 
 use super::arith::sext;
+use super::system;
 
 pub(super) fn register(t: &mut Table) {
     use Mnemonic::*;
@@ -50,23 +51,17 @@ pub(super) fn register(t: &mut Table) {
     t.set(&[Code::Endbr64, Code::Endbr32], nop);
 }
 
-/// Read a segment register as Linux user space sees it.
-fn sreg_value(r: Register) -> u64 {
-    match r {
-        Register::CS => 0x33,
-        Register::SS => 0x2b,
-        _ => 0,
-    }
-}
-
 fn mov(ctx: &mut Ctx<'_>, insn: &Instruction) -> Step {
     if insn.op1_kind() == OpKind::Register && insn.op1_register().is_segment_register() {
+        // MOV r/m, Sreg: 16 bits to memory, zero-extended into a register.
         let size = Ctx::osz(insn);
-        return ctx.set(insn, 0, size, sreg_value(insn.op1_register()));
+        return ctx.set(insn, 0, size, system::selector(ctx, insn.op1_register()) as u64);
+    }
+    if insn.op0_kind() == OpKind::Register && insn.op0_register().is_segment_register() {
+        return system::mov_to_segment(ctx, insn);
     }
     if insn.op0_kind() == OpKind::Register && !insn.op0_register().is_gpr() {
-        // Writes to segment, control or debug registers are privileged
-        // (or, for segments, not something Linux programs do).
+        // Writes to control or debug registers are privileged.
         return Err(ctx.fault(FaultKind::GeneralProtection));
     }
     if insn.op1_kind() == OpKind::Register && !insn.op1_register().is_gpr() {
@@ -201,7 +196,7 @@ fn push(ctx: &mut Ctx<'_>, insn: &Instruction) -> Step {
     // PUSH imm8/imm32 pushes 8 bytes sign-extended; PUSH r/m16 pushes 2.
     let size = match insn.op0_kind() {
         OpKind::Register if insn.op0_register().is_segment_register() => {
-            return ctx.push(8, sreg_value(insn.op0_register()));
+            return system::push_segment(ctx, insn);
         }
         OpKind::Register => Ctx::reg_size(insn.op0_register()),
         OpKind::Memory => Ctx::osz(insn),
@@ -213,7 +208,7 @@ fn push(ctx: &mut Ctx<'_>, insn: &Instruction) -> Step {
 
 fn pop(ctx: &mut Ctx<'_>, insn: &Instruction) -> Step {
     if insn.op0_kind() == OpKind::Register && insn.op0_register().is_segment_register() {
-        return Err(ctx.fault(FaultKind::GeneralProtection));
+        return system::pop_segment(ctx, insn);
     }
     let size = Ctx::osz(insn);
     let v = ctx.pop(size)?;

@@ -21,6 +21,8 @@ mod shift;
 mod sse;
 mod sse4;
 mod string;
+mod system;
+pub use system::{emulate_umip, UmipValues};
 pub(crate) mod vendor;
 mod x87;
 
@@ -91,6 +93,7 @@ static TABLE: LazyLock<Vec<Option<Handler>>> = LazyLock::new(|| {
     sse::register(&mut t);
     sse4::register(&mut t);
     string::register(&mut t);
+    system::register(&mut t);
     x87::register(&mut t);
     t.handlers
 });

@@ -15,7 +15,7 @@ use iced_x86::{Instruction, Mnemonic, OpKind, Register};
 use super::{vendor, Table};
 use crate::engine::Exit;
 use crate::interp::{Ctx, Step};
-use crate::mem::{Prot, PAGE_SIZE};
+use crate::mem::Prot;
 use crate::state::{mask, reg, FlagOp};
 
 pub(super) fn register(t: &mut Table) {
@@ -185,7 +185,7 @@ fn bulk<const OP: u8>(ctx: &mut Ctx<'_>, f: &Form) -> Result<bool, Exit> {
     if !ctx.mem.check(dst, len, Prot::WRITE) || (OP == MOVS && !ctx.mem.check(src, len, Prot::READ)) {
         return Ok(false);
     }
-    if (dst / PAGE_SIZE..=(dst + len - 1) / PAGE_SIZE).any(|p| ctx.code_pages.contains(&p)) {
+    if ctx.mem.overlaps_code(dst, len) {
         return Ok(false);
     }
     if OP == MOVS && dst > src && dst < src + len {
@@ -215,6 +215,8 @@ fn bulk<const OP: u8>(ctx: &mut Ctx<'_>, f: &Form) -> Result<bool, Exit> {
         ctx.cpu.gpr[reg::RCX] = count - done;
         return Ok(false);
     }
+    // Another thread may have translated code here since the check above.
+    ctx.mem.code_written(dst, len);
     ctx.cpu.gpr[reg::RDI] = dst + len;
     if OP == MOVS {
         ctx.cpu.gpr[reg::RSI] = ctx.cpu.gpr[reg::RSI].wrapping_add(len);
