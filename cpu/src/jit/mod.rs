@@ -529,6 +529,9 @@ impl Engine for JitEngine {
         };
         // SAFETY: this thread's Ctx, not referenced across `urun_jit_enter`.
         unsafe { (*cp).index = 0 };
+        // As the interpreter engine does before its thread leaves guest
+        // code: report fallback writes that raced with a translation.
+        self.interp.sync_marks();
         exit
     }
 
