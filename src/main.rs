@@ -11,7 +11,7 @@ use std::sync::Arc;
 use clap::{Parser, ValueEnum};
 use urun_cpu::interp::Interpreter;
 use urun_cpu::state::reg;
-use urun_cpu::{AddressSpace, CpuState, Engine};
+use urun_cpu::{AddressSpace, CpuState, Engine, EngineError};
 use urun_loader::{Format, LoadOptions};
 use urun_syscalls::linux::{self, Brk, Process, Stop};
 
@@ -187,7 +187,8 @@ fn start(cli: &Cli) -> Result<Stop, StartError> {
     }
     if cli.engine == EngineKind::Jit {
         if let Err(e) = urun_cpu::jit::probe() {
-            jit_unusable(&e);
+            eprintln!("urun: --engine jit: {e}");
+            std::process::exit(linux::ENGINE_FAILED)
         }
     }
     let mem = Arc::new(AddressSpace::new());
@@ -222,44 +223,32 @@ fn start(cli: &Cli) -> Result<Stop, StartError> {
     process.cmdline = opts.argv.iter().flat_map(|a| a.iter().copied().chain(std::iter::once(0))).collect();
     process.auxv = loaded.auxv.iter().flat_map(|(k, v)| k.to_ne_bytes().into_iter().chain(v.to_ne_bytes())).collect();
     let process = Arc::new(process);
-    let mut engine = new_engine(kind, mem);
+    let mut engine = match new_engine(kind, mem) {
+        Ok(e) => e,
+        Err(EngineError::Unavailable(e)) if kind == EngineKind::Kvm => kvm_unusable(&e),
+        Err(e) => {
+            eprintln!("urun: --engine {}: {e}", kind.name());
+            std::process::exit(linux::ENGINE_FAILED)
+        }
+    };
     Ok(linux::run(&process, engine.as_mut(), &mut cpu))
 }
 
-/// An engine of the chosen kind for one guest thread.
-fn new_engine(kind: EngineKind, mem: Arc<AddressSpace>) -> Box<dyn Engine> {
-    match kind {
+/// An engine of the chosen kind for one guest thread (the factory every
+/// guest thread's engine comes from: it reports, the personality decides).
+fn new_engine(kind: EngineKind, mem: Arc<AddressSpace>) -> Result<Box<dyn Engine>, EngineError> {
+    Ok(match kind {
         EngineKind::Interp => Box::new(Interpreter::new(mem)),
-        EngineKind::Kvm => match urun_kvm::KvmEngine::new(mem) {
-            Ok(e) => Box::new(e),
-            Err(e) => kvm_unusable(&e),
-        },
-        EngineKind::Jit => match urun_cpu::jit::JitEngine::new(mem) {
-            Ok(e) => Box::new(e),
-            Err(e) => jit_unusable(&e),
-        },
-    }
+        EngineKind::Kvm => Box::new(urun_kvm::KvmEngine::new(mem).map_err(EngineError::from)?),
+        EngineKind::Jit => Box::new(urun_cpu::jit::JitEngine::new(mem).map_err(EngineError::from)?),
+    })
 }
 
-/// Say in one line why the JIT cannot be used, and leave (as for KVM).
-fn jit_unusable(e: &urun_cpu::jit::JitError) -> ! {
-    eprintln!("urun: --engine jit: {e}");
-    // SAFETY: as in `kvm_unusable`.
-    unsafe { libc::_exit(KVM_UNUSABLE) }
-}
-
-/// Exit status when `--engine kvm` cannot run here (as `env` uses for
-/// "the command itself failed").
-const KVM_UNUSABLE: i32 = 125;
-
-/// Say in one line why KVM cannot be used, and leave.
-fn kvm_unusable(e: &urun_kvm::KvmError) -> ! {
+/// Say in one line why KVM cannot be used, and leave (before the guest
+/// runs: only the main thread gets here).
+fn kvm_unusable(e: &dyn std::fmt::Display) -> ! {
     eprintln!("urun: --engine kvm: no usable /dev/kvm ({e})");
-    // _exit, not process::exit: this can run in a vfork child that shares
-    // the parent's memory, where exit handlers must not run.
-    // SAFETY: ends this process; nothing is left to flush (stderr is
-    // unbuffered).
-    unsafe { libc::_exit(KVM_UNUSABLE) }
+    std::process::exit(linux::ENGINE_FAILED)
 }
 
 /// Leave as the guest left: its exit status, or killed by its signal.

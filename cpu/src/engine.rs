@@ -83,15 +83,127 @@ pub enum Exit {
     Interrupted,
 }
 
+/// Why an engine could not be made or could not go on. The engine only
+/// reports; the personality decides what the guest sees (`clone` fails
+/// with EAGAIN for `Exhausted`) and whether the process ends.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum EngineError {
+    /// The engine cannot run on this host at all (for example no usable
+    /// /dev/kvm).
+    #[error("{0}")]
+    Unavailable(String),
+    /// The engine works, but has no room for one more guest thread now
+    /// (all vCPUs in use, descriptors or memory exhausted).
+    #[error("{0}")]
+    Exhausted(String),
+    /// The engine failed while running the guest, through no fault of the
+    /// guest's code (a VM that cannot map the guest's memory, an ioctl
+    /// that failed).
+    #[error("{0}")]
+    Failed(String),
+}
+
+/// Asks an engine to stop soon: set from any thread or from a signal
+/// handler, where only atomics may be used.
+///
+/// Besides its flag, an engine may register one byte that `raise` also
+/// sets to 1, for hardware that checks a byte of its own on entry (KVM's
+/// `immediate_exit`): a request raised between the engine's last look at
+/// the flag and its entry into guest code is then not missed.
+#[derive(Debug, Default)]
+pub struct Interrupt {
+    flag: std::sync::atomic::AtomicBool,
+    kick: std::sync::atomic::AtomicPtr<std::sync::atomic::AtomicU8>,
+}
+
+impl Interrupt {
+    pub fn new() -> std::sync::Arc<Self> {
+        std::sync::Arc::new(Interrupt::default())
+    }
+
+    /// Ask the engine to stop (async-signal-safe: two atomic stores).
+    pub fn raise(&self) {
+        use std::sync::atomic::Ordering;
+        self.flag.store(true, Ordering::Release);
+        let kick = self.kick.load(Ordering::Acquire);
+        if !kick.is_null() {
+            // SAFETY: a registered byte stays valid until it is
+            // unregistered (see `set_kick`).
+            unsafe { (*kick).store(1, Ordering::Release) };
+        }
+    }
+
+    /// Is a request pending? (Leaves it pending.)
+    pub fn is_raised(&self) -> bool {
+        self.flag.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Take a pending request: true once per `raise`.
+    pub fn take(&self) -> bool {
+        use std::sync::atomic::Ordering;
+        self.flag.load(Ordering::Relaxed) && self.flag.swap(false, Ordering::AcqRel)
+    }
+
+    /// Register the byte `raise` sets (null: none).
+    ///
+    /// # Safety
+    /// `kick` must stay valid for atomic byte writes until it is replaced
+    /// by another call (the engine unregisters it before the memory goes).
+    pub unsafe fn set_kick(&self, kick: *const std::sync::atomic::AtomicU8) {
+        self.kick.store(kick as *mut _, std::sync::atomic::Ordering::Release);
+    }
+}
+
 /// A CPU engine: runs one guest thread's code.
 pub trait Engine {
-    /// Run guest code from `cpu.rip` until an exit.
-    fn run(&mut self, cpu: &mut CpuState) -> Exit;
+    /// Run guest code from `cpu.rip` until an exit. An error is the
+    /// engine's own failure, never the guest's (a guest fault is an
+    /// `Exit::Fault`).
+    fn run(&mut self, cpu: &mut CpuState) -> Result<Exit, EngineError>;
+
+    /// Make `cpu`'s x87/MXCSR/XMM part current. After `Exit::Syscall` an
+    /// engine may leave it in hardware, where reading it costs (KVM: an
+    /// ioctl), and `cpu`'s copy is then stale; after every other exit
+    /// `cpu` is complete. The personality calls this before anything that
+    /// reads or writes that part (a signal frame, `rt_sigreturn`, a clone
+    /// or fork that copies the state): in practice before every syscall it
+    /// does not pass straight to the host, and before delivering signals.
+    /// Engines that keep `cpu` complete need not implement it.
+    fn fetch_fp(&mut self, _cpu: &mut CpuState) -> Result<(), EngineError> {
+        Ok(())
+    }
 
     /// A short name for logs and `--engine`.
     fn name(&self) -> &'static str;
 
-    /// A flag that, when set (from any thread or a signal handler), makes
-    /// `run` return `Exit::Interrupted` soon.
-    fn interrupt_handle(&self) -> std::sync::Arc<std::sync::atomic::AtomicBool>;
+    /// The request that, when raised (from any thread or a signal
+    /// handler), makes `run` return `Exit::Interrupted` soon.
+    fn interrupt_handle(&self) -> std::sync::Arc<Interrupt>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicU8, Ordering};
+
+    #[test]
+    fn interrupt_sets_flag_and_registered_byte() {
+        let i = Interrupt::new();
+        assert!(!i.take());
+        i.raise();
+        assert!(i.is_raised());
+        assert!(i.take());
+        assert!(!i.take(), "taken once");
+        let byte = AtomicU8::new(0);
+        // SAFETY: `byte` outlives its registration (unregistered below).
+        unsafe { i.set_kick(&byte) };
+        i.raise();
+        assert_eq!(byte.load(Ordering::Acquire), 1);
+        assert!(i.take());
+        // SAFETY: unregistering.
+        unsafe { i.set_kick(std::ptr::null()) };
+        byte.store(0, Ordering::Relaxed);
+        i.raise();
+        assert_eq!(byte.load(Ordering::Relaxed), 0);
+    }
 }

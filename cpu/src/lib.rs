@@ -16,6 +16,6 @@ pub mod state;
 #[doc(hidden)]
 pub mod testing;
 
-pub use engine::{Engine, Exit, Fault, FaultKind, PageFaultKind};
+pub use engine::{Engine, EngineError, Exit, Fault, FaultKind, Interrupt, PageFaultKind};
 pub use mem::{AddressSpace, Backing, FileMap, MemError, Placement, Prot, Region, PAGE_SIZE};
 pub use state::CpuState;

@@ -9,17 +9,32 @@
 //!   the VM only to resynchronise memory. A forked child makes a new VM
 //!   (KVM refuses a VM's ioctls from another process). All ioctls go
 //!   through the rust-vmm crates `kvm-ioctls` and `kvm-bindings`.
-//! - **Memory: guest-physical == host-virtual.** Every accessible range of
-//!   the guest's `AddressSpace` is inside a KVM memory slot whose
-//!   guest-physical address is its host address (adjacent ranges share a
-//!   slot), and 4-level page tables (`paging.rs`) identity-map it with the
-//!   guest's protections (present, user, RW for PROT_WRITE, NX unless
-//!   PROT_EXEC). The same pointer is valid in the guest and in urun, as
-//!   for every engine.
+//! - **Memory: guest-virtual == host-virtual; guest-physical handed out
+//!   by urun.** Every accessible range of the guest's `AddressSpace` is
+//!   inside a KVM memory slot (adjacent ranges share a slot) whose
+//!   `userspace_addr` is its host address and whose guest-physical address
+//!   `gpa.rs` hands out compactly below the physical-address width of both
+//!   the host and the vCPU (the smallest of CPUID 0x80000008, /proc/cpuinfo
+//!   and KVM's supported CPUID; `URUN_KVM_PHYS_BITS` may lower it, for
+//!   tests). 4-level page tables (`paging.rs`) map each guest page at its
+//!   own virtual address to that guest-physical page, with the guest's
+//!   protections (present, user, RW for PROT_WRITE, NX unless PROT_EXEC).
+//!   The same pointer is valid in the guest and in urun, as for every
+//!   engine. Guest-physical == host-virtual, the first design, cannot hold:
+//!   host addresses reach 2^47 while KVM refuses a CR3 or a slot at or
+//!   above 2^MAXPHYADDR, 46 on the Intel Xeons of CI (KVM_SET_SREGS failed
+//!   with EINVAL there). Slots keep the same offset within 2 MiB as their
+//!   host memory (huge pages stay possible); ranges of removed slots are
+//!   reused; guest memory that does not fit below the width is an error
+//!   that names it.
 //! - **Resynchronisation.** Before each run, if the `AddressSpace`
 //!   generation moved (access was removed or reduced somewhere), the
-//!   engine compares `regions()` with what the VM last saw and updates
-//!   slots and page-table entries for the ranges that differ. New
+//!   engine compares `regions()` with what the VM last saw: new slots go
+//!   in first (at fresh guest-physical addresses: a host range may sit in
+//!   two slots for a moment), then the page tables move to them, then the
+//!   stale slots go and their guest-physical ranges are freed, so a vCPU
+//!   running meanwhile never meets a guest-physical address with no
+//!   memory behind it. New
 //!   mappings do not move the generation: the guest's first touch of one
 //!   takes a #PF, the engine resynchronises and, if that changed anything,
 //!   runs the instruction again; otherwise the fault is the guest's. After
@@ -29,7 +44,8 @@
 //! - **urun's private pages**: the page-table pool (a slot no page table
 //!   maps: the guest cannot read it), and the system area — stub code,
 //!   IDT, a probe page, and per vCPU a GDT, a TSS and an IST stack —
-//!   identity-mapped at its own host address, supervisor-only. Being
+//!   mapped at its own host address, supervisor-only. Both get
+//!   guest-physical ranges like guest memory. Being
 //!   urun's memory, that address is never a guest address; it is in the
 //!   lower half because `kvm_pvm` gives a guest nothing else. Both are
 //!   anonymous host mappings outside the `AddressSpace`.
@@ -55,48 +71,99 @@
 //!   (error code, RIP, RFLAGS, RSP) and CR2 into an `Exit::Fault`, a pure
 //!   function with unit tests. `exit.rs` is "handle the exit",
 //!   `KvmEngine::run` is "run".
-//! - **State transfer**: all GPRs, RIP, RFLAGS with KVM_SET/GET_REGS; x87,
-//!   MXCSR and XMM with KVM_SET/GET_FPU (the FXSAVE image of `CpuState`);
-//!   segments and FS/GS base with KVM_SET_SREGS on every entry. CR4.OSXSAVE
-//!   is off, so the guest sees no AVX and libc uses SSE code.
+//! - **State transfer**: a syscall round trip is one ioctl, KVM_RUN. GPRs,
+//!   RIP and RFLAGS (in) and the segments, FS/GS base and CR3 (in, on
+//!   every entry: the exit stubs leave the vCPU at CPL0) travel through
+//!   the shared `kvm_run` page (KVM_CAP_SYNC_REGS: the dirty bits make KVM
+//!   load them at entry, the valid bit makes it store the GPRs at exit);
+//!   KVM_SET/GET_REGS and KVM_SET_SREGS where the capability is missing.
+//!   x87, MXCSR and XMM go through the XSAVE area's legacy region (the
+//!   FXSAVE image of `CpuState`; KVM_GET/SET_FPU do not carry MXCSR under
+//!   kvm_pvm), written only when they changed. After a syscall exit they
+//!   stay in the vCPU and `CpuState`'s copy is stale: the personality asks
+//!   for them (`Engine::fetch_fp`) before every syscall it does not pass
+//!   straight to the host and before delivering a signal; every other exit
+//!   reads them back. CR2 (an ioctl) is read only for a real #PF.
+//!   CR4.OSXSAVE is off, so the guest sees no AVX and libc uses SSE code.
 //! - **CPUID**: the vCPU gets KVM_GET_SUPPORTED_CPUID (without it the
-//!   guest sees a 36-bit physical width and high identity mappings fail).
-//! - **Interrupts**: the personality's host signal handler sets the
-//!   engine's interrupt flag; a signal that arrives during KVM_RUN makes it
-//!   return EINTR, and the flag is checked before every KVM_RUN. Limit: a
-//!   flag set by another thread without a signal to this one, or a signal
-//!   that lands between the check and KVM_RUN, is seen only at the next
-//!   exit (kvm-ioctls has no KVM_SET_SIGNAL_MASK wrapper to close that
-//!   window).
+//!   guest sees a 36-bit physical width); its physical width bounds the
+//!   guest-physical addresses urun hands out.
+//! - **Interrupts**: the personality's host signal handler raises the
+//!   engine's `Interrupt` (cpu/src/engine.rs), which sets a flag and the
+//!   vCPU's `immediate_exit` byte, registered by the engine (atomics only:
+//!   async-signal-safe). A signal during KVM_RUN makes it return EINTR; one
+//!   that lands between the engine's look at the flag and KVM_RUN makes
+//!   KVM_RUN return at once (the unit test
+//!   `request_before_kvm_run_is_not_missed` raises it exactly there). A
+//!   signal that ends KVM_RUN while the vCPU is on its way out (RIP in the
+//!   stub page: the #PF at LSTAR pending, or a stub not yet at its `out`,
+//!   which kvm_pvm emulates one instruction at a time) lets the exit finish
+//!   first, untouched; handing that state to the guest killed it with
+//!   SIGSEGV under a signal storm. Limit: a request raised by another
+//!   thread without a signal to this one reaches a guest already in
+//!   KVM_RUN only at its next exit.
+//! - **Failure is reported, never acted on**: `Engine::run` and
+//!   `KvmEngine::new` return errors (`KvmError`, mapped to the engine-
+//!   neutral `EngineError`): no vCPU left (urun's 254, KVM's limit, or
+//!   `URUN_KVM_MAX_VCPUS` for tests) is `Exhausted`, which the personality
+//!   turns into EAGAIN for the guest's clone; no usable KVM is
+//!   `Unavailable`; anything else is `Failed`. The personality decides
+//!   whether and how the process ends (a vfork child with `_exit`).
 //! - **Isolation**: the guest reaches only what the page tables map (its
 //!   own ranges as user pages; urun's system pages are supervisor-only),
 //!   and the personality validates every pointer a syscall carries.
 //!
+//! # Tested where
+//!
+//! - This project's machine: AMD EPYC (Zen 5, family 0x1A), nested KVM
+//!   through the `kvm_pvm` module, 48-bit physical addresses,
+//!   KVM_CAP_SYNC_REGS present: every test (`tests/kvm.rs`, and the e2e
+//!   and corpus suites with `URUN_TEST_ENGINE=kvm`).
+//! - Intel Xeon CI hosts (46-bit physical addresses, `kvm_pvm`): where the
+//!   first design failed. Not run here; `small_physical_width_vs_native`
+//!   in `tests/kvm.rs` stands in for them by running every test program
+//!   with `URUN_KVM_PHYS_BITS=36` (below 46, so the same code paths), and
+//!   `memory_beyond_the_physical_width_is_one_clear_line` checks the limit.
+//! - Hardware KVM (VMX/SVM): designed for (the SYSCALL stub that exits at
+//!   CPL0 is decoded as well as kvm_pvm's #PF at LSTAR; guest-physical
+//!   addresses avoid the first MiB and the 32-bit hole under 4 GiB where
+//!   KVM may place its own pages), not tested here.
+//!
 //! # Measured (nested `kvm_pvm`, 2 vCPUs, release build)
 //!
 //! - CPU-bound `bench_cpu.glibc`: 258 ms against 247 ms natively.
-//! - A `getppid` round trip: 40 µs (0.14 µs natively, 0.32 µs in the
-//!   interpreter). Of an exit, KVM_RUN takes ~26 µs (SYSCALL, the #PF at
-//!   LSTAR delivered through the IDT, the emulated `out`, the nested world
-//!   switches), KVM_SET_SREGS ~3 µs, KVM_SET_REGS ~2.5 µs, KVM_GET_REGS +
-//!   KVM_GET_SREGS ~6 µs, KVM_GET_FPU + KVM_SET_FPU ~5 µs (SET_FPU is
-//!   skipped when nothing changed). An LSTAR stub that exits by MMIO
-//!   instead saves only ~3 µs of KVM_RUN (the ignored test
+//! - A `getppid` round trip (`bench_syscall.glibc 20000`, medians of 9
+//!   runs interleaved with the previous build, minus start-up): from five
+//!   ioctls (KVM_SET_SREGS, KVM_SET_REGS, KVM_RUN, KVM_GET_REGS,
+//!   KVM_GET_XSAVE) to one (KVM_RUN): 56 µs before and 33 µs after in CPU
+//!   time (user + system; system alone 0.80 s against 0.35 s for 20000
+//!   calls), ~60 µs and ~37 µs of wall time at a quiet moment, 88 µs and
+//!   57 µs while five other builds shared the two cores. Natively 0.14
+//!   µs; in the interpreter about 1 µs. What is left is KVM_RUN itself
+//!   (SYSCALL, the #PF at LSTAR delivered through the IDT, the emulated
+//!   `out`, the nested world switches, and the registers loaded from the
+//!   kvm_run page). `perf record` of that run: about 30% of the samples
+//!   are kvm_pvm's own work for every KVM_RUN ioctl (CR4 writes in
+//!   `pvm_vcpu_put`, MSR reads in `kvm_arch_vcpu_load`), urun's own code
+//!   under 2%: one ioctl a round trip is the floor of this design. An
+//!   LSTAR stub that exits by MMIO instead saves only ~3
+//!   µs of KVM_RUN (the ignored test
 //!   `vm::pvm_experiment::user_mode_round_trip` measures both).
 //! - Start-up of a tiny static program: ~3.5 ms (VM, probe, vCPU, slots).
 
 mod exit;
+mod gpa;
 mod mmap;
 mod paging;
 mod vm;
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 
 use kvm_bindings::{kvm_fpu, kvm_regs, kvm_sregs};
-use kvm_ioctls::{VcpuExit, VcpuFd};
+use kvm_ioctls::{SyncReg, VcpuExit, VcpuFd};
 use urun_cpu::state::reg;
-use urun_cpu::{AddressSpace, CpuState, Engine, Exit, Fault, FaultKind};
+use urun_cpu::{AddressSpace, CpuState, Engine, EngineError, Exit, Fault, FaultKind, Interrupt};
 
 pub use exit::{decode, Action, RawExit};
 
@@ -107,8 +174,13 @@ pub enum KvmError {
     Open(std::io::Error),
     #[error("{what} failed: {}", std::io::Error::from_raw_os_error(*errno))]
     Ioctl { what: &'static str, errno: i32 },
-    #[error("memory slot at {start:#x}+{size:#x}: {}", std::io::Error::from_raw_os_error(*errno))]
-    Slot { start: u64, size: u64, errno: i32 },
+    #[error(
+        "memory slot for host {start:#x}+{size:#x} at guest-physical {gpa:#x}: {}",
+        std::io::Error::from_raw_os_error(*errno)
+    )]
+    Slot { start: u64, gpa: u64, size: u64, errno: i32 },
+    #[error("{0}")]
+    Gpa(gpa::GpaError),
     #[error("cannot allocate urun's VM pages: {0}")]
     Memory(std::io::Error),
     #[error("{0}")]
@@ -119,6 +191,8 @@ pub enum KvmError {
     TooManySlots(u32),
     #[error("the probe guest did not run: {0}")]
     Probe(String),
+    #[error("KVM engine: {0}")]
+    Internal(String),
 }
 
 /// Check that KVM works here: make the VM and run a few instructions at
@@ -149,10 +223,30 @@ pub fn probe() -> Result<(), KvmError> {
     result
 }
 
-/// What the vCPU holds besides what KVM_SET_REGS/FPU set every run.
+impl From<KvmError> for EngineError {
+    /// What the personality is told: `Unavailable` when KVM cannot run
+    /// here at all, `Exhausted` when no vCPU is left for another guest
+    /// thread, `Failed` otherwise.
+    fn from(e: KvmError) -> Self {
+        let exhausted_errno = |errno: i32| matches!(errno, libc::EINVAL | libc::ENOMEM | libc::EMFILE | libc::ENFILE);
+        match &e {
+            KvmError::Open(_) | KvmError::Probe(_) => EngineError::Unavailable(e.to_string()),
+            KvmError::Ioctl { what: "KVM_CREATE_VM" | "KVM_GET_SUPPORTED_CPUID", .. } => {
+                EngineError::Unavailable(e.to_string())
+            }
+            KvmError::TooManyVcpus(_) => EngineError::Exhausted(e.to_string()),
+            KvmError::Ioctl { what: "KVM_CREATE_VCPU", errno } if exhausted_errno(*errno) => {
+                EngineError::Exhausted(e.to_string())
+            }
+            _ => EngineError::Failed(e.to_string()),
+        }
+    }
+}
+
+/// What the vCPU holds besides what is set on every entry.
 struct Loaded {
     sregs: kvm_sregs,
-    /// The FPU image the vCPU holds, when known: KVM_SET_FPU is skipped
+    /// The FPU image the vCPU holds, when known: KVM_SET_XSAVE is skipped
     /// when the guest state still matches it.
     fpu: Option<kvm_fpu>,
     /// The vCPU's last XSAVE area (the x87/SSE state travels through its
@@ -172,18 +266,42 @@ pub struct KvmEngine {
     idx: usize,
     pid: u32,
     loaded: Loaded,
-    interrupt: Arc<AtomicBool>,
+    interrupt: Arc<Interrupt>,
+    /// Registers travel through the shared `kvm_run` page
+    /// (KVM_CAP_SYNC_REGS) instead of KVM_GET/SET_REGS and KVM_SET_SREGS.
+    sync_regs: bool,
+    /// After a syscall exit the guest's x87/SSE state stays in the vCPU
+    /// (reading it costs an ioctl) and `CpuState`'s copy is stale until
+    /// `fetch_fp`. Every other exit leaves `CpuState` complete.
+    fp_in_vcpu: bool,
 }
 
 impl KvmEngine {
     /// An engine with its own vCPU in this process's VM.
     pub fn new(mem: Arc<AddressSpace>) -> Result<Self, KvmError> {
+        Self::with_interrupt(mem, Interrupt::new())
+    }
+
+    fn with_interrupt(mem: Arc<AddressSpace>, interrupt: Arc<Interrupt>) -> Result<Self, KvmError> {
         let vm = vm::get()?;
-        let (vcpu, idx, sregs) = {
+        let (mut vcpu, idx, sregs, sync_regs) = {
             let mut v = vm::lock(&vm);
             v.sync(&mem)?;
-            v.take_vcpu()?
+            let (vcpu, idx, sregs) = v.take_vcpu()?;
+            (vcpu, idx, sregs, v.sync_regs)
         };
+        let run = vcpu.get_kvm_run();
+        run.kvm_valid_regs = if sync_regs { u64::from(kvm_bindings::KVM_SYNC_X86_REGS) } else { 0 };
+        run.kvm_dirty_regs = 0;
+        let kick = std::ptr::addr_of_mut!(run.immediate_exit).cast::<AtomicU8>();
+        // SAFETY: the byte is in the vCPU's kvm_run mapping, which lives as
+        // long as the VcpuFd; vCPUs are never closed (they go back to the
+        // VM's idle list), and `Drop` unregisters the byte before that.
+        // AtomicU8 has the size and alignment of u8.
+        unsafe {
+            (*kick).store(0, Ordering::Release);
+            interrupt.set_kick(kick);
+        }
         Ok(KvmEngine {
             mem,
             vm,
@@ -191,21 +309,45 @@ impl KvmEngine {
             idx,
             pid: std::process::id(),
             loaded: Loaded { sregs, fpu: None, xsave: None, fs_base: 0, gs_base: 0, epoch: u64::MAX, root: 0 },
-            interrupt: Arc::new(AtomicBool::new(false)),
+            interrupt,
+            sync_regs,
+            fp_in_vcpu: false,
         })
     }
 
     /// After a fork: a new VM and vCPU in this process.
     fn remake(&mut self) -> Result<(), KvmError> {
-        // The parent's vCPU fd is useless here; closing it is harmless.
+        if self.fp_in_vcpu {
+            // The personality fetches it before a fork; if it did not, the
+            // state is in the parent's vCPU, out of reach.
+            return Err(KvmError::Internal("x87/SSE state left in the parent's vCPU across a fork".into()));
+        }
+        // The parent's vCPU fd is useless here; closing it is harmless, once
+        // a signal handler can no longer write to its kvm_run page.
+        // SAFETY: unregistering.
+        unsafe { self.interrupt.set_kick(std::ptr::null()) };
         self.vcpu = None;
-        let mut fresh = KvmEngine::new(self.mem.clone())?;
-        // The personality holds our interrupt flag: keep it.
-        fresh.interrupt = self.interrupt.clone();
+        // The personality holds our interrupt request: keep it.
+        let fresh = KvmEngine::with_interrupt(self.mem.clone(), self.interrupt.clone())?;
         // The old engine is dropped in a process that does not own its VM,
         // so its Drop gives nothing back.
         *self = fresh;
         Ok(())
+    }
+
+    fn vcpu(&self) -> Result<&VcpuFd, KvmError> {
+        self.vcpu.as_ref().ok_or(KvmError::Internal("the engine has no vCPU".into()))
+    }
+
+    /// The vCPU's `immediate_exit` byte, as registered with the interrupt.
+    fn set_immediate_exit(&mut self, v: u8) {
+        if let Some(vcpu) = self.vcpu.as_mut() {
+            let p = std::ptr::addr_of_mut!(vcpu.get_kvm_run().immediate_exit).cast::<AtomicU8>();
+            // SAFETY: as in `with_interrupt`: the byte lives in the kvm_run
+            // mapping; a signal handler may write it concurrently, hence
+            // the atomic.
+            unsafe { (*p).store(v, Ordering::Release) };
+        }
     }
 
     /// Bring memory and system registers up to date, then the guest state.
@@ -215,11 +357,7 @@ impl KvmEngine {
         if force_sync || gen != v.generation || self.loaded.epoch == u64::MAX {
             v.sync(&self.mem)?;
         }
-        let vcpu = self.vcpu.as_ref().ok_or(KvmError::Probe("no vCPU".into()))?;
         let l = &mut self.loaded;
-        // The vCPU comes back from every exit at CPL0: the user segments
-        // (and FS/GS base) go in again each time.
-        let dirty = true;
         if l.epoch != v.epoch {
             l.root ^= 1;
             l.sregs.cr3 = v.root(l.root);
@@ -231,9 +369,6 @@ impl KvmEngine {
             l.sregs.gs.base = cpu.gs_base;
             l.fs_base = cpu.fs_base;
             l.gs_base = cpu.gs_base;
-        }
-        if dirty {
-            vcpu.set_sregs(&l.sregs).map_err(|e| KvmError::Ioctl { what: "KVM_SET_SREGS", errno: e.errno() })?;
         }
         let g = &cpu.gpr;
         let regs = kvm_regs {
@@ -256,14 +391,34 @@ impl KvmEngine {
             rip: cpu.rip,
             rflags: cpu.flags.get() | 2,
         };
-        vcpu.set_regs(&regs).map_err(|e| KvmError::Ioctl { what: "KVM_SET_REGS", errno: e.errno() })?;
+        // The vCPU comes back from every exit at CPL0 (the exit stubs): the
+        // user segments (and FS/GS base) go in again each time.
+        if self.sync_regs {
+            let vcpu = self.vcpu.as_mut().ok_or(KvmError::Internal("the engine has no vCPU".into()))?;
+            let s = vcpu.sync_regs_mut();
+            s.regs = regs;
+            s.sregs = self.loaded.sregs;
+            vcpu.set_sync_dirty_reg(SyncReg::Register);
+            vcpu.set_sync_dirty_reg(SyncReg::SystemRegister);
+        } else {
+            let vcpu = self.vcpu()?;
+            vcpu.set_sregs(&self.loaded.sregs)
+                .map_err(|e| KvmError::Ioctl { what: "KVM_SET_SREGS", errno: e.errno() })?;
+            vcpu.set_regs(&regs).map_err(|e| KvmError::Ioctl { what: "KVM_SET_REGS", errno: e.errno() })?;
+        }
+        if self.fp_in_vcpu {
+            // The vCPU holds the guest's x87/SSE state and nobody asked
+            // for it: nothing to write.
+            return Ok(());
+        }
         let fpu = fpu_from(cpu);
-        if l.fpu.as_ref().is_none_or(|held| !same_fpu(held, &fpu)) {
+        if self.loaded.fpu.as_ref().is_none_or(|held| !same_fpu(held, &fpu)) {
             // Measured under kvm_pvm: KVM_SET_FPU/KVM_GET_FPU do not carry
             // MXCSR, so the state goes in through the XSAVE area's legacy
             // region (the FXSAVE image), with the x87 and SSE components
             // marked present in XSTATE_BV.
-            let mut xs = match l.xsave.take() {
+            let vcpu = self.vcpu.as_ref().ok_or(KvmError::Internal("the engine has no vCPU".into()))?;
+            let mut xs = match self.loaded.xsave.take() {
                 Some(x) => x,
                 None => vcpu.get_xsave().map_err(|e| KvmError::Ioctl { what: "KVM_GET_XSAVE", errno: e.errno() })?,
             };
@@ -276,17 +431,20 @@ impl KvmEngine {
             // its legacy region (a valid FXSAVE image of CpuState) and the
             // x87/SSE bits of XSTATE_BV changed.
             unsafe { vcpu.set_xsave(&xs) }.map_err(|e| KvmError::Ioctl { what: "KVM_SET_XSAVE", errno: e.errno() })?;
-            l.xsave = Some(xs);
-            l.fpu = Some(fpu);
+            self.loaded.xsave = Some(xs);
+            self.loaded.fpu = Some(fpu);
         }
         Ok(())
     }
 
-    /// Read the guest state back after an exit.
-    fn leave(&mut self, cpu: &mut CpuState) -> Result<(kvm_regs, kvm_fpu), KvmError> {
-        let vcpu = self.vcpu.as_ref().ok_or(KvmError::Probe("no vCPU".into()))?;
-        let r = vcpu.get_regs().map_err(|e| KvmError::Ioctl { what: "KVM_GET_REGS", errno: e.errno() })?;
-        let xs = vcpu.get_xsave().map_err(|e| KvmError::Ioctl { what: "KVM_GET_XSAVE", errno: e.errno() })?;
+    /// Read the general registers back after an exit.
+    fn leave_gprs(&mut self, cpu: &mut CpuState) -> Result<kvm_regs, KvmError> {
+        let r = if self.sync_regs {
+            let vcpu = self.vcpu.as_mut().ok_or(KvmError::Internal("the engine has no vCPU".into()))?;
+            vcpu.sync_regs_mut().regs
+        } else {
+            self.vcpu()?.get_regs().map_err(|e| KvmError::Ioctl { what: "KVM_GET_REGS", errno: e.errno() })?
+        };
         let g = &mut cpu.gpr;
         g[reg::RAX] = r.rax;
         g[reg::RBX] = r.rbx;
@@ -306,6 +464,15 @@ impl KvmEngine {
         g[reg::R15] = r.r15;
         cpu.rip = r.rip;
         cpu.flags.set(r.rflags);
+        Ok(r)
+    }
+
+    /// Read the x87/SSE state back from the vCPU if `CpuState` lacks it.
+    fn fetch_fp_state(&mut self, cpu: &mut CpuState) -> Result<(), KvmError> {
+        if !self.fp_in_vcpu {
+            return Ok(());
+        }
+        let xs = self.vcpu()?.get_xsave().map_err(|e| KvmError::Ioctl { what: "KVM_GET_XSAVE", errno: e.errno() })?;
         let mut img = [0u8; 512];
         for (i, w) in img.chunks_exact_mut(4).enumerate() {
             w.copy_from_slice(&xs.region[i].to_le_bytes());
@@ -314,15 +481,15 @@ impl KvmEngine {
             tracing::warn!(mxcsr = xs.region[6], "vCPU MXCSR has reserved bits set; x87/SSE state not read back");
         }
         // What the vCPU holds now, as the next `enter` will compute it.
-        let f = fpu_from(cpu);
-        self.loaded.fpu = Some(f);
+        self.loaded.fpu = Some(fpu_from(cpu));
         self.loaded.xsave = Some(xs);
-        Ok((r, f))
+        self.fp_in_vcpu = false;
+        Ok(())
     }
 
     /// One KVM_RUN, as plain data.
     fn run_once(&mut self) -> Result<RawExit, KvmError> {
-        let vcpu = self.vcpu.as_mut().ok_or(KvmError::Probe("no vCPU".into()))?;
+        let vcpu = self.vcpu.as_mut().ok_or(KvmError::Internal("the engine has no vCPU".into()))?;
         let raw = match vcpu.run() {
             Ok(VcpuExit::IoOut(port, _)) => RawExit::Out { port, from_stub: false },
             Ok(VcpuExit::Hlt) => RawExit::Hlt,
@@ -336,7 +503,8 @@ impl KvmEngine {
                 tracing::error!(suberror = i.suberror, data = ?&i.data[..(i.ndata as usize).min(16)], "KVM internal error");
                 RawExit::Other("KVM internal error")
             }
-            Ok(VcpuExit::MmioRead(..)) | Ok(VcpuExit::MmioWrite(..)) => {
+            Ok(VcpuExit::MmioRead(gpa, _)) | Ok(VcpuExit::MmioWrite(gpa, _)) => {
+                tracing::debug!(gpa = format_args!("{gpa:#x}"), "MMIO exit");
                 RawExit::Other("access outside every memory slot")
             }
             Ok(_) => RawExit::Other("other"),
@@ -346,6 +514,15 @@ impl KvmEngine {
         Ok(raw)
     }
 
+    /// Stop for the personality: the interrupt is taken, `immediate_exit`
+    /// cleared, and `cpu` made complete.
+    fn interrupted(&mut self, cpu: &mut CpuState) -> Result<Exit, KvmError> {
+        self.interrupt.take();
+        self.set_immediate_exit(0);
+        self.fetch_fp_state(cpu)?;
+        Ok(Exit::Interrupted)
+    }
+
     fn run_inner(&mut self, cpu: &mut CpuState) -> Result<Exit, KvmError> {
         if self.pid != std::process::id() {
             self.remake()?;
@@ -353,8 +530,10 @@ impl KvmEngine {
         let mut force_sync = false;
         let mut efaults = 0;
         loop {
-            if self.interrupt.load(Ordering::Relaxed) && self.interrupt.swap(false, Ordering::AcqRel) {
-                return Ok(Exit::Interrupted);
+            // A request raised after this look sets `immediate_exit` too,
+            // and KVM_RUN then returns at once (EINTR): none is missed.
+            if self.interrupt.is_raised() {
+                return self.interrupted(cpu);
             }
             self.enter(cpu, force_sync)?;
             force_sync = false;
@@ -365,9 +544,10 @@ impl KvmEngine {
                 // slots and tables had not seen yet): read the guest state
                 // back, bring the VM up to date and run again; the guest
                 // then takes its own #PF.
-                let vcpu = self.vcpu.as_ref().ok_or(KvmError::Probe("no vCPU".into()))?;
-                if vcpu.get_sregs().is_ok_and(|s| s.cs.selector & 3 == 3) {
-                    self.leave(cpu)?;
+                if self.vcpu()?.get_sregs().is_ok_and(|s| s.cs.selector & 3 == 3) {
+                    self.leave_gprs(cpu)?;
+                    // The x87/SSE state is the vCPU's, newer than `cpu`'s.
+                    self.fp_in_vcpu = true;
                     efaults += 1;
                     force_sync = true;
                     continue;
@@ -375,7 +555,27 @@ impl KvmEngine {
             }
             let mut raw = raw?;
             efaults = 0;
-            let (regs, fpu) = self.leave(cpu)?;
+            let mut regs = self.leave_gprs(cpu)?;
+            // A signal can end KVM_RUN while the vCPU is on its way out:
+            // the SYSCALL's #PF at LSTAR (kvm_pvm) or an exception not yet
+            // delivered, or a stub not yet at its `out` (CPL0 code is
+            // emulated one instruction at a time under kvm_pvm). RIP is
+            // then in urun's stub page, not the guest's. Let the exit
+            // finish, touching nothing; the request stays raised and is
+            // seen after it.
+            let mut reruns = 0;
+            while raw == RawExit::Interrupted && vm::lock(&self.vm).in_stubs(regs.rip) {
+                reruns += 1;
+                if reruns > 10_000 {
+                    return Err(KvmError::Internal(format!(
+                        "the vCPU does not leave urun's stubs (at {:#x})",
+                        regs.rip
+                    )));
+                }
+                self.set_immediate_exit(0);
+                raw = self.run_once()?;
+                regs = self.leave_gprs(cpu)?;
+            }
             let (top, lstar) = {
                 let v = vm::lock(&self.vm);
                 if let RawExit::Out { port, .. } = raw {
@@ -387,26 +587,31 @@ impl KvmEngine {
             // SYSCALL under kvm_pvm (see `exit::decode`).
             let is_pf = matches!(raw, RawExit::Out { port, from_stub: true } if port == exit::PORT_EXCEPTION + 14)
                 && top[1] != lstar;
-            let cr2 = if is_pf {
-                let vcpu = self.vcpu.as_ref().ok_or(KvmError::Probe("no vCPU".into()))?;
-                vcpu.get_sregs().map(|s| s.cr2).unwrap_or(0)
-            } else {
-                0
-            };
-            let fpe = if matches!(raw, RawExit::Out { port, .. } if port == exit::PORT_EXCEPTION + 16) {
-                exit::x87_fpe_code(fpu.fcw, fpu.fsw)
-            } else {
-                exit::simd_fpe_code(fpu.mxcsr)
-            };
-            match exit::decode(raw, &top, cr2, fpe, lstar) {
-                Action::Syscall { rsp } => {
-                    cpu.rip = regs.rcx;
-                    cpu.flags.set(regs.r11);
-                    if let Some(rsp) = rsp {
-                        cpu.gpr[reg::RSP] = rsp;
-                    }
-                    return Ok(Exit::Syscall);
+            let cr2 = if is_pf { self.vcpu()?.get_sregs().map(|s| s.cr2).unwrap_or(0) } else { 0 };
+            let mut action = exit::decode(raw, &top, cr2, 0, lstar);
+            if let Action::Syscall { rsp } = action {
+                // A syscall needs the general registers only: the x87/SSE
+                // state stays in the vCPU until someone asks (`fetch_fp`).
+                self.fp_in_vcpu = true;
+                cpu.rip = regs.rcx;
+                cpu.flags.set(regs.r11);
+                if let Some(rsp) = rsp {
+                    cpu.gpr[reg::RSP] = rsp;
                 }
+                return Ok(Exit::Syscall);
+            }
+            self.fp_in_vcpu = true;
+            self.fetch_fp_state(cpu)?;
+            if matches!(action, Action::Fault { kind: FaultKind::FloatingPoint { .. }, .. }) {
+                let fpe = if matches!(raw, RawExit::Out { port, .. } if port == exit::PORT_EXCEPTION + 16) {
+                    exit::x87_fpe_code(cpu.x87.fcw, cpu.x87.fsw)
+                } else {
+                    exit::simd_fpe_code(cpu.mxcsr)
+                };
+                action = exit::decode(raw, &top, cr2, fpe, lstar);
+            }
+            match action {
+                Action::Syscall { .. } => unreachable!("handled above"),
                 Action::Fault { pc, rsp, rflags, kind } => {
                     cpu.rip = pc;
                     cpu.gpr[reg::RSP] = rsp;
@@ -419,11 +624,8 @@ impl KvmEngine {
                     }
                     return Ok(Exit::Fault(Fault { pc, kind }));
                 }
-                Action::Interrupted => {
-                    self.interrupt.store(false, Ordering::Release);
-                    return Ok(Exit::Interrupted);
-                }
-                Action::ProbeDone => return Err(KvmError::Probe("probe exit during a guest run".into())),
+                Action::Interrupted => return self.interrupted(cpu),
+                Action::ProbeDone => return Err(KvmError::Internal("probe exit during a guest run".into())),
                 Action::Broken(msg) if msg.is_empty() => {
                     // The guest's own `out`/`hlt`: #GP natively. RIP is
                     // past the instruction for hlt; for out it may be at
@@ -440,23 +642,21 @@ impl KvmEngine {
 }
 
 impl Engine for KvmEngine {
-    fn run(&mut self, cpu: &mut CpuState) -> Exit {
-        match self.run_inner(cpu) {
-            Ok(e) => e,
-            Err(e) => {
-                // The VM itself failed (not the guest): nothing sensible
-                // can continue.
-                eprintln!("urun: --engine kvm: {e}");
-                std::process::exit(125);
-            }
-        }
+    fn run(&mut self, cpu: &mut CpuState) -> Result<Exit, EngineError> {
+        // The VM itself failed (not the guest): the personality decides
+        // what becomes of the process.
+        self.run_inner(cpu).map_err(EngineError::from)
+    }
+
+    fn fetch_fp(&mut self, cpu: &mut CpuState) -> Result<(), EngineError> {
+        self.fetch_fp_state(cpu).map_err(EngineError::from)
     }
 
     fn name(&self) -> &'static str {
         "kvm"
     }
 
-    fn interrupt_handle(&self) -> Arc<AtomicBool> {
+    fn interrupt_handle(&self) -> Arc<Interrupt> {
         self.interrupt.clone()
     }
 }
@@ -464,6 +664,11 @@ impl Engine for KvmEngine {
 impl Drop for KvmEngine {
     fn drop(&mut self) {
         if let Some(vcpu) = self.vcpu.take() {
+            // SAFETY: unregistering the kvm_run byte before the vCPU is
+            // given away. (Without a vCPU, as after `remake` moved the
+            // request to a new engine, there is nothing of ours to
+            // unregister.)
+            unsafe { self.interrupt.set_kick(std::ptr::null()) };
             if self.pid == std::process::id() {
                 vm::lock(&self.vm).put_vcpu(vcpu, self.idx);
             }
@@ -506,6 +711,9 @@ fn same_fpu(a: &kvm_fpu, b: &kvm_fpu) -> bool {
 mod tests {
     use super::*;
 
+    use std::time::{Duration, Instant};
+    use urun_cpu::{Placement, Prot};
+
     /// Milestone 1: a VM in long mode at CPL0 runs a few instructions and
     /// exits with `out`. Where /dev/kvm opens, a failure is a failure.
     #[test]
@@ -517,6 +725,106 @@ mod tests {
         if let Err(e) = probe() {
             panic!("/dev/kvm opens but urun's VM does not run: {e}");
         }
+    }
+
+    /// What the personality is told for each kind of KVM failure.
+    #[test]
+    fn errors_map_to_engine_errors() {
+        use EngineError::{Exhausted, Failed, Unavailable};
+        let kind = |e: EngineError| match e {
+            Unavailable(_) => "unavailable",
+            Exhausted(_) => "exhausted",
+            Failed(_) => "failed",
+        };
+        let ioctl = |what, errno| KvmError::Ioctl { what, errno };
+        let table: Vec<(KvmError, &str)> = vec![
+            (KvmError::Open(std::io::Error::from_raw_os_error(libc::ENOENT)), "unavailable"),
+            (ioctl("KVM_CREATE_VM", libc::EPERM), "unavailable"),
+            (KvmError::Probe("no".into()), "unavailable"),
+            (KvmError::Internal("the engine has no vCPU".into()), "failed"),
+            (KvmError::TooManyVcpus(254), "exhausted"),
+            (ioctl("KVM_CREATE_VCPU", libc::EINVAL), "exhausted"),
+            (ioctl("KVM_CREATE_VCPU", libc::EMFILE), "exhausted"),
+            (ioctl("KVM_CREATE_VCPU", libc::EIO), "failed"),
+            (ioctl("KVM_SET_SREGS", libc::EINVAL), "failed"),
+            (KvmError::Gpa(gpa::GpaError::Exhausted { len: 4096, bits: 36, used: 0 }), "failed"),
+            (KvmError::TooManySlots(509), "failed"),
+        ];
+        for (e, want) in table {
+            let text = e.to_string();
+            let got = EngineError::from(e);
+            assert_eq!(got.to_string(), text, "the message travels unchanged");
+            assert_eq!(kind(got), want, "{text}");
+        }
+    }
+
+    /// A guest spinning in `jmp .` at a fresh address space, with its
+    /// engine and state.
+    fn spinning_guest() -> Result<(KvmEngine, CpuState), KvmError> {
+        let mem = Arc::new(AddressSpace::new());
+        let rwx = Prot::RW.union(Prot::EXEC);
+        let code = mem.map(Placement::Hint(0), 4096, rwx, false, None).expect("a code page");
+        let stack = mem.map(Placement::Hint(0), 4 * 4096, Prot::RW, false, None).expect("a stack");
+        // SAFETY: `code` is a page we just mapped read-write.
+        unsafe { std::ptr::copy_nonoverlapping([0xebu8, 0xfe].as_ptr(), code as *mut u8, 2) };
+        let mut cpu = CpuState { rip: code, ..CpuState::default() };
+        cpu.gpr[reg::RSP] = stack + 4 * 4096;
+        Ok((KvmEngine::new(mem)?, cpu))
+    }
+
+    extern "C" fn ignore(_: libc::c_int) {}
+
+    /// The window that `immediate_exit` closes: a request raised after the
+    /// engine's last look at it and before KVM_RUN (where a signal handler
+    /// may run) makes KVM_RUN return at once instead of running the guest
+    /// until the next exit (here: never, it spins). A backstop signal ends
+    /// KVM_RUN after 5 s if the request was missed, and the test fails.
+    #[test]
+    fn request_before_kvm_run_is_not_missed() {
+        if let Err(why) = urun_cpu::testing::kvm_device_opens() {
+            return urun_cpu::testing::report_skip("request_before_kvm_run_is_not_missed", &why);
+        }
+        let (mut engine, mut cpu) = spinning_guest().expect("an engine");
+        // SAFETY: a no-op handler without SA_RESTART, so that the backstop
+        // signal interrupts KVM_RUN with EINTR.
+        unsafe {
+            let mut sa: libc::sigaction = std::mem::zeroed();
+            sa.sa_sigaction = ignore as *const () as usize;
+            libc::sigaction(libc::SIGUSR2, &sa, std::ptr::null_mut());
+        }
+        // SAFETY: pthread_self cannot fail.
+        let me = unsafe { libc::pthread_self() };
+        let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let backstop = {
+            let done = done.clone();
+            std::thread::spawn(move || {
+                let t = Instant::now();
+                while !done.load(Ordering::Acquire) {
+                    if t.elapsed() > Duration::from_secs(5) {
+                        // SAFETY: the test thread is alive until `done`.
+                        unsafe { libc::pthread_kill(me, libc::SIGUSR2) };
+                        std::thread::sleep(Duration::from_millis(100));
+                    }
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+            })
+        };
+        engine.enter(&cpu, false).expect("enter");
+        // The host signal handler runs here: after the engine's look at
+        // the request, before KVM_RUN.
+        engine.interrupt_handle().raise();
+        let t = Instant::now();
+        let raw = engine.run_once().expect("KVM_RUN");
+        let took = t.elapsed();
+        assert_eq!(raw, RawExit::Interrupted);
+        assert!(took < Duration::from_secs(1), "KVM_RUN ran the guest for {took:?}: the request was missed");
+        // A full run returns the request once, then runs the guest again.
+        assert_eq!(engine.run(&mut cpu), Ok(Exit::Interrupted));
+        assert!(!engine.interrupt_handle().is_raised());
+        engine.interrupt_handle().raise();
+        assert_eq!(engine.run(&mut cpu), Ok(Exit::Interrupted));
+        done.store(true, Ordering::Release);
+        let _ = backstop.join();
     }
 
     #[test]

@@ -1,11 +1,12 @@
 //! 4-level x86-64 page tables built by urun in private host memory.
 //!
-//! Guest-physical == host-virtual everywhere, so a table's physical
-//! address is its host address and a leaf maps a page to itself (guest
-//! memory) or to urun's private system pages (mapped high, see `vm.rs`).
-//! Tables are allocated from one private pool that is also a KVM memory
-//! slot, but that no page table maps: the guest cannot read or write them.
-//! Tables are never freed; a cleared entry is left as an empty table.
+//! A leaf maps a guest (== host) virtual page to the guest-physical page
+//! that urun handed out for it (`gpa.rs`): the guest's own memory or
+//! urun's private system pages (see `vm.rs`). Tables are allocated from
+//! one private pool that is also a KVM memory slot, at guest-physical
+//! `phys`, but that no page table maps: the guest cannot read or write
+//! them. Tables are never freed; a cleared entry is left as an empty
+//! table.
 
 use crate::mmap::Mapping;
 
@@ -27,25 +28,27 @@ pub enum PagingError {
 /// translations of the old tree).
 pub struct PageTables {
     pool: Mapping,
+    /// The pool's guest-physical address.
+    phys: u64,
     used: usize,
     roots: [u64; 2],
 }
 
 impl PageTables {
     /// A pool of `size` bytes (reserved, not committed) with two empty
-    /// roots.
-    pub fn new(size: usize) -> std::io::Result<Self> {
+    /// roots, to be seen by the VM at guest-physical `phys`.
+    pub fn new(size: usize, phys: u64) -> std::io::Result<Self> {
         let pool = Mapping::new(size)?;
-        let mut pt = PageTables { pool, used: 0, roots: [0; 2] };
+        let mut pt = PageTables { pool, phys, used: 0, roots: [0; 2] };
         let a = pt.alloc().map_err(std::io::Error::other)?;
         let b = pt.alloc().map_err(std::io::Error::other)?;
         pt.roots = [a, b];
         Ok(pt)
     }
 
-    /// The pool: its host (== guest-physical) address and size.
-    pub fn pool(&self) -> (u64, usize) {
-        (self.pool.addr(), self.pool.len())
+    /// The pool: its host address, guest-physical address and size.
+    pub fn pool(&self) -> (u64, u64, usize) {
+        (self.pool.addr(), self.phys, self.pool.len())
     }
 
     /// The physical address of PML4 `which` (0 or 1).
@@ -57,19 +60,24 @@ impl PageTables {
         if self.used + 4096 > self.pool.len() {
             return Err(PagingError::PoolFull(self.pool.len()));
         }
-        let pa = self.pool.addr() + self.used as u64;
+        let pa = self.phys + self.used as u64;
         self.used += 4096;
         // Fresh anonymous pages read as zero: an empty table.
         Ok(pa)
     }
 
+    /// The host address of entry `idx` of the table at guest-physical
+    /// `table` (a page `alloc` handed out).
     fn entry(&self, table: u64, idx: usize) -> *mut u64 {
-        debug_assert!(table >= self.pool.addr() && table < self.pool.addr() + self.used as u64);
-        (table + 8 * idx as u64) as *mut u64
+        assert!(
+            table >= self.phys && table + 4096 <= self.phys + self.used as u64 && idx < 512,
+            "page table {table:#x} is not in the pool"
+        );
+        (self.pool.addr() + (table - self.phys) + 8 * idx as u64) as *mut u64
     }
 
     fn read(&self, table: u64, idx: usize) -> u64 {
-        // SAFETY: `table` is a page of the pool (allocated by `alloc`), so
+        // SAFETY: `entry` checked that `table` is a page of the pool, so
         // the entry is inside our own mapping and 8-byte aligned.
         unsafe { std::ptr::read_volatile(self.entry(table, idx)) }
     }
@@ -121,15 +129,16 @@ impl PageTables {
         Ok(())
     }
 
-    /// Map `[start, end)` to itself with `flags`, page by page.
-    pub fn map_identity(&mut self, start: u64, end: u64, flags: u64) -> Result<(), PagingError> {
+    /// Map `[start, end)` to the guest-physical range at `pa` with
+    /// `flags`, page by page.
+    pub fn map_range(&mut self, start: u64, end: u64, pa: u64, flags: u64) -> Result<(), PagingError> {
         let mut va = start;
         while va < end {
             // One table lookup per 2 MiB run.
             let Some(pt) = self.table_for(va, true)? else { return Ok(()) };
             let run_end = ((va | 0x1f_ffff) + 1).min(end);
             while va < run_end {
-                self.write(pt, Self::index(va, 0), (va & ADDR) | flags | P);
+                self.write(pt, Self::index(va, 0), ((pa + (va - start)) & ADDR) | flags | P);
                 va += 4096;
             }
         }
@@ -165,29 +174,30 @@ mod tests {
 
     #[test]
     fn map_translate_unmap() {
-        let mut pt = PageTables::new(64 << 12).unwrap();
-        pt.map_identity(0x40_0000, 0x40_3000, RW | NX).unwrap();
+        let mut pt = PageTables::new(64 << 12, 0x10_0000).unwrap();
+        assert_eq!(pt.root(0), 0x10_0000, "roots are guest-physical");
+        pt.map_range(0x7f12_3440_0000, 0x7f12_3440_3000, 0x20_0000, RW | NX).unwrap();
         pt.map(0xffff_ffff_8000_0000, 0x1234_5000, 0).unwrap();
-        assert_eq!(pt.translate(0x40_1008), Some((0x40_1008, P | RW | NX)));
+        assert_eq!(pt.translate(0x7f12_3440_1008), Some((0x20_1008, P | RW | NX)));
         assert_eq!(pt.translate(0x40_3000), None);
         assert_eq!(pt.translate(0xffff_ffff_8000_0010), Some((0x1234_5010, P)));
         // Both roots see the same tree.
         let (a, b) = (pt.root(0), pt.root(1));
         assert_ne!(a, b);
-        // SAFETY: roots are pool pages.
-        let (ea, eb) = unsafe { (*((a + 8 * 511) as *const u64), *((b + 8 * 511) as *const u64)) };
-        assert_eq!(ea, eb);
-        pt.unmap(0x40_1000, 0x40_2000);
-        assert_eq!(pt.translate(0x40_1000), None);
-        assert!(pt.translate(0x40_2000).is_some());
+        assert_eq!(pt.read(a, 511), pt.read(b, 511));
+        assert_eq!(pt.read(a, 0xfe), pt.read(b, 0xfe));
+        pt.unmap(0x7f12_3440_1000, 0x7f12_3440_2000);
+        assert_eq!(pt.translate(0x7f12_3440_1000), None);
+        assert!(pt.translate(0x7f12_3440_2000).is_some());
         // A range across a 2 MiB boundary.
-        pt.map_identity(0x1f_f000, 0x20_2000, RW).unwrap();
-        assert!(pt.translate(0x1f_f000).is_some() && pt.translate(0x20_1000).is_some());
+        pt.map_range(0x1f_f000, 0x20_2000, 0x5000, RW).unwrap();
+        assert_eq!(pt.translate(0x1f_f000), Some((0x5000, P | RW)));
+        assert_eq!(pt.translate(0x20_1000), Some((0x7000, P | RW)));
     }
 
     #[test]
     fn pool_exhaustion_is_an_error() {
-        let mut pt = PageTables::new(4 << 12).unwrap();
-        assert!(pt.map_identity(0, 1 << 40, RW).is_err());
+        let mut pt = PageTables::new(4 << 12, 0).unwrap();
+        assert!(pt.map_range(0, 1 << 40, 0, RW).is_err());
     }
 }

@@ -10,6 +10,7 @@ use kvm_ioctls::{Kvm, VcpuFd, VmFd};
 use urun_cpu::{AddressSpace, Prot};
 
 use crate::exit::{PORT_EXCEPTION, PORT_SYSCALL};
+use crate::gpa::{self, GpaSpace};
 use crate::mmap::Mapping;
 use crate::paging::{self, PageTables};
 use crate::KvmError;
@@ -57,17 +58,29 @@ struct Span {
     prot: u32,
 }
 
+/// A memory slot of guest memory.
+#[derive(Clone, Copy, Debug)]
+struct Slot {
+    number: u32,
+    /// Its guest-physical address.
+    gpa: u64,
+}
+
 pub struct Vm {
     _kvm: Kvm,
     pub fd: VmFd,
     cpuid: CpuId,
     sys: Mapping,
+    /// The system area's guest-physical address.
+    sys_gpa: u64,
     pt: PageTables,
+    /// Guest-physical space: who has what below the usable width.
+    gpa: GpaSpace,
     mem: Option<Arc<AddressSpace>>,
     /// The guest ranges the tables and slots describe.
     spans: Vec<Span>,
-    /// Guest memory slots: (start, end) -> slot number.
-    slots: BTreeMap<(u64, u64), u32>,
+    /// Guest memory slots by host (== guest-virtual) range (start, end).
+    slots: BTreeMap<(u64, u64), Slot>,
     free_slots: Vec<u32>,
     next_slot: u32,
     max_slots: u32,
@@ -79,6 +92,11 @@ pub struct Vm {
     /// vCPUs made and free for reuse, with their system-page index.
     idle_vcpus: Vec<(VcpuFd, usize)>,
     next_vcpu: usize,
+    /// vCPUs this VM may make (`MAX_VCPUS`, KVM's limit, or lower by
+    /// `URUN_KVM_MAX_VCPUS` for tests).
+    max_vcpus: usize,
+    /// KVM_CAP_SYNC_REGS covers the general and system registers.
+    pub sync_regs: bool,
 }
 
 /// The VM of each process that has used this memory: one per process, made
@@ -121,15 +139,34 @@ impl Vm {
         let cpuid = kvm
             .get_supported_cpuid(kvm_bindings::KVM_MAX_CPUID_ENTRIES)
             .map_err(ioctl_err("KVM_GET_SUPPORTED_CPUID"))?;
+        // Intel's KVM wants three pages for a real-mode TSS before a vCPU
+        // may ever leave long mode (ours never does); where the ioctl means
+        // nothing it fails or does nothing. The pages are in the 32-bit
+        // hole `gpa.rs` never hands out.
+        if let Err(e) = fd.set_tss_address(0xfffb_d000) {
+            tracing::debug!(errno = e.errno(), "KVM_SET_TSS_ADDR refused (harmless)");
+        }
         let max_slots = kvm.get_nr_memslots() as u32;
+        let max_vcpus = vcpu_limit(kvm.get_max_vcpus());
+        let want = kvm_bindings::KVM_SYNC_X86_REGS | kvm_bindings::KVM_SYNC_X86_SREGS;
+        let sync_regs = kvm.check_extension_int(kvm_ioctls::Cap::SyncRegs) as u32 & want == want;
+        tracing::debug!(max_slots, max_vcpus, sync_regs, "KVM");
+        let vcpu_bits =
+            cpuid.as_slice().iter().find(|e| e.function == 0x8000_0008).and_then(|e| gpa::cpuid_leaf_bits(e.eax));
+        let mut space = GpaSpace::new(gpa::usable_bits(vcpu_bits));
+        tracing::debug!(bits = space.bits(), ?vcpu_bits, "guest-physical width");
         let sys = Mapping::new(((CPU_PAGE0 as usize) + MAX_VCPUS) * 4096).map_err(KvmError::Memory)?;
-        let pt = PageTables::new(PT_POOL_SIZE).map_err(KvmError::Memory)?;
+        let sys_gpa = space.alloc(sys.len() as u64, sys.addr()).map_err(KvmError::Gpa)?;
+        let pool_gpa = space.alloc(PT_POOL_SIZE as u64, 0).map_err(KvmError::Gpa)?;
+        let pt = PageTables::new(PT_POOL_SIZE, pool_gpa).map_err(KvmError::Memory)?;
         let mut vm = Vm {
             _kvm: kvm,
             fd,
             cpuid,
             sys,
+            sys_gpa,
             pt,
+            gpa: space,
             mem: None,
             spans: Vec::new(),
             slots: BTreeMap::new(),
@@ -140,27 +177,35 @@ impl Vm {
             generation: 0,
             idle_vcpus: Vec::new(),
             next_vcpu: 0,
+            max_vcpus,
+            sync_regs,
         };
         vm.build_system()?;
         Ok(vm)
     }
 
-    /// Register a slot with guest-physical == host-virtual.
-    fn set_slot(&self, slot: u32, start: u64, size: u64) -> Result<(), KvmError> {
+    /// Make slot `slot` map guest-physical `gpa` to the host memory at
+    /// `host` (size 0 deletes it).
+    fn set_slot(&self, slot: u32, gpa: u64, host: u64, size: u64) -> Result<(), KvmError> {
         let region = kvm_userspace_memory_region {
             slot,
             flags: 0,
-            guest_phys_addr: start,
+            guest_phys_addr: gpa,
             memory_size: size,
-            userspace_addr: start,
+            userspace_addr: host,
         };
-        // SAFETY: `start..start+size` is host memory that stays mapped
+        // SAFETY: `host..host+size` is host memory that stays mapped
         // while the slot exists: urun's own private mappings (owned by
         // this Vm) or guest ranges of the AddressSpace, whose slots are
         // removed at the next sync after they are unmapped; KVM's MMU
         // notifier keeps the guest view coherent in between, and a slot
         // that is deleted (size 0) refers to nothing.
-        unsafe { self.fd.set_user_memory_region(region) }.map_err(|e| KvmError::Slot { start, size, errno: e.errno() })
+        unsafe { self.fd.set_user_memory_region(region) }.map_err(|e| KvmError::Slot {
+            start: host,
+            gpa,
+            size,
+            errno: e.errno(),
+        })
     }
 
     /// Stubs, IDT, page tables for the system area, and the two private
@@ -191,19 +236,19 @@ impl Vm {
         self.sys
             .write((PROBE_PAGE * 4096) as usize, &[0xb8, 42, 0, 0, 0, 0x66, 0x0f, 0xef, 0xc0, 0x0f, 0x05, 0x0f, 0x0b]);
 
-        // Identity-mapped at its own (lower-half) host address, which is
-        // urun's memory and so never a guest address; supervisor-only.
-        let base = self.sys.addr();
-        let map = |pt: &mut PageTables, page: u64, flags: u64| pt.map(base + page * 4096, base + page * 4096, flags);
+        // Mapped at its own (lower-half) host address, which is urun's
+        // memory and so never a guest address; supervisor-only.
+        let (base, phys) = (self.sys.addr(), self.sys_gpa);
+        let map = |pt: &mut PageTables, page: u64, flags: u64| pt.map(base + page * 4096, phys + page * 4096, flags);
         map(&mut self.pt, STUB_PAGE, 0).map_err(KvmError::Paging)?;
         map(&mut self.pt, IDT_PAGE, paging::NX).map_err(KvmError::Paging)?;
         map(&mut self.pt, PROBE_PAGE, paging::US).map_err(KvmError::Paging)?;
         for i in 0..MAX_VCPUS as u64 {
             map(&mut self.pt, CPU_PAGE0 + i, paging::RW | paging::NX).map_err(KvmError::Paging)?;
         }
-        self.set_slot(0, base, self.sys.len() as u64)?;
-        let (pool, len) = self.pt.pool();
-        self.set_slot(1, pool, len as u64)?;
+        self.set_slot(0, phys, base, self.sys.len() as u64)?;
+        let (pool, pool_gpa, len) = self.pt.pool();
+        self.set_slot(1, pool_gpa, pool, len as u64)?;
         Ok(())
     }
 
@@ -261,8 +306,8 @@ impl Vm {
         let (vcpu, idx) = match self.idle_vcpus.pop() {
             Some(v) => v,
             None => {
-                if self.next_vcpu >= MAX_VCPUS {
-                    return Err(KvmError::TooManyVcpus(MAX_VCPUS));
+                if self.next_vcpu >= self.max_vcpus {
+                    return Err(KvmError::TooManyVcpus(self.max_vcpus));
                 }
                 let idx = self.next_vcpu;
                 let vcpu = self.fd.create_vcpu(idx as u64).map_err(ioctl_err("KVM_CREATE_VCPU"))?;
@@ -399,14 +444,64 @@ impl Vm {
         if now == self.spans {
             return Ok(false);
         }
-        // Page tables: remove what went away or changed, then add.
+        // Slots: one per run of adjacent accessible ranges. New slots go
+        // in first, at fresh guest-physical addresses (a host range may be
+        // in two slots for a moment), then the page tables move to them,
+        // then the stale slots go: a vCPU running meanwhile never meets a
+        // guest-physical address without memory behind it.
+        let mut want: Vec<(u64, u64)> = Vec::new();
+        for s in &now {
+            match want.last_mut() {
+                Some(last) if last.1 == s.start => last.1 = s.end,
+                _ => want.push((s.start, s.end)),
+            }
+        }
+        let mut fresh: Vec<(u64, u64)> = Vec::new();
+        for &k in &want {
+            if self.slots.contains_key(&k) {
+                continue;
+            }
+            let number = match self.free_slots.pop() {
+                Some(s) => s,
+                None if self.next_slot < self.max_slots => {
+                    self.next_slot += 1;
+                    self.next_slot - 1
+                }
+                None => return Err(KvmError::TooManySlots(self.max_slots)),
+            };
+            let size = k.1 - k.0;
+            let gpa = match self.gpa.alloc(size, k.0) {
+                Ok(g) => g,
+                Err(e) => {
+                    self.free_slots.push(number);
+                    return Err(KvmError::Gpa(e));
+                }
+            };
+            if let Err(e) = self.set_slot(number, gpa, k.0, size) {
+                self.gpa.free(gpa, size);
+                self.free_slots.push(number);
+                return Err(e);
+            }
+            self.slots.insert(k, Slot { number, gpa });
+            fresh.push(k);
+        }
+        // Page tables: remove what went away or changed, then map what
+        // came and everything in a fresh slot.
         let (old, new) = (&self.spans, &now);
-        let gone: Vec<Span> = old.iter().filter(|s| new.binary_search(s).is_err()).copied().collect();
-        let came: Vec<Span> = new.iter().filter(|s| old.binary_search(s).is_err()).copied().collect();
-        for s in &gone {
+        for s in old.iter().filter(|s| new.binary_search(s).is_err()) {
             self.pt.unmap(s.start, s.end);
         }
-        for s in &came {
+        for s in new {
+            let in_fresh = fresh.binary_search_by(|k| slot_order(k, s.start)).is_ok();
+            if !in_fresh && old.binary_search(s).is_ok() {
+                continue;
+            }
+            // Its run's slot (stale slots for the same addresses are still
+            // there).
+            let Some(&(start, end)) = want.binary_search_by(|k| slot_order(k, s.start)).ok().map(|i| &want[i]) else {
+                continue;
+            };
+            let Some(slot) = self.slots.get(&(start, end)) else { continue };
             let p = Prot(s.prot);
             let mut flags = paging::US;
             if p.contains(Prot::WRITE) {
@@ -415,41 +510,74 @@ impl Vm {
             if !p.contains(Prot::EXEC) {
                 flags |= paging::NX;
             }
-            self.pt.map_identity(s.start, s.end, flags).map_err(KvmError::Paging)?;
-        }
-        // Slots: one per run of adjacent accessible ranges.
-        let mut want: Vec<(u64, u64)> = Vec::new();
-        for s in &now {
-            match want.last_mut() {
-                Some(last) if last.1 == s.start => last.1 = s.end,
-                _ => want.push((s.start, s.end)),
-            }
+            self.pt.map_range(s.start, s.end, slot.gpa + (s.start - start), flags).map_err(KvmError::Paging)?;
         }
         let stale: Vec<(u64, u64)> = self.slots.keys().filter(|k| want.binary_search(k).is_err()).copied().collect();
         for k in stale {
             if let Some(slot) = self.slots.remove(&k) {
-                self.set_slot(slot, k.0, 0)?;
-                self.free_slots.push(slot);
+                self.set_slot(slot.number, slot.gpa, k.0, 0)?;
+                self.gpa.free(slot.gpa, k.1 - k.0);
+                self.free_slots.push(slot.number);
             }
-        }
-        for k in want {
-            if self.slots.contains_key(&k) {
-                continue;
-            }
-            let slot = match self.free_slots.pop() {
-                Some(s) => s,
-                None if self.next_slot < self.max_slots => {
-                    self.next_slot += 1;
-                    self.next_slot - 1
-                }
-                None => return Err(KvmError::TooManySlots(self.max_slots)),
-            };
-            self.set_slot(slot, k.0, k.1 - k.0)?;
-            self.slots.insert(k, slot);
         }
         self.spans = now;
         self.epoch += 1;
+        #[cfg(debug_assertions)]
+        self.check();
         Ok(true)
+    }
+}
+
+#[cfg(debug_assertions)]
+impl Vm {
+    /// Debug builds check after each sync: every span translates into its
+    /// run's slot; slots do not overlap in guest-physical space.
+    fn check(&mut self) {
+        let mut ranges: Vec<(u64, u64)> = self.slots.iter().map(|(k, s)| (s.gpa, s.gpa + k.1 - k.0)).collect();
+        ranges.push((self.sys_gpa, self.sys_gpa + self.sys.len() as u64));
+        let (_, pg, pl) = self.pt.pool();
+        ranges.push((pg, pg + pl as u64));
+        ranges.sort();
+        for w in ranges.windows(2) {
+            assert!(w[0].1 <= w[1].0, "guest-physical overlap {w:x?}");
+        }
+        for s in self.spans.clone() {
+            let (&(start, end), slot) = self.slots.range(..=(s.start, u64::MAX)).next_back().expect("no slot");
+            assert!(s.start >= start && s.end <= end);
+            // The first and last page of each span (a walk of every page
+            // would make debug builds crawl with large mappings).
+            for va in [s.start, s.end - 4096] {
+                let pa = self.pt.translate(va).map(|t| t.0);
+                assert_eq!(pa, Some(slot.gpa + (va - start)), "span {s:x?} at {va:#x}");
+            }
+        }
+    }
+}
+
+/// How many vCPUs a VM may make: urun's system area has room for
+/// `MAX_VCPUS`, KVM allows `kvm_max`; `URUN_KVM_MAX_VCPUS` may lower it
+/// (tests use it to reach the limit with a few threads).
+fn vcpu_limit(kvm_max: usize) -> usize {
+    let mut n = MAX_VCPUS.min(kvm_max.max(1));
+    if let Some(v) = std::env::var_os("URUN_KVM_MAX_VCPUS").filter(|v| !v.is_empty()) {
+        match v.to_str().and_then(|s| s.parse::<usize>().ok()) {
+            Some(m) if (1..=n).contains(&m) => n = m,
+            _ => {
+                tracing::warn!(value = ?v, n, "URUN_KVM_MAX_VCPUS ignored: it may only lower the limit, to 1 at least")
+            }
+        }
+    }
+    n
+}
+
+/// Order of run `k` relative to address `a`: Equal when `a` is inside it.
+fn slot_order(k: &(u64, u64), a: u64) -> std::cmp::Ordering {
+    if k.1 <= a {
+        std::cmp::Ordering::Less
+    } else if k.0 > a {
+        std::cmp::Ordering::Greater
+    } else {
+        std::cmp::Ordering::Equal
     }
 }
 
@@ -507,13 +635,15 @@ mod pvm_experiment {
         tss[0x24..0x2c].copy_from_slice(&(a + 5 * 4096).to_le_bytes()); // IST1
         tss[0x66..0x68].copy_from_slice(&104u16.to_le_bytes());
         area.write(3 * 4096 + 0x80, &tss);
-        v.pt.map(a, a, 0).unwrap();
-        v.pt.map(a + 4096, a + 4096, paging::US).unwrap();
-        v.pt.map(a + 2 * 4096, a + 2 * 4096, paging::NX).unwrap();
-        v.pt.map(a + 3 * 4096, a + 3 * 4096, paging::RW | paging::NX).unwrap();
-        v.pt.map(a + 4 * 4096, a + 4 * 4096, paging::RW | paging::NX).unwrap();
-        v.pt.map(a + 5 * 4096, a + 5 * 4096, paging::RW | paging::NX | paging::US).unwrap();
-        v.set_slot(200, a, 6 * 4096).unwrap();
+        // Guest-physical: 8 pages, the last two without a slot.
+        let g = v.gpa.alloc(8 * 4096, a).unwrap();
+        v.pt.map(a, g, 0).unwrap();
+        v.pt.map(a + 4096, g + 4096, paging::US).unwrap();
+        v.pt.map(a + 2 * 4096, g + 2 * 4096, paging::NX).unwrap();
+        v.pt.map(a + 3 * 4096, g + 3 * 4096, paging::RW | paging::NX).unwrap();
+        v.pt.map(a + 4 * 4096, g + 4 * 4096, paging::RW | paging::NX).unwrap();
+        v.pt.map(a + 5 * 4096, g + 5 * 4096, paging::RW | paging::NX | paging::US).unwrap();
+        v.set_slot(200, g, a, 6 * 4096).unwrap();
         let vcpu = v.fd.create_vcpu(100).unwrap();
         vcpu.set_cpuid2(&v.cpuid).unwrap();
         let entries = [
@@ -594,16 +724,17 @@ mod pvm_experiment {
         // to a guest-physical address with no memory slot (an MMIO exit).
         let extra = Mapping::new(4096).unwrap();
         let e = extra.addr();
-        let hole: u64 = 1 << 47;
+        let hole: u64 = g + 7 * 4096;
         let mut code = vec![0xa2u8];
         code.extend_from_slice(&(a + 7 * 4096).to_le_bytes());
         code.push(0xf4);
         extra.write(0, &code);
         {
             let mut v = lock(&vm);
-            v.pt.map(e, e, paging::US).unwrap();
+            let ge = v.gpa.alloc(4096, e).unwrap();
+            v.pt.map(e, ge, paging::US).unwrap();
             v.pt.map(a + 7 * 4096, hole, paging::US | paging::RW | paging::NX).unwrap();
-            v.set_slot(201, e, 4096).unwrap();
+            v.set_slot(201, ge, e, 4096).unwrap();
         }
         vcpu.set_msrs(
             &Msrs::from_entries(&[kvm_msr_entry { index: MSR_LSTAR, data: e, ..Default::default() }]).unwrap(),

@@ -309,6 +309,7 @@ pub fn words_text() -> String {
     s
 }
 
+#[allow(unused_imports)] // each test binary uses a different subset
 pub use urun_cpu::testing::{report_skip, report_skipped_case};
 
 /// Whether the KVM engine's tests should run: true where /dev/kvm opens

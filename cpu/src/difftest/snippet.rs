@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use crate::engine::{Engine, Exit};
+use crate::engine::Exit;
 use crate::interp::Interpreter;
 use crate::mem::{AddressSpace, Placement, Prot, PAGE_SIZE};
 use crate::state::{reg, CpuState};

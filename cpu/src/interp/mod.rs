@@ -11,7 +11,6 @@ pub mod ops;
 
 use std::collections::HashMap;
 use std::rc::Rc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use iced_x86::{Code, Decoder, DecoderOptions, FlowControl, Formatter, GasFormatter, Instruction};
@@ -19,7 +18,7 @@ use iced_x86::{Code, Decoder, DecoderOptions, FlowControl, Formatter, GasFormatt
 use ctx::Tlb;
 pub use ctx::{xmm_index, Ctx, Step};
 
-use crate::engine::{Engine, Exit, Fault, FaultKind, PageFaultKind};
+use crate::engine::{Engine, EngineError, Exit, Fault, FaultKind, Interrupt, PageFaultKind};
 use crate::hostfault;
 use crate::mem::{AddressSpace, CodeEvent, CodeSync, Prot, PAGE_SIZE};
 use crate::state::CpuState;
@@ -100,7 +99,7 @@ pub struct Interpreter {
     generation: u64,
     /// This engine's cursor in the code log (`Invalidate` events applied).
     code_seen: u64,
-    interrupt: Arc<AtomicBool>,
+    interrupt: Arc<Interrupt>,
 }
 
 impl Interpreter {
@@ -114,7 +113,7 @@ impl Interpreter {
             tlb: Tlb::new(code_seen),
             generation,
             code_seen,
-            interrupt: Arc::new(AtomicBool::new(false)),
+            interrupt: Interrupt::new(),
         }
     }
 
@@ -245,7 +244,7 @@ impl Interpreter {
             self.tlb.drop_write(p);
         }
         // Order the mark before the compare's reads of guest memory.
-        std::sync::atomic::fence(Ordering::SeqCst);
+        std::sync::atomic::fence(std::sync::atomic::Ordering::SeqCst);
     }
 
     /// Decode up to `MAX_BLOCK` instructions from `bytes` (at `rip`),
@@ -275,7 +274,7 @@ impl Interpreter {
     /// Run blocks until an exit.
     fn run_blocks(&mut self, cpu: &mut CpuState) -> Exit {
         loop {
-            if self.interrupt.load(Ordering::Relaxed) && self.interrupt.swap(false, Ordering::AcqRel) {
+            if self.interrupt.take() {
                 return Exit::Interrupted;
             }
             if let Some(exit) = self.run_block(cpu) {
@@ -337,20 +336,28 @@ fn log_smc(ctx: &mut Ctx<'_>) -> bool {
     ctx.smc.take().is_some_and(|(start, end)| ctx.mem.code_written(start, end - start))
 }
 
-impl Engine for Interpreter {
-    fn run(&mut self, cpu: &mut CpuState) -> Exit {
+impl Interpreter {
+    /// Run guest code from `cpu.rip` until an exit (the interpreter itself
+    /// cannot fail: `Engine::run` is this, always `Ok`).
+    pub fn run(&mut self, cpu: &mut CpuState) -> Exit {
         let exit = self.run_blocks(cpu);
         // Before this thread leaves guest code (a syscall may block it for
         // long): report writes that raced with other threads' translation.
         self.tlb.sync_marks(&self.mem);
         exit
     }
+}
+
+impl Engine for Interpreter {
+    fn run(&mut self, cpu: &mut CpuState) -> Result<Exit, EngineError> {
+        Ok(Interpreter::run(self, cpu))
+    }
 
     fn name(&self) -> &'static str {
         "interp"
     }
 
-    fn interrupt_handle(&self) -> Arc<AtomicBool> {
+    fn interrupt_handle(&self) -> Arc<Interrupt> {
         self.interrupt.clone()
     }
 }

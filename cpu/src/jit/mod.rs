@@ -24,10 +24,10 @@ mod ctx;
 mod translate;
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
 
-use crate::engine::{Engine, Exit, Fault};
+use crate::engine::{Engine, EngineError, Exit, Fault, Interrupt};
 use crate::hostfault::{self, HostFault, HostFaultError, InGuest, Recovery, SavedContext};
 use crate::interp::Interpreter;
 use crate::mem::{AddressSpace, CodeEvent, CodeSync, Prot, PAGE_SIZE};
@@ -47,6 +47,16 @@ pub enum JitError {
     Table(std::io::Error),
     #[error(transparent)]
     HostFault(#[from] HostFaultError),
+}
+
+impl From<JitError> for EngineError {
+    fn from(e: JitError) -> EngineError {
+        match e {
+            JitError::NoFsgsbase => EngineError::Unavailable(e.to_string()),
+            JitError::NoArena(_) | JitError::Table(_) => EngineError::Exhausted(e.to_string()),
+            JitError::HostFault(_) => EngineError::Failed(e.to_string()),
+        }
+    }
 }
 
 /// Can the JIT run on this host?
@@ -167,12 +177,12 @@ impl Index {
 /// makes the others leave translated code and catch up at once (another
 /// thread's munmap, mprotect or kernel write of code would otherwise be
 /// seen only at their next exit).
-static ENGINES: std::sync::Mutex<Vec<std::sync::Weak<AtomicBool>>> = std::sync::Mutex::new(Vec::new());
+static ENGINES: std::sync::Mutex<Vec<std::sync::Weak<Interrupt>>> = std::sync::Mutex::new(Vec::new());
 /// The highest code-log position broadcast so far (one broadcast each).
 static BROADCAST: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 /// Interrupt every other JIT engine, once per code-log position.
-fn broadcast(seq: u64, me: &Arc<AtomicBool>) {
+fn broadcast(seq: u64, me: &Arc<Interrupt>) {
     if BROADCAST.fetch_max(seq, Ordering::AcqRel) >= seq {
         return;
     }
@@ -180,7 +190,7 @@ fn broadcast(seq: u64, me: &Arc<AtomicBool>) {
     engines.retain(|w| w.strong_count() > 0);
     for flag in engines.iter().filter_map(|w| w.upgrade()) {
         if !Arc::ptr_eq(&flag, me) {
-            flag.store(true, Ordering::Release);
+            flag.raise();
         }
     }
 }
@@ -200,7 +210,9 @@ enum Entry {
 pub struct JitEngine {
     mem: Arc<AddressSpace>,
     interp: Interpreter,
-    interrupt: Arc<AtomicBool>,
+    interrupt: Arc<Interrupt>,
+    /// The byte `interrupt.raise()` sets, which the dispatcher checks.
+    kick: Box<AtomicU8>,
     /// The `AddressSpace` code-log position this engine has caught up to.
     code_seen: u64,
     blocks: HashMap<u64, Entry>,
@@ -218,13 +230,18 @@ impl JitEngine {
     pub fn new(mem: Arc<AddressSpace>) -> Result<JitEngine, JitError> {
         probe()?;
         hostfault::install()?;
-        let interrupt = Arc::new(AtomicBool::new(false));
+        let interrupt = Interrupt::new();
+        let kick = Box::new(AtomicU8::new(0));
+        // SAFETY: the byte is boxed (a stable address) and lives as long as
+        // the engine, which unregisters it when dropped.
+        unsafe { interrupt.set_kick(&*kick) };
         ENGINES.lock().unwrap_or_else(|e| e.into_inner()).push(Arc::downgrade(&interrupt));
         Ok(JitEngine {
             interp: Interpreter::new(mem.clone()),
             code_seen: mem.code_seq(),
             mem,
             interrupt,
+            kick,
             blocks: HashMap::new(),
             sources: HashMap::new(),
             index: Box::new(Index { chunks: Vec::new() }),
@@ -387,6 +404,8 @@ impl JitEngine {
 
 impl Drop for JitEngine {
     fn drop(&mut self) {
+        // SAFETY: unregistering (null) before the byte goes.
+        unsafe { self.interrupt.set_kick(std::ptr::null()) };
         for c in &self.index.chunks {
             arena::give_back(c.start);
         }
@@ -443,7 +462,7 @@ fn on_fault(hf: &HostFault, sc: &mut SavedContext<'_>) -> bool {
 }
 
 impl Engine for JitEngine {
-    fn run(&mut self, cpu: &mut CpuState) -> Exit {
+    fn run(&mut self, cpu: &mut CpuState) -> Result<Exit, EngineError> {
         if !PREPARED.with(|p| p.get()) {
             if let Err(e) = hostfault::prepare_thread() {
                 tracing::warn!("jit: {e}");
@@ -466,17 +485,20 @@ impl Engine for JitEngine {
             // SAFETY: as said above.
             let c = unsafe { &mut *cp };
             c.table = self.table.base as u64;
-            c.interrupt = Arc::as_ptr(&self.interrupt) as u64;
+            c.interrupt = &*self.kick as *const AtomicU8 as u64;
             c.dispatch = ctx::dispatch_addr();
             c.exit = ctx::exit_addr();
             c.index = &*self.index as *const Index as u64;
             load(c, cpu);
         }
         let exit = loop {
-            if self.interrupt.load(Ordering::Relaxed) && self.interrupt.swap(false, Ordering::AcqRel) {
+            // Clear the byte before taking the request: a raise after this
+            // sets it again, and the dispatcher then stops at the next block.
+            self.kick.store(0, Ordering::Relaxed);
+            if self.interrupt.take() {
                 // SAFETY: this thread's Ctx, not referenced across `urun_jit_enter`.
                 save(unsafe { &*cp }, cpu);
-                break Exit::Interrupted;
+                break Ok(Exit::Interrupted);
             }
             if self.mem.code_seq() != self.code_seen {
                 self.sync_code();
@@ -498,21 +520,17 @@ impl Engine for JitEngine {
                             // R11 = RFLAGS.
                             cpu.gpr[reg::RCX] = cpu.rip;
                             cpu.gpr[reg::R11] = cpu.flags.get() & !0x1_0000;
-                            break Exit::Syscall;
+                            break Ok(Exit::Syscall);
                         }
                         reason::FAULT => {
                             save(c, cpu);
                             let f = c.fault;
                             let hf = HostFault { signo: f.signo, addr: f.addr, write: f.write != 0, code: f.code };
-                            break Exit::Fault(Fault { pc: cpu.rip, kind: hf.to_fault_kind() });
+                            break Ok(Exit::Fault(Fault { pc: cpu.rip, kind: hf.to_fault_kind() }));
                         }
                         other => {
-                            tracing::error!(other, "jit: unknown exit reason");
                             save(c, cpu);
-                            break Exit::Fault(Fault {
-                                pc: cpu.rip,
-                                kind: crate::engine::FaultKind::InvalidOpcode { what: "jit exit".into() },
-                            });
+                            break Err(EngineError::Failed(format!("jit: unknown exit reason {other}")));
                         }
                     }
                 }
@@ -520,7 +538,7 @@ impl Engine for JitEngine {
                     // SAFETY: this thread's Ctx, not referenced across `urun_jit_enter`.
                     save(unsafe { &*cp }, cpu);
                     if let Some(exit) = self.interp.run_block(cpu) {
-                        break exit;
+                        break Ok(exit);
                     }
                     // SAFETY: this thread's Ctx, not referenced across `urun_jit_enter`.
                     load(unsafe { &mut *cp }, cpu);
@@ -539,7 +557,7 @@ impl Engine for JitEngine {
         "jit"
     }
 
-    fn interrupt_handle(&self) -> Arc<AtomicBool> {
+    fn interrupt_handle(&self) -> Arc<Interrupt> {
         self.interrupt.clone()
     }
 }
@@ -565,7 +583,7 @@ mod tests {
         let ea = Interpreter::new(s.mem.clone()).run(&mut a);
         let mut b = start();
         let mut jit = JitEngine::new(s.mem.clone()).expect("jit engine");
-        let eb = jit.run(&mut b);
+        let eb = jit.run(&mut b).expect("jit run");
         [(a, ea), (b, eb)]
     }
 
@@ -648,5 +666,23 @@ mod tests {
         // EDX: the model's leaf-1 features (RCX is SYSCALL's return address).
         assert_eq!(r[1].0.gpr[reg::RDX] as u32, crate::cpuid::guest_cpuid(1, 0)[3]);
         assert_same(&r);
+    }
+
+    #[test]
+    fn code_rewritten_in_a_writable_page_is_seen() {
+        let s = Snippet::new();
+        let mut jit = JitEngine::new(s.mem.clone()).expect("jit engine");
+        let mut run = |imm: u8| {
+            // mov eax, imm; syscall (the snippet's code page is writable)
+            let code = [0xb8, imm, 0, 0, 0, 0x0f, 0x05];
+            // SAFETY: the snippet's code area, mapped RW.
+            unsafe { std::ptr::copy_nonoverlapping(code.as_ptr(), s.code as *mut u8, code.len()) };
+            let mut cpu = CpuState { rip: s.code, ..CpuState::default() };
+            cpu.gpr[reg::RSP] = s.stack_top;
+            assert_eq!(jit.run(&mut cpu), Ok(Exit::Syscall));
+            cpu.gpr[reg::RAX]
+        };
+        assert_eq!(run(1), 1);
+        assert_eq!(run(2), 2, "the block was rewritten by a plain store");
     }
 }

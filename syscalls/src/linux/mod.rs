@@ -26,7 +26,7 @@ use std::sync::atomic::AtomicUsize;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use urun_cpu::state::reg;
-use urun_cpu::{AddressSpace, CpuState, Engine, Exit, Fault};
+use urun_cpu::{AddressSpace, CpuState, Engine, EngineError, Exit, Fault};
 
 pub use signal::signal_for;
 pub use thread::{finish_process, kill_process};
@@ -65,8 +65,36 @@ impl Brk {
     }
 }
 
-/// Makes a fresh engine for a new guest thread.
-pub type EngineFactory = Box<dyn Fn(Arc<AddressSpace>) -> Box<dyn Engine> + Send + Sync>;
+/// Makes a fresh engine for a new guest thread, or says why it cannot.
+pub type EngineFactory = Box<dyn Fn(Arc<AddressSpace>) -> Result<Box<dyn Engine>, EngineError> + Send + Sync>;
+
+/// Exit status when the engine fails under a running guest (as `env`
+/// uses for "the command itself failed").
+pub const ENGINE_FAILED: i32 = 125;
+
+/// What the guest's `clone` returns when no engine can be made for the
+/// new thread.
+pub fn clone_errno(e: &EngineError) -> i64 {
+    -(match e {
+        // No vCPU left, or descriptors/memory for one: a resource limit,
+        // as natively when threads run out.
+        EngineError::Exhausted(_) => libc::EAGAIN,
+        // The engine cannot make one here at all.
+        EngineError::Unavailable(_) => libc::EAGAIN,
+        // It failed making one (memory it could not map, an ioctl).
+        EngineError::Failed(_) => libc::ENOMEM,
+    } as i64)
+}
+
+/// The engine failed under a running guest: say so once and end the
+/// guest with `ENGINE_FAILED` (the caller ends the process in the way its
+/// thread allows: a vfork child leaves with `_exit`).
+fn engine_failed(engine: &dyn Engine, e: &EngineError) -> Stop {
+    use std::io::Write;
+    let line = format!("urun: --engine {}: {e}\n", engine.name());
+    let _ = std::io::stderr().write_all(line.as_bytes());
+    Stop::Exited(ENGINE_FAILED)
+}
 
 /// One guest process as the Linux personality sees it: what its threads
 /// share.
@@ -236,18 +264,45 @@ fn run_thread(p: &Arc<Process>, engine: &mut dyn Engine, cpu: &mut CpuState, t: 
 
 /// `run_thread` without the thread bookkeeping of `exit`.
 fn run_thread_raw(p: &Arc<Process>, engine: &mut dyn Engine, cpu: &mut CpuState, t: &mut Thread) -> Stop {
+    let interrupt = engine.interrupt_handle();
     loop {
-        let exit = engine.run(cpu);
+        let exit = match engine.run(cpu) {
+            Ok(exit) => exit,
+            Err(e) => return engine_failed(engine, &e),
+        };
+        // After a syscall exit the engine may hold the x87/SSE state: it
+        // comes back into `cpu` before anything but a plain pass-through
+        // syscall (which touches GPRs only) and before signal delivery.
+        if exit == Exit::Syscall && !passes_through(cpu.gpr[reg::RAX]) {
+            if let Err(e) = engine.fetch_fp(cpu) {
+                return engine_failed(engine, &e);
+            }
+        }
         let mut task = Task { p, t: &mut *t, cpu: &mut *cpu };
         let r = match exit {
             Exit::Syscall => syscall(&mut task),
             Exit::Fault(f) => signal::deliver_fault(&mut task, &f),
             Exit::Interrupted => Ok(()),
         };
+        if interrupt.is_raised() || task.t.signals.any() {
+            if let Err(e) = engine.fetch_fp(task.cpu) {
+                return engine_failed(engine, &e);
+            }
+        }
         let r = r.and_then(|()| signal::deliver_pending(&mut task));
         if let Err(stop) = r {
             return stop;
         }
+    }
+}
+
+/// Does syscall `nr` go straight to the host (or fail with ENOSYS),
+/// touching no register state but the GPRs? Everything urun emulates may
+/// read or write the whole `CpuState`.
+fn passes_through(nr: u64) -> bool {
+    match table::lookup(nr) {
+        Some(sc) => matches!(sc.kind, table::Kind::Pass | table::Kind::Nosys),
+        None => true,
     }
 }
 
@@ -274,5 +329,36 @@ fn report_fatal(p: &Process, f: &Fault, sig: i32) {
     if p.strace {
         strace::line(&format!("--- {} {{pc={:#x} {:?}}} ---", strace::signal_name(sig), f.pc, f.kind));
         strace::line(&format!("+++ killed by {} +++", strace::signal_name(sig)));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What the guest's clone returns when no engine can be made.
+    #[test]
+    fn engine_errors_become_clone_errnos() {
+        let table = [
+            (EngineError::Exhausted("more than 254 guest threads at once".into()), -libc::EAGAIN),
+            (EngineError::Unavailable("cannot open /dev/kvm".into()), -libc::EAGAIN),
+            (EngineError::Failed("KVM_SET_SREGS failed".into()), -libc::ENOMEM),
+        ];
+        for (e, want) in table {
+            assert_eq!(clone_errno(&e), want as i64, "{e}");
+        }
+    }
+
+    /// Plain pass-through syscalls need the GPRs only; everything urun
+    /// emulates gets the whole state (the engine is asked for its x87/SSE
+    /// part first).
+    #[test]
+    fn which_syscalls_need_the_whole_state() {
+        for nr in [libc::SYS_getppid, libc::SYS_read, libc::SYS_write, 99_999] {
+            assert!(passes_through(nr as u64), "{nr}");
+        }
+        for nr in [libc::SYS_rt_sigreturn, libc::SYS_clone, libc::SYS_fork, libc::SYS_vfork, libc::SYS_rt_sigaction] {
+            assert!(!passes_through(nr as u64), "{nr}");
+        }
     }
 }

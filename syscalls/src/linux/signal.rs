@@ -9,12 +9,12 @@
 //! mirrored on its host thread, so the kernel picks the same thread Linux
 //! would.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use urun_cpu::interp::ops::{emulate_umip, UmipValues};
 use urun_cpu::state::reg;
-use urun_cpu::{Fault, FaultKind, PageFaultKind, Prot};
+use urun_cpu::{Fault, FaultKind, Interrupt, PageFaultKind, Prot};
 
 use super::{guest, lock, report_fatal, Process, Stop, Task};
 
@@ -51,7 +51,7 @@ pub fn signal_for(fault: &Fault) -> i32 {
 pub(crate) struct Pending {
     bits: AtomicU64,
     info: [std::cell::UnsafeCell<[u8; 128]>; 65],
-    interrupt: Arc<AtomicBool>,
+    interrupt: Arc<Interrupt>,
 }
 
 // SAFETY: `info[n]` is written only by the signal handler of the owning
@@ -68,7 +68,7 @@ thread_local! {
 impl Pending {
     /// Make this thread's record (it lives as long as the process: a few
     /// KiB per guest thread ever started).
-    pub(crate) fn for_this_thread(interrupt: Arc<AtomicBool>) -> &'static Pending {
+    pub(crate) fn for_this_thread(interrupt: Arc<Interrupt>) -> &'static Pending {
         let p: &'static Pending = Box::leak(Box::new(Pending {
             bits: AtomicU64::new(0),
             info: std::array::from_fn(|_| std::cell::UnsafeCell::new([0; 128])),
@@ -82,6 +82,11 @@ impl Pending {
     /// vfork child borrowed this thread's TLS).
     pub(crate) fn make_current(p: &'static Pending) {
         CURRENT.with(|c| c.set(p));
+    }
+
+    /// Is any signal recorded, blocked or not?
+    pub(crate) fn any(&self) -> bool {
+        self.bits.load(Ordering::Acquire) != 0
     }
 
     /// Take the lowest pending signal not in `mask`, with its siginfo.
@@ -119,7 +124,7 @@ extern "C" fn host_handler(sig: libc::c_int, info: *mut libc::siginfo_t, uc: *mu
         let p = &*p;
         std::ptr::copy_nonoverlapping(info as *const u8, p.info[sig as usize].get() as *mut u8, 128);
         p.bits.fetch_or(bit(sig), Ordering::AcqRel);
-        p.interrupt.store(true, Ordering::Release);
+        p.interrupt.raise();
         // Keep the signal blocked on this thread when the handler returns,
         // until the run loop has delivered this instance: further
         // instances stay queued in the kernel (real-time signals queue as

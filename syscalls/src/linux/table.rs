@@ -667,7 +667,7 @@ mod tests {
         let mem = Arc::new(AddressSpace::new());
         let g = mem.map(Placement::Hint(0), 8192, Prot::READ.union(Prot::WRITE), false, None).expect("guest pages");
         let factory: super::super::EngineFactory =
-            Box::new(|m| Box::new(urun_cpu::interp::Interpreter::new(m)) as Box<dyn urun_cpu::Engine>);
+            Box::new(|m| Ok(Box::new(urun_cpu::interp::Interpreter::new(m)) as Box<dyn urun_cpu::Engine>));
         (Process::new(mem, super::super::Brk::at(0, 0), "/guest".into(), factory), g)
     }
 

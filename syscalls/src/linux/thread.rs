@@ -5,10 +5,10 @@ use std::sync::atomic::Ordering;
 use std::sync::{mpsc, Arc};
 
 use urun_cpu::state::reg;
-use urun_cpu::{CpuState, Prot};
+use urun_cpu::{CpuState, EngineError, Prot};
 
 use super::table::raw_result;
-use super::{guest, run_thread, signal, Process, Stop, Task, Thread};
+use super::{guest, signal, Process, Stop, Task, Thread};
 
 const EINVAL: i64 = -(libc::EINVAL as i64);
 const EFAULT: i64 = -(libc::EFAULT as i64);
@@ -126,7 +126,17 @@ extern "C" fn vfork_child(arg: *mut libc::c_void) -> libc::c_int {
         // Checked before the clone; gone since, the kernel would not write.
         guest::write(&c.p.mem, c.child_settid, &tid);
     }
-    let mut engine = (c.p.new_engine)(c.p.mem.clone());
+    let mut engine = match (c.p.new_engine)(c.p.mem.clone()) {
+        Ok(e) => e,
+        Err(e) => {
+            // The child exists already (a vfork cannot be taken back):
+            // say why it cannot run and leave as a failed exec would.
+            use std::io::Write;
+            let _ = std::io::stderr().write_all(format!("urun: vfork child: {e}\n").as_bytes());
+            // SAFETY: leave without running exit handlers in shared memory.
+            unsafe { libc::_exit(super::ENGINE_FAILED) }
+        }
+    };
     let mut t = Thread {
         tid,
         clear_child_tid: c.clear_child_tid,
@@ -239,12 +249,21 @@ fn spawn_thread(task: &mut Task<'_>, flags: u64, stack: u64, ptid: u64, ctid: u6
     }
     let p: Arc<Process> = task.p.clone();
     let sigmask = task.t.sigmask;
-    let (tx, rx) = mpsc::channel::<i32>();
+    let (tx, rx) = mpsc::channel::<Result<i32, EngineError>>();
     p.live_threads.fetch_add(1, Ordering::AcqRel);
     let spawned = std::thread::Builder::new().name("guest".into()).stack_size(1 << 20).spawn(move || {
         if let Err(e) = urun_cpu::hostfault::prepare_thread() {
             tracing::warn!(%e, "guest thread without host-fault recovery");
         }
+        // The engine first: when it cannot be made, the clone fails and
+        // nothing of the new thread is seen by the guest.
+        let mut engine = match (p.new_engine)(p.mem.clone()) {
+            Ok(e) => e,
+            Err(e) => {
+                let _ = tx.send(Err(e));
+                return;
+            }
+        };
         // SAFETY: gettid cannot fail.
         let tid = unsafe { libc::syscall(libc::SYS_gettid) } as i32;
         // Checked before the spawn; gone since, the kernel would not write.
@@ -254,8 +273,7 @@ fn spawn_thread(task: &mut Task<'_>, flags: u64, stack: u64, ptid: u64, ctid: u6
         if settid {
             guest::write(&p.mem, ptid, &tid);
         }
-        let _ = tx.send(tid);
-        let mut engine = (p.new_engine)(p.mem.clone());
+        let _ = tx.send(Ok(tid));
         let mut t = Thread {
             tid,
             clear_child_tid: if cleartid { ctid } else { 0 },
@@ -264,7 +282,14 @@ fn spawn_thread(task: &mut Task<'_>, flags: u64, stack: u64, ptid: u64, ctid: u6
             saved_mask: None,
             signals: signal::Pending::for_this_thread(engine.interrupt_handle()),
         };
-        let stop = run_thread(&p, engine.as_mut(), &mut cpu, &mut t);
+        let stop = super::run_thread_raw(&p, engine.as_mut(), &mut cpu, &mut t);
+        // The engine goes (a vCPU back to its VM) before a joining thread
+        // can see this one gone.
+        drop(engine);
+        let stop = match stop {
+            Stop::ThreadExited(code) => exit_thread(&p, &mut t, code),
+            other => other,
+        };
         match stop {
             Stop::Exited(code) => finish_process(code),
             Stop::Signaled(sig) => kill_process(sig),
@@ -277,7 +302,12 @@ fn spawn_thread(task: &mut Task<'_>, flags: u64, stack: u64, ptid: u64, ctid: u6
         return -(libc::EAGAIN as i64);
     }
     match rx.recv() {
-        Ok(tid) => tid as i64,
+        Ok(Ok(tid)) => tid as i64,
+        Ok(Err(e)) => {
+            task.p.live_threads.fetch_sub(1, Ordering::AcqRel);
+            tracing::info!(%e, "no engine for a new guest thread");
+            super::clone_errno(&e)
+        }
         Err(_) => -(libc::EAGAIN as i64),
     }
 }
