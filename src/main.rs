@@ -21,6 +21,9 @@ enum EngineKind {
     Interp,
     /// Native execution in a bare KVM virtual machine (needs /dev/kvm).
     Kvm,
+    /// Experimental: guest code copied into a code cache and run natively
+    /// (x86-64 hosts with FSGSBASE).
+    Jit,
 }
 
 impl EngineKind {
@@ -28,6 +31,7 @@ impl EngineKind {
         match self {
             EngineKind::Interp => "interp",
             EngineKind::Kvm => "kvm",
+            EngineKind::Jit => "jit",
         }
     }
 }
@@ -181,6 +185,12 @@ fn start(cli: &Cli) -> Result<Stop, StartError> {
             kvm_unusable(&e);
         }
     }
+    if cli.engine == EngineKind::Jit {
+        if let Err(e) = urun_cpu::jit::probe() {
+            eprintln!("urun: --engine jit: {e}");
+            std::process::exit(linux::ENGINE_FAILED)
+        }
+    }
     let mem = Arc::new(AddressSpace::new());
     let cpuid1 = urun_cpu::cpuid::guest_cpuid(1, 0);
     let opts = LoadOptions {
@@ -215,7 +225,7 @@ fn start(cli: &Cli) -> Result<Stop, StartError> {
     let process = Arc::new(process);
     let mut engine = match new_engine(kind, mem) {
         Ok(e) => e,
-        Err(EngineError::Unavailable(e)) => kvm_unusable(&e),
+        Err(EngineError::Unavailable(e)) if kind == EngineKind::Kvm => kvm_unusable(&e),
         Err(e) => {
             eprintln!("urun: --engine {}: {e}", kind.name());
             std::process::exit(linux::ENGINE_FAILED)
@@ -230,6 +240,7 @@ fn new_engine(kind: EngineKind, mem: Arc<AddressSpace>) -> Result<Box<dyn Engine
     Ok(match kind {
         EngineKind::Interp => Box::new(Interpreter::new(mem)),
         EngineKind::Kvm => Box::new(urun_kvm::KvmEngine::new(mem).map_err(EngineError::from)?),
+        EngineKind::Jit => Box::new(urun_cpu::jit::JitEngine::new(mem).map_err(EngineError::from)?),
     })
 }
 

@@ -10,6 +10,7 @@ pub mod engine;
 pub mod hostfault;
 pub mod hostfd;
 pub mod interp;
+pub mod jit;
 pub mod mem;
 pub mod state;
 #[doc(hidden)]

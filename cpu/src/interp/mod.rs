@@ -277,40 +277,55 @@ impl Interpreter {
             if self.interrupt.take() {
                 return Exit::Interrupted;
             }
-            let gen = self.mem.generation();
-            if gen != self.generation {
-                // Access was reduced somewhere: cached permissions go (code
-                // that went with it is invalidated through the code log).
-                self.generation = gen;
-                self.tlb.flush(&self.mem);
-            }
-            if self.mem.code_seq() != self.code_seen {
-                self.sync_code();
-            }
-            let block = match self.cache.get(&cpu.rip) {
-                Some(b) => b.clone(),
-                None => match self.decode(cpu.rip) {
-                    Ok(b) => b,
-                    Err(e) => return e,
-                },
-            };
-            let mut ctx = Ctx { cpu: &mut *cpu, mem: &self.mem, tlb: &mut self.tlb, next_rip: 0, smc: None };
-            for d in &block.insns {
-                ctx.next_rip = d.insn.next_ip();
-                let r = (d.handler)(&mut ctx, &d.insn);
-                // A write to a page holding translated code: log it now that
-                // the write is done; if it hit code, the rest of this block
-                // may be stale.
-                let hit = ctx.smc.is_some() && log_smc(&mut ctx);
-                if let Err(exit) = r {
-                    return exit;
-                }
-                ctx.cpu.rip = ctx.next_rip;
-                if hit {
-                    break;
-                }
+            if let Some(exit) = self.run_block(cpu) {
+                return exit;
             }
         }
+    }
+
+    /// Run one block at `cpu.rip`; `None` when it ended without an exit.
+    /// (The JIT engine's fallback for what it does not run natively.)
+    pub fn run_block(&mut self, cpu: &mut CpuState) -> Option<Exit> {
+        let gen = self.mem.generation();
+        if gen != self.generation {
+            // Access was reduced somewhere: cached permissions go (code
+            // that went with it is invalidated through the code log).
+            self.generation = gen;
+            self.tlb.flush(&self.mem);
+        }
+        if self.mem.code_seq() != self.code_seen {
+            self.sync_code();
+        }
+        let block = match self.cache.get(&cpu.rip) {
+            Some(b) => b.clone(),
+            None => match self.decode(cpu.rip) {
+                Ok(b) => b,
+                Err(e) => return Some(e),
+            },
+        };
+        let mut ctx = Ctx { cpu: &mut *cpu, mem: &self.mem, tlb: &mut self.tlb, next_rip: 0, smc: None };
+        for d in &block.insns {
+            ctx.next_rip = d.insn.next_ip();
+            let r = (d.handler)(&mut ctx, &d.insn);
+            // A write to a page holding translated code: log it now that
+            // the write is done; if it hit code, the rest of this block
+            // may be stale.
+            let hit = ctx.smc.is_some() && log_smc(&mut ctx);
+            if let Err(exit) = r {
+                return Some(exit);
+            }
+            ctx.cpu.rip = ctx.next_rip;
+            if hit {
+                break;
+            }
+        }
+        None
+    }
+
+    /// Report writes that raced with other threads' translation (before a
+    /// thread leaves guest code).
+    pub fn sync_marks(&mut self) {
+        self.tlb.sync_marks(&self.mem);
     }
 }
 

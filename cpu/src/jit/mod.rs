@@ -1,0 +1,688 @@
+//! The JIT engine (`--engine jit`, experimental): guest code is copied
+//! verbatim into a code cache and runs natively; only control flow,
+//! RIP-relative displacements, FS accesses and SYSCALL are rewritten
+//! (`translate.rs`), and what urun must model runs in the interpreter, one
+//! block at a time, on the same `AddressSpace` and `CpuState`, so the two
+//! engines agree.
+//!
+//! This is phase 1a of `../shared/JIT.md`: every block ends with an exit to
+//! the dispatcher (an assembly lookup in a per-thread table, no block
+//! linking yet); a miss returns to Rust, which translates. Guest registers
+//! are the machine's while translated code runs; the flags and the x87/SSE
+//! state go through `CpuState` only when `run` returns to the personality
+//! or the interpreter takes a block.
+//!
+//! Per-thread state lives in `Ctx` (urun's static TLS, `ctx.rs`); the guest
+//! FS base is in GS (set with `wrgsbase`, hence FSGSBASE is required).
+//! Each engine (one per guest thread) has its own translations, in chunks
+//! of code-cache regions near the guest code (`arena.rs`). A host fault in
+//! translated code is claimed through `hostfault` and becomes the guest's
+//! fault at the exact guest instruction.
+
+mod arena;
+mod ctx;
+mod translate;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::Arc;
+
+use crate::engine::{Engine, EngineError, Exit, Fault, Interrupt};
+use crate::hostfault::{self, HostFault, HostFaultError, InGuest, Recovery, SavedContext};
+use crate::interp::Interpreter;
+use crate::mem::{AddressSpace, CodeEvent, CodeSync, Prot, PAGE_SIZE};
+use crate::state::{fl, reg, CpuState};
+
+use ctx::{ctx_ptr, reason, Ctx};
+use translate::{Fixup, PcEntry, Translation};
+
+/// Why the JIT engine cannot run here.
+#[derive(Debug, thiserror::Error)]
+pub enum JitError {
+    #[error("the host does not let user code set the GS base (no FSGSBASE in AT_HWCAP2)")]
+    NoFsgsbase,
+    #[error("no free address space for a code cache within reach of guest code at {0:#x}")]
+    NoArena(u64),
+    #[error("cannot allocate the dispatch table: {0}")]
+    Table(std::io::Error),
+    #[error(transparent)]
+    HostFault(#[from] HostFaultError),
+}
+
+impl From<JitError> for EngineError {
+    fn from(e: JitError) -> EngineError {
+        match e {
+            JitError::NoFsgsbase => EngineError::Unavailable(e.to_string()),
+            JitError::NoArena(_) | JitError::Table(_) => EngineError::Exhausted(e.to_string()),
+            JitError::HostFault(_) => EngineError::Failed(e.to_string()),
+        }
+    }
+}
+
+/// Can the JIT run on this host?
+pub fn probe() -> Result<(), JitError> {
+    const HWCAP2_FSGSBASE: u64 = 1 << 1;
+    // SAFETY: getauxval has no preconditions.
+    let hwcap2 = unsafe { libc::getauxval(libc::AT_HWCAP2) };
+    if hwcap2 & HWCAP2_FSGSBASE == 0 {
+        return Err(JitError::NoFsgsbase);
+    }
+    Ok(())
+}
+
+/// Entries of the dispatch table (indexed by the low 16 bits of the pc).
+const TABLE_ENTRIES: usize = 1 << 16;
+
+/// The per-thread dispatch table: (-guest pc, cache pc) pairs.
+struct Table {
+    base: *mut [u64; 2],
+    /// Indices written since the last flush.
+    used: Vec<u32>,
+}
+
+impl Table {
+    fn new() -> Result<Table, JitError> {
+        let len = TABLE_ENTRIES * 16;
+        // SAFETY: a fresh private anonymous mapping, owned by the table.
+        let p = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        if p == libc::MAP_FAILED {
+            return Err(JitError::Table(std::io::Error::last_os_error()));
+        }
+        let t = Table { base: p as *mut [u64; 2], used: Vec::new() };
+        // Entry 0 is the only one whose zero tag matches a pc (pc 0): it
+        // leads to a miss.
+        // SAFETY: entry 0 of our mapping.
+        unsafe { *t.base = [0, ctx::miss_addr()] };
+        Ok(t)
+    }
+
+    fn insert(&mut self, pc: u64, cache: u64) {
+        let i = (pc & 0xffff) as usize;
+        // SAFETY: i < TABLE_ENTRIES, inside our mapping; only this thread
+        // reads the table (from its dispatcher).
+        unsafe { *self.base.add(i) = [pc.wrapping_neg(), cache] };
+        // Past a quarter of the table, `clear` zeroes all of it instead.
+        if self.used.len() <= TABLE_ENTRIES / 4 {
+            self.used.push(i as u32);
+        }
+    }
+
+    fn clear(&mut self) {
+        if self.used.len() > TABLE_ENTRIES / 4 {
+            // SAFETY: the whole mapping, ours.
+            unsafe { std::ptr::write_bytes(self.base, 0, TABLE_ENTRIES) };
+        }
+        for &i in &self.used {
+            // SAFETY: as in `insert`.
+            unsafe { *self.base.add(i as usize) = [0, 0] };
+        }
+        self.used.clear();
+        // SAFETY: entry 0, as in `new`.
+        unsafe { *self.base = [0, ctx::miss_addr()] };
+    }
+}
+
+impl Drop for Table {
+    fn drop(&mut self) {
+        // SAFETY: our own mapping, no longer referenced (the engine is
+        // going away, and `Ctx::table` is rewritten by the next `run`).
+        unsafe { libc::munmap(self.base as *mut libc::c_void, TABLE_ENTRIES * 16) };
+    }
+}
+
+/// A translated block as the fault handler sees it.
+struct BlockRec {
+    start: u64,
+    end: u64,
+    map: Box<[PcEntry]>,
+}
+
+/// A chunk of a code region and the blocks in it (in address order).
+struct Chunk {
+    start: u64,
+    fill: u64,
+    blocks: Vec<BlockRec>,
+}
+
+/// Where the code of one engine is: read by the fault handler on the same
+/// thread while translated code runs (never while Rust changes it).
+struct Index {
+    chunks: Vec<Chunk>,
+}
+
+impl Index {
+    /// The guest pc and fixup for host pc `pc` in translated code.
+    fn guest_pc(&self, pc: u64) -> Option<(u64, Fixup)> {
+        let c = self.chunks.iter().find(|c| (c.start..c.start + arena::CHUNK).contains(&pc))?;
+        let i = c.blocks.partition_point(|b| b.start <= pc);
+        let b = c.blocks.get(i.checked_sub(1)?)?;
+        if pc >= b.end {
+            return None;
+        }
+        translate::guest_pc_at(&b.map, (pc - b.start) as u32)
+    }
+}
+
+/// The interrupt flags of every JIT engine in the process, so that the
+/// engine that first sees code invalidated in the `AddressSpace` code log
+/// makes the others leave translated code and catch up at once (another
+/// thread's munmap, mprotect or kernel write of code would otherwise be
+/// seen only at their next exit).
+static ENGINES: std::sync::Mutex<Vec<std::sync::Weak<Interrupt>>> = std::sync::Mutex::new(Vec::new());
+/// The highest code-log position broadcast so far (one broadcast each).
+static BROADCAST: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// Interrupt every other JIT engine, once per code-log position.
+fn broadcast(seq: u64, me: &Arc<Interrupt>) {
+    if BROADCAST.fetch_max(seq, Ordering::AcqRel) >= seq {
+        return;
+    }
+    let mut engines = ENGINES.lock().unwrap_or_else(|e| e.into_inner());
+    engines.retain(|w| w.strong_count() > 0);
+    for flag in engines.iter().filter_map(|w| w.upgrade()) {
+        if !Arc::ptr_eq(&flag, me) {
+            flag.raise();
+        }
+    }
+}
+
+/// What the engine knows about a guest pc.
+#[derive(Clone, Copy)]
+enum Entry {
+    Native(u64),
+    /// Translated from a page the guest may write: not in the dispatch
+    /// table; its guest bytes (in `JitEngine::sources`) are compared before
+    /// each run, since a plain store may have rewritten them.
+    Checked(u64),
+    Interp,
+}
+
+/// The JIT engine for one guest thread.
+pub struct JitEngine {
+    mem: Arc<AddressSpace>,
+    interp: Interpreter,
+    interrupt: Arc<Interrupt>,
+    /// The byte `interrupt.raise()` sets, which the dispatcher checks.
+    kick: Box<AtomicU8>,
+    /// The `AddressSpace` code-log position this engine has caught up to.
+    code_seen: u64,
+    blocks: HashMap<u64, Entry>,
+    /// Guest bytes of the `Entry::Checked` blocks.
+    sources: HashMap<u64, Box<[u8]>>,
+    index: Box<Index>,
+    table: Table,
+    /// The GS base this engine last wrote (the guest's FS base).
+    gs_base: Option<u64>,
+    /// Thread-pointer offset of `Ctx`.
+    tp: i32,
+}
+
+impl JitEngine {
+    pub fn new(mem: Arc<AddressSpace>) -> Result<JitEngine, JitError> {
+        probe()?;
+        hostfault::install()?;
+        let interrupt = Interrupt::new();
+        let kick = Box::new(AtomicU8::new(0));
+        // SAFETY: the byte is boxed (a stable address) and lives as long as
+        // the engine, which unregisters it when dropped.
+        unsafe { interrupt.set_kick(&*kick) };
+        ENGINES.lock().unwrap_or_else(|e| e.into_inner()).push(Arc::downgrade(&interrupt));
+        Ok(JitEngine {
+            interp: Interpreter::new(mem.clone()),
+            code_seen: mem.code_seq(),
+            mem,
+            interrupt,
+            kick,
+            blocks: HashMap::new(),
+            sources: HashMap::new(),
+            index: Box::new(Index { chunks: Vec::new() }),
+            table: Table::new()?,
+            gs_base: None,
+            tp: ctx::tp_offset(),
+        })
+    }
+
+    /// Drop every translation (the chunks stay this engine's).
+    fn flush(&mut self) {
+        self.blocks.clear();
+        self.sources.clear();
+        self.table.clear();
+        for c in &mut self.index.chunks {
+            c.fill = c.start;
+            c.blocks.clear();
+        }
+    }
+
+    /// The guest code bytes at `pc` that can be fetched (executable guest
+    /// pages, at most what a block can span).
+    fn fetch(&self, pc: u64, buf: &mut [u8]) -> usize {
+        let mut avail = 0u64;
+        let mut page = pc & !(PAGE_SIZE - 1);
+        while avail < PAGE_SIZE {
+            match self.mem.prot_at(page) {
+                Some(p) if p.contains(Prot::EXEC) => {}
+                _ => break,
+            }
+            avail = page + PAGE_SIZE - pc;
+            page += PAGE_SIZE;
+        }
+        let avail = (avail as usize).min(buf.len());
+        // SAFETY: [pc, pc+avail) lies in executable guest pages, which urun
+        // keeps readable; a concurrent unmap ends the copy early.
+        match unsafe { hostfault::copy_from_guest(&mut buf[..avail], pc) } {
+            Ok(()) => avail,
+            Err(p) => p.done as usize,
+        }
+    }
+
+    /// A chunk with room for a block, within reach of `pc`.
+    fn chunk_for(&mut self, pc: u64) -> Result<usize, JitError> {
+        let need = translate::MAX_BLOCK_BYTES as u64;
+        if let Some(i) = self
+            .index
+            .chunks
+            .iter()
+            .position(|c| arena::reaches(c.start, pc) && c.fill + need <= c.start + arena::CHUNK)
+        {
+            return Ok(i);
+        }
+        let start = arena::take_chunk(pc, Recovery::Handler(on_fault))?;
+        self.index.chunks.push(Chunk { start, fill: start, blocks: Vec::new() });
+        Ok(self.index.chunks.len() - 1)
+    }
+
+    /// Catch up with the code log: any invalidated code drops every
+    /// translation (and tells the other engines).
+    fn sync_code(&mut self) {
+        let mut invalid = false;
+        let sync = self.mem.code_events_since(self.code_seen, |ev| {
+            invalid |= matches!(ev, CodeEvent::Invalidate { .. });
+        });
+        let seq = match sync {
+            CodeSync::UpTo(s) => s,
+            CodeSync::Behind(s) => {
+                invalid = true;
+                s
+            }
+        };
+        self.code_seen = seq;
+        if invalid {
+            self.flush();
+            broadcast(seq, &self.interrupt);
+        }
+    }
+
+    /// Are the guest bytes a checked block was translated from unchanged?
+    fn unchanged(&self, pc: u64) -> bool {
+        let Some(src) = self.sources.get(&pc) else { return false };
+        let mut now = vec![0u8; src.len()];
+        // SAFETY: a range this engine fetched before; the copy stops at a
+        // page that went away meanwhile.
+        let ok = unsafe { hostfault::copy_from_guest(&mut now, pc) }.is_ok();
+        ok && now[..] == src[..]
+    }
+
+    /// The translation of the block at `pc`, made now if needed.
+    fn lookup(&mut self, pc: u64) -> Entry {
+        match self.blocks.get(&pc).copied() {
+            Some(Entry::Native(at)) => {
+                // Evicted from the table by a block with the same index:
+                // put it back, it is the one running now.
+                self.table.insert(pc, at);
+                return Entry::Native(at);
+            }
+            Some(Entry::Checked(at)) if self.unchanged(pc) => return Entry::Checked(at),
+            Some(Entry::Checked(_)) => {
+                self.blocks.remove(&pc);
+                self.sources.remove(&pc);
+            }
+            Some(Entry::Interp) => return Entry::Interp,
+            None => {}
+        }
+        let mut buf = [0u8; translate::MAX_INSNS * 15];
+        let n = self.fetch(pc, &mut buf);
+        if n == 0 {
+            // Not executable: the interpreter raises the fetch fault.
+            return Entry::Interp;
+        }
+        let ci = match self.chunk_for(pc) {
+            Ok(ci) => ci,
+            Err(e) => {
+                tracing::debug!(pc = format_args!("{pc:#x}"), "jit: {e}; interpreting");
+                self.blocks.insert(pc, Entry::Interp);
+                return Entry::Interp;
+            }
+        };
+        let at = self.index.chunks[ci].fill;
+        let b = match translate::translate(&buf[..n], pc, at, self.tp) {
+            Translation::Interp => {
+                self.blocks.insert(pc, Entry::Interp);
+                return Entry::Interp;
+            }
+            Translation::Block(b) => b,
+        };
+        let src = &buf[..b.guest_len as usize];
+        // The code log's protocol: mark, then read the code again; a write
+        // that raced with the translation is either logged after the mark
+        // or seen here.
+        self.mem.mark_code(pc, pc + b.guest_len);
+        let mut again = vec![0u8; src.len()];
+        // SAFETY: the range was just fetched; the copy stops at a page that
+        // went away meanwhile.
+        if unsafe { hostfault::copy_from_guest(&mut again, pc) }.is_err() || again[..] != src[..] {
+            return Entry::Interp;
+        }
+        let writable = (pc / PAGE_SIZE..=(pc + b.guest_len.max(1) - 1) / PAGE_SIZE)
+            .any(|p| self.mem.prot_at(p * PAGE_SIZE).is_some_and(|pr| pr.contains(Prot::WRITE)));
+        let len = b.code.len() as u64;
+        // SAFETY: [at, at+len) is free space in our own read-write-execute
+        // chunk (len <= MAX_BLOCK_BYTES, checked room); no thread runs it yet.
+        unsafe { std::ptr::copy_nonoverlapping(b.code.as_ptr(), at as *mut u8, b.code.len()) };
+        let c = &mut self.index.chunks[ci];
+        c.fill = (at + len + 15) & !15;
+        c.blocks.push(BlockRec { start: at, end: at + len, map: b.map.into_boxed_slice() });
+        let entry = if writable {
+            self.sources.insert(pc, again.into_boxed_slice());
+            Entry::Checked(at)
+        } else {
+            self.table.insert(pc, at);
+            Entry::Native(at)
+        };
+        self.blocks.insert(pc, entry);
+        entry
+    }
+}
+
+impl Drop for JitEngine {
+    fn drop(&mut self) {
+        // SAFETY: unregistering (null) before the byte goes.
+        unsafe { self.interrupt.set_kick(std::ptr::null()) };
+        for c in &self.index.chunks {
+            arena::give_back(c.start);
+        }
+    }
+}
+
+/// Guest state into `Ctx` (TF is not set on the machine: single-stepping
+/// is not modelled; AC is, and checks alignment as natively).
+fn load(c: &mut Ctx, cpu: &CpuState) {
+    c.gpr = cpu.gpr;
+    c.rip = cpu.rip;
+    c.rflags = (cpu.flags.get() & !fl::TF) | 0x202;
+    c.fx = cpu.fxsave_image();
+}
+
+/// Guest state back from `Ctx`.
+fn save(c: &Ctx, cpu: &mut CpuState) {
+    cpu.gpr = c.gpr;
+    cpu.rip = c.rip;
+    cpu.flags.set((c.rflags & fl::USER_WRITABLE) | 0x202);
+    // FXSAVE64 wrote the machine's state, which is valid (the image says
+    // where the last x87 instruction was in the cache: the interpreter's
+    // model reports FIP/FDP as 0, and so does `fxrstor_image`).
+    let ok = cpu.fxrstor_image(&c.fx);
+    debug_assert!(ok, "FXSAVE64 image with a reserved MXCSR bit");
+}
+
+thread_local! {
+    static PREPARED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// The host-fault owner's callback for faults in code regions: runs in the
+/// signal handler, on the faulting thread, with urun's FS.
+fn on_fault(hf: &HostFault, sc: &mut SavedContext<'_>) -> bool {
+    let c = ctx_ptr();
+    // SAFETY: this thread's Ctx; `index` points to the engine running on
+    // this thread (set by `run`), which is inside translated code now and
+    // so not changing its index.
+    unsafe {
+        let index = (*c).index as *const Index;
+        if index.is_null() {
+            return false;
+        }
+        let Some((pc, fixup)) = (*index).guest_pc(sc.pc()) else { return false };
+        if fixup == Fixup::RestoreRcx {
+            sc.set_reg(reg::RCX, (*c).s_rcx);
+        }
+        (*c).rip = pc;
+        (*c).reason = reason::FAULT;
+        (*c).fault = ctx::FaultRecord { signo: hf.signo, code: hf.code, addr: hf.addr, write: hf.write as u64 };
+    }
+    sc.set_pc(ctx::exit_addr());
+    true
+}
+
+impl Engine for JitEngine {
+    fn run(&mut self, cpu: &mut CpuState) -> Result<Exit, EngineError> {
+        if !PREPARED.with(|p| p.get()) {
+            if let Err(e) = hostfault::prepare_thread() {
+                tracing::warn!("jit: {e}");
+            }
+            PREPARED.with(|p| p.set(true));
+        }
+        let _guest = InGuest::enter();
+        if self.gs_base != Some(cpu.fs_base) {
+            // SAFETY: FSGSBASE is enabled (checked in `new`); urun does not
+            // use GS, so only translated code sees this base.
+            unsafe { std::arch::asm!("wrgsbase {b}", b = in(reg) cpu.fs_base, options(nostack, preserves_flags)) };
+            self.gs_base = Some(cpu.fs_base);
+        }
+        let cp = ctx_ptr();
+        // Every `&*cp` below: this thread's Ctx; nothing else on this
+        // thread uses it while `run` does (a vfork child sharing the TLS
+        // runs while we wait, outside `run`). No reference is held across
+        // `urun_jit_enter`, which writes it.
+        {
+            // SAFETY: as said above.
+            let c = unsafe { &mut *cp };
+            c.table = self.table.base as u64;
+            c.interrupt = &*self.kick as *const AtomicU8 as u64;
+            c.dispatch = ctx::dispatch_addr();
+            c.exit = ctx::exit_addr();
+            c.index = &*self.index as *const Index as u64;
+            load(c, cpu);
+        }
+        let exit = loop {
+            // Clear the byte before taking the request: a raise after this
+            // sets it again, and the dispatcher then stops at the next block.
+            self.kick.store(0, Ordering::Relaxed);
+            if self.interrupt.take() {
+                // SAFETY: this thread's Ctx, not referenced across `urun_jit_enter`.
+                save(unsafe { &*cp }, cpu);
+                break Ok(Exit::Interrupted);
+            }
+            if self.mem.code_seq() != self.code_seen {
+                self.sync_code();
+            }
+            // SAFETY: this thread's Ctx, not referenced across `urun_jit_enter`.
+            let rip = unsafe { (*cp).rip };
+            match self.lookup(rip) {
+                Entry::Native(at) | Entry::Checked(at) => {
+                    // SAFETY: `at` is a translated block in our chunk; Ctx
+                    // holds the guest state and the routines' addresses.
+                    unsafe { ctx::urun_jit_enter(at) };
+                    // SAFETY: this thread's Ctx, not referenced across `urun_jit_enter`.
+                    let c = unsafe { &*cp };
+                    match c.reason {
+                        reason::MISS | reason::INTERRUPTED => continue,
+                        reason::SYSCALL => {
+                            save(c, cpu);
+                            // As the hardware does: RCX = return address,
+                            // R11 = RFLAGS.
+                            cpu.gpr[reg::RCX] = cpu.rip;
+                            cpu.gpr[reg::R11] = cpu.flags.get() & !0x1_0000;
+                            break Ok(Exit::Syscall);
+                        }
+                        reason::FAULT => {
+                            save(c, cpu);
+                            let f = c.fault;
+                            let hf = HostFault { signo: f.signo, addr: f.addr, write: f.write != 0, code: f.code };
+                            break Ok(Exit::Fault(Fault { pc: cpu.rip, kind: hf.to_fault_kind() }));
+                        }
+                        other => {
+                            save(c, cpu);
+                            break Err(EngineError::Failed(format!("jit: unknown exit reason {other}")));
+                        }
+                    }
+                }
+                Entry::Interp => {
+                    // SAFETY: this thread's Ctx, not referenced across `urun_jit_enter`.
+                    save(unsafe { &*cp }, cpu);
+                    if let Some(exit) = self.interp.run_block(cpu) {
+                        break Ok(exit);
+                    }
+                    // SAFETY: this thread's Ctx, not referenced across `urun_jit_enter`.
+                    load(unsafe { &mut *cp }, cpu);
+                }
+            }
+        };
+        // SAFETY: this thread's Ctx, not referenced across `urun_jit_enter`.
+        unsafe { (*cp).index = 0 };
+        // As the interpreter engine does before its thread leaves guest
+        // code: report fallback writes that raced with a translation.
+        self.interp.sync_marks();
+        exit
+    }
+
+    fn name(&self) -> &'static str {
+        "jit"
+    }
+
+    fn interrupt_handle(&self) -> Arc<Interrupt> {
+        self.interrupt.clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::difftest::Snippet;
+    use crate::engine::{FaultKind, PageFaultKind};
+
+    /// Run `code` (ending in something that exits) under the interpreter
+    /// and under the JIT from the same state; both results.
+    fn both(s: &Snippet, code: &[u8], init: impl Fn(&mut CpuState)) -> [(CpuState, Exit); 2] {
+        // SAFETY: the snippet's code area is ours, 16 KiB, mapped RW.
+        unsafe { std::ptr::copy_nonoverlapping(code.as_ptr(), s.code as *mut u8, code.len()) };
+        let start = || {
+            let mut cpu = CpuState { rip: s.code, ..CpuState::default() };
+            cpu.gpr[reg::RSP] = s.stack_top;
+            init(&mut cpu);
+            cpu
+        };
+        let mut a = start();
+        let ea = Interpreter::new(s.mem.clone()).run(&mut a);
+        let mut b = start();
+        let mut jit = JitEngine::new(s.mem.clone()).expect("jit engine");
+        let eb = jit.run(&mut b).expect("jit run");
+        [(a, ea), (b, eb)]
+    }
+
+    fn assert_same(r: &[(CpuState, Exit); 2]) {
+        let [(a, ea), (b, eb)] = r;
+        assert_eq!(ea, eb, "exits");
+        assert_eq!(a.gpr, b.gpr, "gprs");
+        assert_eq!(a.rip, b.rip, "rip");
+        assert_eq!(a.flags.get(), b.flags.get(), "rflags");
+        assert_eq!(a.xmm, b.xmm, "xmm");
+        assert_eq!(a.mxcsr, b.mxcsr, "mxcsr");
+    }
+
+    #[test]
+    fn loop_and_flags_agree_with_the_interpreter() {
+        let s = Snippet::new();
+        // mov ecx, 10; xor eax, eax; L: add eax, ecx; loop L; cmp eax, 55; syscall
+        let code = [0xb9, 10, 0, 0, 0, 0x31, 0xc0, 0x01, 0xc8, 0xe2, 0xfc, 0x83, 0xf8, 0x37, 0x0f, 0x05];
+        let r = both(&s, &code, |_| {});
+        assert_eq!(r[1].1, Exit::Syscall);
+        assert_eq!(r[1].0.gpr[reg::RAX], 55);
+        assert_same(&r);
+    }
+
+    #[test]
+    fn calls_returns_and_fs_accesses_agree() {
+        let s = Snippet::new();
+        // mov rax, fs:[8]; call f; syscall; f: add rax, 1; ret
+        let code = [0x64, 0x48, 0x8b, 0x04, 0x25, 8, 0, 0, 0, 0xe8, 2, 0, 0, 0, 0x0f, 0x05, 0x48, 0x83, 0xc0, 1, 0xc3];
+        // SAFETY: the snippet's data area, mapped RW.
+        unsafe { *((s.data + 8) as *mut u64) = 41 };
+        let data = s.data;
+        let r = both(&s, &code, |c| c.fs_base = data);
+        assert_eq!(r[1].0.gpr[reg::RAX], 42);
+        assert_same(&r);
+    }
+
+    #[test]
+    fn a_fault_in_translated_code_has_the_guest_state() {
+        let s = Snippet::new();
+        // mov ebx, 5; xor eax, eax; add rbx, 1; mov rax, [rax]
+        let code = [0xbb, 5, 0, 0, 0, 0x31, 0xc0, 0x48, 0x83, 0xc3, 1, 0x48, 0x8b, 0x00];
+        let r = both(&s, &code, |_| {});
+        let fault =
+            Fault { pc: s.code + 11, kind: FaultKind::Page { addr: 0, write: false, kind: PageFaultKind::NotMapped } };
+        assert_eq!(r[1].1, Exit::Fault(fault));
+        assert_eq!(r[1].0.gpr[reg::RBX], 6);
+        assert_same(&r);
+    }
+
+    #[test]
+    fn a_fault_pushing_an_indirect_call_restores_rcx() {
+        let s = Snippet::new();
+        // mov ecx, 0x77; call rax   (with RSP at an unmapped page)
+        let code = [0xb9, 0x77, 0, 0, 0, 0xff, 0xd0];
+        let target = s.code;
+        let r = both(&s, &code, |c| {
+            c.gpr[reg::RSP] = 0x2000;
+            c.gpr[reg::RAX] = target;
+        });
+        let fault = Fault {
+            pc: s.code + 5,
+            kind: FaultKind::Page { addr: 0x1ff8, write: true, kind: PageFaultKind::NotMapped },
+        };
+        assert_eq!(r[1].1, Exit::Fault(fault));
+        assert_eq!(r[1].0.gpr[reg::RCX], 0x77);
+        assert_eq!(r[1].0.gpr[reg::RSP], 0x2000);
+        assert_same(&r);
+    }
+
+    #[test]
+    fn cpuid_and_sse_state_cross_the_interpreter() {
+        let s = Snippet::new();
+        // mov eax, 1; cvtsi2sd xmm1, rax; xor ecx, ecx; cpuid; addsd xmm1, xmm1; syscall
+        let code = [
+            0xb8, 1, 0, 0, 0, 0xf2, 0x48, 0x0f, 0x2a, 0xc8, 0x31, 0xc9, 0x0f, 0xa2, 0xf2, 0x0f, 0x58, 0xc9, 0x0f, 0x05,
+        ];
+        let r = both(&s, &code, |_| {});
+        assert_eq!(r[1].0.xmm[1] as u64, 2.0f64.to_bits());
+        // EDX: the model's leaf-1 features (RCX is SYSCALL's return address).
+        assert_eq!(r[1].0.gpr[reg::RDX] as u32, crate::cpuid::guest_cpuid(1, 0)[3]);
+        assert_same(&r);
+    }
+
+    #[test]
+    fn code_rewritten_in_a_writable_page_is_seen() {
+        let s = Snippet::new();
+        let mut jit = JitEngine::new(s.mem.clone()).expect("jit engine");
+        let mut run = |imm: u8| {
+            // mov eax, imm; syscall (the snippet's code page is writable)
+            let code = [0xb8, imm, 0, 0, 0, 0x0f, 0x05];
+            // SAFETY: the snippet's code area, mapped RW.
+            unsafe { std::ptr::copy_nonoverlapping(code.as_ptr(), s.code as *mut u8, code.len()) };
+            let mut cpu = CpuState { rip: s.code, ..CpuState::default() };
+            cpu.gpr[reg::RSP] = s.stack_top;
+            assert_eq!(jit.run(&mut cpu), Ok(Exit::Syscall));
+            cpu.gpr[reg::RAX]
+        };
+        assert_eq!(run(1), 1);
+        assert_eq!(run(2), 2, "the block was rewritten by a plain store");
+    }
+}

@@ -1,0 +1,676 @@
+//! The block translator: guest instructions are copied verbatim into the
+//! code cache; only what must change is rewritten.
+//!
+//! - RIP-relative operands: the disp32 is re-aimed at the same guest
+//!   address from the instruction's new place (iced's constant offsets say
+//!   where the displacement is). Out of reach: the interpreter runs it.
+//! - FS-prefixed instructions: the prefix byte becomes GS (GS holds the
+//!   guest's FS base under this engine; urun's FS stays urun's).
+//! - Control transfers end the block: direct ones exit to the dispatcher
+//!   with their target, `jcc`/`loop`/`jrcxz` keep their condition and exit
+//!   on each side, `call` pushes the guest return address from a literal,
+//!   indirect ones load their target into RCX (saved first) and `ret` pops
+//!   it. SYSCALL exits to the run loop.
+//! - Everything urun must model or that is not safe to run as is (see
+//!   `classify`) is left to the interpreter: the block ends before it.
+//!
+//! Each translated block carries a side table (cache offset -> guest pc,
+//! plus a fixup) so that a host fault at any cache address becomes the
+//! guest's fault with the guest's exact registers.
+
+use iced_x86::{
+    Code, ConditionCode, CpuidFeature, Decoder, DecoderOptions, Encoder, FlowControl, Instruction, MemoryOperand,
+    Mnemonic, OpKind, Register,
+};
+
+use super::ctx::{off, reason};
+use crate::cpuid;
+
+/// Longest block, in guest instructions.
+pub(crate) const MAX_INSNS: usize = 64;
+/// Room a block may need in the cache (64 instructions of at most 15
+/// bytes, rewritten branches and the exit stubs).
+pub(crate) const MAX_BLOCK_BYTES: usize = 2048;
+
+/// What to undo when a fault hits an inserted instruction.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Fixup {
+    /// The machine registers are the guest's.
+    None,
+    /// RCX holds a branch target; the guest's RCX is in `Ctx::s_rcx`.
+    RestoreRcx,
+}
+
+/// One side-table entry: from cache offset `off` on, faults belong to the
+/// guest instruction at `pc`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct PcEntry {
+    pub off: u32,
+    pub pc: u64,
+    pub fixup: Fixup,
+}
+
+/// A translated block, ready to be copied to its cache address.
+#[derive(Debug)]
+pub(crate) struct Block {
+    pub code: Vec<u8>,
+    pub map: Vec<PcEntry>,
+    /// How many guest bytes from the block's pc it was translated from.
+    pub guest_len: u64,
+}
+
+/// The result of translating at a guest pc.
+#[derive(Debug)]
+pub(crate) enum Translation {
+    Block(Block),
+    /// The first instruction is the interpreter's.
+    Interp,
+}
+
+/// How one guest instruction is translated.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Kind {
+    Verbatim,
+    Interp,
+    Syscall,
+    Jmp(u64),
+    Jcc(u64),
+    /// LOOP, LOOPE, LOOPNE, JRCXZ, JECXZ (rel8 only).
+    Loop(u64),
+    Call(u64),
+    JmpInd,
+    CallInd,
+    Ret(u16),
+}
+
+/// Mnemonics the interpreter runs even though the host could: urun models
+/// them (CPUID, XGETBV, SYSCALL's neighbours), they trap (INT, UD, HLT, I/O),
+/// divide (a host #DE is a SIGFPE, which urun does not own yet), save
+/// instruction pointers (FXSAVE & co. would leak cache addresses), set TF
+/// or AC (POPF), or touch segment state.
+const INTERP_MNEMONICS: &[Mnemonic] = &[
+    Mnemonic::Cpuid,
+    Mnemonic::Int,
+    Mnemonic::Int1,
+    Mnemonic::Int3,
+    Mnemonic::Into,
+    Mnemonic::Ud0,
+    Mnemonic::Ud1,
+    Mnemonic::Ud2,
+    Mnemonic::Hlt,
+    Mnemonic::In,
+    Mnemonic::Out,
+    Mnemonic::Insb,
+    Mnemonic::Insw,
+    Mnemonic::Insd,
+    Mnemonic::Outsb,
+    Mnemonic::Outsw,
+    Mnemonic::Outsd,
+    Mnemonic::Cli,
+    Mnemonic::Sti,
+    Mnemonic::Div,
+    Mnemonic::Idiv,
+    Mnemonic::Fxsave,
+    Mnemonic::Fxsave64,
+    Mnemonic::Xsave,
+    Mnemonic::Xsave64,
+    Mnemonic::Xsaveopt,
+    Mnemonic::Xsaveopt64,
+    Mnemonic::Xsavec,
+    Mnemonic::Xsavec64,
+    Mnemonic::Xsaves,
+    Mnemonic::Xsaves64,
+    Mnemonic::Fnsave,
+    Mnemonic::Fsave,
+    Mnemonic::Fnstenv,
+    Mnemonic::Fstenv,
+    Mnemonic::Xgetbv,
+    Mnemonic::Popf,
+    Mnemonic::Popfq,
+    Mnemonic::Rdfsbase,
+    Mnemonic::Rdgsbase,
+    Mnemonic::Wrfsbase,
+    Mnemonic::Wrgsbase,
+    Mnemonic::Swapgs,
+    Mnemonic::Lfs,
+    Mnemonic::Lgs,
+    Mnemonic::Lss,
+    Mnemonic::Sysenter,
+    Mnemonic::Sysexit,
+    Mnemonic::Sysret,
+    Mnemonic::Iret,
+    Mnemonic::Iretd,
+    Mnemonic::Iretq,
+    Mnemonic::Xbegin,
+    Mnemonic::Xabort,
+    Mnemonic::Xend,
+    Mnemonic::Rdpid,
+    Mnemonic::Rdpkru,
+    Mnemonic::Wrpkru,
+];
+
+/// The CPU model's feature words: leaf 1 ECX/EDX, leaf 7 EBX, 0x8000_0001
+/// ECX/EDX.
+fn model() -> &'static [u32; 5] {
+    static M: std::sync::OnceLock<[u32; 5]> = std::sync::OnceLock::new();
+    M.get_or_init(|| {
+        let l1 = cpuid::guest_cpuid(1, 0);
+        let l7 = cpuid::guest_cpuid(7, 0);
+        let e1 = cpuid::guest_cpuid(0x8000_0001, 0);
+        [l1[2], l1[3], l7[1], e1[2], e1[3]]
+    })
+}
+
+/// Does the CPU model advertise `f`? Unknown features: no (the
+/// interpreter then runs the instruction, and decides).
+fn advertised(f: CpuidFeature) -> bool {
+    use cpuid::{ebx7, ecx1, edx1, ext};
+    use CpuidFeature as F;
+    let [ecx, edx, ebx7_, eecx, eedx] = *model();
+    let has = |word: u32, bit: u32| word & bit != 0;
+    match f {
+        F::INTEL8086 | F::INTEL186 | F::INTEL286 | F::INTEL386 | F::INTEL486 | F::X64 | F::CPUID => true,
+        F::MULTIBYTENOP | F::PAUSE | F::FPU | F::FPU287 | F::FPU387 => true,
+        F::CLFSH => has(edx, 1 << 19),
+        F::CMOV => has(edx, edx1::CMOV),
+        F::CX8 => has(edx, edx1::CX8),
+        F::TSC => has(edx, edx1::TSC),
+        F::MMX => has(edx, edx1::MMX),
+        F::FXSR => has(edx, edx1::FXSR),
+        F::SSE => has(edx, edx1::SSE),
+        F::SSE2 => has(edx, edx1::SSE2),
+        F::SSE3 => has(ecx, ecx1::SSE3),
+        F::PCLMULQDQ => has(ecx, ecx1::PCLMULQDQ),
+        F::SSSE3 => has(ecx, ecx1::SSSE3),
+        F::CMPXCHG16B => has(ecx, ecx1::CX16),
+        F::SSE4_1 => has(ecx, ecx1::SSE41),
+        F::SSE4_2 => has(ecx, ecx1::SSE42),
+        F::MOVBE => has(ecx, ecx1::MOVBE),
+        F::POPCNT => has(ecx, ecx1::POPCNT),
+        F::AES => has(ecx, ecx1::AES),
+        F::RDRAND => has(ecx, ecx1::RDRAND),
+        F::BMI1 => has(ebx7_, ebx7::BMI1),
+        F::BMI2 => has(ebx7_, ebx7::BMI2),
+        F::RDSEED => has(ebx7_, ebx7::RDSEED),
+        F::ADX => has(ebx7_, ebx7::ADX),
+        F::LZCNT => has(eecx, ext::ECX_ABM),
+        F::RDTSCP => has(eedx, ext::EDX_RDTSCP),
+        F::SYSCALL => has(eedx, ext::EDX_SYSCALL),
+        _ => false,
+    }
+}
+
+/// How `insn` is translated.
+fn classify(insn: &Instruction) -> Kind {
+    if insn.is_invalid() || crate::interp::ops::table()[insn.code() as usize].is_none() {
+        return Kind::Interp;
+    }
+    let m = insn.mnemonic();
+    if m == Mnemonic::Syscall {
+        return Kind::Syscall;
+    }
+    if INTERP_MNEMONICS.contains(&m)
+        || insn.segment_prefix() == Register::GS
+        || !insn.cpuid_features().iter().all(|f| advertised(*f))
+        || (0..insn.op_count())
+            .any(|i| insn.op_kind(i) == OpKind::Register && insn.op_register(i).is_segment_register())
+    {
+        return Kind::Interp;
+    }
+    match insn.flow_control() {
+        FlowControl::Next => Kind::Verbatim,
+        FlowControl::UnconditionalBranch => match insn.code() {
+            Code::Jmp_rel8_64 | Code::Jmp_rel32_64 => Kind::Jmp(insn.near_branch_target()),
+            _ => Kind::Interp,
+        },
+        FlowControl::ConditionalBranch if insn.op0_kind() == OpKind::NearBranch64 => match m {
+            Mnemonic::Loop | Mnemonic::Loope | Mnemonic::Loopne | Mnemonic::Jrcxz | Mnemonic::Jecxz => {
+                Kind::Loop(insn.near_branch_target())
+            }
+            _ if insn.condition_code() != ConditionCode::None => Kind::Jcc(insn.near_branch_target()),
+            _ => Kind::Interp,
+        },
+        FlowControl::Call if insn.code() == Code::Call_rel32_64 => Kind::Call(insn.near_branch_target()),
+        FlowControl::IndirectBranch if insn.code() == Code::Jmp_rm64 => Kind::JmpInd,
+        FlowControl::IndirectCall if insn.code() == Code::Call_rm64 => Kind::CallInd,
+        FlowControl::Return => match insn.code() {
+            Code::Retnq => Kind::Ret(0),
+            Code::Retnq_imm16 => Kind::Ret(insn.immediate16()),
+            _ => Kind::Interp,
+        },
+        _ => Kind::Interp,
+    }
+}
+
+/// Legacy prefix bytes.
+fn is_legacy_prefix(b: u8) -> bool {
+    matches!(b, 0x26 | 0x2e | 0x36 | 0x3e | 0x64 | 0x65 | 0x66 | 0x67 | 0xf0 | 0xf2 | 0xf3)
+}
+
+/// Code being emitted at cache address `at`.
+struct Emitter {
+    at: u64,
+    /// Thread-pointer offset of `Ctx` (fs: displacements).
+    tp: i32,
+    code: Vec<u8>,
+    map: Vec<PcEntry>,
+}
+
+impl Emitter {
+    fn here(&self) -> u64 {
+        self.at + self.code.len() as u64
+    }
+
+    fn mark(&mut self, pc: u64, fixup: Fixup) {
+        self.map.push(PcEntry { off: self.code.len() as u32, pc, fixup });
+    }
+
+    fn bytes(&mut self, b: &[u8]) {
+        self.code.extend_from_slice(b);
+    }
+
+    fn fs_disp(&mut self, field: i32) {
+        self.bytes(&self.tp.wrapping_add(field).to_le_bytes());
+    }
+
+    /// mov fs:[Ctx.field], rcx
+    fn store_rcx(&mut self, field: i32) {
+        self.bytes(&[0x64, 0x48, 0x89, 0x0c, 0x25]);
+        self.fs_disp(field);
+    }
+
+    /// mov rcx, fs:[Ctx.field]
+    fn load_rcx(&mut self, field: i32) {
+        self.bytes(&[0x64, 0x48, 0x8b, 0x0c, 0x25]);
+        self.fs_disp(field);
+    }
+
+    /// mov rcx, imm64
+    fn mov_rcx_imm(&mut self, v: u64) {
+        self.bytes(&[0x48, 0xb9]);
+        self.bytes(&v.to_le_bytes());
+    }
+
+    /// jmp qword ptr fs:[Ctx.field]
+    fn jmp_ctx(&mut self, field: i32) {
+        self.bytes(&[0x64, 0xff, 0x24, 0x25]);
+        self.fs_disp(field);
+    }
+
+    /// Continue at guest `target` through the dispatcher.
+    fn goto_dispatcher(&mut self, target: u64) {
+        self.store_rcx(off::S_RCX);
+        self.mov_rcx_imm(target);
+        self.jmp_ctx(off::DISPATCH);
+    }
+
+    /// Leave translated code with `why`, the guest at `pc`.
+    fn exit(&mut self, why: u32, pc: u64) {
+        self.store_rcx(off::S_RCX);
+        self.mov_rcx_imm(pc);
+        self.store_rcx(off::RIP);
+        self.load_rcx(off::S_RCX);
+        // mov dword ptr fs:[Ctx.reason], why
+        self.bytes(&[0x64, 0xc7, 0x04, 0x25]);
+        self.fs_disp(off::REASON);
+        self.bytes(&why.to_le_bytes());
+        self.jmp_ctx(off::EXIT);
+    }
+
+    /// `mov rcx, <operand 0 of insn>` for an indirect branch, at the current
+    /// position. None when it cannot be encoded here (an unreachable
+    /// RIP-relative operand).
+    fn load_target(&mut self, insn: &Instruction) -> Option<()> {
+        let load = match insn.op0_kind() {
+            OpKind::Register => Instruction::with2(Code::Mov_r64_rm64, Register::RCX, insn.op0_register()).ok()?,
+            OpKind::Memory => {
+                let seg = match insn.segment_prefix() {
+                    Register::FS => Register::GS,
+                    Register::None => Register::None,
+                    _ => return None,
+                };
+                let displ = if insn.is_ip_rel_memory_operand() {
+                    insn.ip_rel_memory_address() as i64
+                } else {
+                    insn.memory_displacement64() as i64
+                };
+                let mem = MemoryOperand::new(
+                    insn.memory_base(),
+                    insn.memory_index(),
+                    insn.memory_index_scale(),
+                    displ,
+                    insn.memory_displ_size(),
+                    false,
+                    seg,
+                );
+                Instruction::with2(Code::Mov_r64_rm64, Register::RCX, mem).ok()?
+            }
+            _ => return None,
+        };
+        let mut enc = Encoder::new(64);
+        enc.encode(&load, self.here()).ok()?;
+        self.bytes(&enc.take_buffer());
+        Some(())
+    }
+
+    /// Copy `raw` (the bytes of `insn`) verbatim, with the FS prefix turned
+    /// into GS and a RIP-relative displacement re-aimed. None when the
+    /// displacement cannot reach from here.
+    fn verbatim(&mut self, insn: &Instruction, raw: &[u8], disp_at: Option<usize>) -> Option<()> {
+        let start = self.code.len();
+        self.bytes(raw);
+        for i in 0..raw.len() {
+            let b = self.code[start + i];
+            if !is_legacy_prefix(b) {
+                break;
+            }
+            if b == 0x64 {
+                self.code[start + i] = 0x65;
+            }
+        }
+        if let Some(d) = disp_at {
+            let next = self.at + (start + raw.len()) as u64;
+            let rel = (insn.ip_rel_memory_address() as i64).wrapping_sub(next as i64);
+            let rel = i32::try_from(rel).ok()?;
+            self.code[start + d..start + d + 4].copy_from_slice(&rel.to_le_bytes());
+        }
+        Some(())
+    }
+}
+
+/// Translate the guest block at `pc`, whose bytes (as far as they can be
+/// fetched) are `bytes`, for the cache address `at`. `tp` is the thread
+/// pointer offset of `Ctx`.
+pub(crate) fn translate(bytes: &[u8], pc: u64, at: u64, tp: i32) -> Translation {
+    let mut decoder = Decoder::with_ip(64, bytes, pc, DecoderOptions::NONE);
+    let mut e = Emitter { at, tp, code: Vec::with_capacity(512), map: Vec::new() };
+    let mut insn = Instruction::default();
+    let mut count = 0;
+    // The end of the guest bytes translated so far.
+    let mut end = pc;
+    loop {
+        if count == MAX_INSNS || !decoder.can_decode() {
+            // Continue in the next block.
+            let next = pc + decoder.position() as u64;
+            e.goto_dispatcher(next);
+            break;
+        }
+        let pos = decoder.position();
+        decoder.decode_out(&mut insn);
+        let raw = &bytes[pos..pos + insn.len()];
+        let kind = if insn.is_invalid() { Kind::Interp } else { classify(&insn) };
+        let first = count == 0;
+        count += 1;
+        let here = insn.ip();
+        let next = insn.next_ip();
+        match kind {
+            Kind::Verbatim => {
+                let offs = decoder.get_constant_offsets(&insn);
+                let disp_at =
+                    (insn.is_ip_rel_memory_operand() && offs.has_displacement()).then_some(offs.displacement_offset());
+                let mark = e.code.len();
+                e.mark(here, Fixup::None);
+                if e.verbatim(&insn, raw, disp_at).is_none() {
+                    // Out of reach: the interpreter runs it.
+                    e.code.truncate(mark);
+                    e.map.pop();
+                    if first {
+                        return Translation::Interp;
+                    }
+                    e.goto_dispatcher(here);
+                    break;
+                }
+                end = next;
+            }
+            Kind::Interp => {
+                if first {
+                    return Translation::Interp;
+                }
+                e.goto_dispatcher(here);
+                break;
+            }
+            Kind::Syscall => {
+                end = next;
+                e.exit(reason::SYSCALL, next);
+                break;
+            }
+            Kind::Jmp(target) => {
+                end = next;
+                e.goto_dispatcher(target);
+                break;
+            }
+            Kind::Jcc(target) => {
+                end = next;
+                // jcc rel32 to the taken side, fall through to the other.
+                let cc = insn.condition_code() as u8 - 1;
+                e.bytes(&[0x0f, 0x80 | cc, 0, 0, 0, 0]);
+                let patch = e.code.len() - 4;
+                e.goto_dispatcher(next);
+                let rel = (e.code.len() - (patch + 4)) as i32;
+                e.code[patch..patch + 4].copy_from_slice(&rel.to_le_bytes());
+                e.goto_dispatcher(target);
+                break;
+            }
+            Kind::Loop(target) => {
+                end = next;
+                // The instruction itself with rel8 = +2 (over the short jmp
+                // to the fall-through side), then the taken side.
+                e.mark(here, Fixup::None);
+                let mut b = raw.to_vec();
+                if let Some(last) = b.last_mut() {
+                    *last = 2;
+                }
+                e.bytes(&b);
+                e.bytes(&[0xeb, 0]);
+                let patch = e.code.len() - 1;
+                e.goto_dispatcher(target);
+                e.code[patch] = (e.code.len() - (patch + 1)) as u8;
+                e.goto_dispatcher(next);
+                break;
+            }
+            Kind::Call(target) => {
+                end = next;
+                // push qword ptr [rip + literal]; the literal (the guest
+                // return address) follows the block.
+                e.mark(here, Fixup::None);
+                e.bytes(&[0xff, 0x35, 0, 0, 0, 0]);
+                let patch = e.code.len() - 4;
+                e.goto_dispatcher(target);
+                let rel = (e.code.len() - (patch + 4)) as i32;
+                e.code[patch..patch + 4].copy_from_slice(&rel.to_le_bytes());
+                e.bytes(&next.to_le_bytes());
+                break;
+            }
+            Kind::JmpInd | Kind::CallInd => {
+                let mark = e.code.len();
+                e.mark(here, Fixup::None);
+                e.store_rcx(off::S_RCX);
+                if e.load_target(&insn).is_none() {
+                    e.code.truncate(mark);
+                    e.map.pop();
+                    if first {
+                        return Translation::Interp;
+                    }
+                    e.goto_dispatcher(here);
+                    break;
+                }
+                end = next;
+                let mut lit = None;
+                if kind == Kind::CallInd {
+                    e.mark(here, Fixup::RestoreRcx);
+                    e.bytes(&[0xff, 0x35, 0, 0, 0, 0]);
+                    lit = Some(e.code.len() - 4);
+                }
+                e.jmp_ctx(off::DISPATCH);
+                if let Some(patch) = lit {
+                    let rel = (e.code.len() - (patch + 4)) as i32;
+                    e.code[patch..patch + 4].copy_from_slice(&rel.to_le_bytes());
+                    e.bytes(&next.to_le_bytes());
+                }
+                break;
+            }
+            Kind::Ret(imm) => {
+                end = next;
+                e.mark(here, Fixup::None);
+                e.store_rcx(off::S_RCX);
+                e.bytes(&[0x59]); // pop rcx
+                if imm != 0 {
+                    // lea rsp, [rsp + imm]
+                    e.bytes(&[0x48, 0x8d, 0xa4, 0x24]);
+                    e.bytes(&(imm as i32).to_le_bytes());
+                }
+                e.jmp_ctx(off::DISPATCH);
+                break;
+            }
+        }
+    }
+    Translation::Block(Block { code: e.code, map: e.map, guest_len: end - pc })
+}
+
+/// The guest pc and fixup for a fault at cache offset `off` of a block
+/// with side table `map`.
+pub(crate) fn guest_pc_at(map: &[PcEntry], off: u32) -> Option<(u64, Fixup)> {
+    let i = map.partition_point(|e| e.off <= off);
+    (i > 0).then(|| (map[i - 1].pc, map[i - 1].fixup))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TP: i32 = -0x1000;
+    const PC: u64 = 0x40_1000;
+    const AT: u64 = 0x50_0000;
+
+    fn block(bytes: &[u8]) -> Block {
+        match translate(bytes, PC, AT, TP) {
+            Translation::Block(b) => b,
+            Translation::Interp => panic!("interpreted"),
+        }
+    }
+
+    fn disp(field: i32) -> [u8; 4] {
+        (TP + field).to_le_bytes()
+    }
+
+    /// mov fs:[S_RCX], rcx; mov rcx, target; jmp fs:[DISPATCH]
+    fn to_dispatcher(target: u64) -> Vec<u8> {
+        let mut v = vec![0x64, 0x48, 0x89, 0x0c, 0x25];
+        v.extend(disp(off::S_RCX));
+        v.extend([0x48, 0xb9]);
+        v.extend(target.to_le_bytes());
+        v.extend([0x64, 0xff, 0x24, 0x25]);
+        v.extend(disp(off::DISPATCH));
+        v
+    }
+
+    #[test]
+    fn rip_relative_load_is_reaimed() {
+        // mov rax, [rip + 0x100] at PC: reads PC + 7 + 0x100.
+        let b = block(&[0x48, 0x8b, 0x05, 0x00, 0x01, 0x00, 0x00]);
+        let rel = ((PC + 7 + 0x100) as i64 - (AT + 7) as i64) as i32;
+        let mut want = vec![0x48, 0x8b, 0x05];
+        want.extend(rel.to_le_bytes());
+        want.extend(to_dispatcher(PC + 7));
+        assert_eq!(b.code, want);
+        assert_eq!(b.map, vec![PcEntry { off: 0, pc: PC, fixup: Fixup::None }]);
+        assert_eq!(b.guest_len, 7);
+    }
+
+    #[test]
+    fn rip_relative_out_of_reach_is_interpreted() {
+        let b = match translate(&[0x48, 0x8b, 0x05, 0, 0, 0, 0], PC, AT + (3 << 30), TP) {
+            Translation::Interp => return,
+            Translation::Block(b) => b,
+        };
+        panic!("translated out of reach: {b:?}");
+    }
+
+    #[test]
+    fn fs_prefix_becomes_gs() {
+        // mov rax, fs:[0x28]
+        let b = block(&[0x64, 0x48, 0x8b, 0x04, 0x25, 0x28, 0, 0, 0]);
+        assert_eq!(&b.code[..9], &[0x65, 0x48, 0x8b, 0x04, 0x25, 0x28, 0, 0, 0]);
+    }
+
+    #[test]
+    fn jcc_exits_on_both_sides() {
+        // cmp eax, ebx; jne -4 (rel8)
+        let b = block(&[0x39, 0xd8, 0x75, 0xfc]);
+        let taken = PC + 4 - 4;
+        let fall = to_dispatcher(PC + 4);
+        let mut want = vec![0x39, 0xd8, 0x0f, 0x85];
+        want.extend((fall.len() as i32).to_le_bytes());
+        want.extend(fall);
+        want.extend(to_dispatcher(taken));
+        assert_eq!(b.code, want);
+    }
+
+    #[test]
+    fn syscall_exits_with_the_next_pc() {
+        // mov eax, 60; syscall
+        let b = block(&[0xb8, 0x3c, 0, 0, 0, 0x0f, 0x05]);
+        let mut want = vec![0xb8, 0x3c, 0, 0, 0];
+        want.extend([0x64, 0x48, 0x89, 0x0c, 0x25]);
+        want.extend(disp(off::S_RCX));
+        want.extend([0x48, 0xb9]);
+        want.extend((PC + 7).to_le_bytes());
+        want.extend([0x64, 0x48, 0x89, 0x0c, 0x25]);
+        want.extend(disp(off::RIP));
+        want.extend([0x64, 0x48, 0x8b, 0x0c, 0x25]);
+        want.extend(disp(off::S_RCX));
+        want.extend([0x64, 0xc7, 0x04, 0x25]);
+        want.extend(disp(off::REASON));
+        want.extend(reason::SYSCALL.to_le_bytes());
+        want.extend([0x64, 0xff, 0x24, 0x25]);
+        want.extend(disp(off::EXIT));
+        assert_eq!(b.code, want);
+    }
+
+    #[test]
+    fn call_pushes_the_guest_return_address() {
+        // call +0x10
+        let b = block(&[0xe8, 0x10, 0, 0, 0]);
+        let stub = to_dispatcher(PC + 5 + 0x10);
+        let mut want = vec![0xff, 0x35];
+        want.extend((stub.len() as i32).to_le_bytes());
+        want.extend(stub);
+        want.extend((PC + 5).to_le_bytes());
+        assert_eq!(b.code, want);
+    }
+
+    #[test]
+    fn indirect_call_restores_rcx_on_a_push_fault() {
+        // call [rax + 8]
+        let b = block(&[0xff, 0x50, 0x08]);
+        // mov fs:[S_RCX], rcx (9) ; mov rcx, [rax+8] (4) ; push [rip+x] (6)
+        assert_eq!(&b.code[9..13], &[0x48, 0x8b, 0x48, 0x08]);
+        assert_eq!(guest_pc_at(&b.map, 0), Some((PC, Fixup::None)));
+        assert_eq!(guest_pc_at(&b.map, 9), Some((PC, Fixup::None)));
+        assert_eq!(guest_pc_at(&b.map, 13), Some((PC, Fixup::RestoreRcx)));
+    }
+
+    #[test]
+    fn modelled_instructions_go_to_the_interpreter() {
+        for bytes in [&[0x0f, 0xa2][..], &[0x0f, 0x0b], &[0xcc], &[0xf7, 0xf1], &[0x65, 0x48, 0x8b, 0x00]] {
+            assert!(matches!(translate(bytes, PC, AT, TP), Translation::Interp), "{bytes:x?}");
+        }
+        // After a translated instruction, the block ends before it.
+        let b = block(&[0x90, 0x0f, 0xa2]);
+        let mut want = vec![0x90];
+        want.extend(to_dispatcher(PC + 1));
+        assert_eq!(b.code, want);
+        assert_eq!(b.guest_len, 1);
+    }
+
+    #[test]
+    fn ret_pops_into_rcx() {
+        let b = block(&[0xc3]);
+        let mut want = vec![0x64, 0x48, 0x89, 0x0c, 0x25];
+        want.extend(disp(off::S_RCX));
+        want.push(0x59);
+        want.extend([0x64, 0xff, 0x24, 0x25]);
+        want.extend(disp(off::DISPATCH));
+        assert_eq!(b.code, want);
+    }
+}
