@@ -152,7 +152,10 @@ pub(crate) fn apply_host_disposition(sig: i32, act: &[u64; 4]) {
             // with EINTR, the guest's handler runs, and then the syscall is
             // restarted (or not) by `restart_after_signal`, as Linux does,
             // so the handler runs while the call is blocked, not after it.
-            sa.sa_flags = libc::SA_SIGINFO;
+            // On the thread's alternate stack (every guest thread has one,
+            // `hostfault::prepare_thread`): a signal that lands in guest
+            // code the JIT runs must not use the guest's stack.
+            sa.sa_flags = libc::SA_SIGINFO | libc::SA_ONSTACK;
             host_handler as *const () as usize
         }
     };
