@@ -155,6 +155,7 @@ mod exit;
 mod gpa;
 mod mmap;
 mod paging;
+mod reclaim;
 mod vm;
 
 use std::sync::atomic::{AtomicU8, Ordering};
@@ -267,6 +268,8 @@ pub struct KvmEngine {
     pid: u32,
     loaded: Loaded,
     interrupt: Arc<Interrupt>,
+    /// Where this vCPU publishes the epoch it runs on (`reclaim.rs`).
+    running: Arc<reclaim::Running>,
     /// Registers travel through the shared `kvm_run` page
     /// (KVM_CAP_SYNC_REGS) instead of KVM_GET/SET_REGS and KVM_SET_SREGS.
     sync_regs: bool,
@@ -284,11 +287,11 @@ impl KvmEngine {
 
     fn with_interrupt(mem: Arc<AddressSpace>, interrupt: Arc<Interrupt>) -> Result<Self, KvmError> {
         let vm = vm::get()?;
-        let (mut vcpu, idx, sregs, sync_regs) = {
+        let (mut vcpu, idx, sregs, sync_regs, running) = {
             let mut v = vm::lock(&vm);
             v.sync(&mem)?;
             let (vcpu, idx, sregs) = v.take_vcpu()?;
-            (vcpu, idx, sregs, v.sync_regs)
+            (vcpu, idx, sregs, v.sync_regs, v.running.clone())
         };
         let run = vcpu.get_kvm_run();
         run.kvm_valid_regs = if sync_regs { u64::from(kvm_bindings::KVM_SYNC_X86_REGS) } else { 0 };
@@ -310,6 +313,7 @@ impl KvmEngine {
             pid: std::process::id(),
             loaded: Loaded { sregs, fpu: None, xsave: None, fs_base: 0, gs_base: 0, epoch: u64::MAX, root: 0 },
             interrupt,
+            running,
             sync_regs,
             fp_in_vcpu: false,
         })
@@ -356,6 +360,8 @@ impl KvmEngine {
         let mut v = vm::lock(&self.vm);
         if force_sync || gen != v.generation || self.loaded.epoch == u64::MAX {
             v.sync(&self.mem)?;
+        } else if v.has_retired() {
+            v.reclaim()?;
         }
         let l = &mut self.loaded;
         if l.epoch != v.epoch {
@@ -490,7 +496,12 @@ impl KvmEngine {
     /// One KVM_RUN, as plain data.
     fn run_once(&mut self) -> Result<RawExit, KvmError> {
         let vcpu = self.vcpu.as_mut().ok_or(KvmError::Internal("the engine has no vCPU".into()))?;
-        let raw = match vcpu.run() {
+        // Published for `reclaim.rs`: the tables this vCPU runs on, while
+        // it is inside KVM_RUN.
+        self.running.enter(self.idx, self.loaded.epoch);
+        let result = vcpu.run();
+        self.running.leave(self.idx);
+        let raw = match result {
             Ok(VcpuExit::IoOut(port, _)) => RawExit::Out { port, from_stub: false },
             Ok(VcpuExit::Hlt) => RawExit::Hlt,
             Ok(VcpuExit::Intr) => RawExit::Interrupted,
@@ -617,8 +628,16 @@ impl KvmEngine {
                     cpu.gpr[reg::RSP] = rsp;
                     cpu.flags.set(rflags);
                     if let FaultKind::Page { .. } = kind {
-                        // Perhaps a mapping the VM has not seen yet.
-                        if vm::lock(&self.vm).sync(&self.mem)? {
+                        // Perhaps a mapping the VM has not seen yet, or one
+                        // another thread's resynchronisation was moving
+                        // while this vCPU ran on the tables of an older
+                        // epoch (a span is unmapped, then mapped again at
+                        // its new slot; or another vCPU's sync already
+                        // added the mapping this one faulted on): run the
+                        // instruction again on the current tables. Only a
+                        // fault taken on the current tables is the guest's.
+                        let mut v = vm::lock(&self.vm);
+                        if v.sync(&self.mem)? || retry_fault(self.loaded.epoch, v.epoch) {
                             continue;
                         }
                     }
@@ -674,6 +693,14 @@ impl Drop for KvmEngine {
             }
         }
     }
+}
+
+/// Is a page fault taken by a vCPU that entered with the tables of epoch
+/// `entered` to be run again rather than given to the guest, the tables
+/// being at epoch `now`? Yes when they changed since: the fault may come
+/// from a mapping that was being moved, or that another vCPU's sync added.
+fn retry_fault(entered: u64, now: u64) -> bool {
+    entered != now
 }
 
 /// The vCPU FPU image of `cpu`'s x87/SSE state.
@@ -825,6 +852,16 @@ mod tests {
         assert_eq!(engine.run(&mut cpu), Ok(Exit::Interrupted));
         done.store(true, Ordering::Release);
         let _ = backstop.join();
+    }
+
+    /// A page fault taken on the tables of an older epoch is run again
+    /// (another vCPU's sync was moving or adding the mapping); one taken on
+    /// the current tables is the guest's.
+    #[test]
+    fn faults_on_older_tables_are_retried() {
+        assert!(retry_fault(3, 4));
+        assert!(retry_fault(u64::MAX, 0));
+        assert!(!retry_fault(4, 4));
     }
 
     #[test]
