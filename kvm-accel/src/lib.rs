@@ -637,7 +637,15 @@ impl KvmEngine {
                         // instruction again on the current tables. Only a
                         // fault taken on the current tables is the guest's.
                         let mut v = vm::lock(&self.vm);
-                        if v.sync(&self.mem)? || retry_fault(self.loaded.epoch, v.epoch) {
+                        if v.sync(&self.mem)? {
+                            continue;
+                        }
+                        if retry_fault(self.loaded.epoch, v.epoch) {
+                            tracing::debug!(
+                                entered = self.loaded.epoch,
+                                now = v.epoch,
+                                "fault on older tables: run again"
+                            );
                             continue;
                         }
                     }

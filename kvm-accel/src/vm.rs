@@ -475,6 +475,14 @@ impl Vm {
         }
         let oldest = self.running.oldest(self.next_vcpu);
         let ready = self.retired.take_releasable(oldest);
+        if !self.retired.is_empty() {
+            tracing::debug!(
+                waiting = self.retired.len(),
+                oldest,
+                epoch = self.epoch,
+                "stale slots kept for running vCPUs"
+            );
+        }
         self.release(ready)
     }
 
