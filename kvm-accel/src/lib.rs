@@ -32,12 +32,18 @@
 //!   engine compares `regions()` with what the VM last saw: new slots go
 //!   in first (at fresh guest-physical addresses: a host range may sit in
 //!   two slots for a moment), then the page tables move to them, then the
-//!   stale slots go and their guest-physical ranges are freed, so a vCPU
-//!   running meanwhile never meets a guest-physical address with no
-//!   memory behind it. New
+//!   stale slots are retired, so a vCPU running meanwhile never meets a
+//!   guest-physical address with no memory behind it. A retired slot is
+//!   deleted and its guest-physical range handed out again only once
+//!   every vCPU inside KVM_RUN entered with the tables of a newer epoch
+//!   (`reclaim.rs`: each vCPU publishes the epoch it runs on; a sync short
+//!   of slots or space waits a bounded time for laggards to exit). New
 //!   mappings do not move the generation: the guest's first touch of one
-//!   takes a #PF, the engine resynchronises and, if that changed anything,
-//!   runs the instruction again; otherwise the fault is the guest's. After
+//!   takes a #PF, the engine resynchronises and, if that changed anything
+//!   or the vCPU ran on the tables of an older epoch (another vCPU's sync
+//!   was moving or adding the mapping: before this check, a spurious
+//!   SIGSEGV in about 1 of 70 runs of `threads.musl` under load), runs the
+//!   instruction again; otherwise the fault is the guest's. After
 //!   any page-table change a vCPU switches CR3 between two identical
 //!   PML4s, so that KVM drops what it cached of the old tables (shadow
 //!   paging, as in `kvm_pvm`, does not see urun's writes to them).
