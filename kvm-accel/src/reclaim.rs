@@ -109,6 +109,13 @@ impl<T> Retired<T> {
         out
     }
 
+    /// Take the oldest items beyond the first `keep` (a vCPU that stays in
+    /// guest code without exiting would otherwise hold them back forever).
+    pub fn take_excess(&mut self, keep: usize) -> Vec<T> {
+        let n = self.items.len().saturating_sub(keep);
+        self.items.drain(..n).map(|(_, t)| t).collect()
+    }
+
     /// Take everything (the caller has made sure no vCPU still runs on
     /// older tables, or gives up waiting for one that does not exit).
     pub fn take_all(&mut self) -> Vec<T> {
@@ -154,11 +161,14 @@ mod tests {
     }
 
     #[test]
-    fn take_all_empties() {
+    fn take_all_empties_and_excess_takes_the_oldest() {
         let mut q = Retired::default();
         q.push(1, 10);
         q.push(1, 11);
-        assert_eq!(q.take_all(), vec![10, 11]);
+        q.push(2, 12);
+        assert_eq!(q.take_excess(5), Vec::<i32>::new());
+        assert_eq!(q.take_excess(1), vec![10, 11]);
+        assert_eq!(q.take_all(), vec![12]);
         assert!(q.is_empty());
     }
 

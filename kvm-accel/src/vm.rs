@@ -83,6 +83,12 @@ struct StaleSlot {
 /// cached translations itself).
 const RECLAIM_WAIT: std::time::Duration = std::time::Duration::from_millis(200);
 
+/// Stale slots kept at most: a vCPU spinning in guest code never exits to
+/// publish a newer epoch, and KVM slots are not free (more of them makes
+/// every slot change slower). Beyond this, the oldest go anyway, as in
+/// `reclaim_waiting`.
+const RETIRED_MAX: usize = 32;
+
 pub struct Vm {
     _kvm: Kvm,
     pub fd: VmFd,
@@ -474,14 +480,16 @@ impl Vm {
             return Ok(());
         }
         let oldest = self.running.oldest(self.next_vcpu);
-        let ready = self.retired.take_releasable(oldest);
-        if !self.retired.is_empty() {
+        let mut ready = self.retired.take_releasable(oldest);
+        let excess = self.retired.take_excess(RETIRED_MAX);
+        if !excess.is_empty() {
             tracing::debug!(
-                waiting = self.retired.len(),
+                n = excess.len(),
                 oldest,
                 epoch = self.epoch,
-                "stale slots kept for running vCPUs"
+                "stale slots deleted under a vCPU on older tables"
             );
+            ready.extend(excess);
         }
         self.release(ready)
     }
