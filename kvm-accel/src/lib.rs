@@ -37,12 +37,15 @@
 //!   deleted and its guest-physical range handed out again only once
 //!   every vCPU inside KVM_RUN entered with the tables of a newer epoch
 //!   (`reclaim.rs`: each vCPU publishes the epoch it runs on; a sync short
-//!   of slots or space waits a bounded time for laggards to exit). New
+//!   of slots or space waits a bounded time for laggards to exit, and at
+//!   most 32 stale slots wait: a vCPU spinning in guest code never exits,
+//!   and KVM's own slot deletion drops translations into the slot). New
 //!   mappings do not move the generation: the guest's first touch of one
 //!   takes a #PF, the engine resynchronises and, if that changed anything
 //!   or the vCPU ran on the tables of an older epoch (another vCPU's sync
 //!   was moving or adding the mapping: before this check, a spurious
-//!   SIGSEGV in about 1 of 70 runs of `threads.musl` under load), runs the
+//!   guest SIGSEGV in a few runs of 100 of `threads.musl` under load, and
+//!   in every run of an 8-thread malloc/mmap program), runs the
 //!   instruction again; otherwise the fault is the guest's. After
 //!   any page-table change a vCPU switches CR3 between two identical
 //!   PML4s, so that KVM drops what it cached of the old tables (shadow
