@@ -433,3 +433,137 @@ fn memory_churn_reuses_guest_physical_space() {
     let d = differences(&n, &under_kvm_with(&exe, &[], &[("URUN_KVM_PHYS_BITS", "32")]));
     assert!(d.is_empty(), "under --engine kvm with 32 physical bits:\n  {}", d.join("\n  "));
 }
+
+/// Threads that allocate and free all the time (small blocks from the
+/// heap, large ones from mmap, so memory is mapped and unmapped under the
+/// other threads' feet), protect and unprotect pages, and come and go (each
+/// thread's stack is mapped and unmapped): every thread prints nothing,
+/// the main thread prints checksums that do not depend on scheduling.
+const MALLOC_THREADS: &str = r#"#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#define NT 8
+#define ROUNDS 300
+static unsigned long sums[NT];
+static void *worker(void *arg) {
+    long id = (long)arg;
+    unsigned long sum = 0;
+    for (int i = 0; i < ROUNDS; i++) {
+        size_t len = (size_t)(16 + (i * 7919 + id * 104729) % 300000);
+        unsigned char *p = malloc(len);
+        if (!p) return (void *)1;
+        memset(p, (int)(i + id), len);
+        sum += p[0] + p[len / 2] + p[len - 1];
+        if (i % 10 == 0) {
+            char *q = mmap(0, 3 << 12, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+            if (q == MAP_FAILED) return (void *)2;
+            q[0] = 1;
+            mprotect(q + 4096, 4096, PROT_NONE);
+            q[2 * 4096] = 3;
+            sum += (unsigned char)q[0] + (unsigned char)q[2 * 4096];
+            munmap(q, 3 << 12);
+        }
+        free(p);
+    }
+    sums[id] = sum;
+    return 0;
+}
+int main(void) {
+    for (int gen = 0; gen < 4; gen++) {
+        pthread_t t[NT];
+        for (long i = 0; i < NT; i++)
+            if (pthread_create(&t[i], 0, worker, (void *)i)) { puts("create failed"); return 1; }
+        for (int i = 0; i < NT; i++) {
+            void *r;
+            pthread_join(t[i], &r);
+            if (r) { printf("thread %d failed: %ld\n", i, (long)r); return 1; }
+        }
+        unsigned long all = 0;
+        for (int i = 0; i < NT; i++) all += sums[i];
+        printf("generation %d: %lu\n", gen, all);
+    }
+    return 0;
+}
+"#;
+
+/// Multi-threaded programs run many times under --engine kvm against their
+/// native output: `runs` runs each, `parallel` at once (more guest threads
+/// than cores, so vCPUs are preempted in the middle of each other's memory
+/// resynchronisation). Returns the failures.
+fn race_rounds(runs: usize, parallel: usize) -> Vec<String> {
+    let out = ensure_testbins();
+    let dir = TempDir::new("kvm-race");
+    let mut programs: Vec<std::path::PathBuf> = [
+        "threads.musl",
+        "threads.glibc",
+        "threads.dynamic",
+        "threads.glibc-pie",
+        "cxx_except.dynamic",
+        "cxx_except.static",
+    ]
+    .iter()
+    .map(|n| out.join(n))
+    .collect();
+    let mut failures = Vec::new();
+    match build(&dir, "malloc_threads", MALLOC_THREADS) {
+        Ok(exe) => programs.push(exe),
+        Err(e) => failures.push(e),
+    }
+    for program in &programs {
+        if !program.exists() {
+            failures.push(format!("{}: missing", program.display()));
+            continue;
+        }
+        let expected = native(program, &[]);
+        let failed = std::sync::Mutex::new(Vec::new());
+        let next = std::sync::atomic::AtomicUsize::new(0);
+        std::thread::scope(|s| {
+            for _ in 0..parallel {
+                s.spawn(|| loop {
+                    let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    if i >= runs {
+                        break;
+                    }
+                    let d = differences(&expected, &under_kvm(program, &[]));
+                    if !d.is_empty() {
+                        failed.lock().unwrap_or_else(|e| e.into_inner()).push(format!(
+                            "{} (run {i}):\n  {}",
+                            program.display(),
+                            d.join("\n  ")
+                        ));
+                    }
+                });
+            }
+        });
+        let failed = failed.into_inner().unwrap_or_else(|e| e.into_inner());
+        println!("{}: {} of {runs} runs differ", program.display(), failed.len());
+        failures.extend(failed);
+    }
+    failures
+}
+
+/// Threads racing on memory under the KVM engine (a few runs: the long
+/// version below is in README's long-run commands).
+#[test]
+fn threads_race_vs_native() {
+    if !kvm_or_skip("threads_race_vs_native") {
+        return;
+    }
+    let f = race_rounds(2, 2);
+    assert!(f.is_empty(), "under --engine kvm:\n{}", f.join("\n"));
+}
+
+/// As `threads_race_vs_native`, `URUN_KVM_RACE_RUNS` runs (default 100) of
+/// each program, three at once.
+#[test]
+#[ignore]
+fn threads_race_vs_native_long() {
+    if !kvm_or_skip("threads_race_vs_native_long") {
+        return;
+    }
+    let runs = std::env::var("URUN_KVM_RACE_RUNS").ok().and_then(|v| v.parse().ok()).unwrap_or(100);
+    let f = race_rounds(runs, 3);
+    assert!(f.is_empty(), "{} failures under --engine kvm:\n{}", f.len(), f.join("\n"));
+}

@@ -13,6 +13,7 @@ use crate::exit::{PORT_EXCEPTION, PORT_SYSCALL};
 use crate::gpa::{self, GpaSpace};
 use crate::mmap::Mapping;
 use crate::paging::{self, PageTables};
+use crate::reclaim::{Retired, Running};
 use crate::KvmError;
 
 /// Page 0 of the system area: stub code.
@@ -66,6 +67,28 @@ struct Slot {
     gpa: u64,
 }
 
+/// A slot the page tables no longer reach, kept (with its guest-physical
+/// range) until no vCPU can still be using a translation into it
+/// (`reclaim.rs`).
+#[derive(Clone, Copy, Debug)]
+struct StaleSlot {
+    number: u32,
+    gpa: u64,
+    size: u64,
+}
+
+/// How long a resynchronisation that ran short of slots or guest-physical
+/// space waits for vCPUs still running on older tables to exit, before it
+/// deletes their stale slots anyway (KVM's slot deletion then drops their
+/// cached translations itself).
+const RECLAIM_WAIT: std::time::Duration = std::time::Duration::from_millis(200);
+
+/// Stale slots kept at most: a vCPU spinning in guest code never exits to
+/// publish a newer epoch, and KVM slots are not free (more of them makes
+/// every slot change slower). Beyond this, the oldest go anyway, as in
+/// `reclaim_waiting`.
+const RETIRED_MAX: usize = 32;
+
 pub struct Vm {
     _kvm: Kvm,
     pub fd: VmFd,
@@ -87,6 +110,10 @@ pub struct Vm {
     /// Bumped by every page-table change; a vCPU that loaded an older
     /// epoch switches CR3 to drop what it cached.
     pub epoch: u64,
+    /// The epoch each vCPU inside KVM_RUN entered with.
+    pub running: Arc<Running>,
+    /// Stale slots waiting for every running vCPU to pass their epoch.
+    retired: Retired<StaleSlot>,
     /// Generation of the AddressSpace at the last sync.
     pub generation: u64,
     /// vCPUs made and free for reuse, with their system-page index.
@@ -174,6 +201,8 @@ impl Vm {
             next_slot: 2,
             max_slots,
             epoch: 0,
+            running: Arc::new(Running::new(MAX_VCPUS)),
+            retired: Retired::default(),
             generation: 0,
             idle_vcpus: Vec::new(),
             next_vcpu: 0,
@@ -428,6 +457,75 @@ impl Vm {
         self.pt.root(which)
     }
 
+    /// A free slot number, if any is left.
+    fn slot_number(&mut self) -> Option<u32> {
+        if let Some(s) = self.free_slots.pop() {
+            return Some(s);
+        }
+        (self.next_slot < self.max_slots).then(|| {
+            self.next_slot += 1;
+            self.next_slot - 1
+        })
+    }
+
+    /// Are stale slots waiting?
+    pub fn has_retired(&self) -> bool {
+        !self.retired.is_empty()
+    }
+
+    /// Delete the stale slots that no vCPU inside KVM_RUN can still reach,
+    /// and free their guest-physical ranges.
+    pub fn reclaim(&mut self) -> Result<(), KvmError> {
+        if self.retired.is_empty() {
+            return Ok(());
+        }
+        let oldest = self.running.oldest(self.next_vcpu);
+        let mut ready = self.retired.take_releasable(oldest);
+        let excess = self.retired.take_excess(RETIRED_MAX);
+        if !excess.is_empty() {
+            tracing::debug!(
+                n = excess.len(),
+                oldest,
+                epoch = self.epoch,
+                "stale slots deleted under a vCPU on older tables"
+            );
+            ready.extend(excess);
+        }
+        self.release(ready)
+    }
+
+    fn release(&mut self, slots: Vec<StaleSlot>) -> Result<(), KvmError> {
+        for s in slots {
+            // Deleting a slot (size 0) needs only its number.
+            self.set_slot(s.number, s.gpa, 0, 0)?;
+            self.gpa.free(s.gpa, s.size);
+            self.free_slots.push(s.number);
+        }
+        Ok(())
+    }
+
+    /// Slots or guest-physical space ran short: wait (a bounded time) for
+    /// the vCPUs still running on older tables to exit (any syscall,
+    /// fault or signal does), then delete every stale slot. A vCPU that
+    /// stays in guest code longer keeps no stale translation past the
+    /// deletion: KVM drops them when a slot goes. Waiting needs no lock on
+    /// their side: a vCPU publishes its exit before taking the VM lock.
+    fn reclaim_waiting(&mut self) -> Result<(), KvmError> {
+        let deadline = std::time::Instant::now() + RECLAIM_WAIT;
+        loop {
+            self.reclaim()?;
+            if self.retired.is_empty() {
+                return Ok(());
+            }
+            if std::time::Instant::now() >= deadline {
+                tracing::debug!(stale = self.retired.len(), "vCPUs still on older tables: stale slots deleted anyway");
+                let all = self.retired.take_all();
+                return self.release(all);
+            }
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+    }
+
     /// Make slots and page tables describe `mem` as it is now. Returns
     /// whether anything changed.
     pub fn sync(&mut self, mem: &Arc<AddressSpace>) -> Result<bool, KvmError> {
@@ -461,17 +559,29 @@ impl Vm {
             if self.slots.contains_key(&k) {
                 continue;
             }
-            let number = match self.free_slots.pop() {
+            let number = match self.slot_number() {
                 Some(s) => s,
-                None if self.next_slot < self.max_slots => {
-                    self.next_slot += 1;
-                    self.next_slot - 1
+                None => {
+                    self.reclaim_waiting()?;
+                    self.slot_number().ok_or(KvmError::TooManySlots(self.max_slots))?
                 }
-                None => return Err(KvmError::TooManySlots(self.max_slots)),
             };
             let size = k.1 - k.0;
             let gpa = match self.gpa.alloc(size, k.0) {
                 Ok(g) => g,
+                Err(_) if !self.retired.is_empty() => {
+                    if let Err(e) = self.reclaim_waiting() {
+                        self.free_slots.push(number);
+                        return Err(e);
+                    }
+                    match self.gpa.alloc(size, k.0) {
+                        Ok(g) => g,
+                        Err(e) => {
+                            self.free_slots.push(number);
+                            return Err(KvmError::Gpa(e));
+                        }
+                    }
+                }
                 Err(e) => {
                     self.free_slots.push(number);
                     return Err(KvmError::Gpa(e));
@@ -512,16 +622,19 @@ impl Vm {
             }
             self.pt.map_range(s.start, s.end, slot.gpa + (s.start - start), flags).map_err(KvmError::Paging)?;
         }
+        // Stale slots: unreachable from the tables of the new epoch, but a
+        // vCPU inside KVM_RUN may still hold a translation into them; they
+        // go (and their guest-physical ranges are handed out again) once
+        // every such vCPU has left KVM_RUN or entered with newer tables.
+        self.spans = now;
+        self.epoch += 1;
         let stale: Vec<(u64, u64)> = self.slots.keys().filter(|k| want.binary_search(k).is_err()).copied().collect();
         for k in stale {
             if let Some(slot) = self.slots.remove(&k) {
-                self.set_slot(slot.number, slot.gpa, k.0, 0)?;
-                self.gpa.free(slot.gpa, k.1 - k.0);
-                self.free_slots.push(slot.number);
+                self.retired.push(self.epoch, StaleSlot { number: slot.number, gpa: slot.gpa, size: k.1 - k.0 });
             }
         }
-        self.spans = now;
-        self.epoch += 1;
+        self.reclaim()?;
         #[cfg(debug_assertions)]
         self.check();
         Ok(true)
