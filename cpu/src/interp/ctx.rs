@@ -272,7 +272,7 @@ impl<'a> Ctx<'a> {
     #[cold]
     fn host_fault(&self, f: HostFault) -> Exit {
         tracing::debug!(?f, pc = self.cpu.rip, "guest access faulted on the host after its check");
-        self.fault(f.to_fault_kind())
+        self.fault(self.mem.guest_fault_kind(&f))
     }
 
     /// Read `size` (1, 2, 4 or 8) bytes, zero-extended.
