@@ -1167,6 +1167,15 @@ mod tests {
             Err(MemError::NotMapped { start: a + PAGE_SIZE, len: PAGE_SIZE })
         );
         space.unmap(a + PAGE_SIZE, PAGE_SIZE).expect("munmap of a reservation is a no-op");
+        // The host says SEGV_ACCERR on the reservation; the guest sees unmapped memory.
+        let f = crate::hostfault::HostFault { signo: libc::SIGSEGV, addr: a + PAGE_SIZE, write: true, code: 2 };
+        let kind = |k| crate::FaultKind::Page { addr: f.addr, write: true, kind: k };
+        assert_eq!(space.guest_fault_kind(&f), kind(crate::PageFaultKind::NotMapped));
+        let g = crate::hostfault::HostFault { addr: a, ..f };
+        assert_eq!(
+            space.guest_fault_kind(&g),
+            crate::FaultKind::Page { addr: a, write: true, kind: crate::PageFaultKind::Protection }
+        );
         // Neighbours released later merge with it.
         space.unmap(a, PAGE_SIZE).expect("unmap");
         space.unmap(a + 2 * PAGE_SIZE, 2 * PAGE_SIZE).expect("unmap");
