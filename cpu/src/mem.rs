@@ -9,7 +9,7 @@
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::RwLock;
+use std::sync::{Mutex, RwLock};
 
 /// Size of a guest page.
 pub const PAGE_SIZE: u64 = 4096;
@@ -198,6 +198,11 @@ pub struct AddressSpace {
     /// Number of code events ever logged (the sequence number of the last).
     code_seq: AtomicU64,
     code: RwLock<CodeLog>,
+    /// Ranges the guest released that urun still holds as no-access host
+    /// reservations (start -> end, merged), so that urun's own mappings
+    /// never land where guest memory was. Also the lock that serializes
+    /// every change to the layout (map, unmap, protect, remap).
+    held: Mutex<BTreeMap<u64, u64>>,
 }
 
 impl Default for AddressSpace {
@@ -217,6 +222,7 @@ impl AddressSpace {
             generation: AtomicU64::new(0),
             code_seq: AtomicU64::new(0),
             code: RwLock::new(CodeLog::default()),
+            held: Mutex::new(BTreeMap::new()),
         }
     }
 
@@ -452,6 +458,20 @@ impl AddressSpace {
         at - addr
     }
 
+    /// The guest's fault for a host fault at `f.addr`: a page that is not
+    /// guest memory (a held reservation, no access on the host, so the
+    /// kernel says SEGV_ACCERR) is unmapped to the guest (SEGV_MAPERR).
+    pub fn guest_fault_kind(&self, f: &crate::hostfault::HostFault) -> crate::FaultKind {
+        match f.to_fault_kind() {
+            crate::FaultKind::Page { addr, write, kind: crate::PageFaultKind::Protection }
+                if self.region_at(addr).is_none() =>
+            {
+                crate::FaultKind::Page { addr, write, kind: crate::PageFaultKind::NotMapped }
+            }
+            k => k,
+        }
+    }
+
     /// True when some guest page in the range has any access at all.
     fn any_accessible(&self, addr: u64, len: u64) -> bool {
         let end = addr.saturating_add(len);
@@ -485,6 +505,10 @@ impl AddressSpace {
 
     /// `map` with extra host `MAP_*` flags that do not affect placement
     /// (MAP_NORESERVE, MAP_POPULATE, MAP_GROWSDOWN, MAP_STACK).
+    ///
+    /// Without a fixed address, a range the guest released earlier (a held
+    /// reservation) is reused first (first fit); else the kernel chooses. A
+    /// fixed address over held reservations behaves as over unmapped memory.
     pub fn map_with_flags(
         &self,
         place: Placement,
@@ -510,52 +534,69 @@ impl AddressSpace {
                 (-1, 0)
             }
         };
+        let mut held = self.held();
         let mut replaced = false;
-        match place {
-            Placement::Hint(_) => {}
-            Placement::FixedNoReplace(_) => flags |= libc::MAP_FIXED_NOREPLACE,
-            Placement::Fixed(_) => {
-                if self.is_guest(start, len) {
-                    flags |= libc::MAP_FIXED;
-                    // Replacing PROT_NONE reservations takes no access away.
-                    replaced = !self.check(start, len, Prot::NONE) || self.any_accessible(start, len);
+        // The exact range to map over (all of it guest memory or held by
+        // urun for the guest once the gaps are claimed), or None for the
+        // kernel's choice.
+        let target = match place {
+            Placement::Hint(h) => {
+                if h != 0 && Self::held_covers(&held, h, h + len) {
+                    Some(h)
+                } else if h != 0 && !Self::held_overlaps(&held, h, h + len) {
+                    // A hint at space urun never held: the kernel tries it.
+                    None
                 } else {
-                    // Partly guest, partly not: drop the guest parts, then
-                    // claim the whole range only if nothing else is there.
-                    if !self.is_free(start, len) {
-                        self.unmap(start, len)?;
-                        replaced = true;
-                    }
-                    flags |= libc::MAP_FIXED_NOREPLACE;
+                    Self::first_fit(&held, len)
                 }
             }
+            Placement::FixedNoReplace(a) => {
+                if !self.is_free(a, len) {
+                    return Err(MemError::Host { op: "mmap", start, len, errno: libc::EEXIST });
+                }
+                self.claim_gaps(&mut held, a, a + len).map_err(|e| match e {
+                    MemError::NotGuestMemory { .. } => MemError::Host { op: "mmap", start, len, errno: libc::EEXIST },
+                    e => e,
+                })?;
+                Some(a)
+            }
+            Placement::Fixed(a) => {
+                replaced = self.any_accessible(a, len);
+                self.claim_gaps(&mut held, a, a + len)?;
+                Some(a)
+            }
+        };
+        if target.is_some() {
+            flags |= libc::MAP_FIXED;
         }
-        // SAFETY: the call maps only at a range the guest owns (MAP_FIXED
-        // after the check above), at a free range (MAP_FIXED_NOREPLACE fails
-        // rather than replace anything), or where the kernel chooses; none
-        // of urun's memory is replaced.
-        let p = unsafe { libc::mmap(start as *mut libc::c_void, len as usize, prot.host(), flags, fd, offset as i64) };
+        let at = target.unwrap_or(start);
+        // SAFETY: with a target, every byte of it is guest memory or a
+        // reservation urun holds for the guest (checked and claimed above,
+        // under the layout lock), so MAP_FIXED replaces none of urun's
+        // memory; without one the kernel chooses free space.
+        let p = unsafe { libc::mmap(at as *mut libc::c_void, len as usize, prot.host(), flags, fd, offset as i64) };
         if p == libc::MAP_FAILED {
             let e = errno();
-            let e = if e == libc::EEXIST && place != Placement::FixedNoReplace(start) {
-                return Err(MemError::NotGuestMemory { start, len });
-            } else {
-                e
-            };
+            if let Some(t) = target {
+                // A failed MAP_FIXED may have unmapped the old range first:
+                // keep what is not guest memory reserved.
+                self.rereserve_non_guest(&mut held, t, t + len);
+            }
             return Err(MemError::Host { op: "mmap", start, len, errno: e });
         }
         let addr = p as u64;
-        if !matches!(place, Placement::Hint(_)) && addr != start {
-            // An old kernel that ignores MAP_FIXED_NOREPLACE: undo.
-            // SAFETY: the kernel just mapped this range for us.
-            unsafe { libc::munmap(p, len as usize) };
-            return Err(MemError::NotGuestMemory { start, len });
+        if let Some(t) = target {
+            if addr != t {
+                return Err(MemError::Host { op: "mmap", start, len, errno: libc::EINVAL });
+            }
         }
+        Self::release(&mut held, addr, addr + len);
         let backing = file.map(|f| f.backing.clone()).unwrap_or(Backing::Anonymous);
         let mut map = self.write_map();
         Self::remove_range(&mut map, addr, addr + len);
         map.insert(addr, Region { start: addr, end: addr + len, prot, shared, backing });
         drop(map);
+        drop(held);
         if replaced {
             self.bump();
         }
@@ -563,6 +604,146 @@ impl AddressSpace {
             self.invalidate_pages(addr / PAGE_SIZE, (addr + len - 1) / PAGE_SIZE);
         }
         Ok(addr)
+    }
+
+    // ----- held reservations -----
+
+    fn held(&self) -> std::sync::MutexGuard<'_, BTreeMap<u64, u64>> {
+        self.held.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The ranges the guest released that urun holds (no access), merged,
+    /// in address order. Not guest memory: for tests and diagnostics.
+    pub fn held_ranges(&self) -> Vec<(u64, u64)> {
+        self.held().iter().map(|(s, e)| (*s, *e)).collect()
+    }
+
+    /// Put a no-access reservation over `[start, start+len)` on the host.
+    /// `replace` uses MAP_FIXED (the range is the guest's or urun's hold);
+    /// otherwise MAP_FIXED_NOREPLACE (fails with EEXIST on anything there).
+    fn reserve_host(start: u64, len: u64, replace: bool) -> Result<(), MemError> {
+        let how = if replace { libc::MAP_FIXED } else { libc::MAP_FIXED_NOREPLACE };
+        let flags = libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE | how;
+        // SAFETY: with MAP_FIXED the caller guarantees the range is guest
+        // memory or held for the guest; MAP_FIXED_NOREPLACE replaces nothing.
+        let p = unsafe { libc::mmap(start as *mut libc::c_void, len as usize, libc::PROT_NONE, flags, -1, 0) };
+        if p == libc::MAP_FAILED {
+            return Err(MemError::Host { op: "mmap", start, len, errno: errno() });
+        }
+        if p as u64 != start {
+            // An old kernel that ignores MAP_FIXED_NOREPLACE placed it elsewhere.
+            // SAFETY: the kernel just mapped this range for us.
+            unsafe { libc::munmap(p, len as usize) };
+            return Err(MemError::Host { op: "mmap", start, len, errno: libc::EEXIST });
+        }
+        Ok(())
+    }
+
+    /// Record `[start, end)` as held, merging with neighbours.
+    fn hold(held: &mut BTreeMap<u64, u64>, mut start: u64, mut end: u64) {
+        if start >= end {
+            return;
+        }
+        let touching: Vec<(u64, u64)> =
+            held.range(..=end).rev().take_while(|(_, e)| **e >= start).map(|(s, e)| (*s, *e)).collect();
+        for (s, e) in touching {
+            held.remove(&s);
+            start = start.min(s);
+            end = end.max(e);
+        }
+        held.insert(start, end);
+    }
+
+    /// Remove `[start, end)` from the held record, splitting at its edges.
+    fn release(held: &mut BTreeMap<u64, u64>, start: u64, end: u64) {
+        let over: Vec<(u64, u64)> =
+            held.range(..end).rev().take_while(|(_, e)| **e > start).map(|(s, e)| (*s, *e)).collect();
+        for (s, e) in over {
+            held.remove(&s);
+            if s < start {
+                held.insert(s, start);
+            }
+            if e > end {
+                held.insert(end, e);
+            }
+        }
+    }
+
+    fn held_covers(held: &BTreeMap<u64, u64>, start: u64, end: u64) -> bool {
+        held.range(..=start).next_back().is_some_and(|(_, e)| *e >= end)
+    }
+
+    fn held_overlaps(held: &BTreeMap<u64, u64>, start: u64, end: u64) -> bool {
+        held.range(..end).next_back().is_some_and(|(_, e)| *e > start)
+    }
+
+    /// The lowest held range with room for `len` bytes.
+    fn first_fit(held: &BTreeMap<u64, u64>, len: u64) -> Option<u64> {
+        held.iter().find(|(s, e)| **e - **s >= len).map(|(s, _)| *s)
+    }
+
+    /// The parts of `[start, end)` that are neither guest memory nor held.
+    fn gaps(&self, held: &BTreeMap<u64, u64>, start: u64, end: u64) -> Vec<(u64, u64)> {
+        let map = self.read_map();
+        let mut covered: Vec<(u64, u64)> = Self::overlapping(&map, start, end);
+        drop(map);
+        covered.extend(
+            held.range(..end).rev().take_while(|(_, e)| **e > start).map(|(s, e)| ((*s).max(start), (*e).min(end))),
+        );
+        covered.sort_unstable();
+        let mut out = Vec::new();
+        let mut at = start;
+        for (s, e) in covered {
+            if s > at {
+                out.push((at, s));
+            }
+            at = at.max(e);
+        }
+        if at < end {
+            out.push((at, end));
+        }
+        out
+    }
+
+    /// Make every byte of `[start, end)` guest memory or held, by reserving
+    /// its free gaps; fails (undoing) if a gap holds anything, as it then
+    /// holds urun's memory.
+    fn claim_gaps(&self, held: &mut BTreeMap<u64, u64>, start: u64, end: u64) -> Result<(), MemError> {
+        let gaps = self.gaps(held, start, end);
+        for (i, (s, e)) in gaps.iter().enumerate() {
+            if let Err(err) = Self::reserve_host(*s, e - s, false) {
+                for (s, e) in &gaps[..i] {
+                    // SAFETY: reserved just above by this call.
+                    unsafe { libc::munmap(*s as *mut libc::c_void, (e - s) as usize) };
+                }
+                return Err(match err {
+                    MemError::Host { errno: libc::EEXIST, .. } => MemError::NotGuestMemory { start, len: end - start },
+                    e => e,
+                });
+            }
+        }
+        for (s, e) in gaps {
+            Self::hold(held, s, e);
+        }
+        Ok(())
+    }
+
+    /// After a failed host call over `[start, end)`, which is all guest
+    /// memory or held: reserve again what is held (the kernel may have
+    /// unmapped it before failing).
+    fn rereserve_non_guest(&self, held: &mut BTreeMap<u64, u64>, start: u64, end: u64) {
+        let parts: Vec<(u64, u64)> = held
+            .range(..end)
+            .rev()
+            .take_while(|(_, e)| **e > start)
+            .map(|(s, e)| ((*s).max(start), (*e).min(end)))
+            .collect();
+        for (s, e) in parts {
+            if let Err(err) = Self::reserve_host(s, e - s, true) {
+                tracing::warn!(%err, "cannot reserve a released guest range again");
+                Self::release(held, s, e);
+            }
+        }
     }
 
     /// Record a range that already exists on the host as guest memory
@@ -581,8 +762,16 @@ impl AddressSpace {
     }
 
     /// Unmap the guest parts of `[start, start+len)`. Parts that are not the
-    /// guest's are left alone, as Linux leaves unmapped holes alone.
+    /// guest's are left alone, as Linux leaves unmapped holes alone. The
+    /// released pages stay reserved on the host (no access) and held for
+    /// the guest's later mappings, so urun never maps its own memory where
+    /// a guest thread may still be about to access.
     pub fn unmap(&self, start: u64, len: u64) -> Result<(), MemError> {
+        let mut held = self.held();
+        self.unmap_locked(&mut held, start, len)
+    }
+
+    fn unmap_locked(&self, held: &mut BTreeMap<u64, u64>, start: u64, len: u64) -> Result<(), MemError> {
         let len = page_ceil(len);
         if !start.is_multiple_of(PAGE_SIZE) || len == 0 {
             return Err(MemError::BadRange { start, len });
@@ -591,11 +780,10 @@ impl AddressSpace {
         let mut map = self.write_map();
         let pieces = Self::overlapping(&map, start, end);
         for (s, e) in &pieces {
-            // SAFETY: (s, e) is a guest range recorded in the map.
-            let rc = unsafe { libc::munmap(*s as *mut libc::c_void, (e - s) as usize) };
-            if rc != 0 {
-                return Err(MemError::Host { op: "munmap", start: *s, len: e - s, errno: errno() });
-            }
+            // The range is guest memory recorded in the map: replacing it
+            // with a reservation is atomic on the host.
+            Self::reserve_host(*s, e - s, true)?;
+            Self::hold(held, *s, *e);
         }
         Self::remove_range(&mut map, start, end);
         drop(map);
@@ -617,10 +805,12 @@ impl AddressSpace {
             return Ok(());
         }
         let end = start.checked_add(len).ok_or(MemError::BadRange { start, len })?;
+        let _layout = self.held();
         if !self.is_guest(start, len) {
             return Err(MemError::NotMapped { start, len });
         }
-        // SAFETY: the whole range is guest memory (checked above).
+        // SAFETY: the whole range is guest memory (checked above, under the
+        // layout lock).
         let rc = unsafe { libc::mprotect(start as *mut libc::c_void, len as usize, prot.host()) };
         if rc != 0 {
             return Err(MemError::Host { op: "mprotect", start, len, errno: errno() });
@@ -649,7 +839,8 @@ impl AddressSpace {
     }
 
     /// Move or resize a guest mapping (Linux `mremap`). `may_move` allows a
-    /// new address; `fixed` demands `new_addr`.
+    /// new address; `fixed` demands `new_addr`. What the mapping leaves
+    /// behind stays reserved and held, as for `unmap`.
     pub fn remap(
         &self,
         old: u64,
@@ -663,47 +854,109 @@ impl AddressSpace {
         if !old.is_multiple_of(PAGE_SIZE) || new_len == 0 {
             return Err(MemError::BadRange { start: old, len: new_len });
         }
+        let mut held = self.held();
         if !self.is_guest(old, old_len.max(PAGE_SIZE)) {
             return Err(MemError::NotMapped { start: old, len: old_len });
         }
         let region = self.region_at(old).ok_or(MemError::NotMapped { start: old, len: old_len })?;
         if let Some(dst) = fixed {
-            if !self.is_free(dst, new_len) && !self.is_guest(dst, new_len) {
-                return Err(MemError::NotGuestMemory { start: dst, len: new_len });
+            let end = dst.checked_add(new_len).ok_or(MemError::BadRange { start: dst, len: new_len })?;
+            if dst % PAGE_SIZE != 0 || (dst < old + old_len.max(new_len) && old < end) {
+                return Err(MemError::BadRange { start: dst, len: new_len });
             }
+            // The destination becomes all guest memory or held, then all
+            // held: MREMAP_FIXED then replaces only reservations.
+            self.claim_gaps(&mut held, dst, end)?;
+            self.unmap_locked(&mut held, dst, new_len)?;
         }
-        if new_len > old_len && fixed.is_none() {
+        let mut cur_len = old_len;
+        if old_len > new_len && old_len > 0 {
+            // Shrinking: the tail goes first, replaced by a reservation
+            // (the kernel's own shrink would leave a hole for a moment).
+            self.unmap_locked(&mut held, old + new_len, old_len - new_len)?;
+            cur_len = new_len;
+        }
+        let mut freed_tail = None;
+        if new_len > cur_len && fixed.is_none() {
             // Growing in place must not swallow urun's memory: the kernel
             // only grows into free space, so check the guest map too.
-            let tail = old + old_len;
-            if !self.is_free(tail, new_len - old_len) && !may_move {
-                return Err(MemError::NotMapped { start: tail, len: new_len - old_len });
+            let tail = old + cur_len;
+            let tail_end = old + new_len;
+            if !self.is_free(tail, new_len - cur_len) && !may_move {
+                return Err(MemError::NotMapped { start: tail, len: new_len - cur_len });
+            }
+            if self.is_free(tail, new_len - cur_len) && Self::held_covers(&held, tail, tail_end) {
+                // The tail is a range the guest released, unmapped memory to
+                // the guest: give it back to the kernel so the mapping can
+                // grow into it.
+                // SAFETY: the range is held by urun for the guest (no access).
+                unsafe { libc::munmap(tail as *mut libc::c_void, (tail_end - tail) as usize) };
+                Self::release(&mut held, tail, tail_end);
+                freed_tail = Some((tail, tail_end));
             }
         }
         let mut flags = 0;
-        if may_move {
+        if may_move || fixed.is_some() {
             flags |= libc::MREMAP_MAYMOVE;
         }
         if fixed.is_some() {
             flags |= libc::MREMAP_FIXED;
         }
-        if let Some(dst) = fixed {
-            self.unmap(dst, new_len)?;
-        }
-        // SAFETY: `old` is guest memory; the kernel moves it only into free
-        // space, or to `fixed`, which is free or the guest's (checked above).
-        let p = unsafe {
-            libc::mremap(old as *mut libc::c_void, old_len as usize, new_len as usize, flags, fixed.unwrap_or(0))
+        let mut kept_old = false;
+        let p = if cur_len == new_len && fixed.is_none() {
+            old as *mut libc::c_void
+        } else {
+            let call = |flags: i32| {
+                // SAFETY: `old` is guest memory; the kernel moves it only into
+                // free space, or to `fixed`, which is held (claimed above).
+                unsafe {
+                    libc::mremap(
+                        old as *mut libc::c_void,
+                        cur_len as usize,
+                        new_len as usize,
+                        flags,
+                        fixed.unwrap_or(0),
+                    )
+                }
+            };
+            let mut p = libc::MAP_FAILED;
+            if cur_len == new_len {
+                // A pure move: with MREMAP_DONTUNMAP the old range stays
+                // mapped until the reservation below replaces it.
+                p = call(flags | libc::MREMAP_DONTUNMAP);
+                kept_old = p != libc::MAP_FAILED;
+            }
+            if p == libc::MAP_FAILED {
+                p = call(flags);
+            }
+            p
         };
         if p == libc::MAP_FAILED {
-            return Err(MemError::Host { op: "mremap", start: old, len: new_len, errno: errno() });
+            let e = errno();
+            if let Some((s, t)) = freed_tail {
+                if Self::reserve_host(s, t - s, false).is_ok() {
+                    Self::hold(&mut held, s, t);
+                }
+            }
+            return Err(MemError::Host { op: "mremap", start: old, len: new_len, errno: e });
         }
         let new = p as u64;
-        let mut map = self.write_map();
-        Self::remove_range(&mut map, old, old + old_len);
-        if old_len > new_len && new == old {
-            // Shrunk in place: the tail is already gone from the host.
+        if new != old {
+            // The old range is released: reserve it (with MREMAP_DONTUNMAP
+            // it is still mapped, and MAP_FIXED replaces it atomically;
+            // otherwise the kernel unmapped it a moment ago).
+            if cur_len > 0 && Self::reserve_host(old, cur_len, kept_old).is_ok() {
+                Self::hold(&mut held, old, old + cur_len);
+            }
+            if let Some((s, t)) = freed_tail {
+                if Self::reserve_host(s, t - s, false).is_ok() {
+                    Self::hold(&mut held, s, t);
+                }
+            }
         }
+        Self::release(&mut held, new, new + new_len);
+        let mut map = self.write_map();
+        Self::remove_range(&mut map, old, old + cur_len);
         Self::remove_range(&mut map, new, new + new_len);
         let backing = match region.backing {
             Backing::File { path, offset, dev, inode } => {
@@ -713,6 +966,7 @@ impl AddressSpace {
         };
         map.insert(new, Region { start: new, end: new + new_len, prot: region.prot, shared: region.shared, backing });
         drop(map);
+        drop(held);
         self.bump();
         if old_len > 0 {
             self.invalidate_pages(old / PAGE_SIZE, (old + old_len - 1) / PAGE_SIZE);
@@ -883,5 +1137,141 @@ mod tests {
         let b = s.remap(a, PAGE_SIZE, 16 * PAGE_SIZE, true, None).unwrap();
         assert!(s.check(b, 16 * PAGE_SIZE, Prot::RW));
         s.unmap(b, 16 * PAGE_SIZE).unwrap();
+    }
+
+    /// The host's protection string ("---p") of the mapping holding `addr`,
+    /// from /proc/self/maps.
+    fn host_perms(addr: u64) -> Option<String> {
+        let maps = std::fs::read_to_string("/proc/self/maps").ok()?;
+        maps.lines().find_map(|l| {
+            let mut f = l.split_whitespace();
+            let (s, e) = f.next()?.split_once('-')?;
+            let (s, e) = (u64::from_str_radix(s, 16).ok()?, u64::from_str_radix(e, 16).ok()?);
+            (s <= addr && addr < e).then(|| f.next().map(str::to_owned)).flatten()
+        })
+    }
+
+    #[test]
+    fn unmap_leaves_a_held_reservation() {
+        let space = AddressSpace::new();
+        let a = anon(&space, 4 * PAGE_SIZE);
+        space.unmap(a + PAGE_SIZE, PAGE_SIZE).expect("unmap");
+        assert!(!space.is_guest(a + PAGE_SIZE, PAGE_SIZE));
+        assert_eq!(space.prot_at(a + PAGE_SIZE), None);
+        assert_eq!(space.held_ranges(), vec![(a + PAGE_SIZE, a + 2 * PAGE_SIZE)]);
+        assert_eq!(host_perms(a + PAGE_SIZE).as_deref(), Some("---p"), "reserved on the host");
+        // Not guest memory: the maps view, mprotect and a second munmap.
+        assert!(space.regions().iter().all(|r| r.end <= a + PAGE_SIZE || r.start >= a + 2 * PAGE_SIZE));
+        assert_eq!(
+            space.protect(a + PAGE_SIZE, PAGE_SIZE, Prot::RW),
+            Err(MemError::NotMapped { start: a + PAGE_SIZE, len: PAGE_SIZE })
+        );
+        space.unmap(a + PAGE_SIZE, PAGE_SIZE).expect("munmap of a reservation is a no-op");
+        // The host says SEGV_ACCERR on the reservation; the guest sees unmapped memory.
+        let f = crate::hostfault::HostFault { signo: libc::SIGSEGV, addr: a + PAGE_SIZE, write: true, code: 2 };
+        let kind = |k| crate::FaultKind::Page { addr: f.addr, write: true, kind: k };
+        assert_eq!(space.guest_fault_kind(&f), kind(crate::PageFaultKind::NotMapped));
+        let g = crate::hostfault::HostFault { addr: a, ..f };
+        assert_eq!(
+            space.guest_fault_kind(&g),
+            crate::FaultKind::Page { addr: a, write: true, kind: crate::PageFaultKind::Protection }
+        );
+        // Neighbours released later merge with it.
+        space.unmap(a, PAGE_SIZE).expect("unmap");
+        space.unmap(a + 2 * PAGE_SIZE, 2 * PAGE_SIZE).expect("unmap");
+        assert_eq!(space.held_ranges(), vec![(a, a + 4 * PAGE_SIZE)]);
+        assert!(space.regions().is_empty());
+    }
+
+    #[test]
+    fn mappings_reuse_held_ranges_first_fit() {
+        let space = AddressSpace::new();
+        let a = anon(&space, 8 * PAGE_SIZE);
+        space.unmap(a, 2 * PAGE_SIZE).expect("unmap");
+        space.unmap(a + 4 * PAGE_SIZE, 4 * PAGE_SIZE).expect("unmap");
+        // Too big for the first hole: the second.
+        let b = anon(&space, 3 * PAGE_SIZE);
+        assert_eq!(b, a + 4 * PAGE_SIZE);
+        // Fits the first.
+        let c = anon(&space, PAGE_SIZE);
+        assert_eq!(c, a);
+        assert_eq!(
+            space.held_ranges(),
+            vec![(a + PAGE_SIZE, a + 2 * PAGE_SIZE), (a + 7 * PAGE_SIZE, a + 8 * PAGE_SIZE)]
+        );
+        // The reused pages are fresh memory.
+        // SAFETY: `c` is a readable guest page just mapped.
+        assert_eq!(unsafe { *(c as *const u64) }, 0);
+        // Nothing held fits: the kernel's choice, outside.
+        let d = anon(&space, 16 * PAGE_SIZE);
+        assert!(d + 16 * PAGE_SIZE <= a || d >= a + 8 * PAGE_SIZE);
+    }
+
+    #[test]
+    fn fixed_maps_over_a_held_range_as_over_unmapped_memory() {
+        let space = AddressSpace::new();
+        let a = anon(&space, 4 * PAGE_SIZE);
+        space.unmap(a + PAGE_SIZE, 2 * PAGE_SIZE).expect("unmap");
+        // MAP_FIXED_NOREPLACE over held pages succeeds, over guest pages fails.
+        let got =
+            space.map(Placement::FixedNoReplace(a + PAGE_SIZE), PAGE_SIZE, Prot::RW, false, None).expect("noreplace");
+        assert_eq!(got, a + PAGE_SIZE);
+        let e = space.map(Placement::FixedNoReplace(a + 2 * PAGE_SIZE), 2 * PAGE_SIZE, Prot::RW, false, None);
+        assert_eq!(
+            e,
+            Err(MemError::Host { op: "mmap", start: a + 2 * PAGE_SIZE, len: 2 * PAGE_SIZE, errno: libc::EEXIST })
+        );
+        // MAP_FIXED across guest, held and guest pages.
+        space.map(Placement::Fixed(a), 4 * PAGE_SIZE, Prot::READ, false, None).expect("fixed");
+        assert!(space.check(a, 4 * PAGE_SIZE, Prot::READ));
+        assert!(space.held_ranges().is_empty());
+        // A fixed map partly over free space claims it, then frees it again.
+        space.unmap(a, 4 * PAGE_SIZE).expect("unmap");
+        let far = anon(&space, 64 * PAGE_SIZE);
+        space.unmap(far, 64 * PAGE_SIZE).expect("unmap");
+        assert_eq!(anon(&space, 64 * PAGE_SIZE), far, "first fit reuses the larger hole");
+    }
+
+    #[test]
+    fn remap_leaves_reservations_behind() {
+        let space = AddressSpace::new();
+        let a = anon(&space, 4 * PAGE_SIZE);
+        // Shrink in place: the tail is held.
+        assert_eq!(space.remap(a, 4 * PAGE_SIZE, 2 * PAGE_SIZE, false, None), Ok(a));
+        assert_eq!(space.held_ranges(), vec![(a + 2 * PAGE_SIZE, a + 4 * PAGE_SIZE)]);
+        // Grow back in place over the held tail (unmapped to the guest).
+        assert_eq!(space.remap(a, 2 * PAGE_SIZE, 4 * PAGE_SIZE, false, None), Ok(a));
+        assert!(space.held_ranges().is_empty());
+        // Move to a fixed address: the old range is held.
+        let dst = anon(&space, 4 * PAGE_SIZE);
+        // SAFETY: `a` is a writable guest page.
+        unsafe { *(a as *mut u64) = 0x1234 };
+        assert_eq!(space.remap(a, 4 * PAGE_SIZE, 4 * PAGE_SIZE, true, Some(dst)), Ok(dst));
+        // SAFETY: `dst` now holds the moved pages.
+        assert_eq!(unsafe { *(dst as *const u64) }, 0x1234);
+        assert_eq!(space.held_ranges(), vec![(a, a + 4 * PAGE_SIZE)]);
+        assert_eq!(host_perms(a).as_deref(), Some("---p"));
+    }
+
+    #[test]
+    fn map_unmap_loop_stays_bounded() {
+        let space = AddressSpace::new();
+        let count = || std::fs::read_to_string("/proc/self/maps").map(|m| m.lines().count()).unwrap_or(0);
+        let before = count();
+        for i in 0..20_000u64 {
+            let len = PAGE_SIZE * (1 + (i * 7919) % 37);
+            let a = anon(&space, len);
+            let b = anon(&space, PAGE_SIZE * (1 + i % 5));
+            space.unmap(a, len).expect("unmap");
+            if i % 3 == 0 {
+                space.unmap(b, PAGE_SIZE).expect("unmap");
+            }
+        }
+        let held = space.held_ranges();
+        let span: u64 =
+            held.iter().map(|(s, e)| e - s).sum::<u64>() + space.regions().iter().map(|r| r.end - r.start).sum::<u64>();
+        assert!(span < 200_000 * PAGE_SIZE, "address space used {span:#x}");
+        // Other tests run in parallel in this process: allow for them.
+        assert!(count() < before + 20_000, "host VMAs grew from {before} to {}", count());
     }
 }

@@ -272,7 +272,7 @@ impl<'a> Ctx<'a> {
     #[cold]
     fn host_fault(&self, f: HostFault) -> Exit {
         tracing::debug!(?f, pc = self.cpu.rip, "guest access faulted on the host after its check");
-        self.fault(f.to_fault_kind())
+        self.fault(self.mem.guest_fault_kind(&f))
     }
 
     /// Check that the guest may write `size` bytes at `addr`, writing

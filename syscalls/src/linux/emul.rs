@@ -125,6 +125,25 @@ pub(crate) fn madvise(task: &mut Task<'_>, a: &[u64; 6]) -> Result<i64, Stop> {
     }
 }
 
+pub(crate) fn mincore(task: &mut Task<'_>, a: &[u64; 6]) -> Result<i64, Stop> {
+    let p = task.p.as_ref();
+    if !a[0].is_multiple_of(PAGE_SIZE) {
+        return Ok(EINVAL);
+    }
+    let len = page_ceil(a[1]);
+    if len == 0 {
+        return Ok(0);
+    }
+    if !p.mem.is_guest(a[0], len) {
+        return Ok(-(libc::ENOMEM as i64));
+    }
+    // One byte a page, written by the kernel: guest memory only.
+    if !p.mem.check(a[2], len / PAGE_SIZE, Prot::WRITE) {
+        return Ok(-(libc::EFAULT as i64));
+    }
+    Ok(raw_result(pass(27, &[a[0], len, a[2], 0, 0, 0])))
+}
+
 pub(crate) fn msync(task: &mut Task<'_>, a: &[u64; 6]) -> Result<i64, Stop> {
     let p = task.p.as_ref();
     if !p.mem.is_guest(a[0], page_ceil(a[1]).max(1)) {

@@ -106,6 +106,7 @@ pub(crate) static SYSCALLS: &[Syscall] = &[
     sys!(24, sched_yield, [], Pass),
     sys!(25, mremap, [X, X, X, X, X], Emul(emul::mremap)),
     sys!(26, msync, [X, X, X], Emul(emul::msync)),
+    sys!(27, mincore, [X, X, X], Emul(emul::mincore)),
     sys!(28, madvise, [X, X, I], Emul(emul::madvise)),
     sys!(32, dup, [Fd], Pass),
     sys!(33, dup2, [Fd, Fd], Emul(emul::dup2)),

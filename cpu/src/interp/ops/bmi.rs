@@ -292,7 +292,7 @@ fn clflush_m8(ctx: &mut Ctx<'_>, insn: &Instruction) -> Step {
     // SAFETY: `load` just checked that `addr` is guest memory the guest may
     // read, and guest addresses are host addresses; CLFLUSH changes no
     // data, only where it is cached (a racing unmap becomes the fault).
-    unsafe { crate::hostfault::flush(addr) }.map_err(|e| ctx.fault(e.to_fault_kind()))
+    unsafe { crate::hostfault::flush(addr) }.map_err(|e| ctx.fault(ctx.mem.guest_fault_kind(&e)))
 }
 
 #[cfg(test)]
