@@ -526,7 +526,7 @@ impl Engine for JitEngine {
                             save(c, cpu);
                             let f = c.fault;
                             let hf = HostFault { signo: f.signo, addr: f.addr, write: f.write != 0, code: f.code };
-                            break Ok(Exit::Fault(Fault { pc: cpu.rip, kind: hf.to_fault_kind() }));
+                            break Ok(Exit::Fault(Fault { pc: cpu.rip, kind: self.mem.guest_fault_kind(&hf) }));
                         }
                         other => {
                             save(c, cpu);
