@@ -1,6 +1,7 @@
 //! Corpus: real Debian programs nobody here wrote (coreutils, findutils,
-//! grep, sed, mawk, tar, gzip, xz, bash, python3, sqlite3, lua5.4, gcc) run
-//! natively and under `urun --engine interp` in a fixture tree the test makes;
+//! grep, sed, mawk, tar, gzip, xz, bash, python3, sqlite3, lua5.4, gcc, and
+//! the guest JITs luajit and node) run natively and under urun (the engine
+//! `URUN_TEST_ENGINE` names, interp by default) in a fixture tree the test makes;
 //! stdout, stderr, exit status and terminating signal must be the same. The
 //! host is the oracle, as in tests/e2e.rs.
 //!
@@ -398,6 +399,58 @@ END {
 }
 "#;
 
+/// LuaJIT: loops hot enough to be traced and compiled to machine code (a
+/// guest JIT writing and running code), FFI calls into libc, and the
+/// interpreter's fallbacks.
+const LUAJIT_SCRIPT: &str = r##"
+local t = {}
+for i = 1, 200000 do t[i] = (i * 7919) % 1000003 end
+local s = 0
+for i = 1, #t do if t[i] % 3 == 0 then s = s + t[i] else s = s - (t[i] % 17) end end
+print("sum", s)
+local parts = {}
+for i = 1, 2000 do parts[#parts + 1] = string.format("%x", i * i) end
+print("concat", #table.concat(parts, ","), parts[1999])
+local function fib(n) if n < 2 then return n end return fib(n - 1) + fib(n - 2) end
+print("fib", fib(25))
+local ffi = require("ffi")
+ffi.cdef[[ int abs(int); size_t strlen(const char *); ]]
+print("ffi", ffi.C.abs(-42), tonumber(ffi.C.strlen("corpus")))
+local x = 0.5
+for i = 1, 100000 do x = x * 1.0000001 + math.sin(i) * 1e-9 end
+print(string.format("float %.12f", x))
+local ok, err = pcall(function() error({code = 7}) end)
+print("pcall", ok, err.code)
+print("jit", jit.status() and "on" or "off", jit.arch)
+"##;
+
+/// node: V8 compiles hot JavaScript to machine code in four worker threads
+/// at once (each its own isolate), which message the main thread back.
+const NODE_WORKERS_SCRIPT: &str = r##"
+const { Worker, isMainThread, parentPort, workerData } = require('node:worker_threads');
+if (isMainThread) {
+  const n = 4;
+  let done = 0; const results = new Array(n);
+  for (let i = 0; i < n; i++) {
+    const w = new Worker(__filename, { workerData: i });
+    w.on('message', (m) => {
+      results[i] = m;
+      if (++done === n) {
+        console.log('results', results.join(' '));
+        const f = (x) => x < 2 ? x : f(x - 1) + f(x - 2);
+        console.log('main fib', f(22));
+      }
+    });
+    w.on('error', (e) => { console.error('worker error', e); process.exitCode = 1; });
+  }
+} else {
+  let s = 0;
+  for (let k = 0; k < 2000000; k++) s = (s * 31 + k * (workerData + 3)) % 1000003;
+  const a = Array.from({ length: 5000 }, (_, j) => (j * 7919 + workerData) % 10007).sort((x, y) => x - y);
+  parentPort.postMessage(`${workerData}:${s}:${a[2500]}:${JSON.stringify({ k: [workerData, 'x'] })}`);
+}
+"##;
+
 fn cases() -> Vec<Case> {
     let sh = |name, script: &str| case(name, "sh", &["-c", script]);
     vec![
@@ -414,6 +467,11 @@ fn cases() -> Vec<Case> {
             .needs(&["sqlite3"])
             .timeout(120),
         case("lua5.4", "lua5.4", &["-e", LUA_SCRIPT]).timeout(60),
+        // Guest JITs: code written and run at run time, in threads.
+        case("node-workers", "node", &["workers.js"])
+            .file("workers.js", NODE_WORKERS_SCRIPT)
+            .timeout(300),
+        case("luajit", "luajit", &["-e", LUAJIT_SCRIPT]).timeout(60),
         case("tar-gzip", "bash", &["-c", TAR_SCRIPT])
             .needs(&["tar", "gzip", "diff", "cmp", "sha256sum", "mkdir", "readlink", "sort"])
             .timeout(180),
