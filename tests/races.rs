@@ -74,15 +74,6 @@ fn munmap_under_a_reader_is_the_guests_sigsegv() {
 
 #[test]
 fn a_page_past_the_end_of_its_file_is_the_guests_sigbus() {
-    if common::engine_under_test() == "kvm" {
-        // The KVM engine cannot tell yet: KVM_RUN fails with EFAULT and no
-        // address when the host memory behind a slot cannot be provided.
-        let _ = std::io::Write::write_all(
-            &mut std::io::stderr(),
-            b"SKIPPED: a_page_past_the_end_of_its_file_is_the_guests_sigbus: the KVM engine turns no host SIGBUS into the guest's yet (KVM_RUN reports EFAULT without the address)\n",
-        );
-        return;
-    }
     let out = ensure_testbins();
     let timeout = Duration::from_secs(env_num("URUN_E2E_TIMEOUT", 60));
     let mut failures = Vec::new();

@@ -172,6 +172,7 @@ use std::sync::{Arc, Mutex};
 
 use kvm_bindings::{kvm_fpu, kvm_regs, kvm_sregs};
 use kvm_ioctls::{SyncReg, VcpuExit, VcpuFd};
+use urun_cpu::interp::Interpreter;
 use urun_cpu::state::reg;
 use urun_cpu::{AddressSpace, CpuState, Engine, EngineError, Exit, Fault, FaultKind, Interrupt};
 
@@ -286,6 +287,8 @@ pub struct KvmEngine {
     /// (reading it costs an ioctl) and `CpuState`'s copy is stale until
     /// `fetch_fp`. Every other exit leaves `CpuState` complete.
     fp_in_vcpu: bool,
+    /// Runs the block KVM cannot (made on first need, `run_block_interpreted`).
+    interp: Option<Interpreter>,
 }
 
 impl KvmEngine {
@@ -325,6 +328,7 @@ impl KvmEngine {
             running,
             sync_regs,
             fp_in_vcpu: false,
+            interp: None,
         })
     }
 
@@ -543,6 +547,17 @@ impl KvmEngine {
         Ok(Exit::Interrupted)
     }
 
+    /// Run the block at `cpu.rip` in the interpreter, `cpu` made complete
+    /// first (the vCPU's x87/SSE state read back); `None` when it ran
+    /// through without an exit.
+    fn run_block_interpreted(&mut self, cpu: &mut CpuState) -> Result<Option<Exit>, KvmError> {
+        self.fetch_fp_state(cpu)?;
+        tracing::debug!(rip = format_args!("{:#x}", cpu.rip), "KVM_RUN EFAULT again: the interpreter runs this block");
+        let mem = &self.mem;
+        let interp = self.interp.get_or_insert_with(|| Interpreter::new(mem.clone()));
+        Ok(interp.run_block(cpu))
+    }
+
     fn run_inner(&mut self, cpu: &mut CpuState) -> Result<Exit, KvmError> {
         if self.pid != std::process::id() {
             self.remake()?;
@@ -558,19 +573,34 @@ impl KvmEngine {
             self.enter(cpu, force_sync)?;
             force_sync = false;
             let raw = self.run_once();
-            if matches!(raw, Err(KvmError::Ioctl { what: "KVM_RUN", errno: libc::EFAULT })) && efaults < 8 {
-                // The host memory behind a slot went away while this vCPU
-                // ran guest code (another guest thread's munmap, which its
-                // slots and tables had not seen yet): read the guest state
-                // back, bring the VM up to date and run again; the guest
-                // then takes its own #PF.
-                if self.vcpu()?.get_sregs().is_ok_and(|s| s.cs.selector & 3 == 3) {
-                    self.leave_gprs(cpu)?;
-                    // The x87/SSE state is the vCPU's, newer than `cpu`'s.
-                    self.fp_in_vcpu = true;
+            if matches!(raw, Err(KvmError::Ioctl { what: "KVM_RUN", errno: libc::EFAULT }))
+                && self.vcpu()?.get_sregs().is_ok_and(|s| s.cs.selector & 3 == 3)
+            {
+                // The host could not provide the memory behind a slot while
+                // this vCPU ran guest code, and KVM says no more than that.
+                self.leave_gprs(cpu)?;
+                // The x87/SSE state is the vCPU's, newer than `cpu`'s.
+                self.fp_in_vcpu = true;
+                if efaults == 0 {
+                    // Most often another guest thread's munmap, which this
+                    // vCPU's slots and tables had not seen yet: bring the
+                    // VM up to date and run again; the guest then takes
+                    // its own #PF.
                     efaults += 1;
                     force_sync = true;
                     continue;
+                }
+                // Still: memory mapped for the guest that the host cannot
+                // back (a file mapping past the end of its file), or a
+                // race the VM keeps losing. The interpreter runs this
+                // block on the same memory and state; its host-fault
+                // routines find the guest's SIGBUS or SIGSEGV, or it runs
+                // through and the VM takes over after it.
+                efaults = 0;
+                force_sync = true;
+                match self.run_block_interpreted(cpu)? {
+                    Some(exit) => return Ok(exit),
+                    None => continue,
                 }
             }
             let mut raw = raw?;
