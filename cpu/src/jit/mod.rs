@@ -959,4 +959,16 @@ mod tests {
         assert_eq!(run(4), 4);
         assert_eq!((jit.stats.translated, jit.stats.linked, jit.stats.dropped), (4, 3, 2), "{:?}", jit.stats);
     }
+
+    #[test]
+    fn a_divide_error_in_translated_code_is_the_guests() {
+        let s = Snippet::new();
+        // mov ebx, 7; xor ecx, ecx; mov eax, 5; div ecx
+        let code = [0xbb, 7, 0, 0, 0, 0x31, 0xc9, 0xb8, 5, 0, 0, 0, 0xf7, 0xf1];
+        let (r, stats) = both_ro(&s, &code, |_| {});
+        assert_eq!(r[1].1, Exit::Fault(Fault { pc: s.code + 12, kind: FaultKind::Divide }));
+        assert_eq!(r[1].0.gpr[reg::RBX], 7);
+        assert_eq!(stats.translated, 1, "the DIV ran translated");
+        assert_same(&r);
+    }
 }

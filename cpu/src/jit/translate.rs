@@ -111,7 +111,7 @@ enum Kind {
 
 /// Mnemonics the interpreter runs even though the host could: urun models
 /// them (CPUID, XGETBV, SYSCALL's neighbours), they trap (INT, UD, HLT, I/O),
-/// divide (a host #DE is a SIGFPE, which urun does not own yet), save
+/// save
 /// instruction pointers (FXSAVE & co. would leak cache addresses), set TF
 /// or AC (POPF), or touch segment state.
 const INTERP_MNEMONICS: &[Mnemonic] = &[
@@ -134,8 +134,6 @@ const INTERP_MNEMONICS: &[Mnemonic] = &[
     Mnemonic::Outsd,
     Mnemonic::Cli,
     Mnemonic::Sti,
-    Mnemonic::Div,
-    Mnemonic::Idiv,
     Mnemonic::Fxsave,
     Mnemonic::Fxsave64,
     Mnemonic::Xsave,
@@ -831,7 +829,7 @@ mod tests {
 
     #[test]
     fn modelled_instructions_go_to_the_interpreter() {
-        for bytes in [&[0x0f, 0xa2][..], &[0x0f, 0x0b], &[0xcc], &[0xf7, 0xf1], &[0x65, 0x48, 0x8b, 0x00]] {
+        for bytes in [&[0x0f, 0xa2][..], &[0x0f, 0x0b], &[0xcc], &[0x65, 0x48, 0x8b, 0x00]] {
             assert!(matches!(translate(bytes, PC, AT, ENV), Translation::Interp), "{bytes:x?}");
         }
         // After a translated instruction, the block ends before it.
