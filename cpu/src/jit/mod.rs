@@ -5,9 +5,12 @@
 //! block at a time, on the same `AddressSpace` and `CpuState`, so the two
 //! engines agree.
 //!
-//! This is phase 1a of `../shared/JIT.md`: every block ends with an exit to
-//! the dispatcher (an assembly lookup in a per-thread table, no block
-//! linking yet); a miss returns to Rust, which translates. Guest registers
+//! Phases 1a and most of 1b of `../shared/JIT.md`: direct exits are linked
+//! to their targets' translations once both exist (and unlinked when the
+//! target goes); returns and indirect branches look their target up inline
+//! in a per-thread table; a miss returns to Rust, which translates. A
+//! raised interrupt is seen at the next backward link, inline lookup or
+//! dispatcher pass, so linked loops still stop for signals. Guest registers
 //! are the machine's while translated code runs; the flags and the x87/SSE
 //! state go through `CpuState` only when `run` returns to the personality
 //! or the interpreter takes a block.

@@ -6,11 +6,13 @@
 //!   where the displacement is). Out of reach: the interpreter runs it.
 //! - FS-prefixed instructions: the prefix byte becomes GS (GS holds the
 //!   guest's FS base under this engine; urun's FS stays urun's).
-//! - Control transfers end the block: direct ones exit to the dispatcher
-//!   with their target, `jcc`/`loop`/`jrcxz` keep their condition and exit
-//!   on each side, `call` pushes the guest return address from a literal,
-//!   indirect ones load their target into RCX (saved first) and `ret` pops
-//!   it. SYSCALL exits to the run loop.
+//! - Control transfers end the block: direct ones are `jmp/jcc rel32`
+//!   exits the engine links to the target's translation (until then aimed
+//!   at a stub that goes through the dispatcher), `jcc`/`loop`/`jrcxz`
+//!   keep their condition and have an exit on each side, `call` pushes the
+//!   guest return address from a literal, indirect ones load their target
+//!   into RCX (saved first), `ret` pops it, and both look it up inline.
+//!   SYSCALL exits to the run loop.
 //! - Everything urun must model or that is not safe to run as is (see
 //!   `classify`) is left to the interpreter: the block ends before it.
 //!
