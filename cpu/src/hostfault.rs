@@ -5,7 +5,7 @@
 //! in urun; this module turns it into the guest's fault instead of urun's
 //! crash. The design follows wasmtime's trap handlers:
 //!
-//! - SIGSEGV and SIGBUS handlers are installed once (`install`, idempotent
+//! - SIGSEGV, SIGBUS and SIGFPE handlers are installed once (`install`, idempotent
 //!   and thread-safe), with `SA_ONSTACK`; `prepare_thread` makes sure the
 //!   calling thread has an alternate signal stack (Rust's std gives the
 //!   main thread and the threads it spawns one; a thread without one gets
@@ -45,7 +45,7 @@ pub enum HostFaultError {
     Sigaction { sig: i32, err: std::io::Error },
     #[error("cannot give this thread an alternate signal stack: {0}")]
     AltStack(std::io::Error),
-    #[error("signal {0} is not one the host-fault owner handles (SIGSEGV, SIGBUS)")]
+    #[error("signal {0} is not one the host-fault owner handles (SIGSEGV, SIGBUS, SIGFPE)")]
     NotOurs(i32),
     #[error("code range {start:#x}..{end:#x} is empty")]
     EmptyRange { start: usize, end: usize },
@@ -56,7 +56,7 @@ pub enum HostFaultError {
 /// A host fault that was claimed for the guest.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct HostFault {
-    /// SIGSEGV or SIGBUS.
+    /// SIGSEGV, SIGBUS or (from JIT-translated code) SIGFPE.
     pub signo: i32,
     /// The faulting address (`si_addr`).
     pub addr: u64,
@@ -72,6 +72,14 @@ const SI_KERNEL: i32 = 0x80;
 impl HostFault {
     /// The guest fault this host fault stands for.
     pub fn to_fault_kind(&self) -> FaultKind {
+        if self.signo == libc::SIGFPE {
+            // #DE is FPE_INTDIV (1) (FPE_INTOVF, 2, is INTO's, which urun
+            // interprets); #MF and #XM carry the kernel's FPE_FLT* code.
+            return match self.code {
+                1 | 2 => FaultKind::Divide,
+                code => FaultKind::FloatingPoint { code },
+            };
+        }
         if self.signo == libc::SIGBUS {
             return FaultKind::Page { addr: self.addr, write: self.write, kind: PageFaultKind::Bus };
         }
@@ -849,18 +857,20 @@ fn range_recovery(pc: usize) -> Option<Recovery> {
 
 // ----- the handlers -----
 
-const SIGNALS: [i32; 2] = [libc::SIGSEGV, libc::SIGBUS];
+/// SIGFPE only ever comes from guest code (the JIT's; urun's own
+/// guest-access routines do not divide).
+const SIGNALS: [i32; 3] = [libc::SIGSEGV, libc::SIGBUS, libc::SIGFPE];
 
 /// The handler found at `install` for each of `SIGNALS`, and the one the
 /// personality chose since (`set_fallback`): a `sa_sigaction` value.
-static ORIGINAL: [AtomicUsize; 2] = [AtomicUsize::new(libc::SIG_DFL), AtomicUsize::new(libc::SIG_DFL)];
-static FALLBACK: [AtomicUsize; 2] = [AtomicUsize::new(libc::SIG_DFL), AtomicUsize::new(libc::SIG_DFL)];
+static ORIGINAL: [AtomicUsize; 3] = [const { AtomicUsize::new(libc::SIG_DFL) }; 3];
+static FALLBACK: [AtomicUsize; 3] = [const { AtomicUsize::new(libc::SIG_DFL) }; 3];
 
 fn signal_index(sig: i32) -> Option<usize> {
     SIGNALS.iter().position(|&s| s == sig)
 }
 
-/// Install the SIGSEGV and SIGBUS handlers, once for the process.
+/// Install the SIGSEGV, SIGBUS and SIGFPE handlers, once for the process.
 pub fn install() -> Result<(), HostFaultError> {
     static DONE: OnceLock<Result<(), (i32, i32)>> = OnceLock::new();
     let r = DONE.get_or_init(|| {
@@ -892,7 +902,7 @@ pub fn install() -> Result<(), HostFaultError> {
 /// Make the handler for faults that are not urun's `handler` (a
 /// `sa_sigaction` value: `SIG_DFL`, `SIG_IGN` or a function, called with
 /// `(sig, info, ucontext)`), or with `None` the one found at `install`.
-/// The personality uses this instead of `sigaction` for SIGSEGV and SIGBUS,
+/// The personality uses this instead of `sigaction` for SIGSEGV, SIGBUS and SIGFPE,
 /// which this module owns. Does not allocate (fork children may call it).
 pub fn set_fallback(sig: i32, handler: Option<usize>) -> Result<(), HostFaultError> {
     let i = signal_index(sig).ok_or(HostFaultError::NotOurs(sig))?;
@@ -983,7 +993,7 @@ extern "C" fn on_fault(sig: libc::c_int, info: *mut libc::siginfo_t, uc: *mut li
         // SAFETY: as above; the context is this thread's, ours to rewrite.
         let ctx = unsafe { &mut *(uc as *mut libc::ucontext_t) };
         let pc = ctx.uc_mcontext.gregs[libc::REG_RIP as usize] as usize;
-        let write = ctx.uc_mcontext.gregs[libc::REG_ERR as usize] & 2 != 0;
+        let write = sig != libc::SIGFPE && ctx.uc_mcontext.gregs[libc::REG_ERR as usize] & 2 != 0;
         let fault = HostFault { signo: sig, addr, write, code };
         let recovery = match sites().iter().find(|s| s.pc == pc) {
             Some(s) => Some(Recovery::Landing(s.landing)),

@@ -40,6 +40,8 @@ pub(crate) mod off {
     pub const EXIT: i32 = 0xd8;
     pub const HOST_MXCSR: i32 = 0xe0;
     pub const FX: i32 = 0x100;
+    pub const INDEX: i32 = 0x300;
+    pub const MISS: i32 = 0x308;
     pub const SIZE: usize = 0x340;
 }
 
@@ -81,7 +83,9 @@ pub(crate) struct Ctx {
     pub fx: [u8; 512],
     /// The running engine's code index (for the fault handler).
     pub index: u64,
-    pub _pad2: [u64; 7],
+    /// The routine a lookup miss goes to (`urun_jit_miss`).
+    pub miss: u64,
+    pub _pad2: [u64; 6],
 }
 
 const _: () = {
@@ -101,6 +105,8 @@ const _: () = {
     assert!(offset_of!(Ctx, exit) == off::EXIT as usize);
     assert!(offset_of!(Ctx, host_mxcsr) == off::HOST_MXCSR as usize);
     assert!(offset_of!(Ctx, fx) == off::FX as usize);
+    assert!(offset_of!(Ctx, index) == off::INDEX as usize);
+    assert!(offset_of!(Ctx, miss) == off::MISS as usize);
     assert!(std::mem::size_of::<Ctx>() == off::SIZE);
 };
 
@@ -112,7 +118,12 @@ const _: () = {
 //
 // dispatch: rcx = next guest pc, guest rcx in S_RCX. Flags-free (lea,
 // movzx, jrcxz): check the interrupt flag, look the pc up in the table and
-// jump to its translation; otherwise exit with MISS or INTERRUPTED.
+// jump to its translation's `ibl` entry (with RAX, RDX and RCX in their
+// slots, which that entry reloads); otherwise exit with MISS or
+// INTERRUPTED.
+//
+// miss: where empty table entries (and inline lookups that miss) lead:
+// Ctx.rip holds the guest pc, RAX, RDX and RCX are in their slots.
 //
 // exit: every guest register is live; store them in Ctx, back to urun's
 // stack, save flags and x87/SSE state, give urun a clean MXCSR, x87 and
@@ -198,12 +209,7 @@ urun_jit_dispatch:
     mov rcx, qword ptr fs:[urun_jit_ctx@tpoff + {s_rcx}]
     jmp urun_jit_exit
 1:
-    mov rax, qword ptr [rdx + 8]
-    mov qword ptr fs:[urun_jit_ctx@tpoff + {s_target}], rax
-    mov rax, qword ptr fs:[urun_jit_ctx@tpoff + {s_rax}]
-    mov rdx, qword ptr fs:[urun_jit_ctx@tpoff + {s_rdx}]
-    mov rcx, qword ptr fs:[urun_jit_ctx@tpoff + {s_rcx}]
-    jmp qword ptr fs:[urun_jit_ctx@tpoff + {s_target}]
+    jmp qword ptr [rdx + 8]
     .size urun_jit_dispatch, . - urun_jit_dispatch
 
     .p2align 4
@@ -212,6 +218,9 @@ urun_jit_dispatch:
     .type urun_jit_miss,@function
 urun_jit_miss:
     mov dword ptr fs:[urun_jit_ctx@tpoff + {reason}], {miss}
+    mov rax, qword ptr fs:[urun_jit_ctx@tpoff + {s_rax}]
+    mov rdx, qword ptr fs:[urun_jit_ctx@tpoff + {s_rdx}]
+    mov rcx, qword ptr fs:[urun_jit_ctx@tpoff + {s_rcx}]
     jmp urun_jit_exit
     .size urun_jit_miss, . - urun_jit_miss
 

@@ -5,9 +5,12 @@
 //! block at a time, on the same `AddressSpace` and `CpuState`, so the two
 //! engines agree.
 //!
-//! This is phase 1a of `../shared/JIT.md`: every block ends with an exit to
-//! the dispatcher (an assembly lookup in a per-thread table, no block
-//! linking yet); a miss returns to Rust, which translates. Guest registers
+//! Phases 1a and most of 1b of `../shared/JIT.md`: direct exits are linked
+//! to their targets' translations once both exist (and unlinked when the
+//! target goes); returns and indirect branches look their target up inline
+//! in a per-thread table; a miss returns to Rust, which translates. A
+//! raised interrupt is seen at the next backward link, inline lookup or
+//! dispatcher pass, so linked loops still stop for signals. Guest registers
 //! are the machine's while translated code runs; the flags and the x87/SSE
 //! state go through `CpuState` only when `run` returns to the personality
 //! or the interpreter takes a block.
@@ -23,7 +26,7 @@ mod arena;
 mod ctx;
 mod translate;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
 
@@ -97,12 +100,30 @@ impl Table {
         if p == libc::MAP_FAILED {
             return Err(JitError::Table(std::io::Error::last_os_error()));
         }
-        let t = Table { base: p as *mut [u64; 2], used: Vec::new() };
-        // Entry 0 is the only one whose zero tag matches a pc (pc 0): it
-        // leads to a miss.
-        // SAFETY: entry 0 of our mapping.
-        unsafe { *t.base = [0, ctx::miss_addr()] };
+        let mut t = Table { base: p as *mut [u64; 2], used: Vec::new() };
+        t.fill();
         Ok(t)
+    }
+
+    /// Every entry empty: tag 0 (it matches pc 0 only) and the miss
+    /// routine, so that any match on an empty entry is a miss.
+    fn fill(&mut self) {
+        for i in 0..TABLE_ENTRIES {
+            // SAFETY: i < TABLE_ENTRIES, inside our mapping.
+            unsafe { *self.base.add(i) = [0, ctx::miss_addr()] };
+        }
+        self.used.clear();
+    }
+
+    /// Forget `pc` if its entry holds it.
+    fn remove(&mut self, pc: u64) {
+        let i = (pc & 0xffff) as usize;
+        // SAFETY: as in `insert`.
+        unsafe {
+            if (*self.base.add(i))[0] == pc.wrapping_neg() {
+                *self.base.add(i) = [0, ctx::miss_addr()];
+            }
+        }
     }
 
     fn insert(&mut self, pc: u64, cache: u64) {
@@ -118,16 +139,14 @@ impl Table {
 
     fn clear(&mut self) {
         if self.used.len() > TABLE_ENTRIES / 4 {
-            // SAFETY: the whole mapping, ours.
-            unsafe { std::ptr::write_bytes(self.base, 0, TABLE_ENTRIES) };
+            self.fill();
+            return;
         }
         for &i in &self.used {
             // SAFETY: as in `insert`.
-            unsafe { *self.base.add(i as usize) = [0, 0] };
+            unsafe { *self.base.add(i as usize) = [0, ctx::miss_addr()] };
         }
         self.used.clear();
-        // SAFETY: entry 0, as in `new`.
-        unsafe { *self.base = [0, ctx::miss_addr()] };
     }
 }
 
@@ -195,15 +214,67 @@ fn broadcast(seq: u64, me: &Arc<Interrupt>) {
     }
 }
 
+/// Where a translated block is.
+#[derive(Clone, Copy, Debug)]
+struct Placed {
+    /// Its first cache byte (the `chk` entry).
+    start: u64,
+    /// Where its guest code starts (the entry from `enter`).
+    body: u64,
+    /// The end of the guest bytes it was translated from.
+    guest_end: u64,
+}
+
 /// What the engine knows about a guest pc.
 #[derive(Clone, Copy)]
 enum Entry {
-    Native(u64),
+    Native(Placed),
     /// Translated from a page the guest may write: not in the dispatch
-    /// table; its guest bytes (in `JitEngine::sources`) are compared before
-    /// each run, since a plain store may have rewritten them.
-    Checked(u64),
+    /// table and never linked to; its guest bytes (in
+    /// `JitEngine::sources`) are compared before each run, since a plain
+    /// store may have rewritten them.
+    Checked(Placed),
     Interp,
+}
+
+/// A direct exit of a live block, by target (see `JitEngine::links`).
+#[derive(Clone, Copy, Debug)]
+struct Site {
+    /// The guest pc of the block it is in.
+    from: u64,
+    /// Absolute address of its rel32.
+    at: u64,
+    /// Absolute address of its stub.
+    stub: u64,
+}
+
+/// Should a linked exit from the block at `from` to `target` enter the
+/// target through its interrupt check? Backward (and self) exits only: any
+/// cycle of blocks has one, so a loop of linked blocks still sees a raised
+/// interrupt once per iteration, while forward chains (bounded) run
+/// unchecked. `CHECK_EVERY_LINK` checks on every link instead (measured in
+/// ARCHITECTURE.md).
+fn checked_link(from: u64, target: u64) -> bool {
+    CHECK_EVERY_LINK || target <= from
+}
+
+const CHECK_EVERY_LINK: bool = false;
+
+/// Past this many chunks, an engine that needs room drops every
+/// translation and reuses its chunks (it is in Rust then, so none of its
+/// code is running: translations are per thread).
+const MAX_CHUNKS: usize = 32;
+
+/// Write a rel32 at `at` so that it jumps to `dest`. False when out of
+/// reach (the exit then stays on its stub).
+fn aim(at: u64, dest: u64) -> bool {
+    let Ok(rel) = i32::try_from((dest as i64).wrapping_sub(at as i64 + 4)) else { return false };
+    // SAFETY: `at` is a rel32 inside this engine's own chunk, which no
+    // thread runs while Rust runs on the engine's thread (translations
+    // are per thread); the write is 4 bytes at a 4-byte boundary or not,
+    // either way no one executes it concurrently.
+    unsafe { std::ptr::write_unaligned(at as *mut [u8; 4], rel.to_le_bytes()) };
+    true
 }
 
 /// The JIT engine for one guest thread.
@@ -211,19 +282,38 @@ pub struct JitEngine {
     mem: Arc<AddressSpace>,
     interp: Interpreter,
     interrupt: Arc<Interrupt>,
-    /// The byte `interrupt.raise()` sets, which the dispatcher checks.
+    /// The byte `interrupt.raise()` sets, which the dispatcher, inline
+    /// lookups and backward links check.
     kick: Box<AtomicU8>,
     /// The `AddressSpace` code-log position this engine has caught up to.
     code_seen: u64,
-    blocks: HashMap<u64, Entry>,
+    /// Blocks by guest pc (ordered, for invalidation by range).
+    blocks: BTreeMap<u64, Entry>,
     /// Guest bytes of the `Entry::Checked` blocks.
     sources: HashMap<u64, Box<[u8]>>,
+    /// Every direct exit of every live translated block, by target pc:
+    /// linked to the target while it is `Entry::Native`, on its stub
+    /// otherwise.
+    links: HashMap<u64, Vec<Site>>,
+    /// The targets of each live block's direct exits (to forget its sites
+    /// when it goes).
+    exits: HashMap<u64, Vec<u64>>,
     index: Box<Index>,
     table: Table,
     /// The GS base this engine last wrote (the guest's FS base).
     gs_base: Option<u64>,
     /// Thread-pointer offset of `Ctx`.
     tp: i32,
+    /// Statistics for the debug log.
+    stats: Stats,
+}
+
+#[derive(Default, Debug)]
+struct Stats {
+    translated: u64,
+    linked: u64,
+    dropped: u64,
+    flushes: u64,
 }
 
 impl JitEngine {
@@ -242,23 +332,78 @@ impl JitEngine {
             mem,
             interrupt,
             kick,
-            blocks: HashMap::new(),
+            blocks: BTreeMap::new(),
             sources: HashMap::new(),
+            links: HashMap::new(),
+            exits: HashMap::new(),
             index: Box::new(Index { chunks: Vec::new() }),
             table: Table::new()?,
             gs_base: None,
             tp: ctx::tp_offset(),
+            stats: Stats::default(),
         })
     }
 
-    /// Drop every translation (the chunks stay this engine's).
+    /// Drop every translation (the chunks stay this engine's, empty).
     fn flush(&mut self) {
+        self.stats.flushes += 1;
         self.blocks.clear();
         self.sources.clear();
+        self.links.clear();
+        self.exits.clear();
         self.table.clear();
         for c in &mut self.index.chunks {
             c.fill = c.start;
             c.blocks.clear();
+        }
+    }
+
+    /// Drop the block at `pc`: nothing reaches its code any more (its
+    /// table entry goes, exits linked to it go back to their stubs). Its
+    /// memory is reused at the next `flush`.
+    fn drop_block(&mut self, pc: u64) {
+        let Some(entry) = self.blocks.remove(&pc) else { return };
+        self.stats.dropped += 1;
+        match entry {
+            Entry::Native(_) => {
+                self.table.remove(pc);
+                for s in self.links.get(&pc).map(|v| &v[..]).unwrap_or(&[]) {
+                    aim(s.at, s.stub);
+                }
+            }
+            Entry::Checked(_) => {
+                self.sources.remove(&pc);
+            }
+            Entry::Interp => return,
+        }
+        for target in self.exits.remove(&pc).unwrap_or_default() {
+            if let Some(v) = self.links.get_mut(&target) {
+                v.retain(|s| s.from != pc);
+                if v.is_empty() {
+                    self.links.remove(&target);
+                }
+            }
+        }
+    }
+
+    /// Drop every block translated from guest pages `first..=last`.
+    fn drop_pages(&mut self, first: u64, last: u64) {
+        let lo = (first * PAGE_SIZE).saturating_sub(translate::MAX_GUEST_SPAN);
+        let hi = (last + 1) * PAGE_SIZE;
+        let doomed: Vec<u64> = self
+            .blocks
+            .range(lo..hi)
+            .filter(|(&pc, e)| {
+                let end = match e {
+                    Entry::Native(p) | Entry::Checked(p) => p.guest_end.max(pc + 1),
+                    Entry::Interp => pc + 16,
+                };
+                end > first * PAGE_SIZE
+            })
+            .map(|(&pc, _)| pc)
+            .collect();
+        for pc in doomed {
+            self.drop_block(pc);
         }
     }
 
@@ -287,36 +432,44 @@ impl JitEngine {
     /// A chunk with room for a block, within reach of `pc`.
     fn chunk_for(&mut self, pc: u64) -> Result<usize, JitError> {
         let need = translate::MAX_BLOCK_BYTES as u64;
-        if let Some(i) = self
-            .index
-            .chunks
-            .iter()
-            .position(|c| arena::reaches(c.start, pc) && c.fill + need <= c.start + arena::CHUNK)
-        {
+        let room = |c: &Chunk| arena::reaches(c.start, pc) && c.fill + need <= c.start + arena::CHUNK;
+        if let Some(i) = self.index.chunks.iter().position(room) {
             return Ok(i);
+        }
+        if self.index.chunks.len() >= MAX_CHUNKS {
+            self.flush();
+            if let Some(i) = self.index.chunks.iter().position(room) {
+                return Ok(i);
+            }
         }
         let start = arena::take_chunk(pc, Recovery::Handler(on_fault))?;
         self.index.chunks.push(Chunk { start, fill: start, blocks: Vec::new() });
         Ok(self.index.chunks.len() - 1)
     }
 
-    /// Catch up with the code log: any invalidated code drops every
-    /// translation (and tells the other engines).
+    /// Catch up with the code log: drop what was translated from
+    /// invalidated pages (everything, if the log moved on too far), and
+    /// tell the other engines.
     fn sync_code(&mut self) {
-        let mut invalid = false;
+        let mut ranges = Vec::new();
         let sync = self.mem.code_events_since(self.code_seen, |ev| {
-            invalid |= matches!(ev, CodeEvent::Invalidate { .. });
-        });
-        let seq = match sync {
-            CodeSync::UpTo(s) => s,
-            CodeSync::Behind(s) => {
-                invalid = true;
-                s
+            if let CodeEvent::Invalidate { first, last } = ev {
+                ranges.push((first, last));
             }
+        });
+        let (seq, all) = match sync {
+            CodeSync::UpTo(s) => (s, false),
+            CodeSync::Behind(s) => (s, true),
         };
         self.code_seen = seq;
-        if invalid {
+        if all {
             self.flush();
+        } else {
+            for &(first, last) in &ranges {
+                self.drop_pages(first, last);
+            }
+        }
+        if all || !ranges.is_empty() {
             broadcast(seq, &self.interrupt);
         }
     }
@@ -331,20 +484,27 @@ impl JitEngine {
         ok && now[..] == src[..]
     }
 
+    /// Aim the exit `s` to `target` at its translation, if it is linkable.
+    fn link_site(&mut self, s: Site, target: u64) {
+        if let Some(Entry::Native(p)) = self.blocks.get(&target) {
+            let dest = if checked_link(s.from, target) { p.start } else { p.body };
+            if aim(s.at, dest) {
+                self.stats.linked += 1;
+            }
+        }
+    }
+
     /// The translation of the block at `pc`, made now if needed.
     fn lookup(&mut self, pc: u64) -> Entry {
         match self.blocks.get(&pc).copied() {
-            Some(Entry::Native(at)) => {
+            Some(Entry::Native(p)) => {
                 // Evicted from the table by a block with the same index:
                 // put it back, it is the one running now.
-                self.table.insert(pc, at);
-                return Entry::Native(at);
+                self.table.insert(pc, p.start + translate::IBL as u64);
+                return Entry::Native(p);
             }
-            Some(Entry::Checked(at)) if self.unchanged(pc) => return Entry::Checked(at),
-            Some(Entry::Checked(_)) => {
-                self.blocks.remove(&pc);
-                self.sources.remove(&pc);
-            }
+            Some(Entry::Checked(p)) if self.unchanged(pc) => return Entry::Checked(p),
+            Some(Entry::Checked(_)) => self.drop_block(pc),
             Some(Entry::Interp) => return Entry::Interp,
             None => {}
         }
@@ -363,7 +523,9 @@ impl JitEngine {
             }
         };
         let at = self.index.chunks[ci].fill;
-        let b = match translate::translate(&buf[..n], pc, at, self.tp) {
+        let env =
+            translate::Env { tp: self.tp, kick: &*self.kick as *const AtomicU8 as u64, table: self.table.base as u64 };
+        let b = match translate::translate(&buf[..n], pc, at, env) {
             Translation::Interp => {
                 self.blocks.insert(pc, Entry::Interp);
                 return Entry::Interp;
@@ -390,20 +552,42 @@ impl JitEngine {
         let c = &mut self.index.chunks[ci];
         c.fill = (at + len + 15) & !15;
         c.blocks.push(BlockRec { start: at, end: at + len, map: b.map.into_boxed_slice() });
+        self.stats.translated += 1;
+        let placed = Placed { start: at, body: at + b.body as u64, guest_end: pc + b.guest_len };
         let entry = if writable {
             self.sources.insert(pc, again.into_boxed_slice());
-            Entry::Checked(at)
+            Entry::Checked(placed)
         } else {
-            self.table.insert(pc, at);
-            Entry::Native(at)
+            self.table.insert(pc, at + translate::IBL as u64);
+            Entry::Native(placed)
         };
         self.blocks.insert(pc, entry);
+        // Its exits: linked to targets already translated, and recorded
+        // so that targets translated later link them.
+        let mut targets = Vec::with_capacity(b.links.len());
+        for l in &b.links {
+            let s = Site { from: pc, at: at + l.at as u64, stub: at + l.stub as u64 };
+            self.links.entry(l.target).or_default().push(s);
+            targets.push(l.target);
+            self.link_site(s, l.target);
+        }
+        self.exits.insert(pc, targets);
+        // Exits of other blocks waiting for this one.
+        if let Entry::Native(_) = entry {
+            let waiting: Vec<Site> = self.links.get(&pc).map(|v| v.to_vec()).unwrap_or_default();
+            for s in waiting {
+                if s.from != pc {
+                    self.link_site(s, pc);
+                }
+            }
+        }
         entry
     }
 }
 
 impl Drop for JitEngine {
     fn drop(&mut self) {
+        tracing::debug!(stats = ?self.stats, "jit: engine done");
         // SAFETY: unregistering (null) before the byte goes.
         unsafe { self.interrupt.set_kick(std::ptr::null()) };
         for c in &self.index.chunks {
@@ -488,6 +672,7 @@ impl Engine for JitEngine {
             c.interrupt = &*self.kick as *const AtomicU8 as u64;
             c.dispatch = ctx::dispatch_addr();
             c.exit = ctx::exit_addr();
+            c.miss = ctx::miss_addr();
             c.index = &*self.index as *const Index as u64;
             load(c, cpu);
         }
@@ -506,10 +691,10 @@ impl Engine for JitEngine {
             // SAFETY: this thread's Ctx, not referenced across `urun_jit_enter`.
             let rip = unsafe { (*cp).rip };
             match self.lookup(rip) {
-                Entry::Native(at) | Entry::Checked(at) => {
-                    // SAFETY: `at` is a translated block in our chunk; Ctx
-                    // holds the guest state and the routines' addresses.
-                    unsafe { ctx::urun_jit_enter(at) };
+                Entry::Native(p) | Entry::Checked(p) => {
+                    // SAFETY: `p.body` is a translated block in our chunk;
+                    // Ctx holds the guest state and the routines' addresses.
+                    unsafe { ctx::urun_jit_enter(p.body) };
                     // SAFETY: this thread's Ctx, not referenced across `urun_jit_enter`.
                     let c = unsafe { &*cp };
                     match c.reason {
@@ -585,6 +770,27 @@ mod tests {
         let mut jit = JitEngine::new(s.mem.clone()).expect("jit engine");
         let eb = jit.run(&mut b).expect("jit run");
         [(a, ea), (b, eb)]
+    }
+
+    /// As `both`, with the code page made read-only (RX) first, so that
+    /// its blocks are linked and found by the inline lookups.
+    fn both_ro(s: &Snippet, code: &[u8], init: impl Fn(&mut CpuState)) -> ([(CpuState, Exit); 2], Stats) {
+        // SAFETY: the snippet's code area is ours, 16 KiB, mapped RW.
+        unsafe { std::ptr::copy_nonoverlapping(code.as_ptr(), s.code as *mut u8, code.len()) };
+        s.mem.protect(s.code, 4 * PAGE_SIZE, Prot::RX).expect("protect");
+        let start = || {
+            let mut cpu = CpuState { rip: s.code, ..CpuState::default() };
+            cpu.gpr[reg::RSP] = s.stack_top;
+            init(&mut cpu);
+            cpu
+        };
+        let mut a = start();
+        let ea = Interpreter::new(s.mem.clone()).run(&mut a);
+        let mut b = start();
+        let mut jit = JitEngine::new(s.mem.clone()).expect("jit engine");
+        let eb = jit.run(&mut b).expect("jit run");
+        let stats = std::mem::take(&mut jit.stats);
+        ([(a, ea), (b, eb)], stats)
     }
 
     fn assert_same(r: &[(CpuState, Exit); 2]) {
@@ -684,5 +890,88 @@ mod tests {
         };
         assert_eq!(run(1), 1);
         assert_eq!(run(2), 2, "the block was rewritten by a plain store");
+    }
+
+    #[test]
+    fn linked_loops_calls_and_inline_lookups_agree() {
+        let s = Snippet::new();
+        // xor eax, eax; mov ecx, 100; L: call F; call rbx; loop L; syscall;
+        // F: add eax, ecx; ret
+        let code =
+            [0x31, 0xc0, 0xb9, 100, 0, 0, 0, 0xe8, 6, 0, 0, 0, 0xff, 0xd3, 0xe2, 0xf7, 0x0f, 0x05, 0x01, 0xc8, 0xc3];
+        let f = s.code + 18;
+        let (r, stats) = both_ro(&s, &code, |c| c.gpr[reg::RBX] = f);
+        assert_eq!(r[1].1, Exit::Syscall);
+        assert_eq!(r[1].0.gpr[reg::RAX], 10100);
+        assert_same(&r);
+        // L -> F (call), loop back to L, and the fall-through: linked.
+        assert!(stats.linked >= 3, "{stats:?}");
+        // Blocks: start, L, F, the block after `call F`, after `call rbx`,
+        // the syscall: each translated once (the returns and the indirect
+        // call found their targets inline, without a miss).
+        assert!(stats.translated <= 6, "{stats:?}");
+    }
+
+    #[test]
+    fn an_interrupt_stops_a_linked_loop() {
+        let s = Snippet::new();
+        // L: add rax, 1; jmp L
+        let code = [0x48, 0x83, 0xc0, 1, 0xeb, 0xfa];
+        // SAFETY: the snippet's code area is ours, mapped RW.
+        unsafe { std::ptr::copy_nonoverlapping(code.as_ptr(), s.code as *mut u8, code.len()) };
+        s.mem.protect(s.code, 4 * PAGE_SIZE, Prot::RX).expect("protect");
+        let mut jit = JitEngine::new(s.mem.clone()).expect("jit engine");
+        let stop = jit.interrupt_handle();
+        let t = std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_millis(100));
+            stop.raise();
+        });
+        let mut cpu = CpuState { rip: s.code, ..CpuState::default() };
+        cpu.gpr[reg::RSP] = s.stack_top;
+        assert_eq!(jit.run(&mut cpu), Ok(Exit::Interrupted));
+        t.join().expect("raiser");
+        assert_eq!(cpu.rip, s.code, "stopped at the loop's block boundary");
+        assert!(cpu.gpr[reg::RAX] > 1000, "the loop ran linked: {}", cpu.gpr[reg::RAX]);
+        assert!(jit.stats.linked >= 1);
+    }
+
+    #[test]
+    fn invalidated_targets_are_unlinked() {
+        let s = Snippet::new();
+        let mut jit = JitEngine::new(s.mem.clone()).expect("jit engine");
+        // A (first page): mov eax, 1; jmp B. B (second page): mov ebx, imm;
+        // syscall. Only B's page is rewritten: A stays, linked to B.
+        let a = [0xb8, 1, 0, 0, 0, 0xe9, 0xf6, 0x0f, 0, 0];
+        // SAFETY: the snippet's code area, mapped RW.
+        unsafe { std::ptr::copy_nonoverlapping(a.as_ptr(), s.code as *mut u8, a.len()) };
+        s.mem.protect(s.code, PAGE_SIZE, Prot::RX).expect("protect");
+        let b_at = s.code + PAGE_SIZE;
+        let mut run = |imm: u8| {
+            let b = [0xbb, imm, 0, 0, 0, 0x0f, 0x05];
+            s.mem.protect(b_at, PAGE_SIZE, Prot::RW).expect("protect");
+            // SAFETY: the snippet's code area, mapped RW now.
+            unsafe { std::ptr::copy_nonoverlapping(b.as_ptr(), b_at as *mut u8, b.len()) };
+            s.mem.protect(b_at, PAGE_SIZE, Prot::RX).expect("protect");
+            let mut cpu = CpuState { rip: s.code, ..CpuState::default() };
+            cpu.gpr[reg::RSP] = s.stack_top;
+            assert_eq!(jit.run(&mut cpu), Ok(Exit::Syscall));
+            cpu.gpr[reg::RBX]
+        };
+        assert_eq!(run(2), 2);
+        assert_eq!(run(3), 3, "A's link to the old B was undone");
+        assert_eq!(run(4), 4);
+        assert_eq!((jit.stats.translated, jit.stats.linked, jit.stats.dropped), (4, 3, 2), "{:?}", jit.stats);
+    }
+
+    #[test]
+    fn a_divide_error_in_translated_code_is_the_guests() {
+        let s = Snippet::new();
+        // mov ebx, 7; xor ecx, ecx; mov eax, 5; div ecx
+        let code = [0xbb, 7, 0, 0, 0, 0x31, 0xc9, 0xb8, 5, 0, 0, 0, 0xf7, 0xf1];
+        let (r, stats) = both_ro(&s, &code, |_| {});
+        assert_eq!(r[1].1, Exit::Fault(Fault { pc: s.code + 12, kind: FaultKind::Divide }));
+        assert_eq!(r[1].0.gpr[reg::RBX], 7);
+        assert_eq!(stats.translated, 1, "the DIV ran translated");
+        assert_same(&r);
     }
 }

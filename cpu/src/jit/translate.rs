@@ -6,11 +6,13 @@
 //!   where the displacement is). Out of reach: the interpreter runs it.
 //! - FS-prefixed instructions: the prefix byte becomes GS (GS holds the
 //!   guest's FS base under this engine; urun's FS stays urun's).
-//! - Control transfers end the block: direct ones exit to the dispatcher
-//!   with their target, `jcc`/`loop`/`jrcxz` keep their condition and exit
-//!   on each side, `call` pushes the guest return address from a literal,
-//!   indirect ones load their target into RCX (saved first) and `ret` pops
-//!   it. SYSCALL exits to the run loop.
+//! - Control transfers end the block: direct ones are `jmp/jcc rel32`
+//!   exits the engine links to the target's translation (until then aimed
+//!   at a stub that goes through the dispatcher), `jcc`/`loop`/`jrcxz`
+//!   keep their condition and have an exit on each side, `call` pushes the
+//!   guest return address from a literal, indirect ones load their target
+//!   into RCX (saved first), `ret` pops it, and both look it up inline.
+//!   SYSCALL exits to the run loop.
 //! - Everything urun must model or that is not safe to run as is (see
 //!   `classify`) is left to the interpreter: the block ends before it.
 //!
@@ -31,6 +33,8 @@ pub(crate) const MAX_INSNS: usize = 64;
 /// Room a block may need in the cache (64 instructions of at most 15
 /// bytes, rewritten branches and the exit stubs).
 pub(crate) const MAX_BLOCK_BYTES: usize = 2048;
+/// The most guest bytes a block can be translated from.
+pub(crate) const MAX_GUEST_SPAN: u64 = (MAX_INSNS * 15) as u64;
 
 /// What to undo when a fault hits an inserted instruction.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -50,14 +54,38 @@ pub(crate) struct PcEntry {
     pub fixup: Fixup,
 }
 
+/// A direct exit of a block: a rel32 the engine aims at the target's
+/// translation (linking) or back at the exit's stub (unlinking).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Link {
+    /// Offset of the rel32 in the block.
+    pub at: u32,
+    /// Offset of the stub (continue at `target` through the dispatcher).
+    pub stub: u32,
+    /// The guest pc the exit goes to.
+    pub target: u64,
+}
+
 /// A translated block, ready to be copied to its cache address.
+///
+/// It has three entries: offset 0 (`chk`, where linked backward exits
+/// arrive: it checks the interrupt byte), `IBL` (where lookup-table hits
+/// arrive: it reloads RAX, RDX and RCX from their `Ctx` slots), and
+/// `body` (the guest code, where `enter` and forward links arrive).
 #[derive(Debug)]
 pub(crate) struct Block {
     pub code: Vec<u8>,
     pub map: Vec<PcEntry>,
     /// How many guest bytes from the block's pc it was translated from.
     pub guest_len: u64,
+    /// Offset of the guest code.
+    pub body: u32,
+    /// The direct exits.
+    pub links: Vec<Link>,
 }
+
+/// Offset of a block's `ibl` entry (the prologue's layout is fixed).
+pub(crate) const IBL: u32 = 9 + 10 + 3 + 2 + 10 + 8;
 
 /// The result of translating at a guest pc.
 #[derive(Debug)]
@@ -85,7 +113,7 @@ enum Kind {
 
 /// Mnemonics the interpreter runs even though the host could: urun models
 /// them (CPUID, XGETBV, SYSCALL's neighbours), they trap (INT, UD, HLT, I/O),
-/// divide (a host #DE is a SIGFPE, which urun does not own yet), save
+/// save
 /// instruction pointers (FXSAVE & co. would leak cache addresses), set TF
 /// or AC (POPF), or touch segment state.
 const INTERP_MNEMONICS: &[Mnemonic] = &[
@@ -108,8 +136,6 @@ const INTERP_MNEMONICS: &[Mnemonic] = &[
     Mnemonic::Outsd,
     Mnemonic::Cli,
     Mnemonic::Sti,
-    Mnemonic::Div,
-    Mnemonic::Idiv,
     Mnemonic::Fxsave,
     Mnemonic::Fxsave64,
     Mnemonic::Xsave,
@@ -247,13 +273,25 @@ fn is_legacy_prefix(b: u8) -> bool {
     matches!(b, 0x26 | 0x2e | 0x36 | 0x3e | 0x64 | 0x65 | 0x66 | 0x67 | 0xf0 | 0xf2 | 0xf3)
 }
 
+/// What a translation is for: the `Ctx` offset and the engine's own
+/// addresses, which its code embeds (translations are per engine).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Env {
+    /// Thread-pointer offset of `Ctx` (fs: displacements).
+    pub tp: i32,
+    /// The engine's interrupt byte (set by `Interrupt::raise`).
+    pub kick: u64,
+    /// The engine's lookup table: entries of (-guest pc, cache pc).
+    pub table: u64,
+}
+
 /// Code being emitted at cache address `at`.
 struct Emitter {
     at: u64,
-    /// Thread-pointer offset of `Ctx` (fs: displacements).
-    tp: i32,
+    env: Env,
     code: Vec<u8>,
     map: Vec<PcEntry>,
+    links: Vec<Link>,
 }
 
 impl Emitter {
@@ -270,24 +308,32 @@ impl Emitter {
     }
 
     fn fs_disp(&mut self, field: i32) {
-        self.bytes(&self.tp.wrapping_add(field).to_le_bytes());
+        self.bytes(&self.env.tp.wrapping_add(field).to_le_bytes());
     }
 
-    /// mov fs:[Ctx.field], rcx
+    /// mov fs:[Ctx.field], reg (reg: 0 rax, 1 rcx, 2 rdx)
+    fn store(&mut self, reg: u8, field: i32) {
+        self.bytes(&[0x64, 0x48, 0x89, 0x04 | reg << 3, 0x25]);
+        self.fs_disp(field);
+    }
+
+    /// mov reg, fs:[Ctx.field] (reg: 0 rax, 1 rcx, 2 rdx)
+    fn load(&mut self, reg: u8, field: i32) {
+        self.bytes(&[0x64, 0x48, 0x8b, 0x04 | reg << 3, 0x25]);
+        self.fs_disp(field);
+    }
+
     fn store_rcx(&mut self, field: i32) {
-        self.bytes(&[0x64, 0x48, 0x89, 0x0c, 0x25]);
-        self.fs_disp(field);
+        self.store(1, field);
     }
 
-    /// mov rcx, fs:[Ctx.field]
     fn load_rcx(&mut self, field: i32) {
-        self.bytes(&[0x64, 0x48, 0x8b, 0x0c, 0x25]);
-        self.fs_disp(field);
+        self.load(1, field);
     }
 
-    /// mov rcx, imm64
-    fn mov_rcx_imm(&mut self, v: u64) {
-        self.bytes(&[0x48, 0xb9]);
+    /// mov reg, imm64 (reg: 0 rax, 1 rcx, 2 rdx)
+    fn mov_imm(&mut self, reg: u8, v: u64) {
+        self.bytes(&[0x48, 0xb8 | reg]);
         self.bytes(&v.to_le_bytes());
     }
 
@@ -300,14 +346,80 @@ impl Emitter {
     /// Continue at guest `target` through the dispatcher.
     fn goto_dispatcher(&mut self, target: u64) {
         self.store_rcx(off::S_RCX);
-        self.mov_rcx_imm(target);
+        self.mov_imm(1, target);
         self.jmp_ctx(off::DISPATCH);
+    }
+
+    /// A direct exit to guest `target`: `jmp rel32` (or the rel32 the
+    /// caller just emitted as the last 4 bytes, for `jcc`), aimed at a stub
+    /// behind the block until the engine links it to the target's
+    /// translation.
+    fn link(&mut self, target: u64, opcode: &[u8]) {
+        self.bytes(opcode);
+        self.bytes(&[0; 4]);
+        self.links.push(Link { at: self.code.len() as u32 - 4, stub: 0, target });
+    }
+
+    /// The stubs of the direct exits (cold code behind the block), each
+    /// exit's rel32 aimed at its stub.
+    fn stubs(&mut self) {
+        for i in 0..self.links.len() {
+            let stub = self.code.len() as u32;
+            let Link { at, target, .. } = self.links[i];
+            self.goto_dispatcher(target);
+            self.links[i].stub = stub;
+            let rel = (stub as i32).wrapping_sub(at as i32 + 4);
+            self.code[at as usize..at as usize + 4].copy_from_slice(&rel.to_le_bytes());
+        }
+    }
+
+    /// The block's two extra entries, in front of its body (see `Block`).
+    fn prologue(&mut self, pc: u64) {
+        // chk: the interrupt byte, flags-free.
+        self.store_rcx(off::S_RCX);
+        self.mov_imm(1, self.env.kick);
+        self.bytes(&[0x0f, 0xb6, 0x09]); // movzx ecx, byte ptr [rcx]
+        self.bytes(&[0xe3, 0]); // jrcxz ok
+        let jr = self.code.len() - 1;
+        // Raised: the dispatcher sees it too and exits at `pc`.
+        self.mov_imm(1, pc);
+        self.jmp_ctx(off::DISPATCH);
+        // ibl: a table hit arrives with RAX, RDX and RCX in their slots.
+        self.load(0, off::S_RAX);
+        self.load(2, off::S_RDX);
+        self.code[jr] = (self.code.len() - (jr + 1)) as u8;
+        // ok:
+        self.load_rcx(off::S_RCX);
+    }
+
+    /// The inline lookup of the guest target in RCX (the guest's RCX in
+    /// `Ctx::s_rcx`): a hit jumps to the target's `ibl` entry; a miss, or
+    /// a raised interrupt byte, exits with MISS and `Ctx::rip` = target.
+    /// Flags-free: the tag compare is `lea` + `jrcxz`, with the interrupt
+    /// byte added in (a tag mismatch is a nonzero multiple of 65536, so
+    /// the sum is zero only for a hit with the byte clear).
+    fn lookup(&mut self) {
+        self.store(1, off::RIP);
+        self.store(0, off::S_RAX);
+        self.store(2, off::S_RDX);
+        self.bytes(&[0x0f, 0xb7, 0xc1]); // movzx eax, cx
+        self.mov_imm(2, self.env.table);
+        self.bytes(&[0x48, 0x8d, 0x14, 0xc2]); // lea rdx, [rdx + rax*8]
+        self.bytes(&[0x48, 0x8d, 0x14, 0xc2]); // lea rdx, [rdx + rax*8]
+        self.bytes(&[0x48, 0x8b, 0x02]); // mov rax, [rdx]
+        self.bytes(&[0x48, 0x8d, 0x0c, 0x01]); // lea rcx, [rcx + rax]
+        self.mov_imm(0, self.env.kick);
+        self.bytes(&[0x0f, 0xb6, 0x00]); // movzx eax, byte ptr [rax]
+        self.bytes(&[0x48, 0x8d, 0x0c, 0x01]); // lea rcx, [rcx + rax]
+        self.bytes(&[0xe3, 8]); // jrcxz hit
+        self.jmp_ctx(off::MISS);
+        self.bytes(&[0xff, 0x62, 0x08]); // hit: jmp [rdx + 8]
     }
 
     /// Leave translated code with `why`, the guest at `pc`.
     fn exit(&mut self, why: u32, pc: u64) {
         self.store_rcx(off::S_RCX);
-        self.mov_rcx_imm(pc);
+        self.mov_imm(1, pc);
         self.store_rcx(off::RIP);
         self.load_rcx(off::S_RCX);
         // mov dword ptr fs:[Ctx.reason], why
@@ -379,20 +491,24 @@ impl Emitter {
 }
 
 /// Translate the guest block at `pc`, whose bytes (as far as they can be
-/// fetched) are `bytes`, for the cache address `at`. `tp` is the thread
-/// pointer offset of `Ctx`.
-pub(crate) fn translate(bytes: &[u8], pc: u64, at: u64, tp: i32) -> Translation {
+/// fetched) are `bytes`, for the cache address `at`.
+pub(crate) fn translate(bytes: &[u8], pc: u64, at: u64, env: Env) -> Translation {
     let mut decoder = Decoder::with_ip(64, bytes, pc, DecoderOptions::NONE);
-    let mut e = Emitter { at, tp, code: Vec::with_capacity(512), map: Vec::new() };
+    let mut e = Emitter { at, env, code: Vec::with_capacity(512), map: Vec::new(), links: Vec::new() };
+    e.prologue(pc);
+    let body = e.code.len() as u32;
     let mut insn = Instruction::default();
     let mut count = 0;
     // The end of the guest bytes translated so far.
     let mut end = pc;
+    // A literal behind the block (a return address `call` pushes): where
+    // its rel32 is and its value.
+    let mut literal = None;
     loop {
         if count == MAX_INSNS || !decoder.can_decode() {
             // Continue in the next block.
             let next = pc + decoder.position() as u64;
-            e.goto_dispatcher(next);
+            e.link(next, &[0xe9]);
             break;
         }
         let pos = decoder.position();
@@ -417,7 +533,7 @@ pub(crate) fn translate(bytes: &[u8], pc: u64, at: u64, tp: i32) -> Translation 
                     if first {
                         return Translation::Interp;
                     }
-                    e.goto_dispatcher(here);
+                    e.link(here, &[0xe9]);
                     break;
                 }
                 end = next;
@@ -426,7 +542,7 @@ pub(crate) fn translate(bytes: &[u8], pc: u64, at: u64, tp: i32) -> Translation 
                 if first {
                     return Translation::Interp;
                 }
-                e.goto_dispatcher(here);
+                e.link(here, &[0xe9]);
                 break;
             }
             Kind::Syscall => {
@@ -436,36 +552,29 @@ pub(crate) fn translate(bytes: &[u8], pc: u64, at: u64, tp: i32) -> Translation 
             }
             Kind::Jmp(target) => {
                 end = next;
-                e.goto_dispatcher(target);
+                e.link(target, &[0xe9]);
                 break;
             }
             Kind::Jcc(target) => {
                 end = next;
-                // jcc rel32 to the taken side, fall through to the other.
+                // jcc rel32 to the taken side, jmp rel32 to the other.
                 let cc = insn.condition_code() as u8 - 1;
-                e.bytes(&[0x0f, 0x80 | cc, 0, 0, 0, 0]);
-                let patch = e.code.len() - 4;
-                e.goto_dispatcher(next);
-                let rel = (e.code.len() - (patch + 4)) as i32;
-                e.code[patch..patch + 4].copy_from_slice(&rel.to_le_bytes());
-                e.goto_dispatcher(target);
+                e.link(target, &[0x0f, 0x80 | cc]);
+                e.link(next, &[0xe9]);
                 break;
             }
             Kind::Loop(target) => {
                 end = next;
-                // The instruction itself with rel8 = +2 (over the short jmp
-                // to the fall-through side), then the taken side.
+                // The instruction itself with rel8 = +5 (over the jmp to
+                // the fall-through side), then the jmp to the taken side.
                 e.mark(here, Fixup::None);
                 let mut b = raw.to_vec();
                 if let Some(last) = b.last_mut() {
-                    *last = 2;
+                    *last = 5;
                 }
                 e.bytes(&b);
-                e.bytes(&[0xeb, 0]);
-                let patch = e.code.len() - 1;
-                e.goto_dispatcher(target);
-                e.code[patch] = (e.code.len() - (patch + 1)) as u8;
-                e.goto_dispatcher(next);
+                e.link(next, &[0xe9]);
+                e.link(target, &[0xe9]);
                 break;
             }
             Kind::Call(target) => {
@@ -474,11 +583,8 @@ pub(crate) fn translate(bytes: &[u8], pc: u64, at: u64, tp: i32) -> Translation 
                 // return address) follows the block.
                 e.mark(here, Fixup::None);
                 e.bytes(&[0xff, 0x35, 0, 0, 0, 0]);
-                let patch = e.code.len() - 4;
-                e.goto_dispatcher(target);
-                let rel = (e.code.len() - (patch + 4)) as i32;
-                e.code[patch..patch + 4].copy_from_slice(&rel.to_le_bytes());
-                e.bytes(&next.to_le_bytes());
+                literal = Some((e.code.len() - 4, next));
+                e.link(target, &[0xe9]);
                 break;
             }
             Kind::JmpInd | Kind::CallInd => {
@@ -491,22 +597,17 @@ pub(crate) fn translate(bytes: &[u8], pc: u64, at: u64, tp: i32) -> Translation 
                     if first {
                         return Translation::Interp;
                     }
-                    e.goto_dispatcher(here);
+                    e.link(here, &[0xe9]);
                     break;
                 }
                 end = next;
-                let mut lit = None;
                 if kind == Kind::CallInd {
                     e.mark(here, Fixup::RestoreRcx);
                     e.bytes(&[0xff, 0x35, 0, 0, 0, 0]);
-                    lit = Some(e.code.len() - 4);
+                    literal = Some((e.code.len() - 4, next));
                 }
-                e.jmp_ctx(off::DISPATCH);
-                if let Some(patch) = lit {
-                    let rel = (e.code.len() - (patch + 4)) as i32;
-                    e.code[patch..patch + 4].copy_from_slice(&rel.to_le_bytes());
-                    e.bytes(&next.to_le_bytes());
-                }
+                // Nothing below faults (the table and the byte are urun's).
+                e.lookup();
                 break;
             }
             Kind::Ret(imm) => {
@@ -519,12 +620,18 @@ pub(crate) fn translate(bytes: &[u8], pc: u64, at: u64, tp: i32) -> Translation 
                     e.bytes(&[0x48, 0x8d, 0xa4, 0x24]);
                     e.bytes(&(imm as i32).to_le_bytes());
                 }
-                e.jmp_ctx(off::DISPATCH);
+                e.lookup();
                 break;
             }
         }
     }
-    Translation::Block(Block { code: e.code, map: e.map, guest_len: end - pc })
+    e.stubs();
+    if let Some((patch, value)) = literal {
+        let rel = (e.code.len() - (patch + 4)) as i32;
+        e.code[patch..patch + 4].copy_from_slice(&rel.to_le_bytes());
+        e.bytes(&value.to_le_bytes());
+    }
+    Translation::Block(Block { code: e.code, map: e.map, guest_len: end - pc, body, links: e.links })
 }
 
 /// The guest pc and fixup for a fault at cache offset `off` of a block
@@ -541,9 +648,12 @@ mod tests {
     const TP: i32 = -0x1000;
     const PC: u64 = 0x40_1000;
     const AT: u64 = 0x50_0000;
+    const KICK: u64 = 0x7000_0000_1234;
+    const TABLE: u64 = 0x7000_0010_0000;
+    const ENV: Env = Env { tp: TP, kick: KICK, table: TABLE };
 
     fn block(bytes: &[u8]) -> Block {
-        match translate(bytes, PC, AT, TP) {
+        match translate(bytes, PC, AT, ENV) {
             Translation::Block(b) => b,
             Translation::Interp => panic!("interpreted"),
         }
@@ -553,33 +663,91 @@ mod tests {
         (TP + field).to_le_bytes()
     }
 
+    /// mov fs:[field], reg / mov reg, fs:[field] (0 rax, 1 rcx, 2 rdx)
+    fn st(reg: u8, field: i32) -> Vec<u8> {
+        let mut v = vec![0x64, 0x48, 0x89, 0x04 | reg << 3, 0x25];
+        v.extend(disp(field));
+        v
+    }
+    fn ld(reg: u8, field: i32) -> Vec<u8> {
+        let mut v = vec![0x64, 0x48, 0x8b, 0x04 | reg << 3, 0x25];
+        v.extend(disp(field));
+        v
+    }
+    fn imm(reg: u8, v: u64) -> Vec<u8> {
+        let mut b = vec![0x48, 0xb8 | reg];
+        b.extend(v.to_le_bytes());
+        b
+    }
+    fn jmp_ctx(field: i32) -> Vec<u8> {
+        let mut v = vec![0x64, 0xff, 0x24, 0x25];
+        v.extend(disp(field));
+        v
+    }
+
+    /// The three entries in front of every block.
+    fn prologue() -> Vec<u8> {
+        let mut v = st(1, off::S_RCX);
+        v.extend(imm(1, KICK));
+        v.extend([0x0f, 0xb6, 0x09, 0xe3, 10 + 8 + 9 + 9]);
+        v.extend(imm(1, PC));
+        v.extend(jmp_ctx(off::DISPATCH));
+        assert_eq!(v.len(), IBL as usize);
+        v.extend(ld(0, off::S_RAX));
+        v.extend(ld(2, off::S_RDX));
+        v.extend(ld(1, off::S_RCX));
+        v
+    }
+
     /// mov fs:[S_RCX], rcx; mov rcx, target; jmp fs:[DISPATCH]
     fn to_dispatcher(target: u64) -> Vec<u8> {
-        let mut v = vec![0x64, 0x48, 0x89, 0x0c, 0x25];
-        v.extend(disp(off::S_RCX));
-        v.extend([0x48, 0xb9]);
-        v.extend(target.to_le_bytes());
-        v.extend([0x64, 0xff, 0x24, 0x25]);
-        v.extend(disp(off::DISPATCH));
+        let mut v = st(1, off::S_RCX);
+        v.extend(imm(1, target));
+        v.extend(jmp_ctx(off::DISPATCH));
         v
+    }
+
+    /// The inline lookup of the target in RCX.
+    fn inline_lookup() -> Vec<u8> {
+        let mut v = st(1, off::RIP);
+        v.extend(st(0, off::S_RAX));
+        v.extend(st(2, off::S_RDX));
+        v.extend([0x0f, 0xb7, 0xc1]);
+        v.extend(imm(2, TABLE));
+        v.extend([0x48, 0x8d, 0x14, 0xc2, 0x48, 0x8d, 0x14, 0xc2, 0x48, 0x8b, 0x02, 0x48, 0x8d, 0x0c, 0x01]);
+        v.extend(imm(0, KICK));
+        v.extend([0x0f, 0xb6, 0x00, 0x48, 0x8d, 0x0c, 0x01, 0xe3, 8]);
+        v.extend(jmp_ctx(off::MISS));
+        v.extend([0xff, 0x62, 0x08]);
+        v
+    }
+
+    /// The body of `b` (past the prologue).
+    fn body(b: &Block) -> &[u8] {
+        assert_eq!(&b.code[..b.body as usize], &prologue()[..], "prologue");
+        &b.code[b.body as usize..]
     }
 
     #[test]
     fn rip_relative_load_is_reaimed() {
         // mov rax, [rip + 0x100] at PC: reads PC + 7 + 0x100.
         let b = block(&[0x48, 0x8b, 0x05, 0x00, 0x01, 0x00, 0x00]);
-        let rel = ((PC + 7 + 0x100) as i64 - (AT + 7) as i64) as i32;
+        let at = AT + b.body as u64;
+        let rel = ((PC + 7 + 0x100) as i64 - (at + 7) as i64) as i32;
         let mut want = vec![0x48, 0x8b, 0x05];
         want.extend(rel.to_le_bytes());
+        // jmp rel32 to the stub right behind it (the next block, unlinked)
+        want.extend([0xe9, 0, 0, 0, 0]);
         want.extend(to_dispatcher(PC + 7));
-        assert_eq!(b.code, want);
-        assert_eq!(b.map, vec![PcEntry { off: 0, pc: PC, fixup: Fixup::None }]);
+        assert_eq!(body(&b), &want[..]);
+        assert_eq!(b.map, vec![PcEntry { off: b.body, pc: PC, fixup: Fixup::None }]);
         assert_eq!(b.guest_len, 7);
+        assert_eq!(b.links, vec![Link { at: b.body + 8, stub: b.body + 12, target: PC + 7 }]);
     }
 
     #[test]
     fn rip_relative_out_of_reach_is_interpreted() {
-        let b = match translate(&[0x48, 0x8b, 0x05, 0, 0, 0, 0], PC, AT + (3 << 30), TP) {
+        let b = match translate(&[0x48, 0x8b, 0x05, 0, 0, 0, 0], PC, AT + (3 << 30), ENV) {
             Translation::Interp => return,
             Translation::Block(b) => b,
         };
@@ -590,20 +758,30 @@ mod tests {
     fn fs_prefix_becomes_gs() {
         // mov rax, fs:[0x28]
         let b = block(&[0x64, 0x48, 0x8b, 0x04, 0x25, 0x28, 0, 0, 0]);
-        assert_eq!(&b.code[..9], &[0x65, 0x48, 0x8b, 0x04, 0x25, 0x28, 0, 0, 0]);
+        assert_eq!(&body(&b)[..9], &[0x65, 0x48, 0x8b, 0x04, 0x25, 0x28, 0, 0, 0]);
     }
 
     #[test]
-    fn jcc_exits_on_both_sides() {
+    fn jcc_has_a_link_on_each_side() {
         // cmp eax, ebx; jne -4 (rel8)
         let b = block(&[0x39, 0xd8, 0x75, 0xfc]);
         let taken = PC + 4 - 4;
-        let fall = to_dispatcher(PC + 4);
+        let stub = to_dispatcher(PC + 4).len() as i32;
         let mut want = vec![0x39, 0xd8, 0x0f, 0x85];
-        want.extend((fall.len() as i32).to_le_bytes());
-        want.extend(fall);
+        want.extend(5i32.to_le_bytes()); // to the first stub, past the jmp
+        want.push(0xe9);
+        want.extend(stub.to_le_bytes()); // to the second stub
         want.extend(to_dispatcher(taken));
-        assert_eq!(b.code, want);
+        want.extend(to_dispatcher(PC + 4));
+        assert_eq!(body(&b), &want[..]);
+        let o = b.body;
+        assert_eq!(
+            b.links,
+            vec![
+                Link { at: o + 4, stub: o + 13, target: taken },
+                Link { at: o + 9, stub: o + 13 + stub as u32, target: PC + 4 }
+            ]
+        );
     }
 
     #[test]
@@ -611,20 +789,16 @@ mod tests {
         // mov eax, 60; syscall
         let b = block(&[0xb8, 0x3c, 0, 0, 0, 0x0f, 0x05]);
         let mut want = vec![0xb8, 0x3c, 0, 0, 0];
-        want.extend([0x64, 0x48, 0x89, 0x0c, 0x25]);
-        want.extend(disp(off::S_RCX));
-        want.extend([0x48, 0xb9]);
-        want.extend((PC + 7).to_le_bytes());
-        want.extend([0x64, 0x48, 0x89, 0x0c, 0x25]);
-        want.extend(disp(off::RIP));
-        want.extend([0x64, 0x48, 0x8b, 0x0c, 0x25]);
-        want.extend(disp(off::S_RCX));
+        want.extend(st(1, off::S_RCX));
+        want.extend(imm(1, PC + 7));
+        want.extend(st(1, off::RIP));
+        want.extend(ld(1, off::S_RCX));
         want.extend([0x64, 0xc7, 0x04, 0x25]);
         want.extend(disp(off::REASON));
         want.extend(reason::SYSCALL.to_le_bytes());
-        want.extend([0x64, 0xff, 0x24, 0x25]);
-        want.extend(disp(off::EXIT));
-        assert_eq!(b.code, want);
+        want.extend(jmp_ctx(off::EXIT));
+        assert_eq!(body(&b), &want[..]);
+        assert!(b.links.is_empty());
     }
 
     #[test]
@@ -633,44 +807,47 @@ mod tests {
         let b = block(&[0xe8, 0x10, 0, 0, 0]);
         let stub = to_dispatcher(PC + 5 + 0x10);
         let mut want = vec![0xff, 0x35];
-        want.extend((stub.len() as i32).to_le_bytes());
+        want.extend((5 + stub.len() as i32).to_le_bytes());
+        want.extend([0xe9, 0, 0, 0, 0]);
         want.extend(stub);
         want.extend((PC + 5).to_le_bytes());
-        assert_eq!(b.code, want);
+        assert_eq!(body(&b), &want[..]);
     }
 
     #[test]
     fn indirect_call_restores_rcx_on_a_push_fault() {
         // call [rax + 8]
         let b = block(&[0xff, 0x50, 0x08]);
+        let o = b.body as usize;
         // mov fs:[S_RCX], rcx (9) ; mov rcx, [rax+8] (4) ; push [rip+x] (6)
-        assert_eq!(&b.code[9..13], &[0x48, 0x8b, 0x48, 0x08]);
-        assert_eq!(guest_pc_at(&b.map, 0), Some((PC, Fixup::None)));
-        assert_eq!(guest_pc_at(&b.map, 9), Some((PC, Fixup::None)));
-        assert_eq!(guest_pc_at(&b.map, 13), Some((PC, Fixup::RestoreRcx)));
+        assert_eq!(&b.code[o + 9..o + 13], &[0x48, 0x8b, 0x48, 0x08]);
+        assert_eq!(&b.code[o + 13..o + 15], &[0xff, 0x35]);
+        assert_eq!(&b.code[o + 19..o + 19 + inline_lookup().len()], &inline_lookup()[..]);
+        assert_eq!(guest_pc_at(&b.map, o as u32), Some((PC, Fixup::None)));
+        assert_eq!(guest_pc_at(&b.map, o as u32 + 9), Some((PC, Fixup::None)));
+        assert_eq!(guest_pc_at(&b.map, o as u32 + 13), Some((PC, Fixup::RestoreRcx)));
+        assert_eq!(&b.code[b.code.len() - 8..], &(PC + 3).to_le_bytes());
     }
 
     #[test]
     fn modelled_instructions_go_to_the_interpreter() {
-        for bytes in [&[0x0f, 0xa2][..], &[0x0f, 0x0b], &[0xcc], &[0xf7, 0xf1], &[0x65, 0x48, 0x8b, 0x00]] {
-            assert!(matches!(translate(bytes, PC, AT, TP), Translation::Interp), "{bytes:x?}");
+        for bytes in [&[0x0f, 0xa2][..], &[0x0f, 0x0b], &[0xcc], &[0x65, 0x48, 0x8b, 0x00]] {
+            assert!(matches!(translate(bytes, PC, AT, ENV), Translation::Interp), "{bytes:x?}");
         }
         // After a translated instruction, the block ends before it.
         let b = block(&[0x90, 0x0f, 0xa2]);
-        let mut want = vec![0x90];
+        let mut want = vec![0x90, 0xe9, 0, 0, 0, 0];
         want.extend(to_dispatcher(PC + 1));
-        assert_eq!(b.code, want);
+        assert_eq!(body(&b), &want[..]);
         assert_eq!(b.guest_len, 1);
     }
 
     #[test]
-    fn ret_pops_into_rcx() {
+    fn ret_pops_and_looks_up_inline() {
         let b = block(&[0xc3]);
-        let mut want = vec![0x64, 0x48, 0x89, 0x0c, 0x25];
-        want.extend(disp(off::S_RCX));
+        let mut want = st(1, off::S_RCX);
         want.push(0x59);
-        want.extend([0x64, 0xff, 0x24, 0x25]);
-        want.extend(disp(off::DISPATCH));
-        assert_eq!(b.code, want);
+        want.extend(inline_lookup());
+        assert_eq!(body(&b), &want[..]);
     }
 }

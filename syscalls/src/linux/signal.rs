@@ -159,7 +159,7 @@ pub(crate) fn apply_host_disposition(sig: i32, act: &[u64; 4]) {
             host_handler as *const () as usize
         }
     };
-    if matches!(sig, libc::SIGSEGV | libc::SIGBUS) {
+    if matches!(sig, libc::SIGSEGV | libc::SIGBUS | libc::SIGFPE) {
         // urun_cpu::hostfault owns these (a guest access that faults is
         // the guest's fault): it hands it what is not urun's. The guest's
         // default is the handler that was there before it (the default
