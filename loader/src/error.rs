@@ -41,10 +41,6 @@ pub enum LoadError {
     BadPe(String),
     #[error("the image must be placed at {base:#x}+{size:#x} (it has no relocations), which is taken: {why}")]
     PeBaseTaken { base: u64, size: u64, why: String },
-    #[error("needs {0}, which urun does not provide and which is not next to the program")]
-    MissingDll(String),
-    #[error("needs {0}, a PE DLL next to the program: loading those is not supported yet")]
-    PeDllNotSupported(String),
     #[error("bad #! line: {0}")]
     BadScript(&'static str),
     #[error("too many levels of #! interpreters")]
