@@ -1,6 +1,7 @@
 //! Windows PE32+ programs under urun, with the host as the oracle: each
 //! program in testbins/win is built for Linux with gcc and for Windows
-//! with mingw (msvcrt); the Linux build runs natively, the .exe under urun
+//! with mingw (msvcrt, and ucrt as NAME-ucrt.exe); the Linux build runs
+//! natively, each .exe under urun
 //! (interpreter and KVM engines), and stdout, stderr and exit status must
 //! match, with CR LF read as LF (the C runtime's text mode).
 //!
@@ -65,14 +66,16 @@ fn same_as_linux(test: &str, name: &str, args: &[&str], env: &[(&str, &str)]) {
         if !engine_or_skip(engine, &format!("{test} under --engine {engine}")) {
             continue;
         }
-        let mut got = run_urun(engine, &dir.join(format!("{name}.exe")), args, env);
-        got.stdout = crlf_to_lf(&got.stdout);
-        got.stderr = crlf_to_lf(&got.stderr);
-        for p in compare_runs(&native, &got) {
-            failures.push(format!("--engine {engine}: {p}"));
+        for exe in [format!("{name}.exe"), format!("{name}-ucrt.exe")] {
+            let mut got = run_urun(engine, &dir.join(&exe), args, env);
+            got.stdout = crlf_to_lf(&got.stdout);
+            got.stderr = crlf_to_lf(&got.stderr);
+            for p in compare_runs(&native, &got) {
+                failures.push(format!("{exe} --engine {engine}: {p}"));
+            }
         }
     }
-    assert!(failures.is_empty(), "{name}.exe {args:?}:\n  {}", failures.join("\n  "));
+    assert!(failures.is_empty(), "{name} {args:?}:\n  {}", failures.join("\n  "));
 }
 
 #[test]

@@ -87,9 +87,12 @@ pub(crate) enum DataObj {
     Lconv,
     /// 256 bytes for `strerror`'s result.
     StrerrorBuf,
+    /// `int __argc` and `char **__argv` (ucrt's `__p___argc/argv`).
+    Argc,
+    Argv,
 }
 
-const DATA_OBJS: [(DataObj, u64); 8] = [
+const DATA_OBJS: [(DataObj, u64); 10] = [
     (DataObj::Iob, 3 * 48),
     (DataObj::Fmode, 8),
     (DataObj::Commode, 8),
@@ -98,6 +101,8 @@ const DATA_OBJS: [(DataObj, u64); 8] = [
     (DataObj::Initenv, 8),
     (DataObj::Lconv, 0x100),
     (DataObj::StrerrorBuf, 0x100),
+    (DataObj::Argc, 8),
+    (DataObj::Argv, 8),
 ];
 
 /// One stub: what it is named, and the table entry behind it (None: not
@@ -266,6 +271,8 @@ impl Process {
         let write_u64 = |obj: DataObj, v: u64| poke(&mem, data_addr(data_base, obj), &v.to_le_bytes());
         write_u64(DataObj::Acmdln, cmdline_a).map_err(|e| setup("_acmdln", &e))?;
         write_u64(DataObj::Initenv, envp).map_err(|e| setup("__initenv", &e))?;
+        write_u64(DataObj::Argc, opts.argv.len() as u64).map_err(|e| setup("__argc", &e))?;
+        write_u64(DataObj::Argv, argv).map_err(|e| setup("__argv", &e))?;
         stdio::init_iob(&mem, data_addr(data_base, DataObj::Iob)).map_err(|e| setup("_iob", &e))?;
         msvcrt::init_lconv(&mem, data_addr(data_base, DataObj::Lconv)).map_err(|e| setup("lconv", &e))?;
 

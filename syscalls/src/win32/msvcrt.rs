@@ -56,6 +56,22 @@ pub(crate) fn p_commode(c: &mut Call<'_>) -> Res {
     Ok(c.p.data(DataObj::Commode))
 }
 
+pub(crate) fn p_argc(c: &mut Call<'_>) -> Res {
+    Ok(c.p.data(DataObj::Argc))
+}
+
+pub(crate) fn p_argv(c: &mut Call<'_>) -> Res {
+    Ok(c.p.data(DataObj::Argv))
+}
+
+pub(crate) fn p_environ(c: &mut Call<'_>) -> Res {
+    Ok(c.p.data(DataObj::Initenv))
+}
+
+pub(crate) fn p_acmdln(c: &mut Call<'_>) -> Res {
+    Ok(c.p.data(DataObj::Acmdln))
+}
+
 pub(crate) fn errno_ptr(c: &mut Call<'_>) -> Res {
     Ok(c.p.data(DataObj::Errno))
 }

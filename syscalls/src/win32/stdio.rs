@@ -491,8 +491,9 @@ impl Args {
     }
 }
 
-/// Format `fmt` as msvcrt's printf does.
-fn format(c: &Call<'_>, fmt: &[u8], mut args: Args) -> Result<Vec<u8>, Fail> {
+/// Format `fmt` as msvcrt's printf does (`exp3`: three-digit exponents;
+/// ucrt gives two unless asked for the legacy form).
+fn format(c: &Call<'_>, fmt: &[u8], mut args: Args, exp3: bool) -> Result<Vec<u8>, Fail> {
     let mut out = Vec::new();
     let mut i = 0;
     while i < fmt.len() {
@@ -654,7 +655,7 @@ fn format(c: &Call<'_>, fmt: &[u8], mut args: Args) -> Result<Vec<u8>, Fail> {
             }
             b'e' | b'E' | b'f' | b'F' | b'g' | b'G' | b'a' | b'A' => {
                 let v = f64::from_bits(args.next(c)?);
-                out.extend(float(v, &flags, width, prec, conv));
+                out.extend(float(v, &flags, width, prec, conv, exp3));
             }
             b'n' => {
                 // Disabled in msvcrt by default: the format stops here.
@@ -669,7 +670,7 @@ fn format(c: &Call<'_>, fmt: &[u8], mut args: Args) -> Result<Vec<u8>, Fail> {
 
 /// One floating-point conversion, by the host's C library, with msvcrt's
 /// three-digit exponents.
-fn float(v: f64, flags: &[u8], width: Option<i64>, prec: Option<i64>, conv: u8) -> Vec<u8> {
+fn float(v: f64, flags: &[u8], width: Option<i64>, prec: Option<i64>, conv: u8, exp3: bool) -> Vec<u8> {
     let mut spec = b"%".to_vec();
     spec.extend_from_slice(flags);
     if let Some(w) = width {
@@ -687,7 +688,7 @@ fn float(v: f64, flags: &[u8], width: Option<i64>, prec: Option<i64>, conv: u8) 
     // bounded by its length.
     let n = unsafe { libc::snprintf(buf.as_mut_ptr().cast(), buf.len(), spec.as_ptr().cast(), v) };
     buf.truncate((n.max(0) as usize).min(511));
-    if matches!(conv, b'e' | b'E' | b'g' | b'G') {
+    if exp3 && matches!(conv, b'e' | b'E' | b'g' | b'G') {
         // e+05 -> e+005
         if let Some(at) = buf.iter().position(|&b| b == b'e' || b == b'E') {
             let digits = buf[at + 2..].iter().take_while(|b| b.is_ascii_digit()).count();
@@ -706,8 +707,12 @@ fn float(v: f64, flags: &[u8], width: Option<i64>, prec: Option<i64>, conv: u8) 
 }
 
 fn print_to(c: &mut Call<'_>, file: u64, fmt: u64, args: Args) -> Res {
+    print_opts(c, file, fmt, args, true)
+}
+
+fn print_opts(c: &mut Call<'_>, file: u64, fmt: u64, args: Args, exp3: bool) -> Res {
     let fmt = c.cstr(fmt)?;
-    let text = format(c, &fmt, args)?;
+    let text = format(c, &fmt, args, exp3)?;
     Ok(if put(c, file, &text) { text.len() as u64 } else { u64::from(u32::MAX) })
 }
 
@@ -737,7 +742,7 @@ pub(crate) fn vfprintf(c: &mut Call<'_>) -> Res {
 
 pub(crate) fn sprintf(c: &mut Call<'_>) -> Res {
     let (buf, fmt) = (c.arg(0)?, c.cstr(c.arg(1)?)?);
-    let mut text = format(c, &fmt, Args::Call(2))?;
+    let mut text = format(c, &fmt, Args::Call(2), true)?;
     let n = text.len();
     text.push(0);
     c.write(buf, &text)?;
@@ -745,8 +750,12 @@ pub(crate) fn sprintf(c: &mut Call<'_>) -> Res {
 }
 
 fn snprint(c: &mut Call<'_>, buf: u64, size: u64, fmt: u64, args: Args) -> Res {
+    snprint_opts(c, buf, size, fmt, args, true)
+}
+
+fn snprint_opts(c: &mut Call<'_>, buf: u64, size: u64, fmt: u64, args: Args, exp3: bool) -> Res {
     let fmt = c.cstr(fmt)?;
-    let mut text = format(c, &fmt, args)?;
+    let mut text = format(c, &fmt, args, exp3)?;
     let n = text.len();
     if size > 0 {
         text.truncate(size as usize - 1);
@@ -764,6 +773,33 @@ pub(crate) fn snprintf(c: &mut Call<'_>) -> Res {
 pub(crate) fn vsnprintf(c: &mut Call<'_>) -> Res {
     let (buf, size, fmt, va) = (c.arg(0)?, c.arg(1)?, c.arg(2)?, c.arg(3)?);
     snprint(c, buf, size, fmt, Args::VaList(va))
+}
+
+/// ucrt's `__acrt_iob_func(i)`: stdin, stdout, stderr.
+pub(crate) fn acrt_iob_func(c: &mut Call<'_>) -> Res {
+    let i = c.arg(0)? as u32;
+    Ok(c.p.data(super::DataObj::Iob) + FILE_SIZE * u64::from(i.min(2)))
+}
+
+/// `_CRT_INTERNAL_PRINTF_LEGACY_THREE_DIGIT_EXPONENTS`.
+const UCRT_LEGACY_EXPONENTS: u64 = 4;
+
+/// ucrt: `__stdio_common_vfprintf(options, FILE*, format, locale, va_list)`.
+pub(crate) fn common_vfprintf(c: &mut Call<'_>) -> Res {
+    let (opts, file, fmt, va) = (c.arg(0)?, c.arg(1)?, c.arg(2)?, c.arg(4)?);
+    print_opts(c, file, fmt, Args::VaList(va), opts & UCRT_LEGACY_EXPONENTS != 0)
+}
+
+/// ucrt: `__stdio_common_vsprintf(options, buf, count, format, locale,
+/// va_list)`; with `_CRT_INTERNAL_PRINTF_STANDARD_SNPRINTF_BEHAVIOR` (2)
+/// it is C99's vsnprintf, else a truncated result returns -1.
+pub(crate) fn common_vsprintf(c: &mut Call<'_>) -> Res {
+    let (opts, buf, size, fmt, va) = (c.arg(0)?, c.arg(1)?, c.arg(2)?, c.arg(3)?, c.arg(5)?);
+    let n = snprint_opts(c, buf, size, fmt, Args::VaList(va), opts & UCRT_LEGACY_EXPONENTS != 0)?;
+    if opts & 2 == 0 && buf != 0 && n >= size {
+        return Ok(u64::from(u32::MAX));
+    }
+    Ok(n)
 }
 
 #[cfg(test)]
@@ -793,8 +829,9 @@ mod tests {
             (0.25, b"", Some(8), Some(2), b'f', "    0.25"),
             (1e-5, b"", Some(14), None, b'e', " 1.000000e-005"),
         ];
+        assert_eq!(float(1e6, b"", None, None, b'e', false), b"1.000000e+06");
         for &(v, flags, w, p, conv, want) in cases {
-            assert_eq!(String::from_utf8_lossy(&float(v, flags, w, p, conv)), want, "{v} {}", conv as char);
+            assert_eq!(String::from_utf8_lossy(&float(v, flags, w, p, conv, true)), want, "{v} {}", conv as char);
         }
     }
 }

@@ -240,6 +240,19 @@ exports! {
     Msvcrt "_fmode"() Ptr Data(super::DataObj::Fmode);
     Msvcrt "_commode"() Ptr Data(super::DataObj::Commode);
     Msvcrt "_iob"() Ptr Data(super::DataObj::Iob);
+    // ucrtbase (through the api-ms-win-crt-* sets)
+    Msvcrt "__p___argc"() Ptr Host(c::p_argc);
+    Msvcrt "__p___argv"() Ptr Host(c::p_argv);
+    Msvcrt "__p__environ"() Ptr Host(c::p_environ);
+    Msvcrt "__p__acmdln"() Ptr Host(c::p_acmdln);
+    Msvcrt "_configure_narrow_argv"(I32) I32 Host(c::zero);
+    Msvcrt "_initialize_narrow_environment"() I32 Host(c::zero);
+    Msvcrt "_set_new_mode"(I32) I32 Host(c::zero);
+    Msvcrt "_set_invalid_parameter_handler"(Ptr) Ptr Host(c::zero);
+    Msvcrt "_crt_at_quick_exit"(Ptr) I32 Host(c::zero);
+    Msvcrt "__acrt_iob_func"(U32) Ptr Host(s::acrt_iob_func);
+    Msvcrt "__stdio_common_vfprintf"(U64, Ptr, StrA, Ptr, Va) I32 Host(s::common_vfprintf);
+    Msvcrt "__stdio_common_vsprintf"(U64, Ptr, U64, StrA, Ptr, Va) I32 Host(s::common_vsprintf);
     // stdio
     Msvcrt "fopen"(StrA, StrA) Ptr Host(s::fopen);
     Msvcrt "fclose"(Ptr) I32 Host(s::fclose);
