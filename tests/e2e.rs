@@ -113,6 +113,7 @@ fn not_a_case(file: &str) -> bool {
         || file.starts_with("sysinsn.") // line by line, with kvm_pvm's known differences: tests/sysinsn.rs
         || file.starts_with("munmap_race.") // run ten times each: tests/races.rs
         || file.starts_with("sigbus_file.") // tests/races.rs
+        || file == "win" // Windows programs and their Linux twins: tests/pe.rs
 }
 
 fn testbin_cases(out: &Path) -> Vec<Case> {

@@ -126,6 +126,12 @@ fn get_proc_address_and_unimplemented_stubs() {
         assert_eq!(o.code, Some(126), "{engine}: {}", o.status_text());
         let err = o.stderr_text();
         assert!(err.starts_with("urun: unimplemented: KERNEL32.dll!Beep (called from probe.exe+0x"), "{engine}: {err}");
+        // A length no memory has: an access violation (exit code
+        // 0xc0000005, the host sees 5), not urun running out of memory.
+        let o = run_urun(engine, &exe, &["badptr"], &[]);
+        let err = o.stderr_text();
+        assert_eq!(o.code, Some(5), "{engine}: {} {err}", o.status_text());
+        assert!(err.contains("msvcrt!memset was given a bad pointer") && err.lines().count() == 1, "{engine}: {err}");
     }
 }
 

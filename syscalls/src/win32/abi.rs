@@ -67,9 +67,30 @@ impl Call<'_> {
         guest::write(&self.p.mem, addr, &v).then_some(()).ok_or(Fail::Fault(addr))
     }
 
+    /// `len` bytes at `addr` (checked before anything is allocated, so a
+    /// huge length from the guest is a fault, not urun running out of
+    /// memory).
     pub fn read(&self, addr: u64, len: usize) -> Result<Vec<u8>, Fail> {
+        if len > 0 && !self.p.mem.check(addr, len as u64, urun_cpu::Prot::READ) {
+            return Err(Fail::Fault(addr));
+        }
         let mut v = vec![0u8; len];
         guest::read_into(&self.p.mem, addr, &mut v).then_some(v).ok_or(Fail::Fault(addr))
+    }
+
+    /// Fill `len` bytes at `addr` with `v`.
+    pub fn fill(&self, addr: u64, v: u8, len: u64) -> Result<(), Fail> {
+        if len > 0 && !self.p.mem.check(addr, len, urun_cpu::Prot::WRITE) {
+            return Err(Fail::Fault(addr));
+        }
+        let chunk = vec![v; len.min(1 << 16) as usize];
+        let mut at = 0;
+        while at < len {
+            let n = (len - at).min(chunk.len() as u64);
+            self.write(addr + at, &chunk[..n as usize])?;
+            at += n;
+        }
+        Ok(())
     }
 
     pub fn write(&self, addr: u64, bytes: &[u8]) -> Result<(), Fail> {

@@ -65,6 +65,10 @@ impl Heap {
     pub fn alloc_zeroed(&mut self, n: u64) -> Option<u64> {
         let a = self.alloc(n)?;
         let size = self.live.get(&a).copied().unwrap_or(n);
+        if size > LARGE {
+            // A fresh anonymous mapping: already zero.
+            return Some(a);
+        }
         let zeros = vec![0u8; size as usize];
         crate::linux::guest::write_from(&self.mem, a, &zeros).then_some(a)
     }

@@ -253,7 +253,7 @@ pub(crate) fn memmove(c: &mut Call<'_>) -> Res {
 
 pub(crate) fn memset(c: &mut Call<'_>) -> Res {
     let (d, v, n) = (c.arg(0)?, c.arg(1)? as u8, c.arg(2)?);
-    c.write(d, &vec![v; n as usize])?;
+    c.fill(d, v, n)?;
     Ok(d)
 }
 

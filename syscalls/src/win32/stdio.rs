@@ -511,13 +511,15 @@ fn format(c: &Call<'_>, fmt: &[u8], mut args: Args, exp3: bool) -> Result<Vec<u8
         let num = |i: &mut usize, args: &mut Args| -> Result<Option<i64>, Fail> {
             if *i < fmt.len() && fmt[*i] == b'*' {
                 *i += 1;
-                return Ok(Some(i64::from(args.next(c)? as u32 as i32)));
+                return Ok(Some(i64::from(args.next(c)? as u32 as i32).clamp(-(1 << 24), 1 << 24)));
             }
             let start = *i;
             while *i < fmt.len() && fmt[*i].is_ascii_digit() {
                 *i += 1;
             }
-            Ok(std::str::from_utf8(&fmt[start..*i]).ok().and_then(|s| s.parse().ok()))
+            // Widths past 16 MiB are cut there (urun's buffer, not the
+            // guest's, would hold the padding).
+            Ok(std::str::from_utf8(&fmt[start..*i]).ok().and_then(|s| s.parse::<i64>().ok()).map(|v| v.min(1 << 24)))
         };
         let mut width = num(&mut i, &mut args)?;
         if let Some(w) = width {
