@@ -46,6 +46,11 @@ struct Cli {
     #[arg(long, env = "URUN_STRACE")]
     strace: bool,
 
+    /// For a Windows program: list its imports, each marked as urun
+    /// implements it or not, and exit.
+    #[arg(long, env = "URUN_LIST_IMPORTS")]
+    list_imports: bool,
+
     /// Set VAR=VALUE in the guest's environment (repeatable).
     #[arg(short = 'E', value_name = "VAR=VALUE", env = "URUN_SET_ENV", value_delimiter = ',')]
     set_env: Vec<String>,

@@ -51,6 +51,18 @@ pub(crate) fn start(cli: &Cli) -> Result<Infallible, StartError> {
     })?;
     let kind = cli.engine;
     let factory: urun_syscalls::EngineFactory = Box::new(move |mem| new_engine(kind, mem));
+    if cli.list_imports {
+        match &loaded {
+            Program::Pe(image) => {
+                print!("{}", win32::import_report(image));
+                std::process::exit(0)
+            }
+            Program::Elf(_) => {
+                eprintln!("urun: --list-imports: {shown} is not a Windows program");
+                std::process::exit(2)
+            }
+        }
+    }
     let (personality, mut cpu): (Arc<dyn Personality>, CpuState) = match loaded {
         Program::Elf(loaded) => {
             tracing::debug!(

@@ -135,6 +135,25 @@ fn get_proc_address_and_unimplemented_stubs() {
     }
 }
 
+/// `--list-imports` marks each import as implemented or missing.
+#[test]
+fn list_imports_marks_what_is_implemented() {
+    let Some(dir) = win_out("pe::list_imports_marks_what_is_implemented") else { return };
+    let mut cmd = Command::new(urun());
+    cmd.arg("--list-imports").arg(dir.join("probe.exe"));
+    let o = run(&mut cmd, b"", TIMEOUT);
+    let out = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert_eq!(o.code, Some(0), "{}", o.stderr_text());
+    for want in [
+        "KERNEL32.dll!Beep missing\n",
+        "KERNEL32.dll!GetProcAddress implemented\n",
+        "msvcrt.dll!_initterm implemented\n",
+    ] {
+        assert!(out.contains(want), "lacks {want:?}:\n{out}");
+    }
+    assert!(out.lines().last().is_some_and(|l| l.ends_with(" imports implemented")), "{out}");
+}
+
 /// `--strace` shows API calls with their arguments and results.
 #[test]
 fn strace_shows_api_calls() {

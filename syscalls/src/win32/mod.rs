@@ -328,6 +328,28 @@ impl Process {
     }
 }
 
+/// One line per import of `image` (`DLL!name implemented|missing|no such
+/// DLL`), then `N of M imports implemented`.
+pub fn import_report(image: &LoadedPe) -> String {
+    let mut out = String::new();
+    let mut have = 0;
+    for imp in &image.imports {
+        let state = match Dll::resolve(&imp.dll) {
+            None => "no such DLL",
+            Some(d) => match &imp.name {
+                ImportName::Name(n) if table::find(d, n).is_some() => {
+                    have += 1;
+                    "implemented"
+                }
+                _ => "missing",
+            },
+        };
+        out.push_str(&format!("{}!{} {state}\n", imp.dll, imp.name));
+    }
+    out.push_str(&format!("{have} of {} imports implemented\n", image.imports.len()));
+    out
+}
+
 /// Where an import is bound.
 enum Bind {
     Stub(usize),
