@@ -278,7 +278,7 @@ pub(crate) fn build(bytes: &[u8]) -> Result<Image, LoadError> {
             _ => Ok(None),
         }
     };
-    let entry_rva = opt.standard_fields.address_of_entry_point as u32;
+    let entry_rva = opt.standard_fields.address_of_entry_point;
     if u64::from(entry_rva) >= size {
         return Err(bad(format!("entry point {entry_rva:#x} is outside the image")));
     }

@@ -485,7 +485,7 @@ fn service(p: &Arc<Process>, engine: &mut dyn Engine, cpu: &mut CpuState, depth:
     let eax = cpu.gpr[reg::RAX] as u32;
     let off = cpu.rip.wrapping_sub(p.stub_base + STUB_SYSCALL_END);
     let n = (off / STUB) as usize;
-    if off % STUB != 0 || n >= p.stubs.len() || eax != MARKER | n as u32 {
+    if !off.is_multiple_of(STUB) || n >= p.stubs.len() || eax != MARKER | n as u32 {
         line(&format!(
             "urun: {}: a direct Windows system call (eax={:#x}) at {}: not supported",
             p.exe_name,

@@ -822,9 +822,12 @@ mod tests {
         }
     }
 
+    /// value, flags, width, precision, conversion, msvcrt's output
+    type FloatCase = (f64, &'static [u8], Option<i64>, Option<i64>, u8, &'static str);
+
     #[test]
     fn floats_get_msvcrt_exponents() {
-        let cases: &[(f64, &[u8], Option<i64>, Option<i64>, u8, &str)] = &[
+        let cases: &[FloatCase] = &[
             (1.5, b"", None, None, b'f', "1.500000"),
             (1e6, b"", None, None, b'e', "1.000000e+006"),
             (123456789.0, b"", None, None, b'g', "1.23457e+008"),

@@ -76,6 +76,7 @@ const KNOWN_EMPTY: &[&str] = &[
 
 /// An argument's kind, for `--strace`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[allow(clippy::enum_variant_names)] // StrA/StrW: the Windows names
 pub(crate) enum A {
     I32,
     U32,
