@@ -1,19 +1,17 @@
-//! `urun`: run an x86-64 Linux program in a user-mode emulator.
+//! `urun`: run an x86-64 Linux or Windows program in a user-mode emulator.
 //!
-//! The CLI is thin: parse options, load the program, pick an engine, hand
-//! both to the personality's run loop, and leave as the guest left.
+//! The CLI is thin: parse options, then `run::start` loads the program,
+//! picks an engine and the personality the program's format calls for,
+//! runs it, and leaves as the guest left.
 
 use std::ffi::OsString;
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use clap::{Parser, ValueEnum};
-use urun_cpu::interp::Interpreter;
-use urun_cpu::state::reg;
-use urun_cpu::{AddressSpace, CpuState, Engine, EngineError};
-use urun_loader::{Format, LoadOptions};
-use urun_syscalls::linux::{self, Brk, Process, Stop};
+use urun_loader::Format;
+
+mod run;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 enum EngineKind {
@@ -47,6 +45,11 @@ struct Cli {
     /// Print each syscall on stderr, one per line.
     #[arg(long, env = "URUN_STRACE")]
     strace: bool,
+
+    /// For a Windows program: list its imports, each marked as urun
+    /// implements it or not, and exit.
+    #[arg(long, env = "URUN_LIST_IMPORTS")]
+    list_imports: bool,
 
     /// Set VAR=VALUE in the guest's environment (repeatable).
     #[arg(short = 'E', value_name = "VAR=VALUE", env = "URUN_SET_ENV", value_delimiter = ',')]
@@ -83,13 +86,17 @@ enum StartError {
     Named(urun_loader::LoadError),
     #[error("{0}: bad interpreter line")]
     BadScript(String),
+    /// A PE program whose imports cannot be bound, or an engine that
+    /// cannot run it.
+    #[error("{path}: {source}")]
+    Win32 { path: String, source: urun_syscalls::win32::StartError },
 }
 
 impl StartError {
     fn exit_code(&self) -> i32 {
         match self {
             StartError::Load { source, .. } | StartError::Named(source) => source.exit_code(),
-            StartError::BadScript(_) => 126,
+            StartError::BadScript(_) | StartError::Win32 { .. } => 126,
         }
     }
 }
@@ -172,107 +179,6 @@ fn read_head(path: &Path) -> Vec<u8> {
     }
 }
 
-fn start(cli: &Cli) -> Result<Stop, StartError> {
-    let argv0 = cli.argv0.clone().unwrap_or_else(|| cli.program.clone().into_os_string());
-    let mut argv = vec![argv0.into_vec()];
-    argv.extend(cli.args.iter().map(|a| a.as_bytes().to_vec()));
-    let (program, argv) = resolve_script(&cli.program, argv)?;
-    let shown = program.display().to_string();
-
-    if cli.engine == EngineKind::Kvm {
-        // Before loading anything: fail with one clear line, not later.
-        if let Err(e) = urun_kvm::probe() {
-            kvm_unusable(&e);
-        }
-    }
-    if cli.engine == EngineKind::Jit {
-        if let Err(e) = urun_cpu::jit::probe() {
-            eprintln!("urun: --engine jit: {e}");
-            std::process::exit(linux::ENGINE_FAILED)
-        }
-    }
-    let mem = Arc::new(AddressSpace::new());
-    let cpuid1 = urun_cpu::cpuid::guest_cpuid(1, 0);
-    let opts = LoadOptions {
-        argv,
-        envp: guest_env(cli),
-        execfn: program.as_os_str().as_bytes().to_vec(),
-        hwcap: cpuid1[3] as u64,
-        hwcap2: 0,
-        sysroot: cli.sysroot.clone(),
-    };
-    let loaded = urun_loader::load(&program, &mem, &opts).map_err(|source| match source {
-        urun_loader::LoadError::Io { .. } | urun_loader::LoadError::Permission { .. } => StartError::Named(source),
-        source => StartError::Load { path: shown, source },
-    })?;
-    tracing::debug!(
-        entry = format_args!("{:#x}", loaded.entry),
-        sp = format_args!("{:#x}", loaded.stack_pointer),
-        "loaded"
-    );
-
-    let mut cpu = CpuState { rip: loaded.entry, ..CpuState::default() };
-    cpu.gpr[reg::RSP] = loaded.stack_pointer;
-    let kind = cli.engine;
-    let factory: linux::EngineFactory = Box::new(move |mem| new_engine(kind, mem));
-    let mut process =
-        Process::new(mem.clone(), Brk::at(loaded.brk_start, loaded.brk_reserve_end), loaded.exe_path.clone(), factory);
-    process.strace = cli.strace;
-    process.reexec = reexec_args(cli);
-    process.sysroot = cli.sysroot.clone();
-    process.cmdline = opts.argv.iter().flat_map(|a| a.iter().copied().chain(std::iter::once(0))).collect();
-    process.auxv = loaded.auxv.iter().flat_map(|(k, v)| k.to_ne_bytes().into_iter().chain(v.to_ne_bytes())).collect();
-    let process = Arc::new(process);
-    let mut engine = match new_engine(kind, mem) {
-        Ok(e) => e,
-        Err(EngineError::Unavailable(e)) if kind == EngineKind::Kvm => kvm_unusable(&e),
-        Err(e) => {
-            eprintln!("urun: --engine {}: {e}", kind.name());
-            std::process::exit(linux::ENGINE_FAILED)
-        }
-    };
-    Ok(linux::run(&process, engine.as_mut(), &mut cpu))
-}
-
-/// An engine of the chosen kind for one guest thread (the factory every
-/// guest thread's engine comes from: it reports, the personality decides).
-fn new_engine(kind: EngineKind, mem: Arc<AddressSpace>) -> Result<Box<dyn Engine>, EngineError> {
-    Ok(match kind {
-        EngineKind::Interp => Box::new(Interpreter::new(mem)),
-        EngineKind::Kvm => Box::new(urun_kvm::KvmEngine::new(mem).map_err(EngineError::from)?),
-        EngineKind::Jit => Box::new(urun_cpu::jit::JitEngine::new(mem).map_err(EngineError::from)?),
-    })
-}
-
-/// Say in one line why KVM cannot be used, and leave (before the guest
-/// runs: only the main thread gets here).
-fn kvm_unusable(e: &dyn std::fmt::Display) -> ! {
-    eprintln!("urun: --engine kvm: no usable /dev/kvm ({e})");
-    std::process::exit(linux::ENGINE_FAILED)
-}
-
-/// Leave as the guest left: its exit status, or killed by its signal.
-fn finish(stop: Stop) -> ! {
-    match stop {
-        Stop::Exited(code) => linux::finish_process(code),
-        Stop::Signaled(sig) => linux::kill_process(sig),
-        Stop::ThreadExited(_) => {
-            // The first guest thread ended with `exit` while others go on:
-            // this host thread must stay (returning from main would end the
-            // process) but take no signals; the last thread ends the process.
-            // SAFETY: blocking every signal on this thread, then sleeping.
-            unsafe {
-                let mut all: libc::sigset_t = std::mem::zeroed();
-                libc::sigfillset(&mut all);
-                libc::pthread_sigmask(libc::SIG_BLOCK, &all, std::ptr::null_mut());
-                loop {
-                    libc::pause();
-                }
-            }
-        }
-    }
-}
-
 /// Put `--` before the guest program, so that everything after it is the
 /// guest's even when it looks like one of urun's options.
 fn split_guest_args(args: Vec<OsString>) -> Vec<OsString> {
@@ -336,8 +242,8 @@ fn main() {
     restore_sigpipe();
     let cli = Cli::parse_from(split_guest_args(std::env::args_os().collect()));
     init_logging();
-    match start(&cli) {
-        Ok(stop) => finish(stop),
+    match run::start(&cli) {
+        Ok(never) => match never {},
         Err(e) => {
             eprintln!("urun: {e}");
             std::process::exit(e.exit_code());

@@ -119,6 +119,7 @@ fn not_a_case(file: &str) -> bool {
         || file.starts_with("munmap_race.") // run ten times each: tests/races.rs
         || file.starts_with("sigbus_file.") // tests/races.rs
         || file.starts_with("sigpoints.") // interp and jit against native: tests/sigpoints.rs
+        || file == "win" // Windows programs and their Linux twins: tests/pe.rs
 }
 
 fn testbin_cases(out: &Path) -> Vec<Case> {

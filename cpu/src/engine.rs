@@ -33,31 +33,43 @@ pub enum FaultKind {
     /// #GP: a privileged instruction, a misaligned SSE access, a
     /// non-canonical address.
     GeneralProtection,
-    /// #MF (x87) or #XM (SSE) with an unmasked exception; `code` is the
-    /// Linux si_code (FPE_*).
+    /// #MF (x87) or #XM (SSE) with an unmasked exception; `code` says
+    /// which (one of `fp_exception`'s values: OS-neutral, each personality
+    /// maps it to its own code).
     FloatingPoint { code: i32 },
 }
 
-/// The Linux si_code (FPE_*) for unmasked floating-point exceptions
-/// `bits` (x87 FSW / SSE MXCSR flag order: IE, DE, ZE, OE, UE, PE), in the
-/// kernel's priority: invalid (stack faults included), divide by zero,
+/// The floating-point exception a `FaultKind::FloatingPoint` reports. The
+/// numbering is urun's own, OS-neutral: each personality maps it (Linux to
+/// an FPE_* si_code, Win32 to a STATUS_FLOAT_* code). The values happen to
+/// be Linux's FPE_* numbers, which keeps the engines' tests readable.
+pub mod fp_exception {
+    pub const DIVIDE_BY_ZERO: i32 = 3;
+    pub const OVERFLOW: i32 = 4;
+    /// Underflow, or a denormal operand.
+    pub const UNDERFLOW: i32 = 5;
+    /// Precision (inexact result).
+    pub const INEXACT: i32 = 6;
+    /// Invalid operation (x87 stack faults included).
+    pub const INVALID: i32 = 7;
+}
+
+/// The `fp_exception` code for unmasked floating-point exceptions `bits`
+/// (x87 FSW / SSE MXCSR flag order: IE, DE, ZE, OE, UE, PE), in the
+/// priority kernels use: invalid (stack faults included), divide by zero,
 /// overflow, denormal or underflow, precision. 0 when none is set.
 pub fn fpe_code(bits: u16) -> i32 {
-    const FPE_FLTDIV: i32 = 3;
-    const FPE_FLTOVF: i32 = 4;
-    const FPE_FLTUND: i32 = 5;
-    const FPE_FLTRES: i32 = 6;
-    const FPE_FLTINV: i32 = 7;
+    use fp_exception::*;
     if bits & 0x01 != 0 {
-        FPE_FLTINV
+        INVALID
     } else if bits & 0x04 != 0 {
-        FPE_FLTDIV
+        DIVIDE_BY_ZERO
     } else if bits & 0x08 != 0 {
-        FPE_FLTOVF
+        OVERFLOW
     } else if bits & 0x12 != 0 {
-        FPE_FLTUND
+        UNDERFLOW
     } else if bits & 0x20 != 0 {
-        FPE_FLTRES
+        INEXACT
     } else {
         0
     }

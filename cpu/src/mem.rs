@@ -102,18 +102,6 @@ pub enum MemError {
     Host { op: &'static str, start: u64, len: u64, errno: i32 },
 }
 
-impl MemError {
-    /// The errno a guest syscall returns for this error.
-    pub fn errno(&self) -> i32 {
-        match self {
-            MemError::BadRange { .. } => libc::EINVAL,
-            MemError::NotGuestMemory { .. } => libc::ENOMEM,
-            MemError::NotMapped { .. } => libc::ENOMEM,
-            MemError::Host { errno, .. } => *errno,
-        }
-    }
-}
-
 /// How to place a new mapping.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Placement {

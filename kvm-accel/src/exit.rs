@@ -64,7 +64,7 @@ const PF_PRESENT: u64 = 1;
 const PF_WRITE: u64 = 2;
 
 /// The `FaultKind` of exception `vector` with `error` code and `cr2`.
-/// `fpe_code` is the FPE_* code for #MF/#XM, worked out by the caller from
+/// `fpe_code` is the `fp_exception` code for #MF/#XM, worked out by the caller from
 /// the x87 status word or MXCSR.
 pub fn fault_kind(vector: u8, error: u64, cr2: u64, fpe_code: i32) -> FaultKind {
     match vector {
@@ -120,13 +120,13 @@ pub fn decode(raw: RawExit, top: &IstTop, cr2: u64, fpe_code: i32, lstar: u64) -
     }
 }
 
-/// The FPE_* si_code for an unmasked x87 exception in status word `fsw`
+/// The `fp_exception` code for an unmasked x87 exception in status word `fsw`
 /// under control word `fcw`, as Linux's `fpu__exception_code` picks it.
 pub fn x87_fpe_code(fcw: u16, fsw: u16) -> i32 {
     fpe_from(fsw & !fcw & 0x3f, fsw & 0x40 != 0)
 }
 
-/// The FPE_* si_code for an SIMD exception with `mxcsr`.
+/// The `fp_exception` code for an SIMD exception with `mxcsr`.
 pub fn simd_fpe_code(mxcsr: u32) -> i32 {
     let unmasked = (mxcsr & 0x3f) & !((mxcsr >> 7) & 0x3f);
     fpe_from(unmasked as u16, false)

@@ -34,7 +34,13 @@ pub enum LoadError {
     #[error("cannot map {what}: {source}")]
     Map { what: &'static str, source: MemError },
     #[error("{0}")]
-    UnsupportedPe(&'static str),
+    UnsupportedPe(String),
+    #[error("truncated PE: {0}")]
+    TruncatedPe(String),
+    #[error("malformed PE: {0}")]
+    BadPe(String),
+    #[error("the image must be placed at {base:#x}+{size:#x} (it has no relocations), which is taken: {why}")]
+    PeBaseTaken { base: u64, size: u64, why: String },
     #[error("bad #! line: {0}")]
     BadScript(&'static str),
     #[error("too many levels of #! interpreters")]

@@ -120,12 +120,15 @@ pub(crate) fn pe_error(bytes: &[u8]) -> LoadError {
         // The optional header follows the 20-byte COFF header.
         read_u16(pe.checked_add(24)?)
     })();
-    LoadError::UnsupportedPe(match kind {
-        Some(0x20b) => "PE32+ programs are not supported yet",
-        Some(0x10b) => "32-bit Windows program (PE32); urun runs x86-64",
-        Some(_) => "PE file with an unknown optional header",
-        None => "MS-DOS program; urun runs x86-64",
-    })
+    LoadError::UnsupportedPe(
+        match kind {
+            Some(0x20b) => "PE32+ program where an ELF is needed (a #! interpreter must be an ELF)",
+            Some(0x10b) => "32-bit Windows program (PE32); urun runs x86-64",
+            Some(_) => "PE file with an unknown optional header",
+            None => "MS-DOS program; urun runs x86-64",
+        }
+        .into(),
+    )
 }
 
 /// Describe a file of no known format.

@@ -6,11 +6,14 @@
 //! `urun_cpu::AddressSpace`, and leaves `brk` to the personality.
 //!
 //! A dynamic program (`PT_INTERP`) gets its dynamic linker mapped beside it
-//! (AT_BASE), as Linux does. Not yet: PE programs.
+//! (AT_BASE), as Linux does. A PE32+ program is mapped by `pe` (at its
+//! preferred base or relocated); what it imports is reported, for the
+//! Win32 personality to bind.
 
 mod elf;
 mod error;
 mod format;
+mod pe;
 mod stack;
 
 use std::io::Read;
@@ -24,6 +27,7 @@ use urun_cpu::{AddressSpace, Backing};
 
 pub use error::LoadError;
 pub use format::{identify, Format};
+pub use pe::{Import, ImportName, LoadedPe, Tls};
 pub use stack::{at, STACK_SIZE};
 
 /// Linux follows at most this many `#!` interpreters (`BINPRM_MAX_RECURSION`).
@@ -71,7 +75,31 @@ pub struct Loaded {
     pub interp: Option<(PathBuf, u64)>,
 }
 
-/// Load the program at `path` into `mem`. On error nothing stays mapped.
+/// A program mapped into the guest, in the shape its format gives: the
+/// personality that runs it follows from the variant.
+#[derive(Clone, Debug)]
+pub enum Program {
+    /// An x86-64 ELF (with its initial stack built): the Linux personality.
+    Elf(Loaded),
+    /// A PE32+ image (imports not yet bound, no stack): the Win32
+    /// personality.
+    Pe(LoadedPe),
+}
+
+/// Load the program at `path` into `mem`, whatever its format. On error
+/// nothing stays mapped. `opts` applies to ELF programs (a PE program's
+/// command line and environment are the personality's to lay out).
+pub fn load_program(path: &Path, mem: &AddressSpace, opts: &LoadOptions) -> Result<Program, LoadError> {
+    let mut head = [0u8; 2];
+    let is_pe = std::fs::File::open(path).and_then(|mut f| f.read_exact(&mut head)).is_ok() && &head == b"MZ";
+    if is_pe {
+        let (_, bytes) = open(path)?;
+        return pe::load(path, &bytes, mem).map(Program::Pe);
+    }
+    load(path, mem, opts).map(Program::Elf)
+}
+
+/// Load the ELF program at `path` into `mem`. On error nothing stays mapped.
 ///
 /// A `#!` script loads its interpreter with the script's path inserted in
 /// argv, as Linux does.

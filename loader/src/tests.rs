@@ -248,7 +248,7 @@ fn bad_files_give_clear_errors() {
             elf(2, 62, 0, &[load_ph(R, 0x10, 0x2000_0000, 0x100, 0x100)], 0x200, &[]),
             "differ modulo the page size",
         ),
-        ("PE32+", pe.clone(), "PE32+ programs are not supported yet"),
+        ("PE32+", pe.clone(), "PE32+ program where an ELF is needed"),
         ("MS-DOS", b"MZ\x90\0".to_vec(), "MS-DOS program"),
         ("script without interpreter", b"#!\n".to_vec(), "bad #! line"),
     ];

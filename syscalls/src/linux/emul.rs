@@ -14,8 +14,13 @@ pub(crate) type Handler = fn(&mut Task<'_>, &[u64; 6]) -> Result<i64, Stop>;
 const EINVAL: i64 = -(libc::EINVAL as i64);
 const EFAULT: i64 = -(libc::EFAULT as i64);
 
+/// The -errno a guest syscall returns for a failed memory operation.
 fn err(e: MemError) -> i64 {
-    -(e.errno() as i64)
+    -(match e {
+        MemError::BadRange { .. } => libc::EINVAL,
+        MemError::NotGuestMemory { .. } | MemError::NotMapped { .. } => libc::ENOMEM,
+        MemError::Host { errno, .. } => errno,
+    } as i64)
 }
 
 fn prot_of(bits: u64) -> Prot {

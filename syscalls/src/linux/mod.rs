@@ -10,7 +10,7 @@
 //! `rt_sigframe`.
 
 mod emul;
-mod guest;
+pub(crate) mod guest;
 mod memfile;
 mod procfs;
 mod signal;
@@ -28,23 +28,13 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use urun_cpu::state::reg;
 use urun_cpu::{AddressSpace, CpuState, Engine, EngineError, Exit, Fault};
 
+pub use crate::{EngineFactory, Stop, ENGINE_FAILED};
 pub use signal::signal_for;
 pub use thread::{finish_process, kill_process};
 
 /// The name of the no-access reservation the heap grows into (the loader
 /// makes it under the same name).
 pub const HEAP_RESERVE: &str = "[heap reserve]";
-
-/// How the guest (or one of its threads) ended.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Stop {
-    /// exit_group (or the last thread's exit) with this status (0..=255).
-    Exited(i32),
-    /// Killed by this signal.
-    Signaled(i32),
-    /// This thread ended with `exit(status)`; other threads go on.
-    ThreadExited(i32),
-}
 
 /// The guest's program break.
 #[derive(Clone, Copy, Debug, Default)]
@@ -64,13 +54,6 @@ impl Brk {
         Brk { start, cur: start, mapped_end: start, reserve_end }
     }
 }
-
-/// Makes a fresh engine for a new guest thread, or says why it cannot.
-pub type EngineFactory = Box<dyn Fn(Arc<AddressSpace>) -> Result<Box<dyn Engine>, EngineError> + Send + Sync>;
-
-/// Exit status when the engine fails under a running guest (as `env`
-/// uses for "the command itself failed").
-pub const ENGINE_FAILED: i32 = 125;
 
 /// What the guest's `clone` returns when no engine can be made for the
 /// new thread.

@@ -32,6 +32,19 @@ pub(crate) const fn bit(sig: i32) -> u64 {
     1u64 << (sig - 1)
 }
 
+/// The si_code (FPE_*) Linux gives for urun's `fp_exception` code.
+fn fpe_si_code(code: i32) -> i32 {
+    use urun_cpu::engine::fp_exception::*;
+    const TABLE: [(i32, i32); 5] = [
+        (DIVIDE_BY_ZERO, 3), // FPE_FLTDIV
+        (OVERFLOW, 4),       // FPE_FLTOVF
+        (UNDERFLOW, 5),      // FPE_FLTUND
+        (INEXACT, 6),        // FPE_FLTRES
+        (INVALID, 7),        // FPE_FLTINV
+    ];
+    TABLE.iter().find(|(c, _)| *c == code).map_or(0, |(_, si)| *si)
+}
+
 /// The signal Linux sends for a fault.
 pub fn signal_for(fault: &Fault) -> i32 {
     match fault.kind {
@@ -334,7 +347,7 @@ pub(crate) fn deliver_fault(task: &mut Task<'_>, f: &Fault) -> Result<(), Stop> 
         }
         FaultKind::GeneralProtection => (0x80, 0, FaultFrame { trapno: 13, err: 0, cr2: 0 }),
         FaultKind::Divide => (1, f.pc, FaultFrame { trapno: 0, err: 0, cr2: 0 }),
-        FaultKind::FloatingPoint { code } => (*code, f.pc, FaultFrame { trapno: 19, err: 0, cr2: 0 }),
+        FaultKind::FloatingPoint { code } => (fpe_si_code(*code), f.pc, FaultFrame { trapno: 19, err: 0, cr2: 0 }),
         FaultKind::InvalidOpcode { .. } => (2, f.pc, FaultFrame { trapno: 6, err: 0, cr2: 0 }),
         FaultKind::Breakpoint => (0x80, 0, FaultFrame { trapno: 3, err: 0, cr2: 0 }),
         // TRAP_BRKPT at the saved RIP, as Linux reports an ICEBP.

@@ -11,8 +11,8 @@
 //! Exceptions: the host always runs with every exception masked. When the
 //! result raises a flag the guest's FCW leaves unmasked, the instruction is
 //! not committed: the state stays as before, the flags are recorded in FSW
-//! with ES and B set, and the fault is `FloatingPoint` with the Linux
-//! si_code. Hardware would store the unmasked response and raise #MF at the
+//! with ES and B set, and the fault is `FloatingPoint` with its
+//! `fp_exception` code. Hardware would store the unmasked response and raise #MF at the
 //! *next* waiting x87 instruction; urun raises it on the faulting one, and
 //! for unmasked overflow/underflow it does not store the scaled result.
 //! A waiting instruction that finds an unmasked flag already set in FSW (left
@@ -72,8 +72,8 @@ const COMI: u8 = 1;
 /// FLDCW: the new FCW comes from memory.
 const LDCW: u8 = 2;
 
-/// Linux si_code for the unmasked exceptions in `bits` (FSW/FCW order), in
-/// the kernel's priority: invalid (stack faults included), divide by zero,
+/// The `fp_exception` code for the unmasked exceptions in `bits` (FSW/FCW
+/// order), in Linux's priority: invalid (stack faults included), divide by zero,
 /// overflow, denormal or underflow, precision.
 pub(crate) fn si_code(bits: u16) -> i32 {
     crate::engine::fpe_code(bits)

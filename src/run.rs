@@ -1,0 +1,125 @@
+//! Load the program, pick the personality its format calls for and an
+//! engine, run the guest, and leave as it left. Nothing here knows which
+//! OS the guest expects beyond the choice of personality.
+
+use std::convert::Infallible;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::sync::Arc;
+
+use urun_cpu::interp::Interpreter;
+use urun_cpu::state::reg;
+use urun_cpu::{AddressSpace, CpuState, Engine, EngineError};
+use urun_loader::{LoadOptions, Program};
+use urun_syscalls::linux::{self, Brk};
+use urun_syscalls::{win32, Personality, ENGINE_FAILED};
+
+use crate::{guest_env, reexec_args, resolve_script, Cli, EngineKind, StartError};
+
+/// Run the program `cli` names; returns only when it could not start.
+pub(crate) fn start(cli: &Cli) -> Result<Infallible, StartError> {
+    let argv0 = cli.argv0.clone().unwrap_or_else(|| cli.program.clone().into_os_string());
+    let mut argv = vec![argv0.into_vec()];
+    argv.extend(cli.args.iter().map(|a| a.as_bytes().to_vec()));
+    let (program, argv) = resolve_script(&cli.program, argv)?;
+    let shown = program.display().to_string();
+
+    if cli.engine == EngineKind::Kvm {
+        // Before loading anything: fail with one clear line, not later.
+        if let Err(e) = urun_kvm::probe() {
+            kvm_unusable(&e);
+        }
+    }
+    if cli.engine == EngineKind::Jit {
+        if let Err(e) = urun_cpu::jit::probe() {
+            eprintln!("urun: --engine jit: {e}");
+            std::process::exit(ENGINE_FAILED)
+        }
+    }
+    let mem = Arc::new(AddressSpace::new());
+    let cpuid1 = urun_cpu::cpuid::guest_cpuid(1, 0);
+    let opts = LoadOptions {
+        argv,
+        envp: guest_env(cli),
+        execfn: program.as_os_str().as_bytes().to_vec(),
+        hwcap: cpuid1[3] as u64,
+        hwcap2: 0,
+        sysroot: cli.sysroot.clone(),
+    };
+    let loaded = urun_loader::load_program(&program, &mem, &opts).map_err(|source| match source {
+        urun_loader::LoadError::Io { .. } | urun_loader::LoadError::Permission { .. } => StartError::Named(source),
+        source => StartError::Load { path: shown.clone(), source },
+    })?;
+    let kind = cli.engine;
+    let factory: urun_syscalls::EngineFactory = Box::new(move |mem| new_engine(kind, mem));
+    if cli.list_imports {
+        match &loaded {
+            Program::Pe(image) => {
+                print!("{}", win32::import_report(image));
+                std::process::exit(0)
+            }
+            Program::Elf(_) => {
+                eprintln!("urun: --list-imports: {shown} is not a Windows program");
+                std::process::exit(2)
+            }
+        }
+    }
+    let (personality, mut cpu): (Arc<dyn Personality>, CpuState) = match loaded {
+        Program::Elf(loaded) => {
+            tracing::debug!(
+                entry = format_args!("{:#x}", loaded.entry),
+                sp = format_args!("{:#x}", loaded.stack_pointer),
+                "loaded"
+            );
+            let mut cpu = CpuState { rip: loaded.entry, ..CpuState::default() };
+            cpu.gpr[reg::RSP] = loaded.stack_pointer;
+            let brk = Brk::at(loaded.brk_start, loaded.brk_reserve_end);
+            let mut process = linux::Process::new(mem.clone(), brk, loaded.exe_path.clone(), factory);
+            process.strace = cli.strace;
+            process.reexec = reexec_args(cli);
+            process.sysroot = cli.sysroot.clone();
+            process.cmdline = opts.argv.iter().flat_map(|a| a.iter().copied().chain(std::iter::once(0))).collect();
+            process.auxv =
+                loaded.auxv.iter().flat_map(|(k, v)| k.to_ne_bytes().into_iter().chain(v.to_ne_bytes())).collect();
+            (Arc::new(process), cpu)
+        }
+        Program::Pe(image) => {
+            if kind == EngineKind::Jit {
+                // The JIT keeps the host's GS for itself, and a Windows
+                // guest's GS is its TEB.
+                let source = win32::StartError::Engine("jit");
+                return Err(StartError::Win32 { path: shown, source });
+            }
+            let wopts = win32::Options { argv: opts.argv.clone(), envp: opts.envp.clone(), strace: cli.strace };
+            let (process, cpu) = win32::Process::start(mem.clone(), image, wopts, factory)
+                .map_err(|source| StartError::Win32 { path: shown.clone(), source })?;
+            (process, cpu)
+        }
+    };
+    let mut engine = match new_engine(kind, mem) {
+        Ok(e) => e,
+        Err(EngineError::Unavailable(e)) if kind == EngineKind::Kvm => kvm_unusable(&e),
+        Err(e) => {
+            eprintln!("urun: --engine {}: {e}", kind.name());
+            std::process::exit(ENGINE_FAILED)
+        }
+    };
+    let stop = personality.run_main(engine.as_mut(), &mut cpu);
+    urun_syscalls::finish(stop)
+}
+
+/// An engine of the chosen kind for one guest thread (the factory every
+/// guest thread's engine comes from: it reports, the personality decides).
+fn new_engine(kind: EngineKind, mem: Arc<AddressSpace>) -> Result<Box<dyn Engine>, EngineError> {
+    Ok(match kind {
+        EngineKind::Interp => Box::new(Interpreter::new(mem)),
+        EngineKind::Kvm => Box::new(urun_kvm::KvmEngine::new(mem).map_err(EngineError::from)?),
+        EngineKind::Jit => Box::new(urun_cpu::jit::JitEngine::new(mem).map_err(EngineError::from)?),
+    })
+}
+
+/// Say in one line why KVM cannot be used, and leave (before the guest
+/// runs: only the main thread gets here).
+fn kvm_unusable(e: &dyn std::fmt::Display) -> ! {
+    eprintln!("urun: --engine kvm: no usable /dev/kvm ({e})");
+    std::process::exit(ENGINE_FAILED)
+}

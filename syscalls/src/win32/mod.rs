@@ -1,0 +1,665 @@
+//! The Win32 personality: runs a PE32+ console program whose imports bind
+//! to urun's own system DLLs.
+//!
+//! Each export of those DLLs is a 16-byte stub in guest memory,
+//! `mov r10, rcx; mov eax, MARKER | n; syscall; ret`, so every engine's
+//! SYSCALL exit reaches this personality, which reads the Windows x64
+//! arguments, runs the function on the host (`table::TABLE` says which),
+//! sets RAX, and lets the stub's own `ret` return. An import urun does not
+//! implement binds to a stub that names it when called; a DLL urun does
+//! not know fails the start with one line naming it.
+//!
+//! The process starts at a small guest-side trampoline that runs the
+//! image's TLS callbacks (DLL_PROCESS_ATTACH), calls the entry point and
+//! passes its result to ExitProcess. TEB and PEB live in guest memory, with
+//! GS = TEB. One thread for now.
+
+mod abi;
+mod heap;
+mod kernel32;
+mod msvcrt;
+mod stdio;
+mod table;
+mod teb;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use urun_cpu::state::reg;
+use urun_cpu::{AddressSpace, CpuState, Engine, EngineError, Exit, Fault, FaultKind, Placement, Prot};
+use urun_loader::{ImportName, LoadedPe};
+
+pub use crate::Stop;
+use crate::{EngineFactory, Personality};
+use abi::{Call, Fail};
+use table::{Dll, Imp, A, R, TABLE};
+
+/// The EAX value of a stub: this marker in the high half, the stub number
+/// in the low half.
+const MARKER: u32 = 0x5752_0000;
+/// Stub size in bytes, and where its SYSCALL ends (what RIP is at the exit).
+const STUB: u64 = 16;
+const STUB_SYSCALL_END: u64 = 10;
+/// Where urun's system area goes (a hint): high, as Windows puts its DLLs.
+const SYSTEM_HINT: u64 = 0x7ff0_0000_0000;
+/// Status when the program calls a function urun does not implement.
+pub const UNIMPLEMENTED_STATUS: i32 = 126;
+
+/// What the program is started with.
+#[derive(Clone, Debug, Default)]
+pub struct Options {
+    pub argv: Vec<Vec<u8>>,
+    pub envp: Vec<Vec<u8>>,
+    /// Print each API call on stderr.
+    pub strace: bool,
+}
+
+/// Why a PE program could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("needs {0}, which urun does not provide and which is not next to the program")]
+    MissingDll(String),
+    #[error("needs {0}, a DLL next to the program: loading PE DLLs is not supported yet")]
+    DllNotSupported(String),
+    #[error("is a DLL, not a program")]
+    IsDll,
+    #[error("is a Windows GUI program (subsystem {0}); urun runs console programs")]
+    NotConsole(u16),
+    #[error("Windows programs do not run under --engine {0} yet (use --engine interp or kvm)")]
+    Engine(&'static str),
+    #[error("cannot set up the process: {0}")]
+    Setup(String),
+}
+
+/// Objects in the data area that data exports point at.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum DataObj {
+    /// `_iob`: stdin, stdout, stderr as msvcrt FILEs (48 bytes each).
+    Iob,
+    Fmode,
+    Commode,
+    Errno,
+    /// `char *_acmdln`.
+    Acmdln,
+    /// `char **__initenv` / `_environ`.
+    Initenv,
+    /// A `struct lconv` for the C locale.
+    Lconv,
+    /// 256 bytes for `strerror`'s result.
+    StrerrorBuf,
+    /// `int __argc` and `char **__argv` (ucrt's `__p___argc/argv`).
+    Argc,
+    Argv,
+}
+
+const DATA_OBJS: [(DataObj, u64); 10] = [
+    (DataObj::Iob, 3 * 48),
+    (DataObj::Fmode, 8),
+    (DataObj::Commode, 8),
+    (DataObj::Errno, 8),
+    (DataObj::Acmdln, 8),
+    (DataObj::Initenv, 8),
+    (DataObj::Lconv, 0x100),
+    (DataObj::StrerrorBuf, 0x100),
+    (DataObj::Argc, 8),
+    (DataObj::Argv, 8),
+];
+
+/// One stub: what it is named, and the table entry behind it (None: not
+/// implemented).
+struct Stub {
+    dll: String,
+    name: String,
+    export: Option<usize>,
+}
+
+/// One guest process as the Win32 personality sees it.
+pub struct Process {
+    pub mem: Arc<AddressSpace>,
+    strace: bool,
+    stubs: Vec<Stub>,
+    stub_base: u64,
+    /// The upcall return address (stub 0, which keeps RAX in R10).
+    return_trap: u64,
+    data_base: u64,
+    /// Module handles of urun's DLLs (fake bases in the data area).
+    modules: Vec<(Dll, u64)>,
+    exe_base: u64,
+    exe_name: String,
+    heap: Mutex<heap::Heap>,
+    streams: Mutex<stdio::Streams>,
+    /// argc, argv (guest array), envp (guest array), the environment as
+    /// (name, guest address of the value).
+    argc: u64,
+    argv: u64,
+    envp: u64,
+    env: Vec<(Vec<u8>, u64)>,
+    cmdline_a: u64,
+    onexit: Mutex<Vec<u64>>,
+    tls_next: Mutex<u32>,
+    #[allow(dead_code)]
+    new_engine: EngineFactory,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Process {
+    /// Bind `image`'s imports, build the system area, TEB/PEB, stack,
+    /// command line and environment; the returned `CpuState` starts the
+    /// init trampoline.
+    pub fn start(
+        mem: Arc<AddressSpace>,
+        image: LoadedPe,
+        opts: Options,
+        new_engine: EngineFactory,
+    ) -> Result<(Arc<Process>, CpuState), StartError> {
+        if image.is_dll {
+            return Err(StartError::IsDll);
+        }
+        if image.subsystem != 3 {
+            return Err(StartError::NotConsole(image.subsystem));
+        }
+        let setup = |what: &str, e: &dyn std::fmt::Display| StartError::Setup(format!("{what}: {e}"));
+
+        // Stubs: the return trap, every export urun implements, then one
+        // per distinct import it does not.
+        let mut stubs = vec![Stub { dll: "urun".into(), name: "upcall return".into(), export: None }];
+        for (i, e) in TABLE.iter().enumerate() {
+            stubs.push(Stub { dll: e.dll.short().into(), name: e.name.into(), export: Some(i) });
+        }
+        let mut missing: HashMap<(String, String), usize> = HashMap::new();
+        let mut binds: Vec<(u64, Bind)> = Vec::new();
+        for imp in &image.imports {
+            let Some(dll) = Dll::resolve(&imp.dll) else {
+                return Err(dll_error(&image.path, &imp.dll));
+            };
+            let found = match &imp.name {
+                ImportName::Name(n) => table::find(dll, n),
+                ImportName::Ordinal(_) => None,
+            };
+            let bind = match found.map(|i| (i, &TABLE[i].imp)) {
+                Some((i, Imp::Host(_))) => Bind::Stub(i + 1),
+                Some((_, Imp::Data(obj))) => Bind::Data(*obj),
+                None => {
+                    let key = (imp.dll.to_ascii_lowercase(), imp.name.to_string());
+                    let next = stubs.len();
+                    let n = *missing.entry(key).or_insert(next);
+                    if n == next {
+                        stubs.push(Stub { dll: imp.dll.clone(), name: imp.name.to_string(), export: None });
+                    }
+                    Bind::Stub(n)
+                }
+            };
+            binds.push((imp.iat, bind));
+        }
+
+        // The system area: stubs and the init trampoline (RX), then data (RW).
+        let code_len = urun_cpu::mem::page_ceil(stubs.len() as u64 * STUB + 0x1000);
+        let data_len = 0x10000;
+        let sys = mem
+            .map(Placement::Hint(SYSTEM_HINT), code_len + data_len, Prot::RW, false, None)
+            .map_err(|e| setup("the system area", &e))?;
+        mem.set_backing(sys, urun_cpu::Backing::Named("[urun win32 system]".into()));
+        let data_base = sys + code_len;
+        let mut code = Vec::with_capacity(code_len as usize);
+        for n in 0..stubs.len() {
+            let eax = MARKER | n as u32;
+            // mov r10, rcx — or, for the return trap, mov r10, rax (the
+            // result survives the mov eax).
+            let first: [u8; 3] = if n == 0 { [0x49, 0x89, 0xc2] } else { [0x4c, 0x8b, 0xd1] };
+            code.extend_from_slice(&first);
+            code.push(0xb8);
+            code.extend_from_slice(&eax.to_le_bytes());
+            code.extend_from_slice(&[0x0f, 0x05, 0xc3, 0xcc, 0xcc, 0xcc, 0xcc, 0xcc]);
+        }
+        let trampoline = sys + code.len() as u64;
+        let exit_stub = sys + STUB * (table::find(Dll::Kernel32, "ExitProcess").map_or(0, |i| i + 1) as u64);
+        let callbacks = image.tls.as_ref().map(|t| t.callbacks.clone()).unwrap_or_default();
+        code.extend(teb::trampoline(image.base, &callbacks, image.entry, exit_stub));
+        poke(&mem, sys, &code).map_err(|e| setup("the stubs", &e))?;
+
+        let modules: Vec<(Dll, u64)> = [Dll::Ntdll, Dll::Kernel32, Dll::Msvcrt]
+            .iter()
+            .enumerate()
+            .map(|(i, d)| (*d, data_base + 0x8000 + 0x1000 * i as u64))
+            .collect();
+        for (_, h) in &modules {
+            poke(&mem, *h, b"MZ").map_err(|e| setup("module headers", &e))?;
+        }
+
+        // Bind the IAT, then give the image its protections.
+        for (slot, bind) in &binds {
+            let v = match bind {
+                Bind::Stub(n) => sys + STUB * *n as u64,
+                Bind::Data(obj) => data_addr(data_base, *obj),
+            };
+            poke(&mem, *slot, &v.to_le_bytes()).map_err(|e| setup("the import address table", &e))?;
+        }
+        image.protect(&mem).map_err(|e| setup("the image", &e))?;
+        mem.protect(sys, code_len, Prot::RX).map_err(|e| setup("the stubs", &e))?;
+
+        let exe_name = image.path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let mut heap = heap::Heap::new(mem.clone());
+        let mut cpu = CpuState::default();
+        let mut alloc = |bytes: &[u8]| -> Result<u64, StartError> {
+            let a = heap.alloc(bytes.len().max(1) as u64).ok_or_else(|| StartError::Setup("out of memory".into()))?;
+            poke(&mem, a, bytes).map_err(|e| setup("the heap", &e))?;
+            Ok(a)
+        };
+        // argv and the environment, as msvcrt's __getmainargs gives them.
+        let mut argv_ptrs = Vec::new();
+        for a in &opts.argv {
+            argv_ptrs.push(alloc(&[a.as_slice(), b"\0"].concat())?);
+        }
+        argv_ptrs.push(0);
+        let argv = alloc(&argv_ptrs.iter().flat_map(|p| p.to_le_bytes()).collect::<Vec<u8>>())?;
+        let mut env = Vec::new();
+        let mut env_ptrs = Vec::new();
+        for kv in &opts.envp {
+            let a = alloc(&[kv.as_slice(), b"\0"].concat())?;
+            env_ptrs.push(a);
+            let eq = kv.iter().position(|&c| c == b'=').unwrap_or(kv.len());
+            env.push((kv[..eq].to_vec(), a + (eq as u64 + 1).min(kv.len() as u64)));
+        }
+        env_ptrs.push(0);
+        let envp = alloc(&env_ptrs.iter().flat_map(|p| p.to_le_bytes()).collect::<Vec<u8>>())?;
+        let cmdline = command_line(&opts.argv);
+        let cmdline_a = alloc(&[cmdline.as_slice(), b"\0"].concat())?;
+
+        let write_u64 = |obj: DataObj, v: u64| poke(&mem, data_addr(data_base, obj), &v.to_le_bytes());
+        write_u64(DataObj::Acmdln, cmdline_a).map_err(|e| setup("_acmdln", &e))?;
+        write_u64(DataObj::Initenv, envp).map_err(|e| setup("__initenv", &e))?;
+        write_u64(DataObj::Argc, opts.argv.len() as u64).map_err(|e| setup("__argc", &e))?;
+        write_u64(DataObj::Argv, argv).map_err(|e| setup("__argv", &e))?;
+        stdio::init_iob(&mem, data_addr(data_base, DataObj::Iob)).map_err(|e| setup("_iob", &e))?;
+        msvcrt::init_lconv(&mem, data_addr(data_base, DataObj::Lconv)).map_err(|e| setup("lconv", &e))?;
+
+        // Stack, TEB, PEB, TLS.
+        let reserve = image.stack_reserve.clamp(0x10_0000, 0x4000_0000);
+        let stack = mem.map(Placement::Hint(0), reserve, Prot::RW, false, None).map_err(|e| setup("the stack", &e))?;
+        mem.set_backing(stack, urun_cpu::Backing::Named("[stack]".into()));
+        let top = stack + reserve;
+        let teb = teb::build(&mem, &mut heap, &image, stack, top).map_err(|e| setup("the TEB", &e))?;
+
+        cpu.gs_base = teb;
+        tracing::debug!(teb = format_args!("{teb:#x}"), base = format_args!("{:#x}", image.base), "win32 process");
+        cpu.rip = trampoline;
+        cpu.gpr[reg::RSP] = top - 8;
+        // Windows starts threads with the x87 at double precision.
+        cpu.x87.fcw = 0x027f;
+
+        let p = Process {
+            mem,
+            strace: opts.strace,
+            stubs,
+            stub_base: sys,
+            return_trap: sys,
+            data_base,
+            modules,
+            exe_base: image.base,
+            exe_name,
+            heap: Mutex::new(heap),
+            streams: Mutex::new(stdio::Streams::new(data_addr(data_base, DataObj::Iob))),
+            argc: opts.argv.len() as u64,
+            argv,
+            envp,
+            env,
+            cmdline_a,
+            onexit: Mutex::new(Vec::new()),
+            tls_next: Mutex::new(0),
+            new_engine,
+        };
+        Ok((Arc::new(p), cpu))
+    }
+
+    pub(crate) fn data(&self, obj: DataObj) -> u64 {
+        data_addr(self.data_base, obj)
+    }
+
+    /// A guest address as `module+offset` for messages.
+    fn describe(&self, addr: u64) -> String {
+        if addr >= self.exe_base && addr - self.exe_base < 0x1000_0000 {
+            format!("{}+{:#x}", self.exe_name, addr - self.exe_base)
+        } else {
+            format!("{addr:#x}")
+        }
+    }
+}
+
+/// One line per import of `image` (`DLL!name implemented|missing|no such
+/// DLL`), then `N of M imports implemented`.
+pub fn import_report(image: &LoadedPe) -> String {
+    let mut out = String::new();
+    let mut have = 0;
+    for imp in &image.imports {
+        let state = match Dll::resolve(&imp.dll) {
+            None => "no such DLL",
+            Some(d) => match &imp.name {
+                ImportName::Name(n) if table::find(d, n).is_some() => {
+                    have += 1;
+                    "implemented"
+                }
+                _ => "missing",
+            },
+        };
+        out.push_str(&format!("{}!{} {state}\n", imp.dll, imp.name));
+    }
+    out.push_str(&format!("{have} of {} imports implemented\n", image.imports.len()));
+    out
+}
+
+/// Where an import is bound.
+enum Bind {
+    Stub(usize),
+    Data(DataObj),
+}
+
+fn data_addr(base: u64, obj: DataObj) -> u64 {
+    let mut at = base;
+    for (o, size) in DATA_OBJS {
+        if o == obj {
+            return at;
+        }
+        at += (size + 15) & !15;
+    }
+    at
+}
+
+/// Write urun's own bytes into guest memory that urun mapped writable.
+fn poke(mem: &AddressSpace, addr: u64, bytes: &[u8]) -> Result<(), String> {
+    if crate::linux::guest::write_from(mem, addr, bytes) {
+        Ok(())
+    } else {
+        Err(format!("cannot write {:#x}+{:#x}", addr, bytes.len()))
+    }
+}
+
+/// The error for a DLL urun does not provide.
+fn dll_error(exe: &std::path::Path, dll: &str) -> StartError {
+    let dir = exe.parent().map(|d| d.to_path_buf()).unwrap_or_default();
+    let beside = std::fs::read_dir(&dir)
+        .map(|entries| entries.flatten().any(|e| e.file_name().to_string_lossy().eq_ignore_ascii_case(dll)))
+        .unwrap_or(false);
+    if beside {
+        StartError::DllNotSupported(dll.into())
+    } else {
+        StartError::MissingDll(dll.into())
+    }
+}
+
+/// The command line msvcrt's parser turns back into `argv`: each argument
+/// quoted when it needs to be, with backslashes before quotes doubled.
+pub(crate) fn command_line(argv: &[Vec<u8>]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for (i, a) in argv.iter().enumerate() {
+        if i > 0 {
+            out.push(b' ');
+        }
+        let plain = !a.is_empty() && !a.iter().any(|&c| c == b' ' || c == b'\t' || c == b'"');
+        if plain {
+            out.extend_from_slice(a);
+            continue;
+        }
+        out.push(b'"');
+        let mut slashes = 0;
+        for &c in a {
+            if c == b'\\' {
+                slashes += 1;
+            } else {
+                if c == b'"' {
+                    out.extend(std::iter::repeat_n(b'\\', slashes + 1));
+                }
+                slashes = 0;
+            }
+            out.push(c);
+        }
+        out.extend(std::iter::repeat_n(b'\\', slashes));
+        out.push(b'"');
+    }
+    out
+}
+
+impl Personality for Process {
+    fn run_main(self: Arc<Self>, engine: &mut dyn Engine, cpu: &mut CpuState) -> Stop {
+        if let Err(e) = urun_cpu::hostfault::prepare_thread() {
+            tracing::warn!(%e, "guest thread without host-fault recovery");
+        }
+        match run_loop(&self, engine, cpu, 0) {
+            Ok(()) => self.exit(cpu.gpr[reg::RAX] as u32),
+            Err(stop) => stop,
+        }
+    }
+}
+
+impl Process {
+    /// The process ends with Windows exit code `code`: streams flushed,
+    /// the host sees `code & 0xff` (as under Wine).
+    pub(crate) fn exit(&self, code: u32) -> Stop {
+        lock(&self.streams).flush_all();
+        if self.strace {
+            line(&format!("+++ exited with {} +++", code & 0xff));
+        }
+        Stop::Exited((code & 0xff) as i32)
+    }
+}
+
+/// The engine failed under a running guest.
+pub(crate) fn engine_failed(engine: &str, e: &EngineError) -> Stop {
+    line(&format!("urun: --engine {engine}: {e}"));
+    Stop::Exited(crate::ENGINE_FAILED)
+}
+
+/// One line on stderr, written whole.
+fn line(s: &str) {
+    use std::io::Write;
+    let _ = std::io::stderr().write_all(format!("{s}\n").as_bytes());
+}
+
+/// Run guest code, servicing API calls, until the process ends (`Err`) or,
+/// inside an upcall (`depth > 0`), until the guest returns to the trap.
+fn run_loop(p: &Arc<Process>, engine: &mut dyn Engine, cpu: &mut CpuState, depth: u32) -> Result<(), Stop> {
+    loop {
+        let exit = engine.run(cpu).map_err(|e| engine_failed(engine.name(), &e))?;
+        match exit {
+            Exit::Syscall => {
+                if service(p, engine, cpu, depth)? {
+                    if depth > 0 {
+                        return Ok(());
+                    }
+                    // The first thread's code returned past its start: as
+                    // ExitThread of the last thread.
+                    return Err(p.exit(cpu.gpr[reg::RAX] as u32));
+                }
+            }
+            Exit::Fault(f) => return Err(unhandled(p, &f)),
+            Exit::Interrupted => {}
+        }
+    }
+}
+
+/// Service one SYSCALL exit: an API stub. Ok(true) when it was the upcall
+/// return trap.
+fn service(p: &Arc<Process>, engine: &mut dyn Engine, cpu: &mut CpuState, depth: u32) -> Result<bool, Stop> {
+    let eax = cpu.gpr[reg::RAX] as u32;
+    let off = cpu.rip.wrapping_sub(p.stub_base + STUB_SYSCALL_END);
+    let n = (off / STUB) as usize;
+    if !off.is_multiple_of(STUB) || n >= p.stubs.len() || eax != MARKER | n as u32 {
+        line(&format!(
+            "urun: {}: a direct Windows system call (eax={:#x}) at {}: not supported",
+            p.exe_name,
+            cpu.gpr[reg::RAX],
+            p.describe(cpu.rip.wrapping_sub(2))
+        ));
+        return Err(p.exit(0xc000_001d));
+    }
+    if n == 0 {
+        return Ok(true);
+    }
+    let stub = &p.stubs[n];
+    let Some(e) = stub.export.map(|i| &TABLE[i]) else {
+        let caller = guest_u64(&p.mem, cpu.gpr[reg::RSP]).unwrap_or(0);
+        lock(&p.streams).flush_all();
+        line(&format!("urun: unimplemented: {}!{} (called from {})", stub.dll, stub.name, p.describe(caller)));
+        return Err(Stop::Exited(UNIMPLEMENTED_STATUS));
+    };
+    let Imp::Host(handler) = e.imp else { return Ok(false) };
+    let needs_fp = e.ret == R::F64;
+    if needs_fp {
+        engine.fetch_fp(cpu).map_err(|err| engine_failed(engine.name(), &err))?;
+    }
+    let shown = if p.strace { Some(show_call(p, cpu, e)) } else { None };
+    if let (Some(s), R::NoReturn) = (&shown, e.ret) {
+        line(&format!("{s} = ?"));
+    }
+    let mut call = Call { p, cpu: &mut *cpu, engine: &mut *engine, depth };
+    let r = handler(&mut call);
+    let v = match r {
+        Ok(v) => v,
+        Err(Fail::Stop(s)) => return Err(s),
+        Err(Fail::Fault(addr)) => {
+            lock(&p.streams).flush_all();
+            line(&format!(
+                "urun: {}!{} was given a bad pointer ({addr:#x}): unhandled access violation (0xc0000005)",
+                e.dll.short(),
+                e.name
+            ));
+            return Err(p.exit(0xc000_0005));
+        }
+    };
+    match e.ret {
+        R::F64 => cpu.xmm[0] = u128::from(v),
+        R::Void => {}
+        _ => cpu.gpr[reg::RAX] = v,
+    }
+    if let Some(s) = shown {
+        line(&format!("{s} = {}", show_ret(e.ret, v)));
+    }
+    Ok(false)
+}
+
+fn guest_u64(mem: &AddressSpace, addr: u64) -> Option<u64> {
+    crate::linux::guest::read::<u64>(mem, addr)
+}
+
+/// `dll!Name(args…)` for `--strace`.
+fn show_call(p: &Process, cpu: &CpuState, e: &table::Export) -> String {
+    let g = &cpu.gpr;
+    let regs = [g[reg::R10], g[reg::RDX], g[reg::R8], g[reg::R9]];
+    let mut parts = Vec::new();
+    for (i, k) in e.args.iter().enumerate() {
+        let v = if i < 4 { regs[i] } else { guest_u64(&p.mem, g[reg::RSP] + 8 + 8 * i as u64).unwrap_or(0) };
+        parts.push(match k {
+            A::I32 => format!("{}", v as i32),
+            A::U32 => format!("{}", v as u32),
+            A::U64 => format!("{v}"),
+            A::Ptr | A::Handle => format!("{v:#x}"),
+            A::StrA => show_str(abi::cstr(&p.mem, v).map(|s| String::from_utf8_lossy(&s).into_owned()), v),
+            A::StrW => format!("L{}", show_str(wide(&p.mem, v), v)),
+            A::Va => "...".into(),
+        });
+    }
+    format!("{}!{}({})", e.dll.short(), e.name, parts.join(", "))
+}
+
+fn show_str(s: Option<String>, addr: u64) -> String {
+    match s {
+        Some(s) if addr != 0 => {
+            let cut: String = s.chars().take(40).collect();
+            format!("{:?}{}", cut, if cut.len() < s.len() { "..." } else { "" })
+        }
+        _ => format!("{addr:#x}"),
+    }
+}
+
+fn wide(mem: &AddressSpace, addr: u64) -> Option<String> {
+    let mut v = Vec::new();
+    let mut a = addr;
+    while v.len() < 256 {
+        let mut b = [0u8; 2];
+        if !crate::linux::guest::read_into(mem, a, &mut b) {
+            return None;
+        }
+        let c = u16::from_le_bytes(b);
+        if c == 0 {
+            break;
+        }
+        v.push(c);
+        a += 2;
+    }
+    Some(String::from_utf16_lossy(&v))
+}
+
+fn show_ret(r: R, v: u64) -> String {
+    match r {
+        R::Void | R::NoReturn => "void".into(),
+        R::I32 | R::Bool => format!("{}", v as i32),
+        R::U32 => format!("{}", v as u32),
+        R::U64 => format!("{v}"),
+        R::Ptr | R::Handle => format!("{v:#x}"),
+        R::F64 => format!("{}", f64::from_bits(v)),
+    }
+}
+
+/// A fault no handler takes: the process ends as an unhandled exception
+/// ends it on Windows (with the exception code, `& 0xff` for the host).
+fn unhandled(p: &Process, f: &Fault) -> Stop {
+    let (code, what) = match &f.kind {
+        FaultKind::Page { addr, write, .. } => {
+            (0xc000_0005u32, format!("access violation {} {addr:#x}", if *write { "writing" } else { "reading" }))
+        }
+        FaultKind::GeneralProtection => (0xc000_0005, "access violation (general protection)".into()),
+        FaultKind::Divide => (0xc000_0094, "integer divide by zero".into()),
+        FaultKind::InvalidOpcode { what } => (0xc000_001d, format!("illegal instruction ({what})")),
+        FaultKind::Breakpoint => (0x8000_0003, "breakpoint".into()),
+        FaultKind::DebugTrap => (0x8000_0004, "single step".into()),
+        FaultKind::FloatingPoint { code } => (float_status(*code), "floating-point exception".into()),
+    };
+    lock(&p.streams).flush_all();
+    line(&format!("urun: {}: unhandled exception {code:#010x} ({what}) at {}", p.exe_name, p.describe(f.pc)));
+    p.exit(code)
+}
+
+/// The STATUS_FLOAT_* code for urun's `fp_exception` code.
+fn float_status(code: i32) -> u32 {
+    use urun_cpu::engine::fp_exception::*;
+    const TABLE: [(i32, u32); 5] = [
+        (DIVIDE_BY_ZERO, 0xc000_008e),
+        (OVERFLOW, 0xc000_0091),
+        (UNDERFLOW, 0xc000_0093),
+        (INEXACT, 0xc000_008f),
+        (INVALID, 0xc000_0090),
+    ];
+    TABLE.iter().find(|(c, _)| *c == code).map_or(0xc000_0090, |(_, s)| *s)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn command_lines_round_trip_msvcrt_quoting() {
+        let cases: &[(&[&str], &str)] = &[
+            (&["prog", "a", "b c"], r#"prog a "b c""#),
+            (&["prog", ""], r#"prog """#),
+            (&["prog", r#"say "hi""#], r#"prog "say \"hi\"""#),
+            (&["prog", r"dir\ x\"], r#"prog "dir\ x\\""#),
+        ];
+        for (argv, want) in cases {
+            let v: Vec<Vec<u8>> = argv.iter().map(|a| a.as_bytes().to_vec()).collect();
+            assert_eq!(String::from_utf8_lossy(&command_line(&v)), *want);
+        }
+    }
+
+    #[test]
+    fn data_objects_do_not_overlap() {
+        let mut prev = 0;
+        for (obj, size) in DATA_OBJS {
+            let at = data_addr(0x1000, obj);
+            assert!(at >= prev, "{obj:?}");
+            prev = at + size;
+        }
+        assert!(prev < 0x1000 + 0x8000, "the data objects run into the module headers");
+    }
+}

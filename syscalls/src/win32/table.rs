@@ -1,0 +1,324 @@
+//! The one table of what urun's system DLLs export: each function's DLL,
+//! name, argument kinds and result kind (for `--strace`), and how it is
+//! implemented. Binding, `GetProcAddress` and `--strace` all read it.
+//! A DLL urun knows but a function it does not list binds to a stub that
+//! names the function when called.
+
+use super::abi::Res;
+use super::{kernel32 as k, msvcrt as c, stdio as s};
+
+/// The system DLLs urun provides.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub(crate) enum Dll {
+    Ntdll,
+    Kernel32,
+    /// msvcrt.dll; ucrtbase and the api-ms-win-crt-* sets resolve to the
+    /// same functions where they share them.
+    Msvcrt,
+    /// DLLs urun knows by name and exports nothing from yet: their imports
+    /// bind to stubs that name the function when called.
+    Other(&'static str),
+}
+
+impl Dll {
+    /// The DLL an import names (case-insensitive, `.dll` optional), or
+    /// None when urun does not provide it.
+    pub fn resolve(name: &str) -> Option<Dll> {
+        let n = name.to_ascii_lowercase();
+        let n = n.strip_suffix(".dll").unwrap_or(&n);
+        if n.starts_with("api-ms-win-crt-") {
+            return Some(Dll::Msvcrt);
+        }
+        Some(match n {
+            "ntdll" => Dll::Ntdll,
+            "kernel32" | "kernelbase" => Dll::Kernel32,
+            "msvcrt" | "ucrtbase" => Dll::Msvcrt,
+            _ => return KNOWN_EMPTY.iter().find(|k| **k == n).map(|k| Dll::Other(k)),
+        })
+    }
+
+    /// The name `--strace` shows.
+    pub fn short(self) -> &'static str {
+        match self {
+            Dll::Ntdll => "ntdll",
+            Dll::Kernel32 => "kernel32",
+            Dll::Msvcrt => "msvcrt",
+            Dll::Other(n) => n,
+        }
+    }
+}
+
+/// DLLs a console program may import from that urun knows by name.
+const KNOWN_EMPTY: &[&str] = &[
+    "advapi32",
+    "user32",
+    "gdi32",
+    "shell32",
+    "ole32",
+    "oleaut32",
+    "combase",
+    "ws2_32",
+    "bcrypt",
+    "bcryptprimitives",
+    "userenv",
+    "vcruntime140",
+    "vcruntime140_1",
+    "shlwapi",
+    "version",
+    "secur32",
+    "crypt32",
+    "dbghelp",
+    "psapi",
+    "iphlpapi",
+    "winmm",
+    "api-ms-win-core-synch-l1-2-0",
+];
+
+/// An argument's kind, for `--strace`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[allow(clippy::enum_variant_names)] // StrA/StrW: the Windows names
+pub(crate) enum A {
+    I32,
+    U32,
+    U64,
+    Ptr,
+    Handle,
+    /// A NUL-terminated narrow (UTF-8 / ANSI) string.
+    StrA,
+    /// A NUL-terminated UTF-16 string.
+    StrW,
+    /// `...` or a `va_list`: not shown.
+    Va,
+}
+
+/// A result's kind.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum R {
+    Void,
+    I32,
+    U32,
+    U64,
+    Ptr,
+    Bool,
+    Handle,
+    F64,
+    /// Does not return (ExitProcess, exit).
+    NoReturn,
+}
+
+pub(crate) type Handler = fn(&mut super::abi::Call<'_>) -> Res;
+
+/// How an export is implemented.
+#[derive(Clone, Copy)]
+pub(crate) enum Imp {
+    /// On the host: the stub exits to the personality, which runs this.
+    Host(Handler),
+    /// A data export: the IAT gets the address of this object in the
+    /// personality's data area.
+    Data(super::DataObj),
+}
+
+pub(crate) struct Export {
+    pub dll: Dll,
+    pub name: &'static str,
+    pub args: &'static [A],
+    pub ret: R,
+    pub imp: Imp,
+}
+
+macro_rules! exports {
+    ($( $dll:ident $name:literal ( $($a:ident),* ) $r:ident $imp:expr; )*) => {
+        pub(crate) static TABLE: &[Export] = &[
+            $( Export { dll: Dll::$dll, name: $name, args: &[$(A::$a),*], ret: R::$r, imp: $imp }, )*
+        ];
+    };
+}
+
+use Imp::{Data, Host};
+
+exports! {
+    // ----- kernel32 -----
+    Kernel32 "ExitProcess"(U32) NoReturn Host(k::exit_process);
+    Kernel32 "GetLastError"() U32 Host(k::get_last_error);
+    Kernel32 "SetLastError"(U32) Void Host(k::set_last_error);
+    Kernel32 "GetStdHandle"(I32) Handle Host(k::get_std_handle);
+    Kernel32 "WriteFile"(Handle, Ptr, U32, Ptr, Ptr) Bool Host(k::write_file);
+    Kernel32 "ReadFile"(Handle, Ptr, U32, Ptr, Ptr) Bool Host(k::read_file);
+    Kernel32 "CloseHandle"(Handle) Bool Host(k::close_handle);
+    Kernel32 "GetFileType"(Handle) U32 Host(k::get_file_type);
+    Kernel32 "GetStartupInfoA"(Ptr) Void Host(k::get_startup_info);
+    Kernel32 "GetStartupInfoW"(Ptr) Void Host(k::get_startup_info);
+    Kernel32 "InitializeCriticalSection"(Ptr) Void Host(k::init_critical_section);
+    Kernel32 "InitializeCriticalSectionAndSpinCount"(Ptr, U32) Bool Host(k::init_critical_section);
+    Kernel32 "InitializeCriticalSectionEx"(Ptr, U32, U32) Bool Host(k::init_critical_section);
+    Kernel32 "DeleteCriticalSection"(Ptr) Void Host(k::nothing);
+    Kernel32 "EnterCriticalSection"(Ptr) Void Host(k::nothing);
+    Kernel32 "LeaveCriticalSection"(Ptr) Void Host(k::nothing);
+    Kernel32 "IsDBCSLeadByteEx"(U32, U32) Bool Host(k::zero);
+    Kernel32 "MultiByteToWideChar"(U32, U32, Ptr, I32, Ptr, I32) I32 Host(k::multi_byte_to_wide_char);
+    Kernel32 "WideCharToMultiByte"(U32, U32, Ptr, I32, Ptr, I32, Ptr, Ptr) I32 Host(k::wide_char_to_multi_byte);
+    Kernel32 "SetUnhandledExceptionFilter"(Ptr) Ptr Host(k::zero);
+    Kernel32 "Sleep"(U32) Void Host(k::sleep);
+    Kernel32 "TlsAlloc"() U32 Host(k::tls_alloc);
+    Kernel32 "TlsFree"(U32) Bool Host(k::one);
+    Kernel32 "TlsGetValue"(U32) Ptr Host(k::tls_get_value);
+    Kernel32 "TlsSetValue"(U32, Ptr) Bool Host(k::tls_set_value);
+    Kernel32 "VirtualProtect"(Ptr, U64, U32, Ptr) Bool Host(k::virtual_protect);
+    Kernel32 "VirtualQuery"(Ptr, Ptr, U64) U64 Host(k::virtual_query);
+    Kernel32 "VirtualAlloc"(Ptr, U64, U32, U32) Ptr Host(k::virtual_alloc);
+    Kernel32 "VirtualFree"(Ptr, U64, U32) Bool Host(k::virtual_free);
+    Kernel32 "GetModuleHandleA"(StrA) Handle Host(k::get_module_handle_a);
+    Kernel32 "GetModuleHandleW"(StrW) Handle Host(k::get_module_handle_w);
+    Kernel32 "GetProcAddress"(Handle, StrA) Ptr Host(k::get_proc_address);
+    Kernel32 "LoadLibraryA"(StrA) Handle Host(k::get_module_handle_a);
+    Kernel32 "LoadLibraryW"(StrW) Handle Host(k::get_module_handle_w);
+    Kernel32 "GetCurrentProcess"() Handle Host(k::current_process);
+    Kernel32 "GetCurrentThread"() Handle Host(k::current_thread);
+    Kernel32 "GetCurrentProcessId"() U32 Host(k::current_process_id);
+    Kernel32 "GetCurrentThreadId"() U32 Host(k::current_thread_id);
+    Kernel32 "GetProcessHeap"() Handle Host(k::process_heap);
+    Kernel32 "HeapAlloc"(Handle, U32, U64) Ptr Host(k::heap_alloc);
+    Kernel32 "HeapFree"(Handle, U32, Ptr) Bool Host(k::heap_free);
+    Kernel32 "HeapReAlloc"(Handle, U32, Ptr, U64) Ptr Host(k::heap_realloc);
+    Kernel32 "GetCommandLineA"() Ptr Host(k::command_line_a);
+    Kernel32 "GetEnvironmentVariableA"(StrA, Ptr, U32) U32 Host(k::get_environment_variable_a);
+    Kernel32 "QueryPerformanceCounter"(Ptr) Bool Host(k::query_performance_counter);
+    Kernel32 "QueryPerformanceFrequency"(Ptr) Bool Host(k::query_performance_frequency);
+    Kernel32 "GetSystemTimeAsFileTime"(Ptr) Void Host(k::system_time_as_file_time);
+    Kernel32 "GetTickCount"() U32 Host(k::tick_count);
+    // ----- msvcrt (and ucrtbase) -----
+    Msvcrt "__getmainargs"(Ptr, Ptr, Ptr, I32, Ptr) I32 Host(c::getmainargs);
+    Msvcrt "__set_app_type"(I32) Void Host(c::nothing);
+    Msvcrt "_set_app_type"(I32) Void Host(c::nothing);
+    Msvcrt "__setusermatherr"(Ptr) Void Host(c::nothing);
+    Msvcrt "__iob_func"() Ptr Host(c::iob_func);
+    Msvcrt "__p__fmode"() Ptr Host(c::p_fmode);
+    Msvcrt "__p__commode"() Ptr Host(c::p_commode);
+    Msvcrt "___lc_codepage_func"() U32 Host(c::zero);
+    Msvcrt "___mb_cur_max_func"() I32 Host(c::one);
+    Msvcrt "__C_specific_handler"(Ptr, Ptr, Ptr, Ptr) I32 Host(c::c_specific_handler);
+    Msvcrt "_initterm"(Ptr, Ptr) Void Host(c::initterm);
+    Msvcrt "_initterm_e"(Ptr, Ptr) I32 Host(c::initterm_e);
+    Msvcrt "_onexit"(Ptr) Ptr Host(c::onexit);
+    Msvcrt "atexit"(Ptr) I32 Host(c::atexit);
+    Msvcrt "_crt_atexit"(Ptr) I32 Host(c::atexit);
+    Msvcrt "_cexit"() Void Host(c::cexit);
+    Msvcrt "_amsg_exit"(I32) NoReturn Host(c::amsg_exit);
+    Msvcrt "_lock"(I32) Void Host(c::nothing);
+    Msvcrt "_unlock"(I32) Void Host(c::nothing);
+    Msvcrt "_errno"() Ptr Host(c::errno_ptr);
+    Msvcrt "abort"() NoReturn Host(c::abort);
+    Msvcrt "exit"(I32) NoReturn Host(c::exit);
+    Msvcrt "_exit"(I32) NoReturn Host(c::quick_exit);
+    Msvcrt "signal"(I32, Ptr) Ptr Host(c::zero);
+    Msvcrt "localeconv"() Ptr Host(c::localeconv);
+    Msvcrt "strerror"(I32) Ptr Host(c::strerror);
+    Msvcrt "malloc"(U64) Ptr Host(c::malloc);
+    Msvcrt "calloc"(U64, U64) Ptr Host(c::calloc);
+    Msvcrt "realloc"(Ptr, U64) Ptr Host(c::realloc);
+    Msvcrt "free"(Ptr) Void Host(c::free);
+    Msvcrt "_strdup"(StrA) Ptr Host(c::strdup);
+    Msvcrt "memcpy"(Ptr, Ptr, U64) Ptr Host(c::memmove);
+    Msvcrt "memmove"(Ptr, Ptr, U64) Ptr Host(c::memmove);
+    Msvcrt "memset"(Ptr, I32, U64) Ptr Host(c::memset);
+    Msvcrt "memcmp"(Ptr, Ptr, U64) I32 Host(c::memcmp);
+    Msvcrt "strlen"(StrA) U64 Host(c::strlen);
+    Msvcrt "wcslen"(StrW) U64 Host(c::wcslen);
+    Msvcrt "strcmp"(StrA, StrA) I32 Host(c::strcmp);
+    Msvcrt "strncmp"(StrA, StrA, U64) I32 Host(c::strncmp);
+    Msvcrt "strcpy"(Ptr, StrA) Ptr Host(c::strcpy);
+    Msvcrt "strcat"(Ptr, StrA) Ptr Host(c::strcat);
+    Msvcrt "strchr"(StrA, I32) Ptr Host(c::strchr);
+    Msvcrt "strrchr"(StrA, I32) Ptr Host(c::strrchr);
+    Msvcrt "strtol"(StrA, Ptr, I32) I32 Host(c::strtol);
+    Msvcrt "strtoul"(StrA, Ptr, I32) U32 Host(c::strtoul);
+    Msvcrt "atoi"(StrA) I32 Host(c::atoi);
+    Msvcrt "getenv"(StrA) Ptr Host(c::getenv);
+    Msvcrt "qsort"(Ptr, U64, U64, Ptr) Void Host(c::qsort);
+    Msvcrt "_acmdln"() Ptr Data(super::DataObj::Acmdln);
+    Msvcrt "__initenv"() Ptr Data(super::DataObj::Initenv);
+    Msvcrt "_environ"() Ptr Data(super::DataObj::Initenv);
+    Msvcrt "_fmode"() Ptr Data(super::DataObj::Fmode);
+    Msvcrt "_commode"() Ptr Data(super::DataObj::Commode);
+    Msvcrt "_iob"() Ptr Data(super::DataObj::Iob);
+    // ucrtbase (through the api-ms-win-crt-* sets)
+    Msvcrt "__p___argc"() Ptr Host(c::p_argc);
+    Msvcrt "__p___argv"() Ptr Host(c::p_argv);
+    Msvcrt "__p__environ"() Ptr Host(c::p_environ);
+    Msvcrt "__p__acmdln"() Ptr Host(c::p_acmdln);
+    Msvcrt "_configure_narrow_argv"(I32) I32 Host(c::zero);
+    Msvcrt "_initialize_narrow_environment"() I32 Host(c::zero);
+    Msvcrt "_set_new_mode"(I32) I32 Host(c::zero);
+    Msvcrt "_set_invalid_parameter_handler"(Ptr) Ptr Host(c::zero);
+    Msvcrt "_crt_at_quick_exit"(Ptr) I32 Host(c::zero);
+    Msvcrt "__acrt_iob_func"(U32) Ptr Host(s::acrt_iob_func);
+    Msvcrt "__stdio_common_vfprintf"(U64, Ptr, StrA, Ptr, Va) I32 Host(s::common_vfprintf);
+    Msvcrt "__stdio_common_vsprintf"(U64, Ptr, U64, StrA, Ptr, Va) I32 Host(s::common_vsprintf);
+    // stdio
+    Msvcrt "fopen"(StrA, StrA) Ptr Host(s::fopen);
+    Msvcrt "fclose"(Ptr) I32 Host(s::fclose);
+    Msvcrt "fflush"(Ptr) I32 Host(s::fflush);
+    Msvcrt "fputc"(I32, Ptr) I32 Host(s::fputc);
+    Msvcrt "putc"(I32, Ptr) I32 Host(s::fputc);
+    Msvcrt "putchar"(I32) I32 Host(s::putchar);
+    Msvcrt "fputs"(StrA, Ptr) I32 Host(s::fputs);
+    Msvcrt "puts"(StrA) I32 Host(s::puts);
+    Msvcrt "fwrite"(Ptr, U64, U64, Ptr) U64 Host(s::fwrite);
+    Msvcrt "fread"(Ptr, U64, U64, Ptr) U64 Host(s::fread);
+    Msvcrt "fgets"(Ptr, I32, Ptr) Ptr Host(s::fgets);
+    Msvcrt "fgetc"(Ptr) I32 Host(s::fgetc);
+    Msvcrt "getc"(Ptr) I32 Host(s::fgetc);
+    Msvcrt "fseek"(Ptr, I32, I32) I32 Host(s::fseek);
+    Msvcrt "ftell"(Ptr) I32 Host(s::ftell);
+    Msvcrt "rewind"(Ptr) Void Host(s::rewind);
+    Msvcrt "feof"(Ptr) I32 Host(s::feof);
+    Msvcrt "ferror"(Ptr) I32 Host(s::ferror);
+    Msvcrt "_fileno"(Ptr) I32 Host(s::fileno);
+    Msvcrt "setvbuf"(Ptr, Ptr, I32, U64) I32 Host(s::zero);
+    Msvcrt "_setmode"(I32, I32) I32 Host(s::setmode);
+    Msvcrt "remove"(StrA) I32 Host(s::remove);
+    Msvcrt "_unlink"(StrA) I32 Host(s::remove);
+    Msvcrt "perror"(StrA) Void Host(s::perror);
+    Msvcrt "printf"(StrA, Va) I32 Host(s::printf);
+    Msvcrt "fprintf"(Ptr, StrA, Va) I32 Host(s::fprintf);
+    Msvcrt "vfprintf"(Ptr, StrA, Va) I32 Host(s::vfprintf);
+    Msvcrt "vprintf"(StrA, Va) I32 Host(s::vprintf);
+    Msvcrt "sprintf"(Ptr, StrA, Va) I32 Host(s::sprintf);
+    Msvcrt "snprintf"(Ptr, U64, StrA, Va) I32 Host(s::snprintf);
+    Msvcrt "_snprintf"(Ptr, U64, StrA, Va) I32 Host(s::snprintf);
+    Msvcrt "vsnprintf"(Ptr, U64, StrA, Va) I32 Host(s::vsnprintf);
+    Msvcrt "_vsnprintf"(Ptr, U64, StrA, Va) I32 Host(s::vsnprintf);
+}
+
+/// The export `name` of `dll`, if urun implements it.
+pub(crate) fn find(dll: Dll, name: &str) -> Option<usize> {
+    TABLE.iter().position(|e| e.dll == dll && e.name == name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dll_names_resolve_case_insensitively() {
+        let cases = [
+            ("KERNEL32.dll", Some(Dll::Kernel32)),
+            ("kernel32", Some(Dll::Kernel32)),
+            ("msvcrt.dll", Some(Dll::Msvcrt)),
+            ("api-ms-win-crt-stdio-l1-1-0.dll", Some(Dll::Msvcrt)),
+            ("USER32.dll", Some(Dll::Other("user32"))),
+            ("libgcrypt-20.dll", None),
+        ];
+        for (name, want) in cases {
+            assert_eq!(Dll::resolve(name), want, "{name}");
+        }
+    }
+
+    /// No export is listed twice (binding would pick the first silently).
+    #[test]
+    fn exports_are_unique() {
+        for (i, e) in TABLE.iter().enumerate() {
+            assert_eq!(find(e.dll, e.name), Some(i), "{}!{} listed twice", e.dll.short(), e.name);
+        }
+    }
+}
