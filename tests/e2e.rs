@@ -72,7 +72,7 @@ fn c_programs() -> Vec<(&'static str, &'static str, Vec<&'static str>, Expect)> 
         ("memory", "", vec![], Exit(0)),
         ("qsort", "", vec![], Exit(0)),
         ("munmap_huge", "", vec![], Exit(0)),
-        ("reserve", "", vec!["20000"], Exit(0)),
+        ("reserve", "", vec!["5000"], Exit(0)),
         ("segv", "", vec![], Signal(libc::SIGSEGV)),
         ("fpe", "", vec![], Signal(libc::SIGFPE)),
         // SIGFPE caught: si_code, si_addr, saved RIP (under the JIT: the
