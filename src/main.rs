@@ -15,6 +15,8 @@ use urun_cpu::{AddressSpace, CpuState, Engine, EngineError};
 use urun_loader::{Format, LoadOptions};
 use urun_syscalls::linux::{self, Brk, Process, Stop};
 
+mod path;
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 enum EngineKind {
     /// The interpreter: portable, precise, the reference.
@@ -83,6 +85,8 @@ enum StartError {
     Named(urun_loader::LoadError),
     #[error("{0}: bad interpreter line")]
     BadScript(String),
+    #[error(transparent)]
+    Path(#[from] path::PathError),
 }
 
 impl StartError {
@@ -90,6 +94,7 @@ impl StartError {
         match self {
             StartError::Load { source, .. } | StartError::Named(source) => source.exit_code(),
             StartError::BadScript(_) => 126,
+            StartError::Path(e) => e.exit_code(),
         }
     }
 }
@@ -176,7 +181,9 @@ fn start(cli: &Cli) -> Result<Stop, StartError> {
     let argv0 = cli.argv0.clone().unwrap_or_else(|| cli.program.clone().into_os_string());
     let mut argv = vec![argv0.into_vec()];
     argv.extend(cli.args.iter().map(|a| a.as_bytes().to_vec()));
-    let (program, argv) = resolve_script(&cli.program, argv)?;
+    let envp = guest_env(cli);
+    let program = path::resolve(&cli.program, path::path_of(&envp))?;
+    let (program, argv) = resolve_script(&program, argv)?;
     let shown = program.display().to_string();
 
     if cli.engine == EngineKind::Kvm {
@@ -195,7 +202,7 @@ fn start(cli: &Cli) -> Result<Stop, StartError> {
     let cpuid1 = urun_cpu::cpuid::guest_cpuid(1, 0);
     let opts = LoadOptions {
         argv,
-        envp: guest_env(cli),
+        envp,
         execfn: program.as_os_str().as_bytes().to_vec(),
         hwcap: cpuid1[3] as u64,
         hwcap2: 0,

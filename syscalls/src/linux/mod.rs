@@ -186,6 +186,9 @@ impl Process {
             args.push(c);
         }
         let argv0 = argv.first().cloned().unwrap_or_else(|| path.clone());
+        // execve never searches PATH, but urun does for a name without a
+        // slash: keep it relative to the working directory.
+        let path = if path.contains(&b'/') { path } else { [b"./".as_slice(), &path].concat() };
         let tail = std::iter::once(b"-0".to_vec())
             .chain(std::iter::once(argv0))
             .chain(std::iter::once(b"--".to_vec()))
