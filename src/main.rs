@@ -15,6 +15,7 @@ use urun_cpu::{AddressSpace, CpuState, Engine, EngineError};
 use urun_loader::{Format, LoadOptions};
 use urun_syscalls::linux::{self, Brk, Process, Stop};
 
+mod binfmt;
 mod path;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -341,8 +342,16 @@ fn restore_sigpipe() {
 
 fn main() {
     restore_sigpipe();
-    let cli = Cli::parse_from(split_guest_args(std::env::args_os().collect()));
+    let args: Vec<OsString> = std::env::args_os().collect();
+    // Started by the kernel for a binfmt_misc entry: everything is the guest's.
+    let args = match binfmt::invoked_args(&args) {
+        Some(args) => args,
+        None if args.get(1).is_some_and(|a| a == "binfmt") => std::process::exit(binfmt::main(&args[2..])),
+        None => args,
+    };
+    let cli = Cli::parse_from(split_guest_args(args));
     init_logging();
+    tracing::debug!(program = ?cli.program, argv0 = ?cli.argv0, args = ?cli.args, "guest command line");
     match start(&cli) {
         Ok(stop) => finish(stop),
         Err(e) => {
