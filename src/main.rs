@@ -16,6 +16,7 @@ use urun_loader::{Format, LoadOptions};
 use urun_syscalls::linux::{self, Brk, Process, Stop};
 
 mod binfmt;
+mod gdb;
 mod path;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -67,6 +68,10 @@ struct Cli {
     #[arg(short = '0', value_name = "ARGV0", env = "URUN_ARGV0")]
     argv0: Option<OsString>,
 
+    /// Wait for gdb on 127.0.0.1:PORT before the first guest instruction.
+    #[arg(short = 'g', value_name = "PORT", env = "URUN_GDB", value_parser = clap::value_parser!(u16).range(1..))]
+    gdb: Option<u16>,
+
     /// The program to run.
     #[arg(value_name = "PROGRAM")]
     program: PathBuf,
@@ -88,6 +93,8 @@ enum StartError {
     BadScript(String),
     #[error(transparent)]
     Path(#[from] path::PathError),
+    #[error(transparent)]
+    Gdb(#[from] gdb::GdbError),
 }
 
 impl StartError {
@@ -96,6 +103,7 @@ impl StartError {
             StartError::Load { source, .. } | StartError::Named(source) => source.exit_code(),
             StartError::BadScript(_) => 126,
             StartError::Path(e) => e.exit_code(),
+            StartError::Gdb(_) => linux::ENGINE_FAILED,
         }
     }
 }
@@ -222,7 +230,11 @@ fn start(cli: &Cli) -> Result<Stop, StartError> {
     let mut cpu = CpuState { rip: loaded.entry, ..CpuState::default() };
     cpu.gpr[reg::RSP] = loaded.stack_pointer;
     let kind = cli.engine;
-    let factory: linux::EngineFactory = Box::new(move |mem| new_engine(kind, mem));
+    if let Some(port) = cli.gdb {
+        gdb::wait_for_gdb(port, mem.clone())?;
+    }
+    let debug = cli.gdb.is_some();
+    let factory: linux::EngineFactory = Box::new(move |mem| debugged(debug, new_engine(kind, mem.clone()), mem));
     let mut process =
         Process::new(mem.clone(), Brk::at(loaded.brk_start, loaded.brk_reserve_end), loaded.exe_path.clone(), factory);
     process.strace = cli.strace;
@@ -231,7 +243,7 @@ fn start(cli: &Cli) -> Result<Stop, StartError> {
     process.cmdline = opts.argv.iter().flat_map(|a| a.iter().copied().chain(std::iter::once(0))).collect();
     process.auxv = loaded.auxv.iter().flat_map(|(k, v)| k.to_ne_bytes().into_iter().chain(v.to_ne_bytes())).collect();
     let process = Arc::new(process);
-    let mut engine = match new_engine(kind, mem) {
+    let mut engine = match debugged(debug, new_engine(kind, mem.clone()), mem) {
         Ok(e) => e,
         Err(EngineError::Unavailable(e)) if kind == EngineKind::Kvm => kvm_unusable(&e),
         Err(e) => {
@@ -252,6 +264,18 @@ fn new_engine(kind: EngineKind, mem: Arc<AddressSpace>) -> Result<Box<dyn Engine
     })
 }
 
+/// Under `-g`, every engine is wrapped for the gdb stub.
+fn debugged(
+    debug: bool,
+    engine: Result<Box<dyn Engine>, EngineError>,
+    mem: Arc<AddressSpace>,
+) -> Result<Box<dyn Engine>, EngineError> {
+    match engine {
+        Ok(e) if debug => Ok(Box::new(gdb::Debugged::new(e, mem))),
+        other => other,
+    }
+}
+
 /// Say in one line why KVM cannot be used, and leave (before the guest
 /// runs: only the main thread gets here).
 fn kvm_unusable(e: &dyn std::fmt::Display) -> ! {
@@ -261,6 +285,11 @@ fn kvm_unusable(e: &dyn std::fmt::Display) -> ! {
 
 /// Leave as the guest left: its exit status, or killed by its signal.
 fn finish(stop: Stop) -> ! {
+    match stop {
+        Stop::Exited(code) => gdb::report_end(Ok(code)),
+        Stop::Signaled(sig) => gdb::report_end(Err(sig)),
+        Stop::ThreadExited(_) => {}
+    }
     match stop {
         Stop::Exited(code) => linux::finish_process(code),
         Stop::Signaled(sig) => linux::kill_process(sig),
@@ -284,7 +313,7 @@ fn finish(stop: Stop) -> ! {
 /// Put `--` before the guest program, so that everything after it is the
 /// guest's even when it looks like one of urun's options.
 fn split_guest_args(args: Vec<OsString>) -> Vec<OsString> {
-    const TAKES_VALUE: &[&str] = &["-E", "-U", "-0", "-L", "--engine"];
+    const TAKES_VALUE: &[&str] = &["-E", "-U", "-0", "-L", "-g", "--engine"];
     let mut out = Vec::with_capacity(args.len() + 1);
     let mut it = args.into_iter();
     if let Some(me) = it.next() {
@@ -350,6 +379,9 @@ fn main() {
         None => args,
     };
     let cli = Cli::parse_from(split_guest_args(args));
+    // The gdb stub is this process's: children urun runs for the guest's
+    // execve do not wait for gdb again.
+    std::env::remove_var("URUN_GDB");
     init_logging();
     tracing::debug!(program = ?cli.program, argv0 = ?cli.argv0, args = ?cli.args, "guest command line");
     match start(&cli) {
