@@ -67,7 +67,9 @@ fn assert_same(what: &str, native: &Outcome, under: &Outcome, n: &[String], u: &
 // ---- go test -exec urun ----------------------------------------------------
 
 fn go_cmd(args: &[&str]) -> Command {
-    let out = repo_root().join("testbins/out");
+    // Go's caches live beside cargo's build output (testbins/out holds
+    // only guest programs: e2e.rs checks each has a case).
+    let out = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| repo_root().join("target"));
     let mut c = Command::new("go");
     c.arg("test")
         .args(["-count=1", "-v"])
