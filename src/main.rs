@@ -11,6 +11,9 @@ use std::path::{Path, PathBuf};
 use clap::{Parser, ValueEnum};
 use urun_loader::Format;
 
+mod binfmt;
+mod gdb;
+mod path;
 mod run;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -67,6 +70,10 @@ struct Cli {
     #[arg(short = '0', value_name = "ARGV0", env = "URUN_ARGV0")]
     argv0: Option<OsString>,
 
+    /// Wait for gdb on 127.0.0.1:PORT before the first guest instruction.
+    #[arg(short = 'g', value_name = "PORT", env = "URUN_GDB", value_parser = clap::value_parser!(u16).range(1..))]
+    gdb: Option<u16>,
+
     /// The program to run.
     #[arg(value_name = "PROGRAM")]
     program: PathBuf,
@@ -90,6 +97,10 @@ enum StartError {
     /// cannot run it.
     #[error("{path}: {source}")]
     Win32 { path: String, source: urun_syscalls::win32::StartError },
+    #[error(transparent)]
+    Path(#[from] path::PathError),
+    #[error(transparent)]
+    Gdb(#[from] gdb::GdbError),
 }
 
 impl StartError {
@@ -97,6 +108,8 @@ impl StartError {
         match self {
             StartError::Load { source, .. } | StartError::Named(source) => source.exit_code(),
             StartError::BadScript(_) | StartError::Win32 { .. } => 126,
+            StartError::Path(e) => e.exit_code(),
+            StartError::Gdb(_) => urun_syscalls::ENGINE_FAILED,
         }
     }
 }
@@ -182,7 +195,7 @@ fn read_head(path: &Path) -> Vec<u8> {
 /// Put `--` before the guest program, so that everything after it is the
 /// guest's even when it looks like one of urun's options.
 fn split_guest_args(args: Vec<OsString>) -> Vec<OsString> {
-    const TAKES_VALUE: &[&str] = &["-E", "-U", "-0", "-L", "--engine"];
+    const TAKES_VALUE: &[&str] = &["-E", "-U", "-0", "-L", "-g", "--engine"];
     let mut out = Vec::with_capacity(args.len() + 1);
     let mut it = args.into_iter();
     if let Some(me) = it.next() {
@@ -240,8 +253,19 @@ fn restore_sigpipe() {
 
 fn main() {
     restore_sigpipe();
-    let cli = Cli::parse_from(split_guest_args(std::env::args_os().collect()));
+    let args: Vec<OsString> = std::env::args_os().collect();
+    // Started by the kernel for a binfmt_misc entry: everything is the guest's.
+    let args = match binfmt::invoked_args(&args) {
+        Some(args) => args,
+        None if args.get(1).is_some_and(|a| a == "binfmt") => std::process::exit(binfmt::main(&args[2..])),
+        None => args,
+    };
+    let cli = Cli::parse_from(split_guest_args(args));
+    // The gdb stub is this process's: children urun runs for the guest's
+    // execve do not wait for gdb again.
+    std::env::remove_var("URUN_GDB");
     init_logging();
+    tracing::debug!(program = ?cli.program, argv0 = ?cli.argv0, args = ?cli.args, "guest command line");
     match run::start(&cli) {
         Ok(never) => match never {},
         Err(e) => {

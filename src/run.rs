@@ -11,16 +11,18 @@ use urun_cpu::state::reg;
 use urun_cpu::{AddressSpace, CpuState, Engine, EngineError};
 use urun_loader::{LoadOptions, Program};
 use urun_syscalls::linux::{self, Brk};
-use urun_syscalls::{win32, Personality, ENGINE_FAILED};
+use urun_syscalls::{win32, Personality, Stop, ENGINE_FAILED};
 
-use crate::{guest_env, reexec_args, resolve_script, Cli, EngineKind, StartError};
+use crate::{gdb, guest_env, path, reexec_args, resolve_script, Cli, EngineKind, StartError};
 
 /// Run the program `cli` names; returns only when it could not start.
 pub(crate) fn start(cli: &Cli) -> Result<Infallible, StartError> {
     let argv0 = cli.argv0.clone().unwrap_or_else(|| cli.program.clone().into_os_string());
     let mut argv = vec![argv0.into_vec()];
     argv.extend(cli.args.iter().map(|a| a.as_bytes().to_vec()));
-    let (program, argv) = resolve_script(&cli.program, argv)?;
+    let envp = guest_env(cli);
+    let program = path::resolve(&cli.program, path::path_of(&envp))?;
+    let (program, argv) = resolve_script(&program, argv)?;
     let shown = program.display().to_string();
 
     if cli.engine == EngineKind::Kvm {
@@ -39,7 +41,7 @@ pub(crate) fn start(cli: &Cli) -> Result<Infallible, StartError> {
     let cpuid1 = urun_cpu::cpuid::guest_cpuid(1, 0);
     let opts = LoadOptions {
         argv,
-        envp: guest_env(cli),
+        envp,
         execfn: program.as_os_str().as_bytes().to_vec(),
         hwcap: cpuid1[3] as u64,
         hwcap2: 0,
@@ -50,7 +52,9 @@ pub(crate) fn start(cli: &Cli) -> Result<Infallible, StartError> {
         source => StartError::Load { path: shown.clone(), source },
     })?;
     let kind = cli.engine;
-    let factory: urun_syscalls::EngineFactory = Box::new(move |mem| new_engine(kind, mem));
+    let debug = cli.gdb.is_some();
+    let factory: urun_syscalls::EngineFactory =
+        Box::new(move |mem| debugged(debug, new_engine(kind, mem.clone()), mem));
     if cli.list_imports {
         match &loaded {
             Program::Pe(image) => {
@@ -95,7 +99,10 @@ pub(crate) fn start(cli: &Cli) -> Result<Infallible, StartError> {
             (process, cpu)
         }
     };
-    let mut engine = match new_engine(kind, mem) {
+    if let Some(port) = cli.gdb {
+        gdb::wait_for_gdb(port, mem.clone())?;
+    }
+    let mut engine = match debugged(debug, new_engine(kind, mem.clone()), mem) {
         Ok(e) => e,
         Err(EngineError::Unavailable(e)) if kind == EngineKind::Kvm => kvm_unusable(&e),
         Err(e) => {
@@ -104,6 +111,11 @@ pub(crate) fn start(cli: &Cli) -> Result<Infallible, StartError> {
         }
     };
     let stop = personality.run_main(engine.as_mut(), &mut cpu);
+    match stop {
+        Stop::Exited(code) => gdb::report_end(Ok(code)),
+        Stop::Signaled(sig) => gdb::report_end(Err(sig)),
+        Stop::ThreadExited(_) => {}
+    }
     urun_syscalls::finish(stop)
 }
 
@@ -115,6 +127,18 @@ fn new_engine(kind: EngineKind, mem: Arc<AddressSpace>) -> Result<Box<dyn Engine
         EngineKind::Kvm => Box::new(urun_kvm::KvmEngine::new(mem).map_err(EngineError::from)?),
         EngineKind::Jit => Box::new(urun_cpu::jit::JitEngine::new(mem).map_err(EngineError::from)?),
     })
+}
+
+/// Under `-g`, every engine is wrapped for the gdb stub.
+fn debugged(
+    debug: bool,
+    engine: Result<Box<dyn Engine>, EngineError>,
+    mem: Arc<AddressSpace>,
+) -> Result<Box<dyn Engine>, EngineError> {
+    match engine {
+        Ok(e) if debug => Ok(Box::new(gdb::Debugged::new(e, mem))),
+        other => other,
+    }
 }
 
 /// Say in one line why KVM cannot be used, and leave (before the guest

@@ -4,7 +4,8 @@
 //! cargo (`cargo test --no-run`, offline, into `testbins/out/rust-unwind`),
 //! then its test binary runs natively and under urun, and `cargo test` runs
 //! once natively and once with urun as cargo's runner
-//! (`CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUNNER`), as a user would.
+//! (`CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUNNER`), as a user would, with
+//! its tests passing and, with the failing one included, failing.
 //! The harness output (timing and thread ids filtered out), stderr and the
 //! exit status must be the same. The engine is `URUN_TEST_ENGINE` (interp
 //! unless set). (C++ exceptions are e2e cases: testbins/cxx_except.cc.)
@@ -199,6 +200,32 @@ fn cargo_test_with_urun_as_runner() {
     assert!(
         String::from_utf8_lossy(&n).contains("should panic ... ok"),
         "no should_panic test ran:\n{}",
+        show(&n, 3000)
+    );
+}
+
+/// A failing test fails `cargo test` with urun as the runner exactly as
+/// natively: cargo's status (101), the same harness output.
+#[test]
+fn cargo_test_failing_run_fails_as_natively() {
+    test_binary();
+    let (args, harness) = (["test"], ["--include-ignored", "--test-threads=1"]);
+    let native = run(&mut cargo_cmd(&args, &harness), b"", timeout());
+    assert_eq!(native.code, Some(101), "native cargo test: {}\n{}", native.status_text(), native.stderr_text());
+    let runner = format!("{} --engine {}", urun(), engine_under_test());
+    let under = run(cargo_cmd(&args, &harness).env(RUNNER_VAR, &runner), b"", timeout());
+    let (n, u) = (normalize(&native.stdout, false), normalize(&under.stdout, false));
+    assert!(
+        n == u && native.code == under.code && native.signal == under.signal,
+        "failing cargo test with runner `{runner}`: {} natively, {} under urun\nnative stdout:\n{}\nurun stdout:\n{}",
+        native.status_text(),
+        under.status_text(),
+        show(&n, 3000),
+        show(&u, 3000)
+    );
+    assert!(
+        String::from_utf8_lossy(&n).contains("fails_on_purpose ... FAILED"),
+        "the failing test did not run:\n{}",
         show(&n, 3000)
     );
 }

@@ -286,6 +286,19 @@ impl Interpreter {
     /// Run one block at `cpu.rip`; `None` when it ended without an exit.
     /// (The JIT engine's fallback for what it does not run natively.)
     pub fn run_block(&mut self, cpu: &mut CpuState) -> Option<Exit> {
+        self.run_insns(cpu, MAX_BLOCK)
+    }
+
+    /// Run the one instruction at `cpu.rip`; `None` when it ended without
+    /// an exit. (The gdb stub's single step and breakpoints.)
+    pub fn step(&mut self, cpu: &mut CpuState) -> Option<Exit> {
+        let exit = self.run_insns(cpu, 1);
+        self.tlb.sync_marks(&self.mem);
+        exit
+    }
+
+    /// Run at most `max` instructions of the block at `cpu.rip`.
+    fn run_insns(&mut self, cpu: &mut CpuState, max: usize) -> Option<Exit> {
         let gen = self.mem.generation();
         if gen != self.generation {
             // Access was reduced somewhere: cached permissions go (code
@@ -304,7 +317,7 @@ impl Interpreter {
             },
         };
         let mut ctx = Ctx { cpu: &mut *cpu, mem: &self.mem, tlb: &mut self.tlb, next_rip: 0, smc: None };
-        for d in &block.insns {
+        for d in block.insns.iter().take(max) {
             ctx.next_rip = d.insn.next_ip();
             let r = (d.handler)(&mut ctx, &d.insn);
             // A write to a page holding translated code: log it now that

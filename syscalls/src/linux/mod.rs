@@ -101,7 +101,7 @@ pub struct Process {
     /// Kernel `struct sigaction` per signal: handler, flags, restorer, mask.
     sigactions: Mutex<[[u64; 4]; 65]>,
     reported_unknown: Mutex<HashSet<u64>>,
-    new_engine: EngineFactory,
+    new_engine: Arc<dyn Fn(Arc<AddressSpace>) -> Result<Box<dyn Engine>, EngineError> + Send + Sync>,
     /// Guest threads alive.
     live_threads: AtomicUsize,
 }
@@ -125,7 +125,28 @@ impl Process {
             auxv: Vec::new(),
             sigactions: Mutex::new([[0; 4]; 65]),
             reported_unknown: Mutex::new(HashSet::new()),
-            new_engine,
+            new_engine: Arc::from(new_engine),
+            live_threads: AtomicUsize::new(1),
+        }
+    }
+
+    /// What a vfork child (CLONE_VM without CLONE_SIGHAND) starts with: the
+    /// same memory, but its own copy of the signal dispositions, as the
+    /// kernel gives it (Go's os/exec child resets every handler to SIG_DFL
+    /// before exec; shared, that reset was the parent's too).
+    pub(crate) fn for_vfork_child(&self) -> Process {
+        Process {
+            mem: self.mem.clone(),
+            brk: Mutex::new(*lock(&self.brk)),
+            exe_path: self.exe_path.clone(),
+            strace: self.strace,
+            reexec: self.reexec.clone(),
+            sysroot: self.sysroot.clone(),
+            cmdline: self.cmdline.clone(),
+            auxv: self.auxv.clone(),
+            sigactions: Mutex::new(*lock(&self.sigactions)),
+            reported_unknown: Mutex::new(lock(&self.reported_unknown).clone()),
+            new_engine: self.new_engine.clone(),
             live_threads: AtomicUsize::new(1),
         }
     }
@@ -169,6 +190,9 @@ impl Process {
             args.push(c);
         }
         let argv0 = argv.first().cloned().unwrap_or_else(|| path.clone());
+        // execve never searches PATH, but urun does for a name without a
+        // slash: keep it relative to the working directory.
+        let path = if path.contains(&b'/') { path } else { [b"./".as_slice(), &path].concat() };
         let tail = std::iter::once(b"-0".to_vec())
             .chain(std::iter::once(argv0))
             .chain(std::iter::once(b"--".to_vec()))

@@ -83,7 +83,7 @@ fn shared_vfork(task: &mut Task<'_>, flags: u64, stack: u64, ctid: u64, tls: u64
         cpu.fs_base = tls;
     }
     let mut child = VforkChild {
-        p: task.p.clone(),
+        p: Arc::new(task.p.for_vfork_child()),
         cpu,
         sigmask: task.t.sigmask,
         clear_child_tid: if cleartid { ctid } else { 0 },

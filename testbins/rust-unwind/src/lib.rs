@@ -1,7 +1,12 @@
 //! Panics that unwind: `#[should_panic]`, `catch_unwind`, a panic in a
 //! spawned thread seen by `join`, destructors run during unwinding, and one
 //! ignored test that fails on purpose (tests/unwind.rs runs it with
-//! `--ignored` to compare a failing run and its backtrace).
+//! `--ignored` to compare a failing run and its backtrace). `runner.rs`:
+//! what a crate's tests do besides (threads, child processes, temporary
+//! files), for urun as cargo's runner.
+
+#[cfg(test)]
+mod runner;
 
 use std::panic;
 use std::sync::atomic::{AtomicUsize, Ordering};

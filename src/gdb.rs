@@ -1,0 +1,515 @@
+//! The gdb stub (`-g PORT`, `URUN_GDB`), qemu-user style, on the `gdbstub`
+//! crate: urun listens on 127.0.0.1:PORT and waits for gdb before the
+//! guest's first instruction; gdb can then set breakpoints, single-step,
+//! continue, read and write registers (general, x87, SSE) and memory, list
+//! the guest's threads, and is told when the guest exits or is killed.
+//!
+//! Every guest thread's engine is wrapped in a [`Debugged`]: while gdb has
+//! nothing armed (no breakpoint, no step) it runs the chosen engine as
+//! usual; while something is armed it runs the guest one instruction at a
+//! time in the interpreter (all engines share `CpuState` and the
+//! `AddressSpace`, so any engine can hand over to it), checking each
+//! address against the breakpoints. Breakpoints are kept as addresses, not
+//! written into guest code.
+//!
+//! All-stop, simply: the stopped thread holds the stub's lock while it
+//! talks to gdb, and a thread that is stepping takes the lock for each
+//! instruction, so it waits there. A thread running unarmed (or blocked in
+//! a syscall) runs on; gdb sees the registers it had at its last step.
+
+use std::collections::{BTreeMap, HashSet};
+use std::net::{TcpListener, TcpStream};
+use std::num::NonZeroUsize;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use gdbstub::common::{Signal, Tid};
+use gdbstub::conn::ConnectionExt;
+use gdbstub::stub::state_machine::GdbStubStateMachine;
+use gdbstub::stub::{DisconnectReason, GdbStub, MultiThreadStopReason};
+use gdbstub::target::ext::base::multithread::{
+    MultiThreadBase, MultiThreadResume, MultiThreadResumeOps, MultiThreadSchedulerLocking,
+    MultiThreadSchedulerLockingOps, MultiThreadSingleStep, MultiThreadSingleStepOps,
+};
+use gdbstub::target::ext::base::BaseOps;
+use gdbstub::target::ext::breakpoints::{Breakpoints, BreakpointsOps, SwBreakpoint, SwBreakpointOps};
+use gdbstub::target::{TargetError, TargetResult};
+use gdbstub_arch::x86::reg::X86_64CoreRegs;
+use gdbstub_arch::x86::X86_64_SSE;
+use urun_cpu::interp::Interpreter;
+use urun_cpu::state::{reg, sreg};
+use urun_cpu::{AddressSpace, CpuState, Engine, EngineError, Exit, Interrupt, Prot};
+
+/// What went wrong setting up or talking to gdb.
+#[derive(Debug, thiserror::Error)]
+pub enum GdbError {
+    #[error("cannot listen on 127.0.0.1:{port} for gdb: {source}")]
+    Listen { port: u16, source: std::io::Error },
+    #[error("waiting for gdb on port {port}: {source}")]
+    Accept { port: u16, source: std::io::Error },
+    #[error("the gdb connection failed: {0}")]
+    Protocol(String),
+}
+
+/// The registers and context of the thread gdb is looking at.
+pub struct Target {
+    mem: Arc<AddressSpace>,
+    /// The stopped thread and its live state (valid while it is in `stop`).
+    current: Option<(i32, *mut CpuState)>,
+    /// Every guest thread's state at its last stop or step.
+    threads: BTreeMap<i32, CpuState>,
+    breakpoints: HashSet<u64>,
+    /// The thread gdb asked to single-step on the next resume.
+    step: Option<i32>,
+}
+
+// SAFETY: `current`'s pointer is only dereferenced by the thread that set
+// it, inside `stop`, while it holds the stub's lock (and clears it before
+// letting go); the rest is plain data.
+unsafe impl Send for Target {}
+
+type Machine = GdbStubStateMachine<'static, Target, TcpStream>;
+
+struct Stub {
+    target: Target,
+    machine: Option<Machine>,
+}
+
+static STUB: Mutex<Option<Stub>> = Mutex::new(None);
+/// Something is armed (breakpoints or a step): threads run in the
+/// interpreter, one instruction at a time.
+static ARMED: AtomicBool = AtomicBool::new(false);
+
+fn lock() -> MutexGuard<'static, Option<Stub>> {
+    STUB.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Listen on `port` and wait for gdb to connect (before the guest runs).
+pub fn wait_for_gdb(port: u16, mem: Arc<AddressSpace>) -> Result<(), GdbError> {
+    let listener = TcpListener::bind(("127.0.0.1", port)).map_err(|source| GdbError::Listen { port, source })?;
+    eprintln!("urun: waiting for gdb on 127.0.0.1:{port}");
+    let (conn, _) = listener.accept().map_err(|source| GdbError::Accept { port, source })?;
+    let _ = conn.set_nodelay(true);
+    let mut target = Target { mem, current: None, threads: BTreeMap::new(), breakpoints: HashSet::new(), step: None };
+    let machine = GdbStub::new(conn).run_state_machine(&mut target).map_err(|e| GdbError::Protocol(e.to_string()))?;
+    *lock() = Some(Stub { target, machine: Some(machine) });
+    // The first instruction of the first thread stops.
+    ARMED.store(true, Ordering::Release);
+    Ok(())
+}
+
+fn tid_of(t: i32) -> Tid {
+    NonZeroUsize::new(t.max(1) as usize).unwrap_or(NonZeroUsize::MIN)
+}
+
+/// Talk to gdb with this thread stopped for `reason`, until gdb resumes.
+fn stop(stub: &mut Stub, tid: i32, cpu: &mut CpuState, reason: Option<MultiThreadStopReason<u64>>) {
+    stub.target.current = Some((tid, cpu as *mut CpuState));
+    stub.target.threads.insert(tid, cpu.clone());
+    stub.target.step = None;
+    let mut m = stub.machine.take();
+    if let Some(reason) = reason {
+        m = match m {
+            Some(Machine::Running(r)) => r.report_stop(&mut stub.target, reason).map_err(|e| gone(&e)).ok(),
+            other => other,
+        };
+    }
+    loop {
+        m = match m {
+            Some(Machine::Idle(mut idle)) => match idle.borrow_conn().read() {
+                Ok(byte) => idle.incoming_data(&mut stub.target, byte).map_err(|e| gone(&e)).ok(),
+                Err(e) => {
+                    gone(&e);
+                    None
+                }
+            },
+            Some(Machine::CtrlCInterrupt(c)) => {
+                c.interrupt_handled(&mut stub.target, Some(MultiThreadStopReason::Signal(Signal::SIGINT))).ok()
+            }
+            Some(Machine::Disconnected(d)) => {
+                if d.get_reason() == DisconnectReason::Kill {
+                    tracing::debug!("gdb killed the guest");
+                    urun_syscalls::linux::kill_process(libc::SIGKILL);
+                }
+                None
+            }
+            Some(running @ Machine::Running(_)) => break stub.machine = Some(running),
+            None => break,
+        };
+    }
+    if stub.machine.is_none() {
+        // gdb went away (detach or a broken connection): the guest runs on.
+        stub.target.breakpoints.clear();
+        stub.target.step = None;
+    }
+    stub.target.current = None;
+    // Registers gdb wrote went to `cpu` itself; the record follows.
+    stub.target.threads.insert(tid, cpu.clone());
+    ARMED.store(
+        stub.machine.is_some() && (!stub.target.breakpoints.is_empty() || stub.target.step.is_some()),
+        Ordering::Release,
+    );
+}
+
+/// The connection failed: say why (the guest then runs on without gdb).
+fn gone(e: &dyn std::fmt::Display) {
+    tracing::warn!("gdb connection closed: {e}");
+}
+
+/// Tell gdb how the guest ended (its exit status or its signal).
+pub fn report_end(status: Result<i32, i32>) {
+    let mut g = lock();
+    let Some(stub) = g.as_mut() else { return };
+    if let Some(Machine::Running(r)) = stub.machine.take() {
+        let reason = match status {
+            Ok(code) => MultiThreadStopReason::Exited(code as u8),
+            Err(sig) => MultiThreadStopReason::Terminated(Signal(sig as u8)),
+        };
+        let _ = r.report_stop(&mut stub.target, reason);
+    }
+}
+
+/// A guest thread's engine under the gdb stub.
+pub struct Debugged {
+    inner: Box<dyn Engine>,
+    interp: Interpreter,
+    irq: Arc<Interrupt>,
+    tid: i32,
+    /// This thread was asked to single-step: report after one instruction.
+    stepping: bool,
+}
+
+impl Debugged {
+    pub fn new(inner: Box<dyn Engine>, mem: Arc<AddressSpace>) -> Self {
+        let irq = inner.interrupt_handle();
+        Debugged { inner, interp: Interpreter::new(mem), irq, tid: 0, stepping: false }
+    }
+
+    /// One look at the stub before the instruction at `cpu.rip`: stop if a
+    /// breakpoint or a finished step says so. Returns whether this thread
+    /// should step (in the interpreter) rather than run its engine.
+    fn check(&mut self, cpu: &mut CpuState) -> bool {
+        let mut g = lock();
+        let Some(stub) = g.as_mut() else { return false };
+        let first = !stub.target.threads.contains_key(&self.tid) && stub.target.threads.is_empty();
+        let reason = if first {
+            Some(None) // the initial stop: gdb asks for the reason itself
+        } else if self.stepping {
+            Some(Some(MultiThreadStopReason::DoneStep))
+        } else if stub.target.breakpoints.contains(&cpu.rip) {
+            Some(Some(MultiThreadStopReason::SwBreak(tid_of(self.tid))))
+        } else {
+            None
+        };
+        self.stepping = false;
+        if let Some(reason) = reason {
+            // After gdb resumes, the instruction at `cpu.rip` runs before
+            // the next look (so a continue leaves the breakpoint).
+            stop(stub, self.tid, cpu, reason);
+            self.stepping = stub.target.step == Some(self.tid);
+        } else {
+            stub.target.threads.insert(self.tid, cpu.clone());
+        }
+        ARMED.load(Ordering::Acquire)
+    }
+}
+
+impl Drop for Debugged {
+    fn drop(&mut self) {
+        if let Some(stub) = lock().as_mut() {
+            stub.target.threads.remove(&self.tid);
+        }
+    }
+}
+
+impl Engine for Debugged {
+    fn run(&mut self, cpu: &mut CpuState) -> Result<Exit, EngineError> {
+        if self.tid == 0 {
+            // SAFETY: gettid has no arguments and cannot fail.
+            self.tid = unsafe { libc::syscall(libc::SYS_gettid) } as i32;
+        }
+        loop {
+            if !ARMED.load(Ordering::Acquire) {
+                return self.inner.run(cpu);
+            }
+            // The interpreter reads and writes all of `cpu`.
+            self.inner.fetch_fp(cpu)?;
+            if !self.check(cpu) {
+                return self.inner.run(cpu);
+            }
+            if self.irq.take() {
+                return Ok(Exit::Interrupted);
+            }
+            if let Some(exit) = self.interp.step(cpu) {
+                // A syscall or fault: the step (if one) is done after it.
+                return Ok(exit);
+            }
+        }
+    }
+
+    fn fetch_fp(&mut self, cpu: &mut CpuState) -> Result<(), EngineError> {
+        self.inner.fetch_fp(cpu)
+    }
+
+    fn name(&self) -> &'static str {
+        self.inner.name()
+    }
+
+    fn interrupt_handle(&self) -> Arc<Interrupt> {
+        self.irq.clone()
+    }
+}
+
+// ---- registers ---------------------------------------------------------------
+
+/// gdb's order: RAX RBX RCX RDX RSI RDI RBP RSP R8..R15.
+const GDB_GPR: [usize; 16] = [
+    reg::RAX,
+    reg::RBX,
+    reg::RCX,
+    reg::RDX,
+    reg::RSI,
+    reg::RDI,
+    reg::RBP,
+    reg::RSP,
+    reg::R8,
+    reg::R9,
+    reg::R10,
+    reg::R11,
+    reg::R12,
+    reg::R13,
+    reg::R14,
+    reg::R15,
+];
+
+fn to_gdb(cpu: &CpuState, regs: &mut X86_64CoreRegs) {
+    for (i, &r) in GDB_GPR.iter().enumerate() {
+        regs.regs[i] = cpu.gpr[r];
+    }
+    regs.rip = cpu.rip;
+    regs.eflags = cpu.rflags() as u32;
+    let s = &mut regs.segments;
+    (s.cs, s.ss, s.ds, s.es, s.fs, s.gs) = (
+        cpu.seg[sreg::CS] as u32,
+        cpu.seg[sreg::SS] as u32,
+        cpu.seg[sreg::DS] as u32,
+        cpu.seg[sreg::ES] as u32,
+        cpu.seg[sreg::FS] as u32,
+        cpu.seg[sreg::GS] as u32,
+    );
+    // ST(i) is physical register (TOP + i) mod 8.
+    let top = ((cpu.x87.fsw >> 11) & 7) as usize;
+    for i in 0..8 {
+        regs.st[i] = cpu.x87.st[(top + i) % 8];
+    }
+    regs.fpu.fctrl = cpu.x87.fcw as u32;
+    regs.fpu.fstat = cpu.x87.fsw as u32;
+    regs.fpu.ftag = cpu.x87.ftw as u32;
+    regs.fpu.fop = cpu.x87.fop as u32;
+    regs.fpu.fioff = cpu.x87.fip as u32;
+    regs.fpu.fooff = cpu.x87.fdp as u32;
+    regs.xmm = cpu.xmm;
+    regs.mxcsr = cpu.mxcsr;
+}
+
+fn from_gdb(regs: &X86_64CoreRegs, cpu: &mut CpuState) {
+    for (i, &r) in GDB_GPR.iter().enumerate() {
+        cpu.gpr[r] = regs.regs[i];
+    }
+    cpu.rip = regs.rip;
+    // What user code may change of RFLAGS (a native ptrace allows no more).
+    use urun_cpu::state::fl;
+    let keep = cpu.rflags() & !fl::USER_WRITABLE;
+    cpu.flags.set(keep | (regs.eflags as u64 & fl::USER_WRITABLE));
+    let fsw = regs.fpu.fstat as u16;
+    let top = ((fsw >> 11) & 7) as usize;
+    for i in 0..8 {
+        cpu.x87.st[(top + i) % 8] = regs.st[i];
+    }
+    cpu.x87.fcw = regs.fpu.fctrl as u16;
+    cpu.x87.fsw = fsw;
+    cpu.x87.ftw = regs.fpu.ftag as u16;
+    cpu.xmm = regs.xmm;
+    cpu.mxcsr = regs.mxcsr & 0xffff;
+}
+
+impl Target {
+    fn cpu_of(&mut self, tid: Tid) -> Option<&mut CpuState> {
+        let t = tid.get() as i32;
+        match self.current {
+            // SAFETY: see `unsafe impl Send for Target`: the pointer is the
+            // stopped thread's live state, valid while it talks to gdb.
+            Some((cur, p)) if cur == t => Some(unsafe { &mut *p }),
+            _ => self.threads.get_mut(&t),
+        }
+    }
+}
+
+impl gdbstub::target::Target for Target {
+    type Arch = X86_64_SSE;
+    type Error = &'static str;
+
+    fn base_ops(&mut self) -> BaseOps<'_, Self::Arch, Self::Error> {
+        BaseOps::MultiThread(self)
+    }
+
+    fn support_breakpoints(&mut self) -> Option<BreakpointsOps<'_, Self>> {
+        Some(self)
+    }
+}
+
+impl MultiThreadBase for Target {
+    fn read_registers(&mut self, regs: &mut X86_64CoreRegs, tid: Tid) -> TargetResult<(), Self> {
+        let cpu = self.cpu_of(tid).ok_or(TargetError::NonFatal)?;
+        to_gdb(cpu, regs);
+        Ok(())
+    }
+
+    fn write_registers(&mut self, regs: &X86_64CoreRegs, tid: Tid) -> TargetResult<(), Self> {
+        // Only the stopped thread's registers are live.
+        if self.current.map(|(t, _)| t) != Some(tid.get() as i32) {
+            return Err(TargetError::NonFatal);
+        }
+        let cpu = self.cpu_of(tid).ok_or(TargetError::NonFatal)?;
+        from_gdb(regs, cpu);
+        Ok(())
+    }
+
+    fn read_addrs(&mut self, start: u64, data: &mut [u8], _tid: Tid) -> TargetResult<usize, Self> {
+        // As much as the guest can read from `start` (gdb asks past ends).
+        let mut n = 0;
+        while n < data.len() {
+            let addr = start.wrapping_add(n as u64);
+            let chunk = (data.len() - n).min((urun_cpu::PAGE_SIZE - addr % urun_cpu::PAGE_SIZE) as usize);
+            if !self.mem.check(addr, chunk as u64, Prot::READ) {
+                break;
+            }
+            // SAFETY: checked readable guest memory just above; a racing
+            // unmap is recovered by the routine.
+            if unsafe { urun_cpu::hostfault::copy_from_guest(&mut data[n..n + chunk], addr) }.is_err() {
+                break;
+            }
+            n += chunk;
+        }
+        if n == 0 && !data.is_empty() {
+            return Err(TargetError::Errno(14)); // EFAULT
+        }
+        Ok(n)
+    }
+
+    fn write_addrs(&mut self, start: u64, data: &[u8], _tid: Tid) -> TargetResult<(), Self> {
+        if !self.mem.check(start, data.len() as u64, Prot::WRITE) {
+            return Err(TargetError::Errno(14));
+        }
+        // SAFETY: checked writable guest memory; a racing unmap is recovered.
+        unsafe { urun_cpu::hostfault::copy_to_guest(start, data) }.map_err(|_| TargetError::Errno(14))?;
+        self.mem.code_written(start, data.len() as u64);
+        Ok(())
+    }
+
+    fn list_active_threads(&mut self, report: &mut dyn FnMut(Tid)) -> Result<(), Self::Error> {
+        let mut tids: Vec<i32> = self.threads.keys().copied().collect();
+        if let Some((t, _)) = self.current {
+            if !tids.contains(&t) {
+                tids.push(t);
+            }
+        }
+        for t in tids {
+            report(tid_of(t));
+        }
+        Ok(())
+    }
+
+    fn support_resume(&mut self) -> Option<MultiThreadResumeOps<'_, Self>> {
+        Some(self)
+    }
+}
+
+impl MultiThreadResume for Target {
+    fn resume(&mut self) -> Result<(), Self::Error> {
+        Ok(())
+    }
+
+    fn clear_resume_actions(&mut self) -> Result<(), Self::Error> {
+        self.step = None;
+        Ok(())
+    }
+
+    fn set_resume_action_continue(&mut self, _tid: Tid, signal: Option<Signal>) -> Result<(), Self::Error> {
+        if signal.is_some() {
+            return Err("urun's gdb stub cannot resume with a signal");
+        }
+        Ok(())
+    }
+
+    fn support_single_step(&mut self) -> Option<MultiThreadSingleStepOps<'_, Self>> {
+        Some(self)
+    }
+
+    fn support_scheduler_locking(&mut self) -> Option<MultiThreadSchedulerLockingOps<'_, Self>> {
+        Some(self)
+    }
+}
+
+/// gdb steps one thread and names no action for the others (`vCont;s:T`):
+/// they stay where they are if they are stepping (they wait on the stub's
+/// lock); a thread running unarmed or in a syscall is not stopped.
+impl MultiThreadSchedulerLocking for Target {
+    fn set_resume_action_scheduler_lock(&mut self) -> Result<(), Self::Error> {
+        Ok(())
+    }
+}
+
+impl MultiThreadSingleStep for Target {
+    fn set_resume_action_step(&mut self, tid: Tid, signal: Option<Signal>) -> Result<(), Self::Error> {
+        if signal.is_some() {
+            return Err("urun's gdb stub cannot step with a signal");
+        }
+        self.step = Some(tid.get() as i32);
+        Ok(())
+    }
+}
+
+impl Breakpoints for Target {
+    fn support_sw_breakpoint(&mut self) -> Option<SwBreakpointOps<'_, Self>> {
+        Some(self)
+    }
+}
+
+impl SwBreakpoint for Target {
+    fn add_sw_breakpoint(&mut self, addr: u64, _kind: usize) -> TargetResult<bool, Self> {
+        self.breakpoints.insert(addr);
+        Ok(true)
+    }
+
+    fn remove_sw_breakpoint(&mut self, addr: u64, _kind: usize) -> TargetResult<bool, Self> {
+        Ok(self.breakpoints.remove(&addr))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn registers_round_trip_through_gdb_order() {
+        let mut cpu = CpuState::default();
+        for (i, g) in cpu.gpr.iter_mut().enumerate() {
+            *g = 0x1000 + i as u64;
+        }
+        cpu.rip = 0x401000;
+        cpu.x87.fsw = 3 << 11; // TOP = 3
+        cpu.x87.st[3] = [1, 0, 0, 0, 0, 0, 0, 0x80, 0xff, 0x3f]; // ST(0) = 1.0
+        cpu.xmm[5] = 0xdead_beef;
+        let mut regs = X86_64CoreRegs::default();
+        to_gdb(&cpu, &mut regs);
+        assert_eq!(regs.regs[1], 0x1000 + reg::RBX as u64, "gdb's second register is RBX");
+        assert_eq!(regs.regs[7], 0x1000 + reg::RSP as u64);
+        assert_eq!(regs.st[0], cpu.x87.st[3], "ST(0) is the top of the stack");
+        assert_eq!(regs.segments.cs, 0x33);
+        let mut back = CpuState::default();
+        back.x87 = cpu.x87;
+        from_gdb(&regs, &mut back);
+        assert_eq!((back.gpr, back.rip, back.xmm, back.x87.st), (cpu.gpr, cpu.rip, cpu.xmm, cpu.x87.st));
+    }
+}

@@ -1,0 +1,3 @@
+module urun.test/gorunner
+
+go 1.19
