@@ -44,6 +44,11 @@ struct Cli {
     #[arg(long, value_enum, default_value = "interp", env = "URUN_ENGINE")]
     engine: EngineKind,
 
+    /// CPU model: x86-64, x86-64-v2, x86-64-v3 or host (default), then
+    /// +FEATURE/-FEATURE modifiers, qemu-style (`-cpu` works too).
+    #[arg(long = "cpu", value_name = "MODEL", env = "URUN_CPU")]
+    cpu: Option<String>,
+
     /// Print each syscall on stderr, one per line.
     #[arg(long, env = "URUN_STRACE")]
     strace: bool,
@@ -131,6 +136,10 @@ fn reexec_args(cli: &Cli) -> Vec<OsString> {
     if cli.strace {
         v.push("--strace".into());
     }
+    if let Some(cpu) = &cli.cpu {
+        v.push("--cpu".into());
+        v.push(cpu.into());
+    }
     if let Some(root) = &cli.sysroot {
         v.push("-L".into());
         v.push(root.clone().into_os_string());
@@ -178,6 +187,10 @@ fn start(cli: &Cli) -> Result<Stop, StartError> {
     argv.extend(cli.args.iter().map(|a| a.as_bytes().to_vec()));
     let (program, argv) = resolve_script(&cli.program, argv)?;
     let shown = program.display().to_string();
+    if let Err(e) = urun_cpu::cpuid::configure(cli.cpu.as_deref()) {
+        eprintln!("urun: -cpu: {e}");
+        std::process::exit(2)
+    }
 
     if cli.engine == EngineKind::Kvm {
         // Before loading anything: fail with one clear line, not later.
@@ -276,13 +289,15 @@ fn finish(stop: Stop) -> ! {
 /// Put `--` before the guest program, so that everything after it is the
 /// guest's even when it looks like one of urun's options.
 fn split_guest_args(args: Vec<OsString>) -> Vec<OsString> {
-    const TAKES_VALUE: &[&str] = &["-E", "-U", "-0", "-L", "--engine"];
+    const TAKES_VALUE: &[&str] = &["-E", "-U", "-0", "-L", "--engine", "--cpu"];
     let mut out = Vec::with_capacity(args.len() + 1);
     let mut it = args.into_iter();
     if let Some(me) = it.next() {
         out.push(me);
     }
     while let Some(a) = it.next() {
+        // qemu's single-dash `-cpu`.
+        let a = if a.as_bytes() == b"-cpu" { OsString::from("--cpu") } else { a };
         let b = a.as_bytes();
         if b == b"--" {
             out.push(a);

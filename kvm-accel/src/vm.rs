@@ -153,6 +153,52 @@ pub fn get() -> Result<Arc<Mutex<Vm>>, KvmError> {
     Ok(vm)
 }
 
+/// CR4.OSXSAVE (bit 18) when the CPU model has XSAVE, else 0.
+fn osxsave_cr4() -> u64 {
+    if urun_cpu::cpuid::model().has("xsave") {
+        1 << 18
+    } else {
+        0
+    }
+}
+
+/// Make KVM's supported CPUID report the process's CPU model (`-cpu`):
+/// every feature bit urun's model table knows is the model's; leaf 7
+/// keeps only the model's EBX and UMIP (CR4.UMIP needs it; user code
+/// cannot use it), leaf 0xD describes the model's XCR0. Bits urun's table
+/// does not know (APIC, PAE, MSR, the hypervisor bit ...) stay KVM's:
+/// KVM checks CR4 and MSR writes against them.
+pub(crate) fn apply_model(entries: &mut [kvm_bindings::kvm_cpuid_entry2], m: &urun_cpu::cpuid::Model) {
+    use urun_cpu::cpuid::{model_cpuid, Word, FEATURES};
+    let known = |w: Word| FEATURES.iter().filter(|f| f.word == w).fold(0u32, |a, f| a | f.bit);
+    let osxsave = urun_cpu::cpuid::avx1::OSXSAVE;
+    for e in entries.iter_mut() {
+        let want = model_cpuid(m, e.function, e.index);
+        match (e.function, e.index) {
+            (1, _) => {
+                let k = known(Word::L1Ecx) | osxsave;
+                e.ecx = (e.ecx & !k) | (want[2] & k);
+                let k = known(Word::L1Edx);
+                e.edx = (e.edx & !k) | (want[3] & k);
+            }
+            (7, 0) => {
+                e.ebx = want[1];
+                e.ecx &= 1 << 2;
+                e.edx = 0;
+            }
+            (7, _) => (e.eax, e.ebx, e.ecx, e.edx) = (0, 0, 0, 0),
+            (0xd, _) => [e.eax, e.ebx, e.ecx, e.edx] = want,
+            (0x8000_0001, _) => {
+                let k = known(Word::ExtEcx);
+                e.ecx = (e.ecx & !k) | (want[2] & k);
+                let k = known(Word::ExtEdx);
+                e.edx = (e.edx & !k) | (want[3] & k);
+            }
+            _ => {}
+        }
+    }
+}
+
 fn ioctl_err(what: &'static str) -> impl Fn(kvm_ioctls::Error) -> KvmError {
     move |e| KvmError::Ioctl { what, errno: e.errno() }
 }
@@ -163,9 +209,10 @@ impl Vm {
         let fd = kvm.create_vm().map_err(ioctl_err("KVM_CREATE_VM"))?;
         urun_cpu::hostfd::reserve(kvm.as_raw_fd());
         urun_cpu::hostfd::reserve(fd.as_raw_fd());
-        let cpuid = kvm
+        let mut cpuid = kvm
             .get_supported_cpuid(kvm_bindings::KVM_MAX_CPUID_ENTRIES)
             .map_err(ioctl_err("KVM_GET_SUPPORTED_CPUID"))?;
+        apply_model(cpuid.as_mut_slice(), urun_cpu::cpuid::model());
         // Intel's KVM wants three pages for a real-mode TSS before a vCPU
         // may ever leave long mode (ours never does); where the ioctl means
         // nothing it fails or does nothing. The pages are in the 32-bit
@@ -343,6 +390,11 @@ impl Vm {
                 urun_cpu::hostfd::reserve(vcpu.as_raw_fd());
                 self.next_vcpu += 1;
                 vcpu.set_cpuid2(&self.cpuid).map_err(ioctl_err("KVM_SET_CPUID2"))?;
+                if osxsave_cr4() != 0 {
+                    // CR4.OSXSAVE is set with the first KVM_SET_SREGS
+                    // below; XCR0 is the model's (x87, SSE, AVX).
+                    self.set_sregs_for_xcr0(&vcpu, idx)?;
+                }
                 let entries = [
                     kvm_msr_entry {
                         index: MSR_STAR,
@@ -367,6 +419,15 @@ impl Vm {
         let sregs = self.user_sregs(idx);
         vcpu.set_sregs(&sregs).map_err(ioctl_err("KVM_SET_SREGS"))?;
         Ok((vcpu, idx, sregs))
+    }
+
+    /// Set the model's XCR0 on a new vCPU: CR4.OSXSAVE first (KVM takes
+    /// XCR0 only then), with the user segments `take_vcpu` sets anyway.
+    fn set_sregs_for_xcr0(&self, vcpu: &VcpuFd, idx: usize) -> Result<(), KvmError> {
+        vcpu.set_sregs(&self.user_sregs(idx)).map_err(ioctl_err("KVM_SET_SREGS"))?;
+        let mut xcrs = kvm_bindings::kvm_xcrs { nr_xcrs: 1, ..Default::default() };
+        xcrs.xcrs[0] = kvm_bindings::kvm_xcr { xcr: 0, value: urun_cpu::cpuid::model().xcr0(), ..Default::default() };
+        vcpu.set_xcrs(&xcrs).map_err(ioctl_err("KVM_SET_XCRS"))
     }
 
     /// Give a vCPU back for the next guest thread.
@@ -417,8 +478,9 @@ impl Vm {
             // PG, AM, WP, NE, ET, MP, PE.
             cr0: 0x8005_0033,
             cr3: self.pt.root(0),
-            // OSXMMEXCPT, OSFXSR, PAE; UMIP as Linux sets it on this host.
-            cr4: 0x600 | 0x20 | self.umip_cr4(),
+            // OSXMMEXCPT, OSFXSR, PAE; UMIP as Linux sets it on this host;
+            // OSXSAVE when the CPU model has XSAVE.
+            cr4: 0x600 | 0x20 | self.umip_cr4() | osxsave_cr4(),
             // NXE, LMA, LME, SCE.
             efer: 0x800 | 0x400 | 0x100 | 0x1,
             ..Default::default()

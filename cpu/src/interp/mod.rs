@@ -54,6 +54,22 @@ fn unimplemented(ctx: &mut Ctx<'_>, insn: &Instruction) -> Step {
     Err(ctx.invalid(insn))
 }
 
+/// Handler for forms outside the CPU model (`-cpu`): #UD, as on a CPU
+/// without the feature.
+fn not_in_model(ctx: &mut Ctx<'_>, insn: &Instruction) -> Step {
+    tracing::debug!(insn = %describe(insn), "instruction outside the CPU model: raising SIGILL");
+    Err(ctx.invalid(insn))
+}
+
+/// By `Code`: may the process's CPU model (`cpuid::model`) run it?
+fn model_allows() -> &'static [bool] {
+    static ALLOWS: std::sync::LazyLock<Vec<bool>> = std::sync::LazyLock::new(|| {
+        let m = crate::cpuid::model();
+        Code::values().map(|c| m.allows(c.cpuid_features())).collect()
+    });
+    &ALLOWS
+}
+
 /// A fast hasher for guest addresses (multiplicative; addresses are not
 /// adversarial to urun's own performance beyond what the guest controls).
 #[derive(Default, Clone, Copy)]
@@ -261,7 +277,11 @@ impl Interpreter {
             if insn.is_invalid() && decoder.last_error() == iced_x86::DecoderError::NoMoreBytes {
                 break;
             }
-            let handler = table[insn.code() as usize].unwrap_or(unimplemented as Handler);
+            let handler = if model_allows()[insn.code() as usize] {
+                table[insn.code() as usize].unwrap_or(unimplemented as Handler)
+            } else {
+                not_in_model as Handler
+            };
             let ends = insn.flow_control() != FlowControl::Next || insn.is_invalid();
             insns.push(Decoded { insn, handler });
             if ends {
