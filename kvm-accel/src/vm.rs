@@ -153,19 +153,20 @@ pub fn get() -> Result<Arc<Mutex<Vm>>, KvmError> {
     Ok(vm)
 }
 
-/// CR4.OSXSAVE (bit 18) when the CPU model has XSAVE, else 0.
+/// CR4.OSXSAVE (bit 18): always on, so that KVM loads the model's XCR0
+/// when it enters the guest. Under kvm_pvm the guest runs with the host's
+/// own CR4 and, without this, the host's XCR0: AVX code would run under a
+/// model without AVX. With XCR0 = x87|SSE it is #UD, as the model says.
 fn osxsave_cr4() -> u64 {
-    if urun_cpu::cpuid::model().has("xsave") {
-        1 << 18
-    } else {
-        0
-    }
+    1 << 18
 }
 
 /// Make KVM's supported CPUID report the process's CPU model (`-cpu`):
 /// every feature bit urun's model table knows is the model's; leaf 7
 /// keeps only the model's EBX and UMIP (CR4.UMIP needs it; user code
-/// cannot use it), leaf 0xD describes the model's XCR0. Bits urun's table
+/// cannot use it), leaf 0xD describes the model's XCR0. XSAVE is always
+/// reported (see `osxsave_cr4`): the one difference from the interpreter's
+/// CPUID, for the models without it. Bits urun's table
 /// does not know (APIC, PAE, MSR, the hypervisor bit ...) stay KVM's:
 /// KVM checks CR4 and MSR writes against them.
 pub(crate) fn apply_model(entries: &mut [kvm_bindings::kvm_cpuid_entry2], m: &urun_cpu::cpuid::Model) {
@@ -177,7 +178,7 @@ pub(crate) fn apply_model(entries: &mut [kvm_bindings::kvm_cpuid_entry2], m: &ur
         match (e.function, e.index) {
             (1, _) => {
                 let k = known(Word::L1Ecx) | osxsave;
-                e.ecx = (e.ecx & !k) | (want[2] & k);
+                e.ecx = (e.ecx & !k) | (want[2] & k) | urun_cpu::cpuid::avx1::XSAVE;
                 let k = known(Word::L1Edx);
                 e.edx = (e.edx & !k) | (want[3] & k);
             }
@@ -187,6 +188,9 @@ pub(crate) fn apply_model(entries: &mut [kvm_bindings::kvm_cpuid_entry2], m: &ur
                 e.edx = 0;
             }
             (7, _) => (e.eax, e.ebx, e.ecx, e.edx) = (0, 0, 0, 0),
+            // A model without XSAVE still gets XSAVE with XCR0 = x87|SSE
+            // (see `osxsave_cr4`).
+            (0xd, 0) if !m.has("xsave") => [e.eax, e.ebx, e.ecx, e.edx] = [3, 576, 576, 0],
             (0xd, _) => [e.eax, e.ebx, e.ecx, e.edx] = want,
             (0x8000_0001, _) => {
                 let k = known(Word::ExtEcx);
@@ -390,11 +394,8 @@ impl Vm {
                 urun_cpu::hostfd::reserve(vcpu.as_raw_fd());
                 self.next_vcpu += 1;
                 vcpu.set_cpuid2(&self.cpuid).map_err(ioctl_err("KVM_SET_CPUID2"))?;
-                if osxsave_cr4() != 0 {
-                    // CR4.OSXSAVE is set with the first KVM_SET_SREGS
-                    // below; XCR0 is the model's (x87, SSE, AVX).
-                    self.set_sregs_for_xcr0(&vcpu, idx)?;
-                }
+                // XCR0 is the model's (x87, SSE, and AVX with AVX).
+                self.set_sregs_for_xcr0(&vcpu, idx)?;
                 let entries = [
                     kvm_msr_entry {
                         index: MSR_STAR,
