@@ -500,8 +500,9 @@ fn maskmov(ctx: &mut Ctx<'_>, insn: &Instruction) -> Step {
 /// VMASKMOVDQU: the bytes of xmm1 whose byte in xmm2 has its sign bit set
 /// go to [RDI].
 fn vmaskmovdqu(ctx: &mut Ctx<'_>, insn: &Instruction) -> Step {
-    let src = ctx.cpu.xmm[xmm_index(insn.op0_register())].to_le_bytes();
-    let mask = ctx.cpu.xmm[xmm_index(insn.op1_register())].to_le_bytes();
+    // Operand 0 is the implicit [RDI].
+    let src = ctx.cpu.xmm[xmm_index(insn.op1_register())].to_le_bytes();
+    let mask = ctx.cpu.xmm[xmm_index(insn.op2_register())].to_le_bytes();
     let base = ctx.cpu.gpr[reg::RDI];
     for j in 0..16 {
         if mask[j] & 0x80 != 0 {
