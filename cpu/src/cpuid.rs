@@ -268,7 +268,13 @@ impl Model {
 
     /// Everything the host has that urun implements. Features of the XSAVE
     /// family count only when the host's kernel enabled their state (XCR0).
+    /// Computed once per process (CPUID is slow under virtualization).
     pub fn host() -> Model {
+        static HOST: OnceLock<Model> = OnceLock::new();
+        *HOST.get_or_init(Model::probe_host)
+    }
+
+    fn probe_host() -> Model {
         let mut m = Model { bits: 0 };
         for (i, f) in FEATURES.iter().enumerate() {
             if f.word.host() & f.bit != 0 {
