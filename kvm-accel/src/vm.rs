@@ -938,3 +938,47 @@ mod pvm_experiment {
         );
     }
 }
+
+#[cfg(test)]
+mod model_tests {
+    use super::*;
+    use kvm_bindings::kvm_cpuid_entry2;
+    use urun_cpu::cpuid::{avx1, ebx7, ecx1, Model};
+
+    fn entry(function: u32, index: u32, regs: [u32; 4]) -> kvm_cpuid_entry2 {
+        let [eax, ebx, ecx, edx] = regs;
+        kvm_cpuid_entry2 { function, index, eax, ebx, ecx, edx, ..Default::default() }
+    }
+
+    /// KVM's supported set (everything on, plus bits urun's table does not
+    /// know) becomes the model's, keeping the unknown bits and UMIP.
+    #[test]
+    fn cpuid_follows_the_model() {
+        let all = u32::MAX;
+        let mut e = vec![
+            entry(1, 0, [0x00b0_0f21, 0, all, all]),
+            entry(7, 0, [0, all, all, all]),
+            entry(0xd, 0, [0xe7, 2696, 2696, 0]),
+            entry(0xd, 1, [0xf, 0, 0, 0]),
+            entry(0xd, 2, [256, 576, 0, 0]),
+            entry(0x8000_0001, 0, [0, 0, all, all]),
+        ];
+        let v2 = Model::parse("x86-64-v2").unwrap();
+        apply_model(&mut e, &v2);
+        assert_eq!(e[0].eax, 0x00b0_0f21);
+        assert_eq!(e[0].ecx & (avx1::AVX | avx1::FMA | avx1::F16C | ecx1::MOVBE | ecx1::AES), 0);
+        assert_ne!(e[0].ecx & ecx1::SSE42, 0);
+        assert_ne!(e[0].ecx & avx1::XSAVE, 0, "XSAVE stays for CR4.OSXSAVE");
+        assert_ne!(e[0].ecx & (1 << 31), 0, "the hypervisor bit is not urun's");
+        assert_ne!(e[0].edx & (1 << 6), 0, "PAE is not urun's");
+        assert_eq!([e[1].ebx, e[1].ecx, e[1].edx], [0, 1 << 2, 0]);
+        assert_eq!([e[2].eax, e[2].ebx, e[2].ecx, e[2].edx], [3, 576, 576, 0]);
+        assert_eq!([e[3].eax, e[4].eax], [0, 0]);
+        assert_eq!(e[5].ecx & 1 << 5, 0, "no LZCNT in v2");
+        let v3 = Model::parse("x86-64-v3").unwrap();
+        apply_model(&mut e, &v3);
+        assert_eq!(e[1].ebx, avx1::AVX2 | ebx7::BMI1 | ebx7::BMI2);
+        assert_eq!([e[2].eax, e[2].ebx], [7, 832]);
+        assert_eq!([e[4].eax, e[4].ebx], [256, 576]);
+    }
+}
