@@ -45,6 +45,11 @@ struct Cli {
     #[arg(long, value_enum, default_value = "interp", env = "URUN_ENGINE")]
     engine: EngineKind,
 
+    /// CPU model: x86-64, x86-64-v2, x86-64-v3 or host (default), then
+    /// +FEATURE/-FEATURE modifiers, qemu-style (`-cpu` works too).
+    #[arg(long = "cpu", value_name = "MODEL", env = "URUN_CPU")]
+    cpu: Option<String>,
+
     /// Print each syscall on stderr, one per line.
     #[arg(long, env = "URUN_STRACE")]
     strace: bool,
@@ -151,6 +156,10 @@ fn reexec_args(cli: &Cli) -> Vec<OsString> {
     if cli.strace {
         v.push("--strace".into());
     }
+    if let Some(cpu) = &cli.cpu {
+        v.push("--cpu".into());
+        v.push(cpu.into());
+    }
     if let Some(root) = &cli.sysroot {
         v.push("-L".into());
         v.push(root.clone().into_os_string());
@@ -195,13 +204,15 @@ fn read_head(path: &Path) -> Vec<u8> {
 /// Put `--` before the guest program, so that everything after it is the
 /// guest's even when it looks like one of urun's options.
 fn split_guest_args(args: Vec<OsString>) -> Vec<OsString> {
-    const TAKES_VALUE: &[&str] = &["-E", "-U", "-0", "-L", "-g", "--engine"];
+    const TAKES_VALUE: &[&str] = &["-E", "-U", "-0", "-L", "-g", "--engine", "--cpu"];
     let mut out = Vec::with_capacity(args.len() + 1);
     let mut it = args.into_iter();
     if let Some(me) = it.next() {
         out.push(me);
     }
     while let Some(a) = it.next() {
+        // qemu's single-dash `-cpu`.
+        let a = if a.as_bytes() == b"-cpu" { OsString::from("--cpu") } else { a };
         let b = a.as_bytes();
         if b == b"--" {
             out.push(a);

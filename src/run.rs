@@ -24,6 +24,10 @@ pub(crate) fn start(cli: &Cli) -> Result<Infallible, StartError> {
     let program = path::resolve(&cli.program, path::path_of(&envp))?;
     let (program, argv) = resolve_script(&program, argv)?;
     let shown = program.display().to_string();
+    if let Err(e) = urun_cpu::cpuid::configure(cli.cpu.as_deref()) {
+        eprintln!("urun: -cpu: {e}");
+        std::process::exit(2)
+    }
 
     if cli.engine == EngineKind::Kvm {
         // Before loading anything: fail with one clear line, not later.

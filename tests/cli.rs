@@ -107,10 +107,10 @@ fn unknown_syscall_is_enosys_and_reported() {
 #[test]
 fn unimplemented_instruction_is_sigill_and_named() {
     let d = TempDir::new("cli-sigill");
-    // VZEROUPPER is AVX, which urun's interpreter does not implement.
-    let exe = build_c(d.path(), "avx", "int main(void){__asm__ volatile(\"vzeroupper\");return 0;}\n");
+    // VPXORD on ZMM is AVX-512, which urun's interpreter does not implement.
+    let exe = build_c(d.path(), "avx512", "int main(void){__asm__ volatile(\"vpxord %zmm0,%zmm0,%zmm0\");return 0;}\n");
     let o = urun_with(&["--engine", "interp", &exe], &[]);
     assert_eq!(o.signal, Some(libc::SIGILL), "{}", o.status_text());
     let err = o.stderr_text();
-    assert!(err.contains("unimplemented instruction") && err.contains("vzeroupper"), "{err}");
+    assert!(err.contains("unimplemented instruction") && err.contains("vpxord"), "{err}");
 }

@@ -98,6 +98,22 @@ fn c_programs() -> Vec<(&'static str, &'static str, Vec<&'static str>, Expect)> 
     ]
 }
 
+/// Programs built for x86-64-v3 (`.v3` static, `.v3-dynamic`): (program,
+/// expected ending). Run under the default CPU model (the host's), which
+/// has AVX2 wherever the host does.
+const V3_PROGRAMS: &[(&str, Expect)] = &[
+    ("arith", Expect::Exit(0)),
+    ("strings", Expect::Exit(0)),
+    ("libc_strings", Expect::Exit(0)),
+    ("floatfmt", Expect::Exit(0)),
+    ("printf", Expect::Exit(0)),
+    ("memory", Expect::Exit(0)),
+    ("qsort", Expect::Exit(0)),
+    ("vec3", Expect::Exit(0)),
+    ("avx_signal", Expect::Exit(0)),
+    ("cpucheck", Expect::Exit(0)),
+];
+
 /// C++ programs in testbins/, built static and dynamic: (program, expected ending).
 const CXX_PROGRAMS: &[(&str, Expect)] = &[("cxx_except", Expect::Exit(0))];
 
@@ -136,6 +152,19 @@ fn testbin_cases(out: &Path) -> Vec<Case> {
                 } else {
                     Vec::new()
                 },
+                cwd: out.to_path_buf(),
+                expect,
+            });
+        }
+    }
+    for &(prog, expect) in V3_PROGRAMS {
+        for flavour in ["v3", "v3-dynamic"] {
+            cases.push(Case {
+                name: format!("{prog}.{flavour}"),
+                program: out.join(format!("{prog}.{flavour}")),
+                args: Vec::new(),
+                stdin: Vec::new(),
+                env: Vec::new(),
                 cwd: out.to_path_buf(),
                 expect,
             });

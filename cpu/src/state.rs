@@ -1,5 +1,5 @@
 //! Guest architectural state: registers, RFLAGS (computed lazily), segment
-//! bases, SSE and x87 state.
+//! bases, SSE/AVX and x87 state.
 
 pub use crate::cpuid::Vendor;
 
@@ -276,6 +276,9 @@ pub struct CpuState {
     /// CS and SS are Linux's 64-bit user selectors; the others start null.
     pub seg: [u16; 6],
     pub xmm: [u128; 16],
+    /// The upper halves (bits 255:128) of YMM0..15: AVX state. Legacy SSE
+    /// forms leave them alone, VEX.128 forms zero them.
+    pub ymm_hi: [u128; 16],
     pub mxcsr: u32,
     pub x87: X87,
     /// Whose CPUs the interpreter imitates where the manuals leave a result
@@ -308,6 +311,7 @@ impl Default for CpuState {
             gs_base: 0,
             seg: [0, sreg::USER_CS, sreg::USER_DS, 0, 0, 0],
             xmm: [0; 16],
+            ymm_hi: [0; 16],
             mxcsr: 0x1f80,
             x87: X87::default(),
             vendor: Vendor::host(),

@@ -263,6 +263,8 @@ struct Loaded {
     /// The vCPU's last XSAVE area (the x87/SSE state travels through its
     /// legacy region: KVM_GET/SET_FPU do not carry MXCSR under kvm_pvm).
     xsave: Option<kvm_bindings::kvm_xsave>,
+    /// The YMM upper halves the vCPU holds (with `fpu`).
+    ymm_hi: [u128; 16],
     fs_base: u64,
     gs_base: u64,
     epoch: u64,
@@ -323,7 +325,16 @@ impl KvmEngine {
             vcpu: Some(vcpu),
             idx,
             pid: std::process::id(),
-            loaded: Loaded { sregs, fpu: None, xsave: None, fs_base: 0, gs_base: 0, epoch: u64::MAX, root: 0 },
+            loaded: Loaded {
+                sregs,
+                fpu: None,
+                xsave: None,
+                ymm_hi: [0; 16],
+                fs_base: 0,
+                gs_base: 0,
+                epoch: u64::MAX,
+                root: 0,
+            },
             interrupt,
             running,
             sync_regs,
@@ -431,7 +442,7 @@ impl KvmEngine {
             return Ok(());
         }
         let fpu = fpu_from(cpu);
-        if self.loaded.fpu.as_ref().is_none_or(|held| !same_fpu(held, &fpu)) {
+        if self.loaded.fpu.as_ref().is_none_or(|held| !same_fpu(held, &fpu)) || self.loaded.ymm_hi != cpu.ymm_hi {
             // Measured under kvm_pvm: KVM_SET_FPU/KVM_GET_FPU do not carry
             // MXCSR, so the state goes in through the XSAVE area's legacy
             // region (the FXSAVE image), with the x87 and SSE components
@@ -446,12 +457,16 @@ impl KvmEngine {
                 xs.region[i] = u32::from_le_bytes([w[0], w[1], w[2], w[3]]);
             }
             xs.region[128] |= 3;
+            if urun_cpu::cpuid::model().has("avx") {
+                put_ymm_hi(&mut xs, &cpu.ymm_hi);
+            }
             // SAFETY: the area came from KVM_GET_XSAVE for this vCPU; only
-            // its legacy region (a valid FXSAVE image of CpuState) and the
-            // x87/SSE bits of XSTATE_BV changed.
+            // its legacy region (a valid FXSAVE image of CpuState), its AVX
+            // component when XCR0 has it, and those bits of XSTATE_BV changed.
             unsafe { vcpu.set_xsave(&xs) }.map_err(|e| KvmError::Ioctl { what: "KVM_SET_XSAVE", errno: e.errno() })?;
             self.loaded.xsave = Some(xs);
             self.loaded.fpu = Some(fpu);
+            self.loaded.ymm_hi = cpu.ymm_hi;
         }
         Ok(())
     }
@@ -499,6 +514,10 @@ impl KvmEngine {
         if !cpu.fxrstor_image(&img) {
             tracing::warn!(mxcsr = xs.region[6], "vCPU MXCSR has reserved bits set; x87/SSE state not read back");
         }
+        if urun_cpu::cpuid::model().has("avx") {
+            cpu.ymm_hi = get_ymm_hi(&xs);
+        }
+        self.loaded.ymm_hi = cpu.ymm_hi;
         // What the vCPU holds now, as the next `enter` will compute it.
         self.loaded.fpu = Some(fpu_from(cpu));
         self.loaded.xsave = Some(xs);
@@ -766,6 +785,39 @@ fn fpu_from(cpu: &CpuState) -> kvm_fpu {
         f.xmm[i].copy_from_slice(&img[160 + 16 * i..176 + 16 * i]);
     }
     f
+}
+
+/// Index of the AVX component (YMM upper halves) in a standard-format
+/// XSAVE area as `u32` words, and of XSTATE_BV.
+const YMM_WORD: usize = urun_cpu::cpuid::XSAVE_YMM_OFFSET as usize / 4;
+const XSTATE_BV_WORD: usize = 128;
+
+/// Write the YMM upper halves into an XSAVE area, marking the component
+/// present.
+fn put_ymm_hi(xs: &mut kvm_bindings::kvm_xsave, hi: &[u128; 16]) {
+    for (i, v) in hi.iter().enumerate() {
+        for (j, w) in v.to_le_bytes().chunks_exact(4).enumerate() {
+            xs.region[YMM_WORD + 4 * i + j] = u32::from_le_bytes([w[0], w[1], w[2], w[3]]);
+        }
+    }
+    xs.region[XSTATE_BV_WORD] |= 4;
+}
+
+/// The YMM upper halves of an XSAVE area (zero when the component is in
+/// its initial state).
+fn get_ymm_hi(xs: &kvm_bindings::kvm_xsave) -> [u128; 16] {
+    let mut hi = [0u128; 16];
+    if xs.region[XSTATE_BV_WORD] & 4 == 0 {
+        return hi;
+    }
+    for (i, v) in hi.iter_mut().enumerate() {
+        let mut b = [0u8; 16];
+        for j in 0..4 {
+            b[4 * j..4 * j + 4].copy_from_slice(&xs.region[YMM_WORD + 4 * i + j].to_le_bytes());
+        }
+        *v = u128::from_le_bytes(b);
+    }
+    hi
 }
 
 /// Do two FPU images hold the same state?

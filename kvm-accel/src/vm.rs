@@ -153,6 +153,56 @@ pub fn get() -> Result<Arc<Mutex<Vm>>, KvmError> {
     Ok(vm)
 }
 
+/// CR4.OSXSAVE (bit 18): always on, so that KVM loads the model's XCR0
+/// when it enters the guest. Under kvm_pvm the guest runs with the host's
+/// own CR4 and, without this, the host's XCR0: AVX code would run under a
+/// model without AVX. With XCR0 = x87|SSE it is #UD, as the model says.
+fn osxsave_cr4() -> u64 {
+    1 << 18
+}
+
+/// Make KVM's supported CPUID report the process's CPU model (`-cpu`):
+/// every feature bit urun's model table knows is the model's; leaf 7
+/// keeps only the model's EBX and UMIP (CR4.UMIP needs it; user code
+/// cannot use it), leaf 0xD describes the model's XCR0. XSAVE is always
+/// reported (see `osxsave_cr4`): the one difference from the interpreter's
+/// CPUID, for the models without it. Bits urun's table
+/// does not know (APIC, PAE, MSR, the hypervisor bit ...) stay KVM's:
+/// KVM checks CR4 and MSR writes against them.
+pub(crate) fn apply_model(entries: &mut [kvm_bindings::kvm_cpuid_entry2], m: &urun_cpu::cpuid::Model) {
+    use urun_cpu::cpuid::{model_cpuid, Word, FEATURES};
+    let known = |w: Word| FEATURES.iter().filter(|f| f.word == w).fold(0u32, |a, f| a | f.bit);
+    let osxsave = urun_cpu::cpuid::avx1::OSXSAVE;
+    for e in entries.iter_mut() {
+        let want = model_cpuid(m, e.function, e.index);
+        match (e.function, e.index) {
+            (1, _) => {
+                let k = known(Word::L1Ecx) | osxsave;
+                e.ecx = (e.ecx & !k) | (want[2] & k) | urun_cpu::cpuid::avx1::XSAVE;
+                let k = known(Word::L1Edx);
+                e.edx = (e.edx & !k) | (want[3] & k);
+            }
+            (7, 0) => {
+                e.ebx = want[1];
+                e.ecx &= 1 << 2;
+                e.edx = 0;
+            }
+            (7, _) => (e.eax, e.ebx, e.ecx, e.edx) = (0, 0, 0, 0),
+            // A model without XSAVE still gets XSAVE with XCR0 = x87|SSE
+            // (see `osxsave_cr4`).
+            (0xd, 0) if !m.has("xsave") => [e.eax, e.ebx, e.ecx, e.edx] = [3, 576, 576, 0],
+            (0xd, _) => [e.eax, e.ebx, e.ecx, e.edx] = want,
+            (0x8000_0001, _) => {
+                let k = known(Word::ExtEcx);
+                e.ecx = (e.ecx & !k) | (want[2] & k);
+                let k = known(Word::ExtEdx);
+                e.edx = (e.edx & !k) | (want[3] & k);
+            }
+            _ => {}
+        }
+    }
+}
+
 fn ioctl_err(what: &'static str) -> impl Fn(kvm_ioctls::Error) -> KvmError {
     move |e| KvmError::Ioctl { what, errno: e.errno() }
 }
@@ -163,9 +213,10 @@ impl Vm {
         let fd = kvm.create_vm().map_err(ioctl_err("KVM_CREATE_VM"))?;
         urun_cpu::hostfd::reserve(kvm.as_raw_fd());
         urun_cpu::hostfd::reserve(fd.as_raw_fd());
-        let cpuid = kvm
+        let mut cpuid = kvm
             .get_supported_cpuid(kvm_bindings::KVM_MAX_CPUID_ENTRIES)
             .map_err(ioctl_err("KVM_GET_SUPPORTED_CPUID"))?;
+        apply_model(cpuid.as_mut_slice(), urun_cpu::cpuid::model());
         // Intel's KVM wants three pages for a real-mode TSS before a vCPU
         // may ever leave long mode (ours never does); where the ioctl means
         // nothing it fails or does nothing. The pages are in the 32-bit
@@ -343,6 +394,8 @@ impl Vm {
                 urun_cpu::hostfd::reserve(vcpu.as_raw_fd());
                 self.next_vcpu += 1;
                 vcpu.set_cpuid2(&self.cpuid).map_err(ioctl_err("KVM_SET_CPUID2"))?;
+                // XCR0 is the model's (x87, SSE, and AVX with AVX).
+                self.set_sregs_for_xcr0(&vcpu, idx)?;
                 let entries = [
                     kvm_msr_entry {
                         index: MSR_STAR,
@@ -367,6 +420,15 @@ impl Vm {
         let sregs = self.user_sregs(idx);
         vcpu.set_sregs(&sregs).map_err(ioctl_err("KVM_SET_SREGS"))?;
         Ok((vcpu, idx, sregs))
+    }
+
+    /// Set the model's XCR0 on a new vCPU: CR4.OSXSAVE first (KVM takes
+    /// XCR0 only then), with the user segments `take_vcpu` sets anyway.
+    fn set_sregs_for_xcr0(&self, vcpu: &VcpuFd, idx: usize) -> Result<(), KvmError> {
+        vcpu.set_sregs(&self.user_sregs(idx)).map_err(ioctl_err("KVM_SET_SREGS"))?;
+        let mut xcrs = kvm_bindings::kvm_xcrs { nr_xcrs: 1, ..Default::default() };
+        xcrs.xcrs[0] = kvm_bindings::kvm_xcr { xcr: 0, value: urun_cpu::cpuid::model().xcr0(), ..Default::default() };
+        vcpu.set_xcrs(&xcrs).map_err(ioctl_err("KVM_SET_XCRS"))
     }
 
     /// Give a vCPU back for the next guest thread.
@@ -417,8 +479,9 @@ impl Vm {
             // PG, AM, WP, NE, ET, MP, PE.
             cr0: 0x8005_0033,
             cr3: self.pt.root(0),
-            // OSXMMEXCPT, OSFXSR, PAE; UMIP as Linux sets it on this host.
-            cr4: 0x600 | 0x20 | self.umip_cr4(),
+            // OSXMMEXCPT, OSFXSR, PAE; UMIP as Linux sets it on this host;
+            // OSXSAVE when the CPU model has XSAVE.
+            cr4: 0x600 | 0x20 | self.umip_cr4() | osxsave_cr4(),
             // NXE, LMA, LME, SCE.
             efer: 0x800 | 0x400 | 0x100 | 0x1,
             ..Default::default()
@@ -873,5 +936,49 @@ mod pvm_experiment {
             "per exit: set_sregs {:?}, set_regs {:?}, KVM_RUN (syscall -> #PF -> stub -> out) {:?}, get_regs+get_sregs {:?}, get_fpu+set_fpu {:?}",
             per(t_sregs), per(t_regs), per(t_run), per(t_get), per(t_fpu)
         );
+    }
+}
+
+#[cfg(test)]
+mod model_tests {
+    use super::*;
+    use kvm_bindings::kvm_cpuid_entry2;
+    use urun_cpu::cpuid::{avx1, ebx7, ecx1, Model};
+
+    fn entry(function: u32, index: u32, regs: [u32; 4]) -> kvm_cpuid_entry2 {
+        let [eax, ebx, ecx, edx] = regs;
+        kvm_cpuid_entry2 { function, index, eax, ebx, ecx, edx, ..Default::default() }
+    }
+
+    /// KVM's supported set (everything on, plus bits urun's table does not
+    /// know) becomes the model's, keeping the unknown bits and UMIP.
+    #[test]
+    fn cpuid_follows_the_model() {
+        let all = u32::MAX;
+        let mut e = vec![
+            entry(1, 0, [0x00b0_0f21, 0, all, all]),
+            entry(7, 0, [0, all, all, all]),
+            entry(0xd, 0, [0xe7, 2696, 2696, 0]),
+            entry(0xd, 1, [0xf, 0, 0, 0]),
+            entry(0xd, 2, [256, 576, 0, 0]),
+            entry(0x8000_0001, 0, [0, 0, all, all]),
+        ];
+        let v2 = Model::parse("x86-64-v2").unwrap();
+        apply_model(&mut e, &v2);
+        assert_eq!(e[0].eax, 0x00b0_0f21);
+        assert_eq!(e[0].ecx & (avx1::AVX | avx1::FMA | avx1::F16C | ecx1::MOVBE | ecx1::AES), 0);
+        assert_ne!(e[0].ecx & ecx1::SSE42, 0);
+        assert_ne!(e[0].ecx & avx1::XSAVE, 0, "XSAVE stays for CR4.OSXSAVE");
+        assert_ne!(e[0].ecx & (1 << 31), 0, "the hypervisor bit is not urun's");
+        assert_ne!(e[0].edx & (1 << 6), 0, "PAE is not urun's");
+        assert_eq!([e[1].ebx, e[1].ecx, e[1].edx], [0, 1 << 2, 0]);
+        assert_eq!([e[2].eax, e[2].ebx, e[2].ecx, e[2].edx], [3, 576, 576, 0]);
+        assert_eq!([e[3].eax, e[4].eax], [0, 0]);
+        assert_eq!(e[5].ecx & 1 << 5, 0, "no LZCNT in v2");
+        let v3 = Model::parse("x86-64-v3").unwrap();
+        apply_model(&mut e, &v3);
+        assert_eq!(e[1].ebx, avx1::AVX2 | ebx7::BMI1 | ebx7::BMI2);
+        assert_eq!([e[2].eax, e[2].ebx], [7, 832]);
+        assert_eq!([e[4].eax, e[4].ebx], [256, 576]);
     }
 }

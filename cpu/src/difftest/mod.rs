@@ -61,13 +61,23 @@ pub struct State {
     pub gpr: [u64; 16],
     pub rflags: u64,
     pub xmm: [u128; 16],
+    /// The upper halves of YMM0..15 (seeded and compared where the host
+    /// has AVX; zero elsewhere).
+    pub ymm_hi: [u128; 16],
     pub mxcsr: u32,
     pub fpu: Fpu,
 }
 
 impl Default for State {
     fn default() -> Self {
-        State { gpr: [0; 16], rflags: 0x202, xmm: [0; 16], mxcsr: 0x1f80, fpu: Fpu::of(&X87::default()) }
+        State {
+            gpr: [0; 16],
+            rflags: 0x202,
+            xmm: [0; 16],
+            ymm_hi: [0; 16],
+            mxcsr: 0x1f80,
+            fpu: Fpu::of(&X87::default()),
+        }
     }
 }
 
@@ -229,6 +239,7 @@ impl Bench {
             c.vendor = vendor;
             c.gpr = input.gpr;
             c.xmm = input.xmm;
+            c.ymm_hi = input.ymm_hi;
             c.mxcsr = input.mxcsr;
             c.x87 = input.fpu.x87();
             c.flags.set((input.rflags & SEEDABLE) | 0x202);
@@ -240,8 +251,14 @@ impl Bench {
             Exit::Fault(Fault { pc, kind }) => (pc, Some(Exit::Fault(Fault { pc, kind }))),
             other => (cpu.rip, Some(other)),
         };
-        let state =
-            State { gpr: cpu.gpr, rflags: cpu.flags.get(), xmm: cpu.xmm, mxcsr: cpu.mxcsr, fpu: Fpu::of(&cpu.x87) };
+        let state = State {
+            gpr: cpu.gpr,
+            rflags: cpu.flags.get(),
+            xmm: cpu.xmm,
+            ymm_hi: cpu.ymm_hi,
+            mxcsr: cpu.mxcsr,
+            fpu: Fpu::of(&cpu.x87),
+        };
         (state, rip, exit, self.window())
     }
 }
@@ -280,6 +297,9 @@ pub fn diff(n: &Outcome, nmem: &[u8], i: &Outcome, imem: &[u8], mask: &Mask) -> 
     for x in 0..16 {
         if n.state.xmm[x] != i.state.xmm[x] {
             d.push(format!("xmm{x}: host {:#034x}, interp {:#034x}", n.state.xmm[x], i.state.xmm[x]));
+        }
+        if n.state.ymm_hi[x] != i.state.ymm_hi[x] {
+            d.push(format!("ymm{x} upper: host {:#034x}, interp {:#034x}", n.state.ymm_hi[x], i.state.ymm_hi[x]));
         }
     }
     if n.state.mxcsr != i.state.mxcsr {
@@ -586,7 +606,7 @@ mod tests {
             report.masked(),
             if exact { " (ignored: URUN_EXACT)" } else { "" }
         );
-        assert!(report.covered.len() > 1200, "only {} forms covered", report.covered.len());
+        assert!(report.covered.len() > 1900, "only {} forms covered", report.covered.len());
         for t in report.covered.iter().filter(|t| t.mismatches > 0) {
             if let Some((_, why)) = KNOWN.iter().find(|(c, _)| *c == t.code) {
                 eprintln!("difftest: known mismatch {:?}: {} of {} cases ({why})", t.code, t.mismatches, t.cases);

@@ -59,6 +59,29 @@ const IN_FX: usize = DATA + 0x400;
 const OUT_FX: usize = DATA + 0x600;
 const HOST_FX: usize = DATA + 0x800;
 const ENV: usize = DATA + 0xa00;
+const IN_YMMH: usize = DATA + 0xc00;
+const OUT_YMMH: usize = DATA + 0xe00;
+
+/// Does the host have AVX (and its kernel the YMM state on)? Then the
+/// harness seeds and reads back the upper halves of the YMM registers.
+pub fn host_has_avx() -> bool {
+    crate::cpuid::Model::host().has("avx")
+}
+
+/// VINSERTF128 ymmX, ymmX, [rip → target], 1 (`insert`), or VEXTRACTF128
+/// [rip → target], ymmX, 1: the upper half of YMM `x` from or to memory.
+fn vex_upper(code: &mut Vec<u8>, insert: bool, x: usize, target: usize) {
+    let r_bar = if x >= 8 { 0 } else { 0x80 };
+    code.push(0xc4);
+    code.push(r_bar | 0x60 | 0x03); // R̄ X̄ B̄, map 0F3A
+    let vvvv = if insert { !x & 15 } else { 15 };
+    code.push(((vvvv as u8) << 3) | 0x04 | 0x01); // W0, vvvv, L = 256, pp = 66
+    code.push(if insert { 0x18 } else { 0x19 });
+    code.push((((x & 7) as u8) << 3) | 5);
+    let end = code.len() + 4 + 1;
+    code.extend_from_slice(&((target as i64 - end as i64) as i32).to_le_bytes());
+    code.push(1);
+}
 
 /// Flags the harness seeds: the status flags and DF (never TF or AC).
 pub const SEEDABLE: u64 = fl::STATUS | fl::DF;
@@ -180,6 +203,10 @@ impl Native {
         for x in 0..16 {
             rip_rel(&mut c, &[], false, &[0x0f, 0x10], x, IN_XMM + 16 * x); // movups xmm, [in]
         }
+        let avx = host_has_avx();
+        for x in (0..16).filter(|_| avx) {
+            vex_upper(&mut c, true, x, IN_YMMH + 16 * x);
+        }
         for r in (0..16).filter(|&r| r != reg::RSP) {
             rip_rel(&mut c, &[], true, &[0x8b], r, IN_GPR + 8 * r);
         }
@@ -206,6 +233,9 @@ impl Native {
         rip_rel(&mut c, &[], false, &[0x0f, 0xae], 3, OUT_MXCSR); // stmxcsr [out]
         for x in 0..16 {
             rip_rel(&mut c, &[], false, &[0x0f, 0x11], x, OUT_XMM + 16 * x); // movups [out], xmm
+        }
+        for x in (0..16).filter(|_| avx) {
+            vex_upper(&mut c, false, x, OUT_YMMH + 16 * x);
         }
         rip_rel(&mut c, &FXSAVE64[..1], false, &FXSAVE64[1..], 0, OUT_FX); // fxsave64 [out]
         rip_rel(&mut c, &[], false, &[0xd9], 6, ENV); // fnstenv [env] (masks all; the host's state comes back next)
@@ -234,6 +264,8 @@ impl Native {
             for r in 0..16 {
                 w64(IN_GPR + 8 * r, input.gpr[r]);
                 (page.add(IN_XMM + 16 * r) as *mut u128).write_unaligned(input.xmm[r]);
+                (page.add(IN_YMMH + 16 * r) as *mut u128).write_unaligned(input.ymm_hi[r]);
+                (page.add(OUT_YMMH + 16 * r) as *mut u128).write_unaligned(0);
             }
             w64(IN_FLAGS, flags);
             (page.add(IN_MXCSR) as *mut u32).write_unaligned(input.mxcsr);
@@ -249,6 +281,7 @@ impl Native {
             for r in 0..16 {
                 out.gpr[r] = r64(OUT_GPR + 8 * r);
                 out.xmm[r] = (page.add(OUT_XMM + 16 * r) as *const u128).read_unaligned();
+                out.ymm_hi[r] = (page.add(OUT_YMMH + 16 * r) as *const u128).read_unaligned();
             }
             out.rflags = r64(OUT_FLAGS);
             out.mxcsr = (page.add(OUT_MXCSR) as *const u32).read_unaligned();
@@ -404,6 +437,20 @@ extern "C" fn handler(sig: i32, info: *mut libc::siginfo_t, uc: *mut libc::c_voi
                     let e = (*fp)._xmm[x].element;
                     let v = e[0] as u128 | (e[1] as u128) << 32 | (e[2] as u128) << 64 | (e[3] as u128) << 96;
                     (page.add(OUT_XMM + 16 * x) as *mut u128).write_unaligned(v);
+                }
+                // The YMM upper halves, from the XSAVE image Linux puts
+                // after the FXSAVE region (FP_XSTATE_MAGIC1 says it is
+                // there; XSTATE_BV bit 2 clear means all zero).
+                let b = fp as *const u8;
+                let magic = (b.add(464) as *const u32).read_unaligned();
+                let bv = (b.add(512) as *const u64).read_unaligned();
+                for x in 0..16 {
+                    let v = if magic == 0x4650_5853 && bv & 4 != 0 {
+                        (b.add(576 + 16 * x) as *const u128).read_unaligned()
+                    } else {
+                        0
+                    };
+                    (page.add(OUT_YMMH + 16 * x) as *mut u128).write_unaligned(v);
                 }
             }
             (page.add(OUT_RIP) as *mut u64).write_unaligned(rip as u64);

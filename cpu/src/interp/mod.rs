@@ -54,6 +54,34 @@ fn unimplemented(ctx: &mut Ctx<'_>, insn: &Instruction) -> Step {
     Err(ctx.invalid(insn))
 }
 
+/// Handler for forms outside the CPU model (`-cpu`): #UD, as on a CPU
+/// without the feature.
+fn not_in_model(ctx: &mut Ctx<'_>, insn: &Instruction) -> Step {
+    tracing::debug!(insn = %describe(insn), "instruction outside the CPU model: raising SIGILL");
+    Err(ctx.invalid(insn))
+}
+
+/// The handler of an instruction outside the CPU model: TZCNT and LZCNT
+/// are REP BSF and REP BSR on a CPU without BMI1 or LZCNT (compilers emit
+/// them for generic code on purpose), everything else #UD.
+fn outside_model(table: &[Option<Handler>], m: iced_x86::Mnemonic) -> Handler {
+    let as_code = match m {
+        iced_x86::Mnemonic::Tzcnt => Code::Bsf_r64_rm64,
+        iced_x86::Mnemonic::Lzcnt => Code::Bsr_r64_rm64,
+        _ => return not_in_model,
+    };
+    table[as_code as usize].unwrap_or(not_in_model as Handler)
+}
+
+/// By `Code`: may the process's CPU model (`cpuid::model`) run it?
+fn model_allows() -> &'static [bool] {
+    static ALLOWS: std::sync::LazyLock<Vec<bool>> = std::sync::LazyLock::new(|| {
+        let m = crate::cpuid::model();
+        Code::values().map(|c| m.allows(c.cpuid_features())).collect()
+    });
+    &ALLOWS
+}
+
 /// A fast hasher for guest addresses (multiplicative; addresses are not
 /// adversarial to urun's own performance beyond what the guest controls).
 #[derive(Default, Clone, Copy)]
@@ -261,7 +289,11 @@ impl Interpreter {
             if insn.is_invalid() && decoder.last_error() == iced_x86::DecoderError::NoMoreBytes {
                 break;
             }
-            let handler = table[insn.code() as usize].unwrap_or(unimplemented as Handler);
+            let handler = if model_allows()[insn.code() as usize] {
+                table[insn.code() as usize].unwrap_or(unimplemented as Handler)
+            } else {
+                outside_model(table, insn.mnemonic())
+            };
             let ends = insn.flow_control() != FlowControl::Next || insn.is_invalid();
             insns.push(Decoded { insn, handler });
             if ends {

@@ -368,8 +368,71 @@ const UC_MCONTEXT: u64 = 40;
 const UC_SIGMASK: u64 = 296;
 /// `rt_sigframe`: return address, ucontext, siginfo.
 const FRAME_SIZE: u64 = 8 + UC_SIZE + 128;
-/// The FXSAVE-format FPU state Linux saves below the frame.
+/// The FXSAVE-format FPU state Linux saves below the frame (without XSAVE).
 const FPSTATE_SIZE: u64 = 512;
+/// With XSAVE (the CPU model has it), Linux saves an XSAVE image instead:
+/// the FXSAVE region with `_fpx_sw_bytes` in its software-reserved bytes
+/// (FP_XSTATE_MAGIC1, sizes, XCR0), the XSAVE header, the AVX component,
+/// then FP_XSTATE_MAGIC2; the ucontext's flags say UC_FP_XSTATE.
+const FP_XSTATE_MAGIC1: u32 = 0x4650_5853;
+const FP_XSTATE_MAGIC2: u32 = 0x4650_5845;
+const SW_BYTES: usize = 464;
+const UC_FP_XSTATE: u64 = 1;
+
+/// The FPU state image of the signal frame for `cpu`: FXSAVE format, or
+/// the XSAVE format Linux uses when the model has XSAVE.
+fn fpstate_image(cpu: &urun_cpu::CpuState) -> Vec<u8> {
+    let model = urun_cpu::cpuid::model();
+    let fx = cpu.fxsave_image();
+    if !model.has("xsave") {
+        return fx.to_vec();
+    }
+    let size = model.xsave_size() as usize;
+    let mut img = vec![0u8; size + 4];
+    img[..512].copy_from_slice(&fx);
+    let put32 = |img: &mut Vec<u8>, at: usize, v: u32| img[at..at + 4].copy_from_slice(&v.to_le_bytes());
+    put32(&mut img, SW_BYTES, FP_XSTATE_MAGIC1);
+    put32(&mut img, SW_BYTES + 4, size as u32 + 4);
+    img[SW_BYTES + 8..SW_BYTES + 16].copy_from_slice(&model.xcr0().to_le_bytes());
+    put32(&mut img, SW_BYTES + 16, size as u32);
+    let mut in_use = 0b11u64;
+    if model.has("avx") {
+        let at = urun_cpu::cpuid::XSAVE_YMM_OFFSET as usize;
+        for (i, v) in cpu.ymm_hi.iter().enumerate() {
+            img[at + 16 * i..at + 16 * (i + 1)].copy_from_slice(&v.to_le_bytes());
+        }
+        if cpu.ymm_hi.iter().any(|v| *v != 0) {
+            in_use |= 0b100;
+        }
+    }
+    img[512..520].copy_from_slice(&in_use.to_le_bytes());
+    put32(&mut img, size, FP_XSTATE_MAGIC2);
+    img
+}
+
+/// The YMM upper halves from a signal frame's FPU state at `fpstate`
+/// (whose FXSAVE region is `fx`), as Linux's sigreturn finds them: only
+/// from a well-formed XSAVE image (both magics, the sizes), else zero.
+fn ymm_from_frame(mem: &urun_cpu::AddressSpace, fpstate: u64, fx: &[u8]) -> [u128; 16] {
+    let mut hi = [0u128; 16];
+    let model = urun_cpu::cpuid::model();
+    let u32_at = |at: usize| u32::from_le_bytes(fx[at..at + 4].try_into().unwrap_or([0; 4]));
+    let size = model.xsave_size();
+    if !model.has("avx") || u32_at(SW_BYTES) != FP_XSTATE_MAGIC1 || u32_at(SW_BYTES + 16) != size {
+        return hi;
+    }
+    let Some(rest) = guest::read::<[u8; 836 - 512]>(mem, fpstate + 512) else { return hi };
+    let magic2 = u32::from_le_bytes(rest[size as usize - 512..size as usize - 508].try_into().unwrap_or([0; 4]));
+    let bv = u64::from_le_bytes(rest[..8].try_into().unwrap_or([0; 8]));
+    if magic2 != FP_XSTATE_MAGIC2 || bv & 0b100 == 0 {
+        return hi;
+    }
+    let at = urun_cpu::cpuid::XSAVE_YMM_OFFSET as usize - 512;
+    for (i, v) in hi.iter_mut().enumerate() {
+        *v = u128::from_le_bytes(rest[at + 16 * i..at + 16 * (i + 1)].try_into().unwrap_or([0; 16]));
+    }
+    hi
+}
 
 /// The order of registers in `struct sigcontext` (r8..r15, rdi, rsi, rbp,
 /// rbx, rdx, rax, rcx, rsp), as indices into `CpuState::gpr`.
@@ -427,10 +490,12 @@ fn setup_frame(
         // Skip the red zone.
         old_sp.wrapping_sub(128)
     };
-    sp = sp.wrapping_sub(FPSTATE_SIZE) & !63;
+    let fx = fpstate_image(cpu);
+    let fx_size = fx.len() as u64;
+    sp = sp.wrapping_sub(fx_size) & !63;
     let fpstate = sp;
     let frame = (sp.wrapping_sub(FRAME_SIZE) & !15).wrapping_sub(8);
-    let usable = flags & SA_RESTORER != 0 && task.p.mem.check(frame, fpstate + FPSTATE_SIZE - frame, Prot::WRITE);
+    let usable = flags & SA_RESTORER != 0 && task.p.mem.check(frame, fpstate + fx_size - frame, Prot::WRITE);
     if !usable {
         // Linux: a frame that cannot be written kills with SIGSEGV.
         tracing::debug!(sig, frame = format_args!("{frame:#x}"), "cannot build a signal frame");
@@ -440,7 +505,8 @@ fn setup_frame(
     let mut f = vec![0u8; FRAME_SIZE as usize];
     put(&mut f, 0, restorer);
     let uc = 8;
-    put(&mut f, uc, 6); // UC_SIGCONTEXT_SS | UC_STRICT_RESTORE_SS
+    // UC_SIGCONTEXT_SS | UC_STRICT_RESTORE_SS, and UC_FP_XSTATE.
+    put(&mut f, uc, 6 | if fx_size > FPSTATE_SIZE { UC_FP_XSTATE } else { 0 });
     put(&mut f, uc + UC_STACK, ss_sp);
     let ss_state = if ss_flags as i32 & libc::SS_DISABLE != 0 {
         libc::SS_DISABLE as u64
@@ -470,7 +536,6 @@ fn setup_frame(
     put(&mut f, uc + UC_SIGMASK, saved);
     f[(8 + UC_SIZE) as usize..].copy_from_slice(info);
 
-    let fx = cpu.fxsave_image();
     if !guest::write_from(&task.p.mem, frame, &f) || !guest::write_from(&task.p.mem, fpstate, &fx) {
         // Unmapped by another thread since the check: as above.
         return Err(Stop::Signaled(libc::SIGSEGV));
@@ -488,6 +553,7 @@ fn setup_frame(
     cpu.flags.set(fl);
     cpu.x87 = Default::default();
     cpu.mxcsr = 0x1f80;
+    cpu.ymm_hi = [0; 16];
 
     let mut new_mask = task.t.sigmask | mask;
     if flags & SA_NODEFER == 0 {
@@ -529,9 +595,11 @@ pub(crate) fn sigreturn(task: &mut Task<'_>) -> Result<i64, Stop> {
         if !cpu.fxrstor_image(&fx) {
             return Err(Stop::Signaled(libc::SIGSEGV));
         }
+        cpu.ymm_hi = ymm_from_frame(&task.p.mem, fpstate, &fx);
     } else {
         cpu.x87 = Default::default();
         cpu.mxcsr = 0x1f80;
+        cpu.ymm_hi = [0; 16];
     }
     let rax = cpu.gpr[reg::RAX] as i64;
     let mask = get(&f, UC_SIGMASK);

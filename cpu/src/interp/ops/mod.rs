@@ -10,6 +10,7 @@ use iced_x86::{Code, EncodingKind, Mnemonic, OpCodeOperandKind};
 use super::Handler;
 
 mod arith;
+mod avx;
 mod bits;
 mod bmi;
 mod control;
@@ -25,6 +26,7 @@ mod system;
 pub use system::{emulate_umip, UmipValues};
 pub(crate) mod vendor;
 mod x87;
+mod xsave;
 
 /// The dispatch table under construction.
 pub(crate) struct Table {
@@ -41,6 +43,11 @@ impl Table {
         for c in codes {
             self.handlers[*c as usize] = Some(h);
         }
+    }
+
+    /// Does `code` have a handler already?
+    pub(crate) fn is_set(&self, code: Code) -> bool {
+        self.handlers[code as usize].is_some()
     }
 
     /// Register `h` for every legacy-encoded, 64-bit-mode form of
@@ -95,6 +102,9 @@ static TABLE: LazyLock<Vec<Option<Handler>>> = LazyLock::new(|| {
     string::register(&mut t);
     system::register(&mut t);
     x87::register(&mut t);
+    xsave::register(&mut t);
+    // Last: it takes the VEX vector forms no other family claimed.
+    avx::register(&mut t);
     t.handlers
 });
 

@@ -202,7 +202,7 @@ fn movmsk<const LANE: u32>(ctx: &mut Ctx<'_>, insn: &Instruction) -> Step {
 
 // ----- MXCSR -----
 
-fn ldmxcsr(ctx: &mut Ctx<'_>, insn: &Instruction) -> Step {
+pub(super) fn ldmxcsr(ctx: &mut Ctx<'_>, insn: &Instruction) -> Step {
     let a = ctx.ea(insn);
     let v = ctx.load(a, 4)? as u32;
     // The bits the host's MXCSR_MASK allows (the one FXSAVE reports; on
@@ -214,7 +214,7 @@ fn ldmxcsr(ctx: &mut Ctx<'_>, insn: &Instruction) -> Step {
     Ok(())
 }
 
-fn stmxcsr(ctx: &mut Ctx<'_>, insn: &Instruction) -> Step {
+pub(super) fn stmxcsr(ctx: &mut Ctx<'_>, insn: &Instruction) -> Step {
     let a = ctx.ea(insn);
     let v = ctx.cpu.mxcsr as u64;
     ctx.store(a, 4, v)
