@@ -10,39 +10,13 @@
 
 mod common;
 
-use std::process::Command;
 use std::time::Duration;
 
-use common::{compare_runs, ensure_testbins, run, Outcome};
-
 const MODES: &[&str] = &["spin", "storm"];
-const BUILDS: &[&str] = &["glibc", "glibc-pie", "musl", "dynamic"];
 const TIMEOUT: Duration = Duration::from_secs(120);
 
-fn under(engine: &str, program: &std::path::Path, mode: &str) -> Outcome {
-    run(Command::new(common::urun()).arg("--engine").arg(engine).arg(program).arg(mode), b"", TIMEOUT)
-}
-
 fn check_engine(engine: &str) {
-    let out = ensure_testbins();
-    let mut problems = Vec::new();
-    for build in BUILDS {
-        let program = out.join(format!("sigpoints.{build}"));
-        for mode in MODES {
-            let native = run(Command::new(&program).arg(mode), b"", TIMEOUT);
-            assert_eq!(
-                (native.code, native.signal),
-                (Some(0), None),
-                "sigpoints.{build} {mode} fails natively: {}",
-                native.stderr_text()
-            );
-            let guest = under(engine, &program, mode);
-            for p in compare_runs(&native, &guest) {
-                problems.push(format!("sigpoints.{build} {mode} under {engine}: {p}"));
-            }
-        }
-    }
-    assert!(problems.is_empty(), "{}", problems.join("\n"));
+    common::modes_match_native("sigpoints", MODES, engine, TIMEOUT);
 }
 
 #[test]
@@ -54,12 +28,7 @@ fn interpreter_delivers_signals_in_loops_and_anywhere() {
 /// inline lookups (see ARCHITECTURE.md, the JIT engine).
 #[test]
 fn jit_delivers_signals_in_linked_loops_and_anywhere() {
-    let probe = run(Command::new(common::urun()).args(["--engine", "jit", "/bin/true"]), b"", TIMEOUT);
-    if probe.stderr_text().contains("no FSGSBASE") {
-        use std::io::Write;
-        let line = "SKIPPED: jit_delivers_signals_in_linked_loops_and_anywhere: the host has no FSGSBASE\n";
-        let _ = std::io::stderr().write_all(line.as_bytes());
-        return;
+    if common::engine_or_skip("jit", "jit_delivers_signals_in_linked_loops_and_anywhere") {
+        check_engine("jit");
     }
-    check_engine("jit");
 }

@@ -12,39 +12,13 @@
 
 mod common;
 
-use std::process::Command;
 use std::time::Duration;
 
-use common::{compare_runs, ensure_testbins, run, Outcome};
-
 const MODES: &[&str] = &["rwx", "mprotect", "syscall", "single"];
-const BUILDS: &[&str] = &["glibc", "glibc-pie", "musl", "dynamic"];
 const TIMEOUT: Duration = Duration::from_secs(120);
 
-fn under(engine: &str, program: &std::path::Path, mode: &str) -> Outcome {
-    run(Command::new(common::urun()).arg("--engine").arg(engine).arg(program).arg(mode), b"", TIMEOUT)
-}
-
 fn check_engine(engine: &str) {
-    let out = ensure_testbins();
-    let mut problems = Vec::new();
-    for build in BUILDS {
-        let program = out.join(format!("smc.{build}"));
-        for mode in MODES {
-            let native = run(Command::new(&program).arg(mode), b"", TIMEOUT);
-            assert_eq!(
-                (native.code, native.signal),
-                (Some(0), None),
-                "smc.{build} {mode} fails natively: {}",
-                native.stderr_text()
-            );
-            let guest = under(engine, &program, mode);
-            for p in compare_runs(&native, &guest) {
-                problems.push(format!("smc.{build} {mode} under {engine}: {p}"));
-            }
-        }
-    }
-    assert!(problems.is_empty(), "{}", problems.join("\n"));
+    common::modes_match_native("smc", MODES, engine, TIMEOUT);
 }
 
 #[test]
@@ -64,12 +38,7 @@ fn kvm_sees_code_written_by_any_thread() {
 /// through the code log (see ARCHITECTURE.md, the JIT engine).
 #[test]
 fn jit_sees_code_written_by_any_thread() {
-    let probe = run(Command::new(common::urun()).args(["--engine", "jit", "/bin/true"]), b"", TIMEOUT);
-    if probe.stderr_text().contains("no FSGSBASE") {
-        use std::io::Write;
-        let line = "SKIPPED: jit_sees_code_written_by_any_thread: the host has no FSGSBASE\n";
-        let _ = std::io::stderr().write_all(line.as_bytes());
-        return;
+    if common::engine_or_skip("jit", "jit_sees_code_written_by_any_thread") {
+        check_engine("jit");
     }
-    check_engine("jit");
 }

@@ -326,7 +326,49 @@ pub fn kvm_or_skip(test: &str) -> bool {
 }
 
 /// Run tests of `engine` here? The interpreter always; KVM as
-/// [`kvm_or_skip`] says.
+/// [`kvm_or_skip`] says; the JIT unless the host lacks FSGSBASE (said on
+/// stderr as a skip).
 pub fn engine_or_skip(engine: &str, test: &str) -> bool {
-    engine != "kvm" || kvm_or_skip(test)
+    match engine {
+        "kvm" => kvm_or_skip(test),
+        "jit" => {
+            // The JIT needs FSGSBASE; a host without it is a skip, said so.
+            let probe = run(Command::new(urun()).args(["--engine", "jit", "/bin/true"]), b"", Duration::from_secs(60));
+            if probe.stderr_text().contains("no FSGSBASE") {
+                let line = format!("SKIPPED: {test}: the host has no FSGSBASE\n");
+                let _ = std::io::stderr().write_all(line.as_bytes());
+                return false;
+            }
+            true
+        }
+        _ => true,
+    }
+}
+
+/// The four builds of every C test program (`testbins/Makefile`).
+pub const C_BUILDS: &[&str] = &["glibc", "glibc-pie", "musl", "dynamic"];
+
+/// Run `testbins/out/NAME.BUILD MODE` for every C build and mode, natively
+/// (which must exit 0) and under `urun --engine ENGINE`; panic listing every
+/// difference in stdout, stderr, exit status or signal.
+pub fn modes_match_native(name: &str, modes: &[&str], engine: &str, timeout: Duration) {
+    let out = ensure_testbins();
+    let mut problems = Vec::new();
+    for build in C_BUILDS {
+        let program = out.join(format!("{name}.{build}"));
+        for mode in modes {
+            let native = run(Command::new(&program).arg(mode), b"", timeout);
+            assert_eq!(
+                (native.code, native.signal),
+                (Some(0), None),
+                "{name}.{build} {mode} fails natively: {}",
+                native.stderr_text()
+            );
+            let guest = run(Command::new(urun()).arg("--engine").arg(engine).arg(&program).arg(mode), b"", timeout);
+            for p in compare_runs(&native, &guest) {
+                problems.push(format!("{name}.{build} {mode} under {engine}: {p}"));
+            }
+        }
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
 }
