@@ -42,7 +42,9 @@ pub(crate) mod off {
     pub const FX: i32 = 0x100;
     pub const INDEX: i32 = 0x300;
     pub const MISS: i32 = 0x308;
-    pub const SIZE: usize = 0x340;
+    pub const AVX: i32 = 0x310;
+    pub const YMM_HI: i32 = 0x340;
+    pub const SIZE: usize = 0x440;
 }
 
 /// A fault recorded by the host-fault handler for the run loop.
@@ -85,7 +87,13 @@ pub(crate) struct Ctx {
     pub index: u64,
     /// The routine a lookup miss goes to (`urun_jit_miss`).
     pub miss: u64,
-    pub _pad2: [u64; 6],
+    /// Nonzero when the CPU model has AVX: `enter` and `exit` then move the
+    /// YMM upper halves between the machine and `ymm_hi`.
+    pub avx: u64,
+    pub _pad2: [u64; 5],
+    /// Guest YMM upper halves while urun runs (urun's own libc clobbers
+    /// them).
+    pub ymm_hi: [u128; 16],
 }
 
 const _: () = {
@@ -107,6 +115,8 @@ const _: () = {
     assert!(offset_of!(Ctx, fx) == off::FX as usize);
     assert!(offset_of!(Ctx, index) == off::INDEX as usize);
     assert!(offset_of!(Ctx, miss) == off::MISS as usize);
+    assert!(offset_of!(Ctx, avx) == off::AVX as usize);
+    assert!(offset_of!(Ctx, ymm_hi) == off::YMM_HI as usize);
     assert!(std::mem::size_of::<Ctx>() == off::SIZE);
 };
 
@@ -128,6 +138,10 @@ const _: () = {
 // exit: every guest register is live; store them in Ctx, back to urun's
 // stack, save flags and x87/SSE state, give urun a clean MXCSR, x87 and
 // RFLAGS, return from `enter`.
+//
+// With AVX in the model (`Ctx::avx`), enter also loads the YMM upper halves
+// (VINSERTF128) after FXRSTOR64 and exit stores them (VEXTRACTF128) and
+// clears them (VZEROUPPER) before urun's code runs again.
 global_asm!(
     r#"
     .pushsection .tbss,"awT",@nobits
@@ -159,6 +173,25 @@ urun_jit_enter:
     mov qword ptr fs:[urun_jit_ctx@tpoff + {host_rsp}], rsp
     mov qword ptr fs:[urun_jit_ctx@tpoff + {s_target}], rdi
     fxrstor64 fs:[urun_jit_ctx@tpoff + {fx}]
+    cmp qword ptr fs:[urun_jit_ctx@tpoff + {avx}], 0
+    je 4f
+    vinsertf128 ymm0, ymm0, xmmword ptr fs:[urun_jit_ctx@tpoff + {ymm_hi} + 0], 1
+    vinsertf128 ymm1, ymm1, xmmword ptr fs:[urun_jit_ctx@tpoff + {ymm_hi} + 16], 1
+    vinsertf128 ymm2, ymm2, xmmword ptr fs:[urun_jit_ctx@tpoff + {ymm_hi} + 32], 1
+    vinsertf128 ymm3, ymm3, xmmword ptr fs:[urun_jit_ctx@tpoff + {ymm_hi} + 48], 1
+    vinsertf128 ymm4, ymm4, xmmword ptr fs:[urun_jit_ctx@tpoff + {ymm_hi} + 64], 1
+    vinsertf128 ymm5, ymm5, xmmword ptr fs:[urun_jit_ctx@tpoff + {ymm_hi} + 80], 1
+    vinsertf128 ymm6, ymm6, xmmword ptr fs:[urun_jit_ctx@tpoff + {ymm_hi} + 96], 1
+    vinsertf128 ymm7, ymm7, xmmword ptr fs:[urun_jit_ctx@tpoff + {ymm_hi} + 112], 1
+    vinsertf128 ymm8, ymm8, xmmword ptr fs:[urun_jit_ctx@tpoff + {ymm_hi} + 128], 1
+    vinsertf128 ymm9, ymm9, xmmword ptr fs:[urun_jit_ctx@tpoff + {ymm_hi} + 144], 1
+    vinsertf128 ymm10, ymm10, xmmword ptr fs:[urun_jit_ctx@tpoff + {ymm_hi} + 160], 1
+    vinsertf128 ymm11, ymm11, xmmword ptr fs:[urun_jit_ctx@tpoff + {ymm_hi} + 176], 1
+    vinsertf128 ymm12, ymm12, xmmword ptr fs:[urun_jit_ctx@tpoff + {ymm_hi} + 192], 1
+    vinsertf128 ymm13, ymm13, xmmword ptr fs:[urun_jit_ctx@tpoff + {ymm_hi} + 208], 1
+    vinsertf128 ymm14, ymm14, xmmword ptr fs:[urun_jit_ctx@tpoff + {ymm_hi} + 224], 1
+    vinsertf128 ymm15, ymm15, xmmword ptr fs:[urun_jit_ctx@tpoff + {ymm_hi} + 240], 1
+4:
     push qword ptr fs:[urun_jit_ctx@tpoff + {rflags}]
     popfq
     mov rax, qword ptr fs:[urun_jit_ctx@tpoff + {gpr} + 0]
@@ -249,6 +282,26 @@ urun_jit_exit:
     pushfq
     pop qword ptr fs:[urun_jit_ctx@tpoff + {rflags}]
     fxsave64 fs:[urun_jit_ctx@tpoff + {fx}]
+    cmp qword ptr fs:[urun_jit_ctx@tpoff + {avx}], 0
+    je 4f
+    vextractf128 xmmword ptr fs:[urun_jit_ctx@tpoff + {ymm_hi} + 0], ymm0, 1
+    vextractf128 xmmword ptr fs:[urun_jit_ctx@tpoff + {ymm_hi} + 16], ymm1, 1
+    vextractf128 xmmword ptr fs:[urun_jit_ctx@tpoff + {ymm_hi} + 32], ymm2, 1
+    vextractf128 xmmword ptr fs:[urun_jit_ctx@tpoff + {ymm_hi} + 48], ymm3, 1
+    vextractf128 xmmword ptr fs:[urun_jit_ctx@tpoff + {ymm_hi} + 64], ymm4, 1
+    vextractf128 xmmword ptr fs:[urun_jit_ctx@tpoff + {ymm_hi} + 80], ymm5, 1
+    vextractf128 xmmword ptr fs:[urun_jit_ctx@tpoff + {ymm_hi} + 96], ymm6, 1
+    vextractf128 xmmword ptr fs:[urun_jit_ctx@tpoff + {ymm_hi} + 112], ymm7, 1
+    vextractf128 xmmword ptr fs:[urun_jit_ctx@tpoff + {ymm_hi} + 128], ymm8, 1
+    vextractf128 xmmword ptr fs:[urun_jit_ctx@tpoff + {ymm_hi} + 144], ymm9, 1
+    vextractf128 xmmword ptr fs:[urun_jit_ctx@tpoff + {ymm_hi} + 160], ymm10, 1
+    vextractf128 xmmword ptr fs:[urun_jit_ctx@tpoff + {ymm_hi} + 176], ymm11, 1
+    vextractf128 xmmword ptr fs:[urun_jit_ctx@tpoff + {ymm_hi} + 192], ymm12, 1
+    vextractf128 xmmword ptr fs:[urun_jit_ctx@tpoff + {ymm_hi} + 208], ymm13, 1
+    vextractf128 xmmword ptr fs:[urun_jit_ctx@tpoff + {ymm_hi} + 224], ymm14, 1
+    vextractf128 xmmword ptr fs:[urun_jit_ctx@tpoff + {ymm_hi} + 240], ymm15, 1
+    vzeroupper
+4:
     fninit
     ldmxcsr dword ptr fs:[urun_jit_ctx@tpoff + {host_mxcsr}]
     push 2
@@ -277,6 +330,8 @@ urun_jit_exit:
     interrupt = const off::INTERRUPT,
     host_mxcsr = const off::HOST_MXCSR,
     fx = const off::FX,
+    avx = const off::AVX,
+    ymm_hi = const off::YMM_HI,
     miss = const reason::MISS,
     interrupted = const reason::INTERRUPTED,
 );

@@ -314,6 +314,8 @@ struct Stats {
     linked: u64,
     dropped: u64,
     flushes: u64,
+    /// Blocks run by the interpreter instead.
+    interpreted: u64,
 }
 
 impl JitEngine {
@@ -603,6 +605,7 @@ fn load(c: &mut Ctx, cpu: &CpuState) {
     c.rip = cpu.rip;
     c.rflags = (cpu.flags.get() & !fl::TF) | 0x202;
     c.fx = cpu.fxsave_image();
+    c.ymm_hi = cpu.ymm_hi;
 }
 
 /// Guest state back from `Ctx`.
@@ -615,6 +618,7 @@ fn save(c: &Ctx, cpu: &mut CpuState) {
     // model reports FIP/FDP as 0, and so does `fxrstor_image`).
     let ok = cpu.fxrstor_image(&c.fx);
     debug_assert!(ok, "FXSAVE64 image with a reserved MXCSR bit");
+    cpu.ymm_hi = c.ymm_hi;
 }
 
 thread_local! {
@@ -673,6 +677,7 @@ impl Engine for JitEngine {
             c.dispatch = ctx::dispatch_addr();
             c.exit = ctx::exit_addr();
             c.miss = ctx::miss_addr();
+            c.avx = u64::from(crate::cpuid::model().has("avx"));
             c.index = &*self.index as *const Index as u64;
             load(c, cpu);
         }
@@ -720,6 +725,7 @@ impl Engine for JitEngine {
                     }
                 }
                 Entry::Interp => {
+                    self.stats.interpreted += 1;
                     // SAFETY: this thread's Ctx, not referenced across `urun_jit_enter`.
                     save(unsafe { &*cp }, cpu);
                     if let Some(exit) = self.interp.run_block(cpu) {
@@ -973,5 +979,54 @@ mod tests {
         assert_eq!(r[1].0.gpr[reg::RBX], 7);
         assert_eq!(stats.translated, 1, "the DIV ran translated");
         assert_same(&r);
+    }
+
+    #[test]
+    fn vex_blocks_run_translated_and_keep_ymm_upper_halves() {
+        if !crate::cpuid::model().has("avx2") {
+            let msg = "SKIPPED: vex_blocks_run_translated_and_keep_ymm_upper_halves: the CPU model has no AVX2\n";
+            std::io::Write::write_all(&mut std::io::stderr(), msg.as_bytes()).expect("stderr");
+            return;
+        }
+        let s = Snippet::new();
+        // vpaddq ymm6, ymm5, ymm5; syscall;
+        // vpaddq ymm7, ymm6, ymm5; cpuid; jmp +0; vpaddq ymm7, ymm7, ymm7; syscall
+        let code = [
+            0xc5, 0xd5, 0xd4, 0xf5, 0x0f, 0x05, 0xc5, 0xcd, 0xd4, 0xfd, 0x0f, 0xa2, 0xeb, 0x00, 0xc5, 0xc5, 0xd4, 0xff,
+            0x0f, 0x05,
+        ];
+        // SAFETY: the snippet's code area is ours, 16 KiB, mapped RW.
+        unsafe { std::ptr::copy_nonoverlapping(code.as_ptr(), s.code as *mut u8, code.len()) };
+        s.mem.protect(s.code, 4 * PAGE_SIZE, Prot::RX).expect("protect");
+        let mut start = CpuState { rip: s.code, ..CpuState::default() };
+        start.gpr[reg::RSP] = s.stack_top;
+        start.xmm[5] = 0x0000_0001_0000_0002_0000_0003_0000_0004;
+        start.ymm_hi[5] = 0x1111_2222_3333_4444_5555_6666_7777_8888;
+        let mut a = start.clone();
+        let mut interp = Interpreter::new(s.mem.clone());
+        let ea = [interp.run(&mut a), interp.run(&mut a)];
+        let mut b = start;
+        let mut jit = JitEngine::new(s.mem.clone()).expect("jit engine");
+        let first = jit.run(&mut b).expect("jit run");
+        assert_eq!(first, Exit::Syscall);
+        assert_eq!(b.ymm_hi[6], 0x2222_4444_6666_8888_aaaa_cccc_eeef_1110, "upper half of ymm6 after the exit");
+        // Clobber the machine's YMM registers between the runs, as urun's
+        // own libc may: the guest's upper halves live in `CpuState`.
+        // SAFETY: the model has AVX2, so the host has AVX; VZEROALL only
+        // changes vector registers, declared clobbered.
+        unsafe {
+            std::arch::asm!("vpcmpeqd ymm6, ymm6, ymm6", "vpcmpeqd ymm5, ymm5, ymm5", out("ymm5") _, out("ymm6") _)
+        };
+        let second = jit.run(&mut b).expect("jit run");
+        assert_eq!(ea, [first, second], "exits");
+        assert_eq!(a.gpr, b.gpr, "gprs");
+        assert_eq!(a.rip, b.rip, "rip");
+        assert_eq!(a.xmm, b.xmm, "xmm");
+        assert_eq!(a.ymm_hi, b.ymm_hi, "ymm upper halves");
+        assert_eq!(b.ymm_hi[7], 0x6666_cccd_3333_9998_0000_6666_cccd_3330, "4 * ymm5 in the upper half of ymm7");
+        // Only the CPUID block ran in the interpreter; the VEX blocks ran
+        // translated.
+        assert_eq!(jit.stats.interpreted, 1, "{:?}", jit.stats);
+        assert!(jit.stats.translated >= 3, "{:?}", jit.stats);
     }
 }

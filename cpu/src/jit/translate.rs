@@ -222,6 +222,9 @@ fn advertised(f: CpuidFeature) -> bool {
         F::LZCNT => has(eecx, ext::ECX_ABM),
         F::RDTSCP => has(eedx, ext::EDX_RDTSCP),
         F::SYSCALL => has(eedx, ext::EDX_SYSCALL),
+        // VEX: as the model says (its YMM upper halves cross exits in
+        // `Ctx::ymm_hi`). XSAVE & co. and XGETBV stay in the interpreter.
+        F::AVX | F::AVX2 | F::FMA | F::F16C => cpuid::model().allows(&[f]),
         _ => false,
     }
 }
