@@ -762,28 +762,26 @@ mod tests {
     /// Run `code` (ending in something that exits) under the interpreter
     /// and under the JIT from the same state; both results.
     fn both(s: &Snippet, code: &[u8], init: impl Fn(&mut CpuState)) -> [(CpuState, Exit); 2] {
-        // SAFETY: the snippet's code area is ours, 16 KiB, mapped RW.
-        unsafe { std::ptr::copy_nonoverlapping(code.as_ptr(), s.code as *mut u8, code.len()) };
-        let start = || {
-            let mut cpu = CpuState { rip: s.code, ..CpuState::default() };
-            cpu.gpr[reg::RSP] = s.stack_top;
-            init(&mut cpu);
-            cpu
-        };
-        let mut a = start();
-        let ea = Interpreter::new(s.mem.clone()).run(&mut a);
-        let mut b = start();
-        let mut jit = JitEngine::new(s.mem.clone()).expect("jit engine");
-        let eb = jit.run(&mut b).expect("jit run");
-        [(a, ea), (b, eb)]
+        run_both(s, code, false, init).0
     }
 
     /// As `both`, with the code page made read-only (RX) first, so that
     /// its blocks are linked and found by the inline lookups.
     fn both_ro(s: &Snippet, code: &[u8], init: impl Fn(&mut CpuState)) -> ([(CpuState, Exit); 2], Stats) {
+        run_both(s, code, true, init)
+    }
+
+    fn run_both(
+        s: &Snippet,
+        code: &[u8],
+        read_only: bool,
+        init: impl Fn(&mut CpuState),
+    ) -> ([(CpuState, Exit); 2], Stats) {
         // SAFETY: the snippet's code area is ours, 16 KiB, mapped RW.
         unsafe { std::ptr::copy_nonoverlapping(code.as_ptr(), s.code as *mut u8, code.len()) };
-        s.mem.protect(s.code, 4 * PAGE_SIZE, Prot::RX).expect("protect");
+        if read_only {
+            s.mem.protect(s.code, 4 * PAGE_SIZE, Prot::RX).expect("protect");
+        }
         let start = || {
             let mut cpu = CpuState { rip: s.code, ..CpuState::default() };
             cpu.gpr[reg::RSP] = s.stack_top;
