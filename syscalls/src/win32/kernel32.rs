@@ -21,6 +21,8 @@ pub(crate) fn set_error(c: &Call<'_>, e: u32) -> Result<(), Fail> {
     c.put_u32(c.cpu.gs_base + TEB_LAST_ERROR, e)
 }
 
+/// The trivial handlers every DLL's table uses: no effect, a result of 0
+/// or of 1.
 pub(crate) fn nothing(_: &mut Call<'_>) -> Res {
     Ok(0)
 }

@@ -6,18 +6,6 @@ use urun_cpu::AddressSpace;
 use super::abi::{Call, Fail, Res};
 use super::{line, lock, DataObj};
 
-pub(crate) fn nothing(_: &mut Call<'_>) -> Res {
-    Ok(0)
-}
-
-pub(crate) fn zero(_: &mut Call<'_>) -> Res {
-    Ok(0)
-}
-
-pub(crate) fn one(_: &mut Call<'_>) -> Res {
-    Ok(1)
-}
-
 /// `struct lconv` for the C locale: "." as decimal point, "" elsewhere,
 /// CHAR_MAX for the char fields.
 pub(crate) fn init_lconv(mem: &AddressSpace, at: u64) -> Result<(), String> {

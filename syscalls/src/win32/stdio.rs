@@ -212,10 +212,6 @@ fn put(c: &mut Call<'_>, file: u64, data: &[u8]) -> bool {
     false
 }
 
-pub(crate) fn zero(_: &mut Call<'_>) -> Res {
-    Ok(0)
-}
-
 /// A guest path as a host path: `\` becomes `/` and a drive letter is
 /// dropped (`C:\tmp\x` is `/tmp/x`).
 pub(crate) fn host_path(p: &[u8]) -> Vec<u8> {
