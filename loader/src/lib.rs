@@ -99,6 +99,14 @@ pub fn load_program(path: &Path, mem: &AddressSpace, opts: &LoadOptions) -> Resu
     load(path, mem, opts).map(Program::Elf)
 }
 
+/// Load the PE32+ image (a DLL a Windows program imports) at `path` into
+/// `mem`, at its preferred base or relocated; the same code as for the
+/// program. On error nothing stays mapped.
+pub fn load_pe(path: &Path, mem: &AddressSpace) -> Result<LoadedPe, LoadError> {
+    let (_, bytes) = open(path)?;
+    pe::load(path, &bytes, mem)
+}
+
 /// Load the ELF program at `path` into `mem`. On error nothing stays mapped.
 ///
 /// A `#!` script loads its interpreter with the script's path inserted in

@@ -4,8 +4,8 @@
 use urun_cpu::{Placement, Prot};
 
 use super::abi::{Call, Fail, Res};
+use super::lock;
 use super::teb::{PROCESS_HEAP, TEB_LAST_ERROR, TEB_TID, TEB_TLS_SLOTS, TLS_SLOTS};
-use super::{lock, table, Dll, Imp, TABLE};
 
 pub(crate) const ERROR_INVALID_HANDLE: u32 = 6;
 pub(crate) const ERROR_INVALID_PARAMETER: u32 = 87;
@@ -38,6 +38,7 @@ pub(crate) fn one(_: &mut Call<'_>) -> Res {
 pub(crate) fn exit_process(c: &mut Call<'_>) -> Res {
     let code = c.arg(0)? as u32;
     super::msvcrt::run_onexit(c)?;
+    super::loadlib::detach_all(c)?;
     Err(Fail::Stop(c.p.exit(code)))
 }
 
@@ -377,61 +378,6 @@ pub(crate) fn virtual_free(c: &mut Call<'_>) -> Res {
     let (addr, len, ty) = (c.arg(0)?, c.arg(1)?, c.arg(2)? as u32);
     let len = if ty & 0x8000 != 0 { c.p.mem.region_at(addr).map_or(0, |r| r.end - addr) } else { len };
     Ok(u64::from(len != 0 && c.p.mem.unmap(addr, urun_cpu::mem::page_ceil(len)).is_ok()))
-}
-
-/// The module handle of a DLL name, the exe's for NULL.
-fn module_handle(c: &Call<'_>, name: Option<String>) -> u64 {
-    let Some(name) = name else { return c.p.exe_base };
-    if name.eq_ignore_ascii_case(&c.p.exe_name) {
-        return c.p.exe_base;
-    }
-    let Some(dll) = Dll::resolve(&name) else { return 0 };
-    c.p.modules.iter().find(|(d, _)| *d == dll).map_or(0, |(_, h)| *h)
-}
-
-pub(crate) fn get_module_handle_a(c: &mut Call<'_>) -> Res {
-    let p = c.arg(0)?;
-    let name = if p == 0 { None } else { Some(String::from_utf8_lossy(&c.cstr(p)?).into_owned()) };
-    let h = module_handle(c, name);
-    if h == 0 {
-        set_error(c, ERROR_MOD_NOT_FOUND)?;
-    }
-    Ok(h)
-}
-
-pub(crate) fn get_module_handle_w(c: &mut Call<'_>) -> Res {
-    let p = c.arg(0)?;
-    let name = if p == 0 { None } else { Some(String::from_utf16_lossy(&c.wstr(p)?)) };
-    let h = module_handle(c, name);
-    if h == 0 {
-        set_error(c, ERROR_MOD_NOT_FOUND)?;
-    }
-    Ok(h)
-}
-
-/// GetProcAddress: the stub (or data object) of an export urun
-/// implements; NULL with ERROR_PROC_NOT_FOUND for anything else, so that
-/// programs probing optional functions fall back.
-pub(crate) fn get_proc_address(c: &mut Call<'_>) -> Res {
-    let (h, name) = (c.arg(0)?, c.arg(1)?);
-    let dll = c.p.modules.iter().find(|(_, m)| *m == h).map(|(d, _)| *d);
-    let found = match dll {
-        Some(d) if name >> 16 != 0 => {
-            let n = String::from_utf8_lossy(&c.cstr(name)?).into_owned();
-            table::find(d, &n)
-        }
-        _ => None,
-    };
-    match found {
-        Some(i) => Ok(match TABLE[i].imp {
-            Imp::Host(_) => c.p.stub_base + super::STUB * (i as u64 + 1),
-            Imp::Data(obj) => c.p.data(obj),
-        }),
-        None => {
-            set_error(c, ERROR_PROC_NOT_FOUND)?;
-            Ok(0)
-        }
-    }
 }
 
 pub(crate) fn current_process(_: &mut Call<'_>) -> Res {

@@ -17,12 +17,15 @@
 mod abi;
 mod heap;
 mod kernel32;
+mod loadlib;
+mod modules;
 mod msvcrt;
+mod peb;
 mod stdio;
+mod sysdll;
 mod table;
 mod teb;
 
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use urun_cpu::state::reg;
@@ -34,12 +37,16 @@ use crate::{EngineFactory, Personality};
 use abi::{Call, Fail};
 use table::{Dll, Imp, A, R, TABLE};
 
+pub use modules::ModError;
+
 /// The EAX value of a stub: this marker in the high half, the stub number
 /// in the low half.
 const MARKER: u32 = 0x5752_0000;
 /// Stub size in bytes, and where its SYSCALL ends (what RIP is at the exit).
 const STUB: u64 = 16;
 const STUB_SYSCALL_END: u64 = 10;
+/// Room for the init trampoline (DLL attach calls, then the program's).
+const TRAMPOLINE_MAX: u64 = 0x4000;
 /// Where urun's system area goes (a hint): high, as Windows puts its DLLs.
 const SYSTEM_HINT: u64 = 0x7ff0_0000_0000;
 /// Status when the program calls a function urun does not implement.
@@ -57,10 +64,8 @@ pub struct Options {
 /// Why a PE program could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
-    #[error("needs {0}, which urun does not provide and which is not next to the program")]
-    MissingDll(String),
-    #[error("needs {0}, a DLL next to the program: loading PE DLLs is not supported yet")]
-    DllNotSupported(String),
+    #[error(transparent)]
+    Module(#[from] ModError),
     #[error("is a DLL, not a program")]
     IsDll,
     #[error("is a Windows GUI program (subsystem {0}); urun runs console programs")]
@@ -105,25 +110,25 @@ const DATA_OBJS: [(DataObj, u64); 10] = [
     (DataObj::Argv, 8),
 ];
 
-/// One stub: what it is named, and the table entry behind it (None: not
-/// implemented).
+/// One stub: what it is named, the table entry behind it, and where it is
+/// (in its DLL's image; the return trap in urun's own code).
 struct Stub {
-    dll: String,
-    name: String,
     export: Option<usize>,
+    addr: u64,
 }
 
 /// One guest process as the Win32 personality sees it.
 pub struct Process {
     pub mem: Arc<AddressSpace>,
     strace: bool,
+    /// Stub n (EAX = MARKER | n): the return trap, then one per table
+    /// export; the stubs of unimplemented imports follow (`mods`).
     stubs: Vec<Stub>,
-    stub_base: u64,
     /// The upcall return address (stub 0, which keeps RAX in R10).
     return_trap: u64,
     data_base: u64,
-    /// Module handles of urun's DLLs (fake bases in the data area).
-    modules: Vec<(Dll, u64)>,
+    /// The program, its DLLs and urun's.
+    mods: Mutex<modules::Modules>,
     exe_base: u64,
     exe_name: String,
     heap: Mutex<heap::Heap>,
@@ -163,81 +168,61 @@ impl Process {
         }
         let setup = |what: &str, e: &dyn std::fmt::Display| StartError::Setup(format!("{what}: {e}"));
 
-        // Stubs: the return trap, every export urun implements, then one
-        // per distinct import it does not.
-        let mut stubs = vec![Stub { dll: "urun".into(), name: "upcall return".into(), export: None }];
-        for (i, e) in TABLE.iter().enumerate() {
-            stubs.push(Stub { dll: e.dll.short().into(), name: e.name.into(), export: Some(i) });
-        }
-        let mut missing: HashMap<(String, String), usize> = HashMap::new();
-        let mut binds: Vec<(u64, Bind)> = Vec::new();
-        for imp in &image.imports {
-            let Some(dll) = Dll::resolve(&imp.dll) else {
-                return Err(dll_error(&image.path, &imp.dll));
-            };
-            let found = match &imp.name {
-                ImportName::Name(n) => table::find(dll, n),
-                ImportName::Ordinal(_) => None,
-            };
-            let bind = match found.map(|i| (i, &TABLE[i].imp)) {
-                Some((i, Imp::Host(_))) => Bind::Stub(i + 1),
-                Some((_, Imp::Data(obj))) => Bind::Data(*obj),
-                None => {
-                    let key = (imp.dll.to_ascii_lowercase(), imp.name.to_string());
-                    let next = stubs.len();
-                    let n = *missing.entry(key).or_insert(next);
-                    if n == next {
-                        stubs.push(Stub { dll: imp.dll.clone(), name: imp.name.to_string(), export: None });
-                    }
-                    Bind::Stub(n)
-                }
-            };
-            binds.push((imp.iat, bind));
-        }
+        // Stubs: the return trap, then every export urun implements (in
+        // its DLL's image), then room for the imports it does not.
+        let mut stubs = vec![Stub { export: None, addr: 0 }];
+        stubs.extend((0..TABLE.len()).map(|i| Stub { export: Some(i), addr: 0 }));
 
-        // The system area: stubs and the init trampoline (RX), then data (RW).
-        let code_len = urun_cpu::mem::page_ceil(stubs.len() as u64 * STUB + 0x1000);
+        // The system area: urun's code (return trap, stubs of unimplemented
+        // imports, init trampoline), the system DLL images, then data (RW).
+        let own_len = urun_cpu::mem::page_ceil(STUB * (1 + modules::MISSING_CAP as u64) + TRAMPOLINE_MAX);
+        let align = |v: u64| v.div_ceil(sysdll::IMAGE_ALIGN) * sysdll::IMAGE_ALIGN;
+        let dlls = sysdll::all();
+        let mut offsets = Vec::with_capacity(dlls.len());
+        let mut code_len = align(own_len);
+        for d in &dlls {
+            offsets.push(code_len);
+            code_len = align(code_len + sysdll::image_size(*d));
+        }
         let data_len = 0x10000;
         let sys = mem
             .map(Placement::Hint(SYSTEM_HINT), code_len + data_len, Prot::RW, false, None)
             .map_err(|e| setup("the system area", &e))?;
         mem.set_backing(sys, urun_cpu::Backing::Named("[urun win32 system]".into()));
         let data_base = sys + code_len;
-        let mut code = Vec::with_capacity(code_len as usize);
-        for n in 0..stubs.len() {
-            let eax = MARKER | n as u32;
-            // mov r10, rcx — or, for the return trap, mov r10, rax (the
-            // result survives the mov eax).
-            let first: [u8; 3] = if n == 0 { [0x49, 0x89, 0xc2] } else { [0x4c, 0x8b, 0xd1] };
-            code.extend_from_slice(&first);
-            code.push(0xb8);
-            code.extend_from_slice(&eax.to_le_bytes());
-            code.extend_from_slice(&[0x0f, 0x05, 0xc3, 0xcc, 0xcc, 0xcc, 0xcc, 0xcc]);
+        stubs[0].addr = sys;
+        let mut code = Vec::with_capacity(own_len as usize);
+        code.extend_from_slice(&sysdll::stub_code(0));
+        for k in 0..modules::MISSING_CAP {
+            code.extend_from_slice(&sysdll::stub_code(stubs.len() + k));
         }
+        let dirs = modules::search_dirs(image.path.parent().unwrap_or(std::path::Path::new("/")), &opts.envp);
+        let mut mods = modules::Modules::new(sys + STUB, stubs.len(), dirs);
+        for (d, off) in dlls.iter().zip(&offsets) {
+            let base = sys + off;
+            let built = sysdll::build(*d, base, &|obj| data_addr(data_base, obj));
+            poke(&mem, base, &built.bytes).map_err(|e| setup("a system DLL", &e))?;
+            for (i, addr) in built.stubs {
+                stubs[i + 1].addr = addr;
+            }
+            mods.add_system(&mem, *d, base, sysdll::image_size(*d));
+        }
+
+        // The program, the DLLs it needs (loaded, bound, in attach order
+        // in `new`), then the init trampoline that attaches them.
+        let exe = mods.add_image(&mem, image.clone(), true);
+        let mut new = Vec::new();
+        mods.bind(&mem, exe, &mut new)?;
         let trampoline = sys + code.len() as u64;
-        let exit_stub = sys + STUB * (table::find(Dll::Kernel32, "ExitProcess").map_or(0, |i| i + 1) as u64);
+        let exit_stub = table::find(Dll::Kernel32, "ExitProcess").map_or(sys, |i| stubs[i + 1].addr);
+        let attach: Vec<loadlib::InitCalls> = new.iter().map(|&i| loadlib::init_calls(&mods, i)).collect();
+        code.extend(loadlib::attach_code(&attach, exit_stub));
         let callbacks = image.tls.as_ref().map(|t| t.callbacks.clone()).unwrap_or_default();
         code.extend(teb::trampoline(image.base, &callbacks, image.entry, exit_stub));
+        if code.len() as u64 > own_len {
+            return Err(StartError::Setup("too many DLLs to attach".into()));
+        }
         poke(&mem, sys, &code).map_err(|e| setup("the stubs", &e))?;
-
-        let modules: Vec<(Dll, u64)> = [Dll::Ntdll, Dll::Kernel32, Dll::Msvcrt]
-            .iter()
-            .enumerate()
-            .map(|(i, d)| (*d, data_base + 0x8000 + 0x1000 * i as u64))
-            .collect();
-        for (_, h) in &modules {
-            poke(&mem, *h, b"MZ").map_err(|e| setup("module headers", &e))?;
-        }
-
-        // Bind the IAT, then give the image its protections.
-        for (slot, bind) in &binds {
-            let v = match bind {
-                Bind::Stub(n) => sys + STUB * *n as u64,
-                Bind::Data(obj) => data_addr(data_base, *obj),
-            };
-            poke(&mem, *slot, &v.to_le_bytes()).map_err(|e| setup("the import address table", &e))?;
-        }
-        image.protect(&mem).map_err(|e| setup("the image", &e))?;
         mem.protect(sys, code_len, Prot::RX).map_err(|e| setup("the stubs", &e))?;
 
         let exe_name = image.path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
@@ -282,6 +267,24 @@ impl Process {
         mem.set_backing(stack, urun_cpu::Backing::Named("[stack]".into()));
         let top = stack + reserve;
         let teb = teb::build(&mem, &mut heap, &image, stack, top).map_err(|e| setup("the TEB", &e))?;
+        mods.setup_tls(&mem, &mut heap, teb, &new).map_err(|e| setup("DLL TLS", &e))?;
+        let peb = guest_u64(&mem, teb + teb::TEB_PEB).unwrap_or(0);
+        peb::update_ldr(&mem, &mut heap, &mut mods, peb).map_err(|e| setup("the loader lists", &e))?;
+        let cwd = std::env::current_dir().map(|d| format!("{}/", d.display())).unwrap_or_else(|_| "/".into());
+        let params = peb::Params {
+            image_path: &image.path.to_string_lossy(),
+            command_line: &String::from_utf8_lossy(&cmdline),
+            envp: &opts.envp,
+            cwd: &cwd,
+            std: [kernel32::fd_handle(0), kernel32::fd_handle(1), kernel32::fd_handle(2)],
+        };
+        peb::build_params(&mem, &mut heap, peb, &params).map_err(|e| setup("the process parameters", &e))?;
+        if let Err(e) = peb::map_kuser(&mem) {
+            tracing::warn!(%e, "no KUSER_SHARED_DATA");
+        }
+        for &i in &new {
+            mods.list[i].attached = true;
+        }
 
         cpu.gs_base = teb;
         tracing::debug!(teb = format_args!("{teb:#x}"), base = format_args!("{:#x}", image.base), "win32 process");
@@ -294,10 +297,9 @@ impl Process {
             mem,
             strace: opts.strace,
             stubs,
-            stub_base: sys,
             return_trap: sys,
             data_base,
-            modules,
+            mods: Mutex::new(mods),
             exe_base: image.base,
             exe_name,
             heap: Mutex::new(heap),
@@ -320,10 +322,10 @@ impl Process {
 
     /// A guest address as `module+offset` for messages.
     fn describe(&self, addr: u64) -> String {
-        if addr >= self.exe_base && addr - self.exe_base < 0x1000_0000 {
-            format!("{}+{:#x}", self.exe_name, addr - self.exe_base)
-        } else {
-            format!("{addr:#x}")
+        let Ok(mods) = self.mods.try_lock() else { return format!("{addr:#x}") };
+        match mods.containing(addr).map(|i| &mods.list[i]) {
+            Some(m) => format!("{}+{:#x}", m.name, addr - m.base),
+            None => format!("{addr:#x}"),
         }
     }
 }
@@ -350,12 +352,6 @@ pub fn import_report(image: &LoadedPe) -> String {
     out
 }
 
-/// Where an import is bound.
-enum Bind {
-    Stub(usize),
-    Data(DataObj),
-}
-
 fn data_addr(base: u64, obj: DataObj) -> u64 {
     let mut at = base;
     for (o, size) in DATA_OBJS {
@@ -373,19 +369,6 @@ fn poke(mem: &AddressSpace, addr: u64, bytes: &[u8]) -> Result<(), String> {
         Ok(())
     } else {
         Err(format!("cannot write {:#x}+{:#x}", addr, bytes.len()))
-    }
-}
-
-/// The error for a DLL urun does not provide.
-fn dll_error(exe: &std::path::Path, dll: &str) -> StartError {
-    let dir = exe.parent().map(|d| d.to_path_buf()).unwrap_or_default();
-    let beside = std::fs::read_dir(&dir)
-        .map(|entries| entries.flatten().any(|e| e.file_name().to_string_lossy().eq_ignore_ascii_case(dll)))
-        .unwrap_or(false);
-    if beside {
-        StartError::DllNotSupported(dll.into())
-    } else {
-        StartError::MissingDll(dll.into())
     }
 }
 
@@ -483,9 +466,14 @@ fn run_loop(p: &Arc<Process>, engine: &mut dyn Engine, cpu: &mut CpuState, depth
 /// return trap.
 fn service(p: &Arc<Process>, engine: &mut dyn Engine, cpu: &mut CpuState, depth: u32) -> Result<bool, Stop> {
     let eax = cpu.gpr[reg::RAX] as u32;
-    let off = cpu.rip.wrapping_sub(p.stub_base + STUB_SYSCALL_END);
-    let n = (off / STUB) as usize;
-    if !off.is_multiple_of(STUB) || n >= p.stubs.len() || eax != MARKER | n as u32 {
+    let at = cpu.rip.wrapping_sub(STUB_SYSCALL_END);
+    let n = (eax & 0xffff) as usize;
+    let known = eax & 0xffff_0000 == MARKER
+        && match p.stubs.get(n) {
+            Some(s) => s.addr == at,
+            None => lock(&p.mods).missing_at(n).is_some_and(|(_, a)| a == at),
+        };
+    if !known {
         line(&format!(
             "urun: {}: a direct Windows system call (eax={:#x}) at {}: not supported",
             p.exe_name,
@@ -497,11 +485,11 @@ fn service(p: &Arc<Process>, engine: &mut dyn Engine, cpu: &mut CpuState, depth:
     if n == 0 {
         return Ok(true);
     }
-    let stub = &p.stubs[n];
-    let Some(e) = stub.export.map(|i| &TABLE[i]) else {
+    let Some(e) = p.stubs.get(n).and_then(|s| s.export).map(|i| &TABLE[i]) else {
         let caller = guest_u64(&p.mem, cpu.gpr[reg::RSP]).unwrap_or(0);
+        let (dll, name) = lock(&p.mods).missing_at(n).map(|(s, _)| s.clone()).unwrap_or_default();
         lock(&p.streams).flush_all();
-        line(&format!("urun: unimplemented: {}!{} (called from {})", stub.dll, stub.name, p.describe(caller)));
+        line(&format!("urun: unimplemented: {dll}!{name} (called from {})", p.describe(caller)));
         return Err(Stop::Exited(UNIMPLEMENTED_STATUS));
     };
     let Imp::Host(handler) = e.imp else { return Ok(false) };

@@ -132,6 +132,7 @@ pub(crate) fn cexit(c: &mut Call<'_>) -> Res {
 pub(crate) fn exit(c: &mut Call<'_>) -> Res {
     let code = c.arg(0)? as u32;
     run_onexit(c)?;
+    super::loadlib::detach_all(c)?;
     Err(Fail::Stop(c.p.exit(code)))
 }
 

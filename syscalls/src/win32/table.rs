@@ -5,7 +5,7 @@
 //! names the function when called.
 
 use super::abi::Res;
-use super::{kernel32 as k, msvcrt as c, stdio as s};
+use super::{kernel32 as k, loadlib as l, msvcrt as c, stdio as s};
 
 /// The system DLLs urun provides.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -49,7 +49,7 @@ impl Dll {
 }
 
 /// DLLs a console program may import from that urun knows by name.
-const KNOWN_EMPTY: &[&str] = &[
+pub(crate) const KNOWN_EMPTY: &[&str] = &[
     "advapi32",
     "user32",
     "gdi32",
@@ -167,11 +167,18 @@ exports! {
     Kernel32 "VirtualQuery"(Ptr, Ptr, U64) U64 Host(k::virtual_query);
     Kernel32 "VirtualAlloc"(Ptr, U64, U32, U32) Ptr Host(k::virtual_alloc);
     Kernel32 "VirtualFree"(Ptr, U64, U32) Bool Host(k::virtual_free);
-    Kernel32 "GetModuleHandleA"(StrA) Handle Host(k::get_module_handle_a);
-    Kernel32 "GetModuleHandleW"(StrW) Handle Host(k::get_module_handle_w);
-    Kernel32 "GetProcAddress"(Handle, StrA) Ptr Host(k::get_proc_address);
-    Kernel32 "LoadLibraryA"(StrA) Handle Host(k::get_module_handle_a);
-    Kernel32 "LoadLibraryW"(StrW) Handle Host(k::get_module_handle_w);
+    Kernel32 "GetModuleHandleA"(StrA) Handle Host(l::get_module_handle_a);
+    Kernel32 "GetModuleHandleW"(StrW) Handle Host(l::get_module_handle_w);
+    Kernel32 "GetModuleHandleExA"(U32, Ptr, Ptr) Bool Host(l::get_module_handle_ex_a);
+    Kernel32 "GetModuleHandleExW"(U32, Ptr, Ptr) Bool Host(l::get_module_handle_ex_w);
+    Kernel32 "GetProcAddress"(Handle, StrA) Ptr Host(l::get_proc_address);
+    Kernel32 "LoadLibraryA"(StrA) Handle Host(l::load_library_a);
+    Kernel32 "LoadLibraryW"(StrW) Handle Host(l::load_library_w);
+    Kernel32 "LoadLibraryExA"(StrA, Handle, U32) Handle Host(l::load_library_a);
+    Kernel32 "LoadLibraryExW"(StrW, Handle, U32) Handle Host(l::load_library_w);
+    Kernel32 "FreeLibrary"(Handle) Bool Host(l::free_library);
+    Kernel32 "GetModuleFileNameA"(Handle, Ptr, U32) U32 Host(l::get_module_file_name_a);
+    Kernel32 "GetModuleFileNameW"(Handle, Ptr, U32) U32 Host(l::get_module_file_name_w);
     Kernel32 "GetCurrentProcess"() Handle Host(k::current_process);
     Kernel32 "GetCurrentThread"() Handle Host(k::current_thread);
     Kernel32 "GetCurrentProcessId"() U32 Host(k::current_process_id);
