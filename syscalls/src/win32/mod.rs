@@ -15,6 +15,7 @@
 //! GS = TEB. One thread for now.
 
 mod abi;
+mod extra;
 mod heap;
 mod kernel32;
 mod loadlib;

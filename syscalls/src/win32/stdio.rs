@@ -374,6 +374,25 @@ pub(crate) fn fgetc(c: &mut Call<'_>) -> Res {
     })
 }
 
+/// ungetc: the byte goes back in front of what the stream reads next.
+pub(crate) fn ungetc(c: &mut Call<'_>) -> Res {
+    let (ch, file) = (c.arg(0)? as u32 as i32, c.arg(1)?);
+    if ch == -1 {
+        return Ok(EOF);
+    }
+    let b = ch as u8;
+    let done = with(c, file, |s| {
+        if s.rpos > 0 {
+            s.rpos -= 1;
+            s.rbuf[s.rpos] = b;
+        } else {
+            s.rbuf.insert(0, b);
+        }
+        s.eof = false;
+    });
+    Ok(if done.is_some() { u64::from(b) } else { EOF })
+}
+
 pub(crate) fn fseek(c: &mut Call<'_>) -> Res {
     let (file, off, whence) = (c.arg(0)?, c.arg(1)? as u32 as i32, c.arg(2)? as u32 as i32);
     let r = with(c, file, |s| {

@@ -5,7 +5,7 @@
 //! names the function when called.
 
 use super::abi::Res;
-use super::{kernel32 as k, loadlib as l, msvcrt as c, stdio as s};
+use super::{extra as x, kernel32 as k, loadlib as l, msvcrt as c, stdio as s};
 
 /// The system DLLs urun provides.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -193,6 +193,21 @@ exports! {
     Kernel32 "QueryPerformanceFrequency"(Ptr) Bool Host(k::query_performance_frequency);
     Kernel32 "GetSystemTimeAsFileTime"(Ptr) Void Host(k::system_time_as_file_time);
     Kernel32 "GetTickCount"() U32 Host(k::tick_count);
+    Kernel32 "LocalAlloc"(U32, U64) Ptr Host(x::local_alloc);
+    Kernel32 "LocalFree"(Ptr) Ptr Host(x::local_free);
+    Kernel32 "GlobalAlloc"(U32, U64) Ptr Host(x::local_alloc);
+    Kernel32 "GlobalFree"(Ptr) Ptr Host(x::local_free);
+    Kernel32 "GetACP"() U32 Host(x::utf8_code_page);
+    Kernel32 "GetOEMCP"() U32 Host(x::utf8_code_page);
+    Kernel32 "GetConsoleOutputCP"() U32 Host(x::utf8_code_page);
+    Kernel32 "GetConsoleCP"() U32 Host(x::utf8_code_page);
+    Kernel32 "IsValidCodePage"(U32) Bool Host(x::is_valid_code_page);
+    Kernel32 "GetCPInfo"(U32, Ptr) Bool Host(x::get_cp_info);
+    Kernel32 "GetThreadLocale"() U32 Host(x::thread_locale);
+    Kernel32 "GetUserDefaultLCID"() U32 Host(x::thread_locale);
+    Kernel32 "GetVersionExA"(Ptr) Bool Host(x::get_version_ex);
+    Kernel32 "GetVersionExW"(Ptr) Bool Host(x::get_version_ex);
+    Kernel32 "TryEnterCriticalSection"(Ptr) Bool Host(k::one);
     // ----- msvcrt (and ucrtbase) -----
     Msvcrt "__getmainargs"(Ptr, Ptr, Ptr, I32, Ptr) I32 Host(c::getmainargs);
     Msvcrt "__set_app_type"(I32) Void Host(k::nothing);
@@ -242,6 +257,24 @@ exports! {
     Msvcrt "atoi"(StrA) I32 Host(c::atoi);
     Msvcrt "getenv"(StrA) Ptr Host(c::getenv);
     Msvcrt "qsort"(Ptr, U64, U64, Ptr) Void Host(c::qsort);
+    Msvcrt "_access"(StrA, I32) I32 Host(x::access);
+    Msvcrt "_stricmp"(StrA, StrA) I32 Host(x::stricmp);
+    Msvcrt "_strnicmp"(StrA, StrA, U64) I32 Host(x::strnicmp);
+    Msvcrt "strncpy"(Ptr, StrA, U64) Ptr Host(x::strncpy);
+    Msvcrt "strstr"(StrA, StrA) Ptr Host(x::strstr);
+    Msvcrt "strspn"(StrA, StrA) U64 Host(x::strspn);
+    Msvcrt "strcspn"(StrA, StrA) U64 Host(x::strcspn);
+    Msvcrt "strpbrk"(StrA, StrA) Ptr Host(x::strpbrk);
+    Msvcrt "memchr"(Ptr, I32, U64) Ptr Host(x::memchr);
+    Msvcrt "isalnum"(I32) I32 Host(x::isalnum);
+    Msvcrt "isalpha"(I32) I32 Host(x::isalpha);
+    Msvcrt "iscntrl"(I32) I32 Host(x::iscntrl);
+    Msvcrt "isspace"(I32) I32 Host(x::isspace);
+    Msvcrt "isxdigit"(I32) I32 Host(x::isxdigit);
+    Msvcrt "_getpid"() I32 Host(x::getpid);
+    Msvcrt "_isatty"(I32) I32 Host(x::isatty);
+    Msvcrt "_time64"(Ptr) U64 Host(x::time64);
+    Msvcrt "clock"() I32 Host(x::clock);
     Msvcrt "_acmdln"() Ptr Data(super::DataObj::Acmdln);
     Msvcrt "__initenv"() Ptr Data(super::DataObj::Initenv);
     Msvcrt "_environ"() Ptr Data(super::DataObj::Initenv);
@@ -275,6 +308,7 @@ exports! {
     Msvcrt "fgets"(Ptr, I32, Ptr) Ptr Host(s::fgets);
     Msvcrt "fgetc"(Ptr) I32 Host(s::fgetc);
     Msvcrt "getc"(Ptr) I32 Host(s::fgetc);
+    Msvcrt "ungetc"(I32, Ptr) I32 Host(s::ungetc);
     Msvcrt "fseek"(Ptr, I32, I32) I32 Host(s::fseek);
     Msvcrt "ftell"(Ptr) I32 Host(s::ftell);
     Msvcrt "rewind"(Ptr) Void Host(s::rewind);
