@@ -1,7 +1,7 @@
 # Toolchain file for Windows x86-64 with mingw-w64: the same project built
-# as PE32+ programs, run by ctest through urun once urun runs PE programs
-# (tests/runners.rs reports the case skipped while urun refuses the program:
-# it links libwinpthread-1.dll, and urun loads no PE DLLs yet).
+# as PE32+ programs, run by ctest through urun (tests/runners.rs points
+# URUN_DLL_PATH at the sysroot for libwinpthread-1.dll, and reports the case
+# skipped while the program cannot run under urun).
 set(CMAKE_SYSTEM_NAME Windows)
 set(CMAKE_SYSTEM_PROCESSOR x86_64)
 set(CMAKE_C_COMPILER x86_64-w64-mingw32-gcc)
