@@ -410,3 +410,69 @@ fn peb_loader_lists_parameters_and_kuser_shared_data() {
         assert_eq!(o.code, Some(0), "{engine}: {}", o.status_text());
     }
 }
+
+/// Files, directories, the console and the wide environment
+/// (`win/winfiles.c`: CreateFileW, ReadFile/WriteFile, GetFileSizeEx,
+/// SetFilePointerEx, FindFirstFileW/FindNextFileW, GetFullPathNameW,
+/// Get/SetCurrentDirectoryW, GetFileAttributesW, DeleteFileW,
+/// Create/RemoveDirectoryW, GetEnvironmentVariableW, _wfopen, wmain)
+/// against the same steps in POSIX in its Linux twin: with stdout a pipe
+/// (GetConsoleMode fails, the program uses WriteFile), then on a terminal
+/// through `script` (GetConsoleMode succeeds, WriteConsoleW prints UTF-8).
+#[test]
+fn files_console_and_wide_environment_match_posix() {
+    let test = "pe::files_console_and_wide_environment_match_posix";
+    let Some(dir) = win_out(test) else { return };
+    let exe = dir.join("winfiles.exe");
+    let mut failures = Vec::new();
+    let tmp = TempDir::new("pe-winfiles");
+    let canon = |p: PathBuf| std::fs::canonicalize(&p).unwrap_or(p);
+    let (nd, ud) = (tmp.path().join("native"), tmp.path().join("urun"));
+    for engine in ENGINES {
+        if !engine_or_skip(engine, &format!("{test} under --engine {engine}")) {
+            continue;
+        }
+        for d in [&nd, &ud] {
+            let _ = std::fs::remove_dir_all(d);
+            std::fs::create_dir_all(d).expect("mkdir");
+        }
+        let (nd, ud) = (canon(nd.clone()), canon(ud.clone()));
+        let (ns, us) = (nd.to_string_lossy().into_owned(), ud.to_string_lossy().into_owned());
+        let env = [("WINFILES_VAR", "value 1")];
+        let mut native = Command::new(dir.join("winfiles.linux"));
+        native.args([ns.as_str(), "two words"]).envs(env);
+        let mut native = run(&mut native, b"", TIMEOUT);
+        native.stdout = String::from_utf8_lossy(&native.stdout).replace(&ns, "DIR").into_bytes();
+        let mut got = run_urun(engine, &exe, &[us.as_str(), "two words"], &env);
+        got.stdout = String::from_utf8_lossy(&crlf_to_lf(&got.stdout)).replace(&us, "DIR").into_bytes();
+        for p in compare_runs(&native, &got) {
+            failures.push(format!("--engine {engine}, stdout a pipe: {p}"));
+        }
+        // On a terminal: `script` gives both a pty (its output has the
+        // terminal's CR LF, and the text mode's CR before that).
+        if !Path::new("/usr/bin/script").is_file() {
+            report_skip(test, "no /usr/bin/script (util-linux) for the terminal case");
+            continue;
+        }
+        let in_script = |cmd: String| {
+            let mut c = Command::new("/usr/bin/script");
+            c.args(["-qec", &cmd, "/dev/null"]).envs(env);
+            let mut o = run(&mut c, b"", TIMEOUT);
+            o.stdout.retain(|&b| b != b'\r');
+            o
+        };
+        let w = dir.join("winfiles.linux").to_string_lossy().into_owned();
+        let mut native = in_script(format!("{w} {ns}"));
+        native.stdout = String::from_utf8_lossy(&native.stdout).replace(&ns, "DIR").into_bytes();
+        let mut got = in_script(format!("{} --engine {engine} {} {us}", urun(), exe.display()));
+        got.stdout = String::from_utf8_lossy(&got.stdout).replace(&us, "DIR").into_bytes();
+        let text = String::from_utf8_lossy(&got.stdout).into_owned();
+        if !text.contains("stdout is a console: yes\nh\u{e9}llo") {
+            failures.push(format!("--engine {engine}: no console under script: {text}"));
+        }
+        for p in compare_runs(&native, &got) {
+            failures.push(format!("--engine {engine}, stdout a terminal: {p}"));
+        }
+    }
+    assert!(failures.is_empty(), "\n  {}", failures.join("\n  "));
+}

@@ -235,3 +235,56 @@ pub(crate) fn get_version_ex(c: &mut Call<'_>) -> Res {
     c.write(p, &v)?;
     Ok(1)
 }
+
+/// wchar_t (UTF-16 unit) comparisons: `n` units at most, ASCII case folded
+/// when `fold` (the C locale's towlower).
+fn wcmp(c: &Call<'_>, n: Option<u64>, fold: bool) -> Res {
+    let (mut a, mut b) = (c.wstr(c.arg(0)?)?, c.wstr(c.arg(1)?)?);
+    if let Some(n) = n {
+        a.truncate(n as usize);
+        b.truncate(n as usize);
+    }
+    if fold {
+        let low = |u: &mut u16| {
+            if (u16::from(b'A')..=u16::from(b'Z')).contains(u) {
+                *u += 32;
+            }
+        };
+        a.iter_mut().for_each(low);
+        b.iter_mut().for_each(low);
+    }
+    Ok(sign(a.cmp(&b)))
+}
+
+pub(crate) fn wcscmp(c: &mut Call<'_>) -> Res {
+    wcmp(c, None, false)
+}
+pub(crate) fn wcsncmp(c: &mut Call<'_>) -> Res {
+    let n = c.arg(2)?;
+    wcmp(c, Some(n), false)
+}
+pub(crate) fn wcsicmp(c: &mut Call<'_>) -> Res {
+    wcmp(c, None, true)
+}
+pub(crate) fn wcsnicmp(c: &mut Call<'_>) -> Res {
+    let n = c.arg(2)?;
+    wcmp(c, Some(n), true)
+}
+
+fn wbytes(units: &[u16]) -> Vec<u8> {
+    units.iter().chain([&0u16]).flat_map(|u| u.to_le_bytes()).collect()
+}
+
+pub(crate) fn wcscpy(c: &mut Call<'_>) -> Res {
+    let (d, s) = (c.arg(0)?, c.arg(1)?);
+    let src = c.wstr(s)?;
+    c.write(d, &wbytes(&src))?;
+    Ok(d)
+}
+
+pub(crate) fn wcscat(c: &mut Call<'_>) -> Res {
+    let (d, s) = (c.arg(0)?, c.arg(1)?);
+    let (head, src) = (c.wstr(d)?, c.wstr(s)?);
+    c.write(d + 2 * head.len() as u64, &wbytes(&src))?;
+    Ok(d)
+}

@@ -15,7 +15,9 @@
 //! GS = TEB. One thread for now.
 
 mod abi;
+mod console;
 mod extra;
+mod files;
 mod heap;
 mod kernel32;
 mod loadlib;
@@ -96,9 +98,12 @@ pub(crate) enum DataObj {
     /// `int __argc` and `char **__argv` (ucrt's `__p___argc/argv`).
     Argc,
     Argv,
+    /// `wchar_t *_wcmdln` and `wchar_t **__winitenv`.
+    Wcmdln,
+    Winitenv,
 }
 
-const DATA_OBJS: [(DataObj, u64); 10] = [
+const DATA_OBJS: [(DataObj, u64); 12] = [
     (DataObj::Iob, 3 * 48),
     (DataObj::Fmode, 8),
     (DataObj::Commode, 8),
@@ -109,6 +114,8 @@ const DATA_OBJS: [(DataObj, u64); 10] = [
     (DataObj::StrerrorBuf, 0x100),
     (DataObj::Argc, 8),
     (DataObj::Argv, 8),
+    (DataObj::Wcmdln, 8),
+    (DataObj::Winitenv, 8),
 ];
 
 /// One stub: what it is named, the table entry behind it, and where it is
@@ -279,7 +286,10 @@ impl Process {
             cwd: &cwd,
             std: [kernel32::fd_handle(0), kernel32::fd_handle(1), kernel32::fd_handle(2)],
         };
-        peb::build_params(&mem, &mut heap, peb, &params).map_err(|e| setup("the process parameters", &e))?;
+        let params =
+            peb::build_params(&mem, &mut heap, peb, &params).map_err(|e| setup("the process parameters", &e))?;
+        let wcmdln = guest_u64(&mem, params + 0x78).unwrap_or(0);
+        poke(&mem, data_addr(data_base, DataObj::Wcmdln), &wcmdln.to_le_bytes()).map_err(|e| setup("_wcmdln", &e))?;
         if let Err(e) = peb::map_kuser(&mem) {
             tracing::warn!(%e, "no KUSER_SHARED_DATA");
         }

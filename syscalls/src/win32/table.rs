@@ -5,7 +5,7 @@
 //! names the function when called.
 
 use super::abi::Res;
-use super::{extra as x, kernel32 as k, loadlib as l, msvcrt as c, stdio as s};
+use super::{console as o, extra as x, files as f, kernel32 as k, loadlib as l, msvcrt as c, stdio as s};
 
 /// The system DLLs urun provides.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -207,9 +207,50 @@ exports! {
     Kernel32 "GetUserDefaultLCID"() U32 Host(x::thread_locale);
     Kernel32 "GetVersionExA"(Ptr) Bool Host(x::get_version_ex);
     Kernel32 "GetVersionExW"(Ptr) Bool Host(x::get_version_ex);
-    Kernel32 "TryEnterCriticalSection"(Ptr) Bool Host(k::one);
+    Kernel32 "CreateFileA"(StrA, U32, U32, Ptr, U32, U32, Handle) Handle Host(f::create_file_a);
+    Kernel32 "CreateFileW"(StrW, U32, U32, Ptr, U32, U32, Handle) Handle Host(f::create_file_w);
+    Kernel32 "GetFileSize"(Handle, Ptr) U32 Host(f::get_file_size);
+    Kernel32 "GetFileSizeEx"(Handle, Ptr) Bool Host(f::get_file_size_ex);
+    Kernel32 "SetFilePointer"(Handle, I32, Ptr, U32) U32 Host(f::set_file_pointer);
+    Kernel32 "SetFilePointerEx"(Handle, U64, Ptr, U32) Bool Host(f::set_file_pointer_ex);
+    Kernel32 "FindFirstFileA"(StrA, Ptr) Handle Host(f::find_first_file_a);
+    Kernel32 "FindFirstFileW"(StrW, Ptr) Handle Host(f::find_first_file_w);
+    Kernel32 "FindNextFileA"(Handle, Ptr) Bool Host(f::find_next_file_a);
+    Kernel32 "FindNextFileW"(Handle, Ptr) Bool Host(f::find_next_file_w);
+    Kernel32 "FindClose"(Handle) Bool Host(f::find_close);
+    Kernel32 "GetFullPathNameA"(StrA, U32, Ptr, Ptr) U32 Host(f::get_full_path_name_a);
+    Kernel32 "GetFullPathNameW"(StrW, U32, Ptr, Ptr) U32 Host(f::get_full_path_name_w);
+    Kernel32 "GetCurrentDirectoryA"(U32, Ptr) U32 Host(f::get_current_directory_a);
+    Kernel32 "GetCurrentDirectoryW"(U32, Ptr) U32 Host(f::get_current_directory_w);
+    Kernel32 "SetCurrentDirectoryA"(StrA) Bool Host(f::set_current_directory_a);
+    Kernel32 "SetCurrentDirectoryW"(StrW) Bool Host(f::set_current_directory_w);
+    Kernel32 "GetFileAttributesA"(StrA) U32 Host(f::get_file_attributes_a);
+    Kernel32 "GetFileAttributesW"(StrW) U32 Host(f::get_file_attributes_w);
+    Kernel32 "DeleteFileA"(StrA) Bool Host(f::delete_file_a);
+    Kernel32 "DeleteFileW"(StrW) Bool Host(f::delete_file_w);
+    Kernel32 "CreateDirectoryA"(StrA, Ptr) Bool Host(f::create_directory_a);
+    Kernel32 "CreateDirectoryW"(StrW, Ptr) Bool Host(f::create_directory_w);
+    Kernel32 "RemoveDirectoryA"(StrA) Bool Host(f::remove_directory_a);
+    Kernel32 "RemoveDirectoryW"(StrW) Bool Host(f::remove_directory_w);
+    Kernel32 "GetTempPathA"(U32, Ptr) U32 Host(f::get_temp_path_a);
+    Kernel32 "GetTempPathW"(U32, Ptr) U32 Host(f::get_temp_path_w);
+    Kernel32 "WriteConsoleA"(Handle, Ptr, U32, Ptr, Ptr) Bool Host(o::write_console_a);
+    Kernel32 "WriteConsoleW"(Handle, Ptr, U32, Ptr, Ptr) Bool Host(o::write_console_w);
+    Kernel32 "GetConsoleMode"(Handle, Ptr) Bool Host(o::get_console_mode);
+    Kernel32 "SetConsoleMode"(Handle, U32) Bool Host(o::set_console_mode);
+    Kernel32 "SetConsoleOutputCP"(U32) Bool Host(o::set_console_cp);
+    Kernel32 "SetConsoleCP"(U32) Bool Host(o::set_console_cp);
+    Kernel32 "GetCommandLineW"() Ptr Host(o::get_command_line_w);
+    Kernel32 "GetEnvironmentStringsW"() Ptr Host(o::get_environment_strings_w);
+    Kernel32 "GetEnvironmentStrings"() Ptr Host(o::get_environment_strings_a);
+    Kernel32 "GetEnvironmentStringsA"() Ptr Host(o::get_environment_strings_a);
+    Kernel32 "FreeEnvironmentStringsA"(Ptr) Bool Host(o::free_environment_strings);
+    Kernel32 "FreeEnvironmentStringsW"(Ptr) Bool Host(o::free_environment_strings);
+    Kernel32 "GetEnvironmentVariableW"(StrW, Ptr, U32) U32 Host(o::get_environment_variable_w);
     // ----- msvcrt (and ucrtbase) -----
     Msvcrt "__getmainargs"(Ptr, Ptr, Ptr, I32, Ptr) I32 Host(c::getmainargs);
+    Msvcrt "__wgetmainargs"(Ptr, Ptr, Ptr, I32, Ptr) I32 Host(o::wgetmainargs);
+    Msvcrt "_wfopen"(StrW, StrW) Ptr Host(o::wfopen);
     Msvcrt "__set_app_type"(I32) Void Host(k::nothing);
     Msvcrt "_set_app_type"(I32) Void Host(k::nothing);
     Msvcrt "__setusermatherr"(Ptr) Void Host(k::nothing);
@@ -281,6 +322,14 @@ exports! {
     Msvcrt "_fmode"() Ptr Data(super::DataObj::Fmode);
     Msvcrt "_commode"() Ptr Data(super::DataObj::Commode);
     Msvcrt "_iob"() Ptr Data(super::DataObj::Iob);
+    Msvcrt "_wcmdln"() Ptr Data(super::DataObj::Wcmdln);
+    Msvcrt "__winitenv"() Ptr Data(super::DataObj::Winitenv);
+    Msvcrt "wcscmp"(StrW, StrW) I32 Host(x::wcscmp);
+    Msvcrt "wcsncmp"(StrW, StrW, U64) I32 Host(x::wcsncmp);
+    Msvcrt "_wcsicmp"(StrW, StrW) I32 Host(x::wcsicmp);
+    Msvcrt "_wcsnicmp"(StrW, StrW, U64) I32 Host(x::wcsnicmp);
+    Msvcrt "wcscpy"(Ptr, StrW) Ptr Host(x::wcscpy);
+    Msvcrt "wcscat"(Ptr, StrW) Ptr Host(x::wcscat);
     // ucrtbase (through the api-ms-win-crt-* sets)
     Msvcrt "__p___argc"() Ptr Host(c::p_argc);
     Msvcrt "__p___argv"() Ptr Host(c::p_argv);
