@@ -6,16 +6,18 @@
  *   check threads       sums in 4 threads
  *   check file          writes, reads back and removes a file in the cwd */
 #include <pthread.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-static long sums[4];
+/* long long and intptr_t: `long` is 32 bits on Windows (LLP64). */
+static long long sums[4];
 
 static void *work(void *arg)
 {
-    long i = (long)arg, s = 0;
-    for (long k = i * 100000; k < (i + 1) * 100000; k++)
+    long long i = (intptr_t)arg, s = 0;
+    for (long long k = i * 100000; k < (i + 1) * 100000; k++)
         s += k;
     sums[i] = s;
     return NULL;
@@ -39,15 +41,15 @@ int main(int argc, char **argv)
         return atoi(argv[2]);
     if (!strcmp(argv[1], "threads")) {
         pthread_t t[4];
-        for (long i = 0; i < 4; i++)
+        for (intptr_t i = 0; i < 4; i++)
             pthread_create(&t[i], NULL, work, (void *)i);
-        long total = 0;
+        long long total = 0;
         for (int i = 0; i < 4; i++) {
             pthread_join(t[i], NULL);
             total += sums[i];
         }
-        printf("total %ld\n", total);
-        return total == 79999800000L ? 0 : 1;
+        printf("total %lld\n", total);
+        return total == 79999800000LL ? 0 : 1;
     }
     if (!strcmp(argv[1], "file")) {
         FILE *f = fopen("check-file.tmp", "w");

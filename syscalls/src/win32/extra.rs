@@ -288,3 +288,22 @@ pub(crate) fn wcscat(c: &mut Call<'_>) -> Res {
     c.write(d + 2 * head.len() as u64, &wbytes(&src))?;
     Ok(d)
 }
+
+/// The "C" string setlocale answers with (made once in guest memory).
+static C_LOCALE: std::sync::Mutex<u64> = std::sync::Mutex::new(0);
+
+/// setlocale(category, locale): only the C locale exists; querying (NULL)
+/// or choosing "C", "" or "POSIX" gives "C", anything else NULL.
+pub(crate) fn setlocale(c: &mut Call<'_>) -> Res {
+    let name = c.arg(1)?;
+    if name != 0 && !matches!(c.cstr(name)?.as_slice(), b"C" | b"" | b"POSIX") {
+        return Ok(0);
+    }
+    let mut at = lock(&C_LOCALE);
+    if *at == 0 {
+        let a = lock(&c.p.heap).alloc(2).ok_or(super::abi::Fail::Fault(0))?;
+        c.write(a, b"C\0")?;
+        *at = a;
+    }
+    Ok(*at)
+}

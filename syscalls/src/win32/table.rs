@@ -299,6 +299,7 @@ exports! {
     Msvcrt "getenv"(StrA) Ptr Host(c::getenv);
     Msvcrt "qsort"(Ptr, U64, U64, Ptr) Void Host(c::qsort);
     Msvcrt "_access"(StrA, I32) I32 Host(x::access);
+    Msvcrt "setlocale"(I32, StrA) Ptr Host(x::setlocale);
     Msvcrt "_stricmp"(StrA, StrA) I32 Host(x::stricmp);
     Msvcrt "_strnicmp"(StrA, StrA, U64) I32 Host(x::strnicmp);
     Msvcrt "strncpy"(Ptr, StrA, U64) Ptr Host(x::strncpy);
