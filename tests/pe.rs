@@ -337,7 +337,8 @@ fn cxx_with_the_runtime_dlls_matches_gxx() {
 /// Debian's mingw tools against their Linux builds of the same version
 /// (libgcrypt 1.10.1): `hmac256.exe` (the Done-when) on a key and a
 /// file, text and `--binary`; `mpicalc.exe`, which loads the real
-/// libgcrypt-20.dll and libgpg-error-0.dll, on a script.
+/// libgcrypt-20.dll and libgpg-error-0.dll, on a script; `gpg-error.exe`
+/// (libgpg-error 1.46) on error codes and `--version`.
 #[test]
 fn debian_libgcrypt_tools_match_linux() {
     let test = "pe::debian_libgcrypt_tools_match_linux";
@@ -367,6 +368,18 @@ fn debian_libgcrypt_tools_match_linux() {
             }
             for p in compare_runs(&native, &got) {
                 failures.push(format!("hmac256 {args:?} --engine {engine}: {p}"));
+            }
+        }
+        // gpg-error.exe with libgpg-error-0.dll (package gpgrt-tools for
+        // the Linux twin).
+        if bin.join("gpg-error.exe").is_file() && Path::new("/usr/bin/gpg-error").is_file() {
+            for args in [vec!["1", "2", "3", "GPG_ERR_EOF", "GPG_ERR_ENOENT"], vec!["--version"]] {
+                let native = run(Command::new("/usr/bin/gpg-error").args(&args), b"", TIMEOUT);
+                let mut got = run_urun(engine, &bin.join("gpg-error.exe"), &args, &[]);
+                got.stdout = crlf_to_lf(&got.stdout);
+                for p in compare_runs(&native, &got) {
+                    failures.push(format!("gpg-error {args:?} --engine {engine}: {p}"));
+                }
             }
         }
         if bin.join("mpicalc.exe").is_file() && Path::new("/usr/bin/mpicalc").is_file() {
