@@ -490,6 +490,41 @@ impl Modules {
     }
 }
 
+/// What the other parts of the personality need from the registry once
+/// they are merged with it: exception handling registers each real
+/// image's `.pdata`, a new thread gets the DLLs' TLS blocks.
+#[allow(dead_code)] // for seh.rs and thread.rs
+impl Modules {
+    /// Each real image (the program and the DLLs): base, size and its
+    /// `.pdata` (absolute address, length in bytes).
+    pub fn unwind_images(&self) -> Vec<(u64, u64, Option<(u64, u64)>)> {
+        self.list
+            .iter()
+            .filter(|m| !m.gone && m.system.is_none())
+            .filter_map(|m| m.sections.as_ref().map(|pe| (m.base, m.size, pe.exceptions)))
+            .collect()
+    }
+
+    /// A TLS pointer array for a new thread: the program's block
+    /// (`exe_block`, 0 when it has no TLS) at index 0, a fresh block for
+    /// each DLL with TLS at its index.
+    pub fn thread_tls_array(
+        &self,
+        mem: &AddressSpace,
+        heap: &mut super::heap::Heap,
+        exe_block: u64,
+    ) -> Result<u64, String> {
+        let cap = self.tls_cap.max(16);
+        let array = heap.alloc_zeroed(8 * cap).ok_or("out of memory")?;
+        super::poke(mem, array, &exe_block.to_le_bytes())?;
+        for (index, tls) in self.tls_templates() {
+            let block = tls_block(mem, heap, &tls)?;
+            super::poke(mem, array + 8 * u64::from(index), &block.to_le_bytes())?;
+        }
+        Ok(array)
+    }
+}
+
 /// A TLS block for `tls`: the template, then its zero fill.
 pub(crate) fn tls_block(mem: &AddressSpace, heap: &mut super::heap::Heap, tls: &Tls) -> Result<u64, String> {
     let len = (tls.end - tls.start) + u64::from(tls.zero_fill);
