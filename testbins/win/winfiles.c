@@ -3,7 +3,7 @@
  * SetFilePointerEx, FindFirstFileW/FindNextFileW, GetFullPathNameW,
  * Get/SetCurrentDirectoryW, GetFileAttributesW, DeleteFileW,
  * Create/RemoveDirectoryW, GetEnvironmentVariableW, GetConsoleMode,
- * WriteConsoleW, _wfopen, wmain's arguments through __wgetmainargs) in
+ * WriteConsoleW, _wfopen, fwprintf, wmain's arguments through __wgetmainargs) in
  * the Windows build; the same steps with POSIX calls in the Linux twin.
  * argv[1] is a fresh directory (canonical path) to work in. */
 #ifndef _WIN32
@@ -20,6 +20,7 @@
 #include <fnmatch.h>
 #include <sys/stat.h>
 #include <unistd.h>
+#include <wchar.h>
 #endif
 
 static int cmp(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
@@ -96,8 +97,17 @@ int wmain(int argc, wchar_t **wargv)
     fgets(buf, sizeof buf, w);
     fclose(w);
     printf("read back: %s", buf);
+    wchar_t wb[64];
+    swprintf(wb, 64, L"%ls/%d", L"wide", 42);
+    w = _wfopen(L"sub\\ww.txt", L"w");
+    fwprintf(w, L"%ls %d %.1f\n", L"fw", 7, 2.5);
+    fclose(w);
+    w = fopen("sub/ww.txt", "r");
+    fgets(buf, sizeof buf, w);
+    fclose(w);
+    printf("swprintf: %s, fwprintf: %s", utf8(wb), buf);
     int gone = DeleteFileW(L"sub\\a.TXT") && DeleteFileW(L"sub\\b.txt") && DeleteFileW(L"sub\\c.dat") &&
-               DeleteFileW(L"sub\\w.txt") && RemoveDirectoryW(L"sub");
+               DeleteFileW(L"sub\\w.txt") && DeleteFileW(L"sub\\ww.txt") && RemoveDirectoryW(L"sub");
     printf("cleaned up: %s\n", gone ? "yes" : "no");
     wchar_t v[64];
     DWORD vl = GetEnvironmentVariableW(L"WINFILES_VAR", v, 64);
@@ -169,8 +179,23 @@ int main(int argc, char **argv)
         return 3;
     fclose(w);
     printf("read back: %s", buf);
+    wchar_t wb[64];
+    swprintf(wb, 64, L"%ls/%d", L"wide", 42);
+    char nb[64];
+    int k = 0;
+    for (; wb[k] && k < 63; k++)
+        nb[k] = (char)wb[k];
+    nb[k] = 0;
+    w = fopen("sub/ww.txt", "w");
+    fwprintf(w, L"%ls %d %.1f\n", L"fw", 7, 2.5);
+    fclose(w);
+    w = fopen("sub/ww.txt", "r");
+    if (!fgets(buf, sizeof buf, w))
+        return 3;
+    fclose(w);
+    printf("swprintf: %s, fwprintf: %s", nb, buf);
     int gone = !unlink("sub/a.TXT") && !unlink("sub/b.txt") && !unlink("sub/c.dat") && !unlink("sub/w.txt") &&
-               !rmdir("sub");
+               !unlink("sub/ww.txt") && !rmdir("sub");
     printf("cleaned up: %s\n", gone ? "yes" : "no");
     const char *v = getenv("WINFILES_VAR");
     printf("WINFILES_VAR (%lu): %s\n", v ? (unsigned long)strlen(v) : 0ul, v ? v : "(unset)");

@@ -17,7 +17,10 @@ use super::lock;
 
 /// The wide argv and environment arrays `__wgetmainargs` built, and the
 /// narrow environment block of GetEnvironmentStringsA (made once).
-static WIDE: Mutex<(Option<(u64, u64)>, Option<u64>)> = Mutex::new((None, None));
+static WIDE: Mutex<Made> = Mutex::new((None, None));
+
+/// (wide argv, wide envp) and the narrow environment block, once made.
+type Made = (Option<(u64, u64)>, Option<u64>);
 
 fn is_tty(fd: i32) -> bool {
     // SAFETY: isatty only inspects the descriptor.

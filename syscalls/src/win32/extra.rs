@@ -128,9 +128,11 @@ pub(crate) fn memchr(c: &mut Call<'_>) -> Res {
     Ok(0)
 }
 
+type Class = fn(u8) -> bool;
+
 /// The <ctype.h> classes in the C locale, as msvcrt's masks answer them
 /// (any non-zero value is true).
-const CTYPES: [(&str, fn(u8) -> bool); 5] = [
+const CTYPES: [(&str, Class); 5] = [
     ("isalnum", |b| b.is_ascii_alphanumeric()),
     ("isalpha", |b| b.is_ascii_alphabetic()),
     ("iscntrl", |b| b.is_ascii_control()),

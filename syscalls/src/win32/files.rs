@@ -48,7 +48,9 @@ struct Found {
 }
 
 /// Open FindFirstFile searches: handle -> entries still to give.
-static FINDS: Mutex<(u64, Option<HashMap<u64, Vec<Found>>>)> = Mutex::new((0, None));
+static FINDS: Mutex<(u64, Option<Searches>)> = Mutex::new((0, None));
+
+type Searches = HashMap<u64, Vec<Found>>;
 
 fn errno() -> i32 {
     std::io::Error::last_os_error().raw_os_error().unwrap_or(libc::EIO)

@@ -418,7 +418,7 @@ mod tests {
                 "movabs $0x100002000,%rax",
                 "call *%rax",
                 "test %eax,%eax",
-                "jne 0x0000000000000075",
+                "jne 0x000000000000005B",
                 "mov $0xC0000142,%ecx",
                 "movabs $0x10,%rax",
                 "call *%rax",

@@ -364,10 +364,8 @@ impl Modules {
         let by = self.list[idx].name.clone();
         let mut targets: HashMap<String, usize> = HashMap::new();
         for imp in &imports {
-            let key = imp.dll.to_ascii_lowercase();
-            if !targets.contains_key(&key) {
-                let t = self.load(mem, &imp.dll, &by, new)?;
-                targets.insert(key, t);
+            if let std::collections::hash_map::Entry::Vacant(e) = targets.entry(imp.dll.to_ascii_lowercase()) {
+                e.insert(self.load(mem, &imp.dll, &by, new)?);
             }
         }
         for imp in &imports {
@@ -490,6 +488,10 @@ impl Modules {
     }
 }
 
+/// An image's base, size and `.pdata` (absolute address, length).
+#[allow(dead_code)] // for seh.rs
+pub(crate) type UnwindImage = (u64, u64, Option<(u64, u64)>);
+
 /// What the other parts of the personality need from the registry once
 /// they are merged with it: exception handling registers each real
 /// image's `.pdata`, a new thread gets the DLLs' TLS blocks.
@@ -497,7 +499,7 @@ impl Modules {
 impl Modules {
     /// Each real image (the program and the DLLs): base, size and its
     /// `.pdata` (absolute address, length in bytes).
-    pub fn unwind_images(&self) -> Vec<(u64, u64, Option<(u64, u64)>)> {
+    pub fn unwind_images(&self) -> Vec<UnwindImage> {
         self.list
             .iter()
             .filter(|m| !m.gone && m.system.is_none())

@@ -819,9 +819,135 @@ pub(crate) fn common_vsprintf(c: &mut Call<'_>) -> Res {
     Ok(n)
 }
 
+/// A wide printf format (UTF-8 by now) in the form `format` reads:
+/// msvcrt's wide functions take `%s`/`%c` as wide and `%S`/`%C` as narrow
+/// unless a size (`h`, `l`, `w`) says otherwise, so `%s` becomes `%ls`
+/// and `%S` `%hs`.
+fn wide_spec(f: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(f.len() + 8);
+    let mut i = 0;
+    while i < f.len() {
+        out.push(f[i]);
+        if f[i] != b'%' {
+            i += 1;
+            continue;
+        }
+        i += 1;
+        let start = i;
+        while i < f.len() && b"-+ #0123456789.*".contains(&f[i]) {
+            i += 1;
+        }
+        let sized = i < f.len() && b"hlwIL".contains(&f[i]);
+        out.extend_from_slice(&f[start..i]);
+        match f.get(i) {
+            Some(b's' | b'c') if !sized => out.push(b'l'),
+            Some(&b'S') if !sized => {
+                out.extend_from_slice(b"hs");
+                i += 1;
+                continue;
+            }
+            Some(&b'C') if !sized => {
+                out.extend_from_slice(b"hc");
+                i += 1;
+                continue;
+            }
+            _ => {}
+        }
+        if let Some(&b) = f.get(i) {
+            out.push(b);
+            i += 1;
+        }
+    }
+    out
+}
+
+fn wformat(c: &Call<'_>, fmt: u64, args: Args) -> Result<Vec<u8>, Fail> {
+    let f = String::from_utf16_lossy(&c.wstr(fmt)?).into_bytes();
+    format(c, &wide_spec(&f), args, true)
+}
+
+/// The count of wide characters `text` (UTF-8) is.
+fn wide_len(text: &[u8]) -> u64 {
+    String::from_utf8_lossy(text).encode_utf16().count() as u64
+}
+
+fn wprint_to(c: &mut Call<'_>, file: u64, fmt: u64, args: Args) -> Res {
+    let text = wformat(c, fmt, args)?;
+    Ok(if put(c, file, &text) { wide_len(&text) } else { u64::from(u32::MAX) })
+}
+
+pub(crate) fn wprintf(c: &mut Call<'_>) -> Res {
+    let (out, fmt) = (stdout(c), c.arg(0)?);
+    wprint_to(c, out, fmt, Args::Call(1))
+}
+
+pub(crate) fn vwprintf(c: &mut Call<'_>) -> Res {
+    let (out, fmt, va) = (stdout(c), c.arg(0)?, c.arg(1)?);
+    wprint_to(c, out, fmt, Args::VaList(va))
+}
+
+pub(crate) fn fwprintf(c: &mut Call<'_>) -> Res {
+    let (file, fmt) = (c.arg(0)?, c.arg(1)?);
+    wprint_to(c, file, fmt, Args::Call(2))
+}
+
+pub(crate) fn vfwprintf(c: &mut Call<'_>) -> Res {
+    let (file, fmt, va) = (c.arg(0)?, c.arg(1)?, c.arg(2)?);
+    wprint_to(c, file, fmt, Args::VaList(va))
+}
+
+/// _snwprintf / _vsnwprintf: at most `count` wide characters, NUL added
+/// when there is room; -1 when the text does not fit (msvcrt's behaviour).
+fn snwprint(c: &mut Call<'_>, buf: u64, count: u64, fmt: u64, args: Args) -> Res {
+    let text = wformat(c, fmt, args)?;
+    let mut units: Vec<u16> = String::from_utf8_lossy(&text).encode_utf16().collect();
+    let n = units.len() as u64;
+    let fits = n < count;
+    units.truncate(count.min(n) as usize);
+    if fits {
+        units.push(0);
+    }
+    let bytes: Vec<u8> = units.iter().flat_map(|u| u.to_le_bytes()).collect();
+    c.write(buf, &bytes)?;
+    Ok(if n <= count { n } else { u64::from(u32::MAX) })
+}
+
+pub(crate) fn snwprintf(c: &mut Call<'_>) -> Res {
+    let (buf, count, fmt) = (c.arg(0)?, c.arg(1)?, c.arg(2)?);
+    snwprint(c, buf, count, fmt, Args::Call(3))
+}
+
+pub(crate) fn vsnwprintf(c: &mut Call<'_>) -> Res {
+    let (buf, count, fmt, va) = (c.arg(0)?, c.arg(1)?, c.arg(2)?, c.arg(3)?);
+    snwprint(c, buf, count, fmt, Args::VaList(va))
+}
+
+/// fputwc / putwc: one UTF-16 unit as UTF-8 (a lone surrogate as U+FFFD).
+pub(crate) fn fputwc(c: &mut Call<'_>) -> Res {
+    let (ch, file) = (c.arg(0)? as u16, c.arg(1)?);
+    let text = String::from_utf16_lossy(&[ch]).into_bytes();
+    Ok(if put(c, file, &text) { u64::from(ch) } else { 0xffff })
+}
+
+/// fputws: the string as UTF-8.
+pub(crate) fn fputws(c: &mut Call<'_>) -> Res {
+    let (s, file) = (c.arg(0)?, c.arg(1)?);
+    let text = String::from_utf16_lossy(&c.wstr(s)?).into_bytes();
+    Ok(if put(c, file, &text) { 0 } else { u64::from(u32::MAX) })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn wide_formats_read_wide_strings_by_default() {
+        let cases: &[(&str, &str)] =
+            &[("%s=%d", "%ls=%d"), ("%-10S|%c|%C", "%-10hs|%lc|%hc"), ("%ls %hs %5.2f %%s", "%ls %hs %5.2f %%s")];
+        for (f, want) in cases {
+            assert_eq!(String::from_utf8_lossy(&wide_spec(f.as_bytes())), *want, "{f}");
+        }
+    }
 
     #[test]
     fn paths_map_to_host_paths() {

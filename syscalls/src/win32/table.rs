@@ -379,6 +379,15 @@ exports! {
     Msvcrt "_snprintf"(Ptr, U64, StrA, Va) I32 Host(s::snprintf);
     Msvcrt "vsnprintf"(Ptr, U64, StrA, Va) I32 Host(s::vsnprintf);
     Msvcrt "_vsnprintf"(Ptr, U64, StrA, Va) I32 Host(s::vsnprintf);
+    Msvcrt "wprintf"(StrW, Va) I32 Host(s::wprintf);
+    Msvcrt "vwprintf"(StrW, Va) I32 Host(s::vwprintf);
+    Msvcrt "fwprintf"(Ptr, StrW, Va) I32 Host(s::fwprintf);
+    Msvcrt "vfwprintf"(Ptr, StrW, Va) I32 Host(s::vfwprintf);
+    Msvcrt "_snwprintf"(Ptr, U64, StrW, Va) I32 Host(s::snwprintf);
+    Msvcrt "_vsnwprintf"(Ptr, U64, StrW, Va) I32 Host(s::vsnwprintf);
+    Msvcrt "fputws"(StrW, Ptr) I32 Host(s::fputws);
+    Msvcrt "fputwc"(I32, Ptr) I32 Host(s::fputwc);
+    Msvcrt "putwc"(I32, Ptr) I32 Host(s::fputwc);
 }
 
 /// The export `name` of `dll`, if urun implements it.
