@@ -70,18 +70,32 @@ fn rd16(read: &dyn Fn(u64, &mut [u8]) -> bool, at: u64) -> Option<u16> {
     read(at, &mut b).then(|| u16::from_le_bytes(b))
 }
 
-/// A NUL-terminated string (at most 1 KiB) at `at`.
+/// A NUL-terminated string (at most 1 KiB) at `at`, read in chunks that
+/// do not cross a page (the string may end just before an unreadable one).
 fn rd_cstr(read: &dyn Fn(u64, &mut [u8]) -> bool, at: u64) -> Option<String> {
     let mut out = Vec::new();
-    let mut b = [0u8; 1];
-    for k in 0..1024 {
-        if !read(at + k, &mut b) {
-            return None;
+    let mut a = at;
+    while out.len() < 1024 {
+        let n = (64 - (a & 63)) as usize;
+        let mut b = [0u8; 64];
+        if !read(a, &mut b[..n]) {
+            // Near the end of what `read` allows: byte by byte.
+            if !read(a, &mut b[..1]) {
+                return None;
+            }
+            if b[0] == 0 {
+                return Some(String::from_utf8_lossy(&out).into_owned());
+            }
+            out.push(b[0]);
+            a += 1;
+            continue;
         }
-        if b[0] == 0 {
+        if let Some(z) = b[..n].iter().position(|&c| c == 0) {
+            out.extend_from_slice(&b[..z]);
             return Some(String::from_utf8_lossy(&out).into_owned());
         }
-        out.push(b[0]);
+        out.extend_from_slice(&b[..n]);
+        a += n as u64;
     }
     None
 }
