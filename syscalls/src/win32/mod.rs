@@ -18,15 +18,17 @@ mod abi;
 mod heap;
 mod kernel32;
 mod msvcrt;
+mod seh;
 mod stdio;
 mod table;
 mod teb;
+mod unwind;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use urun_cpu::state::reg;
-use urun_cpu::{AddressSpace, CpuState, Engine, EngineError, Exit, Fault, FaultKind, Placement, Prot};
+use urun_cpu::{AddressSpace, CpuState, Engine, EngineError, Exit, Placement, Prot};
 use urun_loader::{ImportName, LoadedPe};
 
 pub use crate::Stop;
@@ -137,6 +139,8 @@ pub struct Process {
     cmdline_a: u64,
     onexit: Mutex<Vec<u64>>,
     tls_next: Mutex<u32>,
+    /// Exception handling's process-wide state (handlers, function tables).
+    seh: seh::Shared,
     #[allow(dead_code)]
     new_engine: EngineFactory,
 }
@@ -309,8 +313,10 @@ impl Process {
             cmdline_a,
             onexit: Mutex::new(Vec::new()),
             tls_next: Mutex::new(0),
+            seh: seh::Shared::default(),
             new_engine,
         };
+        p.seh.add_image(p.exe_base, image.size, image.exceptions);
         Ok((Arc::new(p), cpu))
     }
 
@@ -428,7 +434,10 @@ impl Personality for Process {
         }
         match run_loop(&self, engine, cpu, 0) {
             Ok(()) => self.exit(cpu.gpr[reg::RAX] as u32),
-            Err(stop) => stop,
+            Err(Fail::Stop(stop)) => stop,
+            // A jump always lands in the thread's own loop; a bad pointer
+            // is turned into a stop by `service`.
+            Err(_) => self.exit(seh::STATUS_ACCESS_VIOLATION),
         }
     }
 }
@@ -459,29 +468,35 @@ fn line(s: &str) {
 
 /// Run guest code, servicing API calls, until the process ends (`Err`) or,
 /// inside an upcall (`depth > 0`), until the guest returns to the trap.
-fn run_loop(p: &Arc<Process>, engine: &mut dyn Engine, cpu: &mut CpuState, depth: u32) -> Result<(), Stop> {
+/// A fault is dispatched as a Windows exception (`seh.rs`); a jump to a
+/// new register state that lands in this loop's frames is taken here, any
+/// other goes to the loop of an outer upcall.
+fn run_loop(p: &Arc<Process>, engine: &mut dyn Engine, cpu: &mut CpuState, depth: u32) -> Result<(), Fail> {
     loop {
-        let exit = engine.run(cpu).map_err(|e| engine_failed(engine.name(), &e))?;
-        match exit {
-            Exit::Syscall => {
-                if service(p, engine, cpu, depth)? {
-                    if depth > 0 {
-                        return Ok(());
-                    }
-                    // The first thread's code returned past its start: as
-                    // ExitThread of the last thread.
-                    return Err(p.exit(cpu.gpr[reg::RAX] as u32));
-                }
-            }
-            Exit::Fault(f) => return Err(unhandled(p, &f)),
-            Exit::Interrupted => {}
+        let exit = engine.run(cpu).map_err(|e| Fail::Stop(engine_failed(engine.name(), &e)))?;
+        let r = match exit {
+            Exit::Syscall => match service(p, engine, cpu, depth) {
+                Ok(true) if depth > 0 => return Ok(()),
+                // The first thread's code returned past its start: as
+                // ExitThread of the last thread.
+                Ok(true) => return Err(Fail::Stop(p.exit(cpu.gpr[reg::RAX] as u32))),
+                Ok(false) => Ok(()),
+                Err(e) => Err(e),
+            },
+            Exit::Fault(f) => Err(seh::fault(&mut Call { p, cpu: &mut *cpu, engine: &mut *engine, depth }, &f)),
+            Exit::Interrupted => Ok(()),
+        };
+        match r {
+            Ok(()) => {}
+            Err(Fail::Jump(state)) if depth == 0 || seh::lands_here(&state) => *cpu = *state,
+            Err(e) => return Err(e),
         }
     }
 }
 
 /// Service one SYSCALL exit: an API stub. Ok(true) when it was the upcall
 /// return trap.
-fn service(p: &Arc<Process>, engine: &mut dyn Engine, cpu: &mut CpuState, depth: u32) -> Result<bool, Stop> {
+fn service(p: &Arc<Process>, engine: &mut dyn Engine, cpu: &mut CpuState, depth: u32) -> Result<bool, Fail> {
     let eax = cpu.gpr[reg::RAX] as u32;
     let off = cpu.rip.wrapping_sub(p.stub_base + STUB_SYSCALL_END);
     let n = (off / STUB) as usize;
@@ -492,7 +507,7 @@ fn service(p: &Arc<Process>, engine: &mut dyn Engine, cpu: &mut CpuState, depth:
             cpu.gpr[reg::RAX],
             p.describe(cpu.rip.wrapping_sub(2))
         ));
-        return Err(p.exit(0xc000_001d));
+        return Err(Fail::Stop(p.exit(0xc000_001d)));
     }
     if n == 0 {
         return Ok(true);
@@ -502,12 +517,12 @@ fn service(p: &Arc<Process>, engine: &mut dyn Engine, cpu: &mut CpuState, depth:
         let caller = guest_u64(&p.mem, cpu.gpr[reg::RSP]).unwrap_or(0);
         lock(&p.streams).flush_all();
         line(&format!("urun: unimplemented: {}!{} (called from {})", stub.dll, stub.name, p.describe(caller)));
-        return Err(Stop::Exited(UNIMPLEMENTED_STATUS));
+        return Err(Fail::Stop(Stop::Exited(UNIMPLEMENTED_STATUS)));
     };
     let Imp::Host(handler) = e.imp else { return Ok(false) };
     let needs_fp = e.ret == R::F64;
     if needs_fp {
-        engine.fetch_fp(cpu).map_err(|err| engine_failed(engine.name(), &err))?;
+        engine.fetch_fp(cpu).map_err(|err| Fail::Stop(engine_failed(engine.name(), &err)))?;
     }
     let shown = if p.strace { Some(show_call(p, cpu, e)) } else { None };
     if let (Some(s), R::NoReturn) = (&shown, e.ret) {
@@ -517,7 +532,6 @@ fn service(p: &Arc<Process>, engine: &mut dyn Engine, cpu: &mut CpuState, depth:
     let r = handler(&mut call);
     let v = match r {
         Ok(v) => v,
-        Err(Fail::Stop(s)) => return Err(s),
         Err(Fail::Fault(addr)) => {
             lock(&p.streams).flush_all();
             line(&format!(
@@ -525,8 +539,9 @@ fn service(p: &Arc<Process>, engine: &mut dyn Engine, cpu: &mut CpuState, depth:
                 e.dll.short(),
                 e.name
             ));
-            return Err(p.exit(0xc000_0005));
+            return Err(Fail::Stop(p.exit(seh::STATUS_ACCESS_VIOLATION)));
         }
+        Err(e) => return Err(e),
     };
     match e.ret {
         R::F64 => cpu.xmm[0] = u128::from(v),
@@ -600,38 +615,6 @@ fn show_ret(r: R, v: u64) -> String {
         R::Ptr | R::Handle => format!("{v:#x}"),
         R::F64 => format!("{}", f64::from_bits(v)),
     }
-}
-
-/// A fault no handler takes: the process ends as an unhandled exception
-/// ends it on Windows (with the exception code, `& 0xff` for the host).
-fn unhandled(p: &Process, f: &Fault) -> Stop {
-    let (code, what) = match &f.kind {
-        FaultKind::Page { addr, write, .. } => {
-            (0xc000_0005u32, format!("access violation {} {addr:#x}", if *write { "writing" } else { "reading" }))
-        }
-        FaultKind::GeneralProtection => (0xc000_0005, "access violation (general protection)".into()),
-        FaultKind::Divide => (0xc000_0094, "integer divide by zero".into()),
-        FaultKind::InvalidOpcode { what } => (0xc000_001d, format!("illegal instruction ({what})")),
-        FaultKind::Breakpoint => (0x8000_0003, "breakpoint".into()),
-        FaultKind::DebugTrap => (0x8000_0004, "single step".into()),
-        FaultKind::FloatingPoint { code } => (float_status(*code), "floating-point exception".into()),
-    };
-    lock(&p.streams).flush_all();
-    line(&format!("urun: {}: unhandled exception {code:#010x} ({what}) at {}", p.exe_name, p.describe(f.pc)));
-    p.exit(code)
-}
-
-/// The STATUS_FLOAT_* code for urun's `fp_exception` code.
-fn float_status(code: i32) -> u32 {
-    use urun_cpu::engine::fp_exception::*;
-    const TABLE: [(i32, u32); 5] = [
-        (DIVIDE_BY_ZERO, 0xc000_008e),
-        (OVERFLOW, 0xc000_0091),
-        (UNDERFLOW, 0xc000_0093),
-        (INEXACT, 0xc000_008f),
-        (INVALID, 0xc000_0090),
-    ];
-    TABLE.iter().find(|(c, _)| *c == code).map_or(0xc000_0090, |(_, s)| *s)
 }
 
 #[cfg(test)]
