@@ -137,8 +137,10 @@ int main(int argc, char **argv) {
         std::printf("  impossible\n");
     }
     if (argc > 1 && std::strcmp(argv[1], "uncaught") == 0) {
+        // Unbuffered: abort() does not flush, and what was printed before
+        // it must reach the pipe on both systems.
+        std::setvbuf(stdout, nullptr, _IONBF, 0);
         std::printf("uncaught:\n");
-        std::fflush(stdout);
         level1(1);
     }
     std::printf("done\n");

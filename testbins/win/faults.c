@@ -191,15 +191,16 @@ static int fix_last(const struct fault *f, unsigned long long *pc, unsigned long
 }
 
 int main(int argc, char **argv) {
-    setvbuf(stdout, NULL, _IONBF, 0);
     if (argc > 1 && strcmp(argv[1], "crash") == 0) {
         printf("writing through a null pointer\n");
+        fflush(stdout);
         store_null();
         printf("survived?\n");
         return 1;
     }
     if (argc > 1 && strcmp(argv[1], "divide") == 0) {
         printf("dividing by zero\n");
+        fflush(stdout);
         printf("%d\n", DIVIDE(argc, argc - 2));
         return 1;
     }
