@@ -207,6 +207,33 @@ fn unhandled_faults_exit_with_the_exception_code() {
     }
 }
 
+/// `__try`/`__except`/`__finally` scope tables (in assembly: gcc has no
+/// `__try`) through urun's `__C_specific_handler`: an `__except(1)` gets
+/// the exception code in RAX; a filter function sees the record and the
+/// frame; the `__finally` of an inner frame runs once while the unwind to
+/// the outer `__except` passes it, and the unwind restores the outer
+/// frame's RBX. Windows' documented behaviour is the expected output (no
+/// Linux twin can run a scope table).
+#[test]
+fn c_specific_handler_runs_scope_tables() {
+    let Some(dir) = win_out("pe::c_specific_handler_runs_scope_tables") else { return };
+    let want = "guarded_read(&ok) = 42\n\
+                guarded_read(NULL) = 0xc0000005\n\
+                outer(&ok) = 0x0, finally ran 1 time(s), filter 0\n\
+                filter: code 0xc0000005, frame is set: 1\n\
+                outer(NULL) = 0xc0000005, finally ran 2 time(s), filter 1\n\
+                filter: code 0xc0000005, frame is set: 1\n\
+                outer((int *)8) = 0xc0000005, finally ran 3 time(s), filter 2\n";
+    for engine in ENGINES {
+        if !engine_or_skip(engine, &format!("pe::c_specific_handler_runs_scope_tables under {engine}")) {
+            continue;
+        }
+        let o = run_urun(engine, &dir.join("scopes.exe"), &[], &[]);
+        assert_eq!(String::from_utf8_lossy(&crlf_to_lf(&o.stdout)), want, "{engine}: {}", o.stderr_text());
+        assert_eq!(o.code, Some(0), "{engine}: {} {}", o.status_text(), o.stderr_text());
+    }
+}
+
 /// GetProcAddress finds what urun implements and gives NULL with
 /// ERROR_PROC_NOT_FOUND for the rest; calling an unimplemented import
 /// names it and ends the program with status 126. (urun's own behaviour:
