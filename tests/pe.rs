@@ -212,8 +212,11 @@ fn unhandled_faults_exit_with_the_exception_code() {
 /// the exception code in RAX; a filter function sees the record and the
 /// frame; the `__finally` of an inner frame runs once while the unwind to
 /// the outer `__except` passes it, and the unwind restores the outer
-/// frame's RBX. Windows' documented behaviour is the expected output (no
-/// Linux twin can run a scope table).
+/// frame's RBX. Then RtlPcToFileHeader, RtlLookupFunctionEntry over the
+/// image and over a table added with RtlAddFunctionTable (and deleted),
+/// and one frame unwound with RtlCaptureContext + RtlVirtualUnwind.
+/// Windows' documented behaviour is the expected output (no Linux twin
+/// can run a scope table).
 #[test]
 fn c_specific_handler_runs_scope_tables() {
     let Some(dir) = win_out("pe::c_specific_handler_runs_scope_tables") else { return };
@@ -223,7 +226,14 @@ fn c_specific_handler_runs_scope_tables() {
                 filter: code 0xc0000005, frame is set: 1\n\
                 outer(NULL) = 0xc0000005, finally ran 2 time(s), filter 1\n\
                 filter: code 0xc0000005, frame is set: 1\n\
-                outer((int *)8) = 0xc0000005, finally ran 3 time(s), filter 2\n";
+                outer((int *)8) = 0xc0000005, finally ran 3 time(s), filter 2\n\
+                RtlPcToFileHeader(main) is the exe: 1\n\
+                guarded_read's entry: 1\n\
+                one frame up is tables(): 1\n\
+                RtlAddFunctionTable: 1\n\
+                found in it: 1\n\
+                outside it: 1\n\
+                RtlDeleteFunctionTable: 1, then found: 0\n";
     for engine in ENGINES {
         if !engine_or_skip(engine, &format!("pe::c_specific_handler_runs_scope_tables under {engine}")) {
             continue;

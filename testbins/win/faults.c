@@ -5,7 +5,8 @@
  * on Windows, and to a SIGSEGV/SIGFPE handler (sigaction with SA_SIGINFO)
  * on Linux, so that both print the same lines.
  *   faults          null write fixed by the vectored handler, divide by
- *                   zero skipped by it, a bad read fixed by the filter
+ *                   zero, ud2 and int3 skipped by it, a bad read fixed
+ *                   by the filter
  *   faults crash    an unhandled null write (the status says how it ended)
  *   faults divide   an unhandled integer divide by zero
  */
@@ -14,7 +15,7 @@
 #include <string.h>
 #include <stdlib.h>
 
-enum kind { ACCESS, DIVIDE, OTHER };
+enum kind { ACCESS, DIVIDE, ILLEGAL, BREAKPOINT, OTHER };
 struct fault {
     enum kind kind;
     int write;          /* access: 1 write, 0 read (Windows only; Linux reports -1) */
@@ -31,7 +32,9 @@ static fixer first_fixer, last_fixer;
 
 static void decode(EXCEPTION_RECORD *r, struct fault *f) {
     f->kind = r->ExceptionCode == EXCEPTION_ACCESS_VIOLATION ? ACCESS
-              : r->ExceptionCode == EXCEPTION_INT_DIVIDE_BY_ZERO ? DIVIDE : OTHER;
+              : r->ExceptionCode == EXCEPTION_INT_DIVIDE_BY_ZERO ? DIVIDE
+              : r->ExceptionCode == EXCEPTION_ILLEGAL_INSTRUCTION ? ILLEGAL
+              : r->ExceptionCode == EXCEPTION_BREAKPOINT ? BREAKPOINT : OTHER;
     f->write = r->NumberParameters >= 2 ? (int)r->ExceptionInformation[0] : -1;
     f->addr = r->NumberParameters >= 2 ? r->ExceptionInformation[1] : 0;
 }
@@ -39,10 +42,13 @@ static void decode(EXCEPTION_RECORD *r, struct fault *f) {
 static LONG CALLBACK vectored(EXCEPTION_POINTERS *ep) {
     struct fault f;
     decode(ep->ExceptionRecord, &f);
-    if (first_fixer && first_fixer(&f, (unsigned long long *)&ep->ContextRecord->Rip,
-                                   (unsigned long long *)&ep->ContextRecord->Rax,
-                                   (unsigned long long *)&ep->ContextRecord->Rcx))
+    /* Windows reports a breakpoint at the INT3, Linux after it. */
+    unsigned long long pc = ep->ContextRecord->Rip + (f.kind == BREAKPOINT);
+    if (first_fixer && first_fixer(&f, &pc, (unsigned long long *)&ep->ContextRecord->Rax,
+                                   (unsigned long long *)&ep->ContextRecord->Rcx)) {
+        ep->ContextRecord->Rip = pc;
         return EXCEPTION_CONTINUE_EXECUTION;
+    }
     return EXCEPTION_CONTINUE_SEARCH;
 }
 
@@ -72,7 +78,7 @@ static void uninstall(void) {
 static void on_signal(int sig, siginfo_t *si, void *uc_) {
     ucontext_t *uc = uc_;
     struct fault f;
-    f.kind = sig == SIGSEGV ? ACCESS : sig == SIGFPE ? DIVIDE : OTHER;
+    f.kind = sig == SIGSEGV ? ACCESS : sig == SIGFPE ? DIVIDE : sig == SIGILL ? ILLEGAL : sig == SIGTRAP ? BREAKPOINT : OTHER;
     /* The page-fault error code's write bit. */
     f.write = sig == SIGSEGV ? (int)((uc->uc_mcontext.gregs[REG_ERR] >> 1) & 1) : -1;
     f.addr = sig == SIGSEGV ? (unsigned long long)si->si_addr : 0;
@@ -93,10 +99,14 @@ static void install(void) {
     sa.sa_flags = SA_SIGINFO | SA_NODEFER;
     sigaction(SIGSEGV, &sa, NULL);
     sigaction(SIGFPE, &sa, NULL);
+    sigaction(SIGILL, &sa, NULL);
+    sigaction(SIGTRAP, &sa, NULL);
 }
 static void uninstall(void) {
     signal(SIGSEGV, SIG_DFL);
     signal(SIGFPE, SIG_DFL);
+    signal(SIGILL, SIG_DFL);
+    signal(SIGTRAP, SIG_DFL);
 }
 #endif
 
@@ -123,7 +133,21 @@ __asm__(".text\n"
         "  movq %rdi, %rcx\n"
         "load_at:\n"
         "  movq (%rcx), %rax\n"       /* 3 bytes: 48 8b 01 */
+        "  ret\n"
+        ".globl illegal\n"
+        "illegal:\n"
+        "  movl $7, %eax\n"
+        "  ud2\n"                    /* 2 bytes: 0f 0b */
+        "  addl $1, %eax\n"
+        "  ret\n"
+        ".globl breakpoint\n"
+        "breakpoint:\n"
+        "  movl $40, %eax\n"
+        "  int3\n"
+        "  addl $2, %eax\n"
         "  ret\n");
+int illegal(void);
+int breakpoint(void);
 /* The Windows build calls with the Microsoft convention: shims give both
  * the System V registers the assembly reads. */
 #ifdef _WIN32
@@ -172,6 +196,15 @@ static int fix_first(const struct fault *f, unsigned long long *pc, unsigned lon
         *rax = (unsigned long long)-1;
         return 1;
     }
+    if (f->kind == ILLEGAL) {
+        printf("first handler: illegal instruction\n");
+        *pc += 2;
+        return 1;
+    }
+    if (f->kind == BREAKPOINT) {
+        printf("first handler: breakpoint\n");
+        return 1;
+    }
     printf("first handler: passes it on\n");
     return 0;
 }
@@ -213,6 +246,8 @@ int main(int argc, char **argv) {
     printf("84 / 2 gave %d\n", DIVIDE(84, argc + 1));
     unsigned long long r = LOAD((void *)0x1000);
     printf("load from 0x1000 gave 0x%llx\n", r);
+    printf("illegal() gave %d\n", illegal());
+    printf("breakpoint() gave %d\n", breakpoint());
     printf("handlers ran %d times\n", seen);
     uninstall();
     return 0;

@@ -125,6 +125,44 @@ __asm__(
 unsigned guarded_read(volatile int *p);
 unsigned outer(volatile int *p);
 
+/* RtlCaptureContext + RtlLookupFunctionEntry + RtlVirtualUnwind: the
+ * caller's return address, found by unwinding one frame. */
+__attribute__((noinline)) static void *unwind_once(void) {
+    CONTEXT ctx;
+    RtlCaptureContext(&ctx);
+    DWORD64 base = 0, frame = 0;
+    void *data = NULL;
+    PRUNTIME_FUNCTION f = RtlLookupFunctionEntry(ctx.Rip, &base, NULL);
+    if (!f)
+        return NULL;
+    RtlVirtualUnwind(UNW_FLAG_NHANDLER, base, ctx.Rip, f, &ctx, &data, &frame, NULL);
+    return (void *)ctx.Rip;
+}
+
+static void tables(void) {
+    HMODULE exe = GetModuleHandleA(NULL);
+    void *base = NULL;
+    printf("RtlPcToFileHeader(main) is the exe: %d\n", RtlPcToFileHeader((void *)tables, &base) == exe && base == exe);
+    DWORD64 ib = 0;
+    PRUNTIME_FUNCTION f = RtlLookupFunctionEntry((DWORD64)guarded_read + 3, &ib, NULL);
+    printf("guarded_read's entry: %d\n", f && ib == (DWORD64)exe && ib + f->BeginAddress == (DWORD64)guarded_read);
+    void *ret = unwind_once();
+    printf("one frame up is tables(): %d\n", (char *)ret > (char *)tables && (char *)ret < (char *)tables + 0x200);
+    /* A table added at run time, as a JIT does. */
+    char *code = VirtualAlloc(NULL, 0x10000, MEM_COMMIT | MEM_RESERVE, PAGE_EXECUTE_READWRITE);
+    static RUNTIME_FUNCTION added[1];
+    added[0].BeginAddress = 0x100;
+    added[0].EndAddress = 0x200;
+    added[0].UnwindData = 0x800;
+    printf("RtlAddFunctionTable: %d\n", RtlAddFunctionTable(added, 1, (DWORD64)code));
+    f = RtlLookupFunctionEntry((DWORD64)code + 0x180, &ib, NULL);
+    printf("found in it: %d\n", f == &added[0] && ib == (DWORD64)code);
+    printf("outside it: %d\n", RtlLookupFunctionEntry((DWORD64)code + 0x200, &ib, NULL) == NULL);
+    int deleted = RtlDeleteFunctionTable(added);
+    printf("RtlDeleteFunctionTable: %d, then found: %d\n", deleted,
+           RtlLookupFunctionEntry((DWORD64)code + 0x180, &ib, NULL) != NULL);
+}
+
 int main(void) {
     int ok = 42;
     printf("guarded_read(&ok) = %u\n", guarded_read(&ok));
@@ -135,5 +173,6 @@ int main(void) {
         unsigned r = outer(ptrs[i]);
         printf("outer(%s) = 0x%x, finally ran %d time(s), filter %d\n", names[i], r, finally_runs, filter_calls);
     }
+    tables();
     return 0;
 }
