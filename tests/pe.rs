@@ -156,7 +156,9 @@ fn cxx_uncaught_exception_terminates() {
 }
 
 /// A null write fixed by a vectored exception handler (it sets RAX and
-/// continues), a divide by zero skipped by it, and a bad read passed on
+/// continues); a divide by zero, INT_MIN / -1, ud2, int3 and an unmasked
+/// SSE divide by zero skipped by it (the last with MXCSR changed in the
+/// context); and a bad read passed on
 /// to the unhandled-exception filter, which fixes it: the same lines as
 /// the Linux build's SIGSEGV/SIGFPE handler prints.
 #[test]
@@ -171,8 +173,8 @@ fn faults_caught_by_vectored_handler_and_filter() {
 }
 
 /// An unhandled fault ends the program with the exception code as its
-/// exit code, as on Windows (0xC0000005, 0xC0000094); a Linux parent sees
-/// its low 8 bits (5, 0x94), as under Wine. The Linux twin dies of
+/// exit code, as on Windows (0xC0000005, 0xC0000094, 0xC00002B5); a Linux
+/// parent sees its low 8 bits (5, 0x94, 0xb5), as under Wine. The Linux twin dies of
 /// SIGSEGV / SIGFPE at the same point: stdout must match, and urun says
 /// on one stderr line what happened and where.
 #[test]
@@ -186,6 +188,13 @@ fn unhandled_faults_exit_with_the_exception_code() {
             "unhandled exception 0xc0000005 (access violation writing 0x10) at faults.exe+0x",
         ),
         ("divide", libc::SIGFPE, 0x94, "unhandled exception 0xc0000094 (integer divide by zero) at faults.exe+0x"),
+        // An SSE exception: STATUS_FLOAT_MULTIPLE_TRAPS, as Windows says.
+        (
+            "float",
+            libc::SIGFPE,
+            0xb5,
+            "unhandled exception 0xc00002b5 (floating-point exception (SSE)) at faults.exe+0x",
+        ),
     ];
     for (arg, sig, code, msg) in cases {
         let native = run(Command::new(dir.join("faults.linux")).arg(arg), b"", TIMEOUT);

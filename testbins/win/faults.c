@@ -5,17 +5,18 @@
  * on Windows, and to a SIGSEGV/SIGFPE handler (sigaction with SA_SIGINFO)
  * on Linux, so that both print the same lines.
  *   faults          null write fixed by the vectored handler, divide by
- *                   zero, ud2 and int3 skipped by it, a bad read fixed
- *                   by the filter
+ *                   zero, INT_MIN / -1, ud2, int3 and an SSE divide by zero skipped by
+ *                   it, a bad read fixed by the filter
  *   faults crash    an unhandled null write (the status says how it ended)
  *   faults divide   an unhandled integer divide by zero
+ *   faults float    an unhandled SSE divide by zero (unmasked)
  */
 #define _GNU_SOURCE
 #include <stdio.h>
 #include <string.h>
 #include <stdlib.h>
 
-enum kind { ACCESS, DIVIDE, ILLEGAL, BREAKPOINT, OTHER };
+enum kind { ACCESS, DIVIDE, ILLEGAL, BREAKPOINT, FLOATING, OTHER };
 struct fault {
     enum kind kind;
     int write;          /* access: 1 write, 0 read (Windows only; Linux reports -1) */
@@ -26,15 +27,21 @@ typedef int (*fixer)(const struct fault *f, unsigned long long *pc, unsigned lon
                      unsigned long long *rcx);
 
 static fixer first_fixer, last_fixer;
+/* The MXCSR of the faulting state, for the fixers (set by the layer). */
+static unsigned int *fault_mxcsr;
 
 #ifdef _WIN32
 #include <windows.h>
 
 static void decode(EXCEPTION_RECORD *r, struct fault *f) {
     f->kind = r->ExceptionCode == EXCEPTION_ACCESS_VIOLATION ? ACCESS
+              /* Linux reports INT_MIN / -1 as a divide error too (and
+               * mingw's own filter would resume it forever). */
               : r->ExceptionCode == EXCEPTION_INT_DIVIDE_BY_ZERO ? DIVIDE
+              : r->ExceptionCode == EXCEPTION_INT_OVERFLOW ? DIVIDE
               : r->ExceptionCode == EXCEPTION_ILLEGAL_INSTRUCTION ? ILLEGAL
-              : r->ExceptionCode == EXCEPTION_BREAKPOINT ? BREAKPOINT : OTHER;
+              : r->ExceptionCode == EXCEPTION_BREAKPOINT ? BREAKPOINT
+              : r->ExceptionCode == STATUS_FLOAT_MULTIPLE_TRAPS ? FLOATING : OTHER;
     f->write = r->NumberParameters >= 2 ? (int)r->ExceptionInformation[0] : -1;
     f->addr = r->NumberParameters >= 2 ? r->ExceptionInformation[1] : 0;
 }
@@ -42,6 +49,7 @@ static void decode(EXCEPTION_RECORD *r, struct fault *f) {
 static LONG CALLBACK vectored(EXCEPTION_POINTERS *ep) {
     struct fault f;
     decode(ep->ExceptionRecord, &f);
+    fault_mxcsr = (unsigned int *)&ep->ContextRecord->MxCsr;
     /* Windows reports a breakpoint at the INT3, Linux after it. */
     unsigned long long pc = ep->ContextRecord->Rip + (f.kind == BREAKPOINT);
     if (first_fixer && first_fixer(&f, &pc, (unsigned long long *)&ep->ContextRecord->Rax,
@@ -78,7 +86,11 @@ static void uninstall(void) {
 static void on_signal(int sig, siginfo_t *si, void *uc_) {
     ucontext_t *uc = uc_;
     struct fault f;
-    f.kind = sig == SIGSEGV ? ACCESS : sig == SIGFPE ? DIVIDE : sig == SIGILL ? ILLEGAL : sig == SIGTRAP ? BREAKPOINT : OTHER;
+    f.kind = sig == SIGSEGV ? ACCESS
+             : sig == SIGFPE  ? (si->si_code == FPE_INTDIV ? DIVIDE : FLOATING)
+             : sig == SIGILL  ? ILLEGAL
+             : sig == SIGTRAP ? BREAKPOINT : OTHER;
+    fault_mxcsr = &uc->uc_mcontext.fpregs->mxcsr;
     /* The page-fault error code's write bit. */
     f.write = sig == SIGSEGV ? (int)((uc->uc_mcontext.gregs[REG_ERR] >> 1) & 1) : -1;
     f.addr = sig == SIGSEGV ? (unsigned long long)si->si_addr : 0;
@@ -140,6 +152,20 @@ __asm__(".text\n"
         "  ud2\n"                    /* 2 bytes: 0f 0b */
         "  addl $1, %eax\n"
         "  ret\n"
+        ".globl fdivide\n"
+        "fdivide:\n"                 /* 1.0 / 0.0 with divide-by-zero unmasked */
+        "  subq $8, %rsp\n"
+        "  stmxcsr (%rsp)\n"
+        "  andl $0xfffffdff, (%rsp)\n"
+        "  ldmxcsr (%rsp)\n"
+        "  addq $8, %rsp\n"
+        "  movl $1, %eax\n"
+        "  cvtsi2sd %eax, %xmm1\n"
+        "  xorpd %xmm0, %xmm0\n"
+        "fdivide_at:\n"
+        "  divsd %xmm0, %xmm1\n"      /* 4 bytes: f2 0f 5e c8 */
+        "  movl $5, %eax\n"
+        "  ret\n"
         ".globl breakpoint\n"
         "breakpoint:\n"
         "  movl $40, %eax\n"
@@ -147,6 +173,7 @@ __asm__(".text\n"
         "  addl $2, %eax\n"
         "  ret\n");
 int illegal(void);
+int fdivide(void);
 int breakpoint(void);
 /* The Windows build calls with the Microsoft convention: shims give both
  * the System V registers the assembly reads. */
@@ -191,7 +218,7 @@ static int fix_first(const struct fault *f, unsigned long long *pc, unsigned lon
         return 1;
     }
     if (f->kind == DIVIDE) {
-        printf("first handler: integer divide by zero\n");
+        printf("first handler: integer divide error\n");
         *pc += 2;
         *rax = (unsigned long long)-1;
         return 1;
@@ -199,6 +226,12 @@ static int fix_first(const struct fault *f, unsigned long long *pc, unsigned lon
     if (f->kind == ILLEGAL) {
         printf("first handler: illegal instruction\n");
         *pc += 2;
+        return 1;
+    }
+    if (f->kind == FLOATING) {
+        printf("first handler: floating-point divide by zero, masks it\n");
+        *fault_mxcsr |= 0x200;
+        *pc += 4;
         return 1;
     }
     if (f->kind == BREAKPOINT) {
@@ -231,6 +264,12 @@ int main(int argc, char **argv) {
         printf("survived?\n");
         return 1;
     }
+    if (argc > 1 && strcmp(argv[1], "float") == 0) {
+        printf("dividing 1.0 by 0.0, unmasked\n");
+        fflush(stdout);
+        printf("%d\n", fdivide());
+        return 1;
+    }
     if (argc > 1 && strcmp(argv[1], "divide") == 0) {
         printf("dividing by zero\n");
         fflush(stdout);
@@ -244,10 +283,12 @@ int main(int argc, char **argv) {
     printf("store_null returned 0x%x, cell holds 0x%llx\n", v, cell[2]);
     printf("7 / 0 gave %d\n", DIVIDE(7, argc - 1));
     printf("84 / 2 gave %d\n", DIVIDE(84, argc + 1));
+    printf("INT_MIN / -1 gave %d\n", DIVIDE(-2147483647 - argc, -argc));
     unsigned long long r = LOAD((void *)0x1000);
     printf("load from 0x1000 gave 0x%llx\n", r);
     printf("illegal() gave %d\n", illegal());
     printf("breakpoint() gave %d\n", breakpoint());
+    printf("fdivide() gave %d\n", fdivide());
     printf("handlers ran %d times\n", seen);
     uninstall();
     return 0;

@@ -50,6 +50,7 @@ const STATUS_INTEGER_DIVIDE_BY_ZERO: u32 = 0xc000_0094;
 const STATUS_INTEGER_OVERFLOW: u32 = 0xc000_0095;
 const STATUS_PRIVILEGED_INSTRUCTION: u32 = 0xc000_0096;
 const STATUS_STACK_OVERFLOW: u32 = 0xc000_00fd;
+const STATUS_FLOAT_MULTIPLE_TRAPS: u32 = 0xc000_02b5;
 const STATUS_BREAKPOINT: u32 = 0x8000_0003;
 const STATUS_SINGLE_STEP: u32 = 0x8000_0004;
 const STATUS_LONGJUMP: u32 = 0x8000_0026;
@@ -693,7 +694,15 @@ fn classify(c: &Call<'_>, f: &Fault) -> (u32, u64, Vec<u64>, String) {
         // Windows does.
         FaultKind::Breakpoint => (STATUS_BREAKPOINT, f.pc.wrapping_sub(1), vec![0], "breakpoint".into()),
         FaultKind::DebugTrap => (STATUS_SINGLE_STEP, f.pc, vec![], "single step".into()),
-        FaultKind::FloatingPoint { code } => (float_status(*code), f.pc, vec![], "floating-point exception".into()),
+        FaultKind::FloatingPoint { code } => {
+            if x87_instruction(c, f.pc) {
+                (float_status(*code), f.pc, vec![], "floating-point exception".into())
+            } else {
+                // An SSE exception (#XM): Windows reports them all as
+                // multiple traps, with one parameter 0.
+                (STATUS_FLOAT_MULTIPLE_TRAPS, f.pc, vec![0], "floating-point exception (SSE)".into())
+            }
+        }
     }
 }
 
@@ -720,6 +729,18 @@ fn privileged(c: &Call<'_>, pc: u64) -> bool {
         (Some(0x0f), Some(0x01 | 0x06 | 0x08 | 0x09 | 0x20..=0x23 | 0x30 | 0x32 | 0x00)) => true,
         _ => false,
     }
+}
+
+/// Is the instruction at `pc` an x87 one (its exceptions are #MF, an
+/// SSE one's #XM)?
+fn x87_instruction(c: &Call<'_>, pc: u64) -> bool {
+    let b = code_at(c, pc);
+    let mut i = 0;
+    while i < b.len() && (matches!(b[i], 0x66 | 0x67 | 0xf2 | 0xf3 | 0x2e | 0x3e | 0x26 | 0x36) || b[i] & 0xf0 == 0x40)
+    {
+        i += 1;
+    }
+    matches!(b.get(i), Some(0xd8..=0xdf | 0x9b))
 }
 
 /// For #DE: is the divisor of the DIV/IDIV at `pc` zero (or is the
@@ -775,7 +796,7 @@ fn float_status(code: i32) -> u32 {
 
 /// What urun says about an unhandled exception besides its code.
 fn describe_code(code: u32, c: &Call<'_>, rec: u64) -> String {
-    const NAMES: [(u32, &str); 12] = [
+    const NAMES: [(u32, &str); 13] = [
         (STATUS_ACCESS_VIOLATION, "access violation"),
         (STATUS_IN_PAGE_ERROR, "in-page error"),
         (STATUS_ILLEGAL_INSTRUCTION, "illegal instruction"),
@@ -783,6 +804,7 @@ fn describe_code(code: u32, c: &Call<'_>, rec: u64) -> String {
         (STATUS_INTEGER_OVERFLOW, "integer overflow"),
         (STATUS_PRIVILEGED_INSTRUCTION, "privileged instruction"),
         (STATUS_STACK_OVERFLOW, "stack overflow"),
+        (STATUS_FLOAT_MULTIPLE_TRAPS, "floating-point exception (SSE)"),
         (STATUS_BREAKPOINT, "breakpoint"),
         (STATUS_SINGLE_STEP, "single step"),
         (0xe06d_7363, "C++ exception"),

@@ -173,7 +173,9 @@ impl Context {
         if flags & 8 != 0 {
             let mut img = [0u8; 512];
             img.copy_from_slice(&self.0[CTX_FLTSAVE..CTX_FLTSAVE + 512]);
-            // MxCsr is also at 0x34; the FXSAVE copy wins, as in Windows.
+            // MXCSR is both at 0x34 (MxCsr) and in the FXSAVE image:
+            // Windows restores the thread's from MxCsr.
+            img[24..28].copy_from_slice(&self.0[CTX_MXCSR..CTX_MXCSR + 4]);
             if !cpu.fxrstor_image(&img) {
                 for i in 0..16 {
                     cpu.xmm[i] = self.xmm(i);
