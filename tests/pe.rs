@@ -173,8 +173,9 @@ fn faults_caught_by_vectored_handler_and_filter() {
 }
 
 /// An unhandled fault ends the program with the exception code as its
-/// exit code, as on Windows (0xC0000005, 0xC0000094, 0xC00002B5); a Linux
-/// parent sees its low 8 bits (5, 0x94, 0xb5), as under Wine. The Linux twin dies of
+/// exit code, as on Windows (0xC0000005, 0xC0000094, 0xC00002B5,
+/// 0xC00000FD); a Linux parent sees its low 8 bits (5, 0x94, 0xb5, 0xfd),
+/// as under Wine. The Linux twin dies of
 /// SIGSEGV / SIGFPE at the same point: stdout must match, and urun says
 /// on one stderr line what happened and where.
 #[test]

@@ -10,6 +10,7 @@
  *   faults crash    an unhandled null write (the status says how it ended)
  *   faults divide   an unhandled integer divide by zero
  *   faults float    an unhandled SSE divide by zero (unmasked)
+ *   faults recurse  a stack overflow
  */
 #define _GNU_SOURCE
 #include <stdio.h>
@@ -204,6 +205,17 @@ unsigned long long load_from(void *);
 #endif
 
 static unsigned long long cell[4];
+
+/* Recursion without end (the array keeps each frame and the call from
+ * being optimised away). */
+static volatile int forever = 1;
+__attribute__((noinline)) static int recurse(int n) {
+    volatile char pad[256];
+    pad[0] = (char)n;
+    if (forever)
+        return recurse(n + pad[0]) + pad[0];
+    return n;
+}
 static int seen;
 
 /* The vectored handler: a null write is redirected to `cell` (RAX is the
@@ -262,6 +274,12 @@ int main(int argc, char **argv) {
         fflush(stdout);
         store_null();
         printf("survived?\n");
+        return 1;
+    }
+    if (argc > 1 && strcmp(argv[1], "recurse") == 0) {
+        printf("recursing without end\n");
+        fflush(stdout);
+        printf("%d\n", recurse(argc));
         return 1;
     }
     if (argc > 1 && strcmp(argv[1], "float") == 0) {

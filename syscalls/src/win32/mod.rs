@@ -285,7 +285,11 @@ impl Process {
         let stack = mem.map(Placement::Hint(0), reserve, Prot::RW, false, None).map_err(|e| setup("the stack", &e))?;
         mem.set_backing(stack, urun_cpu::Backing::Named("[stack]".into()));
         let top = stack + reserve;
-        let teb = teb::build(&mem, &mut heap, &image, stack, top).map_err(|e| setup("the TEB", &e))?;
+        // A guard below the stack (no access), so that running off its end
+        // is a stack overflow (seh.rs), not a write into the next mapping.
+        mem.protect(stack, seh::STACK_GUARD, Prot::NONE).map_err(|e| setup("the stack guard", &e))?;
+        let teb =
+            teb::build(&mem, &mut heap, &image, stack + seh::STACK_GUARD, top).map_err(|e| setup("the TEB", &e))?;
 
         cpu.gs_base = teb;
         tracing::debug!(teb = format_args!("{teb:#x}"), base = format_args!("{:#x}", image.base), "win32 process");

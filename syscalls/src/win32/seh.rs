@@ -93,6 +93,9 @@ const DC_HISTORY: u64 = 0x40;
 const DC_SCOPE_INDEX: u64 = 0x48;
 /// UNWIND_HISTORY_TABLE.
 const HISTORY_SIZE: u64 = 0xd8;
+/// The no-access pages below a thread's stack (its StackLimit is above
+/// them): a fault there with RSP near them is a stack overflow.
+pub(crate) const STACK_GUARD: u64 = 0x1_0000;
 /// How many frames a walk visits before it gives up (a loop in corrupt
 /// unwind data must not hang the process).
 const MAX_FRAMES: usize = 100_000;
@@ -660,7 +663,7 @@ fn classify(c: &Call<'_>, f: &Fault) -> (u32, u64, Vec<u64>, String) {
                 );
             }
             let rw = if *write { "writing" } else { "reading" };
-            if lo > 0x10000 && *addr < lo && *addr >= lo - 0x10000 && c.cpu.gpr[reg::RSP] < lo + 0x1000 {
+            if lo > STACK_GUARD && *addr < lo && *addr >= lo - STACK_GUARD && c.cpu.gpr[reg::RSP] < lo + 0x1000 {
                 return (STATUS_STACK_OVERFLOW, f.pc, vec![u64::from(*write), *addr], "stack overflow".into());
             }
             if *kind == PageFaultKind::Bus {
