@@ -103,6 +103,9 @@ const MAX_FRAMES: usize = 100_000;
 /// as overflowing its stack.
 const MAX_BOUNDARIES: usize = 256;
 
+/// A mapped image: base, size, .pdata address and entry count.
+type ImageTable = (u64, u64, u64, u64);
+
 /// The process-wide part: vectored handlers, the unhandled-exception
 /// filter, the images and the function tables added at run time.
 #[derive(Default)]
@@ -113,8 +116,8 @@ pub(crate) struct Shared {
     vch: Mutex<Vec<(u64, u64)>>,
     next_handle: AtomicU64,
     filter: AtomicU64,
-    /// Mapped images: base, size, .pdata address and entry count.
-    images: Mutex<Vec<(u64, u64, u64, u64)>>,
+    /// Mapped images.
+    images: Mutex<Vec<ImageTable>>,
     /// RtlAddFunctionTable: table, entry count, base.
     tables: Mutex<Vec<(u64, u64, u64)>>,
 }
@@ -128,7 +131,7 @@ impl Shared {
     }
 
     /// The image that holds `pc`: its base and size.
-    fn image_of(&self, pc: u64) -> Option<(u64, u64, u64, u64)> {
+    fn image_of(&self, pc: u64) -> Option<ImageTable> {
         lock(&self.images).iter().copied().find(|(b, s, _, _)| pc >= *b && pc - *b < *s)
     }
 
@@ -727,11 +730,11 @@ fn privileged(c: &Call<'_>, pc: u64) -> bool {
     {
         i += 1;
     }
-    match (b.get(i), b.get(i + 1)) {
-        (Some(0xf4 | 0xfa | 0xfb | 0xe4..=0xe7 | 0xec..=0xef | 0x6c..=0x6f), _) => true,
-        (Some(0x0f), Some(0x01 | 0x06 | 0x08 | 0x09 | 0x20..=0x23 | 0x30 | 0x32 | 0x00)) => true,
-        _ => false,
-    }
+    matches!(
+        (b.get(i), b.get(i + 1)),
+        (Some(0xf4 | 0xfa | 0xfb | 0xe4..=0xe7 | 0xec..=0xef | 0x6c..=0x6f), _)
+            | (Some(0x0f), Some(0x01 | 0x06 | 0x08 | 0x09 | 0x20..=0x23 | 0x30 | 0x32 | 0x00))
+    )
 }
 
 /// Is the instruction at `pc` an x87 one (its exceptions are #MF, an

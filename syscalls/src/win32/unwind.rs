@@ -595,7 +595,7 @@ mod tests {
         // frame RBP offset 2 (0x20).
         m.put(0x3000 + BASE, &[1 | (1 << 3), 10, 4, 5 | (2 << 4)]);
         // Codes, latest first: set_fpreg @10, alloc_small 0x28 @6, push rbx @2, push rbp @1.
-        m.put(0x3004 + BASE, &[10, 3, 6, 2 | (4 << 4), 2, 0 | (3 << 4), 1, 0 | (5 << 4)]);
+        m.put(0x3004 + BASE, &[10, 3, 6, 2 | (4 << 4), 2, 3 << 4, 1, 5 << 4]);
         m.put(0x300c + BASE, &0x2500u32.to_le_bytes()); // handler RVA
         m.put(0x3010 + BASE, &[0xaa; 4]); // handler data
         rf(&mut m, BASE + 0x5000, 0x1000, 0x1100, 0x3000);
@@ -646,7 +646,7 @@ mod tests {
         rf(&mut m, BASE + 0x3010, 0x1000, 0x1010, 0x3100);
         // The parent: push rdi @1.
         m.put(0x3100 + BASE, &[1, 1, 1, 0]);
-        m.put(0x3104 + BASE, &[1, 0 | (7 << 4), 0, 0]);
+        m.put(0x3104 + BASE, &[1, 7 << 4, 0, 0]);
         rf(&mut m, BASE + 0x5000, 0x1020, 0x1100, 0x3000);
         let s = BASE + 0x6000;
         m.put_u64(s + 0x800, 0x5151);
@@ -685,7 +685,7 @@ mod tests {
     fn epilog_is_run() {
         let mut m = image();
         m.put(0x3000 + BASE, &[1 | (1 << 3), 5, 2, 0]);
-        m.put(0x3004 + BASE, &[5, 2 | (4 << 4), 1, 0 | (3 << 4)]);
+        m.put(0x3004 + BASE, &[5, 2 | (4 << 4), 1, 3 << 4]);
         m.put(0x3008 + BASE, &0x2500u32.to_le_bytes());
         rf(&mut m, BASE + 0x5000, 0x1000, 0x1100, 0x3000);
         m.put(BASE + 0x1040, &[0x48, 0x83, 0xc4, 0x28, 0x5b, 0xc3]);
