@@ -192,7 +192,8 @@ exports! {
     Kernel32 "RemoveVectoredExceptionHandler"(Ptr) U32 Host(x::remove_veh);
     Kernel32 "AddVectoredContinueHandler"(U32, Ptr) Ptr Host(x::add_vch);
     Kernel32 "RemoveVectoredContinueHandler"(Ptr) U32 Host(x::remove_vch);
-    Kernel32 "RaiseException"(U32, U32, U32, Ptr) Void Host(x::raise_exception);
+    // Returns only by resuming a context: shown as not returning.
+    Kernel32 "RaiseException"(U32, U32, U32, Ptr) NoReturn Host(x::raise_exception);
     Kernel32 "RtlCaptureContext"(Ptr) Void Host(x::capture_context);
     Kernel32 "RtlLookupFunctionEntry"(Ptr, Ptr, Ptr) Ptr Host(x::lookup_function_entry);
     Kernel32 "RtlVirtualUnwind"(U32, Ptr, Ptr, Ptr, Ptr, Ptr, Ptr, Ptr) Ptr Host(x::virtual_unwind);
