@@ -53,6 +53,11 @@ fn run_urun(engine: &str, exe: &Path, args: &[&str], env: &[(&str, &str)]) -> Ou
 /// Run `name` natively (Linux build) and under urun (Windows build) on
 /// every engine; fail with every difference.
 fn same_as_linux(test: &str, name: &str, args: &[&str], env: &[(&str, &str)]) {
+    same_as_linux_builds(test, name, &[format!("{name}.exe"), format!("{name}-ucrt.exe")], args, env);
+}
+
+/// `same_as_linux` over the Windows builds `exes` of `name`.
+fn same_as_linux_builds(test: &str, name: &str, exes: &[String], args: &[&str], env: &[(&str, &str)]) {
     let Some(dir) = win_out(test) else { return };
     let mut native = Command::new(dir.join(format!("{name}.linux")));
     native.args(args);
@@ -66,8 +71,8 @@ fn same_as_linux(test: &str, name: &str, args: &[&str], env: &[(&str, &str)]) {
         if !engine_or_skip(engine, &format!("{test} under --engine {engine}")) {
             continue;
         }
-        for exe in [format!("{name}.exe"), format!("{name}-ucrt.exe")] {
-            let mut got = run_urun(engine, &dir.join(&exe), args, env);
+        for exe in exes {
+            let mut got = run_urun(engine, &dir.join(exe), args, env);
             got.stdout = crlf_to_lf(&got.stdout);
             got.stderr = crlf_to_lf(&got.stderr);
             for p in compare_runs(&native, &got) {
@@ -100,6 +105,153 @@ fn file_io_on_a_temp_file() {
     let tmp = TempDir::new("pe-fileio");
     let path = tmp.path().join("data.txt");
     same_as_linux("pe::file_io_on_a_temp_file", "fileio", &[path.to_str().unwrap_or("/tmp/urun-pe-fileio")], &[]);
+}
+
+/// The C++ build (mingw g++ -static): libgcc unwinds with SEH, through
+/// RaiseException, RtlUnwindEx, RtlVirtualUnwind, RtlLookupFunctionEntry
+/// and RtlCaptureContext. Needs x86_64-w64-mingw32-g++.
+fn cxx_out(test: &str) -> Option<PathBuf> {
+    let dir = win_out(test)?;
+    if dir.join("cxx_eh.exe").is_file() {
+        return Some(dir);
+    }
+    report_skip(test, "x86_64-w64-mingw32-g++ is not installed (Debian: g++-mingw-w64-x86-64)");
+    None
+}
+
+/// C++ exceptions of several types thrown and caught, rethrown, nested,
+/// across frames and a function pointer, with destructors printing as
+/// the stack unwinds: the same output as the g++ Linux build.
+#[test]
+fn cxx_exceptions_and_raii() {
+    if cxx_out("pe::cxx_exceptions_and_raii").is_none() {
+        return;
+    }
+    same_as_linux_builds("pe::cxx_exceptions_and_raii", "cxx_eh", &["cxx_eh.exe".into()], &[], &[]);
+}
+
+/// An exception nobody catches: std::terminate prints the same line on
+/// both systems and aborts. Linux's abort is SIGABRT; msvcrt's abort
+/// exits with status 3 (Windows' documented abort status), and prints
+/// its own line after the terminate message. Compared: stdout, the
+/// terminate line, and each system's abort status.
+#[test]
+fn cxx_uncaught_exception_terminates() {
+    let Some(dir) = cxx_out("pe::cxx_uncaught_exception_terminates") else { return };
+    let native = run(Command::new(dir.join("cxx_eh.linux")).arg("uncaught"), b"", TIMEOUT);
+    assert_eq!(native.signal, Some(libc::SIGABRT), "{}", native.status_text());
+    let want_err = native.stderr_text();
+    let want_line = want_err.lines().next().unwrap_or("");
+    assert!(want_line.starts_with("terminate called after throwing"), "{want_err}");
+    for engine in ENGINES {
+        if !engine_or_skip(engine, &format!("pe::cxx_uncaught_exception_terminates under {engine}")) {
+            continue;
+        }
+        let o = run_urun(engine, &dir.join("cxx_eh.exe"), &["uncaught"], &[]);
+        assert_eq!(crlf_to_lf(&o.stdout), native.stdout, "{engine}: {}", o.stderr_text());
+        let err = String::from_utf8_lossy(&crlf_to_lf(&o.stderr)).into_owned();
+        assert_eq!(err.lines().next(), Some(want_line), "{engine}: {err}");
+        assert_eq!(o.code, Some(3), "{engine}: {} {err}", o.status_text());
+    }
+}
+
+/// A null write fixed by a vectored exception handler (it sets RAX and
+/// continues); a divide by zero, INT_MIN / -1, ud2, int3 and an unmasked
+/// SSE divide by zero skipped by it (the last with MXCSR changed in the
+/// context); and a bad read passed on
+/// to the unhandled-exception filter, which fixes it: the same lines as
+/// the Linux build's SIGSEGV/SIGFPE handler prints.
+#[test]
+fn faults_caught_by_vectored_handler_and_filter() {
+    same_as_linux_builds(
+        "pe::faults_caught_by_vectored_handler_and_filter",
+        "faults",
+        &["faults.exe".into()],
+        &[],
+        &[],
+    );
+}
+
+/// An unhandled fault ends the program with the exception code as its
+/// exit code, as on Windows (0xC0000005, 0xC0000094, 0xC00002B5,
+/// 0xC00000FD); a Linux parent sees its low 8 bits (5, 0x94, 0xb5, 0xfd),
+/// as under Wine. The Linux twin dies of
+/// SIGSEGV / SIGFPE at the same point: stdout must match, and urun says
+/// on one stderr line what happened and where.
+#[test]
+fn unhandled_faults_exit_with_the_exception_code() {
+    let Some(dir) = win_out("pe::unhandled_faults_exit_with_the_exception_code") else { return };
+    let cases = [
+        (
+            "crash",
+            libc::SIGSEGV,
+            0x05,
+            "unhandled exception 0xc0000005 (access violation writing 0x10) at faults.exe+0x",
+        ),
+        ("divide", libc::SIGFPE, 0x94, "unhandled exception 0xc0000094 (integer divide by zero) at faults.exe+0x"),
+        // An SSE exception: STATUS_FLOAT_MULTIPLE_TRAPS, as Windows says.
+        (
+            "float",
+            libc::SIGFPE,
+            0xb5,
+            "unhandled exception 0xc00002b5 (floating-point exception (SSE)) at faults.exe+0x",
+        ),
+    ];
+    for (arg, sig, code, msg) in cases {
+        let native = run(Command::new(dir.join("faults.linux")).arg(arg), b"", TIMEOUT);
+        assert_eq!(native.signal, Some(sig), "{arg}: {}", native.status_text());
+        for engine in ENGINES {
+            if !engine_or_skip(engine, &format!("pe::unhandled_faults_exit_with_the_exception_code under {engine}")) {
+                continue;
+            }
+            let o = run_urun(engine, &dir.join("faults.exe"), &[arg], &[]);
+            let err = o.stderr_text();
+            assert_eq!(crlf_to_lf(&o.stdout), native.stdout, "{engine} {arg}: {err}");
+            assert_eq!(o.code, Some(code), "{engine} {arg}: {} {err}", o.status_text());
+            assert!(
+                err.starts_with(&format!("urun: {msg}").replace("urun: ", "urun: faults.exe: ")),
+                "{engine} {arg}: {err}"
+            );
+            assert_eq!(err.lines().count(), 1, "{engine} {arg}: {err}");
+        }
+    }
+}
+
+/// `__try`/`__except`/`__finally` scope tables (in assembly: gcc has no
+/// `__try`) through urun's `__C_specific_handler`: an `__except(1)` gets
+/// the exception code in RAX; a filter function sees the record and the
+/// frame; the `__finally` of an inner frame runs once while the unwind to
+/// the outer `__except` passes it, and the unwind restores the outer
+/// frame's RBX. Then RtlPcToFileHeader, RtlLookupFunctionEntry over the
+/// image and over a table added with RtlAddFunctionTable (and deleted),
+/// and one frame unwound with RtlCaptureContext + RtlVirtualUnwind.
+/// Windows' documented behaviour is the expected output (no Linux twin
+/// can run a scope table).
+#[test]
+fn c_specific_handler_runs_scope_tables() {
+    let Some(dir) = win_out("pe::c_specific_handler_runs_scope_tables") else { return };
+    let want = "guarded_read(&ok) = 42\n\
+                guarded_read(NULL) = 0xc0000005\n\
+                outer(&ok) = 0x0, finally ran 1 time(s), filter 0\n\
+                filter: code 0xc0000005, frame is set: 1\n\
+                outer(NULL) = 0xc0000005, finally ran 2 time(s), filter 1\n\
+                filter: code 0xc0000005, frame is set: 1\n\
+                outer((int *)8) = 0xc0000005, finally ran 3 time(s), filter 2\n\
+                RtlPcToFileHeader(main) is the exe: 1\n\
+                guarded_read's entry: 1\n\
+                one frame up is tables(): 1\n\
+                RtlAddFunctionTable: 1\n\
+                found in it: 1\n\
+                outside it: 1\n\
+                RtlDeleteFunctionTable: 1, then found: 0\n";
+    for engine in ENGINES {
+        if !engine_or_skip(engine, &format!("pe::c_specific_handler_runs_scope_tables under {engine}")) {
+            continue;
+        }
+        let o = run_urun(engine, &dir.join("scopes.exe"), &[], &[]);
+        assert_eq!(String::from_utf8_lossy(&crlf_to_lf(&o.stdout)), want, "{engine}: {}", o.stderr_text());
+        assert_eq!(o.code, Some(0), "{engine}: {} {}", o.status_text(), o.stderr_text());
+    }
 }
 
 /// GetProcAddress finds what urun implements and gives NULL with

@@ -19,6 +19,10 @@ pub(crate) enum Fail {
     /// The handler read or wrote guest memory it may not: an access
     /// violation at this address, as the real DLL would take.
     Fault(u64),
+    /// The thread goes on in this register state (RtlUnwindEx,
+    /// RtlRestoreContext, a handled exception): every host frame up to the
+    /// run loop whose guest frames hold its RSP is dropped (`seh.rs`).
+    Jump(Box<CpuState>),
 }
 
 impl From<Stop> for Fail {
@@ -124,6 +128,12 @@ impl Call<'_> {
     /// RAX. The engine runs nested until `f` returns to the return trap;
     /// the calling thread's registers are restored afterwards.
     pub fn upcall(&mut self, f: u64, args: &[u64]) -> Res {
+        self.upcall_with(f, args, None)
+    }
+
+    /// `upcall`, saying how a frame walk crosses it (`seh::Cross`; None:
+    /// at this API's caller).
+    pub fn upcall_with(&mut self, f: u64, args: &[u64], cross: Option<super::seh::Cross>) -> Res {
         if let Err(e) = self.engine.fetch_fp(self.cpu) {
             return Err(Fail::Stop(super::engine_failed(self.engine.name(), &e)));
         }
@@ -145,13 +155,18 @@ impl Call<'_> {
         g[reg::R8] = args.get(2).copied().unwrap_or(0);
         g[reg::R9] = args.get(3).copied().unwrap_or(0);
         self.cpu.rip = f;
+        let cross = cross.unwrap_or_else(|| super::seh::Cross::Caller(Box::new(saved.clone())));
+        super::seh::push_boundary(sp, cross);
         let r = super::run_loop(self.p, self.engine, self.cpu, self.depth + 1);
+        super::seh::pop_boundary();
         // The return trap moved RAX to R10 before its own mov eax.
         let rax = self.cpu.gpr[reg::R10];
-        *self.cpu = saved;
         match r {
-            Ok(()) => Ok(rax),
-            Err(s) => Err(Fail::Stop(s)),
+            Ok(()) => {
+                *self.cpu = saved;
+                Ok(rax)
+            }
+            Err(e) => Err(e),
         }
     }
 }

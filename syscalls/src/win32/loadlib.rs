@@ -226,6 +226,7 @@ fn finish_loads(c: &mut Call<'_>, new: &[usize]) -> Result<bool, Fail> {
     if new.is_empty() {
         return Ok(true);
     }
+    c.p.seh.sync_images(&lock(&c.p.mods).unwind_images());
     let teb = c.cpu.gs_base;
     let calls: Vec<InitCalls> = {
         let mut mods = lock(&c.p.mods);
@@ -328,6 +329,7 @@ pub(crate) fn free_library(c: &mut Call<'_>) -> Res {
     let mut mods = lock(&c.p.mods);
     let size = mods.list[i].size;
     mods.list[i].gone = true;
+    c.p.seh.sync_images(&mods.unwind_images());
     let peb = super::guest_u64(&c.p.mem, c.cpu.gs_base + super::teb::TEB_PEB).unwrap_or(0);
     if let Err(e) = peb::update_ldr(&c.p.mem, &mut lock(&c.p.heap), &mut mods, peb) {
         tracing::warn!(%e, "relinking the loader lists");

@@ -24,15 +24,17 @@ mod loadlib;
 mod modules;
 mod msvcrt;
 mod peb;
+mod seh;
 mod stdio;
 mod sysdll;
 mod table;
 mod teb;
+mod unwind;
 
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use urun_cpu::state::reg;
-use urun_cpu::{AddressSpace, CpuState, Engine, EngineError, Exit, Fault, FaultKind, Placement, Prot};
+use urun_cpu::{AddressSpace, CpuState, Engine, EngineError, Exit, Placement, Prot};
 use urun_loader::{ImportName, LoadedPe};
 
 pub use crate::Stop;
@@ -135,6 +137,9 @@ pub struct Process {
     /// The upcall return address (stub 0, which keeps RAX in R10).
     return_trap: u64,
     data_base: u64,
+    /// urun's code in guest memory (stubs, trampolines, the system DLL
+    /// images): start and length. A frame walk ends there.
+    sys_code: (u64, u64),
     /// The program, its DLLs and urun's.
     mods: Mutex<modules::Modules>,
     exe_base: u64,
@@ -150,6 +155,8 @@ pub struct Process {
     cmdline_a: u64,
     onexit: Mutex<Vec<u64>>,
     tls_next: Mutex<u32>,
+    /// Exception handling's process-wide state (handlers, function tables).
+    seh: seh::Shared,
     #[allow(dead_code)]
     new_engine: EngineFactory,
 }
@@ -274,7 +281,11 @@ impl Process {
         let stack = mem.map(Placement::Hint(0), reserve, Prot::RW, false, None).map_err(|e| setup("the stack", &e))?;
         mem.set_backing(stack, urun_cpu::Backing::Named("[stack]".into()));
         let top = stack + reserve;
-        let teb = teb::build(&mem, &mut heap, &image, stack, top).map_err(|e| setup("the TEB", &e))?;
+        // A guard below the stack (no access), so that running off its end
+        // is a stack overflow (seh.rs), not a write into the next mapping.
+        mem.protect(stack, seh::STACK_GUARD, Prot::NONE).map_err(|e| setup("the stack guard", &e))?;
+        let teb =
+            teb::build(&mem, &mut heap, &image, stack + seh::STACK_GUARD, top).map_err(|e| setup("the TEB", &e))?;
         mods.setup_tls(&mem, &mut heap, teb, &new).map_err(|e| setup("DLL TLS", &e))?;
         let peb = guest_u64(&mem, teb + teb::TEB_PEB).unwrap_or(0);
         peb::update_ldr(&mem, &mut heap, &mut mods, peb).map_err(|e| setup("the loader lists", &e))?;
@@ -310,6 +321,7 @@ impl Process {
             stubs,
             return_trap: sys,
             data_base,
+            sys_code: (sys, code_len),
             mods: Mutex::new(mods),
             exe_base: image.base,
             exe_name,
@@ -322,8 +334,10 @@ impl Process {
             cmdline_a,
             onexit: Mutex::new(Vec::new()),
             tls_next: Mutex::new(0),
+            seh: seh::Shared::default(),
             new_engine,
         };
+        p.seh.sync_images(&lock(&p.mods).unwind_images());
         Ok((Arc::new(p), cpu))
     }
 
@@ -422,7 +436,10 @@ impl Personality for Process {
         }
         match run_loop(&self, engine, cpu, 0) {
             Ok(()) => self.exit(cpu.gpr[reg::RAX] as u32),
-            Err(stop) => stop,
+            Err(Fail::Stop(stop)) => stop,
+            // A jump always lands in the thread's own loop; a bad pointer
+            // is turned into a stop by `service`.
+            Err(_) => self.exit(seh::STATUS_ACCESS_VIOLATION),
         }
     }
 }
@@ -453,29 +470,35 @@ fn line(s: &str) {
 
 /// Run guest code, servicing API calls, until the process ends (`Err`) or,
 /// inside an upcall (`depth > 0`), until the guest returns to the trap.
-fn run_loop(p: &Arc<Process>, engine: &mut dyn Engine, cpu: &mut CpuState, depth: u32) -> Result<(), Stop> {
+/// A fault is dispatched as a Windows exception (`seh.rs`); a jump to a
+/// new register state that lands in this loop's frames is taken here, any
+/// other goes to the loop of an outer upcall.
+fn run_loop(p: &Arc<Process>, engine: &mut dyn Engine, cpu: &mut CpuState, depth: u32) -> Result<(), Fail> {
     loop {
-        let exit = engine.run(cpu).map_err(|e| engine_failed(engine.name(), &e))?;
-        match exit {
-            Exit::Syscall => {
-                if service(p, engine, cpu, depth)? {
-                    if depth > 0 {
-                        return Ok(());
-                    }
-                    // The first thread's code returned past its start: as
-                    // ExitThread of the last thread.
-                    return Err(p.exit(cpu.gpr[reg::RAX] as u32));
-                }
-            }
-            Exit::Fault(f) => return Err(unhandled(p, &f)),
-            Exit::Interrupted => {}
+        let exit = engine.run(cpu).map_err(|e| Fail::Stop(engine_failed(engine.name(), &e)))?;
+        let r = match exit {
+            Exit::Syscall => match service(p, engine, cpu, depth) {
+                Ok(true) if depth > 0 => return Ok(()),
+                // The first thread's code returned past its start: as
+                // ExitThread of the last thread.
+                Ok(true) => return Err(Fail::Stop(p.exit(cpu.gpr[reg::RAX] as u32))),
+                Ok(false) => Ok(()),
+                Err(e) => Err(e),
+            },
+            Exit::Fault(f) => Err(seh::fault(&mut Call { p, cpu: &mut *cpu, engine: &mut *engine, depth }, &f)),
+            Exit::Interrupted => Ok(()),
+        };
+        match r {
+            Ok(()) => {}
+            Err(Fail::Jump(state)) if depth == 0 || seh::lands_here(&state) => *cpu = *state,
+            Err(e) => return Err(e),
         }
     }
 }
 
 /// Service one SYSCALL exit: an API stub. Ok(true) when it was the upcall
 /// return trap.
-fn service(p: &Arc<Process>, engine: &mut dyn Engine, cpu: &mut CpuState, depth: u32) -> Result<bool, Stop> {
+fn service(p: &Arc<Process>, engine: &mut dyn Engine, cpu: &mut CpuState, depth: u32) -> Result<bool, Fail> {
     let eax = cpu.gpr[reg::RAX] as u32;
     let at = cpu.rip.wrapping_sub(STUB_SYSCALL_END);
     let n = (eax & 0xffff) as usize;
@@ -491,7 +514,7 @@ fn service(p: &Arc<Process>, engine: &mut dyn Engine, cpu: &mut CpuState, depth:
             cpu.gpr[reg::RAX],
             p.describe(cpu.rip.wrapping_sub(2))
         ));
-        return Err(p.exit(0xc000_001d));
+        return Err(Fail::Stop(p.exit(0xc000_001d)));
     }
     if n == 0 {
         return Ok(true);
@@ -501,12 +524,12 @@ fn service(p: &Arc<Process>, engine: &mut dyn Engine, cpu: &mut CpuState, depth:
         let (dll, name) = lock(&p.mods).missing_at(n).map(|(s, _)| s.clone()).unwrap_or_default();
         lock(&p.streams).flush_all();
         line(&format!("urun: unimplemented: {dll}!{name} (called from {})", p.describe(caller)));
-        return Err(Stop::Exited(UNIMPLEMENTED_STATUS));
+        return Err(Fail::Stop(Stop::Exited(UNIMPLEMENTED_STATUS)));
     };
     let Imp::Host(handler) = e.imp else { return Ok(false) };
     let needs_fp = e.ret == R::F64;
     if needs_fp {
-        engine.fetch_fp(cpu).map_err(|err| engine_failed(engine.name(), &err))?;
+        engine.fetch_fp(cpu).map_err(|err| Fail::Stop(engine_failed(engine.name(), &err)))?;
     }
     let shown = if p.strace { Some(show_call(p, cpu, e)) } else { None };
     if let (Some(s), R::NoReturn) = (&shown, e.ret) {
@@ -516,7 +539,6 @@ fn service(p: &Arc<Process>, engine: &mut dyn Engine, cpu: &mut CpuState, depth:
     let r = handler(&mut call);
     let v = match r {
         Ok(v) => v,
-        Err(Fail::Stop(s)) => return Err(s),
         Err(Fail::Fault(addr)) => {
             lock(&p.streams).flush_all();
             line(&format!(
@@ -524,8 +546,9 @@ fn service(p: &Arc<Process>, engine: &mut dyn Engine, cpu: &mut CpuState, depth:
                 e.dll.short(),
                 e.name
             ));
-            return Err(p.exit(0xc000_0005));
+            return Err(Fail::Stop(p.exit(seh::STATUS_ACCESS_VIOLATION)));
         }
+        Err(e) => return Err(e),
     };
     match e.ret {
         R::F64 => cpu.xmm[0] = u128::from(v),
@@ -599,38 +622,6 @@ fn show_ret(r: R, v: u64) -> String {
         R::Ptr | R::Handle => format!("{v:#x}"),
         R::F64 => format!("{}", f64::from_bits(v)),
     }
-}
-
-/// A fault no handler takes: the process ends as an unhandled exception
-/// ends it on Windows (with the exception code, `& 0xff` for the host).
-fn unhandled(p: &Process, f: &Fault) -> Stop {
-    let (code, what) = match &f.kind {
-        FaultKind::Page { addr, write, .. } => {
-            (0xc000_0005u32, format!("access violation {} {addr:#x}", if *write { "writing" } else { "reading" }))
-        }
-        FaultKind::GeneralProtection => (0xc000_0005, "access violation (general protection)".into()),
-        FaultKind::Divide => (0xc000_0094, "integer divide by zero".into()),
-        FaultKind::InvalidOpcode { what } => (0xc000_001d, format!("illegal instruction ({what})")),
-        FaultKind::Breakpoint => (0x8000_0003, "breakpoint".into()),
-        FaultKind::DebugTrap => (0x8000_0004, "single step".into()),
-        FaultKind::FloatingPoint { code } => (float_status(*code), "floating-point exception".into()),
-    };
-    lock(&p.streams).flush_all();
-    line(&format!("urun: {}: unhandled exception {code:#010x} ({what}) at {}", p.exe_name, p.describe(f.pc)));
-    p.exit(code)
-}
-
-/// The STATUS_FLOAT_* code for urun's `fp_exception` code.
-fn float_status(code: i32) -> u32 {
-    use urun_cpu::engine::fp_exception::*;
-    const TABLE: [(i32, u32); 5] = [
-        (DIVIDE_BY_ZERO, 0xc000_008e),
-        (OVERFLOW, 0xc000_0091),
-        (UNDERFLOW, 0xc000_0093),
-        (INEXACT, 0xc000_008f),
-        (INVALID, 0xc000_0090),
-    ];
-    TABLE.iter().find(|(c, _)| *c == code).map_or(0xc000_0090, |(_, s)| *s)
 }
 
 #[cfg(test)]

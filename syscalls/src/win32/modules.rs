@@ -503,7 +503,6 @@ impl Modules {
 }
 
 /// An image's base, size and `.pdata` (absolute address, length).
-#[allow(dead_code)] // for seh.rs
 pub(crate) type UnwindImage = (u64, u64, Option<(u64, u64)>);
 
 /// What the other parts of the personality need from the registry once

@@ -68,12 +68,6 @@ pub(crate) fn set_errno(c: &Call<'_>, e: i32) -> Result<(), Fail> {
     c.put_u32(c.p.data(DataObj::Errno), e as u32)
 }
 
-pub(crate) fn c_specific_handler(c: &mut Call<'_>) -> Res {
-    lock(&c.p.streams).flush_all();
-    line(&format!("urun: {}: structured exception handling is not supported yet", c.p.exe_name));
-    Err(Fail::Stop(c.p.exit(0xc000_0005)))
-}
-
 /// Call each non-null function pointer in [start, end).
 pub(crate) fn initterm(c: &mut Call<'_>) -> Res {
     let (mut at, end) = (c.arg(0)?, c.arg(1)?);

@@ -5,7 +5,7 @@
 //! names the function when called.
 
 use super::abi::Res;
-use super::{console as o, extra as x, files as f, kernel32 as k, loadlib as l, msvcrt as c, stdio as s};
+use super::{console as o, extra as x, files as f, kernel32 as k, loadlib as l, msvcrt as c, seh as e, stdio as s};
 
 /// The system DLLs urun provides.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -157,7 +157,6 @@ exports! {
     Kernel32 "IsDBCSLeadByteEx"(U32, U32) Bool Host(k::zero);
     Kernel32 "MultiByteToWideChar"(U32, U32, Ptr, I32, Ptr, I32) I32 Host(k::multi_byte_to_wide_char);
     Kernel32 "WideCharToMultiByte"(U32, U32, Ptr, I32, Ptr, I32, Ptr, Ptr) I32 Host(k::wide_char_to_multi_byte);
-    Kernel32 "SetUnhandledExceptionFilter"(Ptr) Ptr Host(k::zero);
     Kernel32 "Sleep"(U32) Void Host(k::sleep);
     Kernel32 "TlsAlloc"() U32 Host(k::tls_alloc);
     Kernel32 "TlsFree"(U32) Bool Host(k::one);
@@ -247,6 +246,44 @@ exports! {
     Kernel32 "FreeEnvironmentStringsA"(Ptr) Bool Host(o::free_environment_strings);
     Kernel32 "FreeEnvironmentStringsW"(Ptr) Bool Host(o::free_environment_strings);
     Kernel32 "GetEnvironmentVariableW"(StrW, Ptr, U32) U32 Host(o::get_environment_variable_w);
+    // ----- exceptions (seh.rs): kernel32 forwards these to ntdll -----
+    Kernel32 "SetUnhandledExceptionFilter"(Ptr) Ptr Host(e::set_unhandled_filter);
+    Kernel32 "UnhandledExceptionFilter"(Ptr) I32 Host(e::unhandled_exception_filter);
+    Kernel32 "AddVectoredExceptionHandler"(U32, Ptr) Ptr Host(e::add_veh);
+    Kernel32 "RemoveVectoredExceptionHandler"(Ptr) U32 Host(e::remove_veh);
+    Kernel32 "AddVectoredContinueHandler"(U32, Ptr) Ptr Host(e::add_vch);
+    Kernel32 "RemoveVectoredContinueHandler"(Ptr) U32 Host(e::remove_vch);
+    // Returns only by resuming a context: shown as not returning.
+    Kernel32 "RaiseException"(U32, U32, U32, Ptr) NoReturn Host(e::raise_exception);
+    Kernel32 "RtlCaptureContext"(Ptr) Void Host(e::capture_context);
+    Kernel32 "RtlLookupFunctionEntry"(Ptr, Ptr, Ptr) Ptr Host(e::lookup_function_entry);
+    Kernel32 "RtlVirtualUnwind"(U32, Ptr, Ptr, Ptr, Ptr, Ptr, Ptr, Ptr) Ptr Host(e::virtual_unwind);
+    Kernel32 "RtlUnwindEx"(Ptr, Ptr, Ptr, Ptr, Ptr, Ptr) NoReturn Host(e::rtl_unwind_ex);
+    Kernel32 "RtlUnwind"(Ptr, Ptr, Ptr, Ptr) NoReturn Host(e::rtl_unwind);
+    Kernel32 "RtlRestoreContext"(Ptr, Ptr) NoReturn Host(e::restore_context);
+    Kernel32 "RtlAddFunctionTable"(Ptr, U32, Ptr) Bool Host(e::add_function_table);
+    Kernel32 "RtlDeleteFunctionTable"(Ptr) Bool Host(e::delete_function_table);
+    Kernel32 "RtlPcToFileHeader"(Ptr, Ptr) Ptr Host(e::pc_to_file_header);
+    Ntdll "RtlAddVectoredExceptionHandler"(U32, Ptr) Ptr Host(e::add_veh);
+    Ntdll "RtlRemoveVectoredExceptionHandler"(Ptr) U32 Host(e::remove_veh);
+    Ntdll "RtlAddVectoredContinueHandler"(U32, Ptr) Ptr Host(e::add_vch);
+    Ntdll "RtlRemoveVectoredContinueHandler"(Ptr) U32 Host(e::remove_vch);
+    Ntdll "RtlRaiseException"(Ptr) NoReturn Host(e::rtl_raise_exception);
+    Ntdll "RtlCaptureContext"(Ptr) Void Host(e::capture_context);
+    Ntdll "RtlLookupFunctionEntry"(Ptr, Ptr, Ptr) Ptr Host(e::lookup_function_entry);
+    Ntdll "RtlVirtualUnwind"(U32, Ptr, Ptr, Ptr, Ptr, Ptr, Ptr, Ptr) Ptr Host(e::virtual_unwind);
+    Ntdll "RtlUnwindEx"(Ptr, Ptr, Ptr, Ptr, Ptr, Ptr) NoReturn Host(e::rtl_unwind_ex);
+    Ntdll "RtlUnwind"(Ptr, Ptr, Ptr, Ptr) NoReturn Host(e::rtl_unwind);
+    Ntdll "RtlRestoreContext"(Ptr, Ptr) NoReturn Host(e::restore_context);
+    Ntdll "NtContinue"(Ptr, U32) NoReturn Host(e::nt_continue);
+    Ntdll "RtlAddFunctionTable"(Ptr, U32, Ptr) Bool Host(e::add_function_table);
+    Ntdll "RtlDeleteFunctionTable"(Ptr) Bool Host(e::delete_function_table);
+    Ntdll "RtlPcToFileHeader"(Ptr, Ptr) Ptr Host(e::pc_to_file_header);
+    Ntdll "__C_specific_handler"(Ptr, Ptr, Ptr, Ptr) I32 Host(e::c_specific_handler);
+    // libgcc's win32 mutexes (the C++ exception pool's) make a semaphore at
+    // start-up, used only when contended: one thread has no contention.
+    // A stand-in until the threads work (thread.rs, sync.rs) replaces it.
+    Kernel32 "CreateSemaphoreW"(Ptr, I32, I32, Ptr) Handle Host(e::semaphore_stand_in);
     // ----- msvcrt (and ucrtbase) -----
     Msvcrt "__getmainargs"(Ptr, Ptr, Ptr, I32, Ptr) I32 Host(c::getmainargs);
     Msvcrt "__wgetmainargs"(Ptr, Ptr, Ptr, I32, Ptr) I32 Host(o::wgetmainargs);
@@ -259,7 +296,7 @@ exports! {
     Msvcrt "__p__commode"() Ptr Host(c::p_commode);
     Msvcrt "___lc_codepage_func"() U32 Host(k::zero);
     Msvcrt "___mb_cur_max_func"() I32 Host(k::one);
-    Msvcrt "__C_specific_handler"(Ptr, Ptr, Ptr, Ptr) I32 Host(c::c_specific_handler);
+    Msvcrt "__C_specific_handler"(Ptr, Ptr, Ptr, Ptr) I32 Host(e::c_specific_handler);
     Msvcrt "_initterm"(Ptr, Ptr) Void Host(c::initterm);
     Msvcrt "_initterm_e"(Ptr, Ptr) I32 Host(c::initterm_e);
     Msvcrt "_onexit"(Ptr) Ptr Host(c::onexit);
