@@ -12,15 +12,17 @@
 //! The process starts at a small guest-side trampoline that runs the
 //! image's TLS callbacks (DLL_PROCESS_ATTACH), calls the entry point and
 //! passes its result to ExitProcess. TEB and PEB live in guest memory, with
-//! GS = TEB. One thread for now.
+//! GS = TEB. Each guest thread runs on its own host thread (`thread.rs`).
 
 mod abi;
 mod heap;
 mod kernel32;
 mod msvcrt;
 mod stdio;
+mod sync;
 mod table;
 mod teb;
+mod thread;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -136,8 +138,9 @@ pub struct Process {
     env: Vec<(Vec<u8>, u64)>,
     cmdline_a: u64,
     onexit: Mutex<Vec<u64>>,
-    tls_next: Mutex<u32>,
-    #[allow(dead_code)]
+    /// Events, mutexes, semaphores, threads: what object handles name.
+    objects: sync::Objects,
+    threads: thread::Threads,
     new_engine: EngineFactory,
 }
 
@@ -218,6 +221,9 @@ impl Process {
         let exit_stub = sys + STUB * (table::find(Dll::Kernel32, "ExitProcess").map_or(0, |i| i + 1) as u64);
         let callbacks = image.tls.as_ref().map(|t| t.callbacks.clone()).unwrap_or_default();
         code.extend(teb::trampoline(image.base, &callbacks, image.entry, exit_stub));
+        let thread_entry = sys + code.len() as u64;
+        let exit_thread = sys + STUB * (table::find(Dll::Kernel32, "ExitThread").map_or(0, |i| i + 1) as u64);
+        code.extend(thread::trampoline(image.base, &callbacks, exit_thread));
         poke(&mem, sys, &code).map_err(|e| setup("the stubs", &e))?;
 
         let modules: Vec<(Dll, u64)> = [Dll::Ntdll, Dll::Kernel32, Dll::Msvcrt]
@@ -308,9 +314,12 @@ impl Process {
             env,
             cmdline_a,
             onexit: Mutex::new(Vec::new()),
-            tls_next: Mutex::new(0),
+            objects: sync::Objects::default(),
+            threads: thread::Threads::new(&image, thread_entry),
             new_engine,
         };
+        let tid = guest_u64(&p.mem, teb + teb::TEB_TID).unwrap_or(0) as u32;
+        thread::register_main(&p, teb, tid);
         Ok((Arc::new(p), cpu))
     }
 
@@ -428,6 +437,8 @@ impl Personality for Process {
         }
         match run_loop(&self, engine, cpu, 0) {
             Ok(()) => self.exit(cpu.gpr[reg::RAX] as u32),
+            // ExitThread of the first thread: the others go on.
+            Err(Stop::ThreadExited(code)) => thread::ended(&self, cpu.gs_base, code as u32),
             Err(stop) => stop,
         }
     }
