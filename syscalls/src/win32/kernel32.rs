@@ -479,6 +479,10 @@ pub(crate) fn tick_count(_: &mut Call<'_>) -> Res {
     Ok((now_ns(libc::CLOCK_MONOTONIC) / 1_000_000) & 0xffff_ffff)
 }
 
+pub(crate) fn tick_count64(_: &mut Call<'_>) -> Res {
+    Ok(now_ns(libc::CLOCK_MONOTONIC) / 1_000_000)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

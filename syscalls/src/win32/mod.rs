@@ -18,6 +18,7 @@ mod abi;
 mod heap;
 mod kernel32;
 mod msvcrt;
+mod setjmp;
 mod stdio;
 mod sync;
 mod table;

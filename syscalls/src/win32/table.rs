@@ -5,7 +5,7 @@
 //! names the function when called.
 
 use super::abi::Res;
-use super::{kernel32 as k, msvcrt as c, stdio as s, sync as y, thread as t};
+use super::{kernel32 as k, msvcrt as c, setjmp as j, stdio as s, sync as y, thread as t};
 
 /// The system DLLs urun provides.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -178,6 +178,7 @@ exports! {
     Kernel32 "QueryPerformanceFrequency"(Ptr) Bool Host(k::query_performance_frequency);
     Kernel32 "GetSystemTimeAsFileTime"(Ptr) Void Host(k::system_time_as_file_time);
     Kernel32 "GetTickCount"() U32 Host(k::tick_count);
+    Kernel32 "GetTickCount64"() U64 Host(k::tick_count64);
     // ----- kernel32: threads (thread.rs) -----
     Kernel32 "CreateThread"(Ptr, U64, Ptr, Ptr, U32, Ptr) Handle Host(t::create_thread);
     Kernel32 "ExitThread"(U32) NoReturn Host(t::exit_thread);
@@ -250,11 +251,18 @@ exports! {
     Kernel32 "InterlockedPopEntrySList"(Ptr) Ptr Host(y::interlocked_pop_entry_slist);
     Kernel32 "InterlockedFlushSList"(Ptr) Ptr Host(y::interlocked_flush_slist);
     Kernel32 "QueryDepthSList"(Ptr) U32 Host(y::query_depth_slist);
+    // Until exceptions are dispatched (pe-seh's seh.rs replaces these two),
+    // a handler is accepted and never called: winpthreads adds one at start.
+    Kernel32 "AddVectoredExceptionHandler"(U32, Ptr) Ptr Host(t::add_vectored_handler);
+    Kernel32 "RemoveVectoredExceptionHandler"(Ptr) U32 Host(k::one);
     // ----- msvcrt (and ucrtbase) -----
     Msvcrt "_beginthreadex"(Ptr, U32, Ptr, Ptr, U32, Ptr) Ptr Host(t::begin_thread_ex);
     Msvcrt "_beginthread"(Ptr, U32, Ptr) Ptr Host(t::begin_thread);
     Msvcrt "_endthreadex"(U32) NoReturn Host(t::exit_thread);
     Msvcrt "_endthread"() NoReturn Host(t::end_thread);
+    Msvcrt "_setjmp"(Ptr, Ptr) I32 Host(j::setjmp);
+    Msvcrt "_setjmpex"(Ptr, Ptr) I32 Host(j::setjmp);
+    Msvcrt "longjmp"(Ptr, I32) NoReturn Host(j::longjmp);
     Msvcrt "__getmainargs"(Ptr, Ptr, Ptr, I32, Ptr) I32 Host(c::getmainargs);
     Msvcrt "__set_app_type"(I32) Void Host(k::nothing);
     Msvcrt "_set_app_type"(I32) Void Host(k::nothing);

@@ -524,6 +524,12 @@ pub(crate) fn get_process_affinity_mask(c: &mut Call<'_>) -> Res {
     Ok(1)
 }
 
+/// AddVectoredExceptionHandler until exceptions are dispatched: the
+/// handler is accepted (its address is the cookie) and never called.
+pub(crate) fn add_vectored_handler(c: &mut Call<'_>) -> Res {
+    c.arg(1)
+}
+
 // ----- TLS and FLS slots -----
 
 fn tls_slot(c: &mut Call<'_>, i: u32, make: bool) -> Result<Option<u64>, Fail> {
