@@ -53,6 +53,11 @@ fn run_urun(engine: &str, exe: &Path, args: &[&str], env: &[(&str, &str)]) -> Ou
 /// Run `name` natively (Linux build) and under urun (Windows build) on
 /// every engine; fail with every difference.
 fn same_as_linux(test: &str, name: &str, args: &[&str], env: &[(&str, &str)]) {
+    same_as_linux_builds(test, name, &[format!("{name}.exe"), format!("{name}-ucrt.exe")], args, env);
+}
+
+/// `same_as_linux` for the Windows builds `exes` of `name`.
+fn same_as_linux_builds(test: &str, name: &str, exes: &[String], args: &[&str], env: &[(&str, &str)]) {
     let Some(dir) = win_out(test) else { return };
     let mut native = Command::new(dir.join(format!("{name}.linux")));
     native.args(args);
@@ -66,8 +71,8 @@ fn same_as_linux(test: &str, name: &str, args: &[&str], env: &[(&str, &str)]) {
         if !engine_or_skip(engine, &format!("{test} under --engine {engine}")) {
             continue;
         }
-        for exe in [format!("{name}.exe"), format!("{name}-ucrt.exe")] {
-            let mut got = run_urun(engine, &dir.join(&exe), args, env);
+        for exe in exes {
+            let mut got = run_urun(engine, &dir.join(exe), args, env);
             got.stdout = crlf_to_lf(&got.stdout);
             got.stderr = crlf_to_lf(&got.stderr);
             for p in compare_runs(&native, &got) {
@@ -100,6 +105,66 @@ fn file_io_on_a_temp_file() {
     let tmp = TempDir::new("pe-fileio");
     let path = tmp.path().join("data.txt");
     same_as_linux("pe::file_io_on_a_temp_file", "fileio", &[path.to_str().unwrap_or("/tmp/urun-pe-fileio")], &[]);
+}
+
+/// Threads: a counter under a recursive critical section, exit codes,
+/// producer/consumer over an SRW lock and condition variables, `_Thread_local`
+/// and TlsAlloc per thread behind an event (pthreads in the Linux build).
+#[test]
+fn threads_locks_condition_variables_tls() {
+    same_as_linux("pe::threads_locks_condition_variables_tls", "threads", &[], &[]);
+}
+
+/// The process ends with main's status while other threads still run (one
+/// spinning, one sleeping); and when main ends only itself (ExitThread,
+/// pthread_exit), a worker's exit() still ends the process.
+#[test]
+fn exit_with_threads_still_running() {
+    same_as_linux("pe::exit_with_threads_still_running", "threads", &["exit", "3"], &[]);
+    same_as_linux("pe::exit_with_threads_still_running", "threads", &["exitthread"], &[]);
+}
+
+/// std::thread, std::mutex, std::condition_variable, thread_local and
+/// std::async: mingw's posix-threads g++ (winpthreads, static) against g++.
+#[test]
+fn cxx_std_threads() {
+    let test = "pe::cxx_std_threads";
+    let Some(dir) = win_out(test) else { return };
+    if !dir.join("cxxthreads.exe").is_file() {
+        report_skip(test, "x86_64-w64-mingw32-g++-posix is not installed (Debian: g++-mingw-w64-x86-64-posix)");
+        return;
+    }
+    same_as_linux_builds(test, "cxxthreads", &["cxxthreads.exe".into()], &[], &[]);
+}
+
+/// Events, mutexes, semaphores, waits on bad handles and with timeouts,
+/// suspended threads, InitOnce, WaitOnAddress, TLS and FLS callbacks, the
+/// image's static TLS, SLists: results as Windows documents them
+/// (testbins/win/synch.expected; no Linux twin to compare with).
+#[test]
+fn synchronisation_as_windows_documents() {
+    let Some(dir) = win_out("pe::synchronisation_as_windows_documents") else { return };
+    let want = std::fs::read_to_string(repo_root().join("testbins/win/synch.expected")).expect("synch.expected");
+    for engine in ENGINES {
+        if !engine_or_skip(engine, &format!("pe::synchronisation_as_windows_documents under {engine}")) {
+            continue;
+        }
+        let o = run_urun(engine, &dir.join("synch.exe"), &[], &[]);
+        let got = String::from_utf8_lossy(&crlf_to_lf(&o.stdout)).into_owned();
+        let diff: Vec<String> = want
+            .lines()
+            .zip(got.lines().chain(std::iter::repeat("<missing>")))
+            .filter(|(w, g)| w != g)
+            .map(|(w, g)| format!("want {w:?}, got {g:?}"))
+            .collect();
+        assert!(
+            diff.is_empty() && o.code == Some(0),
+            "{engine}: {} {}\n  {}",
+            o.status_text(),
+            o.stderr_text(),
+            diff.join("\n  ")
+        );
+    }
 }
 
 /// GetProcAddress finds what urun implements and gives NULL with
