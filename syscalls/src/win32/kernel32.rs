@@ -380,7 +380,7 @@ pub(crate) fn get_proc_address(c: &mut Call<'_>) -> Res {
     };
     match found {
         Some(i) => Ok(match TABLE[i].imp {
-            Imp::Host(_) => c.p.stub_base + super::STUB * (i as u64 + 1),
+            Imp::Host(_) => c.p.fast.get(&(i + 1)).copied().unwrap_or(c.p.stub_base + super::STUB * (i as u64 + 1)),
             Imp::Data(obj) => c.p.data(obj),
         }),
         None => {

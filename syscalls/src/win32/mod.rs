@@ -139,6 +139,8 @@ pub struct Process {
     env: Vec<(Vec<u8>, u64)>,
     cmdline_a: u64,
     onexit: Mutex<Vec<u64>>,
+    /// Exports bound to guest-code fast paths: stub number -> address.
+    fast: HashMap<usize, u64>,
     /// Events, mutexes, semaphores, threads: what object handles name.
     objects: sync::Objects,
     threads: thread::Threads,
@@ -200,7 +202,7 @@ impl Process {
         }
 
         // The system area: stubs and the init trampoline (RX), then data (RW).
-        let code_len = urun_cpu::mem::page_ceil(stubs.len() as u64 * STUB + 0x1000);
+        let code_len = urun_cpu::mem::page_ceil(stubs.len() as u64 * STUB + 0x2000);
         let data_len = 0x10000;
         let sys = mem
             .map(Placement::Hint(SYSTEM_HINT), code_len + data_len, Prot::RW, false, None)
@@ -225,6 +227,16 @@ impl Process {
         let thread_entry = sys + code.len() as u64;
         let exit_thread = sys + STUB * (table::find(Dll::Kernel32, "ExitThread").map_or(0, |i| i + 1) as u64);
         code.extend(thread::trampoline(image.base, &callbacks, exit_thread));
+        let stub_of = |name: &str| table::find(Dll::Kernel32, name).map(|i| (i + 1, sys + STUB * (i as u64 + 1)));
+        let (fast_code, fast) = sync::fast_paths(sys + code.len() as u64, stub_of);
+        code.extend(fast_code);
+        let fast: HashMap<usize, u64> = fast.into_iter().collect();
+        if code.len() as u64 > code_len {
+            return Err(StartError::Setup(format!(
+                "{} TLS callbacks are more than urun has room for",
+                callbacks.len()
+            )));
+        }
         poke(&mem, sys, &code).map_err(|e| setup("the stubs", &e))?;
 
         let modules: Vec<(Dll, u64)> = [Dll::Ntdll, Dll::Kernel32, Dll::Msvcrt]
@@ -239,7 +251,7 @@ impl Process {
         // Bind the IAT, then give the image its protections.
         for (slot, bind) in &binds {
             let v = match bind {
-                Bind::Stub(n) => sys + STUB * *n as u64,
+                Bind::Stub(n) => fast.get(n).copied().unwrap_or(sys + STUB * *n as u64),
                 Bind::Data(obj) => data_addr(data_base, *obj),
             };
             poke(&mem, *slot, &v.to_le_bytes()).map_err(|e| setup("the import address table", &e))?;
@@ -315,6 +327,7 @@ impl Process {
             env,
             cmdline_a,
             onexit: Mutex::new(Vec::new()),
+            fast,
             objects: sync::Objects::default(),
             threads: thread::Threads::new(&image, thread_entry),
             new_engine,

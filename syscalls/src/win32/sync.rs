@@ -598,6 +598,191 @@ pub(crate) fn get_handle_information(c: &mut Call<'_>) -> Res {
     Ok(1)
 }
 
+// ----- guest-code fast paths -----
+
+/// Guest code for the uncontended paths of the hottest functions: an
+/// import of one of these binds here instead of to its stub, and only the
+/// contended (or unusual) case falls through to the stub, i.e. to the
+/// host handler, which is the whole implementation on its own. Under KVM,
+/// where each host call is a VM exit, this keeps a lock taken and released
+/// without contention inside the guest. The code uses the same words as
+/// the handlers (CRITICAL_SECTION LockCount/RecursionCount/OwningThread,
+/// the SRW word, the TEB's TLS slots) and reads the thread id and writes
+/// LastError through GS (the TEB). Each entry: the export, its code, and
+/// whether the code ends by jumping to the export's stub.
+const FAST_PATHS: &[(&str, &[u8], bool)] = &[
+    (
+        "EnterCriticalSection",
+        &[
+            0x65, 0x8b, 0x04, 0x25, 0x48, 0x00, 0x00, 0x00, // mov eax, gs:[0x48] (thread id)
+            0x48, 0x39, 0x41, 0x10, // cmp [rcx+0x10], rax (owner)
+            0x74, 0x1f, // je recurse
+            0x48, 0x89, 0xc2, // mov rdx, rax
+            0xb8, 0xff, 0xff, 0xff, 0xff, // mov eax, -1 (free)
+            0x45, 0x31, 0xc0, // xor r8d, r8d (held)
+            0xf0, 0x44, 0x0f, 0xb1, 0x41, 0x08, // lock cmpxchg [rcx+8], r8d
+            0x75, 0x11, // jne slow
+            0x48, 0x89, 0x51, 0x10, // mov [rcx+0x10], rdx
+            0xc7, 0x41, 0x0c, 0x01, 0x00, 0x00, 0x00, // mov dword [rcx+0xc], 1
+            0xc3, // ret
+            0x83, 0x41, 0x0c, 0x01, // recurse: add dword [rcx+0xc], 1
+            0xc3, // ret
+        ],
+        true,
+    ),
+    (
+        "TryEnterCriticalSection",
+        &[
+            0x65, 0x8b, 0x04, 0x25, 0x48, 0x00, 0x00, 0x00, // mov eax, gs:[0x48]
+            0x48, 0x39, 0x41, 0x10, // cmp [rcx+0x10], rax
+            0x74, 0x24, // je recurse
+            0x48, 0x89, 0xc2, // mov rdx, rax
+            0xb8, 0xff, 0xff, 0xff, 0xff, // mov eax, -1
+            0x45, 0x31, 0xc0, // xor r8d, r8d
+            0xf0, 0x44, 0x0f, 0xb1, 0x41, 0x08, // lock cmpxchg [rcx+8], r8d
+            0x75, 0x1b, // jne busy
+            0x48, 0x89, 0x51, 0x10, // mov [rcx+0x10], rdx
+            0xc7, 0x41, 0x0c, 0x01, 0x00, 0x00, 0x00, // mov dword [rcx+0xc], 1
+            0xb8, 0x01, 0x00, 0x00, 0x00, // mov eax, 1
+            0xc3, // ret
+            0x83, 0x41, 0x0c, 0x01, // recurse: add dword [rcx+0xc], 1
+            0xb8, 0x01, 0x00, 0x00, 0x00, // mov eax, 1
+            0xc3, // ret
+            0x31, 0xc0, // busy: xor eax, eax
+            0xc3, // ret
+        ],
+        false,
+    ),
+    (
+        "LeaveCriticalSection",
+        &[
+            0x65, 0x8b, 0x04, 0x25, 0x48, 0x00, 0x00, 0x00, // mov eax, gs:[0x48]
+            0x48, 0x39, 0x41, 0x10, // cmp [rcx+0x10], rax
+            0x75, 0x39, // jne slow (not the owner: the handler decides)
+            0x83, 0x79, 0x0c, 0x01, // cmp dword [rcx+0xc], 1
+            0x75, 0x23, // jne nested
+            0x48, 0x89, 0xc2, // mov rdx, rax
+            0x48, 0xc7, 0x41, 0x10, 0x00, 0x00, 0x00, 0x00, // mov qword [rcx+0x10], 0
+            0xc7, 0x41, 0x0c, 0x00, 0x00, 0x00, 0x00, // mov dword [rcx+0xc], 0
+            0x31, 0xc0, // xor eax, eax (held, no sleepers)
+            0x41, 0xb8, 0xff, 0xff, 0xff, 0xff, // mov r8d, -1
+            0xf0, 0x44, 0x0f, 0xb1, 0x41, 0x08, // lock cmpxchg [rcx+8], r8d
+            0x75, 0x06, // jne sleepers
+            0xc3, // ret
+            0x83, 0x69, 0x0c, 0x01, // nested: sub dword [rcx+0xc], 1
+            0xc3, // ret
+            0x48, 0x89, 0x51, 0x10, // sleepers: mov [rcx+0x10], rdx (still ours)
+            0xc7, 0x41, 0x0c, 0x01, 0x00, 0x00, 0x00, // mov dword [rcx+0xc], 1
+        ],
+        true,
+    ),
+    (
+        "AcquireSRWLockExclusive",
+        &[
+            0x31, 0xc0, // xor eax, eax
+            0xba, 0x00, 0x00, 0x00, 0x80, // mov edx, WRITER
+            0xf0, 0x0f, 0xb1, 0x11, // lock cmpxchg [rcx], edx
+            0x75, 0x01, // jne slow
+            0xc3, // ret
+        ],
+        true,
+    ),
+    (
+        "ReleaseSRWLockExclusive",
+        &[
+            0xb8, 0x00, 0x00, 0x00, 0x80, // mov eax, WRITER
+            0x31, 0xd2, // xor edx, edx
+            0xf0, 0x0f, 0xb1, 0x11, // lock cmpxchg [rcx], edx
+            0x75, 0x01, // jne slow (sleepers to wake)
+            0xc3, // ret
+        ],
+        true,
+    ),
+    (
+        "AcquireSRWLockShared",
+        &[
+            0x8b, 0x01, // mov eax, [rcx]
+            0xa9, 0x00, 0x00, 0x00, 0x80, // test eax, WRITER
+            0x75, 0x0a, // jnz slow
+            0x8d, 0x50, 0x01, // lea edx, [rax+1]
+            0xf0, 0x0f, 0xb1, 0x11, // lock cmpxchg [rcx], edx
+            0x75, 0x01, // jne slow
+            0xc3, // ret
+        ],
+        true,
+    ),
+    (
+        "ReleaseSRWLockShared",
+        &[
+            0x8b, 0x01, // mov eax, [rcx]
+            0xa9, 0x00, 0x00, 0x00, 0xc0, // test eax, WRITER | WAITERS
+            0x75, 0x0a, // jnz slow
+            0x8d, 0x50, 0xff, // lea edx, [rax-1]
+            0xf0, 0x0f, 0xb1, 0x11, // lock cmpxchg [rcx], edx
+            0x75, 0x01, // jne slow
+            0xc3, // ret
+        ],
+        true,
+    ),
+    (
+        "TlsGetValue",
+        &[
+            0x83, 0xf9, 0x40, // cmp ecx, 64
+            0x73, 0x18, // jae slow (expansion slots, bad indices)
+            0x65, 0xc7, 0x04, 0x25, 0x68, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, // mov dword gs:[0x68], 0
+            0x89, 0xc9, // mov ecx, ecx
+            0x65, 0x48, 0x8b, 0x04, 0xcd, 0x80, 0x14, 0x00, 0x00, // mov rax, gs:[0x1480+rcx*8]
+            0xc3, // ret
+        ],
+        true,
+    ),
+    (
+        "TlsSetValue",
+        &[
+            0x83, 0xf9, 0x40, // cmp ecx, 64
+            0x73, 0x11, // jae slow
+            0x89, 0xc9, // mov ecx, ecx
+            0x65, 0x48, 0x89, 0x14, 0xcd, 0x80, 0x14, 0x00, 0x00, // mov gs:[0x1480+rcx*8], rdx
+            0xb8, 0x01, 0x00, 0x00, 0x00, // mov eax, 1
+            0xc3, // ret
+        ],
+        true,
+    ),
+    (
+        "GetCurrentThreadId",
+        &[
+            0x65, 0x8b, 0x04, 0x25, 0x48, 0x00, 0x00, 0x00, // mov eax, gs:[0x48]
+            0xc3, // ret
+        ],
+        false,
+    ),
+];
+
+/// The fast paths laid out from `at`: their code, and for each the stub
+/// number of its export (whose imports bind to the fast path instead) and
+/// its address. `stub_of(name)` is (stub number, address) of a kernel32
+/// export.
+pub(crate) fn fast_paths(at: u64, stub_of: impl Fn(&str) -> Option<(usize, u64)>) -> (Vec<u8>, Vec<(usize, u64)>) {
+    let mut code = Vec::new();
+    let mut bound = Vec::new();
+    for (name, body, falls_through) in FAST_PATHS {
+        let Some((n, stub)) = stub_of(name) else { continue };
+        // 16-byte aligned entries.
+        while !code.len().is_multiple_of(16) {
+            code.push(0xcc);
+        }
+        let start = at + code.len() as u64;
+        code.extend_from_slice(body);
+        if *falls_through {
+            let next = at + code.len() as u64 + 5;
+            code.push(0xe9); // jmp rel32 to the stub
+            code.extend_from_slice(&(stub.wrapping_sub(next) as u32).to_le_bytes());
+        }
+        bound.push((n, start));
+    }
+    (code, bound)
+}
+
 // ----- guest-memory locks -----
 
 /// The guest's 4-byte word at `addr` as an atomic. It must be aligned and
@@ -656,29 +841,31 @@ fn deadline_of(ms: u32) -> Option<Instant> {
     timeout_of(ms).map(|d| Instant::now() + d)
 }
 
-/// CRITICAL_SECTION (x64): DebugInfo 0, LockCount 8 (-1 free, else the
-/// number of threads in Enter beyond the owner's first), RecursionCount
-/// 0xc, OwningThread 0x10 (thread id), LockSemaphore 0x18 (urun: a wake
-/// count, futex word), SpinCount 0x20.
+/// CRITICAL_SECTION (x64): DebugInfo 0, LockCount 8, RecursionCount 0xc,
+/// OwningThread 0x10 (thread id), LockSemaphore 0x18 (unused), SpinCount
+/// 0x20. LockCount is the lock word and futex: -1 free, 0 held, 1 held
+/// with (possibly) sleepers. A thread leaving does not hand the lock to a
+/// sleeper: whoever comes first takes it (as Windows since Vista), so a
+/// busy lock does not cost a context switch per Enter.
 struct Cs<'a> {
-    lock_count: &'a AtomicI32,
+    lock: &'a AtomicI32,
     recursion: &'a AtomicI32,
     owner: &'a AtomicU64,
-    sem: &'a AtomicU32,
 }
 
+const CS_FREE: i32 = -1;
+const CS_HELD: i32 = 0;
+const CS_SLEEPERS: i32 = 1;
+/// How often a contended Enter looks again before sleeping.
+const CS_SPIN: u32 = 100;
+
 fn cs<'a>(c: &Call<'_>, addr: u64) -> Result<Cs<'a>, Fail> {
-    Ok(Cs {
-        lock_count: word_i32(c, addr + 8)?,
-        recursion: word_i32(c, addr + 0xc)?,
-        owner: word64(c, addr + 0x10)?,
-        sem: word(c, addr + 0x18)?,
-    })
+    Ok(Cs { lock: word_i32(c, addr + 8)?, recursion: word_i32(c, addr + 0xc)?, owner: word64(c, addr + 0x10)? })
 }
 
 fn init_cs(c: &Call<'_>, addr: u64, spin: u64) -> Res {
     let mut v = [0u8; 40];
-    v[8..12].copy_from_slice(&(-1i32).to_le_bytes());
+    v[8..12].copy_from_slice(&CS_FREE.to_le_bytes());
     v[0x20..0x28].copy_from_slice(&(spin & 0xff_ffff).to_le_bytes());
     c.write(addr, &v)?;
     Ok(1)
@@ -703,21 +890,20 @@ fn cs_enter(c: &Call<'_>, addr: u64) -> Result<(), Fail> {
     let tid = u64::from(me(c)?);
     let l = cs(c, addr)?;
     if l.owner.load(Ordering::Relaxed) == tid {
-        l.lock_count.fetch_add(1, Ordering::Acquire);
         l.recursion.fetch_add(1, Ordering::Relaxed);
         return Ok(());
     }
-    if l.lock_count.fetch_add(1, Ordering::Acquire) != -1 {
-        // Held: wait for a Leave to hand over one wake.
-        loop {
-            let v = l.sem.load(Ordering::Acquire);
-            if v > 0 {
-                if l.sem.compare_exchange(v, v - 1, Ordering::Acquire, Ordering::Relaxed).is_ok() {
-                    break;
-                }
-                continue;
+    if l.lock.compare_exchange(CS_FREE, CS_HELD, Ordering::Acquire, Ordering::Relaxed).is_err() {
+        let mut spins = 0;
+        while spins < CS_SPIN && l.lock.load(Ordering::Relaxed) != CS_FREE {
+            std::hint::spin_loop();
+            spins += 1;
+        }
+        if l.lock.compare_exchange(CS_FREE, CS_HELD, Ordering::Acquire, Ordering::Relaxed).is_err() {
+            // Mark it as having sleepers; sleep until it was free when marked.
+            while l.lock.swap(CS_SLEEPERS, Ordering::Acquire) != CS_FREE {
+                futex_wait(as_u32(l.lock), CS_SLEEPERS as u32, None);
             }
-            futex_wait(l.sem, 0, None);
         }
     }
     l.owner.store(tid, Ordering::Relaxed);
@@ -725,16 +911,20 @@ fn cs_enter(c: &Call<'_>, addr: u64) -> Result<(), Fail> {
     Ok(())
 }
 
+fn as_u32(a: &AtomicI32) -> &AtomicU32 {
+    // SAFETY: AtomicI32 and AtomicU32 have the same size and alignment.
+    unsafe { &*(a as *const AtomicI32 as *const AtomicU32) }
+}
+
 pub(crate) fn try_enter_critical_section(c: &mut Call<'_>) -> Res {
     let addr = c.arg(0)?;
     let tid = u64::from(me(c)?);
     let l = cs(c, addr)?;
     if l.owner.load(Ordering::Relaxed) == tid {
-        l.lock_count.fetch_add(1, Ordering::Acquire);
         l.recursion.fetch_add(1, Ordering::Relaxed);
         return Ok(1);
     }
-    if l.lock_count.compare_exchange(-1, 0, Ordering::Acquire, Ordering::Relaxed).is_ok() {
+    if l.lock.compare_exchange(CS_FREE, CS_HELD, Ordering::Acquire, Ordering::Relaxed).is_ok() {
         l.owner.store(tid, Ordering::Relaxed);
         l.recursion.store(1, Ordering::Relaxed);
         return Ok(1);
@@ -757,13 +947,11 @@ fn cs_leave(c: &Call<'_>, addr: u64) -> Result<(), Fail> {
         return Ok(());
     }
     if l.recursion.fetch_sub(1, Ordering::Relaxed) > 1 {
-        l.lock_count.fetch_sub(1, Ordering::Release);
         return Ok(());
     }
     l.owner.store(0, Ordering::Relaxed);
-    if l.lock_count.fetch_sub(1, Ordering::Release) > 0 {
-        l.sem.fetch_add(1, Ordering::Release);
-        futex_wake(l.sem, 1);
+    if l.lock.swap(CS_FREE, Ordering::Release) == CS_SLEEPERS {
+        futex_wake(as_u32(l.lock), 1);
     }
     Ok(())
 }
@@ -1141,6 +1329,34 @@ mod tests {
         assert!(existed && a != b);
         o.with(a, None, |k| *k = Kind::Event { manual: true, set: true });
         assert_eq!(o.wait(&[b], false, Some(Duration::ZERO), 1, None), Waited::Signaled { i: 0, abandoned: false });
+    }
+
+    /// Every fast path decodes to whole instructions, and those that fall
+    /// through end in a jump to their stub.
+    #[test]
+    fn fast_paths_decode_and_reach_their_stubs() {
+        let at = 0x7ff0_0001_0000;
+        let stub = |name: &str| Some((name.len(), 0x7ff0_0000_0000 + 16 * name.len() as u64));
+        let (code, bound) = fast_paths(at, stub);
+        assert_eq!(bound.len(), FAST_PATHS.len());
+        for (i, (name, _, falls)) in FAST_PATHS.iter().enumerate() {
+            let start = (bound[i].1 - at) as usize;
+            let end = bound.get(i + 1).map_or(code.len(), |b| (b.1 - at) as usize);
+            let mut d = iced_x86::Decoder::with_ip(64, &code[start..end], bound[i].1, iced_x86::DecoderOptions::NONE);
+            let mut last = iced_x86::Instruction::default();
+            for ins in &mut d {
+                if ins.code() == iced_x86::Code::Int3 {
+                    break;
+                }
+                assert!(!ins.is_invalid(), "{name}: invalid instruction at {:#x}", ins.ip());
+                last = ins;
+            }
+            if *falls {
+                assert_eq!(last.near_branch_target(), stub(name).unwrap().1, "{name}");
+            } else {
+                assert_eq!(last.code(), iced_x86::Code::Retnq, "{name}");
+            }
+        }
     }
 
     #[test]
