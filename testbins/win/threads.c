@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <errno.h>
 
 #ifdef _WIN32
 #include <windows.h>
@@ -192,7 +193,7 @@ static THREAD_FN(consume) {
     return 0;
 }
 
-/* 4. Thread-local storage: the compiler's and the OS's. */
+/* 4. Thread-local storage: the compiler's, the OS's, errno. */
 static _Thread_local int tls_var = 7;
 static key_t_ key;
 static gate_t gate;
@@ -202,10 +203,11 @@ static THREAD_FN(tls_check) {
     int ok = tls_var == 7 && key_get(key) == NULL;
     tls_var = 100 + n;
     key_set(key, (void *)(size_t)(200 + n));
+    errno = 300 + n;
     gate_wait(&gate); /* every thread has set its own before any checks */
     for (int i = 0; i < 50; i++) {
         if (i % 10 == 0) yield();
-        ok = ok && tls_var == 100 + n && key_get(key) == (void *)(size_t)(200 + n);
+        ok = ok && tls_var == 100 + n && key_get(key) == (void *)(size_t)(200 + n) && errno == 300 + n;
     }
     tls_ok[n] = ok;
     return 0;

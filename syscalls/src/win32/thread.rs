@@ -44,6 +44,8 @@ struct Rec {
     blocks: Vec<u64>,
     /// _beginthread: the handle closes itself when the thread ends.
     auto_close: Option<u64>,
+    /// Its msvcrt `errno` (0: the process's, for the first thread).
+    errno: u64,
 }
 
 /// What every thread of the process shares about threads.
@@ -85,7 +87,13 @@ impl Threads {
 pub(crate) fn register_main(p: &Process, teb: u64, tid: u32) {
     let obj = p.objects.new_thread(0);
     p.objects.set_thread_id(obj, tid);
-    lock(&p.threads.recs).insert(teb, Rec { tid, obj, stack: (0, 0), blocks: Vec::new(), auto_close: None });
+    lock(&p.threads.recs).insert(teb, Rec { tid, obj, stack: (0, 0), blocks: Vec::new(), auto_close: None, errno: 0 });
+}
+
+/// The calling thread's msvcrt `errno`, None for the first thread (whose
+/// is the process's data object).
+pub(crate) fn errno_addr(c: &Call<'_>) -> Option<u64> {
+    lock(&c.p.threads.recs).get(&c.cpu.gs_base).map(|r| r.errno).filter(|a| *a != 0)
 }
 
 /// The calling thread's own thread object.
@@ -194,15 +202,15 @@ fn spawn(
         forget(p, teb, obj, (lo, reserve), &blocks);
         return Err(ERROR_NOT_ENOUGH_MEMORY);
     };
-    let rec = Rec { tid: 0, obj, stack: (lo, reserve), blocks, auto_close: auto_close.then_some(handle) };
+    // Its errno: the TEB's last 16 bytes (past every field Windows has).
+    let errno = teb + TEB_SIZE - 16;
+    let rec = Rec { tid: 0, obj, stack: (lo, reserve), blocks, auto_close: auto_close.then_some(handle), errno };
     lock(&t.recs).insert(teb, rec);
 
-    let mut cpu = CpuState::default();
-    cpu.rip = t.entry;
+    let mut cpu = CpuState { rip: t.entry, gs_base: teb, ..CpuState::default() };
     cpu.gpr[reg::RSP] = top - 8;
     cpu.gpr[reg::RBX] = start;
     cpu.gpr[reg::R12] = param;
-    cpu.gs_base = teb;
     cpu.x87.fcw = 0x027f;
     let p: Arc<Process> = p.clone();
     let (tx, rx) = mpsc::channel::<Result<u32, String>>();
