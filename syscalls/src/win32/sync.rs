@@ -278,7 +278,8 @@ impl Objects {
         let mut t = self.table();
         for o in t.objs.values_mut() {
             if let Kind::Mutex { owner, count, abandoned } = &mut o.kind {
-                if *owner == tid {
+                // (tid 0: a thread that never ran owns nothing.)
+                if *owner == tid && tid != 0 {
                     *owner = 0;
                     *count = 0;
                     *abandoned = true;

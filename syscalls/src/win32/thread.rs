@@ -337,7 +337,9 @@ pub(crate) fn create_thread(c: &mut Call<'_>) -> Res {
 /// _beginthreadex(security, stack size, start, arg, flags, *tid): as
 /// CreateThread, errno EAGAIN/EINVAL and 0 on failure.
 pub(crate) fn begin_thread_ex(c: &mut Call<'_>) -> Res {
-    let (size, start, param, flags, tid_out) = (c.arg(1)?, c.arg(2)?, c.arg(3)?, c.arg(4)? as u32, c.arg(5)?);
+    // The stack size is an `unsigned` here (SIZE_T for CreateThread).
+    let (size, start, param, flags, tid_out) =
+        (u64::from(c.arg(1)? as u32), c.arg(2)?, c.arg(3)?, c.arg(4)? as u32, c.arg(5)?);
     match spawn(c, size, start, param, flags, false) {
         Ok((h, tid)) => {
             if tid_out != 0 {
@@ -356,7 +358,7 @@ pub(crate) fn begin_thread_ex(c: &mut Call<'_>) -> Res {
 /// _beginthread(start, stack size, arg): the handle closes itself when the
 /// thread ends; -1 on failure.
 pub(crate) fn begin_thread(c: &mut Call<'_>) -> Res {
-    let (start, size, param) = (c.arg(0)?, c.arg(1)?, c.arg(2)?);
+    let (start, size, param) = (c.arg(0)?, u64::from(c.arg(1)? as u32), c.arg(2)?);
     match spawn(c, size, start, param, 0, true) {
         Ok((h, _)) => Ok(h),
         Err(e) => {
