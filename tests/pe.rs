@@ -254,6 +254,66 @@ fn c_specific_handler_runs_scope_tables() {
     }
 }
 
+/// Threads: a counter under a recursive critical section, exit codes,
+/// producer/consumer over an SRW lock and condition variables, `_Thread_local`
+/// and TlsAlloc per thread behind an event (pthreads in the Linux build).
+#[test]
+fn threads_locks_condition_variables_tls() {
+    same_as_linux("pe::threads_locks_condition_variables_tls", "threads", &[], &[]);
+}
+
+/// The process ends with main's status while other threads still run (one
+/// spinning, one sleeping); and when main ends only itself (ExitThread,
+/// pthread_exit), a worker's exit() still ends the process.
+#[test]
+fn exit_with_threads_still_running() {
+    same_as_linux("pe::exit_with_threads_still_running", "threads", &["exit", "3"], &[]);
+    same_as_linux("pe::exit_with_threads_still_running", "threads", &["exitthread"], &[]);
+}
+
+/// std::thread, std::mutex, std::condition_variable, thread_local and
+/// std::async: mingw's posix-threads g++ (winpthreads, static) against g++.
+#[test]
+fn cxx_std_threads() {
+    let test = "pe::cxx_std_threads";
+    let Some(dir) = win_out(test) else { return };
+    if !dir.join("cxxthreads.exe").is_file() {
+        report_skip(test, "x86_64-w64-mingw32-g++-posix is not installed (Debian: g++-mingw-w64-x86-64-posix)");
+        return;
+    }
+    same_as_linux_builds(test, "cxxthreads", &["cxxthreads.exe".into()], &[], &[]);
+}
+
+/// Events, mutexes, semaphores, waits on bad handles and with timeouts,
+/// suspended threads, InitOnce, WaitOnAddress, TLS and FLS callbacks, the
+/// image's static TLS, SLists: results as Windows documents them
+/// (testbins/win/synch.expected; no Linux twin to compare with).
+#[test]
+fn synchronisation_as_windows_documents() {
+    let Some(dir) = win_out("pe::synchronisation_as_windows_documents") else { return };
+    let want = std::fs::read_to_string(repo_root().join("testbins/win/synch.expected")).expect("synch.expected");
+    for engine in ENGINES {
+        if !engine_or_skip(engine, &format!("pe::synchronisation_as_windows_documents under {engine}")) {
+            continue;
+        }
+        let o = run_urun(engine, &dir.join("synch.exe"), &[], &[]);
+        let got = String::from_utf8_lossy(&crlf_to_lf(&o.stdout)).into_owned();
+        let diff: Vec<String> = want
+            .lines()
+            .zip(got.lines().chain(std::iter::repeat("<missing>")))
+            .filter(|(w, g)| w != g)
+            .map(|(w, g)| format!("want {w:?}, got {g:?}"))
+            .collect();
+        assert!(
+            diff.is_empty() && o.code == Some(0),
+            "{engine}: {} {}\n  {}",
+            o.status_text(),
+            o.stderr_text(),
+            diff.join("\n  ")
+        );
+    }
+}
+
 /// GetProcAddress finds what urun implements and gives NULL with
 /// ERROR_PROC_NOT_FOUND for the rest; calling an unimplemented import
 /// names it and ends the program with status 126. (urun's own behaviour:
@@ -470,13 +530,6 @@ fn cxx_with_the_runtime_dlls_matches_gxx() {
             continue;
         }
         let mut got = run_urun(engine, &exe, &["a", "b"], &[("URUN_DLL_PATH", &rt)]);
-        let err = got.stderr_text();
-        // The C++ runtime DLLs' start-up needs functions other parts of the
-        // Win32 personality provide (semaphores: threads).
-        if got.code == Some(126) && err.starts_with("urun: unimplemented: ") {
-            report_skip(test, &format!("the C++ runtime DLLs call what urun lacks: {}", err.trim()));
-            return;
-        }
         got.stdout = crlf_to_lf(&got.stdout);
         got.stderr = crlf_to_lf(&got.stderr);
         for p in compare_runs(&native, &got) {

@@ -5,7 +5,7 @@ use urun_cpu::{Placement, Prot};
 
 use super::abi::{Call, Fail, Res};
 use super::lock;
-use super::teb::{PROCESS_HEAP, TEB_LAST_ERROR, TEB_TID, TEB_TLS_SLOTS, TLS_SLOTS};
+use super::teb::{PROCESS_HEAP, TEB_LAST_ERROR, TEB_TID};
 
 pub(crate) const ERROR_INVALID_HANDLE: u32 = 6;
 pub(crate) const ERROR_INVALID_PARAMETER: u32 = 87;
@@ -144,6 +144,9 @@ pub(crate) fn read_file(c: &mut Call<'_>) -> Res {
 
 pub(crate) fn close_handle(c: &mut Call<'_>) -> Res {
     let h = c.arg(0)?;
+    if let Some(r) = super::sync::close(c, h) {
+        return Ok(r);
+    }
     match handle_fd(h) {
         Some(fd) if fd > 2 => {
             // SAFETY: closing a descriptor the guest opened through urun.
@@ -180,16 +183,6 @@ pub(crate) fn get_startup_info(c: &mut Call<'_>) -> Res {
     si[0..4].copy_from_slice(&104u32.to_le_bytes());
     c.write(p, &si)?;
     Ok(0)
-}
-
-pub(crate) fn init_critical_section(c: &mut Call<'_>) -> Res {
-    // One thread for now: a CRITICAL_SECTION is 40 bytes of zeros with
-    // LockCount -1.
-    let cs = c.arg(0)?;
-    let mut v = vec![0u8; 40];
-    v[8..12].copy_from_slice(&(-1i32).to_le_bytes());
-    c.write(cs, &v)?;
-    Ok(1)
 }
 
 /// Code pages urun treats as UTF-8: CP_ACP, CP_OEMCP, CP_THREAD_ACP, UTF-8.
@@ -249,43 +242,6 @@ pub(crate) fn wide_char_to_multi_byte(c: &mut Call<'_>) -> Res {
     }
     c.write(dst, &bytes)?;
     Ok(bytes.len() as u64)
-}
-
-pub(crate) fn sleep(c: &mut Call<'_>) -> Res {
-    let ms = c.arg(0)? as u32;
-    if ms != u32::MAX {
-        std::thread::sleep(std::time::Duration::from_millis(u64::from(ms)));
-    }
-    Ok(0)
-}
-
-pub(crate) fn tls_alloc(c: &mut Call<'_>) -> Res {
-    let mut next = lock(&c.p.tls_next);
-    if *next >= TLS_SLOTS {
-        return Ok(u64::from(u32::MAX));
-    }
-    *next += 1;
-    Ok(u64::from(*next - 1))
-}
-
-pub(crate) fn tls_get_value(c: &mut Call<'_>) -> Res {
-    let i = c.arg(0)? as u32;
-    if i >= TLS_SLOTS {
-        set_error(c, ERROR_INVALID_PARAMETER)?;
-        return Ok(0);
-    }
-    set_error(c, 0)?;
-    c.u64_at(c.cpu.gs_base + TEB_TLS_SLOTS + 8 * u64::from(i))
-}
-
-pub(crate) fn tls_set_value(c: &mut Call<'_>) -> Res {
-    let (i, v) = (c.arg(0)? as u32, c.arg(1)?);
-    if i >= TLS_SLOTS {
-        set_error(c, ERROR_INVALID_PARAMETER)?;
-        return Ok(0);
-    }
-    c.put_u64(c.cpu.gs_base + TEB_TLS_SLOTS + 8 * u64::from(i), v)?;
-    Ok(1)
 }
 
 /// PAGE_* protection constants and urun's `Prot`.
@@ -467,6 +423,10 @@ pub(crate) fn system_time_as_file_time(c: &mut Call<'_>) -> Res {
 
 pub(crate) fn tick_count(_: &mut Call<'_>) -> Res {
     Ok((now_ns(libc::CLOCK_MONOTONIC) / 1_000_000) & 0xffff_ffff)
+}
+
+pub(crate) fn tick_count64(_: &mut Call<'_>) -> Res {
+    Ok(now_ns(libc::CLOCK_MONOTONIC) / 1_000_000)
 }
 
 #[cfg(test)]

@@ -12,7 +12,7 @@
 //! The process starts at a small guest-side trampoline that runs the
 //! image's TLS callbacks (DLL_PROCESS_ATTACH), calls the entry point and
 //! passes its result to ExitProcess. TEB and PEB live in guest memory, with
-//! GS = TEB. One thread for now.
+//! GS = TEB. Each guest thread runs on its own host thread (`thread.rs`).
 
 mod abi;
 mod console;
@@ -25,10 +25,13 @@ mod modules;
 mod msvcrt;
 mod peb;
 mod seh;
+mod setjmp;
 mod stdio;
+mod sync;
 mod sysdll;
 mod table;
 mod teb;
+mod thread;
 mod unwind;
 
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -50,8 +53,9 @@ const MARKER: u32 = 0x5752_0000;
 /// Stub size in bytes, and where its SYSCALL ends (what RIP is at the exit).
 const STUB: u64 = 16;
 const STUB_SYSCALL_END: u64 = 10;
-/// Room for the init trampoline (DLL attach calls, then the program's).
-const TRAMPOLINE_MAX: u64 = 0x4000;
+/// Room for the trampolines (DLL attach calls, then the program's; new
+/// threads'), the fast paths and their slow stubs.
+const TRAMPOLINE_MAX: u64 = 0x6000;
 /// Where urun's system area goes (a hint): high, as Windows puts its DLLs.
 const SYSTEM_HINT: u64 = 0x7ff0_0000_0000;
 /// Status when the program calls a function urun does not implement.
@@ -154,10 +158,11 @@ pub struct Process {
     env: Vec<(Vec<u8>, u64)>,
     cmdline_a: u64,
     onexit: Mutex<Vec<u64>>,
-    tls_next: Mutex<u32>,
     /// Exception handling's process-wide state (handlers, function tables).
     seh: seh::Shared,
-    #[allow(dead_code)]
+    /// Events, mutexes, semaphores, threads: what object handles name.
+    objects: sync::Objects,
+    threads: thread::Threads,
     new_engine: EngineFactory,
 }
 
@@ -234,10 +239,35 @@ impl Process {
         code.extend(loadlib::attach_code(&attach, exit_stub));
         let callbacks = image.tls.as_ref().map(|t| t.callbacks.clone()).unwrap_or_default();
         code.extend(teb::trampoline(image.base, &callbacks, image.entry, exit_stub));
+        // New threads start in their own trampoline (thread.rs).
+        let thread_entry = sys + code.len() as u64;
+        let exit_thread = table::find(Dll::Kernel32, "ExitThread").map_or(sys, |i| stubs[i + 1].addr);
+        code.extend(thread::trampoline(image.base, &callbacks, exit_thread));
+        // The guest-code fast paths of the lock and TLS functions (sync.rs):
+        // each export's slot in kernel32's image jumps to its fast path,
+        // whose slow case falls into a stub of its own here.
+        let fast_path_of = |name: &str| table::find(Dll::Kernel32, name).map(|i| (i + 1, 0));
+        let (_, fast_stubs) = sync::fast_paths(0, fast_path_of);
+        let mut slow = std::collections::HashMap::new();
+        for (n, _) in &fast_stubs {
+            slow.insert(*n, sys + code.len() as u64);
+            code.extend_from_slice(&sysdll::stub_code(*n));
+        }
+        let slow_of = |name: &str| table::find(Dll::Kernel32, name).and_then(|i| Some((i + 1, *slow.get(&(i + 1))?)));
+        let (fast_code, fast) = sync::fast_paths(sys + code.len() as u64, slow_of);
+        code.extend(fast_code);
         if code.len() as u64 > own_len {
             return Err(StartError::Setup("too many DLLs to attach".into()));
         }
         poke(&mem, sys, &code).map_err(|e| setup("the stubs", &e))?;
+        for (n, start) in fast {
+            let (Some(&slow_stub), Some(slot)) = (slow.get(&n), stubs.get_mut(n)) else { continue };
+            let mut jmp = [0xcc_u8; STUB as usize];
+            jmp[0] = 0xe9; // jmp rel32
+            jmp[1..5].copy_from_slice(&(start.wrapping_sub(slot.addr + 5) as u32).to_le_bytes());
+            poke(&mem, slot.addr, &jmp).map_err(|e| setup("the fast paths", &e))?;
+            slot.addr = slow_stub;
+        }
         mem.protect(sys, code_len, Prot::RX).map_err(|e| setup("the stubs", &e))?;
 
         let exe_name = image.path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
@@ -333,11 +363,14 @@ impl Process {
             env,
             cmdline_a,
             onexit: Mutex::new(Vec::new()),
-            tls_next: Mutex::new(0),
             seh: seh::Shared::default(),
+            objects: sync::Objects::default(),
+            threads: thread::Threads::new(&image, thread_entry),
             new_engine,
         };
         p.seh.sync_images(&lock(&p.mods).unwind_images());
+        let tid = guest_u64(&p.mem, teb + teb::TEB_TID).unwrap_or(0) as u32;
+        thread::register_main(&p, teb, tid);
         Ok((Arc::new(p), cpu))
     }
 
@@ -436,6 +469,8 @@ impl Personality for Process {
         }
         match run_loop(&self, engine, cpu, 0) {
             Ok(()) => self.exit(cpu.gpr[reg::RAX] as u32),
+            // ExitThread of the first thread: the others go on.
+            Err(Fail::Stop(Stop::ThreadExited(code))) => thread::ended(&self, cpu.gs_base, code as u32),
             Err(Fail::Stop(stop)) => stop,
             // A jump always lands in the thread's own loop; a bad pointer
             // is turned into a stop by `service`.

@@ -508,7 +508,6 @@ pub(crate) type UnwindImage = (u64, u64, Option<(u64, u64)>);
 /// What the other parts of the personality need from the registry once
 /// they are merged with it: exception handling registers each real
 /// image's `.pdata`, a new thread gets the DLLs' TLS blocks.
-#[allow(dead_code)] // for seh.rs and thread.rs
 impl Modules {
     /// Each real image (the program and the DLLs): base, size and its
     /// `.pdata` (absolute address, length in bytes).

@@ -61,11 +61,11 @@ pub(crate) fn p_acmdln(c: &mut Call<'_>) -> Res {
 }
 
 pub(crate) fn errno_ptr(c: &mut Call<'_>) -> Res {
-    Ok(c.p.data(DataObj::Errno))
+    Ok(super::thread::errno_addr(c).unwrap_or(c.p.data(DataObj::Errno)))
 }
 
 pub(crate) fn set_errno(c: &Call<'_>, e: i32) -> Result<(), Fail> {
-    c.put_u32(c.p.data(DataObj::Errno), e as u32)
+    c.put_u32(super::thread::errno_addr(c).unwrap_or(c.p.data(DataObj::Errno)), e as u32)
 }
 
 /// Call each non-null function pointer in [start, end).

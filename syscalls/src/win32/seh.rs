@@ -1119,12 +1119,6 @@ pub(crate) fn c_specific_handler(c: &mut Call<'_>) -> Res {
     Ok(u64::from(EXCEPTION_CONTINUE_SEARCH_DISP))
 }
 
-/// CreateSemaphoreW while urun runs one thread: a handle nobody waits on
-/// (see table.rs).
-pub(crate) fn semaphore_stand_in(_: &mut Call<'_>) -> Res {
-    Ok(0x5e3a_0000)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -258,13 +258,16 @@ pub(crate) fn fopen(c: &mut Call<'_>) -> Res {
         set_errno(c, errno())?;
         return Ok(0);
     }
-    let Some(file) = lock(&c.p.heap).alloc_zeroed(FILE_SIZE) else {
+    // A `_FILEX`: the FILE, then the CRITICAL_SECTION mingw's _lock_file
+    // enters for streams outside `_iob` (LockCount -1: free).
+    let Some(file) = lock(&c.p.heap).alloc_zeroed(FILE_SIZE + 40) else {
         // SAFETY: closing the descriptor just opened.
         unsafe { libc::close(fd) };
         set_errno(c, libc::ENOMEM)?;
         return Ok(0);
     };
     c.put_u32(file + FILE_FD, fd as u32)?;
+    c.put_u32(file + FILE_SIZE + 8, u32::MAX)?;
     lock(&c.p.streams).map.insert(file, Stream::new(fd, text));
     Ok(file)
 }

@@ -5,7 +5,10 @@
 //! names the function when called.
 
 use super::abi::Res;
-use super::{console as o, extra as x, files as f, kernel32 as k, loadlib as l, msvcrt as c, seh as e, stdio as s};
+use super::{
+    console as o, extra as x, files as f, kernel32 as k, loadlib as l, msvcrt as c, seh as e, setjmp as j, stdio as s,
+    sync as y, thread as t,
+};
 
 /// The system DLLs urun provides.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -28,6 +31,10 @@ impl Dll {
         let n = n.strip_suffix(".dll").unwrap_or(&n);
         if n.starts_with("api-ms-win-crt-") {
             return Some(Dll::Msvcrt);
+        }
+        // The synchronisation API sets (WaitOnAddress and the rest).
+        if n.starts_with("api-ms-win-core-synch-") {
+            return Some(Dll::Kernel32);
         }
         Some(match n {
             "ntdll" => Dll::Ntdll,
@@ -71,7 +78,6 @@ pub(crate) const KNOWN_EMPTY: &[&str] = &[
     "psapi",
     "iphlpapi",
     "winmm",
-    "api-ms-win-core-synch-l1-2-0",
 ];
 
 /// An argument's kind, for `--strace`.
@@ -148,20 +154,9 @@ exports! {
     Kernel32 "GetFileType"(Handle) U32 Host(k::get_file_type);
     Kernel32 "GetStartupInfoA"(Ptr) Void Host(k::get_startup_info);
     Kernel32 "GetStartupInfoW"(Ptr) Void Host(k::get_startup_info);
-    Kernel32 "InitializeCriticalSection"(Ptr) Void Host(k::init_critical_section);
-    Kernel32 "InitializeCriticalSectionAndSpinCount"(Ptr, U32) Bool Host(k::init_critical_section);
-    Kernel32 "InitializeCriticalSectionEx"(Ptr, U32, U32) Bool Host(k::init_critical_section);
-    Kernel32 "DeleteCriticalSection"(Ptr) Void Host(k::nothing);
-    Kernel32 "EnterCriticalSection"(Ptr) Void Host(k::nothing);
-    Kernel32 "LeaveCriticalSection"(Ptr) Void Host(k::nothing);
     Kernel32 "IsDBCSLeadByteEx"(U32, U32) Bool Host(k::zero);
     Kernel32 "MultiByteToWideChar"(U32, U32, Ptr, I32, Ptr, I32) I32 Host(k::multi_byte_to_wide_char);
     Kernel32 "WideCharToMultiByte"(U32, U32, Ptr, I32, Ptr, I32, Ptr, Ptr) I32 Host(k::wide_char_to_multi_byte);
-    Kernel32 "Sleep"(U32) Void Host(k::sleep);
-    Kernel32 "TlsAlloc"() U32 Host(k::tls_alloc);
-    Kernel32 "TlsFree"(U32) Bool Host(k::one);
-    Kernel32 "TlsGetValue"(U32) Ptr Host(k::tls_get_value);
-    Kernel32 "TlsSetValue"(U32, Ptr) Bool Host(k::tls_set_value);
     Kernel32 "VirtualProtect"(Ptr, U64, U32, Ptr) Bool Host(k::virtual_protect);
     Kernel32 "VirtualQuery"(Ptr, Ptr, U64) U64 Host(k::virtual_query);
     Kernel32 "VirtualAlloc"(Ptr, U64, U32, U32) Ptr Host(k::virtual_alloc);
@@ -280,11 +275,87 @@ exports! {
     Ntdll "RtlDeleteFunctionTable"(Ptr) Bool Host(e::delete_function_table);
     Ntdll "RtlPcToFileHeader"(Ptr, Ptr) Ptr Host(e::pc_to_file_header);
     Ntdll "__C_specific_handler"(Ptr, Ptr, Ptr, Ptr) I32 Host(e::c_specific_handler);
-    // libgcc's win32 mutexes (the C++ exception pool's) make a semaphore at
-    // start-up, used only when contended: one thread has no contention.
-    // A stand-in until the threads work (thread.rs, sync.rs) replaces it.
-    Kernel32 "CreateSemaphoreW"(Ptr, I32, I32, Ptr) Handle Host(e::semaphore_stand_in);
+    Kernel32 "GetTickCount64"() U64 Host(k::tick_count64);
+    // ----- kernel32: threads (thread.rs) -----
+    Kernel32 "CreateThread"(Ptr, U64, Ptr, Ptr, U32, Ptr) Handle Host(t::create_thread);
+    Kernel32 "ExitThread"(U32) NoReturn Host(t::exit_thread);
+    Kernel32 "GetExitCodeThread"(Handle, Ptr) Bool Host(t::get_exit_code_thread);
+    Kernel32 "GetThreadId"(Handle) U32 Host(t::get_thread_id);
+    Kernel32 "ResumeThread"(Handle) U32 Host(t::resume_thread);
+    Kernel32 "SuspendThread"(Handle) U32 Host(t::suspend_thread);
+    Kernel32 "SetThreadPriority"(Handle, I32) Bool Host(t::set_thread_priority);
+    Kernel32 "GetThreadPriority"(Handle) I32 Host(t::get_thread_priority);
+    Kernel32 "SwitchToThread"() Bool Host(t::switch_to_thread);
+    Kernel32 "Sleep"(U32) Void Host(t::sleep);
+    Kernel32 "SleepEx"(U32, I32) U32 Host(t::sleep);
+    Kernel32 "GetProcessAffinityMask"(Handle, Ptr, Ptr) Bool Host(t::get_process_affinity_mask);
+    Kernel32 "TlsAlloc"() U32 Host(t::tls_alloc);
+    Kernel32 "TlsFree"(U32) Bool Host(t::tls_free);
+    Kernel32 "TlsGetValue"(U32) Ptr Host(t::tls_get_value);
+    Kernel32 "TlsSetValue"(U32, Ptr) Bool Host(t::tls_set_value);
+    Kernel32 "FlsAlloc"(Ptr) U32 Host(t::fls_alloc);
+    Kernel32 "FlsFree"(U32) Bool Host(t::fls_free);
+    Kernel32 "FlsGetValue"(U32) Ptr Host(t::fls_get_value);
+    Kernel32 "FlsSetValue"(U32, Ptr) Bool Host(t::fls_set_value);
+    // ----- kernel32: synchronisation (sync.rs) -----
+    Kernel32 "InitializeCriticalSection"(Ptr) Void Host(y::init_critical_section);
+    Kernel32 "InitializeCriticalSectionAndSpinCount"(Ptr, U32) Bool Host(y::init_critical_section_spin);
+    Kernel32 "InitializeCriticalSectionEx"(Ptr, U32, U32) Bool Host(y::init_critical_section_spin);
+    Kernel32 "DeleteCriticalSection"(Ptr) Void Host(k::nothing);
+    Kernel32 "EnterCriticalSection"(Ptr) Void Host(y::enter_critical_section);
+    Kernel32 "TryEnterCriticalSection"(Ptr) Bool Host(y::try_enter_critical_section);
+    Kernel32 "LeaveCriticalSection"(Ptr) Void Host(y::leave_critical_section);
+    Kernel32 "InitializeSRWLock"(Ptr) Void Host(y::init_srw_lock);
+    Kernel32 "AcquireSRWLockExclusive"(Ptr) Void Host(y::acquire_srw_exclusive);
+    Kernel32 "AcquireSRWLockShared"(Ptr) Void Host(y::acquire_srw_shared);
+    Kernel32 "TryAcquireSRWLockExclusive"(Ptr) Bool Host(y::try_acquire_srw_exclusive);
+    Kernel32 "TryAcquireSRWLockShared"(Ptr) Bool Host(y::try_acquire_srw_shared);
+    Kernel32 "ReleaseSRWLockExclusive"(Ptr) Void Host(y::release_srw_exclusive);
+    Kernel32 "ReleaseSRWLockShared"(Ptr) Void Host(y::release_srw_shared);
+    Kernel32 "InitializeConditionVariable"(Ptr) Void Host(y::init_condition_variable);
+    Kernel32 "SleepConditionVariableCS"(Ptr, Ptr, U32) Bool Host(y::sleep_condition_variable_cs);
+    Kernel32 "SleepConditionVariableSRW"(Ptr, Ptr, U32, U32) Bool Host(y::sleep_condition_variable_srw);
+    Kernel32 "WakeConditionVariable"(Ptr) Void Host(y::wake_condition_variable);
+    Kernel32 "WakeAllConditionVariable"(Ptr) Void Host(y::wake_all_condition_variable);
+    Kernel32 "InitOnceInitialize"(Ptr) Void Host(y::init_srw_lock);
+    Kernel32 "InitOnceExecuteOnce"(Ptr, Ptr, Ptr, Ptr) Bool Host(y::init_once_execute_once);
+    Kernel32 "InitOnceBeginInitialize"(Ptr, U32, Ptr, Ptr) Bool Host(y::init_once_begin_initialize);
+    Kernel32 "InitOnceComplete"(Ptr, U32, Ptr) Bool Host(y::init_once_complete);
+    Kernel32 "WaitOnAddress"(Ptr, Ptr, U64, U32) Bool Host(y::wait_on_address);
+    Kernel32 "WakeByAddressSingle"(Ptr) Void Host(y::wake_by_address);
+    Kernel32 "WakeByAddressAll"(Ptr) Void Host(y::wake_by_address);
+    Kernel32 "CreateEventA"(Ptr, I32, I32, StrA) Handle Host(y::create_event_a);
+    Kernel32 "CreateEventW"(Ptr, I32, I32, StrW) Handle Host(y::create_event_w);
+    Kernel32 "CreateEventExA"(Ptr, StrA, U32, U32) Handle Host(y::create_event_ex_a);
+    Kernel32 "CreateEventExW"(Ptr, StrW, U32, U32) Handle Host(y::create_event_ex_w);
+    Kernel32 "SetEvent"(Handle) Bool Host(y::set_event);
+    Kernel32 "ResetEvent"(Handle) Bool Host(y::reset_event);
+    Kernel32 "CreateMutexA"(Ptr, I32, StrA) Handle Host(y::create_mutex_a);
+    Kernel32 "CreateMutexW"(Ptr, I32, StrW) Handle Host(y::create_mutex_w);
+    Kernel32 "ReleaseMutex"(Handle) Bool Host(y::release_mutex);
+    Kernel32 "CreateSemaphoreA"(Ptr, I32, I32, StrA) Handle Host(y::create_semaphore_a);
+    Kernel32 "CreateSemaphoreW"(Ptr, I32, I32, StrW) Handle Host(y::create_semaphore_w);
+    Kernel32 "ReleaseSemaphore"(Handle, I32, Ptr) Bool Host(y::release_semaphore);
+    Kernel32 "WaitForSingleObject"(Handle, U32) U32 Host(y::wait_for_single_object);
+    Kernel32 "WaitForSingleObjectEx"(Handle, U32, I32) U32 Host(y::wait_for_single_object);
+    Kernel32 "WaitForMultipleObjects"(U32, Ptr, I32, U32) U32 Host(y::wait_for_multiple_objects);
+    Kernel32 "WaitForMultipleObjectsEx"(U32, Ptr, I32, U32, I32) U32 Host(y::wait_for_multiple_objects);
+    Kernel32 "DuplicateHandle"(Handle, Handle, Handle, Ptr, U32, I32, U32) Bool Host(y::duplicate_handle);
+    Kernel32 "GetHandleInformation"(Handle, Ptr) Bool Host(y::get_handle_information);
+    Kernel32 "InitializeSListHead"(Ptr) Void Host(y::initialize_slist_head);
+    Kernel32 "InterlockedPushEntrySList"(Ptr, Ptr) Ptr Host(y::interlocked_push_entry_slist);
+    Kernel32 "InterlockedPushListSListEx"(Ptr, Ptr, Ptr, U32) Ptr Host(y::interlocked_push_list_slist);
+    Kernel32 "InterlockedPopEntrySList"(Ptr) Ptr Host(y::interlocked_pop_entry_slist);
+    Kernel32 "InterlockedFlushSList"(Ptr) Ptr Host(y::interlocked_flush_slist);
+    Kernel32 "QueryDepthSList"(Ptr) U32 Host(y::query_depth_slist);
     // ----- msvcrt (and ucrtbase) -----
+    Msvcrt "_beginthreadex"(Ptr, U32, Ptr, Ptr, U32, Ptr) Ptr Host(t::begin_thread_ex);
+    Msvcrt "_beginthread"(Ptr, U32, Ptr) Ptr Host(t::begin_thread);
+    Msvcrt "_endthreadex"(U32) NoReturn Host(t::exit_thread);
+    Msvcrt "_endthread"() NoReturn Host(t::end_thread);
+    Msvcrt "_setjmp"(Ptr, Ptr) I32 Host(j::setjmp);
+    Msvcrt "_setjmpex"(Ptr, Ptr) I32 Host(j::setjmp);
+    Msvcrt "longjmp"(Ptr, I32) NoReturn Host(j::longjmp);
     Msvcrt "__getmainargs"(Ptr, Ptr, Ptr, I32, Ptr) I32 Host(c::getmainargs);
     Msvcrt "__wgetmainargs"(Ptr, Ptr, Ptr, I32, Ptr) I32 Host(o::wgetmainargs);
     Msvcrt "_wfopen"(StrW, StrW) Ptr Host(o::wfopen);
@@ -444,6 +515,7 @@ mod tests {
             ("msvcrt.dll", Some(Dll::Msvcrt)),
             ("api-ms-win-crt-stdio-l1-1-0.dll", Some(Dll::Msvcrt)),
             ("USER32.dll", Some(Dll::Other("user32"))),
+            ("api-ms-win-core-synch-l1-2-0.dll", Some(Dll::Kernel32)),
             ("libgcrypt-20.dll", None),
         ];
         for (name, want) in cases {

@@ -20,7 +20,7 @@ pub(crate) const TEB_LAST_ERROR: u64 = 0x68;
 /// 64 TlsAlloc slots.
 pub(crate) const TEB_TLS_SLOTS: u64 = 0x1480;
 pub(crate) const TLS_SLOTS: u32 = 64;
-const TEB_SIZE: u64 = 0x2000;
+pub(crate) const TEB_SIZE: u64 = 0x2000;
 /// PEB fields.
 const PEB_IMAGE_BASE: u64 = 0x10;
 const PEB_PROCESS_HEAP: u64 = 0x30;
