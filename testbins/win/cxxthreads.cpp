@@ -9,6 +9,7 @@
 #include <future>
 #include <mutex>
 #include <numeric>
+#include <stdexcept>
 #include <thread>
 #include <vector>
 
@@ -75,6 +76,31 @@ int main() {
         return std::accumulate(v.begin(), v.end(), 0);
     });
     std::printf("async %d\n", f.get());
+
+    // Exceptions thrown and caught in several threads at once, and one
+    // carried out of a thread by a future.
+    std::atomic<int> caught{0};
+    ts.clear();
+    for (int i = 0; i < 4; i++)
+        ts.emplace_back([&, i] {
+            for (int k = 0; k < 50; k++) {
+                try {
+                    if (k % 2) throw std::runtime_error("odd");
+                    throw k + i;
+                } catch (const std::runtime_error &) {
+                    caught++;
+                } catch (int) {
+                    caught++;
+                }
+            }
+        });
+    for (auto &t : ts) t.join();
+    auto bad = std::async(std::launch::async, []() -> int { throw std::runtime_error("from a thread"); });
+    try {
+        bad.get();
+    } catch (const std::exception &e) {
+        std::printf("caught %d in threads, then \"%s\"\n", caught.load(), e.what());
+    }
     std::this_thread::sleep_for(std::chrono::milliseconds(5));
     std::printf("done\n");
     return 0;
