@@ -179,8 +179,8 @@ pub fn skip_reason(code: Code) -> Option<&'static str> {
     }
     match code.mnemonic() {
         Cpuid => return Some("CPUID: urun reports its own CPU model by design (cpuid.rs), not the host's"),
-        Xgetbv | Xsave | Xsave64 | Xrstor | Xrstor64 => {
-            return Some("XCR0 is the CPU model's by design (x87|SSE|AVX), not the host's (AVX-512 state too); XSAVE/XRSTOR round trips run in tests/cpu_models.rs' programs")
+        Xgetbv => {
+            return Some("XCR0 is the CPU model's by design (x87|SSE|AVX), not the host's (AVX-512 state too); the XSAVE family is compared with EDX:EAX within the model's XCR0")
         }
         Rdtsc | Rdtscp => return Some("time stamp counter: differs between any two reads"),
         Rdrand | Rdseed => return Some("random number: differs between any two reads"),
@@ -611,6 +611,17 @@ fn try_generate(code: Code, rng: &mut Rng, window: u64, ip: u64) -> Result<Case,
         mem[at..at + 8].copy_from_slice(&t.to_le_bytes());
         target = Some(t);
     }
+    let xsave_family =
+        matches!(mnemonic, Xsave | Xsave64 | Xsaveopt | Xsaveopt64 | Xsavec | Xsavec64 | Xrstor | Xrstor64);
+    if xsave_family {
+        // The requested-feature bitmap within the model's XCR0, which the
+        // host's XCR0 contains: both sides then save and load the same
+        // components (the whole XCR0 half the time).
+        let xcr0 = crate::cpuid::model().xcr0();
+        let low = if rng.below(2) == 0 { xcr0 } else { rng.next() & xcr0 };
+        s.gpr[reg::RAX] = (rng.next() & !0xffff_ffff) | low;
+        s.gpr[reg::RDX] = rng.next() & !0xffff_ffff;
+    }
     if matches!(mnemonic, Enter | Leave) {
         s.gpr[reg::RBP] = window + 0x2800 + 8 * rng.below(64);
     }
@@ -630,7 +641,7 @@ fn try_generate(code: Code, rng: &mut Rng, window: u64, ip: u64) -> Result<Case,
     let mut ea = None;
     if let Some(i) = mem_op {
         let size = insn.memory_size().size().max(1);
-        let align = size.next_power_of_two().min(16);
+        let align = if xsave_family { 64 } else { size.next_power_of_two().min(16) };
         let lo = if matches!(mnemonic, Bt | Bts | Btr | Btc) { 0x1000 } else { 0 };
         let mut off = lo + (rng.below(0x1000) as usize & !(align - 1));
         if rng.below(8) == 0 {
@@ -712,7 +723,7 @@ fn try_generate(code: Code, rng: &mut Rng, window: u64, ip: u64) -> Result<Case,
         // status words have no exception pending (ES, B): the host would
         // trap on its next waiting instruction.
         match mnemonic {
-            Fldcw | Fldenv | Frstor | Fxrstor | Fxrstor64 => mem[off] |= 0x3f,
+            Fldcw | Fldenv | Frstor | Fxrstor | Fxrstor64 | Xrstor | Xrstor64 => mem[off] |= 0x3f,
             _ => {}
         }
         match mnemonic {
@@ -720,7 +731,7 @@ fn try_generate(code: Code, rng: &mut Rng, window: u64, ip: u64) -> Result<Case,
                 mem[off + 4] &= !0x80;
                 mem[off + 5] &= !0x80;
             }
-            Fxrstor | Fxrstor64 => {
+            Fxrstor | Fxrstor64 | Xrstor | Xrstor64 => {
                 mem[off + 2] &= !0x80;
                 mem[off + 3] &= !0x80;
                 if rng.below(4) != 0 {
@@ -728,6 +739,25 @@ fn try_generate(code: Code, rng: &mut Rng, window: u64, ip: u64) -> Result<Case,
                 }
             }
             _ => {}
+        }
+        if matches!(mnemonic, Xrstor | Xrstor64) && off + 576 <= WINDOW {
+            // A header XRSTOR takes (mostly): XSTATE_BV within the model's
+            // XCR0, XCOMP_BV zero (standard form) or naming XSTATE_BV's
+            // components and more (compacted), zero reserved bytes.
+            let xcr0 = crate::cpuid::model().xcr0();
+            let bv = rng.next() & xcr0;
+            let comp = match rng.below(8) {
+                0..=3 => 0,
+                4..=6 => 1 << 63 | bv | (rng.next() & xcr0),
+                _ => rng.next(),
+            };
+            let h = off + 512;
+            mem[h..h + 8].copy_from_slice(&bv.to_le_bytes());
+            mem[h + 8..h + 16].copy_from_slice(&comp.to_le_bytes());
+            mem[h + 16..h + 64].fill(0);
+            if rng.below(16) == 0 {
+                mem[h + 16 + rng.below(48) as usize] = 1;
+            }
         }
         if indirect {
             let t = branch_target(rng, ip, false);
