@@ -23,6 +23,7 @@ use std::num::NonZeroUsize;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use gdbstub::arch::{Arch, Registers};
 use gdbstub::common::{Signal, Tid};
 use gdbstub::conn::ConnectionExt;
 use gdbstub::stub::state_machine::GdbStubStateMachine;
@@ -35,7 +36,6 @@ use gdbstub::target::ext::base::BaseOps;
 use gdbstub::target::ext::breakpoints::{Breakpoints, BreakpointsOps, SwBreakpoint, SwBreakpointOps};
 use gdbstub::target::{TargetError, TargetResult};
 use gdbstub_arch::x86::reg::X86_64CoreRegs;
-use gdbstub_arch::x86::X86_64_SSE;
 use urun_cpu::interp::Interpreter;
 use urun_cpu::state::{reg, sreg};
 use urun_cpu::{AddressSpace, CpuState, Engine, EngineError, Exit, Interrupt, Prot};
@@ -262,6 +262,137 @@ impl Engine for Debugged {
 
 // ---- registers ---------------------------------------------------------------
 
+/// x86-64 Linux as gdb describes it for a native process: the core and SSE
+/// registers, `orig_rax` (the Linux feature, which also turns on gdb's
+/// Linux ABI: signal frames, the shared-library list) and `fs_base` and
+/// `gs_base` (the segments feature). gdbstub_arch's `X86_64_SSE` names
+/// the core and SSE registers only.
+pub enum X86_64Linux {}
+
+impl Arch for X86_64Linux {
+    type Usize = u64;
+    type Registers = Regs;
+    type RegId = gdbstub_arch::x86::reg::id::X86_64CoreRegId;
+    type BreakpointKind = usize;
+
+    fn target_description_xml() -> Option<&'static str> {
+        Some(TARGET_XML)
+    }
+}
+
+/// The registers in target-description order: core and SSE, then
+/// `orig_rax`, `fs_base`, `gs_base`.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Regs {
+    core: X86_64CoreRegs,
+    orig_rax: u64,
+    fs_base: u64,
+    gs_base: u64,
+}
+
+/// Bytes of the core and SSE registers in a `g` packet.
+const CORE_BYTES: usize = 0x218;
+
+impl Registers for Regs {
+    type ProgramCounter = u64;
+
+    fn pc(&self) -> u64 {
+        self.core.rip
+    }
+
+    fn gdb_serialize(&self, mut write_byte: impl FnMut(Option<u8>)) {
+        self.core.gdb_serialize(&mut write_byte);
+        for v in [self.orig_rax, self.fs_base, self.gs_base] {
+            for b in v.to_le_bytes() {
+                write_byte(Some(b));
+            }
+        }
+    }
+
+    fn gdb_deserialize(&mut self, bytes: &[u8]) -> Result<(), ()> {
+        self.core.gdb_deserialize(bytes.get(..CORE_BYTES).ok_or(())?)?;
+        let mut rest = bytes[CORE_BYTES..].chunks_exact(8).map(|c| u64::from_le_bytes(c.try_into().unwrap_or([0; 8])));
+        for v in [&mut self.orig_rax, &mut self.fs_base, &mut self.gs_base] {
+            if let Some(x) = rest.next() {
+                *v = x;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The target description: gdb's register names, types and order for
+/// x86-64 Linux (core, SSE, Linux, segments), written out here.
+const TARGET_XML: &str = r#"<?xml version="1.0"?>
+<!DOCTYPE target SYSTEM "gdb-target.dtd">
+<target version="1.0">
+<architecture>i386:x86-64</architecture>
+<osabi>GNU/Linux</osabi>
+<feature name="org.gnu.gdb.i386.core">
+<flags id="i386_eflags" size="4">
+<field name="CF" start="0" end="0"/><field name="" start="1" end="1"/><field name="PF" start="2" end="2"/>
+<field name="AF" start="4" end="4"/><field name="ZF" start="6" end="6"/><field name="SF" start="7" end="7"/>
+<field name="TF" start="8" end="8"/><field name="IF" start="9" end="9"/><field name="DF" start="10" end="10"/>
+<field name="OF" start="11" end="11"/><field name="NT" start="14" end="14"/><field name="RF" start="16" end="16"/>
+<field name="VM" start="17" end="17"/><field name="AC" start="18" end="18"/><field name="VIF" start="19" end="19"/>
+<field name="VIP" start="20" end="20"/><field name="ID" start="21" end="21"/>
+</flags>
+<reg name="rax" bitsize="64" type="int64"/><reg name="rbx" bitsize="64" type="int64"/>
+<reg name="rcx" bitsize="64" type="int64"/><reg name="rdx" bitsize="64" type="int64"/>
+<reg name="rsi" bitsize="64" type="int64"/><reg name="rdi" bitsize="64" type="int64"/>
+<reg name="rbp" bitsize="64" type="data_ptr"/><reg name="rsp" bitsize="64" type="data_ptr"/>
+<reg name="r8" bitsize="64" type="int64"/><reg name="r9" bitsize="64" type="int64"/>
+<reg name="r10" bitsize="64" type="int64"/><reg name="r11" bitsize="64" type="int64"/>
+<reg name="r12" bitsize="64" type="int64"/><reg name="r13" bitsize="64" type="int64"/>
+<reg name="r14" bitsize="64" type="int64"/><reg name="r15" bitsize="64" type="int64"/>
+<reg name="rip" bitsize="64" type="code_ptr"/><reg name="eflags" bitsize="32" type="i386_eflags"/>
+<reg name="cs" bitsize="32" type="int32"/><reg name="ss" bitsize="32" type="int32"/>
+<reg name="ds" bitsize="32" type="int32"/><reg name="es" bitsize="32" type="int32"/>
+<reg name="fs" bitsize="32" type="int32"/><reg name="gs" bitsize="32" type="int32"/>
+<reg name="st0" bitsize="80" type="i387_ext"/><reg name="st1" bitsize="80" type="i387_ext"/>
+<reg name="st2" bitsize="80" type="i387_ext"/><reg name="st3" bitsize="80" type="i387_ext"/>
+<reg name="st4" bitsize="80" type="i387_ext"/><reg name="st5" bitsize="80" type="i387_ext"/>
+<reg name="st6" bitsize="80" type="i387_ext"/><reg name="st7" bitsize="80" type="i387_ext"/>
+<reg name="fctrl" bitsize="32" type="int" group="float"/><reg name="fstat" bitsize="32" type="int" group="float"/>
+<reg name="ftag" bitsize="32" type="int" group="float"/><reg name="fiseg" bitsize="32" type="int" group="float"/>
+<reg name="fioff" bitsize="32" type="int" group="float"/><reg name="foseg" bitsize="32" type="int" group="float"/>
+<reg name="fooff" bitsize="32" type="int" group="float"/><reg name="fop" bitsize="32" type="int" group="float"/>
+</feature>
+<feature name="org.gnu.gdb.i386.sse">
+<vector id="v4f" type="ieee_single" count="4"/><vector id="v2d" type="ieee_double" count="2"/>
+<vector id="v16i8" type="int8" count="16"/><vector id="v8i16" type="int16" count="8"/>
+<vector id="v4i32" type="int32" count="4"/><vector id="v2i64" type="int64" count="2"/>
+<union id="vec128">
+<field name="v4_float" type="v4f"/><field name="v2_double" type="v2d"/><field name="v16_int8" type="v16i8"/>
+<field name="v8_int16" type="v8i16"/><field name="v4_int32" type="v4i32"/><field name="v2_int64" type="v2i64"/>
+<field name="uint128" type="uint128"/>
+</union>
+<flags id="i386_mxcsr" size="4">
+<field name="IE" start="0" end="0"/><field name="DE" start="1" end="1"/><field name="ZE" start="2" end="2"/>
+<field name="OE" start="3" end="3"/><field name="UE" start="4" end="4"/><field name="PE" start="5" end="5"/>
+<field name="DAZ" start="6" end="6"/><field name="IM" start="7" end="7"/><field name="DM" start="8" end="8"/>
+<field name="ZM" start="9" end="9"/><field name="OM" start="10" end="10"/><field name="UM" start="11" end="11"/>
+<field name="PM" start="12" end="12"/><field name="FZ" start="15" end="15"/>
+</flags>
+<reg name="xmm0" bitsize="128" type="vec128" regnum="40"/><reg name="xmm1" bitsize="128" type="vec128"/>
+<reg name="xmm2" bitsize="128" type="vec128"/><reg name="xmm3" bitsize="128" type="vec128"/>
+<reg name="xmm4" bitsize="128" type="vec128"/><reg name="xmm5" bitsize="128" type="vec128"/>
+<reg name="xmm6" bitsize="128" type="vec128"/><reg name="xmm7" bitsize="128" type="vec128"/>
+<reg name="xmm8" bitsize="128" type="vec128"/><reg name="xmm9" bitsize="128" type="vec128"/>
+<reg name="xmm10" bitsize="128" type="vec128"/><reg name="xmm11" bitsize="128" type="vec128"/>
+<reg name="xmm12" bitsize="128" type="vec128"/><reg name="xmm13" bitsize="128" type="vec128"/>
+<reg name="xmm14" bitsize="128" type="vec128"/><reg name="xmm15" bitsize="128" type="vec128"/>
+<reg name="mxcsr" bitsize="32" type="i386_mxcsr" group="vector"/>
+</feature>
+<feature name="org.gnu.gdb.i386.linux">
+<reg name="orig_rax" bitsize="64" type="int" regnum="57"/>
+</feature>
+<feature name="org.gnu.gdb.i386.segments">
+<reg name="fs_base" bitsize="64" type="int"/><reg name="gs_base" bitsize="64" type="int"/>
+</feature>
+</target>
+"#;
+
 /// gdb's order: RAX RBX RCX RDX RSI RDI RBP RSP R8..R15.
 const GDB_GPR: [usize; 16] = [
     reg::RAX,
@@ -282,7 +413,13 @@ const GDB_GPR: [usize; 16] = [
     reg::R15,
 ];
 
-fn to_gdb(cpu: &CpuState, regs: &mut X86_64CoreRegs) {
+fn to_gdb(cpu: &CpuState, all: &mut Regs) {
+    // No system call is being restarted when gdb looks (as Linux reports
+    // for a thread stopped outside one).
+    all.orig_rax = u64::MAX;
+    all.fs_base = cpu.fs_base;
+    all.gs_base = cpu.gs_base;
+    let regs = &mut all.core;
     for (i, &r) in GDB_GPR.iter().enumerate() {
         regs.regs[i] = cpu.gpr[r];
     }
@@ -312,7 +449,10 @@ fn to_gdb(cpu: &CpuState, regs: &mut X86_64CoreRegs) {
     regs.mxcsr = cpu.mxcsr;
 }
 
-fn from_gdb(regs: &X86_64CoreRegs, cpu: &mut CpuState) {
+fn from_gdb(all: &Regs, cpu: &mut CpuState) {
+    cpu.fs_base = all.fs_base;
+    cpu.gs_base = all.gs_base;
+    let regs = &all.core;
     for (i, &r) in GDB_GPR.iter().enumerate() {
         cpu.gpr[r] = regs.regs[i];
     }
@@ -346,7 +486,7 @@ impl Target {
 }
 
 impl gdbstub::target::Target for Target {
-    type Arch = X86_64_SSE;
+    type Arch = X86_64Linux;
     type Error = &'static str;
 
     fn base_ops(&mut self) -> BaseOps<'_, Self::Arch, Self::Error> {
@@ -359,13 +499,13 @@ impl gdbstub::target::Target for Target {
 }
 
 impl MultiThreadBase for Target {
-    fn read_registers(&mut self, regs: &mut X86_64CoreRegs, tid: Tid) -> TargetResult<(), Self> {
+    fn read_registers(&mut self, regs: &mut Regs, tid: Tid) -> TargetResult<(), Self> {
         let cpu = self.cpu_of(tid).ok_or(TargetError::NonFatal)?;
         to_gdb(cpu, regs);
         Ok(())
     }
 
-    fn write_registers(&mut self, regs: &X86_64CoreRegs, tid: Tid) -> TargetResult<(), Self> {
+    fn write_registers(&mut self, regs: &Regs, tid: Tid) -> TargetResult<(), Self> {
         // Only the stopped thread's registers are live.
         if self.current.map(|(t, _)| t) != Some(tid.get() as i32) {
             return Err(TargetError::NonFatal);
@@ -501,15 +641,26 @@ mod tests {
         cpu.x87.fsw = 3 << 11; // TOP = 3
         cpu.x87.st[3] = [1, 0, 0, 0, 0, 0, 0, 0x80, 0xff, 0x3f]; // ST(0) = 1.0
         cpu.xmm[5] = 0xdead_beef;
-        let mut regs = X86_64CoreRegs::default();
-        to_gdb(&cpu, &mut regs);
+        cpu.fs_base = 0x7f00_1234_5000;
+        let mut all = Regs::default();
+        to_gdb(&cpu, &mut all);
+        let regs = &all.core;
         assert_eq!(regs.regs[1], 0x1000 + reg::RBX as u64, "gdb's second register is RBX");
         assert_eq!(regs.regs[7], 0x1000 + reg::RSP as u64);
         assert_eq!(regs.st[0], cpu.x87.st[3], "ST(0) is the top of the stack");
         assert_eq!(regs.segments.cs, 0x33);
+        // The g packet: core and SSE, then orig_rax, fs_base, gs_base.
+        let mut bytes = Vec::new();
+        all.gdb_serialize(|b| bytes.push(b.unwrap_or(0)));
+        assert_eq!(bytes.len(), CORE_BYTES + 24);
+        assert_eq!(bytes[CORE_BYTES + 8..CORE_BYTES + 16], cpu.fs_base.to_le_bytes());
+        let mut parsed = Regs::default();
+        parsed.gdb_deserialize(&bytes).expect("a g packet");
+        assert_eq!(parsed, all);
         let mut back = CpuState::default();
         back.x87 = cpu.x87;
-        from_gdb(&regs, &mut back);
+        from_gdb(&parsed, &mut back);
         assert_eq!((back.gpr, back.rip, back.xmm, back.x87.st), (cpu.gpr, cpu.rip, cpu.xmm, cpu.x87.st));
+        assert_eq!(back.fs_base, cpu.fs_base);
     }
 }

@@ -2,6 +2,7 @@
 //! (built here with `-g -O0 -static`), and the same gdb script run natively
 //! (`gdb --args`), under each engine. The script breaks at `main`, prints
 //! arguments, steps with `next`, prints locals, x87 and SSE registers,
+//! `fs_base` (glibc's thread pointer points at itself) and `gs_base`,
 //! writes memory (`set var`) and registers (`return 3` writes RAX, RSP and
 //! RIP), lists threads and continues to a normal exit. What gdb prints
 //! (addresses of the stack aside) and the program's output must match.
@@ -31,6 +32,8 @@ const SCRIPT: &[&str] = &[
     "p $xmm0.v2_double[0]",
     "p $st0",
     "p $mxcsr",
+    "p $fs_base == *(long *)$fs_base",
+    "p $gs_base",
     "set var n = 7",
     "break square",
     "continue",
