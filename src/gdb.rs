@@ -28,6 +28,7 @@ use gdbstub::common::{Signal, Tid};
 use gdbstub::conn::ConnectionExt;
 use gdbstub::stub::state_machine::GdbStubStateMachine;
 use gdbstub::stub::{DisconnectReason, GdbStub, MultiThreadStopReason};
+use gdbstub::target::ext::auxv::{Auxv, AuxvOps};
 use gdbstub::target::ext::base::multithread::{
     MultiThreadBase, MultiThreadResume, MultiThreadResumeOps, MultiThreadSchedulerLocking,
     MultiThreadSchedulerLockingOps, MultiThreadSingleStep, MultiThreadSingleStepOps,
@@ -61,6 +62,10 @@ pub struct Target {
     breakpoints: HashSet<u64>,
     /// The thread gdb asked to single-step on the next resume.
     step: Option<i32>,
+    /// The guest's auxiliary vector (as /proc/PID/auxv has it), which gdb
+    /// reads to relocate a PIE and find the dynamic linker, and through
+    /// it the shared-library list (`r_debug`), as with qemu-user.
+    auxv: Vec<u8>,
 }
 
 // SAFETY: `current`'s pointer is only dereferenced by the thread that set
@@ -85,12 +90,14 @@ fn lock() -> MutexGuard<'static, Option<Stub>> {
 }
 
 /// Listen on `port` and wait for gdb to connect (before the guest runs).
-pub fn wait_for_gdb(port: u16, mem: Arc<AddressSpace>) -> Result<(), GdbError> {
+/// `auxv` is the guest's auxiliary vector (empty for a Windows program).
+pub fn wait_for_gdb(port: u16, mem: Arc<AddressSpace>, auxv: Vec<u8>) -> Result<(), GdbError> {
     let listener = TcpListener::bind(("127.0.0.1", port)).map_err(|source| GdbError::Listen { port, source })?;
     eprintln!("urun: waiting for gdb on 127.0.0.1:{port}");
     let (conn, _) = listener.accept().map_err(|source| GdbError::Accept { port, source })?;
     let _ = conn.set_nodelay(true);
-    let mut target = Target { mem, current: None, threads: BTreeMap::new(), breakpoints: HashSet::new(), step: None };
+    let mut target =
+        Target { mem, current: None, threads: BTreeMap::new(), breakpoints: HashSet::new(), step: None, auxv };
     let machine = GdbStub::new(conn).run_state_machine(&mut target).map_err(|e| GdbError::Protocol(e.to_string()))?;
     *lock() = Some(Stub { target, machine: Some(machine) });
     // The first instruction of the first thread stops.
@@ -495,6 +502,19 @@ impl gdbstub::target::Target for Target {
 
     fn support_breakpoints(&mut self) -> Option<BreakpointsOps<'_, Self>> {
         Some(self)
+    }
+
+    fn support_auxv(&mut self) -> Option<AuxvOps<'_, Self>> {
+        (!self.auxv.is_empty()).then_some(self)
+    }
+}
+
+impl Auxv for Target {
+    fn get_auxv(&self, offset: u64, length: usize, buf: &mut [u8]) -> TargetResult<usize, Self> {
+        let start = (offset as usize).min(self.auxv.len());
+        let n = length.min(buf.len()).min(self.auxv.len() - start);
+        buf[..n].copy_from_slice(&self.auxv[start..start + n]);
+        Ok(n)
     }
 }
 

@@ -43,10 +43,10 @@ const SCRIPT: &[&str] = &[
     "continue",
 ];
 
-fn gdb_args(head: &[String], binary: &Path, args: &[&str]) -> Vec<String> {
+fn gdb_args(head: &[String], script: &[&str], binary: &Path, args: &[&str]) -> Vec<String> {
     let mut v: Vec<String> = vec!["-batch".into(), "-nx".into(), "-ex".into(), "set confirm off".into()];
     v.extend(["-ex".into(), "set pagination off".into(), "-ex".into(), "break main".into()]);
-    for c in head.iter().map(String::as_str).chain(SCRIPT.iter().copied()) {
+    for c in head.iter().map(String::as_str).chain(script.iter().copied()) {
         v.push("-ex".into());
         v.push(c.into());
     }
@@ -99,9 +99,9 @@ fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("a free port")
 }
 
-/// Run the script against `urun --engine ENGINE -g PORT binary hello`.
+/// Run `script` against `urun --engine ENGINE -g PORT binary hello`.
 /// Returns gdb's output plus the program's.
-fn under_urun(engine: &str, binary: &Path) -> String {
+fn under_urun(engine: &str, script: &[&str], binary: &Path) -> String {
     let port = free_port();
     let mut child = Command::new(urun())
         .args(["--engine", engine, "-g", &port.to_string()])
@@ -120,7 +120,7 @@ fn under_urun(engine: &str, binary: &Path) -> String {
         panic!("urun -g did not wait for gdb: {line}");
     }
     let head = vec![format!("target remote 127.0.0.1:{port}"), "continue".into()];
-    let g = run(Command::new("gdb").args(gdb_args(&head, binary, &[])), b"", TIMEOUT);
+    let g = run(Command::new("gdb").args(gdb_args(&head, script, binary, &[])), b"", TIMEOUT);
     // urun ends once gdb let the guest finish.
     let start = Instant::now();
     let status = loop {
@@ -161,7 +161,7 @@ fn gdb_batch_against_urun_under_each_engine() {
     assert_eq!(o.code, Some(0), "building gdb_target: {}", o.stderr_text());
 
     let head = vec!["run".to_string()];
-    let native = run(Command::new("gdb").args(gdb_args(&head, &binary, &["hello"])), b"", TIMEOUT);
+    let native = run(Command::new("gdb").args(gdb_args(&head, SCRIPT, &binary, &["hello"])), b"", TIMEOUT);
     let native_text = String::from_utf8_lossy(&native.stdout).into_owned();
     let want = significant(&native_text);
     assert!(
@@ -180,7 +180,7 @@ fn gdb_batch_against_urun_under_each_engine() {
                 continue;
             }
         }
-        let got = significant(&under_urun(engine, &binary));
+        let got = significant(&under_urun(engine, SCRIPT, &binary));
         // The program's line comes at a different place in the two outputs.
         let (mut w, mut g) = (want.clone(), got.clone());
         w.sort();
@@ -191,5 +191,57 @@ fn gdb_batch_against_urun_under_each_engine() {
             want.join("\n"),
             got.join("\n")
         );
+    }
+}
+
+/// A dynamically linked (PIE) build: gdb learns the load addresses from
+/// the auxiliary vector (qXfer:auxv:read), puts its breakpoint at `main`
+/// where the program really is, and lists the shared libraries from the
+/// dynamic linker's `r_debug`, as natively.
+#[test]
+fn gdb_sees_the_shared_libraries_of_a_dynamic_program() {
+    const TEST: &str = "gdb_sees_the_shared_libraries_of_a_dynamic_program";
+    if Command::new("gdb").arg("--version").output().is_err() {
+        report_skip(TEST, "gdb is not installed (scripts/test installs it)");
+        return;
+    }
+    let t = TempDir::new("gdbdyn");
+    let binary = t.path().join("gdb_target_dyn");
+    let src = repo_root().join("testbins/gdb_target.c");
+    let o = run(Command::new("gcc").args(["-g", "-O0", "-o"]).arg(&binary).arg(&src), b"", TIMEOUT);
+    assert_eq!(o.code, Some(0), "building gdb_target dynamically: {}", o.stderr_text());
+    const DYN_SCRIPT: &[&str] =
+        &["info sharedlibrary", "print argc", "break square", "continue", "bt 1", "print x", "continue"];
+    // Library lines: the name and whether symbols were read (addresses differ).
+    let libs = |text: &str| -> Vec<String> {
+        let mut v: Vec<String> = significant(text);
+        let library = |l: &&str| l.starts_with("0x") && matches!(l.split_whitespace().nth(2), Some("Yes" | "No"));
+        v.extend(text.lines().filter(library).map(|l| {
+            let mut w = l.split_whitespace().skip(2);
+            format!("library {}", w.by_ref().collect::<Vec<_>>().join(" "))
+        }));
+        v.extend(
+            text.lines().filter(|l| l.starts_with("#0 ")).map(|l| l.split(" at ").last().unwrap_or("").to_string()),
+        );
+        v.sort();
+        v
+    };
+    let head = vec!["run".to_string()];
+    let native = run(Command::new("gdb").args(gdb_args(&head, DYN_SCRIPT, &binary, &["hello"])), b"", TIMEOUT);
+    let native_text = String::from_utf8_lossy(&native.stdout).into_owned();
+    let want = libs(&native_text);
+    assert!(
+        want.iter().any(|l| l.starts_with("library") && l.contains("libc.so"))
+            && want.iter().any(|l| l.contains("exited normally")),
+        "the native gdb run did not go as the script means:\n{native_text}\n{}",
+        native.stderr_text()
+    );
+    for engine in ["interp", "kvm", "jit"] {
+        if !engine_or_skip(engine, &format!("{TEST} (kvm)")) {
+            continue;
+        }
+        let text = under_urun(engine, DYN_SCRIPT, &binary);
+        let got = libs(&text);
+        assert!(want == got, "gdb through urun --engine {engine} differs:\nnative:\n{native_text}\nurun:\n{text}");
     }
 }
