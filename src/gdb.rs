@@ -12,14 +12,25 @@
 //! address against the breakpoints. Breakpoints are kept as addresses, not
 //! written into guest code.
 //!
-//! All-stop, simply: the stopped thread holds the stub's lock while it
-//! talks to gdb, and a thread that is stepping takes the lock for each
-//! instruction, so it waits there. A thread running unarmed (or blocked in
-//! a syscall) runs on; gdb sees the registers it had at its last step.
+//! All-stop: the stopped thread holds the stub's lock while it talks to
+//! gdb, and a thread that is stepping takes the lock for each instruction,
+//! so it waits there. A stop also arms the stub and interrupts every other
+//! thread's engine (`Interrupt::raise`), so threads running guest code
+//! come to that lock within a block (the JIT: at its next backward or
+//! indirect branch) and wait there too. A thread blocked in a syscall runs
+//! on in the kernel until the call returns, and then waits; gdb sees the
+//! registers each thread had at its last look at the stub.
+//!
+//! Ctrl-C: while the guest runs, a watcher thread polls the connection;
+//! gdb's interrupt byte arms the stub and interrupts every thread's engine,
+//! and the first thread to reach the stub stops with SIGINT. (A guest whose
+//! every thread is blocked in a syscall stops when one of the calls
+//! returns.)
 
 use std::collections::{BTreeMap, HashSet};
 use std::net::{TcpListener, TcpStream};
 use std::num::NonZeroUsize;
+use std::os::fd::{AsRawFd, RawFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -58,7 +69,12 @@ pub struct Target {
     /// The stopped thread and its live state (valid while it is in `stop`).
     current: Option<(i32, *mut CpuState)>,
     /// Every guest thread's state at its last stop or step.
-    threads: BTreeMap<i32, CpuState>,
+    /// Each guest thread's state at its last look at the stub, in a slot
+    /// of its own that the thread writes before it takes the stub's lock
+    /// (so a thread waiting for the lock shows where it waits).
+    threads: BTreeMap<i32, Slot>,
+    /// The first thread's initial stop happened.
+    started: bool,
     breakpoints: HashSet<u64>,
     /// The thread gdb asked to single-step on the next resume.
     step: Option<i32>,
@@ -66,6 +82,17 @@ pub struct Target {
     /// reads to relocate a PIE and find the dynamic linker, and through
     /// it the shared-library list (`r_debug`), as with qemu-user.
     auxv: Vec<u8>,
+    /// Every guest thread's engine interrupt, to bring it to the stub.
+    irqs: BTreeMap<i32, Arc<Interrupt>>,
+}
+
+impl Target {
+    /// Interrupt every thread's engine but `except`'s.
+    fn kick_all(&self, except: i32) {
+        for (_, irq) in self.irqs.iter().filter(|(t, _)| **t != except) {
+            irq.raise();
+        }
+    }
 }
 
 // SAFETY: `current`'s pointer is only dereferenced by the thread that set
@@ -75,12 +102,21 @@ unsafe impl Send for Target {}
 
 type Machine = GdbStubStateMachine<'static, Target, TcpStream>;
 
+/// A thread's last recorded state.
+type Slot = Arc<Mutex<CpuState>>;
+
+fn record(slot: &Slot, cpu: &CpuState) {
+    slot.lock().unwrap_or_else(|e| e.into_inner()).clone_from(cpu);
+}
+
 struct Stub {
     target: Target,
     machine: Option<Machine>,
 }
 
 static STUB: Mutex<Option<Stub>> = Mutex::new(None);
+/// gdb sent Ctrl-C while the guest ran: the next thread to look stops.
+static INTERRUPTED: AtomicBool = AtomicBool::new(false);
 /// Something is armed (breakpoints or a step): threads run in the
 /// interpreter, one instruction at a time.
 static ARMED: AtomicBool = AtomicBool::new(false);
@@ -96,13 +132,84 @@ pub fn wait_for_gdb(port: u16, mem: Arc<AddressSpace>, auxv: Vec<u8>) -> Result<
     eprintln!("urun: waiting for gdb on 127.0.0.1:{port}");
     let (conn, _) = listener.accept().map_err(|source| GdbError::Accept { port, source })?;
     let _ = conn.set_nodelay(true);
-    let mut target =
-        Target { mem, current: None, threads: BTreeMap::new(), breakpoints: HashSet::new(), step: None, auxv };
+    let fd = conn.as_raw_fd();
+    let mut target = Target {
+        mem,
+        current: None,
+        threads: BTreeMap::new(),
+        started: false,
+        breakpoints: HashSet::new(),
+        step: None,
+        auxv,
+        irqs: BTreeMap::new(),
+    };
     let machine = GdbStub::new(conn).run_state_machine(&mut target).map_err(|e| GdbError::Protocol(e.to_string()))?;
     *lock() = Some(Stub { target, machine: Some(machine) });
     // The first instruction of the first thread stops.
     ARMED.store(true, Ordering::Release);
+    let watcher = std::thread::Builder::new().name("urun-gdb-ctrlc".into()).spawn(move || watch_for_ctrl_c(fd));
+    if let Err(e) = watcher {
+        tracing::warn!("no Ctrl-C from gdb: cannot start the watcher thread: {e}");
+    }
     Ok(())
+}
+
+/// While the guest runs, read what gdb sends (its interrupt byte, 0x03)
+/// and arm a stop; while a thread talks to gdb, that thread reads. Ends
+/// when the connection does.
+fn watch_for_ctrl_c(fd: RawFd) {
+    loop {
+        let mut p = libc::pollfd { fd, events: libc::POLLIN, revents: 0 };
+        // SAFETY: one valid pollfd; `fd` stays open as long as the stub
+        // (which never drops its connection before the process ends).
+        let r = unsafe { libc::poll(&mut p, 1, 200) };
+        if r < 0 && std::io::Error::last_os_error().raw_os_error() != Some(libc::EINTR) {
+            return;
+        }
+        if r <= 0 {
+            continue;
+        }
+        let mut g = lock();
+        let Some(stub) = g.as_mut() else { return };
+        let running = match stub.machine.take() {
+            Some(Machine::Running(running)) => running,
+            None => return, // gone
+            other => {
+                // Stopped: a thread reads the connection itself.
+                stub.machine = other;
+                drop(g);
+                std::thread::sleep(std::time::Duration::from_millis(20));
+                continue;
+            }
+        };
+        let mut buf = [0u8; 64];
+        // SAFETY: reads at most buf.len() bytes into `buf`, without
+        // blocking (the lock is held).
+        let n = unsafe { libc::recv(fd, buf.as_mut_ptr() as *mut libc::c_void, buf.len(), libc::MSG_DONTWAIT) };
+        let mut m = Machine::Running(running);
+        if n == 0 {
+            stub.machine = Some(m);
+            return; // gdb closed the connection; the guest ends on its own
+        }
+        for &b in buf.iter().take(n.max(0) as usize) {
+            m = match m {
+                Machine::Running(r) => match r.incoming_data(&mut stub.target, b) {
+                    Ok(m) => m,
+                    Err(e) => {
+                        gone(&e);
+                        return;
+                    }
+                },
+                other => other,
+            };
+        }
+        if matches!(m, Machine::CtrlCInterrupt(_)) {
+            INTERRUPTED.store(true, Ordering::Release);
+            ARMED.store(true, Ordering::Release);
+            stub.target.kick_all(0);
+        }
+        stub.machine = Some(m);
+    }
 }
 
 fn tid_of(t: i32) -> Tid {
@@ -112,12 +219,15 @@ fn tid_of(t: i32) -> Tid {
 /// Talk to gdb with this thread stopped for `reason`, until gdb resumes.
 fn stop(stub: &mut Stub, tid: i32, cpu: &mut CpuState, reason: Option<MultiThreadStopReason<u64>>) {
     stub.target.current = Some((tid, cpu as *mut CpuState));
-    stub.target.threads.insert(tid, cpu.clone());
     stub.target.step = None;
+    // All-stop: the other threads come to the stub's lock and wait.
+    ARMED.store(true, Ordering::Release);
+    stub.target.kick_all(tid);
     let mut m = stub.machine.take();
     if let Some(reason) = reason {
         m = match m {
             Some(Machine::Running(r)) => r.report_stop(&mut stub.target, reason).map_err(|e| gone(&e)).ok(),
+            Some(Machine::CtrlCInterrupt(c)) => c.interrupt_handled(&mut stub.target, Some(reason)).ok(),
             other => other,
         };
     }
@@ -131,7 +241,8 @@ fn stop(stub: &mut Stub, tid: i32, cpu: &mut CpuState, reason: Option<MultiThrea
                 }
             },
             Some(Machine::CtrlCInterrupt(c)) => {
-                c.interrupt_handled(&mut stub.target, Some(MultiThreadStopReason::Signal(Signal::SIGINT))).ok()
+                let reason = MultiThreadStopReason::SignalWithThread { tid: tid_of(tid), signal: Signal::SIGINT };
+                c.interrupt_handled(&mut stub.target, Some(reason)).ok()
             }
             Some(Machine::Disconnected(d)) => {
                 if d.get_reason() == DisconnectReason::Kill {
@@ -151,7 +262,9 @@ fn stop(stub: &mut Stub, tid: i32, cpu: &mut CpuState, reason: Option<MultiThrea
     }
     stub.target.current = None;
     // Registers gdb wrote went to `cpu` itself; the record follows.
-    stub.target.threads.insert(tid, cpu.clone());
+    if let Some(slot) = stub.target.threads.get(&tid) {
+        record(slot, cpu);
+    }
     ARMED.store(
         stub.machine.is_some() && (!stub.target.breakpoints.is_empty() || stub.target.step.is_some()),
         Ordering::Release,
@@ -182,6 +295,7 @@ pub struct Debugged {
     interp: Interpreter,
     irq: Arc<Interrupt>,
     tid: i32,
+    slot: Slot,
     /// This thread was asked to single-step: report after one instruction.
     stepping: bool,
 }
@@ -189,22 +303,25 @@ pub struct Debugged {
 impl Debugged {
     pub fn new(inner: Box<dyn Engine>, mem: Arc<AddressSpace>) -> Self {
         let irq = inner.interrupt_handle();
-        Debugged { inner, interp: Interpreter::new(mem), irq, tid: 0, stepping: false }
+        Debugged { inner, interp: Interpreter::new(mem), irq, tid: 0, slot: Slot::default(), stepping: false }
     }
 
     /// One look at the stub before the instruction at `cpu.rip`: stop if a
     /// breakpoint or a finished step says so. Returns whether this thread
     /// should step (in the interpreter) rather than run its engine.
     fn check(&mut self, cpu: &mut CpuState) -> bool {
+        record(&self.slot, cpu);
         let mut g = lock();
         let Some(stub) = g.as_mut() else { return false };
-        let first = !stub.target.threads.contains_key(&self.tid) && stub.target.threads.is_empty();
+        let first = !std::mem::replace(&mut stub.target.started, true);
         let reason = if first {
             Some(None) // the initial stop: gdb asks for the reason itself
         } else if self.stepping {
             Some(Some(MultiThreadStopReason::DoneStep))
         } else if stub.target.breakpoints.contains(&cpu.rip) {
             Some(Some(MultiThreadStopReason::SwBreak(tid_of(self.tid))))
+        } else if INTERRUPTED.swap(false, Ordering::AcqRel) {
+            Some(Some(MultiThreadStopReason::SignalWithThread { tid: tid_of(self.tid), signal: Signal::SIGINT }))
         } else {
             None
         };
@@ -214,8 +331,6 @@ impl Debugged {
             // the next look (so a continue leaves the breakpoint).
             stop(stub, self.tid, cpu, reason);
             self.stepping = stub.target.step == Some(self.tid);
-        } else {
-            stub.target.threads.insert(self.tid, cpu.clone());
         }
         ARMED.load(Ordering::Acquire)
     }
@@ -225,6 +340,7 @@ impl Drop for Debugged {
     fn drop(&mut self) {
         if let Some(stub) = lock().as_mut() {
             stub.target.threads.remove(&self.tid);
+            stub.target.irqs.remove(&self.tid);
         }
     }
 }
@@ -234,6 +350,11 @@ impl Engine for Debugged {
         if self.tid == 0 {
             // SAFETY: gettid has no arguments and cannot fail.
             self.tid = unsafe { libc::syscall(libc::SYS_gettid) } as i32;
+            record(&self.slot, cpu);
+            if let Some(stub) = lock().as_mut() {
+                stub.target.irqs.insert(self.tid, self.irq.clone());
+                stub.target.threads.insert(self.tid, self.slot.clone());
+            }
         }
         loop {
             if !ARMED.load(Ordering::Acquire) {
@@ -481,13 +602,15 @@ fn from_gdb(all: &Regs, cpu: &mut CpuState) {
 }
 
 impl Target {
-    fn cpu_of(&mut self, tid: Tid) -> Option<&mut CpuState> {
+    /// `f` on thread `tid`'s state: the live one of the stopped thread,
+    /// the last record of any other.
+    fn with_cpu<R>(&mut self, tid: Tid, f: impl FnOnce(&mut CpuState) -> R) -> Option<R> {
         let t = tid.get() as i32;
         match self.current {
             // SAFETY: see `unsafe impl Send for Target`: the pointer is the
             // stopped thread's live state, valid while it talks to gdb.
-            Some((cur, p)) if cur == t => Some(unsafe { &mut *p }),
-            _ => self.threads.get_mut(&t),
+            Some((cur, p)) if cur == t => Some(f(unsafe { &mut *p })),
+            _ => self.threads.get(&t).map(|slot| f(&mut slot.lock().unwrap_or_else(|e| e.into_inner()))),
         }
     }
 }
@@ -520,9 +643,7 @@ impl Auxv for Target {
 
 impl MultiThreadBase for Target {
     fn read_registers(&mut self, regs: &mut Regs, tid: Tid) -> TargetResult<(), Self> {
-        let cpu = self.cpu_of(tid).ok_or(TargetError::NonFatal)?;
-        to_gdb(cpu, regs);
-        Ok(())
+        self.with_cpu(tid, |cpu| to_gdb(cpu, regs)).ok_or(TargetError::NonFatal)
     }
 
     fn write_registers(&mut self, regs: &Regs, tid: Tid) -> TargetResult<(), Self> {
@@ -530,9 +651,7 @@ impl MultiThreadBase for Target {
         if self.current.map(|(t, _)| t) != Some(tid.get() as i32) {
             return Err(TargetError::NonFatal);
         }
-        let cpu = self.cpu_of(tid).ok_or(TargetError::NonFatal)?;
-        from_gdb(regs, cpu);
-        Ok(())
+        self.with_cpu(tid, |cpu| from_gdb(regs, cpu)).ok_or(TargetError::NonFatal)
     }
 
     fn read_addrs(&mut self, start: u64, data: &mut [u8], _tid: Tid) -> TargetResult<usize, Self> {
