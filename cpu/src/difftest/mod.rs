@@ -373,7 +373,8 @@ pub struct Config {
     /// Random cases per form.
     pub cases: u64,
     pub seed: u64,
-    /// Only forms whose mnemonic or `Code` name equals this (any case).
+    /// Only forms whose mnemonic or `Code` name equals this (any case), or
+    /// every VEX-encoded form for `vex`.
     pub only: Option<String>,
     /// Mismatch records kept per form (all are counted).
     pub records_per_form: usize,
@@ -489,10 +490,12 @@ pub fn hidden(n: &Outcome, nmem: &[u8], i: &Outcome, imem: &[u8], mask: &Mask) -
     (mask.rows != 0 && !diff(n, nmem, i, imem, &Mask::NONE).is_empty()).then_some(mask.rows)
 }
 
-/// Does `code` match the `--only` filter?
+/// Does `code` match the `--only` filter (a mnemonic, a `Code` name, or
+/// `vex` for every VEX-encoded form)?
 fn selected(code: Code, only: &Option<String>) -> bool {
     match only {
         None => true,
+        Some(o) if o.eq_ignore_ascii_case("vex") => code.encoding() == iced_x86::EncodingKind::VEX,
         Some(o) => {
             format!("{:?}", code.mnemonic()).eq_ignore_ascii_case(o) || format!("{code:?}").eq_ignore_ascii_case(o)
         }
