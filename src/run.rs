@@ -71,6 +71,7 @@ pub(crate) fn start(cli: &Cli) -> Result<Infallible, StartError> {
             }
         }
     }
+    let mut auxv = Vec::new();
     let (personality, mut cpu): (Arc<dyn Personality>, CpuState) = match loaded {
         Program::Elf(loaded) => {
             tracing::debug!(
@@ -88,6 +89,7 @@ pub(crate) fn start(cli: &Cli) -> Result<Infallible, StartError> {
             process.cmdline = opts.argv.iter().flat_map(|a| a.iter().copied().chain(std::iter::once(0))).collect();
             process.auxv =
                 loaded.auxv.iter().flat_map(|(k, v)| k.to_ne_bytes().into_iter().chain(v.to_ne_bytes())).collect();
+            auxv.clone_from(&process.auxv);
             (Arc::new(process), cpu)
         }
         Program::Pe(image) => {
@@ -104,7 +106,7 @@ pub(crate) fn start(cli: &Cli) -> Result<Infallible, StartError> {
         }
     };
     if let Some(port) = cli.gdb {
-        gdb::wait_for_gdb(port, mem.clone())?;
+        gdb::wait_for_gdb(port, mem.clone(), auxv)?;
     }
     let mut engine = match debugged(debug, new_engine(kind, mem.clone()), mem) {
         Ok(e) => e,

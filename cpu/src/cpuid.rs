@@ -142,6 +142,8 @@ pub enum Word {
     ExtEcx,
     /// Leaf 0x8000_0001 EDX.
     ExtEdx,
+    /// Leaf 0xD subleaf 1 EAX (XSAVEOPT, XSAVEC, XGETBV with ECX = 1).
+    XsaveEax,
 }
 
 impl Word {
@@ -155,6 +157,7 @@ impl Word {
             Word::L7Ebx if max >= 7 => host_cpuid(7, 0)[1],
             Word::ExtEcx if ext_max >= 0x8000_0001 => host_cpuid(0x8000_0001, 0)[2],
             Word::ExtEdx if ext_max >= 0x8000_0001 => host_cpuid(0x8000_0001, 0)[3],
+            Word::XsaveEax if max >= 0xd => host_cpuid(0xd, 1)[0],
             _ => 0,
         }
     }
@@ -216,6 +219,9 @@ features! {
     "movbe": L1Ecx 22, 3, [MOVBE];
     "xsave": L1Ecx 26, 3, [XSAVE];
     "avx": L1Ecx 28, 3, [AVX] needs "xsave";
+    "xsaveopt": XsaveEax 0, 0, [XSAVEOPT] needs "xsave";
+    "xsavec": XsaveEax 1, 0, [XSAVEC] needs "xsave";
+    "xgetbv1": XsaveEax 2, 0, [] needs "xsave";
     "f16c": L1Ecx 29, 3, [F16C] needs "avx";
     "avx2": L7Ebx 5, 3, [AVX2] needs "avx";
     "bmi1": L7Ebx 3, 3, [BMI1];
@@ -483,10 +489,16 @@ pub fn model_cpuid(m: &Model, leaf: u32, sub: u32) -> [u32; 4] {
         // Subleaf 0 only; EAX = 0: no further subleaves.
         7 if sub == 0 => [0, m.word(Word::L7Ebx), 0, 0],
         7 => [0, 0, 0, 0],
-        // XSAVE: the components of XCR0 and their sizes (standard format);
-        // no XSAVEOPT, XSAVEC, XGETBV1 or XSAVES (subleaf 1 EAX = 0).
+        // XSAVE: the components of XCR0 and their sizes (standard format;
+        // the compacted one is the same size, the AVX component needing no
+        // 64-byte alignment: subleaf 2 ECX = 0); subleaf 1: XSAVEOPT, XSAVEC
+        // and XGETBV1 as the model has them, never XSAVES (no IA32_XSS).
         0xd if m.has("xsave") => match sub {
             0 => [m.xcr0() as u32, m.xsave_size(), m.xsave_size(), 0],
+            1 => {
+                let eax = m.word(Word::XsaveEax);
+                [eax, if eax != 0 { m.xsave_size() } else { 0 }, 0, 0]
+            }
             2 if m.has("avx") => [256, XSAVE_YMM_OFFSET, 0, 0],
             _ => [0, 0, 0, 0],
         },
@@ -528,6 +540,11 @@ mod tests {
         assert_eq!(l1(&v3)[2] & (ecx1::AES | ecx1::PCLMULQDQ), 0, "not in any level");
         assert_eq!(model_cpuid(&v3, 0xd, 0), [7, 832, 832, 0]);
         assert_eq!(model_cpuid(&v3, 0xd, 2), [256, 576, 0, 0]);
+        assert_eq!(model_cpuid(&v3, 0xd, 1), [0; 4], "XSAVEOPT/XSAVEC are in no level");
+        let c = Model::parse("x86-64-v2,+xsave,+xsavec,+xgetbv1");
+        if let Ok(c) = c {
+            assert_eq!(model_cpuid(&c, 0xd, 1), [0b110, 576, 0, 0]);
+        }
         assert_eq!(v3.xcr0(), 7);
         assert_eq!(v2.xcr0(), 3);
     }
@@ -551,7 +568,7 @@ mod tests {
     #[test]
     fn host_model_is_within_the_host() {
         let m = Model::host();
-        for w in [Word::L1Edx, Word::L7Ebx, Word::ExtEcx, Word::ExtEdx] {
+        for w in [Word::L1Edx, Word::L7Ebx, Word::ExtEcx, Word::ExtEdx, Word::XsaveEax] {
             assert_eq!(m.word(w) & !w.host(), 0, "{w:?}");
         }
         assert_eq!(m.word(Word::L1Ecx) & !(w_host_l1ecx() | avx1::OSXSAVE), 0);

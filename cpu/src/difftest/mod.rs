@@ -8,8 +8,10 @@
 //! and compares all architectural state: GPRs, RFLAGS, XMM0-15, MXCSR, the x87/MMX state
 //! (the eight registers bit for bit by physical number, FCW, FSW with TOP,
 //! the full tag word), the 16 KiB data window the memory operands point
-//! into, where execution went on (the fall-through or the taken landing pad
-//! of a control transfer, or the faulting instruction) and how the
+//! into (an inaccessible guard page follows it, where gather and
+//! masked-move elements are made to fault), where execution went on (the
+//! fall-through or the taken landing pad of a control transfer, or the
+//! faulting instruction) and how the
 //! instruction ended (completed, or which signal: #DE and #XM are SIGFPE,
 //! #GP and #PF SIGSEGV, #UD SIGILL). The interpreter computes undefined
 //! flags as the host vendor's CPUs do, so the comparison is exact except
@@ -137,6 +139,11 @@ impl Bench {
     /// `Err` with the reason when the host cannot run the native harness.
     pub fn new() -> Result<Bench, String> {
         let snippet = Snippet::new();
+        let guard = snippet.data + gen::GUARD as u64;
+        snippet
+            .mem
+            .protect(guard, crate::mem::PAGE_SIZE, crate::mem::Prot::NONE)
+            .map_err(|e| format!("cannot make the guard page past the window: {e}"))?;
         let native = Native::new(snippet.code)?;
         Ok(Bench { snippet, native, vendor: Vendor::host() })
     }
@@ -366,7 +373,8 @@ pub struct Config {
     /// Random cases per form.
     pub cases: u64,
     pub seed: u64,
-    /// Only forms whose mnemonic or `Code` name equals this (any case).
+    /// Only forms whose mnemonic or `Code` name equals this (any case), or
+    /// every VEX-encoded form for `vex`.
     pub only: Option<String>,
     /// Mismatch records kept per form (all are counted).
     pub records_per_form: usize,
@@ -482,10 +490,12 @@ pub fn hidden(n: &Outcome, nmem: &[u8], i: &Outcome, imem: &[u8], mask: &Mask) -
     (mask.rows != 0 && !diff(n, nmem, i, imem, &Mask::NONE).is_empty()).then_some(mask.rows)
 }
 
-/// Does `code` match the `--only` filter?
+/// Does `code` match the `--only` filter (a mnemonic, a `Code` name, or
+/// `vex` for every VEX-encoded form)?
 fn selected(code: Code, only: &Option<String>) -> bool {
     match only {
         None => true,
+        Some(o) if o.eq_ignore_ascii_case("vex") => code.encoding() == iced_x86::EncodingKind::VEX,
         Some(o) => {
             format!("{:?}", code.mnemonic()).eq_ignore_ascii_case(o) || format!("{code:?}").eq_ignore_ascii_case(o)
         }

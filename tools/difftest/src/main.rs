@@ -4,7 +4,7 @@
 //! (see `urun_cpu::difftest`).
 //!
 //! ```text
-//! cargo run --release -p urun-difftest -- --cases 10000 [--seed N] [--only MNEMONIC] [--out mismatches.txt] [--exact]
+//! cargo run --release -p urun-difftest -- --cases 10000 [--seed N] [--only MNEMONIC|CODE|vex] [--out mismatches.txt] [--exact]
 //! ```
 //!
 //! It prints the forms covered, the forms skipped with the reason, the
@@ -31,7 +31,8 @@ struct Args {
     /// Seed (each form and case derives its own generator from it).
     #[arg(long, default_value_t = 0x5eed, value_parser = parse_u64)]
     seed: u64,
-    /// Only forms with this mnemonic (e.g. `imul`) or iced `Code` name.
+    /// Only forms with this mnemonic (e.g. `imul`) or iced `Code` name, or
+    /// `vex`: every VEX-encoded form (the long run of issue 11).
     #[arg(long)]
     only: Option<String>,
     /// Write every kept mismatch record here.

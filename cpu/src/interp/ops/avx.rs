@@ -405,12 +405,15 @@ fn set_elem(b: &mut [u8; 32], j: usize, size: usize, v: u64) {
     b[j * size..(j + 1) * size].copy_from_slice(&v.to_le_bytes()[..size]);
 }
 
-/// VGATHER*/VPGATHER* (VEX): for each element whose mask element has its
-/// sign bit set, load it from base + index*scale + disp and clear the mask
-/// element; elements are done lowest first, so a fault leaves the ones
-/// before it loaded and their mask cleared, as hardware does. At the end
-/// the whole mask is zero, and the destination beyond the elements
-/// gathered is zero.
+/// VGATHER*/VPGATHER* (VEX): element by element, lowest first, load the
+/// element from base + index*scale + disp when its mask element has its
+/// sign bit set, then clear the mask element (selected or not). A fault
+/// stops there: the elements below it are loaded and their mask elements
+/// zero, the faulting one and those above keep their mask elements, and
+/// nothing else changes (not even the upper half of an XMM destination or
+/// mask), as the differential tester measured on Zen 5. On completion the
+/// whole mask is zero, and the destination beyond the elements gathered is
+/// zero.
 fn gather(ctx: &mut Ctx<'_>, insn: &Instruction) -> Step {
     use Mnemonic::*;
     let (isz, dsz) = match insn.mnemonic() {
@@ -438,24 +441,40 @@ fn gather(ctx: &mut Ctx<'_>, insn: &Instruction) -> Step {
         _ => 0,
     };
     let scale = insn.memory_index_scale() as u64;
+    // An address-size prefix: a 32-bit base, or no base and a 32-bit
+    // displacement (iced's displacement size 4; 8 is 64-bit addressing).
+    let a32 = match insn.memory_base() {
+        Register::None => insn.memory_displ_size() == 4,
+        b => b.size() == 4,
+    };
     for j in 0..count {
-        if elem(&mask, j, dsz) >> (dsz * 8 - 1) & 1 == 0 {
-            continue;
-        }
-        let raw = elem(&index, j, isz);
-        let idx = if isz == 4 { raw as u32 as i32 as i64 as u64 } else { raw };
-        let addr = base.wrapping_add(idx.wrapping_mul(scale)).wrapping_add(seg);
-        match ctx.load(addr, dsz as u8) {
-            Ok(v) => {
-                set_elem(&mut data, j, dsz, v);
-                set_elem(&mut mask, j, dsz, 0);
+        if elem(&mask, j, dsz) >> (dsz * 8 - 1) & 1 != 0 {
+            let raw = elem(&index, j, isz);
+            let idx = if isz == 4 { raw as u32 as i32 as i64 as u64 } else { raw };
+            let mut addr = base.wrapping_add(idx.wrapping_mul(scale));
+            if a32 {
+                addr &= 0xffff_ffff;
             }
-            Err(e) => {
-                set_ymm_bytes(ctx, dst, &data);
-                set_ymm_bytes(ctx, mask_reg, &mask);
-                return Err(e);
+            let addr = addr.wrapping_add(seg);
+            match ctx.load(addr, dsz as u8) {
+                Ok(v) => set_elem(&mut data, j, dsz, v),
+                Err(e) => {
+                    // Partial progress, the registers' full width kept.
+                    let (d, m) = (xmm_index_any(dst), xmm_index_any(mask_reg));
+                    let (dhi, mhi) = (ctx.cpu.ymm_hi[d], ctx.cpu.ymm_hi[m]);
+                    set_ymm_bytes(ctx, dst, &data);
+                    set_ymm_bytes(ctx, mask_reg, &mask);
+                    if !dst.is_ymm() {
+                        ctx.cpu.ymm_hi[d] = dhi;
+                    }
+                    if !mask_reg.is_ymm() {
+                        ctx.cpu.ymm_hi[m] = mhi;
+                    }
+                    return Err(e);
+                }
             }
         }
+        set_elem(&mut mask, j, dsz, 0);
     }
     data[count * dsz..].fill(0);
     set_ymm_bytes(ctx, dst, &data);
@@ -465,7 +484,8 @@ fn gather(ctx: &mut Ctx<'_>, insn: &Instruction) -> Step {
 
 /// VMASKMOVPS/PD, VPMASKMOVD/Q: load (zeroing unselected elements) or
 /// store the elements whose mask element has its sign bit set; only those
-/// are accessed, so only they can fault.
+/// are accessed, so only they can fault, and a store that faults writes
+/// nothing (every selected element is checked first), as on the host.
 fn maskmov(ctx: &mut Ctx<'_>, insn: &Instruction) -> Step {
     use Mnemonic::*;
     let size = match insn.mnemonic() {
@@ -477,10 +497,12 @@ fn maskmov(ctx: &mut Ctx<'_>, insn: &Instruction) -> Step {
         let mask = ymm_bytes(ctx, insn.op1_register());
         let src = ymm_bytes(ctx, insn.op2_register());
         let n = insn.op1_register().size() / size;
-        for j in 0..n {
-            if elem(&mask, j, size) >> (size * 8 - 1) & 1 != 0 {
-                ctx.store(addr.wrapping_add((j * size) as u64), size as u8, elem(&src, j, size))?;
-            }
+        let selected = (0..n).filter(|&j| elem(&mask, j, size) >> (size * 8 - 1) & 1 != 0);
+        for j in selected.clone() {
+            ctx.probe_write(addr.wrapping_add((j * size) as u64), size as u8)?;
+        }
+        for j in selected {
+            ctx.store(addr.wrapping_add((j * size) as u64), size as u8, elem(&src, j, size))?;
         }
         return Ok(());
     }
