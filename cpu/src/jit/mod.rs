@@ -33,7 +33,7 @@ use std::sync::Arc;
 use crate::engine::{Engine, EngineError, Exit, Fault, Interrupt};
 use crate::hostfault::{self, HostFault, HostFaultError, InGuest, Recovery, SavedContext};
 use crate::interp::Interpreter;
-use crate::mem::{AddressSpace, CodeEvent, CodeSync, Prot, PAGE_SIZE};
+use crate::mem::{AddressSpace, CodeEvent, CodeGuard, CodeSync, Prot, PAGE_SIZE};
 use crate::state::{fl, reg, CpuState};
 
 use ctx::{ctx_ptr, reason, Ctx};
@@ -316,6 +316,11 @@ struct Stats {
     flushes: u64,
     /// Blocks run by the interpreter instead.
     interpreted: u64,
+    /// Writes to write-protected code pages from translated code.
+    code_writes: u64,
+    /// Blocks translated from pages whose writes are not seen (their bytes
+    /// are compared before each run).
+    checked: u64,
 }
 
 impl JitEngine {
@@ -534,10 +539,15 @@ impl JitEngine {
             }
             Translation::Block(b) => b,
         };
+        // Every page it came from is write-protected (a write then reaches
+        // the code log before it lands), unless the page will not be:
+        // then the block checks its bytes before each run.
+        let unguarded = (pc / PAGE_SIZE..=(pc + b.guest_len.max(1) - 1) / PAGE_SIZE)
+            .fold(false, |u, p| self.mem.protect_code(p) == CodeGuard::Unguarded || u);
         let src = &buf[..b.guest_len as usize];
-        // The code log's protocol: mark, then read the code again; a write
-        // that raced with the translation is either logged after the mark
-        // or seen here.
+        // The code log's protocol: mark (and write-protect), then read the
+        // code again; a write that raced with the translation is either
+        // logged after the mark or seen here.
         self.mem.mark_code(pc, pc + b.guest_len);
         let mut again = vec![0u8; src.len()];
         // SAFETY: the range was just fetched; the copy stops at a page that
@@ -545,8 +555,6 @@ impl JitEngine {
         if unsafe { hostfault::copy_from_guest(&mut again, pc) }.is_err() || again[..] != src[..] {
             return Entry::Interp;
         }
-        let writable = (pc / PAGE_SIZE..=(pc + b.guest_len.max(1) - 1) / PAGE_SIZE)
-            .any(|p| self.mem.prot_at(p * PAGE_SIZE).is_some_and(|pr| pr.contains(Prot::WRITE)));
         let len = b.code.len() as u64;
         // SAFETY: [at, at+len) is free space in our own read-write-execute
         // chunk (len <= MAX_BLOCK_BYTES, checked room); no thread runs it yet.
@@ -556,7 +564,8 @@ impl JitEngine {
         c.blocks.push(BlockRec { start: at, end: at + len, map: b.map.into_boxed_slice() });
         self.stats.translated += 1;
         let placed = Placed { start: at, body: at + b.body as u64, guest_end: pc + b.guest_len };
-        let entry = if writable {
+        let entry = if unguarded {
+            self.stats.checked += 1;
             self.sources.insert(pc, again.into_boxed_slice());
             Entry::Checked(placed)
         } else {
@@ -642,6 +651,11 @@ fn on_fault(hf: &HostFault, sc: &mut SavedContext<'_>) -> bool {
             sc.set_reg(reg::RCX, (*c).s_rcx);
         }
         (*c).rip = pc;
+        if hf.signo == hostfault::CODE_WRITE {
+            (*c).reason = reason::CODE_WRITE;
+            sc.set_pc(ctx::exit_addr());
+            return true;
+        }
         (*c).reason = reason::FAULT;
         (*c).fault = ctx::FaultRecord { signo: hf.signo, code: hf.code, addr: hf.addr, write: hf.write as u64 };
     }
@@ -711,6 +725,21 @@ impl Engine for JitEngine {
                             cpu.gpr[reg::RCX] = cpu.rip;
                             cpu.gpr[reg::R11] = cpu.flags.get() & !0x1_0000;
                             break Ok(Exit::Syscall);
+                        }
+                        reason::CODE_WRITE => {
+                            // The write goes to code: what was translated
+                            // from its page is gone (the code log), and the
+                            // writing instruction runs alone in the
+                            // interpreter, so that the code it writes (the
+                            // next instruction, maybe) runs as written.
+                            save(c, cpu);
+                            self.stats.code_writes += 1;
+                            self.sync_code();
+                            if let Some(exit) = self.interp.step(cpu) {
+                                break Ok(exit);
+                            }
+                            // SAFETY: this thread's Ctx, not referenced across `urun_jit_enter`.
+                            load(unsafe { &mut *cp }, cpu);
                         }
                         reason::FAULT => {
                             save(c, cpu);
@@ -894,6 +923,70 @@ mod tests {
         };
         assert_eq!(run(1), 1);
         assert_eq!(run(2), 2, "the block was rewritten by a plain store");
+    }
+
+    #[test]
+    fn code_writing_the_next_instruction_is_seen_at_once() {
+        let s = Snippet::new();
+        // mov byte ptr [rip + 1], 7 (the immediate of the next instruction);
+        // mov eax, 1; syscall. The page is writable and executable: it is
+        // write-protected while translated, the write faults, and the
+        // rewritten instruction runs as written.
+        let code = [0xc6, 0x05, 1, 0, 0, 0, 7, 0xb8, 1, 0, 0, 0, 0x0f, 0x05];
+        let (r, stats) = run_both(&s, &code, false, |_| {});
+        assert_eq!(r[0].0.gpr[reg::RAX], 7, "the interpreter");
+        assert_same(&r);
+        assert_eq!(stats.code_writes, 1, "{stats:?}");
+        assert_eq!(stats.checked, 0, "{stats:?}");
+    }
+
+    #[test]
+    fn a_page_made_writable_after_translation_is_seen() {
+        let s = Snippet::new();
+        let mut jit = JitEngine::new(s.mem.clone()).expect("jit engine");
+        let page = s.code / PAGE_SIZE;
+        let put = |imm: u8| {
+            // SAFETY: the snippet's code area: a guest page the guest may
+            // write now (a write-protected one faults, and the host-fault
+            // owner makes it writable again).
+            unsafe { std::ptr::copy_nonoverlapping([0xb8, imm, 0, 0, 0, 0x0f, 0x05].as_ptr(), s.code as *mut u8, 7) };
+        };
+        let run = |jit: &mut JitEngine| {
+            let mut cpu = CpuState { rip: s.code, ..CpuState::default() };
+            cpu.gpr[reg::RSP] = s.stack_top;
+            assert_eq!(jit.run(&mut cpu), Ok(Exit::Syscall));
+            cpu.gpr[reg::RAX]
+        };
+        put(1);
+        s.mem.protect(s.code, PAGE_SIZE, Prot::RX).expect("protect");
+        assert_eq!(run(&mut jit), 1);
+        // Writable again, still executable: the block stays (no exit
+        // through the log), but a write must reach it.
+        s.mem.protect(s.code, PAGE_SIZE, Prot::RW.union(Prot::EXEC)).expect("protect");
+        assert_eq!(s.mem.prot_at(s.code), Some(Prot(7)), "the guest's view");
+        assert!(s.mem.is_code_guarded(page));
+        put(2);
+        assert!(!s.mem.is_code_guarded(page), "the write disarmed the page");
+        assert_eq!(run(&mut jit), 2);
+        assert_eq!(s.mem.code_write_faults(page), 1);
+        assert_eq!(jit.stats.checked, 0, "{:?}", jit.stats);
+    }
+
+    #[test]
+    fn code_and_data_in_one_page_stop_faulting() {
+        let s = Snippet::new();
+        // mov ecx, 100; L: add dword ptr [rip + data], 1; loop L;
+        // mov eax, [rip + data]; syscall; data (offset 64, same page)
+        let mut code =
+            vec![0xb9, 100, 0, 0, 0, 0x83, 0x05, 52, 0, 0, 0, 1, 0xe2, 0xf7, 0x8b, 0x05, 44, 0, 0, 0, 0x0f, 0x05];
+        code.resize(68, 0);
+        let (r, stats) = run_both(&s, &code, false, |_| {});
+        assert_eq!(r[1].0.gpr[reg::RAX], 200, "the interpreter's run added 100 first");
+        let page = s.code / PAGE_SIZE;
+        let faults = s.mem.code_write_faults(page);
+        assert!(faults <= crate::mem::HOT_PAGE_FAULTS + 1, "{faults} faults");
+        assert!(stats.code_writes <= crate::mem::HOT_PAGE_FAULTS as u64 + 1, "{stats:?}");
+        assert!(stats.checked >= 1, "blocks from the hot page check their bytes: {stats:?}");
     }
 
     #[test]
