@@ -23,6 +23,7 @@
 //! fault at the exact guest instruction.
 
 mod arena;
+mod check;
 mod ctx;
 mod translate;
 
@@ -71,6 +72,40 @@ pub fn probe() -> Result<(), JitError> {
         return Err(JitError::NoFsgsbase);
     }
     Ok(())
+}
+
+/// `--check` for every JIT engine made from now on (see `check.rs`).
+static CHECK: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Run every translated block in lockstep with the interpreter (`--check`):
+/// engines made after this call compare each block's results and fail at
+/// the first difference. Slow (each block runs twice, unlinked).
+pub fn set_check(on: bool) {
+    CHECK.store(on, Ordering::Release);
+}
+
+/// Under `--check`, one guest thread at a time runs guest code (a fair
+/// ticket lock, taken per block), so that another thread's writes do not
+/// land between the two runs of a block.
+struct Baton;
+
+static BATON_NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+static BATON_SERVING: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+impl Baton {
+    fn take() -> Baton {
+        let ticket = BATON_NEXT.fetch_add(1, Ordering::AcqRel);
+        while BATON_SERVING.load(Ordering::Acquire) != ticket {
+            std::thread::yield_now();
+        }
+        Baton
+    }
+}
+
+impl Drop for Baton {
+    fn drop(&mut self) {
+        BATON_SERVING.fetch_add(1, Ordering::AcqRel);
+    }
 }
 
 /// Entries of the dispatch table (indexed by the low 16 bits of the pc).
@@ -306,6 +341,14 @@ pub struct JitEngine {
     tp: i32,
     /// Statistics for the debug log.
     stats: Stats,
+    /// `--check`: blocks are not linked nor in the table, and each runs in
+    /// the interpreter first (`run_checked`).
+    check: bool,
+    /// Under `--check`, the guest bytes of every live block.
+    check_src: HashMap<u64, Box<[u8]>>,
+    /// A test's sabotage of the JIT's results, to show `--check` fails.
+    #[cfg(test)]
+    corrupt: Option<fn(&mut CpuState)>,
 }
 
 #[derive(Default, Debug)]
@@ -321,6 +364,8 @@ struct Stats {
     /// Blocks translated from pages whose writes are not seen (their bytes
     /// are compared before each run).
     checked: u64,
+    /// `--check`: blocks run by both engines and found equal.
+    lockstep: u64,
 }
 
 impl JitEngine {
@@ -348,6 +393,10 @@ impl JitEngine {
             gs_base: None,
             tp: ctx::tp_offset(),
             stats: Stats::default(),
+            check: CHECK.load(Ordering::Acquire),
+            check_src: HashMap::new(),
+            #[cfg(test)]
+            corrupt: None,
         })
     }
 
@@ -356,6 +405,7 @@ impl JitEngine {
         self.stats.flushes += 1;
         self.blocks.clear();
         self.sources.clear();
+        self.check_src.clear();
         self.links.clear();
         self.exits.clear();
         self.table.clear();
@@ -371,6 +421,7 @@ impl JitEngine {
     fn drop_block(&mut self, pc: u64) {
         let Some(entry) = self.blocks.remove(&pc) else { return };
         self.stats.dropped += 1;
+        self.check_src.remove(&pc);
         match entry {
             Entry::Native(_) => {
                 self.table.remove(pc);
@@ -493,6 +544,10 @@ impl JitEngine {
 
     /// Aim the exit `s` to `target` at its translation, if it is linkable.
     fn link_site(&mut self, s: Site, target: u64) {
+        if self.check {
+            // Each block runs alone under --check.
+            return;
+        }
         if let Some(Entry::Native(p)) = self.blocks.get(&target) {
             let dest = if checked_link(s.from, target) { p.start } else { p.body };
             if aim(s.at, dest) {
@@ -507,7 +562,9 @@ impl JitEngine {
             Some(Entry::Native(p)) => {
                 // Evicted from the table by a block with the same index:
                 // put it back, it is the one running now.
-                self.table.insert(pc, p.start + translate::IBL as u64);
+                if !self.check {
+                    self.table.insert(pc, p.start + translate::IBL as u64);
+                }
                 return Entry::Native(p);
             }
             Some(Entry::Checked(p)) if self.unchanged(pc) => return Entry::Checked(p),
@@ -530,8 +587,12 @@ impl JitEngine {
             }
         };
         let at = self.index.chunks[ci].fill;
-        let env =
-            translate::Env { tp: self.tp, kick: &*self.kick as *const AtomicU8 as u64, table: self.table.base as u64 };
+        let env = translate::Env {
+            tp: self.tp,
+            kick: &*self.kick as *const AtomicU8 as u64,
+            table: self.table.base as u64,
+            check: self.check,
+        };
         let b = match translate::translate(&buf[..n], pc, at, env) {
             Translation::Interp => {
                 self.blocks.insert(pc, Entry::Interp);
@@ -569,9 +630,14 @@ impl JitEngine {
             self.sources.insert(pc, again.into_boxed_slice());
             Entry::Checked(placed)
         } else {
-            self.table.insert(pc, at + translate::IBL as u64);
+            if !self.check {
+                self.table.insert(pc, at + translate::IBL as u64);
+            }
             Entry::Native(placed)
         };
+        if self.check {
+            self.check_src.insert(pc, src.to_vec().into_boxed_slice());
+        }
         self.blocks.insert(pc, entry);
         // Its exits: linked to targets already translated, and recorded
         // so that targets translated later link them.
@@ -593,6 +659,91 @@ impl JitEngine {
             }
         }
         entry
+    }
+}
+
+impl JitEngine {
+    /// Run the block at `pc` (translated at `p`) under `--check`: the
+    /// interpreter first, its writes journaled and undone, then the block
+    /// alone, translated; compare. The guest state is in `Ctx` before and
+    /// in `cpu` after. `Some(exit)` when the block ended with one.
+    fn run_checked(
+        &mut self,
+        pc: u64,
+        p: Placed,
+        cp: *mut Ctx,
+        cpu: &mut CpuState,
+    ) -> Result<Option<Exit>, EngineError> {
+        // SAFETY (every `&*cp` and `&mut *cp` below): this thread's Ctx, not
+        // referenced across `urun_jit_enter`.
+        save(unsafe { &*cp }, cpu);
+        let before = cpu.clone();
+        let insns = check::decode(self.check_src.get(&pc).map(|b| &b[..]).unwrap_or(&[]), pc);
+        let read = |addr: u64, n: usize| {
+            let mut v = vec![0u8; n];
+            // SAFETY: bytes the interpreter just wrote (guest memory); a
+            // racing unmap is the error.
+            unsafe { hostfault::copy_from_guest(&mut v, addr) }.ok().map(|()| v)
+        };
+        let mut icpu = before.clone();
+        self.interp.journal_writes(true);
+        let mut iexit = None;
+        for _ in 0..insns.len() {
+            if let Some(e) = self.interp.step(&mut icpu) {
+                iexit = Some(e);
+                break;
+            }
+        }
+        let journal = self.interp.take_journal();
+        self.interp.journal_writes(false);
+        let written: Vec<(crate::interp::Written, Vec<u8>)> = journal
+            .into_iter()
+            .map(|w| (read(w.addr, w.old.len()).unwrap_or_default(), w))
+            .map(|(n, w)| (w, n))
+            .collect();
+        for (w, _) in written.iter().rev() {
+            // SAFETY: bytes the interpreter just wrote, put back as they were.
+            let _ = unsafe { hostfault::copy_to_guest(w.addr, &w.old) };
+        }
+        load(unsafe { &mut *cp }, &before);
+        // SAFETY: `p.body` is a translated block in our chunk; Ctx holds
+        // the guest state and the routines' addresses.
+        unsafe { ctx::urun_jit_enter(p.body) };
+        let c = unsafe { &*cp };
+        save(c, cpu);
+        let jexit = match c.reason {
+            reason::MISS | reason::INTERRUPTED => None,
+            reason::SYSCALL => {
+                cpu.gpr[reg::RCX] = cpu.rip;
+                cpu.gpr[reg::R11] = cpu.flags.get() & !0x1_0000;
+                Some(Exit::Syscall)
+            }
+            reason::FAULT => {
+                let f = c.fault;
+                let hf = HostFault { signo: f.signo, addr: f.addr, write: f.write != 0, code: f.code };
+                Some(Exit::Fault(Fault { pc: cpu.rip, kind: self.mem.guest_fault_kind(&hf) }))
+            }
+            reason::CODE_WRITE => {
+                // The block stopped at a write to its own code (the
+                // interpreter's run did not fault there): not compared;
+                // the write runs alone, as without --check.
+                self.stats.code_writes += 1;
+                self.sync_code();
+                return Ok(self.interp.step(cpu));
+            }
+            other => return Err(EngineError::Failed(format!("jit: unknown exit reason {other}"))),
+        };
+        #[cfg(test)]
+        if let Some(f) = self.corrupt {
+            f(cpu);
+        }
+        let io = check::Outcome { cpu: icpu, exit: iexit };
+        let jo = check::Outcome { cpu: cpu.clone(), exit: jexit };
+        if let Some(m) = check::compare(&insns, &io, &jo, &written, read) {
+            return Err(EngineError::Failed(check::report(pc, &insns, &m)));
+        }
+        self.stats.lockstep += 1;
+        Ok(jo.exit)
     }
 }
 
@@ -707,9 +858,16 @@ impl Engine for JitEngine {
             if self.mem.code_seq() != self.code_seen {
                 self.sync_code();
             }
+            let _baton = self.check.then(Baton::take);
             // SAFETY: this thread's Ctx, not referenced across `urun_jit_enter`.
             let rip = unsafe { (*cp).rip };
             match self.lookup(rip) {
+                Entry::Native(p) | Entry::Checked(p) if self.check => match self.run_checked(rip, p, cp, cpu) {
+                    Ok(Some(exit)) => break Ok(exit),
+                    // SAFETY: this thread's Ctx, not referenced across `urun_jit_enter`.
+                    Ok(None) => load(unsafe { &mut *cp }, cpu),
+                    Err(e) => break Err(e),
+                },
                 Entry::Native(p) | Entry::Checked(p) => {
                     // SAFETY: `p.body` is a translated block in our chunk;
                     // Ctx holds the guest state and the routines' addresses.
@@ -989,6 +1147,68 @@ mod tests {
         assert!(stats.checked >= 1, "blocks from the hot page check their bytes: {stats:?}");
     }
 
+    /// Run `code` under the JIT with `--check` (and `corrupt` as the
+    /// sabotage of the JIT's results).
+    fn run_checked(s: &Snippet, code: &[u8], corrupt: Option<fn(&mut CpuState)>) -> (Result<Exit, EngineError>, Stats) {
+        // SAFETY: the snippet's code area is ours, 16 KiB, mapped RW.
+        unsafe { std::ptr::copy_nonoverlapping(code.as_ptr(), s.code as *mut u8, code.len()) };
+        let mut jit = JitEngine::new(s.mem.clone()).expect("jit engine");
+        jit.check = true;
+        jit.corrupt = corrupt;
+        let mut cpu = CpuState { rip: s.code, ..CpuState::default() };
+        cpu.gpr[reg::RSP] = s.stack_top;
+        cpu.gpr[reg::RDI] = s.data;
+        let r = jit.run(&mut cpu);
+        (r, std::mem::take(&mut jit.stats))
+    }
+
+    // xor eax, eax; mov ecx, 10; L: add eax, ecx; mov [rdi], eax; imul ebx, eax;
+    // loop L; syscall
+    const CHECKED: [u8; 20] =
+        [0x31, 0xc0, 0xb9, 10, 0, 0, 0, 0x01, 0xc8, 0x89, 0x07, 0x0f, 0xaf, 0xd8, 0xe2, 0xf7, 0x0f, 0x05, 0x90, 0x90];
+
+    #[test]
+    fn check_runs_every_block_in_lockstep() {
+        let s = Snippet::new();
+        let (r, stats) = run_checked(&s, &CHECKED, None);
+        assert_eq!(r, Ok(Exit::Syscall));
+        assert!(stats.lockstep >= 11, "{stats:?}");
+        assert_eq!(stats.linked, 0, "blocks run alone: {stats:?}");
+        // SAFETY: the snippet's data area.
+        assert_eq!(unsafe { *(s.data as *const u32) }, 55, "the JIT's writes stay, once");
+    }
+
+    #[test]
+    fn check_stops_at_the_first_difference() {
+        let s = Snippet::new();
+        let (r, _) = run_checked(&s, &CHECKED, Some(|c| c.gpr[reg::RBX] ^= 0x100));
+        let Err(EngineError::Failed(msg)) = r else { panic!("no difference found: {r:?}") };
+        let block = s.code;
+        assert_eq!(
+            msg,
+            format!(
+                "--check: block {block:#x}: after `imul %eax,%ebx` at {:#x}, rbx: interpreter 0x0, jit 0x100",
+                block + 11
+            )
+        );
+        // A memory byte the JIT wrote differently.
+        static DATA: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let s = Snippet::new();
+        DATA.store(s.data, Ordering::Relaxed);
+        let (r, _) = run_checked(
+            &s,
+            &CHECKED,
+            Some(|_| {
+                let at = DATA.load(Ordering::Relaxed) + 1;
+                // SAFETY: the snippet's data area.
+                unsafe { *(at as *mut u8) ^= 1 };
+            }),
+        );
+        let Err(EngineError::Failed(msg)) = r else { panic!("no difference found: {r:?}") };
+        assert!(msg.contains(&format!("memory byte at {:#x}: interpreter 0x00, jit 0x01", s.data + 1)), "{msg}");
+        assert!(msg.contains("after `mov %eax,(%rdi)`"), "{msg}");
+    }
+
     #[test]
     fn linked_loops_calls_and_inline_lookups_agree() {
         let s = Snippet::new();
@@ -1025,7 +1245,16 @@ mod tests {
         });
         let mut cpu = CpuState { rip: s.code, ..CpuState::default() };
         cpu.gpr[reg::RSP] = s.stack_top;
-        assert_eq!(jit.run(&mut cpu), Ok(Exit::Interrupted));
+        // Other tests' engines in this process may interrupt this one too
+        // (code invalidated anywhere reaches every engine): run until the
+        // raiser is done.
+        loop {
+            let done = t.is_finished();
+            assert_eq!(jit.run(&mut cpu), Ok(Exit::Interrupted));
+            if done {
+                break;
+            }
+        }
         t.join().expect("raiser");
         assert_eq!(cpu.rip, s.code, "stopped at the loop's block boundary");
         assert!(cpu.gpr[reg::RAX] > 1000, "the loop ran linked: {}", cpu.gpr[reg::RAX]);
