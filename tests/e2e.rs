@@ -245,7 +245,7 @@ fn busybox_cases(dir: &Path) -> Vec<Case> {
 fn command(program: &Path, under_urun: bool, case: &Case) -> Command {
     let mut cmd = if under_urun {
         let mut c = Command::new(urun());
-        c.arg("--engine").arg(common::engine_under_test()).arg(program);
+        c.arg("--engine").arg(common::engine_under_test()).args(common::check_args()).arg(program);
         c
     } else {
         Command::new(program)

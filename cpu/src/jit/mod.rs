@@ -84,6 +84,13 @@ pub fn set_check(on: bool) {
     CHECK.store(on, Ordering::Release);
 }
 
+/// Under `--check`, how many times each block is checked before it runs
+/// as without it (linked, found by the inline lookups): `URUN_CHECK_RUNS`,
+/// default 16; 0 checks every run.
+fn check_runs() -> u32 {
+    std::env::var("URUN_CHECK_RUNS").ok().and_then(|v| v.parse().ok()).unwrap_or(16)
+}
+
 /// Under `--check`, one guest thread at a time runs guest code (a fair
 /// ticket lock, taken per block), so that another thread's writes do not
 /// land between the two runs of a block.
@@ -92,12 +99,25 @@ struct Baton;
 static BATON_NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 static BATON_SERVING: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
+/// The engine holding the baton, which a thread kept waiting interrupts
+/// (it may run linked code for long: a spin loop waiting for this thread).
+static BATON_HOLDER: std::sync::Mutex<Option<std::sync::Weak<Interrupt>>> = std::sync::Mutex::new(None);
+
 impl Baton {
-    fn take() -> Baton {
+    fn take(me: &Arc<Interrupt>) -> Baton {
         let ticket = BATON_NEXT.fetch_add(1, Ordering::AcqRel);
+        let mut spins = 0u32;
         while BATON_SERVING.load(Ordering::Acquire) != ticket {
+            spins = spins.wrapping_add(1);
+            if spins % 64 == 1 {
+                let holder = BATON_HOLDER.lock().unwrap_or_else(|e| e.into_inner()).clone();
+                if let Some(h) = holder.and_then(|w| w.upgrade()) {
+                    h.raise();
+                }
+            }
             std::thread::yield_now();
         }
+        *BATON_HOLDER.lock().unwrap_or_else(|e| e.into_inner()) = Some(Arc::downgrade(me));
         Baton
     }
 }
@@ -346,6 +366,13 @@ pub struct JitEngine {
     check: bool,
     /// Under `--check`, the guest bytes of every live block.
     check_src: HashMap<u64, Box<[u8]>>,
+    /// Under `--check`: how many times each block was checked, and the
+    /// blocks checked `check_runs` times, which then run as without it.
+    check_count: HashMap<u64, u32>,
+    verified: std::collections::HashSet<u64>,
+    check_runs: u32,
+    /// Under `--check`: a dispatch table that stays empty (see `trusted`).
+    empty: Option<Table>,
     /// A test's sabotage of the JIT's results, to show `--check` fails.
     #[cfg(test)]
     corrupt: Option<fn(&mut CpuState)>,
@@ -378,7 +405,7 @@ impl JitEngine {
         // the engine, which unregisters it when dropped.
         unsafe { interrupt.set_kick(&*kick) };
         ENGINES.lock().unwrap_or_else(|e| e.into_inner()).push(Arc::downgrade(&interrupt));
-        Ok(JitEngine {
+        let mut engine = JitEngine {
             interp: Interpreter::new(mem.clone()),
             code_seen: mem.code_seq(),
             mem,
@@ -393,11 +420,33 @@ impl JitEngine {
             gs_base: None,
             tp: ctx::tp_offset(),
             stats: Stats::default(),
-            check: CHECK.load(Ordering::Acquire),
+            check: false,
             check_src: HashMap::new(),
+            check_count: HashMap::new(),
+            verified: std::collections::HashSet::new(),
+            check_runs: check_runs(),
+            empty: None,
             #[cfg(test)]
             corrupt: None,
-        })
+        };
+        engine.set_check(CHECK.load(Ordering::Acquire));
+        Ok(engine)
+    }
+
+    /// Turn `--check` on or off for this engine (before it runs).
+    fn set_check(&mut self, on: bool) {
+        self.check = on;
+        self.interp.journal_writes(on);
+        if on && self.empty.is_none() {
+            self.empty = Table::new().ok();
+        }
+    }
+
+    /// May the block at `pc` run linked, found by the inline lookups?
+    /// Always without --check; under it once the block was checked
+    /// `check_runs` times (and never with `check_runs` 0).
+    fn trusted(&self, pc: u64) -> bool {
+        !self.check || self.verified.contains(&pc)
     }
 
     /// Drop every translation (the chunks stay this engine's, empty).
@@ -406,6 +455,8 @@ impl JitEngine {
         self.blocks.clear();
         self.sources.clear();
         self.check_src.clear();
+        self.check_count.clear();
+        self.verified.clear();
         self.links.clear();
         self.exits.clear();
         self.table.clear();
@@ -462,6 +513,12 @@ impl JitEngine {
             .collect();
         for pc in doomed {
             self.drop_block(pc);
+        }
+        if self.check {
+            // Rewritten code is checked again.
+            let (lo, hi) = (lo, hi);
+            self.verified.retain(|&pc| !(lo..hi).contains(&pc));
+            self.check_count.retain(|&pc, _| !(lo..hi).contains(&pc));
         }
     }
 
@@ -544,8 +601,8 @@ impl JitEngine {
 
     /// Aim the exit `s` to `target` at its translation, if it is linkable.
     fn link_site(&mut self, s: Site, target: u64) {
-        if self.check {
-            // Each block runs alone under --check.
+        if !(self.trusted(s.from) && self.trusted(target)) {
+            // Under --check, a block not yet checked enough runs alone.
             return;
         }
         if let Some(Entry::Native(p)) = self.blocks.get(&target) {
@@ -562,7 +619,7 @@ impl JitEngine {
             Some(Entry::Native(p)) => {
                 // Evicted from the table by a block with the same index:
                 // put it back, it is the one running now.
-                if !self.check {
+                if self.trusted(pc) {
                     self.table.insert(pc, p.start + translate::IBL as u64);
                 }
                 return Entry::Native(p);
@@ -590,7 +647,12 @@ impl JitEngine {
         let env = translate::Env {
             tp: self.tp,
             kick: &*self.kick as *const AtomicU8 as u64,
-            table: self.table.base as u64,
+            // A block still under --check looks up in a table that stays
+            // empty, so that it exits after itself.
+            table: match &self.empty {
+                Some(t) if !self.trusted(pc) => t.base as u64,
+                _ => self.table.base as u64,
+            },
             check: self.check,
         };
         let b = match translate::translate(&buf[..n], pc, at, env) {
@@ -630,12 +692,12 @@ impl JitEngine {
             self.sources.insert(pc, again.into_boxed_slice());
             Entry::Checked(placed)
         } else {
-            if !self.check {
+            if self.trusted(pc) {
                 self.table.insert(pc, at + translate::IBL as u64);
             }
             Entry::Native(placed)
         };
-        if self.check {
+        if !self.trusted(pc) {
             self.check_src.insert(pc, src.to_vec().into_boxed_slice());
         }
         self.blocks.insert(pc, entry);
@@ -686,7 +748,10 @@ impl JitEngine {
             unsafe { hostfault::copy_from_guest(&mut v, addr) }.ok().map(|()| v)
         };
         let mut icpu = before.clone();
-        self.interp.journal_writes(true);
+        // The journal is on for the engine's life under --check (turning
+        // it on drops the interpreter's cached permissions): forget what
+        // the interpreter's own blocks wrote since the last check.
+        self.interp.take_journal();
         let mut iexit = None;
         for _ in 0..insns.len() {
             if let Some(e) = self.interp.step(&mut icpu) {
@@ -695,7 +760,6 @@ impl JitEngine {
             }
         }
         let journal = self.interp.take_journal();
-        self.interp.journal_writes(false);
         let written: Vec<(crate::interp::Written, Vec<u8>)> = journal
             .into_iter()
             .map(|w| (read(w.addr, w.old.len()).unwrap_or_default(), w))
@@ -706,9 +770,14 @@ impl JitEngine {
             let _ = unsafe { hostfault::copy_to_guest(w.addr, &w.old) };
         }
         load(unsafe { &mut *cp }, &before);
+        // The dispatcher finds nothing either: the block runs alone.
+        if let Some(t) = &self.empty {
+            unsafe { (*cp).table = t.base as u64 };
+        }
         // SAFETY: `p.body` is a translated block in our chunk; Ctx holds
         // the guest state and the routines' addresses.
         unsafe { ctx::urun_jit_enter(p.body) };
+        unsafe { (*cp).table = self.table.base as u64 };
         let c = unsafe { &*cp };
         save(c, cpu);
         let jexit = match c.reason {
@@ -743,6 +812,13 @@ impl JitEngine {
             return Err(EngineError::Failed(check::report(pc, &insns, &m)));
         }
         self.stats.lockstep += 1;
+        let n = self.check_count.entry(pc).or_insert(0);
+        *n += 1;
+        if self.check_runs != 0 && *n >= self.check_runs {
+            // Checked enough: translated again, it runs linked from now on.
+            self.verified.insert(pc);
+            self.drop_block(pc);
+        }
         Ok(jo.exit)
     }
 }
@@ -847,6 +923,9 @@ impl Engine for JitEngine {
             load(c, cpu);
         }
         let exit = loop {
+            // Under --check, first (before catching up with the code log:
+            // no write lands between that and the block's two runs).
+            let _baton = self.check.then(|| Baton::take(&self.interrupt));
             // Clear the byte before taking the request: a raise after this
             // sets it again, and the dispatcher then stops at the next block.
             self.kick.store(0, Ordering::Relaxed);
@@ -858,11 +937,10 @@ impl Engine for JitEngine {
             if self.mem.code_seq() != self.code_seen {
                 self.sync_code();
             }
-            let _baton = self.check.then(Baton::take);
             // SAFETY: this thread's Ctx, not referenced across `urun_jit_enter`.
             let rip = unsafe { (*cp).rip };
             match self.lookup(rip) {
-                Entry::Native(p) | Entry::Checked(p) if self.check => match self.run_checked(rip, p, cp, cpu) {
+                Entry::Native(p) | Entry::Checked(p) if !self.trusted(rip) => match self.run_checked(rip, p, cp, cpu) {
                     Ok(Some(exit)) => break Ok(exit),
                     // SAFETY: this thread's Ctx, not referenced across `urun_jit_enter`.
                     Ok(None) => load(unsafe { &mut *cp }, cpu),
@@ -1153,7 +1231,7 @@ mod tests {
         // SAFETY: the snippet's code area is ours, 16 KiB, mapped RW.
         unsafe { std::ptr::copy_nonoverlapping(code.as_ptr(), s.code as *mut u8, code.len()) };
         let mut jit = JitEngine::new(s.mem.clone()).expect("jit engine");
-        jit.check = true;
+        jit.set_check(true);
         jit.corrupt = corrupt;
         let mut cpu = CpuState { rip: s.code, ..CpuState::default() };
         cpu.gpr[reg::RSP] = s.stack_top;
