@@ -90,6 +90,7 @@ pub(crate) fn compare(
         let pc = if stop != u64::MAX { stop } else { last_pc };
         return Some(Mismatch { pc, what: format!("exit: interpreter {:?}, jit {:?}", interp.exit, jit.exit) });
     }
+    #[allow(clippy::needless_range_loop)] // `r` also names the register
     for r in 0..16 {
         if a.gpr[r] != b.gpr[r] {
             let pc = blame(&|i, f| {

@@ -665,8 +665,11 @@ impl JitEngine {
         // Every page it came from is write-protected (a write then reaches
         // the code log before it lands), unless the page will not be:
         // then the block checks its bytes before each run.
-        let unguarded = (pc / PAGE_SIZE..=(pc + b.guest_len.max(1) - 1) / PAGE_SIZE)
-            .fold(false, |u, p| self.mem.protect_code(p) == CodeGuard::Unguarded || u);
+        let mut unguarded = false;
+        for p in pc / PAGE_SIZE..=(pc + b.guest_len.max(1) - 1) / PAGE_SIZE {
+            // Every page, even past an unguarded one.
+            unguarded |= self.mem.protect_code(p) == CodeGuard::Unguarded;
+        }
         let src = &buf[..b.guest_len as usize];
         // The code log's protocol: mark (and write-protect), then read the
         // code again; a write that raced with the translation is either
@@ -736,8 +739,7 @@ impl JitEngine {
         cp: *mut Ctx,
         cpu: &mut CpuState,
     ) -> Result<Option<Exit>, EngineError> {
-        // SAFETY (every `&*cp` and `&mut *cp` below): this thread's Ctx, not
-        // referenced across `urun_jit_enter`.
+        // SAFETY: this thread's Ctx, not referenced across `urun_jit_enter`.
         save(unsafe { &*cp }, cpu);
         let before = cpu.clone();
         let insns = check::decode(self.check_src.get(&pc).map(|b| &b[..]).unwrap_or(&[]), pc);
@@ -769,15 +771,19 @@ impl JitEngine {
             // SAFETY: bytes the interpreter just wrote, put back as they were.
             let _ = unsafe { hostfault::copy_to_guest(w.addr, &w.old) };
         }
+        // SAFETY: this thread's Ctx, not referenced across `urun_jit_enter`.
         load(unsafe { &mut *cp }, &before);
         // The dispatcher finds nothing either: the block runs alone.
         if let Some(t) = &self.empty {
+            // SAFETY: as above.
             unsafe { (*cp).table = t.base as u64 };
         }
         // SAFETY: `p.body` is a translated block in our chunk; Ctx holds
         // the guest state and the routines' addresses.
         unsafe { ctx::urun_jit_enter(p.body) };
+        // SAFETY: this thread's Ctx, not referenced across `urun_jit_enter`.
         unsafe { (*cp).table = self.table.base as u64 };
+        // SAFETY: as above.
         let c = unsafe { &*cp };
         save(c, cpu);
         let jexit = match c.reason {
