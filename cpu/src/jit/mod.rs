@@ -625,7 +625,12 @@ impl JitEngine {
                 return Entry::Native(p);
             }
             Some(Entry::Checked(p)) if self.unchanged(pc) => return Entry::Checked(p),
-            Some(Entry::Checked(_)) => self.drop_block(pc),
+            Some(Entry::Checked(p)) => {
+                // Rewritten where writes are not seen: tell the other
+                // engines (the interpreter's decoded blocks) too.
+                self.drop_block(pc);
+                self.mem.code_written(pc, p.guest_end.saturating_sub(pc).max(1));
+            }
             Some(Entry::Interp) => return Entry::Interp,
             None => {}
         }
