@@ -54,6 +54,11 @@ struct Cli {
     #[arg(long, env = "URUN_STRACE")]
     strace: bool,
 
+    /// With `--engine jit`: run every translated block in lockstep with the
+    /// interpreter and stop at the first difference (slow).
+    #[arg(long, env = "URUN_CHECK")]
+    check: bool,
+
     /// For a Windows program: list its imports, each marked as urun
     /// implements it or not, and exit.
     #[arg(long, env = "URUN_LIST_IMPORTS")]
@@ -155,6 +160,9 @@ fn reexec_args(cli: &Cli) -> Vec<OsString> {
     let mut v: Vec<OsString> = vec!["urun".into(), "--engine".into(), cli.engine.name().into()];
     if cli.strace {
         v.push("--strace".into());
+    }
+    if cli.check {
+        v.push("--check".into());
     }
     if let Some(cpu) = &cli.cpu {
         v.push("--cpu".into());

@@ -41,6 +41,13 @@ pub(crate) fn start(cli: &Cli) -> Result<Infallible, StartError> {
             std::process::exit(ENGINE_FAILED)
         }
     }
+    if cli.check {
+        if cli.engine != EngineKind::Jit {
+            eprintln!("urun: --check: only with --engine jit (it compares the JIT with the interpreter)");
+            std::process::exit(2)
+        }
+        urun_cpu::jit::set_check(true);
+    }
     let mem = Arc::new(AddressSpace::new());
     let cpuid1 = urun_cpu::cpuid::guest_cpuid(1, 0);
     let opts = LoadOptions {

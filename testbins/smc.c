@@ -8,6 +8,9 @@
  *                 pipe: the kernel writes it
  *   smc single    one thread: code and its data in one page, and code
  *                 rewritten then called at once
+ *   smc regain    one thread: code called while its page is read-only,
+ *                 then the page made writable (still executable) and the
+ *                 code rewritten with a plain store, then called again
  *
  * A calls until it sees the new value, for at most LIMIT calls (natively
  * a few thousand at most), so the output is deterministic: one line per
@@ -158,14 +161,44 @@ static int single(void)
     return bad != 0;
 }
 
+/* Code translated while read-only, rewritten once its page is writable
+ * again without losing PROT_EXEC. */
+static int regain(void)
+{
+    unsigned char *p = mmap(NULL, 4096, PROT_READ | PROT_WRITE | PROT_EXEC, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (p == MAP_FAILED) {
+        perror("mmap");
+        return 1;
+    }
+    fn_t f = (fn_t)(void *)p;
+    int bad = 0;
+    for (uint32_t v = 1; v <= ROUNDS; v++) {
+        emit(p, v);
+        if (mprotect(p, 4096, PROT_READ | PROT_EXEC))
+            perror("mprotect rx");
+        int a = 0;
+        for (int i = 0; i < 1000; i++)
+            a = f();
+        if (mprotect(p, 4096, PROT_READ | PROT_WRITE | PROT_EXEC))
+            perror("mprotect rwx");
+        emit(p, v * 100);
+        int b = f();
+        printf("regain %u: read-only %d, rewritten %d\n", v, a, b);
+        bad += a != (int)v || b != (int)(v * 100);
+    }
+    return bad != 0;
+}
+
 int main(int argc, char **argv)
 {
     setvbuf(stdout, NULL, _IONBF, 0);
     mode = argc > 1 ? argv[1] : "rwx";
     if (!strcmp(mode, "single"))
         return single();
+    if (!strcmp(mode, "regain"))
+        return regain();
     if (strcmp(mode, "rwx") && strcmp(mode, "mprotect") && strcmp(mode, "syscall")) {
-        fprintf(stderr, "usage: smc rwx|mprotect|syscall|single\n");
+        fprintf(stderr, "usage: smc rwx|mprotect|syscall|single|regain\n");
         return 2;
     }
     return cross_thread();

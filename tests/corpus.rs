@@ -514,7 +514,7 @@ fn command(case: &Case, under_urun: bool, dir: &Path) -> Command {
     let program = in_path(case.program).expect("checked before running");
     let mut cmd = if under_urun {
         let mut c = Command::new(urun());
-        c.arg("--engine").arg(common::engine_under_test()).arg(program);
+        c.arg("--engine").arg(common::engine_under_test()).args(common::check_args()).arg(program);
         c
     } else {
         Command::new(program)

@@ -3,7 +3,8 @@
 //! interpreter, the KVM engine and the JIT; stdout, stderr, exit status and
 //! signal must match. Modes: a racing 4-byte store into an RWX page, a W^X
 //! mprotect round trip, a rewrite by read(2) (the kernel writes the code),
-//! and one thread with code and data in one page.
+//! one thread with code and data in one page, and code run read-only then
+//! rewritten once its page is writable again (still executable).
 //!
 //! Under the KVM engine the guest's code runs on the CPU, which keeps
 //! itself coherent; the interpreter relies on the code log in
@@ -14,7 +15,7 @@ mod common;
 
 use std::time::Duration;
 
-const MODES: &[&str] = &["rwx", "mprotect", "syscall", "single"];
+const MODES: &[&str] = &["rwx", "mprotect", "syscall", "single", "regain"];
 const TIMEOUT: Duration = Duration::from_secs(120);
 
 fn check_engine(engine: &str) {

@@ -67,6 +67,7 @@ pub struct HostFault {
 }
 
 const SEGV_MAPERR: i32 = 1;
+const SEGV_ACCERR: i32 = 2;
 const SI_KERNEL: i32 = 0x80;
 
 impl HostFault {
@@ -984,11 +985,56 @@ impl Drop for AltStack {
     }
 }
 
+// ----- write-protected code -----
+
+/// `HostFault::signo` passed to a code range's `Recovery::Handler` for a
+/// write the write hook claimed (see `set_write_hook`): the page is
+/// writable again and its code invalidated; the handler may move the thread
+/// out of translated code to run the write elsewhere (return true), or let
+/// the instruction run again where it is (false).
+pub const CODE_WRITE: i32 = 0;
+
+/// The write hook (a `fn(u64) -> bool`), or 0.
+static WRITE_HOOK: AtomicUsize = AtomicUsize::new(0);
+
+/// Set the hook that write faults (SEGV_ACCERR on a write, from any code
+/// of the thread) are offered first: given the address, it returns true
+/// when the fault was its own (a page it write-protected, now writable
+/// again), and the write then runs again. It runs in the signal handler.
+/// The `AddressSpace` sets it for its write-protected code pages.
+pub fn set_write_hook(hook: fn(u64) -> bool) {
+    WRITE_HOOK.store(hook as usize, Ordering::Release);
+}
+
+/// Offer a write fault to the write hook.
+fn write_hook_claims(addr: u64) -> bool {
+    let h = WRITE_HOOK.load(Ordering::Acquire);
+    if h == 0 {
+        return false;
+    }
+    // SAFETY: stored from a function of exactly this type.
+    let f = unsafe { std::mem::transmute::<usize, fn(u64) -> bool>(h) };
+    f(addr)
+}
+
 /// The SIGSEGV/SIGBUS handler.
 extern "C" fn on_fault(sig: libc::c_int, info: *mut libc::siginfo_t, uc: *mut libc::c_void) {
     // SAFETY: the kernel passes valid siginfo and ucontext for SA_SIGINFO.
     let (code, addr) = unsafe { ((*info).si_code, (*info).si_addr() as u64) };
     let active = ACTIVE.try_with(|a| a.get()).unwrap_or(false);
+    if sig == libc::SIGSEGV && code == SEGV_ACCERR && !uc.is_null() {
+        // SAFETY: as above; the context is this thread's, ours to rewrite.
+        let ctx = unsafe { &mut *(uc as *mut libc::ucontext_t) };
+        let write = ctx.uc_mcontext.gregs[libc::REG_ERR as usize] & 2 != 0;
+        if write && write_hook_claims(addr) {
+            let pc = ctx.uc_mcontext.gregs[libc::REG_RIP as usize] as usize;
+            if let (true, Some(Recovery::Handler(f))) = (active, range_recovery(pc)) {
+                let fault = HostFault { signo: CODE_WRITE, addr, write, code };
+                f(&fault, &mut SavedContext { uc: ctx });
+            }
+            return;
+        }
+    }
     if code > 0 && active && !uc.is_null() {
         // SAFETY: as above; the context is this thread's, ours to rewrite.
         let ctx = unsafe { &mut *(uc as *mut libc::ucontext_t) };

@@ -177,20 +177,143 @@ pub enum CodeSync {
     Behind(u64),
 }
 
+/// What `AddressSpace::protect_code` did for a page.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CodeGuard {
+    /// Every write to the page (by guest code, urun or, through `check`,
+    /// the kernel) is seen: its code is logged as invalidated first.
+    Guarded,
+    /// Writes to the page are not seen: it faulted too often (code and
+    /// data mixed, a guest JIT's heap), or it is shared memory (another
+    /// alias can write it). The caller must check the bytes itself.
+    Unguarded,
+}
+
+/// A page write-protected for translated code (`AddressSpace::protect_code`).
+#[derive(Clone, Copy, Debug)]
+struct WpPage {
+    /// The guest's protection of the page (the host's lacks WRITE while
+    /// `armed`).
+    guest: Prot,
+    /// Translated code relies on seeing every write to the page.
+    armed: bool,
+    /// Write faults taken on it so far.
+    faults: u32,
+}
+
+/// After this many write faults on one page, `protect_code` stops arming
+/// it (the page mixes code and data, or a guest JIT rewrites it often):
+/// its translations check their bytes instead (DynamoRIO and box64 switch
+/// such pages to checks in the same way; qemu never does).
+pub const HOT_PAGE_FAULTS: u32 = 16;
+
+/// The code log and the write protection of code pages: shared with the
+/// host-fault owner's write hook, which runs in a signal handler.
+struct Code {
+    /// Number of code events ever logged (the sequence number of the last).
+    seq: AtomicU64,
+    log: RwLock<CodeLog>,
+    /// Pages `protect_code` knows, by page number.
+    wp: Mutex<HashMap<u64, WpPage>>,
+    /// How many of them are armed (a lock-free "none" for `check`).
+    armed: AtomicU64,
+}
+
+/// The code state of every address space with write-protected pages, for
+/// the write hook (`on_code_write`).
+static GUARDED: Mutex<Vec<std::sync::Arc<Code>>> = Mutex::new(Vec::new());
+
+/// The host-fault owner's hook: a write fault at `addr`. If the page is
+/// one `protect_code` armed and the guest may write it, give the host page
+/// the guest's protection back, log its code as invalidated, and claim the
+/// fault (the write runs again). Runs in a signal handler: it takes only
+/// locks that no thread holds while writing guest memory, and does not
+/// allocate.
+fn on_code_write(addr: u64) -> bool {
+    let spaces = GUARDED.lock().unwrap_or_else(|e| e.into_inner());
+    spaces.iter().any(|c| c.disarm(addr / PAGE_SIZE, true))
+}
+
+impl Code {
+    fn wp(&self) -> std::sync::MutexGuard<'_, HashMap<u64, WpPage>> {
+        self.wp.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn log_mut(&self) -> std::sync::RwLockWriteGuard<'_, CodeLog> {
+        self.log.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Make armed page `page` writable again (as the guest asked) and
+    /// invalidate its code. `fault`: a write fault on it (counted, and the
+    /// page must be guest-writable). True if it was armed and now is not.
+    fn disarm(&self, page: u64, fault: bool) -> bool {
+        let mut wp = self.wp();
+        let Some(e) = wp.get_mut(&page) else { return false };
+        if !e.armed || (fault && !e.guest.contains(Prot::WRITE)) {
+            return false;
+        }
+        let at = page * PAGE_SIZE;
+        // SAFETY: the page is guest memory (its entry is dropped when it
+        // stops being so, under the layout lock); this gives it the
+        // protection the guest asked for.
+        let rc = unsafe { libc::mprotect(at as *mut libc::c_void, PAGE_SIZE as usize, e.guest.host()) };
+        if rc != 0 {
+            return false;
+        }
+        e.armed = false;
+        if fault {
+            e.faults = e.faults.saturating_add(1);
+        }
+        self.armed.fetch_sub(1, Ordering::AcqRel);
+        drop(wp);
+        let mut log = self.log_mut();
+        self.invalidate(&mut log, &[page]);
+        true
+    }
+
+    fn push_event(&self, log: &mut CodeLog, ev: CodeEvent) {
+        if log.ring.len() == CODE_LOG_LEN {
+            log.ring.pop_front();
+        }
+        log.ring.push_back(ev);
+        // SeqCst: a full barrier between the log update and the caller's
+        // next reads of guest memory (the marking engine re-reads the code).
+        self.seq.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// Forget `pages` as code pages and log one `Invalidate` covering them.
+    fn invalidate(&self, log: &mut CodeLog, pages: &[u64]) -> bool {
+        let (Some(lo), Some(hi)) = (pages.iter().min().copied(), pages.iter().max().copied()) else { return false };
+        for p in pages {
+            log.pages.remove(p);
+        }
+        self.push_event(log, CodeEvent::Invalidate { first: lo, last: hi });
+        true
+    }
+}
+
 /// The guest's memory map. Shared by every guest thread and engine.
 pub struct AddressSpace {
     regions: RwLock<BTreeMap<u64, Region>>,
     /// Bumped whenever access to some guest range is removed or reduced
     /// (unmap, protect, replace), so engines drop cached permissions.
     generation: AtomicU64,
-    /// Number of code events ever logged (the sequence number of the last).
-    code_seq: AtomicU64,
-    code: RwLock<CodeLog>,
+    code: std::sync::Arc<Code>,
+    /// `code` is in `GUARDED`.
+    guarded: std::sync::atomic::AtomicBool,
     /// Ranges the guest released that urun still holds as no-access host
     /// reservations (start -> end, merged), so that urun's own mappings
     /// never land where guest memory was. Also the lock that serializes
     /// every change to the layout (map, unmap, protect, remap).
     held: Mutex<BTreeMap<u64, u64>>,
+}
+
+impl Drop for AddressSpace {
+    fn drop(&mut self) {
+        if self.guarded.load(Ordering::Acquire) {
+            GUARDED.lock().unwrap_or_else(|e| e.into_inner()).retain(|c| !std::sync::Arc::ptr_eq(c, &self.code));
+        }
+    }
 }
 
 impl Default for AddressSpace {
@@ -208,8 +331,15 @@ impl AddressSpace {
         AddressSpace {
             regions: RwLock::new(BTreeMap::new()),
             generation: AtomicU64::new(0),
-            code_seq: AtomicU64::new(0),
-            code: RwLock::new(CodeLog::default()),
+            code: std::sync::Arc::new(Code {
+                seq: AtomicU64::new(0),
+                // The ring never grows past its capacity (the write hook
+                // pushes in a signal handler: no allocation there).
+                log: RwLock::new(CodeLog { pages: HashMap::new(), ring: VecDeque::with_capacity(CODE_LOG_LEN) }),
+                wp: Mutex::new(HashMap::new()),
+                armed: AtomicU64::new(0),
+            }),
+            guarded: std::sync::atomic::AtomicBool::new(false),
             held: Mutex::new(BTreeMap::new()),
         }
     }
@@ -244,28 +374,22 @@ impl AddressSpace {
     //   before it evicts or flushes a write permission, so none is lost.
 
     fn code_log(&self) -> std::sync::RwLockReadGuard<'_, CodeLog> {
-        self.code.read().unwrap_or_else(|e| e.into_inner())
+        self.code.log.read().unwrap_or_else(|e| e.into_inner())
     }
 
     fn code_log_mut(&self) -> std::sync::RwLockWriteGuard<'_, CodeLog> {
-        self.code.write().unwrap_or_else(|e| e.into_inner())
+        self.code.log_mut()
     }
 
     /// Number of code events logged so far: engines compare it with their
     /// cursor at every block dispatch.
     #[inline]
     pub fn code_seq(&self) -> u64 {
-        self.code_seq.load(Ordering::Acquire)
+        self.code.seq.load(Ordering::Acquire)
     }
 
     fn push_event(&self, log: &mut CodeLog, ev: CodeEvent) {
-        if log.ring.len() == CODE_LOG_LEN {
-            log.ring.pop_front();
-        }
-        log.ring.push_back(ev);
-        // SeqCst: a full barrier between the log update and the caller's
-        // next reads of guest memory (the marking engine re-reads the code).
-        self.code_seq.fetch_add(1, Ordering::SeqCst);
+        self.code.push_event(log, ev)
     }
 
     /// Record that an engine translated code from `[start, end)`.
@@ -294,6 +418,183 @@ impl AddressSpace {
     pub fn is_code_page(&self, page: u64) -> bool {
         let log = self.code_log();
         !log.pages.is_empty() && log.pages.contains_key(&page)
+    }
+
+    // ----- write protection of code pages -----
+    //
+    // The JIT trusts its translations of a page only while every write to
+    // the page is seen. `protect_code` arms a page: while the guest may
+    // write it, the host page loses WRITE (the guest's own protection is
+    // kept in `Code::wp`, and in the region map, which is what the guest
+    // sees: /proc/self/maps, mprotect, the interpreter's checks). A write
+    // then faults; the host-fault owner calls `on_code_write`, which gives
+    // the page the guest's protection back, logs an `Invalidate` for it,
+    // and lets the write run again. `check(.., WRITE)` (what the syscall
+    // layer asks before the kernel writes a guest buffer) does the same
+    // for armed pages in its range, so the kernel never meets one. Every
+    // host mprotect of an armed page keeps WRITE out while the page stays
+    // executable (so a page translated while read-only and made writable
+    // later is seen too); losing EXEC, unmapping or replacing the page
+    // forgets it.
+
+    /// Arm page number `page` for translated code (see above).
+    pub fn protect_code(&self, page: u64) -> CodeGuard {
+        let at = page * PAGE_SIZE;
+        let _layout = self.held();
+        let Some(r) = self.region_at(at) else { return CodeGuard::Unguarded };
+        if r.shared || !r.prot.contains(Prot::EXEC) {
+            return CodeGuard::Unguarded;
+        }
+        if !self.guarded.load(Ordering::Acquire) {
+            // The write faults go to the host-fault owner's handler.
+            if crate::hostfault::install().is_err() {
+                return CodeGuard::Unguarded;
+            }
+            self.guarded.store(true, Ordering::Release);
+            crate::hostfault::set_write_hook(on_code_write);
+            GUARDED.lock().unwrap_or_else(|e| e.into_inner()).push(self.code.clone());
+        }
+        let mut wp = self.code.wp();
+        let e = wp.entry(page).or_insert(WpPage { guest: r.prot, armed: false, faults: 0 });
+        e.guest = r.prot;
+        if e.armed {
+            return CodeGuard::Guarded;
+        }
+        if e.faults >= HOT_PAGE_FAULTS {
+            return CodeGuard::Unguarded;
+        }
+        if r.prot.contains(Prot::WRITE) {
+            // SAFETY: a guest page (checked under the layout lock); the
+            // guest's view of it stays as it asked.
+            let rc = unsafe {
+                libc::mprotect(at as *mut libc::c_void, PAGE_SIZE as usize, r.prot.host() & !libc::PROT_WRITE)
+            };
+            if rc != 0 {
+                return CodeGuard::Unguarded;
+            }
+            self.code.armed.fetch_add(1, Ordering::AcqRel);
+        }
+        e.armed = true;
+        CodeGuard::Guarded
+    }
+
+    /// Write faults taken so far on page number `page` (for tests and
+    /// statistics).
+    pub fn code_write_faults(&self, page: u64) -> u32 {
+        self.code.wp().get(&page).map_or(0, |e| e.faults)
+    }
+
+    /// Is page number `page` armed by `protect_code`?
+    pub fn is_code_guarded(&self, page: u64) -> bool {
+        self.code.wp().get(&page).is_some_and(|e| e.armed)
+    }
+
+    /// Disarm the write-protected pages in `[addr, addr+len)` that the
+    /// guest may write (their code is invalidated): something other than a
+    /// faulting instruction (the kernel) is about to write there.
+    fn unguard(&self, addr: u64, len: u64) {
+        if len == 0 || self.code.armed.load(Ordering::Acquire) == 0 {
+            return;
+        }
+        let first = addr / PAGE_SIZE;
+        let last = (addr.saturating_add(len) - 1) / PAGE_SIZE;
+        let pages: Vec<u64> = {
+            let wp = self.code.wp();
+            let hit = |p: &u64| wp.get(p).is_some_and(|e| e.armed && e.guest.contains(Prot::WRITE));
+            if last - first < wp.len() as u64 {
+                (first..=last).filter(hit).collect()
+            } else {
+                wp.keys().copied().filter(|p| (first..=last).contains(p) && hit(p)).collect()
+            }
+        };
+        for p in pages {
+            self.code.disarm(p, false);
+        }
+    }
+
+    /// Forget the write-protected pages in `[start, end)` (unmapped,
+    /// replaced or moved; `restore`: give the host pages the guest's
+    /// protection first, as they move).
+    fn forget_guards(&self, start: u64, end: u64, restore: bool) {
+        let mut wp = self.code.wp();
+        if wp.is_empty() || end <= start {
+            return;
+        }
+        let (first, last) = (start / PAGE_SIZE, (end - 1) / PAGE_SIZE);
+        let pages: Vec<u64> = wp.keys().copied().filter(|p| (first..=last).contains(p)).collect();
+        for p in pages {
+            let Some(e) = wp.remove(&p) else { continue };
+            if e.armed && e.guest.contains(Prot::WRITE) {
+                self.code.armed.fetch_sub(1, Ordering::AcqRel);
+                if restore {
+                    // SAFETY: a guest page about to move; the guest's own
+                    // protection.
+                    unsafe { libc::mprotect((p * PAGE_SIZE) as *mut libc::c_void, PAGE_SIZE as usize, e.guest.host()) };
+                }
+            }
+        }
+    }
+
+    /// `mprotect` of `[start, end)` to `prot` (guest memory, layout lock
+    /// held), keeping WRITE off the host pages that stay armed; pages
+    /// that lose EXEC are forgotten (their code is invalidated).
+    fn host_protect(&self, start: u64, end: u64, prot: Prot) -> Result<(), MemError> {
+        let mut wp = self.code.wp();
+        let mut masked = Vec::new();
+        if !wp.is_empty() {
+            let (first, last) = (start / PAGE_SIZE, (end - 1) / PAGE_SIZE);
+            let pages: Vec<u64> = wp.keys().copied().filter(|p| (first..=last).contains(p)).collect();
+            for p in pages {
+                let Some(e) = wp.get_mut(&p) else { continue };
+                let was = e.armed && e.guest.contains(Prot::WRITE);
+                if !prot.contains(Prot::EXEC) {
+                    wp.remove(&p);
+                    if was {
+                        self.code.armed.fetch_sub(1, Ordering::AcqRel);
+                    }
+                    continue;
+                }
+                e.guest = prot;
+                let now = e.armed && prot.contains(Prot::WRITE);
+                match (was, now) {
+                    (false, true) => {
+                        self.code.armed.fetch_add(1, Ordering::AcqRel);
+                    }
+                    (true, false) => {
+                        self.code.armed.fetch_sub(1, Ordering::AcqRel);
+                    }
+                    _ => {}
+                }
+                if now {
+                    masked.push(p);
+                }
+            }
+            masked.sort_unstable();
+        }
+        // Masked pages first, then the rest: no moment where an armed page
+        // is writable on the host.
+        let call = |s: u64, e: u64, p: i32| {
+            // SAFETY: guest memory (the caller checked, under the layout lock).
+            let rc = unsafe { libc::mprotect(s as *mut libc::c_void, (e - s) as usize, p) };
+            if rc != 0 {
+                return Err(MemError::Host { op: "mprotect", start: s, len: e - s, errno: errno() });
+            }
+            Ok(())
+        };
+        for &p in &masked {
+            call(p * PAGE_SIZE, (p + 1) * PAGE_SIZE, prot.host() & !libc::PROT_WRITE)?;
+        }
+        let mut at = start;
+        for &p in &masked {
+            if p * PAGE_SIZE > at {
+                call(at, p * PAGE_SIZE, prot.host())?;
+            }
+            at = (p + 1) * PAGE_SIZE;
+        }
+        if at < end {
+            call(at, end, prot.host())?;
+        }
+        Ok(())
     }
 
     /// Do any bytes of `[addr, addr+len)` hold translated code?
@@ -351,18 +652,13 @@ impl AddressSpace {
 
     /// Forget `pages` as code pages and log one `Invalidate` covering them.
     fn invalidate(&self, log: &mut CodeLog, pages: &[u64]) -> bool {
-        let (Some(lo), Some(hi)) = (pages.iter().min().copied(), pages.iter().max().copied()) else { return false };
-        for p in pages {
-            log.pages.remove(p);
-        }
-        self.push_event(log, CodeEvent::Invalidate { first: lo, last: hi });
-        true
+        self.code.invalidate(log, pages)
     }
 
     /// Pass every code event after `cursor` to `f`, oldest first.
     pub fn code_events_since(&self, cursor: u64, mut f: impl FnMut(CodeEvent)) -> CodeSync {
         let log = self.code_log();
-        let seq = self.code_seq.load(Ordering::Acquire);
+        let seq = self.code.seq.load(Ordering::Acquire);
         let new = seq.saturating_sub(cursor);
         if new > log.ring.len() as u64 || cursor > seq {
             return CodeSync::Behind(seq);
@@ -403,11 +699,17 @@ impl AddressSpace {
 
     /// True when every byte of `[addr, addr+len)` is guest memory with at
     /// least `need` protection. A zero length is always accessible.
+    ///
+    /// Asking for WRITE disarms write-protected code pages in the range
+    /// (see `protect_code`): the caller is about to write there.
     pub fn check(&self, addr: u64, len: u64, need: Prot) -> bool {
         if len == 0 {
             return true;
         }
         let Some(end) = addr.checked_add(len) else { return false };
+        if need.contains(Prot::WRITE) {
+            self.unguard(addr, len);
+        }
         let map = self.read_map();
         let mut at = addr;
         for (_, r) in map.range(..end) {
@@ -427,7 +729,11 @@ impl AddressSpace {
 
     /// How many bytes from `addr` (at most `max`) are contiguous guest
     /// memory with at least `need` protection.
+    /// WRITE disarms write-protected code pages, as for `check`.
     pub fn accessible_len(&self, addr: u64, max: u64, need: Prot) -> u64 {
+        if need.contains(Prot::WRITE) {
+            self.unguard(addr, max);
+        }
         let end = addr.saturating_add(max);
         let map = self.read_map();
         let mut at = addr;
@@ -579,6 +885,7 @@ impl AddressSpace {
             }
         }
         Self::release(&mut held, addr, addr + len);
+        self.forget_guards(addr, addr + len, false);
         let backing = file.map(|f| f.backing.clone()).unwrap_or(Backing::Anonymous);
         let mut map = self.write_map();
         Self::remove_range(&mut map, addr, addr + len);
@@ -767,6 +1074,7 @@ impl AddressSpace {
         let end = start.checked_add(len).ok_or(MemError::BadRange { start, len })?;
         let mut map = self.write_map();
         let pieces = Self::overlapping(&map, start, end);
+        self.forget_guards(start, end, false);
         for (s, e) in &pieces {
             // The range is guest memory recorded in the map: replacing it
             // with a reservation is atomic on the host.
@@ -797,12 +1105,12 @@ impl AddressSpace {
         if !self.is_guest(start, len) {
             return Err(MemError::NotMapped { start, len });
         }
-        // SAFETY: the whole range is guest memory (checked above, under the
-        // layout lock).
-        let rc = unsafe { libc::mprotect(start as *mut libc::c_void, len as usize, prot.host()) };
-        if rc != 0 {
-            return Err(MemError::Host { op: "mprotect", start, len, errno: errno() });
-        }
+        // The whole range is guest memory (checked above, under the layout
+        // lock).
+        self.host_protect(start, end, prot).map_err(|e| match e {
+            MemError::Host { errno, .. } => MemError::Host { op: "mprotect", start, len, errno },
+            e => e,
+        })?;
         let mut map = self.write_map();
         let old: Vec<Region> = map.range(..end).filter(|(_, r)| r.end > start).map(|(_, r)| r.clone()).collect();
         Self::remove_range(&mut map, start, end);
@@ -847,6 +1155,9 @@ impl AddressSpace {
             return Err(MemError::NotMapped { start: old, len: old_len });
         }
         let region = self.region_at(old).ok_or(MemError::NotMapped { start: old, len: old_len })?;
+        // Armed code pages move (or shrink away) with the guest's own
+        // protection; their code is invalidated below.
+        self.forget_guards(old, old + old_len.max(PAGE_SIZE), true);
         if let Some(dst) = fixed {
             let end = dst.checked_add(new_len).ok_or(MemError::BadRange { start: dst, len: new_len })?;
             if dst % PAGE_SIZE != 0 || (dst < old + old_len.max(new_len) && old < end) {
@@ -1105,6 +1416,67 @@ mod tests {
             s.mark_code(i * PAGE_SIZE, i * PAGE_SIZE + 1);
         }
         assert!(matches!(s.code_events_since(6, |_| {}), CodeSync::Behind(_)));
+    }
+
+    #[test]
+    fn code_pages_are_write_protected_behind_the_guests_view() {
+        let s = AddressSpace::new();
+        let rwx = Prot::RW.union(Prot::EXEC);
+        let a = s.map(Placement::Hint(0), 3 * PAGE_SIZE, rwx, false, None).expect("map");
+        let p = a / PAGE_SIZE;
+        assert_eq!(s.protect_code(p), CodeGuard::Guarded);
+        assert_eq!(host_perms(a).as_deref(), Some("r--p"), "the host page lost WRITE");
+        assert_eq!(s.prot_at(a), Some(rwx), "the guest's view is unchanged");
+        assert_eq!(s.regions().len(), 1);
+        // The guest's mprotect keeps WRITE off while the page stays code.
+        s.protect(a, 2 * PAGE_SIZE, rwx).expect("protect");
+        assert_eq!(host_perms(a).as_deref(), Some("r--p"));
+        assert_eq!(host_perms(a + PAGE_SIZE).as_deref(), Some("rw-p"));
+        // The kernel is about to write (a syscall's buffer): disarmed, and
+        // the page's code invalidated.
+        let seq = s.code_seq();
+        assert!(s.check(a + 8, 16, Prot::WRITE));
+        assert_eq!(host_perms(a).as_deref(), Some("rw-p"));
+        assert!(!s.is_code_guarded(p));
+        let mut seen = Vec::new();
+        s.code_events_since(seq, |e| seen.push(e));
+        assert_eq!(seen, [CodeEvent::Invalidate { first: p, last: p }]);
+        // A plain write by urun (or guest code) faults into the host-fault
+        // owner, which does the same and lets the write run.
+        assert_eq!(s.protect_code(p), CodeGuard::Guarded);
+        // SAFETY: a writable guest page (write-protected on the host).
+        unsafe { std::ptr::write_volatile((a + 100) as *mut u8, 5) };
+        assert_eq!(s.code_write_faults(p), 1);
+        assert_eq!(host_perms(a).as_deref(), Some("rw-p"));
+        // Losing EXEC forgets the page; read-only code stays armed and is
+        // masked again when made writable.
+        assert_eq!(s.protect_code(p), CodeGuard::Guarded);
+        s.protect(a, PAGE_SIZE, Prot::RW).expect("protect");
+        assert!(!s.is_code_guarded(p));
+        s.protect(a, PAGE_SIZE, Prot::RX).expect("protect");
+        assert_eq!(s.protect_code(p), CodeGuard::Guarded);
+        assert_eq!(host_perms(a).as_deref(), Some("r--p"));
+        s.protect(a, PAGE_SIZE, rwx).expect("protect");
+        assert_eq!(host_perms(a).as_deref(), Some("r--p"));
+        // A page that faults too often is left writable.
+        for _ in 0..HOT_PAGE_FAULTS {
+            if s.protect_code(p) == CodeGuard::Unguarded {
+                break;
+            }
+            // SAFETY: as above.
+            unsafe { std::ptr::write_volatile((a + 200) as *mut u8, 6) };
+        }
+        assert_eq!(s.protect_code(p), CodeGuard::Unguarded);
+        assert_eq!(host_perms(a).as_deref(), Some("rw-p"));
+        // Moving armed pages gives them the guest's protection.
+        assert_eq!(s.protect_code(p + 2), CodeGuard::Guarded);
+        let b = s.remap(a, 3 * PAGE_SIZE, 3 * PAGE_SIZE, true, None).expect("remap");
+        if b != a {
+            assert_eq!(host_perms(b + 2 * PAGE_SIZE).as_deref(), Some("rw-p"));
+        }
+        // Shared memory is never armed (another alias could write it).
+        let sh = s.map(Placement::Hint(0), PAGE_SIZE, rwx, true, None).expect("map");
+        assert_eq!(s.protect_code(sh / PAGE_SIZE), CodeGuard::Unguarded);
     }
 
     #[test]

@@ -253,6 +253,17 @@ pub fn engine_under_test() -> String {
     std::env::var("URUN_TEST_ENGINE").unwrap_or_else(|_| "interp".into())
 }
 
+/// `--check` (every JIT block in lockstep with the interpreter) when
+/// `URUN_CHECK` is set for the test run: the cases clear the environment,
+/// so the flag goes on the command line.
+pub fn check_args() -> Vec<&'static str> {
+    if std::env::var_os("URUN_CHECK").is_some_and(|v| !v.is_empty() && v != "0") {
+        vec!["--check"]
+    } else {
+        Vec::new()
+    }
+}
+
 /// Where two outputs first differ, for a readable failure.
 pub fn describe_diff(what: &str, native: &[u8], urun: &[u8]) -> Option<String> {
     if native == urun {

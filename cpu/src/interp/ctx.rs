@@ -23,11 +23,23 @@ pub(crate) struct Tlb {
     read: Box<[u64; TLB_SIZE]>,
     write: Box<[u64; TLB_SIZE]>,
     marks_seen: u64,
+    /// While set (the JIT's `--check`), every write is recorded here with
+    /// the bytes it is about to replace, and no write entry is cached.
+    pub(crate) journal: Option<Vec<Written>>,
+}
+
+/// A write the interpreter made while journaling: the instruction, where,
+/// and the bytes that were there before.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Written {
+    pub pc: u64,
+    pub addr: u64,
+    pub old: Vec<u8>,
 }
 
 impl Tlb {
     pub(crate) fn new(marks_seen: u64) -> Self {
-        Tlb { read: Box::new([0; TLB_SIZE]), write: Box::new([0; TLB_SIZE]), marks_seen }
+        Tlb { read: Box::new([0; TLB_SIZE]), write: Box::new([0; TLB_SIZE]), marks_seen, journal: None }
     }
     /// Drop every entry (after applying pending `Marked` events, so that a
     /// write permission that raced with another thread's translation is
@@ -231,6 +243,9 @@ impl<'a> Ctx<'a> {
             return Err(self.fault(FaultKind::GeneralProtection));
         };
         let last = (end - 1) / PAGE_SIZE;
+        if write && self.tlb.journal.is_some() {
+            self.journal_write(addr, len);
+        }
         let need = if write { Prot::WRITE } else { Prot::READ };
         for page in first..=last {
             let at = (page * PAGE_SIZE).max(addr);
@@ -254,6 +269,10 @@ impl<'a> Ctx<'a> {
                     });
                     continue;
                 }
+                if self.tlb.journal.is_some() {
+                    // Journaling: every write comes through here.
+                    continue;
+                }
                 if self.tlb.write[i] != 0 && self.tlb.write[i] != page + 1 {
                     // Evicting another page's write entry: apply pending
                     // marks first, so a raced write through it is reported.
@@ -265,6 +284,25 @@ impl<'a> Ctx<'a> {
             }
         }
         Ok(())
+    }
+
+    /// Record the bytes a write to `[addr, addr+len)` replaces (those
+    /// that can be read: the write faults at the others).
+    #[cold]
+    fn journal_write(&mut self, addr: u64, len: u64) {
+        let n = self.mem.accessible_len(addr, len, Prot::READ) as usize;
+        let mut old = vec![0u8; n];
+        // SAFETY: readable guest memory (just checked); a racing unmap ends
+        // the copy early.
+        let got = match unsafe { hostfault::copy_from_guest(&mut old, addr) } {
+            Ok(()) => n,
+            Err(p) => p.done as usize,
+        };
+        old.truncate(got);
+        let pc = self.cpu.rip;
+        if let Some(j) = self.tlb.journal.as_mut() {
+            j.push(Written { pc, addr, old });
+        }
     }
 
     /// The guest's fault for a host fault at a guest-access site (another

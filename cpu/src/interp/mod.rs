@@ -16,7 +16,7 @@ use std::sync::Arc;
 use iced_x86::{Code, Decoder, DecoderOptions, FlowControl, Formatter, GasFormatter, Instruction};
 
 use ctx::Tlb;
-pub use ctx::{xmm_index, Ctx, Step};
+pub use ctx::{xmm_index, Ctx, Step, Written};
 
 use crate::engine::{Engine, EngineError, Exit, Fault, FaultKind, Interrupt, PageFaultKind};
 use crate::hostfault;
@@ -365,6 +365,22 @@ impl Interpreter {
             }
         }
         None
+    }
+
+    /// Record every write from now on with the bytes it replaces (`true`),
+    /// or stop (`false`). For the JIT's `--check`.
+    pub fn journal_writes(&mut self, on: bool) {
+        if on {
+            self.tlb.flush(&self.mem);
+            self.tlb.journal = Some(Vec::new());
+        } else {
+            self.tlb.journal = None;
+        }
+    }
+
+    /// The writes recorded since the last call, oldest first.
+    pub fn take_journal(&mut self) -> Vec<Written> {
+        self.tlb.journal.as_mut().map(std::mem::take).unwrap_or_default()
     }
 
     /// Report writes that raced with other threads' translation (before a

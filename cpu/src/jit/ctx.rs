@@ -21,6 +21,10 @@ pub(crate) mod reason {
     pub const INTERRUPTED: u32 = 3;
     /// A host fault in translated code; `Ctx::rip` is the guest instruction.
     pub const FAULT: u32 = 4;
+    /// A write to a write-protected code page (now writable again, its
+    /// code invalidated); `Ctx::rip` is the writing instruction, which has
+    /// not run.
+    pub const CODE_WRITE: u32 = 5;
 }
 
 /// Offsets of `Ctx` fields, for the assembly and the code generator.

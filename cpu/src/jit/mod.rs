@@ -23,6 +23,7 @@
 //! fault at the exact guest instruction.
 
 mod arena;
+mod check;
 mod ctx;
 mod translate;
 
@@ -33,7 +34,7 @@ use std::sync::Arc;
 use crate::engine::{Engine, EngineError, Exit, Fault, Interrupt};
 use crate::hostfault::{self, HostFault, HostFaultError, InGuest, Recovery, SavedContext};
 use crate::interp::Interpreter;
-use crate::mem::{AddressSpace, CodeEvent, CodeSync, Prot, PAGE_SIZE};
+use crate::mem::{AddressSpace, CodeEvent, CodeGuard, CodeSync, Prot, PAGE_SIZE};
 use crate::state::{fl, reg, CpuState};
 
 use ctx::{ctx_ptr, reason, Ctx};
@@ -71,6 +72,60 @@ pub fn probe() -> Result<(), JitError> {
         return Err(JitError::NoFsgsbase);
     }
     Ok(())
+}
+
+/// `--check` for every JIT engine made from now on (see `check.rs`).
+static CHECK: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Run every translated block in lockstep with the interpreter (`--check`):
+/// engines made after this call compare each block's results and fail at
+/// the first difference. Slow (each block runs twice, unlinked).
+pub fn set_check(on: bool) {
+    CHECK.store(on, Ordering::Release);
+}
+
+/// Under `--check`, how many times each block is checked before it runs
+/// as without it (linked, found by the inline lookups): `URUN_CHECK_RUNS`,
+/// default 16; 0 checks every run.
+fn check_runs() -> u32 {
+    std::env::var("URUN_CHECK_RUNS").ok().and_then(|v| v.parse().ok()).unwrap_or(16)
+}
+
+/// Under `--check`, one guest thread at a time runs guest code (a fair
+/// ticket lock, taken per block), so that another thread's writes do not
+/// land between the two runs of a block.
+struct Baton;
+
+static BATON_NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+static BATON_SERVING: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// The engine holding the baton, which a thread kept waiting interrupts
+/// (it may run linked code for long: a spin loop waiting for this thread).
+static BATON_HOLDER: std::sync::Mutex<Option<std::sync::Weak<Interrupt>>> = std::sync::Mutex::new(None);
+
+impl Baton {
+    fn take(me: &Arc<Interrupt>) -> Baton {
+        let ticket = BATON_NEXT.fetch_add(1, Ordering::AcqRel);
+        let mut spins = 0u32;
+        while BATON_SERVING.load(Ordering::Acquire) != ticket {
+            spins = spins.wrapping_add(1);
+            if spins % 64 == 1 {
+                let holder = BATON_HOLDER.lock().unwrap_or_else(|e| e.into_inner()).clone();
+                if let Some(h) = holder.and_then(|w| w.upgrade()) {
+                    h.raise();
+                }
+            }
+            std::thread::yield_now();
+        }
+        *BATON_HOLDER.lock().unwrap_or_else(|e| e.into_inner()) = Some(Arc::downgrade(me));
+        Baton
+    }
+}
+
+impl Drop for Baton {
+    fn drop(&mut self) {
+        BATON_SERVING.fetch_add(1, Ordering::AcqRel);
+    }
 }
 
 /// Entries of the dispatch table (indexed by the low 16 bits of the pc).
@@ -306,6 +361,21 @@ pub struct JitEngine {
     tp: i32,
     /// Statistics for the debug log.
     stats: Stats,
+    /// `--check`: blocks are not linked nor in the table, and each runs in
+    /// the interpreter first (`run_checked`).
+    check: bool,
+    /// Under `--check`, the guest bytes of every live block.
+    check_src: HashMap<u64, Box<[u8]>>,
+    /// Under `--check`: how many times each block was checked, and the
+    /// blocks checked `check_runs` times, which then run as without it.
+    check_count: HashMap<u64, u32>,
+    verified: std::collections::HashSet<u64>,
+    check_runs: u32,
+    /// Under `--check`: a dispatch table that stays empty (see `trusted`).
+    empty: Option<Table>,
+    /// A test's sabotage of the JIT's results, to show `--check` fails.
+    #[cfg(test)]
+    corrupt: Option<fn(&mut CpuState)>,
 }
 
 #[derive(Default, Debug)]
@@ -316,6 +386,13 @@ struct Stats {
     flushes: u64,
     /// Blocks run by the interpreter instead.
     interpreted: u64,
+    /// Writes to write-protected code pages from translated code.
+    code_writes: u64,
+    /// Blocks translated from pages whose writes are not seen (their bytes
+    /// are compared before each run).
+    checked: u64,
+    /// `--check`: blocks run by both engines and found equal.
+    lockstep: u64,
 }
 
 impl JitEngine {
@@ -328,7 +405,7 @@ impl JitEngine {
         // the engine, which unregisters it when dropped.
         unsafe { interrupt.set_kick(&*kick) };
         ENGINES.lock().unwrap_or_else(|e| e.into_inner()).push(Arc::downgrade(&interrupt));
-        Ok(JitEngine {
+        let mut engine = JitEngine {
             interp: Interpreter::new(mem.clone()),
             code_seen: mem.code_seq(),
             mem,
@@ -343,7 +420,33 @@ impl JitEngine {
             gs_base: None,
             tp: ctx::tp_offset(),
             stats: Stats::default(),
-        })
+            check: false,
+            check_src: HashMap::new(),
+            check_count: HashMap::new(),
+            verified: std::collections::HashSet::new(),
+            check_runs: check_runs(),
+            empty: None,
+            #[cfg(test)]
+            corrupt: None,
+        };
+        engine.set_check(CHECK.load(Ordering::Acquire));
+        Ok(engine)
+    }
+
+    /// Turn `--check` on or off for this engine (before it runs).
+    fn set_check(&mut self, on: bool) {
+        self.check = on;
+        self.interp.journal_writes(on);
+        if on && self.empty.is_none() {
+            self.empty = Table::new().ok();
+        }
+    }
+
+    /// May the block at `pc` run linked, found by the inline lookups?
+    /// Always without --check; under it once the block was checked
+    /// `check_runs` times (and never with `check_runs` 0).
+    fn trusted(&self, pc: u64) -> bool {
+        !self.check || self.verified.contains(&pc)
     }
 
     /// Drop every translation (the chunks stay this engine's, empty).
@@ -351,6 +454,9 @@ impl JitEngine {
         self.stats.flushes += 1;
         self.blocks.clear();
         self.sources.clear();
+        self.check_src.clear();
+        self.check_count.clear();
+        self.verified.clear();
         self.links.clear();
         self.exits.clear();
         self.table.clear();
@@ -366,6 +472,7 @@ impl JitEngine {
     fn drop_block(&mut self, pc: u64) {
         let Some(entry) = self.blocks.remove(&pc) else { return };
         self.stats.dropped += 1;
+        self.check_src.remove(&pc);
         match entry {
             Entry::Native(_) => {
                 self.table.remove(pc);
@@ -406,6 +513,12 @@ impl JitEngine {
             .collect();
         for pc in doomed {
             self.drop_block(pc);
+        }
+        if self.check {
+            // Rewritten code is checked again.
+            let (lo, hi) = (lo, hi);
+            self.verified.retain(|&pc| !(lo..hi).contains(&pc));
+            self.check_count.retain(|&pc, _| !(lo..hi).contains(&pc));
         }
     }
 
@@ -488,6 +601,10 @@ impl JitEngine {
 
     /// Aim the exit `s` to `target` at its translation, if it is linkable.
     fn link_site(&mut self, s: Site, target: u64) {
+        if !(self.trusted(s.from) && self.trusted(target)) {
+            // Under --check, a block not yet checked enough runs alone.
+            return;
+        }
         if let Some(Entry::Native(p)) = self.blocks.get(&target) {
             let dest = if checked_link(s.from, target) { p.start } else { p.body };
             if aim(s.at, dest) {
@@ -502,11 +619,18 @@ impl JitEngine {
             Some(Entry::Native(p)) => {
                 // Evicted from the table by a block with the same index:
                 // put it back, it is the one running now.
-                self.table.insert(pc, p.start + translate::IBL as u64);
+                if self.trusted(pc) {
+                    self.table.insert(pc, p.start + translate::IBL as u64);
+                }
                 return Entry::Native(p);
             }
             Some(Entry::Checked(p)) if self.unchanged(pc) => return Entry::Checked(p),
-            Some(Entry::Checked(_)) => self.drop_block(pc),
+            Some(Entry::Checked(p)) => {
+                // Rewritten where writes are not seen: tell the other
+                // engines (the interpreter's decoded blocks) too.
+                self.drop_block(pc);
+                self.mem.code_written(pc, p.guest_end.saturating_sub(pc).max(1));
+            }
             Some(Entry::Interp) => return Entry::Interp,
             None => {}
         }
@@ -525,8 +649,17 @@ impl JitEngine {
             }
         };
         let at = self.index.chunks[ci].fill;
-        let env =
-            translate::Env { tp: self.tp, kick: &*self.kick as *const AtomicU8 as u64, table: self.table.base as u64 };
+        let env = translate::Env {
+            tp: self.tp,
+            kick: &*self.kick as *const AtomicU8 as u64,
+            // A block still under --check looks up in a table that stays
+            // empty, so that it exits after itself.
+            table: match &self.empty {
+                Some(t) if !self.trusted(pc) => t.base as u64,
+                _ => self.table.base as u64,
+            },
+            check: self.check,
+        };
         let b = match translate::translate(&buf[..n], pc, at, env) {
             Translation::Interp => {
                 self.blocks.insert(pc, Entry::Interp);
@@ -534,10 +667,18 @@ impl JitEngine {
             }
             Translation::Block(b) => b,
         };
+        // Every page it came from is write-protected (a write then reaches
+        // the code log before it lands), unless the page will not be:
+        // then the block checks its bytes before each run.
+        let mut unguarded = false;
+        for p in pc / PAGE_SIZE..=(pc + b.guest_len.max(1) - 1) / PAGE_SIZE {
+            // Every page, even past an unguarded one.
+            unguarded |= self.mem.protect_code(p) == CodeGuard::Unguarded;
+        }
         let src = &buf[..b.guest_len as usize];
-        // The code log's protocol: mark, then read the code again; a write
-        // that raced with the translation is either logged after the mark
-        // or seen here.
+        // The code log's protocol: mark (and write-protect), then read the
+        // code again; a write that raced with the translation is either
+        // logged after the mark or seen here.
         self.mem.mark_code(pc, pc + b.guest_len);
         let mut again = vec![0u8; src.len()];
         // SAFETY: the range was just fetched; the copy stops at a page that
@@ -545,8 +686,6 @@ impl JitEngine {
         if unsafe { hostfault::copy_from_guest(&mut again, pc) }.is_err() || again[..] != src[..] {
             return Entry::Interp;
         }
-        let writable = (pc / PAGE_SIZE..=(pc + b.guest_len.max(1) - 1) / PAGE_SIZE)
-            .any(|p| self.mem.prot_at(p * PAGE_SIZE).is_some_and(|pr| pr.contains(Prot::WRITE)));
         let len = b.code.len() as u64;
         // SAFETY: [at, at+len) is free space in our own read-write-execute
         // chunk (len <= MAX_BLOCK_BYTES, checked room); no thread runs it yet.
@@ -556,13 +695,19 @@ impl JitEngine {
         c.blocks.push(BlockRec { start: at, end: at + len, map: b.map.into_boxed_slice() });
         self.stats.translated += 1;
         let placed = Placed { start: at, body: at + b.body as u64, guest_end: pc + b.guest_len };
-        let entry = if writable {
+        let entry = if unguarded {
+            self.stats.checked += 1;
             self.sources.insert(pc, again.into_boxed_slice());
             Entry::Checked(placed)
         } else {
-            self.table.insert(pc, at + translate::IBL as u64);
+            if self.trusted(pc) {
+                self.table.insert(pc, at + translate::IBL as u64);
+            }
             Entry::Native(placed)
         };
+        if !self.trusted(pc) {
+            self.check_src.insert(pc, src.to_vec().into_boxed_slice());
+        }
         self.blocks.insert(pc, entry);
         // Its exits: linked to targets already translated, and recorded
         // so that targets translated later link them.
@@ -584,6 +729,108 @@ impl JitEngine {
             }
         }
         entry
+    }
+}
+
+impl JitEngine {
+    /// Run the block at `pc` (translated at `p`) under `--check`: the
+    /// interpreter first, its writes journaled and undone, then the block
+    /// alone, translated; compare. The guest state is in `Ctx` before and
+    /// in `cpu` after. `Some(exit)` when the block ended with one.
+    fn run_checked(
+        &mut self,
+        pc: u64,
+        p: Placed,
+        cp: *mut Ctx,
+        cpu: &mut CpuState,
+    ) -> Result<Option<Exit>, EngineError> {
+        // SAFETY: this thread's Ctx, not referenced across `urun_jit_enter`.
+        save(unsafe { &*cp }, cpu);
+        let before = cpu.clone();
+        let insns = check::decode(self.check_src.get(&pc).map(|b| &b[..]).unwrap_or(&[]), pc);
+        let read = |addr: u64, n: usize| {
+            let mut v = vec![0u8; n];
+            // SAFETY: bytes the interpreter just wrote (guest memory); a
+            // racing unmap is the error.
+            unsafe { hostfault::copy_from_guest(&mut v, addr) }.ok().map(|()| v)
+        };
+        let mut icpu = before.clone();
+        // The journal is on for the engine's life under --check (turning
+        // it on drops the interpreter's cached permissions): forget what
+        // the interpreter's own blocks wrote since the last check.
+        self.interp.take_journal();
+        let mut iexit = None;
+        for _ in 0..insns.len() {
+            if let Some(e) = self.interp.step(&mut icpu) {
+                iexit = Some(e);
+                break;
+            }
+        }
+        let journal = self.interp.take_journal();
+        let written: Vec<(crate::interp::Written, Vec<u8>)> = journal
+            .into_iter()
+            .map(|w| (read(w.addr, w.old.len()).unwrap_or_default(), w))
+            .map(|(n, w)| (w, n))
+            .collect();
+        for (w, _) in written.iter().rev() {
+            // SAFETY: bytes the interpreter just wrote, put back as they were.
+            let _ = unsafe { hostfault::copy_to_guest(w.addr, &w.old) };
+        }
+        // SAFETY: this thread's Ctx, not referenced across `urun_jit_enter`.
+        load(unsafe { &mut *cp }, &before);
+        // The dispatcher finds nothing either: the block runs alone.
+        if let Some(t) = &self.empty {
+            // SAFETY: as above.
+            unsafe { (*cp).table = t.base as u64 };
+        }
+        // SAFETY: `p.body` is a translated block in our chunk; Ctx holds
+        // the guest state and the routines' addresses.
+        unsafe { ctx::urun_jit_enter(p.body) };
+        // SAFETY: this thread's Ctx, not referenced across `urun_jit_enter`.
+        unsafe { (*cp).table = self.table.base as u64 };
+        // SAFETY: as above.
+        let c = unsafe { &*cp };
+        save(c, cpu);
+        let jexit = match c.reason {
+            reason::MISS | reason::INTERRUPTED => None,
+            reason::SYSCALL => {
+                cpu.gpr[reg::RCX] = cpu.rip;
+                cpu.gpr[reg::R11] = cpu.flags.get() & !0x1_0000;
+                Some(Exit::Syscall)
+            }
+            reason::FAULT => {
+                let f = c.fault;
+                let hf = HostFault { signo: f.signo, addr: f.addr, write: f.write != 0, code: f.code };
+                Some(Exit::Fault(Fault { pc: cpu.rip, kind: self.mem.guest_fault_kind(&hf) }))
+            }
+            reason::CODE_WRITE => {
+                // The block stopped at a write to its own code (the
+                // interpreter's run did not fault there): not compared;
+                // the write runs alone, as without --check.
+                self.stats.code_writes += 1;
+                self.sync_code();
+                return Ok(self.interp.step(cpu));
+            }
+            other => return Err(EngineError::Failed(format!("jit: unknown exit reason {other}"))),
+        };
+        #[cfg(test)]
+        if let Some(f) = self.corrupt {
+            f(cpu);
+        }
+        let io = check::Outcome { cpu: icpu, exit: iexit };
+        let jo = check::Outcome { cpu: cpu.clone(), exit: jexit };
+        if let Some(m) = check::compare(&insns, &io, &jo, &written, read) {
+            return Err(EngineError::Failed(check::report(pc, &insns, &m)));
+        }
+        self.stats.lockstep += 1;
+        let n = self.check_count.entry(pc).or_insert(0);
+        *n += 1;
+        if self.check_runs != 0 && *n >= self.check_runs {
+            // Checked enough: translated again, it runs linked from now on.
+            self.verified.insert(pc);
+            self.drop_block(pc);
+        }
+        Ok(jo.exit)
     }
 }
 
@@ -642,6 +889,11 @@ fn on_fault(hf: &HostFault, sc: &mut SavedContext<'_>) -> bool {
             sc.set_reg(reg::RCX, (*c).s_rcx);
         }
         (*c).rip = pc;
+        if hf.signo == hostfault::CODE_WRITE {
+            (*c).reason = reason::CODE_WRITE;
+            sc.set_pc(ctx::exit_addr());
+            return true;
+        }
         (*c).reason = reason::FAULT;
         (*c).fault = ctx::FaultRecord { signo: hf.signo, code: hf.code, addr: hf.addr, write: hf.write as u64 };
     }
@@ -682,6 +934,9 @@ impl Engine for JitEngine {
             load(c, cpu);
         }
         let exit = loop {
+            // Under --check, first (before catching up with the code log:
+            // no write lands between that and the block's two runs).
+            let _baton = self.check.then(|| Baton::take(&self.interrupt));
             // Clear the byte before taking the request: a raise after this
             // sets it again, and the dispatcher then stops at the next block.
             self.kick.store(0, Ordering::Relaxed);
@@ -696,6 +951,12 @@ impl Engine for JitEngine {
             // SAFETY: this thread's Ctx, not referenced across `urun_jit_enter`.
             let rip = unsafe { (*cp).rip };
             match self.lookup(rip) {
+                Entry::Native(p) | Entry::Checked(p) if !self.trusted(rip) => match self.run_checked(rip, p, cp, cpu) {
+                    Ok(Some(exit)) => break Ok(exit),
+                    // SAFETY: this thread's Ctx, not referenced across `urun_jit_enter`.
+                    Ok(None) => load(unsafe { &mut *cp }, cpu),
+                    Err(e) => break Err(e),
+                },
                 Entry::Native(p) | Entry::Checked(p) => {
                     // SAFETY: `p.body` is a translated block in our chunk;
                     // Ctx holds the guest state and the routines' addresses.
@@ -711,6 +972,21 @@ impl Engine for JitEngine {
                             cpu.gpr[reg::RCX] = cpu.rip;
                             cpu.gpr[reg::R11] = cpu.flags.get() & !0x1_0000;
                             break Ok(Exit::Syscall);
+                        }
+                        reason::CODE_WRITE => {
+                            // The write goes to code: what was translated
+                            // from its page is gone (the code log), and the
+                            // writing instruction runs alone in the
+                            // interpreter, so that the code it writes (the
+                            // next instruction, maybe) runs as written.
+                            save(c, cpu);
+                            self.stats.code_writes += 1;
+                            self.sync_code();
+                            if let Some(exit) = self.interp.step(cpu) {
+                                break Ok(exit);
+                            }
+                            // SAFETY: this thread's Ctx, not referenced across `urun_jit_enter`.
+                            load(unsafe { &mut *cp }, cpu);
                         }
                         reason::FAULT => {
                             save(c, cpu);
@@ -792,7 +1068,14 @@ mod tests {
         let ea = Interpreter::new(s.mem.clone()).run(&mut a);
         let mut b = start();
         let mut jit = JitEngine::new(s.mem.clone()).expect("jit engine");
-        let eb = jit.run(&mut b).expect("jit run");
+        // Other tests' engines in this process may interrupt this one
+        // (code invalidated anywhere reaches every engine): run on.
+        let eb = loop {
+            match jit.run(&mut b).expect("jit run") {
+                Exit::Interrupted => continue,
+                e => break e,
+            }
+        };
         let stats = std::mem::take(&mut jit.stats);
         ([(a, ea), (b, eb)], stats)
     }
@@ -897,6 +1180,132 @@ mod tests {
     }
 
     #[test]
+    fn code_writing_the_next_instruction_is_seen_at_once() {
+        let s = Snippet::new();
+        // mov byte ptr [rip + 1], 7 (the immediate of the next instruction);
+        // mov eax, 1; syscall. The page is writable and executable: it is
+        // write-protected while translated, the write faults, and the
+        // rewritten instruction runs as written.
+        let code = [0xc6, 0x05, 1, 0, 0, 0, 7, 0xb8, 1, 0, 0, 0, 0x0f, 0x05];
+        let (r, stats) = run_both(&s, &code, false, |_| {});
+        assert_eq!(r[0].0.gpr[reg::RAX], 7, "the interpreter");
+        assert_same(&r);
+        assert_eq!(stats.code_writes, 1, "{stats:?}");
+        assert_eq!(stats.checked, 0, "{stats:?}");
+    }
+
+    #[test]
+    fn a_page_made_writable_after_translation_is_seen() {
+        let s = Snippet::new();
+        let mut jit = JitEngine::new(s.mem.clone()).expect("jit engine");
+        let page = s.code / PAGE_SIZE;
+        let put = |imm: u8| {
+            // SAFETY: the snippet's code area: a guest page the guest may
+            // write now (a write-protected one faults, and the host-fault
+            // owner makes it writable again).
+            unsafe { std::ptr::copy_nonoverlapping([0xb8, imm, 0, 0, 0, 0x0f, 0x05].as_ptr(), s.code as *mut u8, 7) };
+        };
+        let run = |jit: &mut JitEngine| {
+            let mut cpu = CpuState { rip: s.code, ..CpuState::default() };
+            cpu.gpr[reg::RSP] = s.stack_top;
+            assert_eq!(jit.run(&mut cpu), Ok(Exit::Syscall));
+            cpu.gpr[reg::RAX]
+        };
+        put(1);
+        s.mem.protect(s.code, PAGE_SIZE, Prot::RX).expect("protect");
+        assert_eq!(run(&mut jit), 1);
+        // Writable again, still executable: the block stays (no exit
+        // through the log), but a write must reach it.
+        s.mem.protect(s.code, PAGE_SIZE, Prot::RW.union(Prot::EXEC)).expect("protect");
+        assert_eq!(s.mem.prot_at(s.code), Some(Prot(7)), "the guest's view");
+        assert!(s.mem.is_code_guarded(page));
+        put(2);
+        assert!(!s.mem.is_code_guarded(page), "the write disarmed the page");
+        assert_eq!(run(&mut jit), 2);
+        assert_eq!(s.mem.code_write_faults(page), 1);
+        assert_eq!(jit.stats.checked, 0, "{:?}", jit.stats);
+    }
+
+    #[test]
+    fn code_and_data_in_one_page_stop_faulting() {
+        let s = Snippet::new();
+        // mov ecx, 100; L: add dword ptr [rip + data], 1; loop L;
+        // mov eax, [rip + data]; syscall; data (offset 64, same page)
+        let mut code =
+            vec![0xb9, 100, 0, 0, 0, 0x83, 0x05, 52, 0, 0, 0, 1, 0xe2, 0xf7, 0x8b, 0x05, 44, 0, 0, 0, 0x0f, 0x05];
+        code.resize(68, 0);
+        let (r, stats) = run_both(&s, &code, false, |_| {});
+        assert_eq!(r[1].0.gpr[reg::RAX], 200, "the interpreter's run added 100 first");
+        let page = s.code / PAGE_SIZE;
+        let faults = s.mem.code_write_faults(page);
+        assert!(faults <= crate::mem::HOT_PAGE_FAULTS + 1, "{faults} faults");
+        assert!(stats.code_writes <= crate::mem::HOT_PAGE_FAULTS as u64 + 1, "{stats:?}");
+        assert!(stats.checked >= 1, "blocks from the hot page check their bytes: {stats:?}");
+    }
+
+    /// Run `code` under the JIT with `--check` (and `corrupt` as the
+    /// sabotage of the JIT's results).
+    fn run_checked(s: &Snippet, code: &[u8], corrupt: Option<fn(&mut CpuState)>) -> (Result<Exit, EngineError>, Stats) {
+        // SAFETY: the snippet's code area is ours, 16 KiB, mapped RW.
+        unsafe { std::ptr::copy_nonoverlapping(code.as_ptr(), s.code as *mut u8, code.len()) };
+        let mut jit = JitEngine::new(s.mem.clone()).expect("jit engine");
+        jit.set_check(true);
+        jit.corrupt = corrupt;
+        let mut cpu = CpuState { rip: s.code, ..CpuState::default() };
+        cpu.gpr[reg::RSP] = s.stack_top;
+        cpu.gpr[reg::RDI] = s.data;
+        let r = jit.run(&mut cpu);
+        (r, std::mem::take(&mut jit.stats))
+    }
+
+    // xor eax, eax; mov ecx, 10; L: add eax, ecx; mov [rdi], eax; imul ebx, eax;
+    // loop L; syscall
+    const CHECKED: [u8; 20] =
+        [0x31, 0xc0, 0xb9, 10, 0, 0, 0, 0x01, 0xc8, 0x89, 0x07, 0x0f, 0xaf, 0xd8, 0xe2, 0xf7, 0x0f, 0x05, 0x90, 0x90];
+
+    #[test]
+    fn check_runs_every_block_in_lockstep() {
+        let s = Snippet::new();
+        let (r, stats) = run_checked(&s, &CHECKED, None);
+        assert_eq!(r, Ok(Exit::Syscall));
+        assert!(stats.lockstep >= 11, "{stats:?}");
+        assert_eq!(stats.linked, 0, "blocks run alone: {stats:?}");
+        // SAFETY: the snippet's data area.
+        assert_eq!(unsafe { *(s.data as *const u32) }, 55, "the JIT's writes stay, once");
+    }
+
+    #[test]
+    fn check_stops_at_the_first_difference() {
+        let s = Snippet::new();
+        let (r, _) = run_checked(&s, &CHECKED, Some(|c| c.gpr[reg::RBX] ^= 0x100));
+        let Err(EngineError::Failed(msg)) = r else { panic!("no difference found: {r:?}") };
+        let block = s.code;
+        assert_eq!(
+            msg,
+            format!(
+                "--check: block {block:#x}: after `imul %eax,%ebx` at {:#x}, rbx: interpreter 0x0, jit 0x100",
+                block + 11
+            )
+        );
+        // A memory byte the JIT wrote differently.
+        static DATA: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let s = Snippet::new();
+        DATA.store(s.data, Ordering::Relaxed);
+        let (r, _) = run_checked(
+            &s,
+            &CHECKED,
+            Some(|_| {
+                let at = DATA.load(Ordering::Relaxed) + 1;
+                // SAFETY: the snippet's data area.
+                unsafe { *(at as *mut u8) ^= 1 };
+            }),
+        );
+        let Err(EngineError::Failed(msg)) = r else { panic!("no difference found: {r:?}") };
+        assert!(msg.contains(&format!("memory byte at {:#x}: interpreter 0x00, jit 0x01", s.data + 1)), "{msg}");
+        assert!(msg.contains("after `mov %eax,(%rdi)`"), "{msg}");
+    }
+
+    #[test]
     fn linked_loops_calls_and_inline_lookups_agree() {
         let s = Snippet::new();
         // xor eax, eax; mov ecx, 100; L: call F; call rbx; loop L; syscall;
@@ -926,13 +1335,24 @@ mod tests {
         s.mem.protect(s.code, 4 * PAGE_SIZE, Prot::RX).expect("protect");
         let mut jit = JitEngine::new(s.mem.clone()).expect("jit engine");
         let stop = jit.interrupt_handle();
+        let raised = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let raising = raised.clone();
         let t = std::thread::spawn(move || {
             std::thread::sleep(std::time::Duration::from_millis(100));
+            raising.store(true, Ordering::Release);
             stop.raise();
         });
         let mut cpu = CpuState { rip: s.code, ..CpuState::default() };
         cpu.gpr[reg::RSP] = s.stack_top;
-        assert_eq!(jit.run(&mut cpu), Ok(Exit::Interrupted));
+        // Other tests' engines in this process may interrupt this one too
+        // (code invalidated anywhere reaches every engine): run until the
+        // raiser is done.
+        loop {
+            assert_eq!(jit.run(&mut cpu), Ok(Exit::Interrupted));
+            if raised.load(Ordering::Acquire) {
+                break;
+            }
+        }
         t.join().expect("raiser");
         assert_eq!(cpu.rip, s.code, "stopped at the loop's block boundary");
         assert!(cpu.gpr[reg::RAX] > 1000, "the loop ran linked: {}", cpu.gpr[reg::RAX]);

@@ -286,7 +286,13 @@ pub(crate) struct Env {
     pub kick: u64,
     /// The engine's lookup table: entries of (-guest pc, cache pc).
     pub table: u64,
+    /// `--check`: instructions whose results the interpreter cannot
+    /// reproduce (time stamps, random numbers) go to the interpreter.
+    pub check: bool,
 }
+
+/// What `--check` leaves to the interpreter on top of `classify`.
+const NONDETERMINISTIC: &[Mnemonic] = &[Mnemonic::Rdtsc, Mnemonic::Rdtscp, Mnemonic::Rdrand, Mnemonic::Rdseed];
 
 /// Code being emitted at cache address `at`.
 struct Emitter {
@@ -517,7 +523,11 @@ pub(crate) fn translate(bytes: &[u8], pc: u64, at: u64, env: Env) -> Translation
         let pos = decoder.position();
         decoder.decode_out(&mut insn);
         let raw = &bytes[pos..pos + insn.len()];
-        let kind = if insn.is_invalid() { Kind::Interp } else { classify(&insn) };
+        let kind = if insn.is_invalid() || (env.check && NONDETERMINISTIC.contains(&insn.mnemonic())) {
+            Kind::Interp
+        } else {
+            classify(&insn)
+        };
         let first = count == 0;
         count += 1;
         let here = insn.ip();
@@ -653,7 +663,7 @@ mod tests {
     const AT: u64 = 0x50_0000;
     const KICK: u64 = 0x7000_0000_1234;
     const TABLE: u64 = 0x7000_0010_0000;
-    const ENV: Env = Env { tp: TP, kick: KICK, table: TABLE };
+    const ENV: Env = Env { tp: TP, kick: KICK, table: TABLE, check: false };
 
     fn block(bytes: &[u8]) -> Block {
         match translate(bytes, PC, AT, ENV) {
