@@ -9,6 +9,7 @@ use super::{
     console as o, extra as x, files as f, kernel32 as k, loadlib as l, msvcrt as c, seh as e, setjmp as j, stdio as s,
     sync as y, thread as t,
 };
+use super::{ntfile as nf, sysinfo as si};
 
 /// The system DLLs urun provides.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -53,6 +54,17 @@ impl Dll {
             Dll::Other(n) => n,
         }
     }
+}
+
+/// The DLLs urun knows by name that export a few functions, spelt so the
+/// table can name them like the others.
+#[allow(non_upper_case_globals)]
+impl Dll {
+    pub const Advapi32: Dll = Dll::Other("advapi32");
+    pub const Bcryptprimitives: Dll = Dll::Other("bcryptprimitives");
+    pub const Shell32: Dll = Dll::Other("shell32");
+    pub const Combase: Dll = Dll::Other("combase");
+    pub const Userenv: Dll = Dll::Other("userenv");
 }
 
 /// DLLs a console program may import from that urun knows by name.
@@ -496,6 +508,23 @@ exports! {
     Msvcrt "fputws"(StrW, Ptr) I32 Host(s::fputws);
     Msvcrt "fputwc"(I32, Ptr) I32 Host(s::fputwc);
     Msvcrt "putwc"(I32, Ptr) I32 Host(s::fputwc);
+    // ----- what MSVC-built Rust programs (ruff) use (sysinfo.rs, ntfile.rs) -----
+    Kernel32 "GetSystemInfo"(Ptr) Void Host(si::get_system_info);
+    Kernel32 "GetNativeSystemInfo"(Ptr) Void Host(si::get_system_info);
+    Kernel32 "SetThreadStackGuarantee"(Ptr) Bool Host(si::set_thread_stack_guarantee);
+    Kernel32 "IsProcessorFeaturePresent"(U32) Bool Host(si::is_processor_feature_present);
+    Kernel32 "GetCurrentProcessorNumber"() U32 Host(si::current_processor_number);
+    Kernel32 "GetSystemTimePreciseAsFileTime"(Ptr) Void Host(si::system_time_precise);
+    Kernel32 "EncodePointer"(Ptr) Ptr Host(si::identity);
+    Kernel32 "DecodePointer"(Ptr) Ptr Host(si::identity);
+    Kernel32 "IsDebuggerPresent"() Bool Host(k::zero);
+    Kernel32 "lstrlenW"(StrW) I32 Host(si::lstrlen_w);
+    Kernel32 "CompareStringOrdinal"(Ptr, I32, Ptr, I32, I32) I32 Host(si::compare_string_ordinal);
+    Bcryptprimitives "ProcessPrng"(Ptr, U64) Bool Host(si::process_prng);
+    Advapi32 "SystemFunction036"(Ptr, U32) Bool Host(si::rtl_gen_random);
+    Ntdll "NtWriteFile"(Handle, Handle, Ptr, Ptr, Ptr, Ptr, U32, Ptr, Ptr) U32 Host(nf::nt_write_file);
+    Ntdll "NtReadFile"(Handle, Handle, Ptr, Ptr, Ptr, Ptr, U32, Ptr, Ptr) U32 Host(nf::nt_read_file);
+    Ntdll "RtlNtStatusToDosError"(U32) U32 Host(nf::rtl_nt_status_to_dos_error);
 }
 
 /// The export `name` of `dll`, if urun implements it.
