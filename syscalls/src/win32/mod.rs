@@ -15,11 +15,14 @@
 //! GS = TEB. Each guest thread runs on its own host thread (`thread.rs`).
 
 mod abi;
+mod byhandle;
 mod console;
 mod extra;
+mod fiber;
 mod files;
 mod heap;
 mod kernel32;
+mod known;
 mod loadlib;
 mod modules;
 mod msvcrt;

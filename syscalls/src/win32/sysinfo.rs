@@ -1,8 +1,8 @@
-//! What an MSVC-built Rust program (ruff) asks of kernel32, advapi32 and
+//! What an MSVC-built Rust program (ruff) asks of kernel32 and
 //! bcryptprimitives beyond the C runtime: system and processor facts
 //! (GetSystemInfo, IsProcessorFeaturePresent, GetCurrentProcessorNumber),
 //! the stack guarantee Rust's std sets on every thread, random bytes
-//! (ProcessPrng, RtlGenRandom), precise time, pointer encoding, and a few
+//! (ProcessPrng), precise time, pointer encoding, and a few
 //! string helpers.
 
 use super::abi::{Call, Res};
@@ -68,16 +68,18 @@ pub(crate) fn current_processor_number(_: &mut Call<'_>) -> Res {
     Ok(n.max(0) as u64)
 }
 
-/// ProcessPrng(buf, len) (bcryptprimitives) and SystemFunction036 =
-/// RtlGenRandom(buf, len) (advapi32): bytes from the host's getrandom.
+/// ProcessPrng(buf, len) (bcryptprimitives): bytes from the host's
+/// getrandom; always TRUE, as on Windows.
 pub(crate) fn process_prng(c: &mut Call<'_>) -> Res {
     let (p, n) = (c.arg(0)?, c.arg(1)?);
     fill_random(c, p, n)
 }
 
-pub(crate) fn rtl_gen_random(c: &mut Call<'_>) -> Res {
-    let (p, n) = (c.arg(0)?, c.arg(1)? as u32 as u64);
-    fill_random(c, p, n)
+/// CreateWaitableTimerExW: fails with ERROR_NOT_SUPPORTED (50) until urun
+/// has waitable timers; Rust's `std::thread::sleep` then uses Sleep.
+pub(crate) fn no_waitable_timer(c: &mut Call<'_>) -> Res {
+    set_error(c, 50)?;
+    Ok(0)
 }
 
 fn fill_random(c: &mut Call<'_>, p: u64, n: u64) -> Res {
