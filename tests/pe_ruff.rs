@@ -9,7 +9,7 @@
 //! ruff's parser grow its stack (on Windows through fibers).
 //!
 //! The wheels are fetched once with `pip download` into
-//! `testbins/out/cache/` (not committed), checked against their pinned
+//! `target/pe-cache/` (not committed), checked against their pinned
 //! sha256, and unpacked there. Without pip or the network every case says
 //! SKIPPED with the reason.
 
@@ -48,7 +48,9 @@ fn ruff_pair() -> Result<(PathBuf, PathBuf), String> {
 }
 
 fn fetch() -> Result<(PathBuf, PathBuf), String> {
-    let cache = testbins_out().join("cache").join(format!("ruff-{VERSION}"));
+    // Beside cargo's build output, as tests/runners.rs keeps Go's caches.
+    let target = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| repo_root().join("target"));
+    let cache = target.join("pe-cache").join(format!("ruff-{VERSION}"));
     std::fs::create_dir_all(&cache).map_err(|e| format!("creating {}: {e}", cache.display()))?;
     let mut progs = Vec::new();
     for (platform, file, sha, member) in WHEELS {
