@@ -144,6 +144,11 @@ pub(crate) fn switch_to_fiber(c: &mut Call<'_>) -> Res {
     c.engine.fetch_fp(c.cpu).map_err(|e| Fail::Stop(super::engine_failed(c.engine.name(), &e)))?;
     let me = Box::new(c.cpu.clone());
     let next = with(|m| {
+        // The caller must be a fiber itself (ConvertThreadToFiber first),
+        // or its state would have nowhere to go.
+        if !m.contains_key(&from) {
+            return None;
+        }
         let next = m.get_mut(&to)?.saved.take()?;
         if let Some(f) = m.get_mut(&from) {
             f.saved = Some(me);
@@ -151,7 +156,8 @@ pub(crate) fn switch_to_fiber(c: &mut Call<'_>) -> Res {
         Some(next)
     });
     let Some(next) = next else {
-        // Not a fiber, or one that is running on another thread.
+        // Not a fiber, one that is running on another thread, or a
+        // caller that is not a fiber.
         set_error(c, ERROR_INVALID_PARAMETER)?;
         return Ok(0);
     };
