@@ -123,8 +123,8 @@ pub(crate) fn get_file_information_by_handle_ex(c: &mut Call<'_>) -> Res {
             b.extend_from_slice(&0u32.to_le_bytes());
         }
         18 => {
-            b.extend_from_slice(&(st.st_dev as u64).to_le_bytes());
-            b.extend_from_slice(&(st.st_ino as u64).to_le_bytes());
+            b.extend_from_slice(&st.st_dev.to_le_bytes());
+            b.extend_from_slice(&st.st_ino.to_le_bytes());
             b.extend_from_slice(&[0; 8]);
         }
         _ => {
