@@ -324,7 +324,7 @@ fn get_proc_address_and_unimplemented_stubs() {
     let exe = dir.join("probe.exe");
     let want = "kernel32 handle: yes\n\
                 GetCurrentProcessId: found, same pid: 1\n\
-                CreateFiberEx: NULL, error 127\n\
+                Beep: NULL, error 127\n\
                 exe handle is the image: 1\n";
     for engine in ENGINES {
         if !engine_or_skip(engine, &format!("pe::get_proc_address_and_unimplemented_stubs under {engine}")) {

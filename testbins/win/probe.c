@@ -15,8 +15,8 @@ int main(int argc, char **argv) {
     printf("GetCurrentProcessId: %s, same pid: %d\n", ok ? "found" : "missing",
            ok && ((DWORD(WINAPI *)(void))(void (*)(void))ok)() == GetCurrentProcessId());
     SetLastError(0);
-    FARPROC no = GetProcAddress(k32, "CreateFiberEx");
-    printf("CreateFiberEx: %s, error %lu\n", no ? "found" : "NULL", GetLastError());
+    FARPROC no = GetProcAddress(k32, "Beep");
+    printf("Beep: %s, error %lu\n", no ? "found" : "NULL", GetLastError());
     printf("exe handle is the image: %d\n", GetModuleHandleA(NULL) == (HMODULE)0x140000000);
     fflush(stdout);
     if (argc > 1 && strcmp(argv[1], "call") == 0)

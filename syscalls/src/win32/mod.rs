@@ -15,20 +15,25 @@
 //! GS = TEB. Each guest thread runs on its own host thread (`thread.rs`).
 
 mod abi;
+mod byhandle;
 mod console;
 mod extra;
+mod fiber;
 mod files;
 mod heap;
 mod kernel32;
+mod known;
 mod loadlib;
 mod modules;
 mod msvcrt;
+mod ntfile;
 mod peb;
 mod seh;
 mod setjmp;
 mod stdio;
 mod sync;
 mod sysdll;
+mod sysinfo;
 mod table;
 mod teb;
 mod thread;

@@ -5,6 +5,7 @@
 //! names the function when called.
 
 use super::abi::Res;
+use super::{byhandle as bh, fiber as fb, known as kf, ntfile as nf, sysinfo as si};
 use super::{
     console as o, extra as x, files as f, kernel32 as k, loadlib as l, msvcrt as c, seh as e, setjmp as j, stdio as s,
     sync as y, thread as t,
@@ -53,6 +54,16 @@ impl Dll {
             Dll::Other(n) => n,
         }
     }
+}
+
+/// The DLLs urun knows by name that export a few functions, spelt so the
+/// table can name them like the others.
+#[allow(non_upper_case_globals)]
+impl Dll {
+    pub const Bcryptprimitives: Dll = Dll::Other("bcryptprimitives");
+    pub const Shell32: Dll = Dll::Other("shell32");
+    pub const Combase: Dll = Dll::Other("combase");
+    pub const Userenv: Dll = Dll::Other("userenv");
 }
 
 /// DLLs a console program may import from that urun knows by name.
@@ -496,6 +507,41 @@ exports! {
     Msvcrt "fputws"(StrW, Ptr) I32 Host(s::fputws);
     Msvcrt "fputwc"(I32, Ptr) I32 Host(s::fputwc);
     Msvcrt "putwc"(I32, Ptr) I32 Host(s::fputwc);
+    // ----- what MSVC-built Rust programs (ruff) use (sysinfo.rs, ntfile.rs) -----
+    Kernel32 "GetSystemInfo"(Ptr) Void Host(si::get_system_info);
+    Kernel32 "GetNativeSystemInfo"(Ptr) Void Host(si::get_system_info);
+    Kernel32 "SetThreadStackGuarantee"(Ptr) Bool Host(si::set_thread_stack_guarantee);
+    Kernel32 "IsProcessorFeaturePresent"(U32) Bool Host(si::is_processor_feature_present);
+    Kernel32 "GetCurrentProcessorNumber"() U32 Host(si::current_processor_number);
+    Kernel32 "GetSystemTimePreciseAsFileTime"(Ptr) Void Host(si::system_time_precise);
+    Kernel32 "EncodePointer"(Ptr) Ptr Host(si::identity);
+    Kernel32 "DecodePointer"(Ptr) Ptr Host(si::identity);
+    Kernel32 "IsDebuggerPresent"() Bool Host(k::zero);
+    Kernel32 "lstrlenW"(StrW) I32 Host(si::lstrlen_w);
+    Kernel32 "CompareStringOrdinal"(Ptr, I32, Ptr, I32, I32) I32 Host(si::compare_string_ordinal);
+    Bcryptprimitives "ProcessPrng"(Ptr, U64) Bool Host(si::process_prng);
+    Ntdll "NtWriteFile"(Handle, Handle, Ptr, Ptr, Ptr, Ptr, U32, Ptr, Ptr) U32 Host(nf::nt_write_file);
+    Ntdll "NtReadFile"(Handle, Handle, Ptr, Ptr, Ptr, Ptr, U32, Ptr, Ptr) U32 Host(nf::nt_read_file);
+    Ntdll "RtlNtStatusToDosError"(U32) U32 Host(nf::rtl_nt_status_to_dos_error);
+    Kernel32 "GetFileInformationByHandle"(Handle, Ptr) Bool Host(bh::get_file_information_by_handle);
+    Kernel32 "GetFileInformationByHandleEx"(Handle, U32, Ptr, U32) Bool Host(bh::get_file_information_by_handle_ex);
+    Kernel32 "GetFinalPathNameByHandleW"(Handle, Ptr, U32, U32) U32 Host(bh::get_final_path_name_by_handle_w);
+    Kernel32 "FindFirstFileExW"(StrW, U32, Ptr, U32, Ptr, U32) Handle Host(bh::find_first_file_ex_w);
+    Kernel32 "FlushFileBuffers"(Handle) Bool Host(bh::flush_file_buffers);
+    // Until real waitable timers land (Go's branch): NULL, on which Rust's
+    // std::thread::sleep falls back to Sleep.
+    Kernel32 "CreateWaitableTimerExW"(Ptr, StrW, U32, U32) Handle Host(si::no_waitable_timer);
+    Kernel32 "IsThreadAFiber"() Bool Host(fb::is_thread_a_fiber);
+    Kernel32 "ConvertThreadToFiber"(Ptr) Ptr Host(fb::convert_thread_to_fiber);
+    Kernel32 "ConvertThreadToFiberEx"(Ptr, U32) Ptr Host(fb::convert_thread_to_fiber);
+    Kernel32 "ConvertFiberToThread"() Bool Host(fb::convert_fiber_to_thread);
+    Kernel32 "CreateFiber"(U64, Ptr, Ptr) Ptr Host(fb::create_fiber);
+    Kernel32 "CreateFiberEx"(U64, U64, U32, Ptr, Ptr) Ptr Host(fb::create_fiber_ex);
+    Kernel32 "SwitchToFiber"(Ptr) Void Host(fb::switch_to_fiber);
+    Kernel32 "DeleteFiber"(Ptr) Void Host(fb::delete_fiber);
+    Userenv "GetUserProfileDirectoryW"(Handle, Ptr, Ptr) Bool Host(kf::get_user_profile_directory_w);
+    Shell32 "SHGetKnownFolderPath"(Ptr, U32, Handle, Ptr) U32 Host(kf::sh_get_known_folder_path);
+    Combase "CoTaskMemFree"(Ptr) Void Host(kf::co_task_mem_free);
 }
 
 /// The export `name` of `dll`, if urun implements it.
