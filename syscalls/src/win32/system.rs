@@ -145,3 +145,23 @@ pub(crate) fn wsa_get_overlapped_result(c: &mut Call<'_>) -> Res {
     set_error(c, WSA_INVALID_HANDLE)?;
     Ok(0)
 }
+
+/// WSAStartup(version, *WSADATA) → 0: version 2.2, no vendor data.
+pub(crate) fn wsa_startup(c: &mut Call<'_>) -> Res {
+    let p = c.arg(1)?;
+    let mut b = [0u8; 408];
+    b[0..2].copy_from_slice(&0x0202u16.to_le_bytes());
+    b[2..4].copy_from_slice(&0x0202u16.to_le_bytes());
+    b[8..23].copy_from_slice(b"WinSock 2.0\0\0\0\0");
+    b[265..272].copy_from_slice(b"Running");
+    c.write(p, &b)?;
+    Ok(0)
+}
+
+/// FormatMessageA/W: urun has no message tables, so every message is
+/// "not found" (ERROR_MR_MID_NOT_FOUND); callers fall back to the number.
+pub(crate) fn format_message(c: &mut Call<'_>) -> Res {
+    const ERROR_MR_MID_NOT_FOUND: u32 = 317;
+    set_error(c, ERROR_MR_MID_NOT_FOUND)?;
+    Ok(0)
+}

@@ -320,6 +320,10 @@ exports! {
     Ntdll "RtlGetCurrentPeb"() Ptr Host(sy::rtl_get_current_peb);
     Ntdll "RtlGetNtVersionNumbers"(Ptr, Ptr, Ptr) Void Host(sy::rtl_get_nt_version_numbers);
     Advapi32 "SystemFunction036"(Ptr, U32) Bool Host(sy::rtl_gen_random);
+    Ws2_32 "WSAStartup"(U32, Ptr) I32 Host(sy::wsa_startup);
+    Ws2_32 "WSACleanup"() I32 Host(k::zero);
+    Kernel32 "FormatMessageA"(U32, Ptr, U32, U32, Ptr, U32, Va) U32 Host(sy::format_message);
+    Kernel32 "FormatMessageW"(U32, Ptr, U32, U32, Ptr, U32, Va) U32 Host(sy::format_message);
     Ws2_32 "WSAGetOverlappedResult"(Handle, Ptr, Ptr, U32, Ptr) Bool Host(sy::wsa_get_overlapped_result);
     Kernel32 "GetTickCount64"() U64 Host(k::tick_count64);
     // ----- kernel32: threads (thread.rs) -----
