@@ -17,6 +17,7 @@
 mod abi;
 mod console;
 mod extra;
+mod fileinfo;
 mod files;
 mod heap;
 mod iocp;

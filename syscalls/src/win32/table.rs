@@ -5,11 +5,11 @@
 //! names the function when called.
 
 use super::abi::Res;
-use super::iocp as io;
 use super::{
     console as o, extra as x, files as f, kernel32 as k, loadlib as l, msvcrt as c, seh as e, setjmp as j, stdio as s,
     sync as y, system as sy, thread as t, timers as tm,
 };
+use super::{fileinfo as fi, iocp as io};
 
 /// The system DLLs urun provides.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -320,6 +320,10 @@ exports! {
     Ntdll "RtlGetCurrentPeb"() Ptr Host(sy::rtl_get_current_peb);
     Ntdll "RtlGetNtVersionNumbers"(Ptr, Ptr, Ptr) Void Host(sy::rtl_get_nt_version_numbers);
     Advapi32 "SystemFunction036"(Ptr, U32) Bool Host(sy::rtl_gen_random);
+    Kernel32 "GetFileInformationByHandle"(Handle, Ptr) Bool Host(fi::get_file_information_by_handle);
+    Kernel32 "GetFileInformationByHandleEx"(Handle, U32, Ptr, U32) Bool Host(fi::get_file_information_by_handle_ex);
+    Kernel32 "GetFileAttributesExA"(StrA, U32, Ptr) Bool Host(fi::get_file_attributes_ex_a);
+    Kernel32 "GetFileAttributesExW"(StrW, U32, Ptr) Bool Host(fi::get_file_attributes_ex_w);
     Ws2_32 "WSAStartup"(U32, Ptr) I32 Host(sy::wsa_startup);
     Ws2_32 "WSACleanup"() I32 Host(k::zero);
     Kernel32 "FormatMessageA"(U32, Ptr, U32, U32, Ptr, U32, Va) U32 Host(sy::format_message);
