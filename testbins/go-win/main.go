@@ -138,6 +138,31 @@ func sleeping() {
 	fmt.Println("ticks:", ticks)
 }
 
+var spinSink int
+
+// spin loops without calling a function until *stop is set: only an
+// asynchronous preemption (SuspendThread, GetThreadContext,
+// SetThreadContext on Windows; a signal on Linux) can stop it for the GC.
+func spin(stop *int32, started chan<- struct{}) {
+	close(started)
+	x := 0
+	for *stop == 0 {
+		x++
+	}
+	spinSink = x
+}
+
+func preemption() {
+	var stop int32
+	started := make(chan struct{})
+	go spin(&stop, started)
+	<-started
+	time.Sleep(10 * time.Millisecond)
+	runtime.GC()
+	stop = 1
+	fmt.Println("gc while a goroutine spun: done")
+}
+
 func files() {
 	dir := os.Getenv("GOWIN_DIR")
 	if dir == "" {
@@ -169,6 +194,7 @@ func main() {
 	fmt.Println(recoveredIndex(len(os.Args) + 5))
 	fmt.Println(recoveredDivide(len(os.Args) - len(os.Args)))
 	sleeping()
+	preemption()
 	files()
 	fmt.Fprintln(os.Stderr, "to stderr")
 	code := 0

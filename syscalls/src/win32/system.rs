@@ -2,15 +2,12 @@
 //! start (Go's first of all): GetSystemInfo, the system directory, the NT
 //! version, RtlGetCurrentPeb, random bytes (SystemFunction036), DLL
 //! directories, error modes and console control handlers (accepted:
-//! urun delivers no console events), and the thread-context calls that a
-//! thread can only make on a suspended thread (none can be suspended while
-//! running: see thread.rs's SuspendThread).
+//! urun delivers no console events), Winsock's start.
 
 use super::abi::{Call, Res};
 use super::kernel32::set_error;
 use super::teb::TEB_PEB;
 
-const ERROR_NOT_SUPPORTED: u32 = 50;
 const SYSTEM_DIR: &str = "C:\\Windows\\system32";
 const WINDOWS_DIR: &str = "C:\\Windows";
 const PAGE: u32 = 4096;
@@ -127,15 +124,6 @@ pub(crate) fn set_error_mode(c: &mut Call<'_>) -> Res {
     static MODE: AtomicU32 = AtomicU32::new(0);
     let m = c.arg(0)? as u32;
     Ok(u64::from(MODE.swap(m, Ordering::Relaxed)))
-}
-
-/// GetThreadContext / SetThreadContext(thread, *CONTEXT): a running thread
-/// cannot be suspended under urun, so no context can be read or set:
-/// ERROR_NOT_SUPPORTED. (Go calls them only after a SuspendThread that
-/// succeeded.)
-pub(crate) fn thread_context_unsupported(c: &mut Call<'_>) -> Res {
-    set_error(c, ERROR_NOT_SUPPORTED)?;
-    Ok(0)
 }
 
 /// WSAGetOverlappedResult: urun has no overlapped sockets, so no

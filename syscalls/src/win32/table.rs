@@ -9,7 +9,7 @@ use super::{
     console as o, extra as x, files as f, kernel32 as k, loadlib as l, msvcrt as c, seh as e, setjmp as j, stdio as s,
     sync as y, system as sy, thread as t, timers as tm,
 };
-use super::{fileinfo as fi, iocp as io};
+use super::{fileinfo as fi, iocp as io, suspend as su};
 
 /// The system DLLs urun provides.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -315,8 +315,8 @@ exports! {
     // No console events are delivered: a handler is accepted and never called.
     Kernel32 "SetConsoleCtrlHandler"(Ptr, U32) Bool Host(k::one);
     Kernel32 "SetProcessPriorityBoost"(Handle, U32) Bool Host(k::one);
-    Kernel32 "GetThreadContext"(Handle, Ptr) Bool Host(sy::thread_context_unsupported);
-    Kernel32 "SetThreadContext"(Handle, Ptr) Bool Host(sy::thread_context_unsupported);
+    Kernel32 "GetThreadContext"(Handle, Ptr) Bool Host(su::get_thread_context);
+    Kernel32 "SetThreadContext"(Handle, Ptr) Bool Host(su::set_thread_context);
     Ntdll "RtlGetCurrentPeb"() Ptr Host(sy::rtl_get_current_peb);
     Ntdll "RtlGetNtVersionNumbers"(Ptr, Ptr, Ptr) Void Host(sy::rtl_get_nt_version_numbers);
     Advapi32 "SystemFunction036"(Ptr, U32) Bool Host(sy::rtl_gen_random);
