@@ -133,3 +133,45 @@ pub(crate) fn get_queued_completion_status_ex(c: &mut Call<'_>) -> Res {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::sync::{Kind, Objects};
+    use super::*;
+    use std::sync::Arc;
+    use std::time::{Duration, Instant};
+
+    #[test]
+    fn packets_come_out_in_order_and_a_waiter_wakes_on_a_post() {
+        let o = Arc::new(Objects::default());
+        let Some((h, _)) = o.create(Kind::Port { queue: VecDeque::new() }, None) else { panic!("no handle") };
+        let take = |o: &Objects, max: usize, ms: u64| {
+            o.wait_with(h, Some(Duration::from_millis(ms)), |k| match k {
+                Kind::Port { queue } if !queue.is_empty() => {
+                    Some(queue.drain(..queue.len().min(max)).collect::<Vec<_>>())
+                }
+                _ => None,
+            })
+        };
+        assert_eq!(take(&o, 4, 10), Ok(None));
+        let poster = {
+            let o = o.clone();
+            std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_millis(20));
+                for i in 0..3 {
+                    o.with(h, None, |k| {
+                        if let Kind::Port { queue } = k {
+                            queue.push_back(Packet { key: i, overlapped: 0, bytes: 0 })
+                        }
+                    });
+                }
+            })
+        };
+        let t0 = Instant::now();
+        let got = take(&o, 2, 5000).ok().flatten().unwrap_or_default();
+        assert!(t0.elapsed() >= Duration::from_millis(15));
+        assert!(!got.is_empty() && got[0].key == 0);
+        let _ = poster.join();
+        assert_eq!(o.wait_with(12345, Some(Duration::ZERO), |_| Some(())), Err(()));
+    }
+}

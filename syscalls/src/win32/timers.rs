@@ -188,3 +188,52 @@ mod tests {
         assert!(abs >= now + Duration::from_millis(900) && abs <= now + Duration::from_millis(1100));
     }
 }
+
+#[cfg(test)]
+mod object_tests {
+    use super::super::sync::{Kind, Objects, Waited};
+    use std::time::{Duration, Instant};
+
+    fn timer(o: &Objects, manual: bool, due_ms: u64, period_ms: u64) -> u64 {
+        let due = Some(Instant::now() + Duration::from_millis(due_ms));
+        let period = (period_ms > 0).then(|| Duration::from_millis(period_ms));
+        o.create(Kind::Timer { manual, set: false, due, period }, None).map(|(h, _)| h).unwrap_or(0)
+    }
+
+    #[test]
+    fn a_wait_ends_when_the_timer_is_due_and_takes_an_auto_reset_signal() {
+        let o = Objects::default();
+        let h = timer(&o, false, 30, 0);
+        let t0 = Instant::now();
+        assert_eq!(
+            o.wait(&[h], false, Some(Duration::from_secs(5)), 1, None),
+            Waited::Signaled { i: 0, abandoned: false }
+        );
+        assert!(t0.elapsed() >= Duration::from_millis(25), "{:?}", t0.elapsed());
+        // Auto-reset and not periodic: a second wait times out.
+        assert_eq!(o.wait(&[h], false, Some(Duration::from_millis(20)), 1, None), Waited::Timeout);
+    }
+
+    #[test]
+    fn manual_timers_stay_signaled_and_periodic_ones_fire_again() {
+        let o = Objects::default();
+        let m = timer(&o, true, 0, 0);
+        for _ in 0..2 {
+            assert_eq!(o.wait(&[m], false, Some(Duration::ZERO), 1, None), Waited::Signaled { i: 0, abandoned: false });
+        }
+        let p = timer(&o, false, 5, 10);
+        for _ in 0..3 {
+            assert_eq!(
+                o.wait(&[p], false, Some(Duration::from_secs(5)), 1, None),
+                Waited::Signaled { i: 0, abandoned: false }
+            );
+        }
+    }
+
+    #[test]
+    fn a_timer_not_yet_due_times_out() {
+        let o = Objects::default();
+        let h = timer(&o, false, 10_000, 0);
+        assert_eq!(o.wait(&[h], false, Some(Duration::from_millis(20)), 1, None), Waited::Timeout);
+    }
+}
