@@ -74,27 +74,6 @@ fn times(st: &libc::stat) -> [u64; 4] {
     [w, filetime(st.st_atime, st.st_atime_nsec), w, filetime(st.st_ctime, st.st_ctime_nsec)]
 }
 
-/// GetFileInformationByHandle(h, BY_HANDLE_FILE_INFORMATION *): the volume
-/// serial is the device number, the file index the inode number.
-pub(crate) fn get_file_information_by_handle(c: &mut Call<'_>) -> Res {
-    let (h, out) = (c.arg(0)?, c.arg(1)?);
-    let Some(st) = stat_of(c, h)? else { return Ok(0) };
-    let t = times(&st);
-    let mut b = [0u8; 52];
-    b[0..4].copy_from_slice(&attrs(&st).to_le_bytes());
-    b[4..12].copy_from_slice(&t[0].to_le_bytes());
-    b[12..20].copy_from_slice(&t[1].to_le_bytes());
-    b[20..28].copy_from_slice(&t[2].to_le_bytes());
-    b[28..32].copy_from_slice(&(st.st_dev as u32).to_le_bytes());
-    b[32..36].copy_from_slice(&((size(&st) >> 32) as u32).to_le_bytes());
-    b[36..40].copy_from_slice(&(size(&st) as u32).to_le_bytes());
-    b[40..44].copy_from_slice(&(st.st_nlink as u32).to_le_bytes());
-    b[44..48].copy_from_slice(&((st.st_ino >> 32) as u32).to_le_bytes());
-    b[48..52].copy_from_slice(&(st.st_ino as u32).to_le_bytes());
-    c.write(out, &b)?;
-    Ok(1)
-}
-
 /// GetFileInformationByHandleEx(h, class, buf, size) for FileBasicInfo (0),
 /// FileStandardInfo (1), FileAttributeTagInfo (9) and FileIdInfo (18);
 /// other classes fail with ERROR_INVALID_PARAMETER.

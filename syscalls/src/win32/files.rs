@@ -57,18 +57,18 @@ fn errno() -> i32 {
 }
 
 /// A path argument (narrow or wide) as a host path.
-fn path_arg(c: &Call<'_>, i: usize, wide: bool) -> Result<Vec<u8>, Fail> {
+pub(crate) fn path_arg(c: &Call<'_>, i: usize, wide: bool) -> Result<Vec<u8>, Fail> {
     let p = c.arg(i)?;
     let raw = if wide { String::from_utf16_lossy(&c.wstr(p)?).into_bytes() } else { c.cstr(p)? };
     Ok(super::stdio::host_path(&raw))
 }
 
-fn cpath(p: &[u8]) -> CString {
+pub(crate) fn cpath(p: &[u8]) -> CString {
     CString::new(p.to_vec()).unwrap_or_default()
 }
 
 /// Fail with the Win32 error for the host's errno; `v` is the failure value.
-fn fail_errno(c: &Call<'_>, v: u64) -> Res {
+pub(crate) fn fail_errno(c: &Call<'_>, v: u64) -> Res {
     set_error(c, win32_error(errno()))?;
     Ok(v)
 }
@@ -136,7 +136,7 @@ pub(crate) fn create_file_w(c: &mut Call<'_>) -> Res {
     create_file(c, true)
 }
 
-fn fstat_handle(c: &Call<'_>, h: u64) -> Result<Option<libc::stat>, Fail> {
+pub(crate) fn fstat_handle(c: &Call<'_>, h: u64) -> Result<Option<libc::stat>, Fail> {
     let Some(fd) = handle_fd(h) else {
         set_error(c, ERROR_INVALID_HANDLE)?;
         return Ok(None);
@@ -214,11 +214,11 @@ pub(crate) fn set_file_pointer(c: &mut Call<'_>) -> Res {
     Ok(at as u64 & 0xffff_ffff)
 }
 
-fn filetime(sec: i64, nsec: i64) -> u64 {
+pub(crate) fn filetime(sec: i64, nsec: i64) -> u64 {
     (sec.max(0) as u64) * 10_000_000 + (nsec.max(0) as u64) / 100 + FILETIME_EPOCH
 }
 
-fn attrs_of(st: &libc::stat) -> u32 {
+pub(crate) fn attrs_of(st: &libc::stat) -> u32 {
     let mut a = 0;
     if st.st_mode & libc::S_IFMT == libc::S_IFDIR {
         a |= FILE_ATTRIBUTE_DIRECTORY;

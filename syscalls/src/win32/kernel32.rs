@@ -393,7 +393,7 @@ pub(crate) fn get_environment_variable_a(c: &mut Call<'_>) -> Res {
     Ok(value.len() as u64)
 }
 
-fn now_ns(clock: libc::clockid_t) -> u64 {
+pub(crate) fn now_ns(clock: libc::clockid_t) -> u64 {
     // SAFETY: clock_gettime into a zeroed timespec.
     let mut ts: libc::timespec = unsafe { std::mem::zeroed() };
     // SAFETY: `ts` is a valid out pointer.

@@ -19,8 +19,10 @@ mod byhandle;
 mod console;
 mod extra;
 mod fiber;
+mod fileinfo;
 mod files;
 mod heap;
+mod iocp;
 mod kernel32;
 mod known;
 mod loadlib;
@@ -31,12 +33,15 @@ mod peb;
 mod seh;
 mod setjmp;
 mod stdio;
+mod suspend;
 mod sync;
 mod sysdll;
 mod sysinfo;
+mod system;
 mod table;
 mod teb;
 mod thread;
+mod timers;
 mod unwind;
 
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -515,7 +520,9 @@ fn line(s: &str) {
 /// other goes to the loop of an outer upcall.
 fn run_loop(p: &Arc<Process>, engine: &mut dyn Engine, cpu: &mut CpuState, depth: u32) -> Result<(), Fail> {
     loop {
+        suspend::before_guest(p, &*engine, cpu);
         let exit = engine.run(cpu).map_err(|e| Fail::Stop(engine_failed(engine.name(), &e)))?;
+        suspend::after_guest(cpu, exit == Exit::Interrupted);
         let r = match exit {
             Exit::Syscall => match service(p, engine, cpu, depth) {
                 Ok(true) if depth > 0 => return Ok(()),
@@ -601,7 +608,7 @@ fn service(p: &Arc<Process>, engine: &mut dyn Engine, cpu: &mut CpuState, depth:
     Ok(false)
 }
 
-fn guest_u64(mem: &AddressSpace, addr: u64) -> Option<u64> {
+pub(crate) fn guest_u64(mem: &AddressSpace, addr: u64) -> Option<u64> {
     crate::linux::guest::read::<u64>(mem, addr)
 }
 

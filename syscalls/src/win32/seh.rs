@@ -433,8 +433,13 @@ impl Call<'_> {
             return Ok(self.die(STATUS_NONCONTINUABLE_EXCEPTION, &format!("a handler continued {code:#010x}"), at));
         }
         let vch: Vec<(u64, u64)> = lock(&self.p.seh.vch).clone();
+        // The continue handlers run in order until one says to continue
+        // execution (Go's first one stops the search, so its last, which
+        // reports a crash, is not reached).
         for (_, f) in vch {
-            self.upcall_with(f, &[a.ptrs], Some(cross()))?;
+            if self.upcall_with(f, &[a.ptrs], Some(cross()))? as i32 == EXCEPTION_CONTINUE_EXECUTION {
+                break;
+            }
         }
         let ctx = self.get_context(a.ctx)?;
         Ok(self.jump(&ctx))

@@ -64,6 +64,19 @@ pub(crate) enum Kind {
         code: Option<u32>,
         suspend: u32,
     },
+    /// A waitable timer (timers.rs): signaled once `due` has passed (then
+    /// `due` moves on by `period`, or is cleared).
+    Timer {
+        manual: bool,
+        set: bool,
+        due: Option<Instant>,
+        period: Option<Duration>,
+    },
+    /// An I/O completion port (iocp.rs): its queued packets, never signaled
+    /// as an object.
+    Port {
+        queue: std::collections::VecDeque<super::iocp::Packet>,
+    },
 }
 
 struct Obj {
@@ -163,7 +176,8 @@ impl Table {
             Some(Kind::Mutex { owner, .. }) => *owner == 0 || *owner == me,
             Some(Kind::Semaphore { count, .. }) => *count > 0,
             Some(Kind::Thread { code, .. }) => code.is_some(),
-            None => false,
+            Some(Kind::Timer { set, .. }) => *set,
+            Some(Kind::Port { .. }) | None => false,
         }
     }
 
@@ -178,6 +192,7 @@ impl Table {
                 return std::mem::take(abandoned);
             }
             Some(Kind::Semaphore { count, .. }) => *count -= 1,
+            Some(Kind::Timer { manual: false, set, .. }) => *set = false,
             _ => {}
         }
         false
@@ -309,6 +324,7 @@ impl Objects {
             }
         }
         loop {
+            let next_due = t.fire_timers(ids.iter().flatten().copied());
             let ready = |t: &Table, id: &Option<ObjId>| id.is_some_and(|id| t.signaled(id, me));
             if all {
                 if !ids.is_empty() && ids.iter().all(|id| ready(&t, id)) {
@@ -322,17 +338,72 @@ impl Objects {
                 let abandoned = ids[i].is_some_and(|id| t.consume(id, me));
                 return Waited::Signaled { i, abandoned };
             }
+            let now = Instant::now();
+            if deadline.is_some_and(|d| now >= d) {
+                return Waited::Timeout;
+            }
+            t = match deadline.into_iter().chain(next_due).min() {
+                None => self.changed.wait(t).unwrap_or_else(|e| e.into_inner()),
+                Some(d) => {
+                    self.changed.wait_timeout(t, d.saturating_duration_since(now)).unwrap_or_else(|e| e.into_inner()).0
+                }
+            };
+        }
+    }
+
+    /// Run `f` on the object `h` names until it gives a result, waiting
+    /// for changes up to `timeout` (None: forever): Ok(None) on timeout,
+    /// Err(()) when `h` names no object.
+    pub fn wait_with<R>(
+        &self,
+        h: u64,
+        timeout: Option<Duration>,
+        mut f: impl FnMut(&mut Kind) -> Option<R>,
+    ) -> Result<Option<R>, ()> {
+        let deadline = timeout.map(|d| Instant::now() + d);
+        let mut t = self.table();
+        loop {
+            let id = self.id(&t, h, None).ok_or(())?;
+            let k = &mut t.objs.get_mut(&id).ok_or(())?.kind;
+            if let Some(r) = f(k) {
+                drop(t);
+                self.changed.notify_all();
+                return Ok(Some(r));
+            }
             t = match deadline {
                 None => self.changed.wait(t).unwrap_or_else(|e| e.into_inner()),
                 Some(d) => {
                     let now = Instant::now();
                     if now >= d {
-                        return Waited::Timeout;
+                        return Ok(None);
                     }
                     self.changed.wait_timeout(t, d - now).unwrap_or_else(|e| e.into_inner()).0
                 }
             };
         }
+    }
+}
+
+impl Table {
+    /// Signal the timers among `ids` whose time has come; the earliest
+    /// time one of them is still due, if any.
+    fn fire_timers(&mut self, ids: impl Iterator<Item = ObjId>) -> Option<Instant> {
+        let now = Instant::now();
+        let mut next = None::<Instant>;
+        for id in ids {
+            if let Some(Kind::Timer { set, due, period, .. }) = self.objs.get_mut(&id).map(|o| &mut o.kind) {
+                if let Some(d) = *due {
+                    if d <= now {
+                        *set = true;
+                        *due = period.map(|p| (d + p).max(now));
+                    }
+                }
+                if let Some(d) = *due {
+                    next = Some(next.map_or(d, |n| n.min(d)));
+                }
+            }
+        }
+        next
     }
 }
 
@@ -343,12 +414,12 @@ pub(crate) fn me(c: &Call<'_>) -> Result<u32, Fail> {
     c.u32_at(c.cpu.gs_base + TEB_TID)
 }
 
-fn timeout_of(ms: u32) -> Option<Duration> {
+pub(crate) fn timeout_of(ms: u32) -> Option<Duration> {
     (ms != INFINITE).then(|| Duration::from_millis(u64::from(ms)))
 }
 
 /// An object name argument (`wide`: UTF-16), None for NULL.
-fn name_arg(c: &Call<'_>, p: u64, wide: bool) -> Result<Option<String>, Fail> {
+pub(crate) fn name_arg(c: &Call<'_>, p: u64, wide: bool) -> Result<Option<String>, Fail> {
     if p == 0 {
         return Ok(None);
     }
@@ -359,7 +430,7 @@ fn name_arg(c: &Call<'_>, p: u64, wide: bool) -> Result<Option<String>, Fail> {
     }))
 }
 
-fn create(c: &mut Call<'_>, kind: Kind, name: Option<String>) -> Res {
+pub(crate) fn create(c: &mut Call<'_>, kind: Kind, name: Option<String>) -> Res {
     match c.p.objects.create(kind, name) {
         Some((h, existed)) => {
             set_error(c, if existed { ERROR_ALREADY_EXISTS } else { 0 })?;
@@ -514,7 +585,7 @@ pub(crate) fn release_semaphore(c: &mut Call<'_>) -> Res {
     Ok(r)
 }
 
-fn wait_result(c: &Call<'_>, w: Waited) -> Res {
+pub(crate) fn wait_result(c: &Call<'_>, w: Waited) -> Res {
     Ok(match w {
         Waited::Signaled { i, abandoned: false } => WAIT_OBJECT_0 + i as u64,
         Waited::Signaled { i, abandoned: true } => WAIT_ABANDONED_0 + i as u64,

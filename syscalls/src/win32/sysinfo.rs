@@ -8,33 +8,6 @@
 use super::abi::{Call, Res};
 use super::kernel32::{set_error, ERROR_INVALID_PARAMETER};
 
-/// The host's processor count (what `std::thread::available_parallelism`
-/// would give a Linux build), at least 1, at most 64 (one affinity group).
-pub(crate) fn processor_count() -> u32 {
-    std::thread::available_parallelism().map_or(1, |n| n.get()).clamp(1, 64) as u32
-}
-
-/// GetSystemInfo / GetNativeSystemInfo(SYSTEM_INFO *): an AMD64 machine
-/// with 4 KiB pages, 64 KiB allocation granularity and the host's
-/// processor count.
-pub(crate) fn get_system_info(c: &mut Call<'_>) -> Res {
-    let p = c.arg(0)?;
-    let n = processor_count();
-    let mut b = [0u8; 48];
-    b[0..2].copy_from_slice(&9u16.to_le_bytes()); // PROCESSOR_ARCHITECTURE_AMD64
-    b[4..8].copy_from_slice(&0x1000u32.to_le_bytes());
-    b[8..16].copy_from_slice(&0x1_0000u64.to_le_bytes());
-    b[16..24].copy_from_slice(&0x7fff_fffe_ffffu64.to_le_bytes());
-    let mask = if n >= 64 { u64::MAX } else { (1u64 << n) - 1 };
-    b[24..32].copy_from_slice(&mask.to_le_bytes());
-    b[32..36].copy_from_slice(&n.to_le_bytes());
-    b[36..40].copy_from_slice(&8664u32.to_le_bytes()); // PROCESSOR_AMD_X8664
-    b[40..44].copy_from_slice(&0x1_0000u32.to_le_bytes());
-    b[44..46].copy_from_slice(&6u16.to_le_bytes());
-    c.write(p, &b)?;
-    Ok(0)
-}
-
 /// SetThreadStackGuarantee(ULONG *size): urun's threads run on host
 /// stacks far larger than any guarantee, so the request always succeeds;
 /// the previous guarantee reported is 0, as for a fresh thread.
@@ -73,13 +46,6 @@ pub(crate) fn current_processor_number(_: &mut Call<'_>) -> Res {
 pub(crate) fn process_prng(c: &mut Call<'_>) -> Res {
     let (p, n) = (c.arg(0)?, c.arg(1)?);
     fill_random(c, p, n)
-}
-
-/// CreateWaitableTimerExW: fails with ERROR_NOT_SUPPORTED (50) until urun
-/// has waitable timers; Rust's `std::thread::sleep` then uses Sleep.
-pub(crate) fn no_waitable_timer(c: &mut Call<'_>) -> Res {
-    set_error(c, 50)?;
-    Ok(0)
 }
 
 fn fill_random(c: &mut Call<'_>, p: u64, n: u64) -> Res {
@@ -158,15 +124,4 @@ pub(crate) fn compare_string_ordinal(c: &mut Call<'_>) -> Res {
         std::cmp::Ordering::Equal => 2,
         std::cmp::Ordering::Greater => 3,
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn processor_count_is_one_group() {
-        let n = processor_count();
-        assert!((1..=64).contains(&n));
-    }
 }

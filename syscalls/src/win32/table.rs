@@ -8,8 +8,9 @@ use super::abi::Res;
 use super::{byhandle as bh, fiber as fb, known as kf, ntfile as nf, sysinfo as si};
 use super::{
     console as o, extra as x, files as f, kernel32 as k, loadlib as l, msvcrt as c, seh as e, setjmp as j, stdio as s,
-    sync as y, thread as t,
+    sync as y, system as sy, thread as t, timers as tm,
 };
+use super::{fileinfo as fi, iocp as io, suspend as su};
 
 /// The system DLLs urun provides.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -60,10 +61,13 @@ impl Dll {
 /// table can name them like the others.
 #[allow(non_upper_case_globals)]
 impl Dll {
-    pub const Bcryptprimitives: Dll = Dll::Other("bcryptprimitives");
-    pub const Shell32: Dll = Dll::Other("shell32");
-    pub const Combase: Dll = Dll::Other("combase");
-    pub const Userenv: Dll = Dll::Other("userenv");
+    pub(crate) const Bcryptprimitives: Dll = Dll::Other("bcryptprimitives");
+    pub(crate) const Shell32: Dll = Dll::Other("shell32");
+    pub(crate) const Combase: Dll = Dll::Other("combase");
+    pub(crate) const Userenv: Dll = Dll::Other("userenv");
+    pub(crate) const Advapi32: Dll = Dll::Other("advapi32");
+    pub(crate) const Winmm: Dll = Dll::Other("winmm");
+    pub(crate) const Ws2_32: Dll = Dll::Other("ws2_32");
 }
 
 /// DLLs a console program may import from that urun knows by name.
@@ -286,6 +290,50 @@ exports! {
     Ntdll "RtlDeleteFunctionTable"(Ptr) Bool Host(e::delete_function_table);
     Ntdll "RtlPcToFileHeader"(Ptr, Ptr) Ptr Host(e::pc_to_file_header);
     Ntdll "__C_specific_handler"(Ptr, Ptr, Ptr, Ptr) I32 Host(e::c_specific_handler);
+    // ----- what Go's runtime asks for (timers.rs, iocp.rs, system.rs) -----
+    Kernel32 "CreateWaitableTimerA"(Ptr, U32, StrA) Handle Host(tm::create_waitable_timer_a);
+    Kernel32 "CreateWaitableTimerW"(Ptr, U32, StrW) Handle Host(tm::create_waitable_timer_w);
+    Kernel32 "CreateWaitableTimerExA"(Ptr, StrA, U32, U32) Handle Host(tm::create_waitable_timer_ex_a);
+    Kernel32 "CreateWaitableTimerExW"(Ptr, StrW, U32, U32) Handle Host(tm::create_waitable_timer_ex_w);
+    Kernel32 "SetWaitableTimer"(Handle, Ptr, I32, Ptr, Ptr, U32) Bool Host(tm::set_waitable_timer);
+    Kernel32 "SetWaitableTimerEx"(Handle, Ptr, I32, Ptr, Ptr, Ptr, U32) Bool Host(tm::set_waitable_timer);
+    Kernel32 "CancelWaitableTimer"(Handle) Bool Host(tm::cancel_waitable_timer);
+    Ntdll "NtWaitForSingleObject"(Handle, U32, Ptr) U32 Host(tm::nt_wait_for_single_object);
+    Ntdll "NtDelayExecution"(U32, Ptr) U32 Host(tm::nt_delay_execution);
+    Ntdll "NtSetTimerResolution"(U32, U32, Ptr) U32 Host(tm::nt_set_timer_resolution);
+    Ntdll "NtQueryTimerResolution"(Ptr, Ptr, Ptr) U32 Host(tm::nt_query_timer_resolution);
+    Winmm "timeBeginPeriod"(U32) U32 Host(k::zero);
+    Winmm "timeEndPeriod"(U32) U32 Host(k::zero);
+    Kernel32 "CreateIoCompletionPort"(Handle, Handle, U64, U32) Handle Host(io::create_io_completion_port);
+    Kernel32 "PostQueuedCompletionStatus"(Handle, U32, U64, Ptr) Bool Host(io::post_queued_completion_status);
+    Kernel32 "GetQueuedCompletionStatus"(Handle, Ptr, Ptr, Ptr, U32) Bool Host(io::get_queued_completion_status);
+    Kernel32 "GetQueuedCompletionStatusEx"(Handle, Ptr, U32, Ptr, U32, U32) Bool Host(io::get_queued_completion_status_ex);
+    Kernel32 "GetSystemInfo"(Ptr) Void Host(sy::get_system_info);
+    Kernel32 "GetNativeSystemInfo"(Ptr) Void Host(sy::get_system_info);
+    Kernel32 "GetSystemDirectoryA"(Ptr, U32) U32 Host(sy::get_system_directory_a);
+    Kernel32 "GetSystemDirectoryW"(Ptr, U32) U32 Host(sy::get_system_directory_w);
+    Kernel32 "GetWindowsDirectoryA"(Ptr, U32) U32 Host(sy::get_windows_directory_a);
+    Kernel32 "GetWindowsDirectoryW"(Ptr, U32) U32 Host(sy::get_windows_directory_w);
+    Kernel32 "AddDllDirectory"(StrW) Ptr Host(sy::add_dll_directory);
+    Kernel32 "RemoveDllDirectory"(Ptr) Bool Host(k::one);
+    Kernel32 "SetDefaultDllDirectories"(U32) Bool Host(k::one);
+    Kernel32 "SetErrorMode"(U32) U32 Host(sy::set_error_mode);
+    // No console events are delivered: a handler is accepted and never called.
+    Kernel32 "SetConsoleCtrlHandler"(Ptr, U32) Bool Host(k::one);
+    Kernel32 "SetProcessPriorityBoost"(Handle, U32) Bool Host(k::one);
+    Kernel32 "GetThreadContext"(Handle, Ptr) Bool Host(su::get_thread_context);
+    Kernel32 "SetThreadContext"(Handle, Ptr) Bool Host(su::set_thread_context);
+    Ntdll "RtlGetCurrentPeb"() Ptr Host(sy::rtl_get_current_peb);
+    Ntdll "RtlGetNtVersionNumbers"(Ptr, Ptr, Ptr) Void Host(sy::rtl_get_nt_version_numbers);
+    Advapi32 "SystemFunction036"(Ptr, U32) Bool Host(sy::rtl_gen_random);
+    Kernel32 "GetFileInformationByHandle"(Handle, Ptr) Bool Host(fi::get_file_information_by_handle);
+    Kernel32 "GetFileAttributesExA"(StrA, U32, Ptr) Bool Host(fi::get_file_attributes_ex_a);
+    Kernel32 "GetFileAttributesExW"(StrW, U32, Ptr) Bool Host(fi::get_file_attributes_ex_w);
+    Ws2_32 "WSAStartup"(U32, Ptr) I32 Host(sy::wsa_startup);
+    Ws2_32 "WSACleanup"() I32 Host(k::zero);
+    Kernel32 "FormatMessageA"(U32, Ptr, U32, U32, Ptr, U32, Va) U32 Host(sy::format_message);
+    Kernel32 "FormatMessageW"(U32, Ptr, U32, U32, Ptr, U32, Va) U32 Host(sy::format_message);
+    Ws2_32 "WSAGetOverlappedResult"(Handle, Ptr, Ptr, U32, Ptr) Bool Host(sy::wsa_get_overlapped_result);
     Kernel32 "GetTickCount64"() U64 Host(k::tick_count64);
     // ----- kernel32: threads (thread.rs) -----
     Kernel32 "CreateThread"(Ptr, U64, Ptr, Ptr, U32, Ptr) Handle Host(t::create_thread);
@@ -508,8 +556,6 @@ exports! {
     Msvcrt "fputwc"(I32, Ptr) I32 Host(s::fputwc);
     Msvcrt "putwc"(I32, Ptr) I32 Host(s::fputwc);
     // ----- what MSVC-built Rust programs (ruff) use (sysinfo.rs, ntfile.rs) -----
-    Kernel32 "GetSystemInfo"(Ptr) Void Host(si::get_system_info);
-    Kernel32 "GetNativeSystemInfo"(Ptr) Void Host(si::get_system_info);
     Kernel32 "SetThreadStackGuarantee"(Ptr) Bool Host(si::set_thread_stack_guarantee);
     Kernel32 "IsProcessorFeaturePresent"(U32) Bool Host(si::is_processor_feature_present);
     Kernel32 "GetCurrentProcessorNumber"() U32 Host(si::current_processor_number);
@@ -523,14 +569,12 @@ exports! {
     Ntdll "NtWriteFile"(Handle, Handle, Ptr, Ptr, Ptr, Ptr, U32, Ptr, Ptr) U32 Host(nf::nt_write_file);
     Ntdll "NtReadFile"(Handle, Handle, Ptr, Ptr, Ptr, Ptr, U32, Ptr, Ptr) U32 Host(nf::nt_read_file);
     Ntdll "RtlNtStatusToDosError"(U32) U32 Host(nf::rtl_nt_status_to_dos_error);
-    Kernel32 "GetFileInformationByHandle"(Handle, Ptr) Bool Host(bh::get_file_information_by_handle);
     Kernel32 "GetFileInformationByHandleEx"(Handle, U32, Ptr, U32) Bool Host(bh::get_file_information_by_handle_ex);
     Kernel32 "GetFinalPathNameByHandleW"(Handle, Ptr, U32, U32) U32 Host(bh::get_final_path_name_by_handle_w);
     Kernel32 "FindFirstFileExW"(StrW, U32, Ptr, U32, Ptr, U32) Handle Host(bh::find_first_file_ex_w);
     Kernel32 "FlushFileBuffers"(Handle) Bool Host(bh::flush_file_buffers);
     // Until real waitable timers land (Go's branch): NULL, on which Rust's
     // std::thread::sleep falls back to Sleep.
-    Kernel32 "CreateWaitableTimerExW"(Ptr, StrW, U32, U32) Handle Host(si::no_waitable_timer);
     Kernel32 "IsThreadAFiber"() Bool Host(fb::is_thread_a_fiber);
     Kernel32 "ConvertThreadToFiber"(Ptr) Ptr Host(fb::convert_thread_to_fiber);
     Kernel32 "ConvertThreadToFiberEx"(Ptr, U32) Ptr Host(fb::convert_thread_to_fiber);

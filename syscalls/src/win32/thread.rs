@@ -461,6 +461,8 @@ pub(crate) fn resume_thread(c: &mut Call<'_>) -> Res {
         _ => None,
     });
     match r {
+        // Not held since its creation: a running thread (suspend.rs).
+        Some(Some(0)) => super::suspend::resume_running(c, h),
         Some(Some(was)) => Ok(u64::from(was)),
         _ => {
             set_error(c, super::kernel32::ERROR_INVALID_HANDLE)?;
@@ -469,8 +471,8 @@ pub(crate) fn resume_thread(c: &mut Call<'_>) -> Res {
     }
 }
 
-/// SuspendThread: only a thread that has not started yet can be held
-/// (its count goes up); suspending a running thread is not supported.
+/// SuspendThread: a thread that has not started yet is held (its count
+/// goes up); a running one is stopped by suspend.rs.
 pub(crate) fn suspend_thread(c: &mut Call<'_>) -> Res {
     let h = c.arg(0)?;
     let cur = current_obj(c);
@@ -484,6 +486,8 @@ pub(crate) fn suspend_thread(c: &mut Call<'_>) -> Res {
     });
     match r {
         Some(Ok(was)) => Ok(u64::from(was)),
+        // Running (or ended): suspend.rs.
+        Some(Err(ERROR_NOT_SUPPORTED)) => super::suspend::suspend_running(c, h),
         Some(Err(e)) => {
             set_error(c, e)?;
             Ok(u64::from(u32::MAX))

@@ -1,0 +1,3 @@
+module gowin
+
+go 1.19
