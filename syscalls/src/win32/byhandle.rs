@@ -10,10 +10,6 @@ use urun_cpu::state::reg;
 use super::abi::{Call, Fail, Res};
 use super::kernel32::{handle_fd, set_error, win32_error, ERROR_INVALID_HANDLE, ERROR_INVALID_PARAMETER};
 
-const FILETIME_EPOCH: u64 = 116_444_736_000_000_000;
-const FILE_ATTRIBUTE_READONLY: u32 = 0x01;
-const FILE_ATTRIBUTE_DIRECTORY: u32 = 0x10;
-const FILE_ATTRIBUTE_NORMAL: u32 = 0x80;
 const ERROR_INSUFFICIENT_BUFFER: u32 = 122;
 
 fn errno() -> i32 {
@@ -22,37 +18,15 @@ fn errno() -> i32 {
 
 /// fstat of a handle's descriptor; None (the error set) when it fails.
 fn stat_of(c: &Call<'_>, h: u64) -> Result<Option<libc::stat>, Fail> {
-    let Some(fd) = handle_fd(h) else {
-        set_error(c, ERROR_INVALID_HANDLE)?;
-        return Ok(None);
-    };
-    // SAFETY: fstat into a zeroed struct.
-    let mut st: libc::stat = unsafe { std::mem::zeroed() };
-    // SAFETY: `st` is a valid out pointer.
-    if unsafe { libc::fstat(fd, &mut st) } != 0 {
-        set_error(c, win32_error(errno()))?;
-        return Ok(None);
-    }
-    Ok(Some(st))
+    super::files::fstat_handle(c, h)
 }
 
 fn filetime(sec: i64, nsec: i64) -> u64 {
-    (sec.max(0) as u64) * 10_000_000 + (nsec.max(0) as u64) / 100 + FILETIME_EPOCH
+    super::files::filetime(sec, nsec)
 }
 
 fn attrs(st: &libc::stat) -> u32 {
-    let mut a = 0;
-    if st.st_mode & libc::S_IFMT == libc::S_IFDIR {
-        a |= FILE_ATTRIBUTE_DIRECTORY;
-    }
-    if st.st_mode & 0o222 == 0 {
-        a |= FILE_ATTRIBUTE_READONLY;
-    }
-    if a == 0 {
-        FILE_ATTRIBUTE_NORMAL
-    } else {
-        a
-    }
+    super::files::attrs_of(st)
 }
 
 fn is_dir(st: &libc::stat) -> bool {

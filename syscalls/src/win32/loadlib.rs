@@ -397,14 +397,7 @@ mod tests {
         assert!(attach_code(&[], 0x10).is_empty());
         let code =
             attach_code(&[(0x1_0000_0000, vec![0x1_0000_1000], 0x1_0000_2000), (0x2_0000_0000, vec![], 0)], 0x10);
-        let mut d = iced_x86::Decoder::with_ip(64, &code, 0, iced_x86::DecoderOptions::NONE);
-        let mut f = iced_x86::GasFormatter::new();
-        let mut text = Vec::new();
-        for i in &mut d {
-            let mut s = String::new();
-            iced_x86::Formatter::format(&mut f, &i, &mut s);
-            text.push(s);
-        }
+        let text = super::super::teb::tests::disassemble(&code);
         assert_eq!(
             text,
             [

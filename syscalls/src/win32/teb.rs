@@ -107,14 +107,13 @@ pub(crate) fn trampoline(base: u64, callbacks: &[u64], entry: u64, exit_process:
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    /// The trampoline decodes to the intended instructions.
-    #[test]
-    fn trampoline_decodes() {
-        let code = trampoline(0x1_4000_0000, &[0x1_4000_1000], 0x1_4000_2000, 0x7ff0_0000_0010);
-        let mut d = iced_x86::Decoder::with_ip(64, &code, 0, iced_x86::DecoderOptions::NONE);
+    /// `code` as GAS text, one instruction a line: what the tests of
+    /// urun's guest-code generators compare.
+    pub(crate) fn disassemble(code: &[u8]) -> Vec<String> {
+        let mut d = iced_x86::Decoder::with_ip(64, code, 0, iced_x86::DecoderOptions::NONE);
         let mut f = iced_x86::GasFormatter::new();
         let mut text = Vec::new();
         for i in &mut d {
@@ -122,6 +121,14 @@ mod tests {
             iced_x86::Formatter::format(&mut f, &i, &mut s);
             text.push(s);
         }
+        text
+    }
+
+    /// The trampoline decodes to the intended instructions.
+    #[test]
+    fn trampoline_decodes() {
+        let code = trampoline(0x1_4000_0000, &[0x1_4000_1000], 0x1_4000_2000, 0x7ff0_0000_0010);
+        let text = disassemble(&code);
         assert_eq!(
             text,
             [

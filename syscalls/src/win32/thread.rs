@@ -747,14 +747,7 @@ mod tests {
     #[test]
     fn trampoline_decodes() {
         let code = trampoline(0x1_4000_0000, &[0x1_4000_1000], 0x7ff0_0000_0020);
-        let mut d = iced_x86::Decoder::with_ip(64, &code, 0, iced_x86::DecoderOptions::NONE);
-        let mut f = iced_x86::GasFormatter::new();
-        let mut text = Vec::new();
-        for i in &mut d {
-            let mut s = String::new();
-            iced_x86::Formatter::format(&mut f, &i, &mut s);
-            text.push(s);
-        }
+        let text = super::super::teb::tests::disassemble(&code);
         assert_eq!(
             text,
             [
