@@ -94,18 +94,6 @@ pub(crate) fn detach_all(c: &mut Call<'_>) -> Result<(), Fail> {
     }
 }
 
-/// The DLLs a new or ending thread notifies (DLL_THREAD_ATTACH = 2 in this
-/// order, DLL_THREAD_DETACH = 3 in reverse): every attached real DLL,
-/// dependencies first, with its TLS callbacks and DllMain.
-#[allow(dead_code)] // for thread.rs
-pub(crate) fn thread_calls(mods: &Modules) -> Vec<InitCalls> {
-    mods.init_order
-        .iter()
-        .filter(|&&i| mods.list[i].attached && !mods.list[i].gone)
-        .map(|&i| init_calls(mods, i))
-        .collect()
-}
-
 /// The module handle for a name (None: the program).
 fn handle_of(c: &Call<'_>, name: Option<&str>) -> u64 {
     let mods = lock(&c.p.mods);

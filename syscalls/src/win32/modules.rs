@@ -496,7 +496,6 @@ impl Modules {
 
     /// The TLS templates of the DLLs with TLS, with their indices (what a
     /// new thread's array needs besides the program's index 0).
-    #[allow(dead_code)] // for the threads of the Win32 personality
     pub fn tls_templates(&self) -> Vec<(u32, Tls)> {
         self.list.iter().filter(|m| !m.gone).filter_map(|m| Some((m.tls_index?, m.tls.clone()?))).collect()
     }
