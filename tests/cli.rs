@@ -171,6 +171,10 @@ fn default_engine_is_the_jit_where_it_can_run() {
     assert_eq!(engines_logged(&got), ["auto->jit"; 3], "{}", show(&got.stderr, 2000));
     assert!(got.stderr_text().contains("jit: code region"), "{}", show(&got.stderr, 2000));
     assert_eq!(got.stdout, want.stdout);
+    // --check goes with the JIT that auto chose.
+    let got = urun_with(&["--check", "/bin/echo", "x"], &[("URUN_LOG", "debug")]);
+    assert_eq!((got.code, got.stdout.as_slice()), (Some(0), b"x\n".as_slice()), "{}", show(&got.stderr, 2000));
+    assert_eq!(engines_logged(&got), ["auto->jit"], "{}", show(&got.stderr, 2000));
     // `URUN_ENGINE=auto` is the same choice.
     let got = urun_with(&["/bin/true"], &[("URUN_LOG", "debug"), ("URUN_ENGINE", "auto")]);
     assert_eq!(engines_logged(&got), ["auto->jit"], "{}", show(&got.stderr, 2000));
