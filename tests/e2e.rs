@@ -342,7 +342,6 @@ fn native_vs_urun() {
             ("signals.", "too slow under --check on a loaded machine (45 s)"),
             ("cxx_except.", "does not finish under --check (not diagnosed)"),
             ("smc-rwx.", "ends early about one run in six under --check (cross-thread rewrite; not diagnosed)"),
-            ("smc-single.", "--check reports a stale interpreter block on a page past the fault threshold"),
         ];
         cases.retain(|c| match NOT_YET.iter().find(|(p, _)| c.name.starts_with(p)) {
             Some((_, why)) => {

@@ -429,6 +429,9 @@ impl JitEngine {
             #[cfg(test)]
             corrupt: None,
         };
+        // Translated code's plain stores reach the interpreter's decoded
+        // blocks only through write protection or byte compares.
+        engine.interp.guard_code(true);
         engine.set_check(CHECK.load(Ordering::Acquire));
         Ok(engine)
     }
@@ -1241,6 +1244,45 @@ mod tests {
         assert!(faults <= crate::mem::HOT_PAGE_FAULTS + 1, "{faults} faults");
         assert!(stats.code_writes <= crate::mem::HOT_PAGE_FAULTS as u64 + 1, "{stats:?}");
         assert!(stats.checked >= 1, "blocks from the hot page check their bytes: {stats:?}");
+    }
+
+    #[test]
+    fn interpreted_code_on_a_hot_page_rewritten_by_a_plain_store_is_seen() {
+        let s = Snippet::new();
+        let mut jit = JitEngine::new(s.mem.clone()).expect("jit engine");
+        let page = s.code / PAGE_SIZE;
+        // cpuid; mov ebx, imm; syscall: CPUID makes it the interpreter's
+        // block (the JIT hands it over, the interpreter decodes it).
+        let put = |imm: u8| {
+            // SAFETY: the snippet's code area, mapped RWX: a plain store,
+            // as translated code's (a write-protected page faults, and the
+            // host-fault owner gives it back).
+            unsafe {
+                std::ptr::copy_nonoverlapping(
+                    [0x0f, 0xa2, 0xbb, imm, 0, 0, 0, 0x0f, 0x05].as_ptr(),
+                    s.code as *mut u8,
+                    9,
+                )
+            };
+        };
+        let run = |jit: &mut JitEngine| {
+            let mut cpu = CpuState { rip: s.code, ..CpuState::default() };
+            cpu.gpr[reg::RSP] = s.stack_top;
+            assert_eq!(jit.run(&mut cpu), Ok(Exit::Syscall));
+            cpu.gpr[reg::RBX]
+        };
+        // Each round: run (the page is write-protected for the decoded
+        // block), then a plain store faults; past the threshold the page
+        // stays writable and its writes are no longer logged.
+        for imm in 1..=crate::mem::HOT_PAGE_FAULTS as u8 + 2 {
+            put(imm);
+            assert_eq!(run(&mut jit), imm as u64, "round {imm}");
+        }
+        assert!(s.mem.code_write_faults(page) >= crate::mem::HOT_PAGE_FAULTS, "the page is hot");
+        assert!(!s.mem.is_code_guarded(page));
+        put(99);
+        assert_eq!(run(&mut jit), 99, "the interpreter's decoding of a hot page is checked");
+        assert!(jit.stats.interpreted >= 1, "{:?}", jit.stats);
     }
 
     /// Run `code` under the JIT with `--check` (and `corrupt` as the
