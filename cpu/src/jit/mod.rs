@@ -152,7 +152,7 @@ impl Turn {
             // from here is never lost; again now and then all the same).
             let mut spins = 0u32;
             while SHARED.load(Ordering::SeqCst) != 0 {
-                if spins % 64 == 0 {
+                if spins.is_multiple_of(64) {
                     kick_all();
                 }
                 spins = spins.wrapping_add(1);
@@ -206,6 +206,9 @@ static CHECKS: std::sync::Mutex<Vec<SharedChecks>> = std::sync::Mutex::new(Vec::
 /// record stays busy (not waited for long: a fork's child may find it
 /// held forever; the engine then counts its own checks only).
 fn shared_checks(mem: &Arc<AddressSpace>, pc: u64, bytes: &[u8], pass: bool) -> Option<(usize, u32)> {
+    if bytes.is_empty() {
+        return None;
+    }
     let mut g = (0..8).find_map(|_| {
         let g = CHECKS.try_lock().ok();
         if g.is_none() {
@@ -627,10 +630,12 @@ impl JitEngine {
             self.drop_block(pc);
         }
         if self.check {
-            // Rewritten code is checked again.
-            let (lo, hi) = (lo, hi);
-            self.verified.retain(|&pc| !(lo..hi).contains(&pc));
-            self.check_count.retain(|&pc, _| !(lo..hi).contains(&pc));
+            // Rewritten code is checked again (not the blocks of the range
+            // that stay: they were not translated from those pages).
+            let blocks = &self.blocks;
+            let kept = |pc: &u64| !(lo..hi).contains(pc) || blocks.contains_key(pc);
+            self.verified.retain(kept);
+            self.check_count.retain(|pc, _| kept(pc));
         }
     }
 
