@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::sync::LazyLock;
 
-use iced_x86::{Code, EncodingKind, Mnemonic, OpCodeOperandKind};
+use iced_x86::{Code, EncodingKind, Mnemonic};
 
 use super::Handler;
 
@@ -75,18 +75,28 @@ impl Table {
     }
 }
 
+/// Does `code` have an MMX register operand (`mm`, `mm/m64`, ...)? Read
+/// from iced's name of the form (`Paddb_mm_mmm64`, `Movq2dq_xmm_mm`): the
+/// operands are the `_`-separated words after the mnemonic. `Code::op_code`
+/// would say it too, but its first use builds iced's whole `OpCodeInfo`
+/// table with formatted strings (about 2 ms, most of a hello's start-up);
+/// the unit test checks this against it for every form.
+fn has_mmx_operand(code: Code, name: &mut String) -> bool {
+    use std::fmt::Write as _;
+    name.clear();
+    // Writing into a String cannot fail.
+    let _ = write!(name, "{code:?}");
+    name.split('_').skip(1).any(|w| w == "mm" || w.starts_with("mmm"))
+}
+
 static TABLE: LazyLock<Vec<Option<Handler>>> = LazyLock::new(|| {
     let mut by_mnemonic: HashMap<Mnemonic, Vec<Code>> = HashMap::new();
     let mut by_mnemonic_mmx: HashMap<Mnemonic, Vec<Code>> = HashMap::new();
-    for c in Code::values() {
-        let oc = c.op_code();
-        if oc.encoding() != EncodingKind::Legacy || !oc.mode64() {
-            continue;
-        }
-        let mmx = (0..oc.op_count()).any(|i| {
-            matches!(oc.op_kind(i), OpCodeOperandKind::mm_or_mem | OpCodeOperandKind::mm_reg | OpCodeOperandKind::mm_rm)
-        });
-        let map = if mmx { &mut by_mnemonic_mmx } else { &mut by_mnemonic };
+    let mut name = String::new();
+    // Every legacy form, also those invalid in 64-bit mode: the 64-bit
+    // decoder never produces those, so a handler on them is never reached.
+    for c in Code::values().filter(|c| c.encoding() == EncodingKind::Legacy) {
+        let map = if has_mmx_operand(c, &mut name) { &mut by_mnemonic_mmx } else { &mut by_mnemonic };
         map.entry(c.mnemonic()).or_default().push(c);
     }
     let mut t = Table { handlers: vec![None; Code::values().len()], by_mnemonic, by_mnemonic_mmx };
@@ -111,4 +121,35 @@ static TABLE: LazyLock<Vec<Option<Handler>>> = LazyLock::new(|| {
 /// The dispatch table: `table()[code as usize]`.
 pub(crate) fn table() -> &'static [Option<Handler>] {
     &TABLE
+}
+
+#[cfg(test)]
+mod tests {
+    use iced_x86::{Code, EncodingKind, OpCodeOperandKind};
+
+    /// The name-based MMX test agrees with iced's operand kinds for every
+    /// legacy form valid in 64-bit mode.
+    #[test]
+    fn mmx_operands_by_name_match_op_code_info() {
+        let mut name = String::new();
+        for c in Code::values().filter(|c| c.encoding() == EncodingKind::Legacy && c.op_code().mode64()) {
+            let oc = c.op_code();
+            let mmx = (0..oc.op_count()).any(|i| {
+                matches!(
+                    oc.op_kind(i),
+                    OpCodeOperandKind::mm_or_mem | OpCodeOperandKind::mm_reg | OpCodeOperandKind::mm_rm
+                )
+            });
+            assert_eq!(super::has_mmx_operand(c, &mut name), mmx, "{c:?}");
+        }
+    }
+
+    /// No VEX form is invalid in 64-bit mode (the AVX registration relies
+    /// on it, to skip `Code::op_code`).
+    #[test]
+    fn every_vex_form_is_valid_in_64_bit_mode() {
+        for c in Code::values().filter(|c| c.encoding() == EncodingKind::VEX) {
+            assert!(c.op_code().mode64(), "{c:?}");
+        }
+    }
 }
