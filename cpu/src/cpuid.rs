@@ -447,6 +447,20 @@ impl Model {
         needs.iter().all(|n| FEATURES.iter().enumerate().all(|(i, f)| !f.iced.contains(n) || self.bits & (1 << i) != 0))
     }
 
+    /// `allows` for one feature at a time, as a table indexed by
+    /// `CpuidFeature as usize` (for deciding every `Code` at once).
+    pub fn allowed_features(&self) -> Vec<bool> {
+        let mut ok = vec![true; CpuidFeature::values().len()];
+        for (i, f) in FEATURES.iter().enumerate() {
+            if self.bits & (1 << i) == 0 {
+                for n in f.iced {
+                    ok[*n as usize] = false;
+                }
+            }
+        }
+        ok
+    }
+
     /// The feature names of the model, space-separated (for `-cpu help`
     /// and logs).
     pub fn names(&self) -> String {
@@ -641,6 +655,17 @@ mod tests {
             let needs = code.cpuid_features();
             assert_eq!(v2.allows(needs), in_v2, "{code:?} in v2");
             assert_eq!(v3.allows(needs), in_v3, "{code:?} in v3");
+        }
+    }
+
+    #[test]
+    fn allowed_features_agrees_with_allows() {
+        for m in [Model::level(1), Model::level(2), Model::level(3), Model::host()] {
+            let ok = m.allowed_features();
+            for code in iced_x86::Code::values() {
+                let needs = code.cpuid_features();
+                assert_eq!(needs.iter().all(|f| ok[*f as usize]), m.allows(needs), "{code:?}");
+            }
         }
     }
 

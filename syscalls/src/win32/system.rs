@@ -14,8 +14,16 @@ const PAGE: u32 = 4096;
 const PROCESSOR_ARCHITECTURE_AMD64: u16 = 9;
 const PROCESSOR_AMD_X8664: u32 = 8664;
 
+/// The host CPUs this process may use, found once (the standard library
+/// reads the cgroup files each time).
+pub(crate) fn host_cpus() -> u32 {
+    static CPUS: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+    *CPUS.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()) as u32)
+}
+
+/// The CPUs as the affinity masks count them (at most 64).
 fn cpus() -> u32 {
-    std::thread::available_parallelism().map_or(1, |n| n.get()).min(64) as u32
+    host_cpus().min(64)
 }
 
 /// GetSystemInfo / GetNativeSystemInfo(*SYSTEM_INFO).
