@@ -108,9 +108,22 @@ pub struct LoadedPe {
 impl LoadedPe {
     /// Give the headers and sections their final protections (after the
     /// personality has written the IAT).
+    /// Neighbouring sections with the same protection take one call (a
+    /// mingw program has a dozen read-only debug sections in a row).
     pub fn protect(&self, mem: &AddressSpace) -> Result<(), LoadError> {
+        let mut run: Option<(u64, u64, Prot)> = None;
         for &(start, len, prot) in &self.sections {
-            mem.protect(start, len, prot).map_err(|source| LoadError::Map { what: "a PE section", source })?;
+            match &mut run {
+                Some((s, l, p)) if *p == prot && *s + *l == start => *l += len,
+                _ => {
+                    if let Some((s, l, p)) = run.replace((start, len, prot)) {
+                        mem.protect(s, l, p).map_err(|source| LoadError::Map { what: "a PE section", source })?;
+                    }
+                }
+            }
+        }
+        if let Some((s, l, p)) = run {
+            mem.protect(s, l, p).map_err(|source| LoadError::Map { what: "a PE section", source })?;
         }
         Ok(())
     }
