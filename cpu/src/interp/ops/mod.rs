@@ -2,7 +2,6 @@
 //! handlers in the dispatch table indexed by `iced_x86::Code`; a form with
 //! no handler is a `None` and raises SIGILL in the guest.
 
-use std::collections::HashMap;
 use std::sync::LazyLock;
 
 use iced_x86::{Code, CpuidFeature, EncodingKind, Mnemonic};
@@ -31,10 +30,43 @@ mod xsave;
 /// The dispatch table under construction.
 pub(crate) struct Table {
     handlers: Vec<Option<Handler>>,
-    /// Legacy-encoded, 64-bit-mode, non-MMX codes by mnemonic.
-    by_mnemonic: HashMap<Mnemonic, Vec<Code>>,
-    /// Legacy-encoded, 64-bit-mode codes with an MMX operand, by mnemonic.
-    by_mnemonic_mmx: HashMap<Mnemonic, Vec<Code>>,
+    /// Legacy-encoded, non-MMX codes by mnemonic.
+    by_mnemonic: ByMnemonic,
+    /// Legacy-encoded codes with an MMX operand, by mnemonic.
+    by_mnemonic_mmx: ByMnemonic,
+}
+
+/// Codes grouped by mnemonic: `codes[start[m]..start[m + 1]]` are those
+/// of mnemonic `m` (one counting sort; no hashing, one allocation each).
+struct ByMnemonic {
+    start: Vec<u32>,
+    codes: Vec<Code>,
+}
+
+impl ByMnemonic {
+    fn new(codes: &[Code]) -> ByMnemonic {
+        let n = Mnemonic::values().len();
+        let mut start = vec![0u32; n + 1];
+        for c in codes {
+            start[c.mnemonic() as usize + 1] += 1;
+        }
+        for m in 0..n {
+            start[m + 1] += start[m];
+        }
+        let mut next = start.clone();
+        let mut sorted = vec![Code::INVALID; codes.len()];
+        for &c in codes {
+            let at = &mut next[c.mnemonic() as usize];
+            sorted[*at as usize] = c;
+            *at += 1;
+        }
+        ByMnemonic { start, codes: sorted }
+    }
+
+    fn get(&self, m: Mnemonic) -> &[Code] {
+        let m = m as usize;
+        &self.codes[self.start[m] as usize..self.start[m + 1] as usize]
+    }
 }
 
 impl Table {
@@ -54,7 +86,7 @@ impl Table {
     /// `mnemonic` that has no MMX operand (MMX forms belong to another
     /// handler).
     pub(crate) fn set_mnemonic(&mut self, mnemonic: Mnemonic, h: Handler) {
-        for c in self.by_mnemonic.get(&mnemonic).map(Vec::as_slice).unwrap_or(&[]) {
+        for c in self.by_mnemonic.get(mnemonic) {
             self.handlers[*c as usize] = Some(h);
         }
     }
@@ -62,7 +94,7 @@ impl Table {
     /// Register `h` for every legacy-encoded, 64-bit-mode form of
     /// `mnemonic` that has an MMX operand (the forms `set_mnemonic` skips).
     pub(crate) fn set_mnemonic_mmx(&mut self, mnemonic: Mnemonic, h: Handler) {
-        for c in self.by_mnemonic_mmx.get(&mnemonic).map(Vec::as_slice).unwrap_or(&[]) {
+        for c in self.by_mnemonic_mmx.get(mnemonic) {
             self.handlers[*c as usize] = Some(h);
         }
     }
@@ -96,15 +128,14 @@ fn has_mmx_operand(code: Code, name: &mut String) -> bool {
 }
 
 static TABLE: LazyLock<Vec<Option<Handler>>> = LazyLock::new(|| {
-    let mut by_mnemonic: HashMap<Mnemonic, Vec<Code>> = HashMap::new();
-    let mut by_mnemonic_mmx: HashMap<Mnemonic, Vec<Code>> = HashMap::new();
+    let (mut plain, mut mmx) = (Vec::new(), Vec::new());
     let mut name = String::new();
     // Every legacy form, also those invalid in 64-bit mode: the 64-bit
     // decoder never produces those, so a handler on them is never reached.
     for c in Code::values().filter(|c| c.encoding() == EncodingKind::Legacy) {
-        let map = if has_mmx_operand(c, &mut name) { &mut by_mnemonic_mmx } else { &mut by_mnemonic };
-        map.entry(c.mnemonic()).or_default().push(c);
+        if has_mmx_operand(c, &mut name) { &mut mmx } else { &mut plain }.push(c);
     }
+    let (by_mnemonic, by_mnemonic_mmx) = (ByMnemonic::new(&plain), ByMnemonic::new(&mmx));
     let mut t = Table { handlers: vec![None; Code::values().len()], by_mnemonic, by_mnemonic_mmx };
     arith::register(&mut t);
     bits::register(&mut t);
