@@ -56,8 +56,8 @@ impl HostCpu {
     pub fn get() -> HostCpu {
         static HOST: OnceLock<HostCpu> = OnceLock::new();
         *HOST.get_or_init(|| {
-            let l0 = host_cpuid(0, 0);
-            let eax1 = host_cpuid(1, 0)[0];
+            let h = HostLeaves::get();
+            let (l0, eax1) = (h.l0, h.l1_eax);
             HostCpu { vendor: Vendor::from_leaf0(l0[1], l0[3], l0[2]), family: display_family(eax1) }
         })
     }
@@ -149,17 +149,57 @@ pub enum Word {
 impl Word {
     /// The host's value of this word.
     fn host(self) -> u32 {
-        let max = host_cpuid(0, 0)[0];
-        let ext_max = host_cpuid(0x8000_0000, 0)[0];
+        let h = HostLeaves::get();
         match self {
-            Word::L1Ecx => host_cpuid(1, 0)[2],
-            Word::L1Edx => host_cpuid(1, 0)[3],
-            Word::L7Ebx if max >= 7 => host_cpuid(7, 0)[1],
-            Word::ExtEcx if ext_max >= 0x8000_0001 => host_cpuid(0x8000_0001, 0)[2],
-            Word::ExtEdx if ext_max >= 0x8000_0001 => host_cpuid(0x8000_0001, 0)[3],
-            Word::XsaveEax if max >= 0xd => host_cpuid(0xd, 1)[0],
-            _ => 0,
+            Word::L1Ecx => h.l1_ecx,
+            Word::L1Edx => h.l1_edx,
+            Word::L7Ebx => h.l7_ebx,
+            Word::ExtEcx => h.ext_ecx,
+            Word::ExtEdx => h.ext_edx,
+            Word::XsaveEax => h.xsave_eax,
         }
+    }
+}
+
+/// The host's CPUID leaves that do not change while the process runs (not
+/// leaf 1 EBX, whose APIC ID is the current CPU's), read once: in a VM each
+/// CPUID exits to the hypervisor (about 16 µs on our machines), and probing
+/// the model word by word cost about a hundred of them at start-up.
+struct HostLeaves {
+    /// Leaf 0: the highest standard leaf and the vendor registers.
+    l0: [u32; 4],
+    /// Leaf 0x8000_0000 EAX: the highest extended leaf.
+    ext_max: u32,
+    /// Leaf 1 EAX: family, model, stepping.
+    l1_eax: u32,
+    l1_ecx: u32,
+    l1_edx: u32,
+    l7_ebx: u32,
+    ext_ecx: u32,
+    ext_edx: u32,
+    xsave_eax: u32,
+}
+
+impl HostLeaves {
+    fn get() -> &'static HostLeaves {
+        static LEAVES: OnceLock<HostLeaves> = OnceLock::new();
+        LEAVES.get_or_init(|| {
+            let l0 = host_cpuid(0, 0);
+            let ext_max = host_cpuid(0x8000_0000, 0)[0];
+            let l1 = host_cpuid(1, 0);
+            let ext = if ext_max >= 0x8000_0001 { host_cpuid(0x8000_0001, 0) } else { [0; 4] };
+            HostLeaves {
+                l0,
+                ext_max,
+                l1_eax: l1[0],
+                l1_ecx: l1[2],
+                l1_edx: l1[3],
+                l7_ebx: if l0[0] >= 7 { host_cpuid(7, 0)[1] } else { 0 },
+                ext_ecx: ext[2],
+                ext_edx: ext[3],
+                xsave_eax: if l0[0] >= 0xd { host_cpuid(0xd, 1)[0] } else { 0 },
+            }
+        })
     }
 }
 
@@ -407,6 +447,20 @@ impl Model {
         needs.iter().all(|n| FEATURES.iter().enumerate().all(|(i, f)| !f.iced.contains(n) || self.bits & (1 << i) != 0))
     }
 
+    /// `allows` for one feature at a time, as a table indexed by
+    /// `CpuidFeature as usize` (for deciding every `Code` at once).
+    pub fn allowed_features(&self) -> Vec<bool> {
+        let mut ok = vec![true; CpuidFeature::values().len()];
+        for (i, f) in FEATURES.iter().enumerate() {
+            if self.bits & (1 << i) == 0 {
+                for n in f.iced {
+                    ok[*n as usize] = false;
+                }
+            }
+        }
+        ok
+    }
+
     /// The feature names of the model, space-separated (for `-cpu help`
     /// and logs).
     pub fn names(&self) -> String {
@@ -422,7 +476,7 @@ pub const XSAVE_YMM_OFFSET: u32 = 576;
 
 /// Does the host's kernel enable the SSE and AVX state (XCR0 bits 1, 2)?
 fn host_ymm_enabled() -> bool {
-    if host_cpuid(1, 0)[2] & avx1::OSXSAVE == 0 {
+    if HostLeaves::get().l1_ecx & avx1::OSXSAVE == 0 {
         return false;
     }
     let (lo, _hi): (u32, u32);
@@ -470,11 +524,12 @@ pub fn guest_cpuid(leaf: u32, sub: u32) -> [u32; 4] {
 
 /// CPUID as a guest of model `m` sees it: `[eax, ebx, ecx, edx]`.
 pub fn model_cpuid(m: &Model, leaf: u32, sub: u32) -> [u32; 4] {
-    let host_max = host_cpuid(0, 0)[0];
-    let host_ext_max = host_cpuid(0x8000_0000, 0)[0];
+    let host = HostLeaves::get();
+    let host_max = host.l0[0];
+    let host_ext_max = host.ext_max;
     match leaf {
         0 => {
-            let h = host_cpuid(0, 0);
+            let h = host.l0;
             [h[0].min(0xd), h[1], h[2], h[3]]
         }
         1 => {
@@ -600,6 +655,17 @@ mod tests {
             let needs = code.cpuid_features();
             assert_eq!(v2.allows(needs), in_v2, "{code:?} in v2");
             assert_eq!(v3.allows(needs), in_v3, "{code:?} in v3");
+        }
+    }
+
+    #[test]
+    fn allowed_features_agrees_with_allows() {
+        for m in [Model::level(1), Model::level(2), Model::level(3), Model::host()] {
+            let ok = m.allowed_features();
+            for code in iced_x86::Code::values() {
+                let needs = code.cpuid_features();
+                assert_eq!(needs.iter().all(|f| ok[*f as usize]), m.allows(needs), "{code:?}");
+            }
         }
     }
 

@@ -108,22 +108,36 @@ pub struct LoadedPe {
 impl LoadedPe {
     /// Give the headers and sections their final protections (after the
     /// personality has written the IAT).
+    /// Neighbouring sections with the same protection take one call (a
+    /// mingw program has a dozen read-only debug sections in a row).
     pub fn protect(&self, mem: &AddressSpace) -> Result<(), LoadError> {
+        let mut run: Option<(u64, u64, Prot)> = None;
         for &(start, len, prot) in &self.sections {
-            mem.protect(start, len, prot).map_err(|source| LoadError::Map { what: "a PE section", source })?;
+            match &mut run {
+                Some((s, l, p)) if *p == prot && *s + *l == start => *l += len,
+                _ => {
+                    if let Some((s, l, p)) = run.replace((start, len, prot)) {
+                        mem.protect(s, l, p).map_err(|source| LoadError::Map { what: "a PE section", source })?;
+                    }
+                }
+            }
+        }
+        if let Some((s, l, p)) = run {
+            mem.protect(s, l, p).map_err(|source| LoadError::Map { what: "a PE section", source })?;
         }
         Ok(())
     }
 }
 
 /// The image as built in urun's memory, before it is placed.
+/// `B` holds the image's bytes: a `Vec` (tests), or the guest memory the
+/// image is placed in (`Placed`: written there directly, not copied).
 #[derive(Debug)]
-pub(crate) struct Image {
+pub(crate) struct Image<B = Vec<u8>> {
     pub preferred_base: u64,
-    pub bytes: Vec<u8>,
+    pub bytes: B,
     pub entry_rva: u32,
     pub is_dll: bool,
-    pub relocs_stripped: bool,
     pub subsystem: u16,
     pub stack_reserve: u64,
     pub stack_commit: u64,
@@ -206,7 +220,18 @@ fn prot_of(characteristics: u32) -> Prot {
 }
 
 /// Parse and lay out a PE32+ image in urun's memory.
+#[cfg(test)]
 pub(crate) fn build(bytes: &[u8]) -> Result<Image, LoadError> {
+    build_in(bytes, |size, _, _| Ok(vec![0u8; size as usize]))
+}
+
+/// Parse and lay out a PE32+ image in the zeroed buffer `alloc` gives for
+/// (SizeOfImage, ImageBase, can it be relocated), once the headers are
+/// checked.
+fn build_in<B: std::ops::DerefMut<Target = [u8]>>(
+    bytes: &[u8],
+    alloc: impl FnOnce(u64, u64, bool) -> Result<B, LoadError>,
+) -> Result<Image<B>, LoadError> {
     let pe = check_kind(bytes)?;
     let header = Header::parse(bytes).map_err(|e| LoadError::TruncatedPe(format!("headers: {e}")))?;
     let coff = header.coff_header;
@@ -230,7 +255,9 @@ pub(crate) fn build(bytes: &[u8]) -> Result<Image, LoadError> {
     if headers_len > size {
         return Err(bad(format!("SizeOfHeaders {headers_len:#x} exceeds SizeOfImage {size:#x}")));
     }
-    let mut img = vec![0u8; size as usize];
+    let relocatable = coff.characteristics & IMAGE_FILE_RELOCS_STRIPPED == 0
+        && dirs.get_base_relocation_table().is_some_and(|d| d.size != 0);
+    let mut img = alloc(size, base, relocatable)?;
     let h = (headers_len as usize).min(bytes.len());
     img[..h].copy_from_slice(&bytes[..h]);
 
@@ -287,7 +314,6 @@ pub(crate) fn build(bytes: &[u8]) -> Result<Image, LoadError> {
         bytes: img,
         entry_rva,
         is_dll: coff.characteristics & IMAGE_FILE_DLL != 0,
-        relocs_stripped: coff.characteristics & IMAGE_FILE_RELOCS_STRIPPED != 0,
         subsystem: win.subsystem,
         stack_reserve: win.size_of_stack_reserve,
         stack_commit: win.size_of_stack_commit,
@@ -299,7 +325,7 @@ pub(crate) fn build(bytes: &[u8]) -> Result<Image, LoadError> {
     })
 }
 
-impl Image {
+impl<B: std::ops::DerefMut<Target = [u8]>> Image<B> {
     /// Apply the base relocations for placement at `base`.
     pub(crate) fn relocate(&mut self, base: u64) -> Result<(), LoadError> {
         let delta = base.wrapping_sub(self.preferred_base);
@@ -403,36 +429,67 @@ impl Image {
     }
 }
 
+/// A PE image's bytes in place in guest memory: `len` bytes at `base`,
+/// mapped read-write by `load` for this load.
+#[derive(Debug)]
+struct Placed {
+    base: u64,
+    len: usize,
+}
+
+impl std::ops::Deref for Placed {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        // SAFETY: `load` mapped [base, base + len) read-write (zeroed) for
+        // this image before making a `Placed`, and unmaps it only after the
+        // `Placed` is gone; no guest code runs during the load and nothing
+        // else refers to the range, so urun may use it as its own memory.
+        unsafe { std::slice::from_raw_parts(self.base as *const u8, self.len) }
+    }
+}
+
+impl std::ops::DerefMut for Placed {
+    fn deref_mut(&mut self) -> &mut [u8] {
+        // SAFETY: as in `deref`; `&mut self` makes this the only view.
+        unsafe { std::slice::from_raw_parts_mut(self.base as *mut u8, self.len) }
+    }
+}
+
 /// Map the PE32+ image in `bytes` (read from `path`) into `mem`: at its
 /// preferred base, or relocated when that is taken. On error nothing stays
 /// mapped.
 pub(crate) fn load(path: &Path, bytes: &[u8], mem: &AddressSpace) -> Result<LoadedPe, LoadError> {
-    let mut img = build(bytes)?;
-    let size = img.bytes.len() as u64;
-    let pref = img.preferred_base;
-    let base = match mem.map(Placement::FixedNoReplace(pref), size, Prot::RW, false, None) {
-        Ok(b) => b,
-        Err(e) if img.reloc_dir.is_none() || img.relocs_stripped => {
-            return Err(LoadError::PeBaseTaken { base: pref, size, why: e.to_string() });
-        }
-        Err(_) => mem
-            .map(Placement::Hint(pref), size, Prot::RW, false, None)
-            .map_err(|source| LoadError::Map { what: "a PE image", source })?,
-    };
-    let unmap = |e: LoadError| {
+    let mut placed = None;
+    let built = build_in(bytes, |size, pref, relocatable| {
+        let base = match mem.map(Placement::FixedNoReplace(pref), size, Prot::RW, false, None) {
+            Ok(b) => b,
+            Err(e) if !relocatable => {
+                return Err(LoadError::PeBaseTaken { base: pref, size, why: e.to_string() });
+            }
+            Err(_) => mem
+                .map(Placement::Hint(pref), size, Prot::RW, false, None)
+                .map_err(|source| LoadError::Map { what: "a PE image", source })?,
+        };
+        placed = Some((base, size));
+        Ok(Placed { base, len: size as usize })
+    });
+    let unmap = |e: LoadError, (base, size): (u64, u64)| {
         if let Err(u) = mem.unmap(base, size) {
             tracing::warn!("undoing a failed PE load: {u}");
         }
         e
     };
+    let mut img = match (built, placed) {
+        (Ok(img), _) => img,
+        (Err(e), Some(at)) => return Err(unmap(e, at)),
+        (Err(e), None) => return Err(e),
+    };
+    let (base, size, pref) = (img.bytes.base, img.bytes.len as u64, img.preferred_base);
+    let unmap = |e: LoadError| unmap(e, (base, size));
     img.relocate(base).map_err(unmap)?;
     let imports = img.imports().map_err(unmap)?;
     let tls = img.tls(base).map_err(unmap)?;
     let exe_path = std::fs::canonicalize(path).map_err(|source| unmap(LoadError::Io { path: path.into(), source }))?;
-    // SAFETY: [base, base + size) was just mapped read-write for the guest
-    // by this function, no guest code runs yet, and `img.bytes` is exactly
-    // `size` bytes long.
-    unsafe { std::ptr::copy_nonoverlapping(img.bytes.as_ptr(), base as *mut u8, img.bytes.len()) };
     mem.set_backing(base, Backing::Named(format!("[pe {}]", exe_path.display())));
     let loaded = LoadedPe {
         path: exe_path,

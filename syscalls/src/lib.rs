@@ -7,6 +7,7 @@
 //! nothing more of the OS the guest expects. `linux` runs ELF programs,
 //! `win32` PE32+ console programs.
 
+mod guest_thread;
 pub mod linux;
 pub mod win32;
 

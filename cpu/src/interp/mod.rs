@@ -80,8 +80,8 @@ fn outside_model(table: &[Option<Handler>], m: iced_x86::Mnemonic) -> Handler {
 /// By `Code`: may the process's CPU model (`cpuid::model`) run it?
 fn model_allows() -> &'static [bool] {
     static ALLOWS: std::sync::LazyLock<Vec<bool>> = std::sync::LazyLock::new(|| {
-        let m = crate::cpuid::model();
-        Code::values().map(|c| m.allows(c.cpuid_features())).collect()
+        let ok = crate::cpuid::model().allowed_features();
+        Code::values().map(|c| c.cpuid_features().iter().all(|f| ok[*f as usize])).collect()
     });
     &ALLOWS
 }

@@ -2,13 +2,14 @@
 //! or a fork), thread exit with CLONE_CHILD_CLEARTID, `exit_group`.
 
 use std::sync::atomic::Ordering;
-use std::sync::{mpsc, Arc};
+use std::sync::Arc;
 
 use urun_cpu::state::reg;
-use urun_cpu::{CpuState, EngineError, Prot};
+use urun_cpu::{CpuState, Prot};
 
 use super::table::raw_result;
 use super::{guest, signal, Process, Stop, Task, Thread};
+use crate::guest_thread::{self, SpawnError};
 
 const EINVAL: i64 = -(libc::EINVAL as i64);
 const EFAULT: i64 = -(libc::EFAULT as i64);
@@ -249,21 +250,10 @@ fn spawn_thread(task: &mut Task<'_>, flags: u64, stack: u64, ptid: u64, ctid: u6
     }
     let p: Arc<Process> = task.p.clone();
     let sigmask = task.t.sigmask;
-    let (tx, rx) = mpsc::channel::<Result<i32, EngineError>>();
     p.live_threads.fetch_add(1, Ordering::AcqRel);
-    let spawned = std::thread::Builder::new().name("guest".into()).stack_size(1 << 20).spawn(move || {
-        if let Err(e) = urun_cpu::hostfault::prepare_thread() {
-            tracing::warn!(%e, "guest thread without host-fault recovery");
-        }
-        // The engine first: when it cannot be made, the clone fails and
-        // nothing of the new thread is seen by the guest.
-        let mut engine = match (p.new_engine)(p.mem.clone()) {
-            Ok(e) => e,
-            Err(e) => {
-                let _ = tx.send(Err(e));
-                return;
-            }
-        };
+    let ep = p.clone();
+    let new_engine = move || (ep.new_engine)(ep.mem.clone());
+    let spawned = guest_thread::spawn(new_engine, move |mut engine, started| {
         // SAFETY: gettid cannot fail.
         let tid = unsafe { libc::syscall(libc::SYS_gettid) } as i32;
         // Checked before the spawn; gone since, the kernel would not write.
@@ -273,7 +263,7 @@ fn spawn_thread(task: &mut Task<'_>, flags: u64, stack: u64, ptid: u64, ctid: u6
         if settid {
             guest::write(&p.mem, ptid, &tid);
         }
-        let _ = tx.send(Ok(tid));
+        started.started(tid);
         let mut t = Thread {
             tid,
             clear_child_tid: if cleartid { ctid } else { 0 },
@@ -296,19 +286,19 @@ fn spawn_thread(task: &mut Task<'_>, flags: u64, stack: u64, ptid: u64, ctid: u6
             Stop::ThreadExited(_) => {}
         }
     });
-    if let Err(e) = spawned {
-        task.p.live_threads.fetch_sub(1, Ordering::AcqRel);
-        tracing::warn!(%e, "cannot start a host thread for a guest thread");
-        return -(libc::EAGAIN as i64);
-    }
-    match rx.recv() {
-        Ok(Ok(tid)) => tid as i64,
-        Ok(Err(e)) => {
+    match spawned {
+        Ok(tid) => tid as i64,
+        Err(SpawnError::Host(e)) => {
+            task.p.live_threads.fetch_sub(1, Ordering::AcqRel);
+            tracing::warn!(%e, "cannot start a host thread for a guest thread");
+            -(libc::EAGAIN as i64)
+        }
+        Err(SpawnError::Engine(e)) => {
             task.p.live_threads.fetch_sub(1, Ordering::AcqRel);
             tracing::info!(%e, "no engine for a new guest thread");
             super::clone_errno(&e)
         }
-        Err(_) => -(libc::EAGAIN as i64),
+        Err(SpawnError::Vanished) => -(libc::EAGAIN as i64),
     }
 }
 

@@ -231,11 +231,17 @@ impl Process {
         for (d, off) in dlls.iter().zip(&offsets) {
             let base = sys + off;
             let built = sysdll::build(*d, base, &|obj| data_addr(data_base, obj));
-            poke(&mem, base, &built.bytes).map_err(|e| setup("a system DLL", &e))?;
-            for (i, addr) in built.stubs {
+            // The area is fresh zeroed memory: its all-zero pages (the empty
+            // `.text` of a DLL urun knows by name only) need not be touched.
+            for (k, page) in built.bytes.chunks(urun_cpu::PAGE_SIZE as usize).enumerate() {
+                if page.iter().any(|&b| b != 0) {
+                    poke(&mem, base + k as u64 * urun_cpu::PAGE_SIZE, page).map_err(|e| setup("a system DLL", &e))?;
+                }
+            }
+            for &(i, addr) in &built.stubs {
                 stubs[i + 1].addr = addr;
             }
-            mods.add_system(&mem, *d, base, sysdll::image_size(*d));
+            mods.add_system(*d, base, &built.bytes);
         }
 
         // The program, the DLLs it needs (loaded, bound, in attach order

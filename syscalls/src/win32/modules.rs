@@ -263,10 +263,16 @@ impl Modules {
         }
     }
 
-    /// Register one of urun's system DLLs, its image already at `base`.
-    pub fn add_system(&mut self, mem: &AddressSpace, dll: Dll, base: u64, size: u64) {
+    /// Register one of urun's system DLLs, `image` (the bytes just copied
+    /// to `base`; its exports are read from them, not from guest memory).
+    pub fn add_system(&mut self, dll: Dll, base: u64, image: &[u8]) {
         let name = super::sysdll::file_name(dll);
-        let exports = read_exports(mem, base, size).unwrap_or_default();
+        let size = image.len() as u64;
+        let read = |rva: u64, buf: &mut [u8]| {
+            let s = usize::try_from(rva).ok().and_then(|r| image.get(r..r.checked_add(buf.len())?));
+            s.map(|s| buf.copy_from_slice(s)).is_some()
+        };
+        let exports = Exports::parse(&read).unwrap_or_default();
         self.list.push(Module {
             path: format!("C:\\windows\\system32\\{}", name.to_ascii_lowercase()),
             name,

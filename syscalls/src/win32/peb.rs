@@ -250,7 +250,7 @@ pub(crate) fn map_kuser(mem: &AddressSpace) -> Result<(), String> {
     put32(K_PRODUCT_TYPE, 1); // NtProductWinNt
     put32(K_MAJOR, 10);
     put32(K_MINOR, 0);
-    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get()) as u32;
+    let cpus = super::system::host_cpus();
     put32(K_ACTIVE_PROCESSORS, cpus);
     k[K_PRODUCT_VALID as usize] = 1;
     k[K_IMAGE_NUMBER as usize..K_IMAGE_NUMBER as usize + 4].copy_from_slice(&[0x64, 0x86, 0x64, 0x86]);

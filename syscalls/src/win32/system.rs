@@ -14,8 +14,29 @@ const PAGE: u32 = 4096;
 const PROCESSOR_ARCHITECTURE_AMD64: u16 = 9;
 const PROCESSOR_AMD_X8664: u32 = 8664;
 
+/// The host CPUs this process may run on (its affinity mask, as Windows
+/// counts processors; a cgroup CPU quota does not lower it), found once:
+/// one system call, where `std::thread::available_parallelism` also reads
+/// the cgroup files (about 50 µs at each start-up).
+pub(crate) fn host_cpus() -> u32 {
+    static CPUS: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+    *CPUS.get_or_init(|| {
+        // SAFETY: cpu_set_t is plain data; all-zero is an empty set.
+        let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+        // SAFETY: sched_getaffinity writes at most size_of(cpu_set_t)
+        // bytes into `set`, which lives for the call.
+        let r = unsafe { libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) };
+        if r != 0 {
+            return std::thread::available_parallelism().map_or(1, |n| n.get()) as u32;
+        }
+        // SAFETY: CPU_COUNT reads the set filled above.
+        (unsafe { libc::CPU_COUNT(&set) }).max(1) as u32
+    })
+}
+
+/// The CPUs as the affinity masks count them (at most 64).
 fn cpus() -> u32 {
-    std::thread::available_parallelism().map_or(1, |n| n.get()).min(64) as u32
+    host_cpus().min(64)
 }
 
 /// GetSystemInfo / GetNativeSystemInfo(*SYSTEM_INFO).

@@ -57,7 +57,7 @@ pub(crate) fn build(
     put(mem, teb + TEB_PEB, peb)?;
     put(mem, peb + PEB_IMAGE_BASE, image.base)?;
     put(mem, peb + PEB_PROCESS_HEAP, PROCESS_HEAP)?;
-    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get()) as u32;
+    let cpus = super::system::host_cpus();
     poke(mem, peb + PEB_NUMBER_OF_PROCESSORS, &cpus.to_le_bytes())?;
     // Windows 10 22H2, as RtlGetVersion will say.
     poke(mem, peb + PEB_OS_MAJOR, &10u32.to_le_bytes())?;

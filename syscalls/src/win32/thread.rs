@@ -6,7 +6,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{mpsc, Arc, Mutex};
+use std::sync::{Arc, Mutex};
 
 use urun_cpu::state::reg;
 use urun_cpu::{CpuState, Placement, Prot};
@@ -20,6 +20,7 @@ use super::teb::{
     TLS_SLOTS,
 };
 use super::{lock, poke, Process, Stop};
+use crate::guest_thread::{self, SpawnError};
 
 /// More TEB fields.
 const TEB_DEALLOCATION_STACK: u64 = 0x1478;
@@ -225,19 +226,10 @@ fn spawn(
     cpu.gpr[reg::R12] = param;
     cpu.x87.fcw = 0x027f;
     let p: Arc<Process> = p.clone();
-    let (tx, rx) = mpsc::channel::<Result<u32, String>>();
     t.live.fetch_add(1, Ordering::AcqRel);
-    let spawned = std::thread::Builder::new().name("guest".into()).stack_size(1 << 20).spawn(move || {
-        if let Err(e) = urun_cpu::hostfault::prepare_thread() {
-            tracing::warn!(%e, "guest thread without host-fault recovery");
-        }
-        let mut engine = match (p.new_engine)(p.mem.clone()) {
-            Ok(e) => e,
-            Err(e) => {
-                let _ = tx.send(Err(e.to_string()));
-                return;
-            }
-        };
+    let ep = p.clone();
+    let new_engine = move || (ep.new_engine)(ep.mem.clone());
+    let spawned = guest_thread::spawn(new_engine, move |mut engine, started| {
         // SAFETY: gettid has no arguments and cannot fail.
         let tid = unsafe { libc::syscall(libc::SYS_gettid) } as u32;
         let _ = poke(&p.mem, teb + TEB_TID, &u64::from(tid).to_le_bytes());
@@ -245,7 +237,7 @@ fn spawn(
         if let Some(r) = lock(&p.threads.recs).get_mut(&teb) {
             r.tid = tid;
         }
-        let _ = tx.send(Ok(tid));
+        started.started(tid);
         p.objects.wait_resumed(obj);
         let stop = match super::run_loop(&p, engine.as_mut(), &mut cpu, 0) {
             Ok(()) => Stop::ThreadExited(0),
@@ -268,12 +260,10 @@ fn spawn(
         }
     });
     match spawned {
-        Err(e) => tracing::warn!(%e, "cannot start a host thread for a guest thread"),
-        Ok(_) => match rx.recv() {
-            Ok(Ok(tid)) => return Ok((handle, tid)),
-            Ok(Err(e)) => tracing::info!(%e, "no engine for a new guest thread"),
-            Err(_) => {}
-        },
+        Ok(tid) => return Ok((handle, tid)),
+        Err(SpawnError::Host(e)) => tracing::warn!(%e, "cannot start a host thread for a guest thread"),
+        Err(SpawnError::Engine(e)) => tracing::info!(%e, "no engine for a new guest thread"),
+        Err(SpawnError::Vanished) => {}
     }
     // The thread never ran guest code: take everything back.
     let p = c.p;

@@ -42,8 +42,9 @@ use crate::state::{fl, reg};
 pub(super) fn register(t: &mut Table) {
     use Mnemonic::*;
     for c in Code::values() {
-        let oc = c.op_code();
-        if oc.encoding() != EncodingKind::VEX || !oc.mode64() || t.is_set(c) {
+        // Every VEX form is valid in 64-bit mode (a unit test in ops/mod.rs
+        // checks it); `Code::encoding` avoids building iced's OpCodeInfo table.
+        if c.encoding() != EncodingKind::VEX || t.is_set(c) {
             continue;
         }
         let f = c.cpuid_features();

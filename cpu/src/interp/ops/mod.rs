@@ -2,10 +2,9 @@
 //! handlers in the dispatch table indexed by `iced_x86::Code`; a form with
 //! no handler is a `None` and raises SIGILL in the guest.
 
-use std::collections::HashMap;
 use std::sync::LazyLock;
 
-use iced_x86::{Code, EncodingKind, Mnemonic, OpCodeOperandKind};
+use iced_x86::{Code, CpuidFeature, EncodingKind, Mnemonic};
 
 use super::Handler;
 
@@ -31,10 +30,43 @@ mod xsave;
 /// The dispatch table under construction.
 pub(crate) struct Table {
     handlers: Vec<Option<Handler>>,
-    /// Legacy-encoded, 64-bit-mode, non-MMX codes by mnemonic.
-    by_mnemonic: HashMap<Mnemonic, Vec<Code>>,
-    /// Legacy-encoded, 64-bit-mode codes with an MMX operand, by mnemonic.
-    by_mnemonic_mmx: HashMap<Mnemonic, Vec<Code>>,
+    /// Legacy-encoded, non-MMX codes by mnemonic.
+    by_mnemonic: ByMnemonic,
+    /// Legacy-encoded codes with an MMX operand, by mnemonic.
+    by_mnemonic_mmx: ByMnemonic,
+}
+
+/// Codes grouped by mnemonic: `codes[start[m]..start[m + 1]]` are those
+/// of mnemonic `m` (one counting sort; no hashing, one allocation each).
+struct ByMnemonic {
+    start: Vec<u32>,
+    codes: Vec<Code>,
+}
+
+impl ByMnemonic {
+    fn new(codes: &[Code]) -> ByMnemonic {
+        let n = Mnemonic::values().len();
+        let mut start = vec![0u32; n + 1];
+        for c in codes {
+            start[c.mnemonic() as usize + 1] += 1;
+        }
+        for m in 0..n {
+            start[m + 1] += start[m];
+        }
+        let mut next = start.clone();
+        let mut sorted = vec![Code::INVALID; codes.len()];
+        for &c in codes {
+            let at = &mut next[c.mnemonic() as usize];
+            sorted[*at as usize] = c;
+            *at += 1;
+        }
+        ByMnemonic { start, codes: sorted }
+    }
+
+    fn get(&self, m: Mnemonic) -> &[Code] {
+        let m = m as usize;
+        &self.codes[self.start[m] as usize..self.start[m + 1] as usize]
+    }
 }
 
 impl Table {
@@ -54,7 +86,7 @@ impl Table {
     /// `mnemonic` that has no MMX operand (MMX forms belong to another
     /// handler).
     pub(crate) fn set_mnemonic(&mut self, mnemonic: Mnemonic, h: Handler) {
-        for c in self.by_mnemonic.get(&mnemonic).map(Vec::as_slice).unwrap_or(&[]) {
+        for c in self.by_mnemonic.get(mnemonic) {
             self.handlers[*c as usize] = Some(h);
         }
     }
@@ -62,7 +94,7 @@ impl Table {
     /// Register `h` for every legacy-encoded, 64-bit-mode form of
     /// `mnemonic` that has an MMX operand (the forms `set_mnemonic` skips).
     pub(crate) fn set_mnemonic_mmx(&mut self, mnemonic: Mnemonic, h: Handler) {
-        for c in self.by_mnemonic_mmx.get(&mnemonic).map(Vec::as_slice).unwrap_or(&[]) {
+        for c in self.by_mnemonic_mmx.get(mnemonic) {
             self.handlers[*c as usize] = Some(h);
         }
     }
@@ -75,20 +107,35 @@ impl Table {
     }
 }
 
-static TABLE: LazyLock<Vec<Option<Handler>>> = LazyLock::new(|| {
-    let mut by_mnemonic: HashMap<Mnemonic, Vec<Code>> = HashMap::new();
-    let mut by_mnemonic_mmx: HashMap<Mnemonic, Vec<Code>> = HashMap::new();
-    for c in Code::values() {
-        let oc = c.op_code();
-        if oc.encoding() != EncodingKind::Legacy || !oc.mode64() {
-            continue;
-        }
-        let mmx = (0..oc.op_count()).any(|i| {
-            matches!(oc.op_kind(i), OpCodeOperandKind::mm_or_mem | OpCodeOperandKind::mm_reg | OpCodeOperandKind::mm_rm)
-        });
-        let map = if mmx { &mut by_mnemonic_mmx } else { &mut by_mnemonic };
-        map.entry(c.mnemonic()).or_default().push(c);
+/// Does `code` have an MMX register operand (`mm`, `mm/m64`, ...)? Read
+/// from iced's name of the form (`Paddb_mm_mmm64`, `Movq2dq_xmm_mm`): the
+/// operands are the `_`-separated words after the mnemonic. `Code::op_code`
+/// would say it too, but its first use builds iced's whole `OpCodeInfo`
+/// table with formatted strings (about 2 ms, most of a hello's start-up);
+/// the unit test checks this against it for every form.
+fn has_mmx_operand(code: Code, name: &mut String) -> bool {
+    use std::fmt::Write as _;
+    use CpuidFeature::*;
+    // Only these families have MMX-register forms (a sixth of the legacy
+    // forms): the others need not be named.
+    if !code.cpuid_features().iter().any(|f| matches!(f, MMX | SSE | SSE2 | SSSE3 | CYRIX_EMMI)) {
+        return false;
     }
+    name.clear();
+    // Writing into a String cannot fail.
+    let _ = write!(name, "{code:?}");
+    name.split('_').skip(1).any(|w| w == "mm" || w.starts_with("mmm"))
+}
+
+static TABLE: LazyLock<Vec<Option<Handler>>> = LazyLock::new(|| {
+    let (mut plain, mut mmx) = (Vec::new(), Vec::new());
+    let mut name = String::new();
+    // Every legacy form, also those invalid in 64-bit mode: the 64-bit
+    // decoder never produces those, so a handler on them is never reached.
+    for c in Code::values().filter(|c| c.encoding() == EncodingKind::Legacy) {
+        if has_mmx_operand(c, &mut name) { &mut mmx } else { &mut plain }.push(c);
+    }
+    let (by_mnemonic, by_mnemonic_mmx) = (ByMnemonic::new(&plain), ByMnemonic::new(&mmx));
     let mut t = Table { handlers: vec![None; Code::values().len()], by_mnemonic, by_mnemonic_mmx };
     arith::register(&mut t);
     bits::register(&mut t);
@@ -111,4 +158,35 @@ static TABLE: LazyLock<Vec<Option<Handler>>> = LazyLock::new(|| {
 /// The dispatch table: `table()[code as usize]`.
 pub(crate) fn table() -> &'static [Option<Handler>] {
     &TABLE
+}
+
+#[cfg(test)]
+mod tests {
+    use iced_x86::{Code, EncodingKind, OpCodeOperandKind};
+
+    /// The name-based MMX test agrees with iced's operand kinds for every
+    /// legacy form valid in 64-bit mode.
+    #[test]
+    fn mmx_operands_by_name_match_op_code_info() {
+        let mut name = String::new();
+        for c in Code::values().filter(|c| c.encoding() == EncodingKind::Legacy && c.op_code().mode64()) {
+            let oc = c.op_code();
+            let mmx = (0..oc.op_count()).any(|i| {
+                matches!(
+                    oc.op_kind(i),
+                    OpCodeOperandKind::mm_or_mem | OpCodeOperandKind::mm_reg | OpCodeOperandKind::mm_rm
+                )
+            });
+            assert_eq!(super::has_mmx_operand(c, &mut name), mmx, "{c:?}");
+        }
+    }
+
+    /// No VEX form is invalid in 64-bit mode (the AVX registration relies
+    /// on it, to skip `Code::op_code`).
+    #[test]
+    fn every_vex_form_is_valid_in_64_bit_mode() {
+        for c in Code::values().filter(|c| c.encoding() == EncodingKind::VEX) {
+            assert!(c.op_code().mode64(), "{c:?}");
+        }
+    }
 }
