@@ -147,10 +147,19 @@ pub enum Word {
 }
 
 impl Word {
-    /// The host's value of this word.
+    /// The host's value of this word (read once per process: CPUID traps
+    /// to the hypervisor under virtualization, and the model is probed
+    /// word by word for each feature).
     fn host(self) -> u32 {
-        let max = host_cpuid(0, 0)[0];
-        let ext_max = host_cpuid(0x8000_0000, 0)[0];
+        static WORDS: OnceLock<[u32; 6]> = OnceLock::new();
+        WORDS.get_or_init(|| {
+            [Word::L1Ecx, Word::L1Edx, Word::L7Ebx, Word::ExtEcx, Word::ExtEdx, Word::XsaveEax].map(Word::read_host)
+        })[self as usize]
+    }
+
+    /// The host's value of this word, read now.
+    fn read_host(self) -> u32 {
+        let (max, ext_max) = host_max_leaves();
         match self {
             Word::L1Ecx => host_cpuid(1, 0)[2],
             Word::L1Edx => host_cpuid(1, 0)[3],
@@ -463,6 +472,12 @@ pub fn host_cpuid(leaf: u32, sub: u32) -> [u32; 4] {
     [r.eax, r.ebx, r.ecx, r.edx]
 }
 
+/// The host's highest basic and extended CPUID leaves, read once.
+fn host_max_leaves() -> (u32, u32) {
+    static MAX: OnceLock<(u32, u32)> = OnceLock::new();
+    *MAX.get_or_init(|| (host_cpuid(0, 0)[0], host_cpuid(0x8000_0000, 0)[0]))
+}
+
 /// CPUID as the guest sees it under the process's model: `[eax, ebx, ecx, edx]`.
 pub fn guest_cpuid(leaf: u32, sub: u32) -> [u32; 4] {
     model_cpuid(model(), leaf, sub)
@@ -470,8 +485,7 @@ pub fn guest_cpuid(leaf: u32, sub: u32) -> [u32; 4] {
 
 /// CPUID as a guest of model `m` sees it: `[eax, ebx, ecx, edx]`.
 pub fn model_cpuid(m: &Model, leaf: u32, sub: u32) -> [u32; 4] {
-    let host_max = host_cpuid(0, 0)[0];
-    let host_ext_max = host_cpuid(0x8000_0000, 0)[0];
+    let (host_max, host_ext_max) = host_max_leaves();
     match leaf {
         0 => {
             let h = host_cpuid(0, 0);

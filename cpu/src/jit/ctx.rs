@@ -136,8 +136,10 @@ const _: () = {
 // slots, which that entry reloads); otherwise exit with MISS or
 // INTERRUPTED.
 //
-// miss: where empty table entries (and inline lookups that miss) lead:
-// Ctx.rip holds the guest pc, RAX, RDX and RCX are in their slots.
+// miss: where empty table entries (and inline lookups that miss) lead,
+// with RCX = pc + tag + interrupt byte, RAX = the byte (the dispatcher: 0)
+// and RDX = the tag's address; it stores pc = RCX - RAX - [RDX] (flags-free:
+// `not` and `lea`) in Ctx.rip. RAX, RDX and RCX are in their slots.
 //
 // exit: every guest register is live; store them in Ctx, back to urun's
 // stack, save flags and x87/SSE state, give urun a clean MXCSR, x87 and
@@ -234,8 +236,7 @@ urun_jit_dispatch:
     mov rcx, qword ptr fs:[urun_jit_ctx@tpoff + {rip}]
     movzx eax, cx
     mov rdx, qword ptr fs:[urun_jit_ctx@tpoff + {table}]
-    lea rax, [rax * 8]
-    lea rdx, [rdx + rax * 2]
+    lea rdx, [rdx + rax * 8]
     mov rax, qword ptr [rdx]
     lea rcx, [rcx + rax]
     jrcxz 1f
@@ -246,7 +247,8 @@ urun_jit_dispatch:
     mov rcx, qword ptr fs:[urun_jit_ctx@tpoff + {s_rcx}]
     jmp urun_jit_exit
 1:
-    jmp qword ptr [rdx + 8]
+    mov eax, 0
+    jmp qword ptr [rdx + {hosts}]
     .size urun_jit_dispatch, . - urun_jit_dispatch
 
     .p2align 4
@@ -254,6 +256,12 @@ urun_jit_dispatch:
     .hidden urun_jit_miss
     .type urun_jit_miss,@function
 urun_jit_miss:
+    not rax
+    lea rcx, [rcx + rax + 1]
+    mov rax, qword ptr [rdx]
+    not rax
+    lea rcx, [rcx + rax + 1]
+    mov qword ptr fs:[urun_jit_ctx@tpoff + {rip}], rcx
     mov dword ptr fs:[urun_jit_ctx@tpoff + {reason}], {miss}
     mov rax, qword ptr fs:[urun_jit_ctx@tpoff + {s_rax}]
     mov rdx, qword ptr fs:[urun_jit_ctx@tpoff + {s_rdx}]
@@ -337,6 +345,7 @@ urun_jit_exit:
     avx = const off::AVX,
     ymm_hi = const off::YMM_HI,
     miss = const reason::MISS,
+    hosts = const super::translate::TABLE_HOSTS,
     interrupted = const reason::INTERRUPTED,
 );
 

@@ -130,10 +130,21 @@ impl Drop for Baton {
 
 /// Entries of the dispatch table (indexed by the low 16 bits of the pc).
 const TABLE_ENTRIES: usize = 1 << 16;
+/// Where a table's cache pcs are, from its tags (`translate::HOSTS`).
+const HOSTS: usize = translate::TABLE_HOSTS as usize;
+const _: () = assert!(HOSTS == TABLE_ENTRIES * 8);
 
-/// The per-thread dispatch table: (-guest pc, cache pc) pairs.
+/// The per-thread dispatch table: 65536 tags (-guest pc) and behind them
+/// 65536 cache pcs, entry i of each at `8 * i`.
+///
+/// An empty entry is zero, as the fresh mapping is (start-up writes two
+/// entries, not a megabyte): tag 0, cache pc 0. A lookup hits when pc +
+/// tag (+ the interrupt byte, in inline lookups) is zero, which for a zero
+/// tag happens only at index 0 (pc 0) and index 0xffff (pc -1 with the
+/// byte raised): those two hold the miss routine when empty, so any match
+/// on an empty entry is a miss.
 struct Table {
-    base: *mut [u64; 2],
+    base: *mut u64,
     /// Indices written since the last flush.
     used: Vec<u32>,
 }
@@ -155,37 +166,50 @@ impl Table {
         if p == libc::MAP_FAILED {
             return Err(JitError::Table(std::io::Error::last_os_error()));
         }
-        let mut t = Table { base: p as *mut [u64; 2], used: Vec::new() };
-        t.fill();
+        let mut t = Table { base: p as *mut u64, used: Vec::new() };
+        t.set(0, 0, ctx::miss_addr());
+        t.set(TABLE_ENTRIES - 1, 0, ctx::miss_addr());
         Ok(t)
     }
 
-    /// Every entry empty: tag 0 (it matches pc 0 only) and the miss
-    /// routine, so that any match on an empty entry is a miss.
-    fn fill(&mut self) {
-        for i in 0..TABLE_ENTRIES {
-            // SAFETY: i < TABLE_ENTRIES, inside our mapping.
-            unsafe { *self.base.add(i) = [0, ctx::miss_addr()] };
+    fn set(&mut self, i: usize, tag: u64, cache: u64) {
+        debug_assert!(i < TABLE_ENTRIES);
+        // SAFETY: i < TABLE_ENTRIES: both words are inside our mapping;
+        // only this thread reads the table (from its translated code and
+        // dispatcher), never while Rust changes it.
+        unsafe {
+            *self.base.add(i) = tag;
+            *self.base.add(HOSTS / 8 + i) = cache;
         }
+    }
+
+    /// Every entry empty (see `Table`).
+    fn fill(&mut self) {
+        // SAFETY: our own private anonymous mapping; MADV_DONTNEED makes it
+        // read as zero again.
+        let r = unsafe { libc::madvise(self.base as *mut libc::c_void, TABLE_ENTRIES * 16, libc::MADV_DONTNEED) };
+        if r != 0 {
+            for i in 0..TABLE_ENTRIES {
+                self.set(i, 0, 0);
+            }
+        }
+        self.set(0, 0, ctx::miss_addr());
+        self.set(TABLE_ENTRIES - 1, 0, ctx::miss_addr());
         self.used.clear();
     }
 
     /// Forget `pc` if its entry holds it.
     fn remove(&mut self, pc: u64) {
         let i = (pc & 0xffff) as usize;
-        // SAFETY: as in `insert`.
-        unsafe {
-            if (*self.base.add(i))[0] == pc.wrapping_neg() {
-                *self.base.add(i) = [0, ctx::miss_addr()];
-            }
+        // SAFETY: i < TABLE_ENTRIES, inside our mapping.
+        if unsafe { *self.base.add(i) } == pc.wrapping_neg() {
+            self.set(i, 0, ctx::miss_addr());
         }
     }
 
     fn insert(&mut self, pc: u64, cache: u64) {
         let i = (pc & 0xffff) as usize;
-        // SAFETY: i < TABLE_ENTRIES, inside our mapping; only this thread
-        // reads the table (from its dispatcher).
-        unsafe { *self.base.add(i) = [pc.wrapping_neg(), cache] };
+        self.set(i, pc.wrapping_neg(), cache);
         // Past a quarter of the table, `clear` zeroes all of it instead.
         if self.used.len() <= TABLE_ENTRIES / 4 {
             self.used.push(i as u32);
@@ -197,9 +221,9 @@ impl Table {
             self.fill();
             return;
         }
-        for &i in &self.used {
-            // SAFETY: as in `insert`.
-            unsafe { *self.base.add(i as usize) = [0, ctx::miss_addr()] };
+        for k in 0..self.used.len() {
+            let i = self.used[k] as usize;
+            self.set(i, 0, ctx::miss_addr());
         }
         self.used.clear();
     }
@@ -210,6 +234,24 @@ impl Drop for Table {
         // SAFETY: our own mapping, no longer referenced (the engine is
         // going away, and `Ctx::table` is rewritten by the next `run`).
         unsafe { libc::munmap(self.base as *mut libc::c_void, TABLE_ENTRIES * 16) };
+    }
+}
+
+/// With `URUN_PERF_MAP` set, each translated block is named in
+/// `/tmp/perf-<pid>.map` (`jit:<guest pc>`), which `perf report` reads for
+/// code it cannot find in a file.
+fn perf_map(at: u64, len: u64, pc: u64) {
+    use std::io::Write;
+    static MAP: std::sync::OnceLock<Option<std::sync::Mutex<std::fs::File>>> = std::sync::OnceLock::new();
+    let map = MAP.get_or_init(|| {
+        std::env::var_os("URUN_PERF_MAP")?;
+        let path = format!("/tmp/perf-{}.map", std::process::id());
+        std::fs::OpenOptions::new().append(true).create(true).open(path).ok().map(std::sync::Mutex::new)
+    });
+    if let Some(f) = map {
+        if let Ok(mut f) = f.lock() {
+            let _ = writeln!(f, "{at:x} {len:x} jit:{pc:#x}");
+        }
     }
 }
 
@@ -690,6 +732,7 @@ impl JitEngine {
         // SAFETY: [at, at+len) is free space in our own read-write-execute
         // chunk (len <= MAX_BLOCK_BYTES, checked room); no thread runs it yet.
         unsafe { std::ptr::copy_nonoverlapping(b.code.as_ptr(), at as *mut u8, b.code.len()) };
+        perf_map(at, len, pc);
         let c = &mut self.index.chunks[ci];
         c.fill = (at + len + 15) & !15;
         c.blocks.push(BlockRec { start: at, end: at + len, map: b.map.into_boxed_slice() });
