@@ -242,6 +242,13 @@ fn classify(insn: &Instruction) -> Kind {
     if m == Mnemonic::Syscall {
         return Kind::Syscall;
     }
+    // CET's branch-target markers: NOPs for the CPU model (it has no CET,
+    // and the interpreter runs them as NOPs), and for the host, which never
+    // enables indirect-branch tracking for urun. Every function of a
+    // program built with -fcf-protection starts with one.
+    if matches!(m, Mnemonic::Endbr64 | Mnemonic::Endbr32) {
+        return Kind::Verbatim;
+    }
     if INTERP_MNEMONICS.contains(&m)
         || insn.segment_prefix() == Register::GS
         || !insn.cpuid_features().iter().all(|f| advertised(*f))
@@ -845,6 +852,14 @@ mod tests {
         assert_eq!(guest_pc_at(&b.map, o as u32 + 9), Some((PC, Fixup::None)));
         assert_eq!(guest_pc_at(&b.map, o as u32 + 13), Some((PC, Fixup::RestoreRcx)));
         assert_eq!(&b.code[b.code.len() - 8..], &(PC + 3).to_le_bytes());
+    }
+
+    #[test]
+    fn endbr64_is_copied() {
+        // endbr64; nop
+        let b = block(&[0xf3, 0x0f, 0x1e, 0xfa, 0x90]);
+        assert_eq!(&body(&b)[..5], &[0xf3, 0x0f, 0x1e, 0xfa, 0x90]);
+        assert_eq!(b.guest_len, 5);
     }
 
     #[test]
