@@ -87,6 +87,9 @@ pub(crate) struct Block {
 /// Distance from a table entry's tag to its cache pc (the engine's table
 /// keeps 65536 tags, then 65536 cache pcs).
 pub(crate) const TABLE_HOSTS: u32 = 65536 * 8;
+/// Distance from a table entry to its second way (behind the first way's
+/// tags and cache pcs), which only the miss routine probes.
+pub(crate) const TABLE_WAY2: u32 = 65536 * 16;
 
 /// Offset of a block's `ibl` entry (the prologue's layout is fixed).
 pub(crate) const IBL: u32 = 9 + 10 + 3 + 2 + 10 + 8;
