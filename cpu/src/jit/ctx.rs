@@ -136,8 +136,13 @@ const _: () = {
 // slots, which that entry reloads); otherwise exit with MISS or
 // INTERRUPTED.
 //
-// miss: where empty table entries (and inline lookups that miss) lead:
-// Ctx.rip holds the guest pc, RAX, RDX and RCX are in their slots.
+// miss: where empty table entries (and inline lookups that miss) lead,
+// with RCX = pc + tag + interrupt byte, RAX = the byte (the dispatcher: 0)
+// and RDX = the tag's address. It tries the entry's second way the same
+// way (RCX - tag + tag2, flags-free: `not` and `lea`) and jumps to its
+// cache pc on a match; otherwise (miss2, where empty second-way entries 0
+// and 0xffff lead too, with RAX = their tag) it stores pc = RCX - tag2 -
+// byte in Ctx.rip and exits. RAX, RDX and RCX are in their slots.
 //
 // exit: every guest register is live; store them in Ctx, back to urun's
 // stack, save flags and x87/SSE state, give urun a clean MXCSR, x87 and
@@ -234,8 +239,7 @@ urun_jit_dispatch:
     mov rcx, qword ptr fs:[urun_jit_ctx@tpoff + {rip}]
     movzx eax, cx
     mov rdx, qword ptr fs:[urun_jit_ctx@tpoff + {table}]
-    lea rax, [rax * 8]
-    lea rdx, [rdx + rax * 2]
+    lea rdx, [rdx + rax * 8]
     mov rax, qword ptr [rdx]
     lea rcx, [rcx + rax]
     jrcxz 1f
@@ -246,7 +250,8 @@ urun_jit_dispatch:
     mov rcx, qword ptr fs:[urun_jit_ctx@tpoff + {s_rcx}]
     jmp urun_jit_exit
 1:
-    jmp qword ptr [rdx + 8]
+    mov eax, 0
+    jmp qword ptr [rdx + {hosts}]
     .size urun_jit_dispatch, . - urun_jit_dispatch
 
     .p2align 4
@@ -254,11 +259,29 @@ urun_jit_dispatch:
     .hidden urun_jit_miss
     .type urun_jit_miss,@function
 urun_jit_miss:
+    mov qword ptr fs:[urun_jit_ctx@tpoff + {s_target}], rax
+    mov rax, qword ptr [rdx]
+    not rax
+    lea rcx, [rcx + rax + 1]
+    mov rax, qword ptr [rdx + {way2}]
+    lea rcx, [rcx + rax]
+    jrcxz 5f
+    .globl urun_jit_miss2
+    .hidden urun_jit_miss2
+urun_jit_miss2:
+    not rax
+    lea rcx, [rcx + rax + 1]
+    mov rax, qword ptr fs:[urun_jit_ctx@tpoff + {s_target}]
+    not rax
+    lea rcx, [rcx + rax + 1]
+    mov qword ptr fs:[urun_jit_ctx@tpoff + {rip}], rcx
     mov dword ptr fs:[urun_jit_ctx@tpoff + {reason}], {miss}
     mov rax, qword ptr fs:[urun_jit_ctx@tpoff + {s_rax}]
     mov rdx, qword ptr fs:[urun_jit_ctx@tpoff + {s_rdx}]
     mov rcx, qword ptr fs:[urun_jit_ctx@tpoff + {s_rcx}]
     jmp urun_jit_exit
+5:
+    jmp qword ptr [rdx + {way2} + {hosts}]
     .size urun_jit_miss, . - urun_jit_miss
 
     .p2align 4
@@ -337,6 +360,8 @@ urun_jit_exit:
     avx = const off::AVX,
     ymm_hi = const off::YMM_HI,
     miss = const reason::MISS,
+    hosts = const super::translate::TABLE_HOSTS,
+    way2 = const super::translate::TABLE_WAY2,
     interrupted = const reason::INTERRUPTED,
 );
 
@@ -347,6 +372,12 @@ unsafe extern "C" {
     fn urun_jit_dispatch();
     fn urun_jit_exit();
     fn urun_jit_miss();
+    fn urun_jit_miss2();
+}
+
+/// Address of the routine an empty second-way entry leads to.
+pub(crate) fn miss2_addr() -> u64 {
+    urun_jit_miss2 as *const () as u64
 }
 
 /// Address of the dispatcher (translated code jumps there through `Ctx`).

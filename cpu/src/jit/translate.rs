@@ -84,6 +84,13 @@ pub(crate) struct Block {
     pub links: Vec<Link>,
 }
 
+/// Distance from a table entry's tag to its cache pc (the engine's table
+/// keeps 65536 tags, then 65536 cache pcs).
+pub(crate) const TABLE_HOSTS: u32 = 65536 * 8;
+/// Distance from a table entry to its second way (behind the first way's
+/// tags and cache pcs), which only the miss routine probes.
+pub(crate) const TABLE_WAY2: u32 = 65536 * 16;
+
 /// Offset of a block's `ibl` entry (the prologue's layout is fixed).
 pub(crate) const IBL: u32 = 9 + 10 + 3 + 2 + 10 + 8;
 
@@ -237,6 +244,13 @@ fn classify(insn: &Instruction) -> Kind {
     let m = insn.mnemonic();
     if m == Mnemonic::Syscall {
         return Kind::Syscall;
+    }
+    // CET's branch-target markers: NOPs for the CPU model (it has no CET,
+    // and the interpreter runs them as NOPs), and for the host, which never
+    // enables indirect-branch tracking for urun. Every function of a
+    // program built with -fcf-protection starts with one.
+    if matches!(m, Mnemonic::Endbr64 | Mnemonic::Endbr32) {
+        return Kind::Verbatim;
     }
     if INTERP_MNEMONICS.contains(&m)
         || insn.segment_prefix() == Register::GS
@@ -403,17 +417,17 @@ impl Emitter {
 
     /// The inline lookup of the guest target in RCX (the guest's RCX in
     /// `Ctx::s_rcx`): a hit jumps to the target's `ibl` entry; a miss, or
-    /// a raised interrupt byte, exits with MISS and `Ctx::rip` = target.
+    /// a raised interrupt byte, goes to the miss routine, which works the
+    /// target out again from RCX (target + tag + byte), RAX (the byte) and
+    /// RDX (the tag's address), so the hit path stores no `Ctx::rip`.
     /// Flags-free: the tag compare is `lea` + `jrcxz`, with the interrupt
     /// byte added in (a tag mismatch is a nonzero multiple of 65536, so
     /// the sum is zero only for a hit with the byte clear).
     fn lookup(&mut self) {
-        self.store(1, off::RIP);
         self.store(0, off::S_RAX);
         self.store(2, off::S_RDX);
         self.bytes(&[0x0f, 0xb7, 0xc1]); // movzx eax, cx
         self.mov_imm(2, self.env.table);
-        self.bytes(&[0x48, 0x8d, 0x14, 0xc2]); // lea rdx, [rdx + rax*8]
         self.bytes(&[0x48, 0x8d, 0x14, 0xc2]); // lea rdx, [rdx + rax*8]
         self.bytes(&[0x48, 0x8b, 0x02]); // mov rax, [rdx]
         self.bytes(&[0x48, 0x8d, 0x0c, 0x01]); // lea rcx, [rcx + rax]
@@ -422,7 +436,9 @@ impl Emitter {
         self.bytes(&[0x48, 0x8d, 0x0c, 0x01]); // lea rcx, [rcx + rax]
         self.bytes(&[0xe3, 8]); // jrcxz hit
         self.jmp_ctx(off::MISS);
-        self.bytes(&[0xff, 0x62, 0x08]); // hit: jmp [rdx + 8]
+        // hit: jmp [rdx + TABLE_HOSTS]
+        self.bytes(&[0xff, 0xa2]);
+        self.bytes(&TABLE_HOSTS.to_le_bytes());
     }
 
     /// Leave translated code with `why`, the guest at `pc`.
@@ -722,16 +738,15 @@ mod tests {
 
     /// The inline lookup of the target in RCX.
     fn inline_lookup() -> Vec<u8> {
-        let mut v = st(1, off::RIP);
-        v.extend(st(0, off::S_RAX));
+        let mut v = st(0, off::S_RAX);
         v.extend(st(2, off::S_RDX));
         v.extend([0x0f, 0xb7, 0xc1]);
         v.extend(imm(2, TABLE));
-        v.extend([0x48, 0x8d, 0x14, 0xc2, 0x48, 0x8d, 0x14, 0xc2, 0x48, 0x8b, 0x02, 0x48, 0x8d, 0x0c, 0x01]);
+        v.extend([0x48, 0x8d, 0x14, 0xc2, 0x48, 0x8b, 0x02, 0x48, 0x8d, 0x0c, 0x01]);
         v.extend(imm(0, KICK));
         v.extend([0x0f, 0xb6, 0x00, 0x48, 0x8d, 0x0c, 0x01, 0xe3, 8]);
         v.extend(jmp_ctx(off::MISS));
-        v.extend([0xff, 0x62, 0x08]);
+        v.extend([0xff, 0xa2, 0x00, 0x00, 0x08, 0x00]);
         v
     }
 
@@ -840,6 +855,14 @@ mod tests {
         assert_eq!(guest_pc_at(&b.map, o as u32 + 9), Some((PC, Fixup::None)));
         assert_eq!(guest_pc_at(&b.map, o as u32 + 13), Some((PC, Fixup::RestoreRcx)));
         assert_eq!(&b.code[b.code.len() - 8..], &(PC + 3).to_le_bytes());
+    }
+
+    #[test]
+    fn endbr64_is_copied() {
+        // endbr64; nop
+        let b = block(&[0xf3, 0x0f, 0x1e, 0xfa, 0x90]);
+        assert_eq!(&body(&b)[..5], &[0xf3, 0x0f, 0x1e, 0xfa, 0x90]);
+        assert_eq!(b.guest_len, 5);
     }
 
     #[test]
