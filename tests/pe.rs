@@ -2,7 +2,7 @@
 //! program in testbins/win is built for Linux with gcc and for Windows
 //! with mingw (msvcrt, and ucrt as NAME-ucrt.exe); the Linux build runs
 //! natively, each .exe under urun
-//! (interpreter and KVM engines), and stdout, stderr and exit status must
+//! (interpreter, KVM and JIT engines), and stdout, stderr and exit status must
 //! match, with CR LF read as LF (the C runtime's text mode).
 //!
 //! Needs `x86_64-w64-mingw32-gcc` (Debian gcc-mingw-w64-x86-64, which
@@ -17,7 +17,7 @@ use std::time::Duration;
 use common::*;
 
 const TIMEOUT: Duration = Duration::from_secs(60);
-const ENGINES: [&str; 2] = ["interp", "kvm"];
+const ENGINES: [&str; 3] = ["interp", "kvm", "jit"];
 
 /// testbins/out/win, or None (after saying SKIPPED) when the .exe files
 /// could not be built here.
@@ -463,18 +463,6 @@ fn bad_pe_files_get_one_clear_line() {
         }
     }
     assert!(failures.is_empty(), "\n  {}", failures.join("\n  "));
-}
-
-/// The JIT engine keeps GS for itself: a PE program is refused there with
-/// one line, before it runs.
-#[test]
-fn the_jit_refuses_pe_programs_clearly() {
-    let Some(dir) = win_out("pe::the_jit_refuses_pe_programs_clearly") else { return };
-    let o = run_urun("jit", &dir.join("hello.exe"), &[], &[]);
-    let err = o.stderr_text();
-    assert!(o.stdout.is_empty(), "ran under the JIT: {}", String::from_utf8_lossy(&o.stdout));
-    assert!(matches!(o.code, Some(125) | Some(126)), "{}: {err}", o.status_text());
-    assert_eq!(err.lines().count(), 1, "{err}");
 }
 
 /// A program with its own DLLs: imports by name, by ordinal (NONAME) and a

@@ -15,8 +15,9 @@
 //! state go through `CpuState` only when `run` returns to the personality
 //! or the interpreter takes a block.
 //!
-//! Per-thread state lives in `Ctx` (urun's static TLS, `ctx.rs`); the guest
-//! FS base is in GS (set with `wrgsbase`, hence FSGSBASE is required).
+//! Per-thread state lives in `Ctx` (urun's static TLS, `ctx.rs`); the base
+//! of the guest's thread segment (`TlsSegment`: its FS, or its GS) is in
+//! host GS (set with `wrgsbase`, hence FSGSBASE is required).
 //! Each engine (one per guest thread) has its own translations, in chunks
 //! of code-cache regions near the guest code (`arena.rs`). A host fault in
 //! translated code is claimed through `hostfault` and becomes the guest's
@@ -72,6 +73,46 @@ pub fn probe() -> Result<(), JitError> {
         return Err(JitError::NoFsgsbase);
     }
     Ok(())
+}
+
+/// The segment register a guest addresses its per-thread data through.
+/// While translated code runs, host FS stays urun's (its `Ctx`) and host GS
+/// holds the base of this segment: for `Fs`, FS prefixes are rewritten to
+/// GS and GS-prefixed instructions run in the interpreter; for `Gs`, GS
+/// prefixes are kept and FS-prefixed instructions run in the interpreter.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum TlsSegment {
+    /// The x86-64 System V TLS ABI: FS.
+    #[default]
+    Fs,
+    /// A thread block addressed through GS (the Windows x64 TEB).
+    Gs,
+}
+
+impl TlsSegment {
+    /// The segment register itself.
+    pub(crate) fn register(self) -> iced_x86::Register {
+        match self {
+            TlsSegment::Fs => iced_x86::Register::FS,
+            TlsSegment::Gs => iced_x86::Register::GS,
+        }
+    }
+
+    /// The other one (the interpreter runs instructions prefixed with it).
+    pub(crate) fn other(self) -> iced_x86::Register {
+        match self {
+            TlsSegment::Fs => iced_x86::Register::GS,
+            TlsSegment::Gs => iced_x86::Register::FS,
+        }
+    }
+
+    /// The guest's base of this segment.
+    fn base(self, cpu: &CpuState) -> u64 {
+        match self {
+            TlsSegment::Fs => cpu.fs_base,
+            TlsSegment::Gs => cpu.gs_base,
+        }
+    }
 }
 
 /// `--check` for every JIT engine made from now on (see `check.rs`).
@@ -355,7 +396,9 @@ pub struct JitEngine {
     exits: HashMap<u64, Vec<u64>>,
     index: Box<Index>,
     table: Table,
-    /// The GS base this engine last wrote (the guest's FS base).
+    /// The guest's thread segment, whose base is in host GS.
+    seg: TlsSegment,
+    /// The GS base this engine last wrote (the guest's base of `seg`).
     gs_base: Option<u64>,
     /// Thread-pointer offset of `Ctx`.
     tp: i32,
@@ -396,7 +439,13 @@ struct Stats {
 }
 
 impl JitEngine {
+    /// An engine for a guest that keeps its thread data in FS.
     pub fn new(mem: Arc<AddressSpace>) -> Result<JitEngine, JitError> {
+        JitEngine::with_segment(mem, TlsSegment::Fs)
+    }
+
+    /// An engine for a guest that keeps its thread data in `seg`.
+    pub fn with_segment(mem: Arc<AddressSpace>, seg: TlsSegment) -> Result<JitEngine, JitError> {
         probe()?;
         hostfault::install()?;
         let interrupt = Interrupt::new();
@@ -417,6 +466,7 @@ impl JitEngine {
             exits: HashMap::new(),
             index: Box::new(Index { chunks: Vec::new() }),
             table: Table::new()?,
+            seg,
             gs_base: None,
             tp: ctx::tp_offset(),
             stats: Stats::default(),
@@ -659,6 +709,7 @@ impl JitEngine {
                 _ => self.table.base as u64,
             },
             check: self.check,
+            seg: self.seg,
         };
         let b = match translate::translate(&buf[..n], pc, at, env) {
             Translation::Interp => {
@@ -901,6 +952,19 @@ fn on_fault(hf: &HostFault, sc: &mut SavedContext<'_>) -> bool {
     true
 }
 
+impl JitEngine {
+    /// Host GS base = the guest's base of its thread segment.
+    fn sync_gs(&mut self, cpu: &CpuState) {
+        let base = self.seg.base(cpu);
+        if self.gs_base != Some(base) {
+            // SAFETY: FSGSBASE is enabled (checked in `new`); urun does not
+            // use GS, so only translated code sees this base.
+            unsafe { std::arch::asm!("wrgsbase {b}", b = in(reg) base, options(nostack, preserves_flags)) };
+            self.gs_base = Some(base);
+        }
+    }
+}
+
 impl Engine for JitEngine {
     fn run(&mut self, cpu: &mut CpuState) -> Result<Exit, EngineError> {
         if !PREPARED.with(|p| p.get()) {
@@ -910,12 +974,7 @@ impl Engine for JitEngine {
             PREPARED.with(|p| p.set(true));
         }
         let _guest = InGuest::enter();
-        if self.gs_base != Some(cpu.fs_base) {
-            // SAFETY: FSGSBASE is enabled (checked in `new`); urun does not
-            // use GS, so only translated code sees this base.
-            unsafe { std::arch::asm!("wrgsbase {b}", b = in(reg) cpu.fs_base, options(nostack, preserves_flags)) };
-            self.gs_base = Some(cpu.fs_base);
-        }
+        self.sync_gs(cpu);
         let cp = ctx_ptr();
         // Every `&*cp` below: this thread's Ctx; nothing else on this
         // thread uses it while `run` does (a vfork child sharing the TLS
@@ -1007,6 +1066,9 @@ impl Engine for JitEngine {
                     if let Some(exit) = self.interp.run_block(cpu) {
                         break Ok(exit);
                     }
+                    // The block may have written the segment's base
+                    // (WRFSBASE/WRGSBASE run there).
+                    self.sync_gs(cpu);
                     // SAFETY: this thread's Ctx, not referenced across `urun_jit_enter`.
                     load(unsafe { &mut *cp }, cpu);
                 }
