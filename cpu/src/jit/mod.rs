@@ -144,8 +144,26 @@ static BATON_SERVING: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU6
 /// (it may run linked code for long: a spin loop waiting for this thread).
 static BATON_HOLDER: std::sync::Mutex<Option<std::sync::Weak<Interrupt>>> = std::sync::Mutex::new(None);
 
+/// Under `--check`, keep guest code in every thread waiting while the
+/// caller changes guest memory that guest code in another thread may be
+/// using at the same time (a lock word, from host code acting for the
+/// guest), so that the change cannot land between the two runs of a
+/// checked block. Without `--check`: `None`, at the cost of one load.
+/// Hold it only for the change itself: never across a wait for another
+/// guest thread.
+pub fn check_exclusive() -> Option<CheckExclusive> {
+    CHECK.load(Ordering::Relaxed).then(|| CheckExclusive { _baton: Baton::take(None) })
+}
+
+/// What `check_exclusive` holds (the check baton, given back on drop).
+pub struct CheckExclusive {
+    _baton: Baton,
+}
+
 impl Baton {
-    fn take(me: &Arc<Interrupt>) -> Baton {
+    /// Wait for the baton; `me` is the engine taking it (host code acting
+    /// for the guest passes `None`: it holds the baton only briefly).
+    fn take(me: Option<&Arc<Interrupt>>) -> Baton {
         let ticket = BATON_NEXT.fetch_add(1, Ordering::AcqRel);
         let mut spins = 0u32;
         while BATON_SERVING.load(Ordering::Acquire) != ticket {
@@ -158,7 +176,7 @@ impl Baton {
             }
             std::thread::yield_now();
         }
-        *BATON_HOLDER.lock().unwrap_or_else(|e| e.into_inner()) = Some(Arc::downgrade(me));
+        *BATON_HOLDER.lock().unwrap_or_else(|e| e.into_inner()) = me.map(Arc::downgrade);
         Baton
     }
 }
@@ -995,7 +1013,7 @@ impl Engine for JitEngine {
         let exit = loop {
             // Under --check, first (before catching up with the code log:
             // no write lands between that and the block's two runs).
-            let _baton = self.check.then(|| Baton::take(&self.interrupt));
+            let _baton = self.check.then(|| Baton::take(Some(&self.interrupt)));
             // Clear the byte before taking the request: a raise after this
             // sets it again, and the dispatcher then stops at the next block.
             self.kick.store(0, Ordering::Relaxed);
