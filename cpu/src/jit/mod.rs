@@ -1195,6 +1195,43 @@ mod tests {
     }
 
     #[test]
+    fn a_gs_guest_reads_its_gs_and_fs_bases_as_the_interpreter_does() {
+        let s = Snippet::new();
+        // mov rax, gs:[8]; mov rbx, fs:[16]; jmp +0; add rax, gs:[24]; syscall
+        let code = [
+            0x65, 0x48, 0x8b, 0x04, 0x25, 8, 0, 0, 0, 0x64, 0x48, 0x8b, 0x1c, 0x25, 16, 0, 0, 0, 0xeb, 0, 0x65, 0x48,
+            0x03, 0x04, 0x25, 24, 0, 0, 0, 0x0f, 0x05,
+        ];
+        // SAFETY: the snippet's code and data areas, mapped RW.
+        unsafe {
+            std::ptr::copy_nonoverlapping(code.as_ptr(), s.code as *mut u8, code.len());
+            *((s.data + 8) as *mut u64) = 40;
+            *((s.data + 24) as *mut u64) = 2;
+            *((s.data + 0x816) as *mut u64) = 7;
+        }
+        let start = || {
+            let mut cpu = CpuState { rip: s.code, gs_base: s.data, fs_base: s.data + 0x806, ..CpuState::default() };
+            cpu.gpr[reg::RSP] = s.stack_top;
+            cpu
+        };
+        let mut a = start();
+        let ea = Interpreter::new(s.mem.clone()).run(&mut a);
+        let mut b = start();
+        let mut jit = JitEngine::with_segment(s.mem.clone(), TlsSegment::Gs).expect("jit engine");
+        let eb = loop {
+            match jit.run(&mut b).expect("jit run") {
+                Exit::Interrupted => continue,
+                e => break e,
+            }
+        };
+        assert_eq!(b.gpr[reg::RAX], 42, "GS accesses ran natively with the guest's GS base");
+        assert_eq!(b.gpr[reg::RBX], 7, "the FS access ran in the interpreter with the guest's FS base");
+        assert_same(&[(a, ea), (b, eb)]);
+        assert_eq!(jit.stats.interpreted, 1, "{:?}", jit.stats);
+        assert!(jit.stats.translated >= 2, "{:?}", jit.stats);
+    }
+
+    #[test]
     fn a_fault_in_translated_code_has_the_guest_state() {
         let s = Snippet::new();
         // mov ebx, 5; xor eax, eax; add rbx, 1; mov rax, [rax]
