@@ -200,9 +200,6 @@ fn put_ksystem_time(page: u64, off: u64, v: u64) {
 }
 
 fn update_clocks(page: u64) {
-    // Under the JIT's --check, not between the two runs of a checked block
-    // (guest code reads these clocks directly).
-    let _x = urun_cpu::jit::check_exclusive();
     let interrupt = now_100ns(libc::CLOCK_MONOTONIC);
     put_ksystem_time(page, K_INTERRUPT_TIME, interrupt);
     put_ksystem_time(page, K_SYSTEM_TIME, now_100ns(libc::CLOCK_REALTIME) + FILETIME_EPOCH);
