@@ -15,7 +15,10 @@
 //! `P` with `--preserve-argv0` (the program's argv[0] is kept, and urun
 //! learns it from `AT_FLAGS_PRESERVE_ARGV0` in its auxiliary vector, as
 //! qemu does). `--persist` also writes `/usr/lib/binfmt.d/NAME.conf` for
-//! systemd-binfmt.
+//! systemd-binfmt. The entry carries no urun option: a program the kernel
+//! starts runs under the default engine (`--engine auto`, which today runs
+//! PE programs under the interpreter: `engine::auto_engine`) or the one
+//! `URUN_ENGINE` names in the environment.
 //!
 //! When the kernel starts urun for a registered file, urun's argv is
 //! `[urun, FILE, ARGV0 (with P), ARGS...]`; [`invoked_args`] recognises

@@ -8,42 +8,23 @@ use std::ffi::OsString;
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::{Path, PathBuf};
 
-use clap::{Parser, ValueEnum};
+use clap::Parser;
 use urun_loader::Format;
 
 mod binfmt;
+mod engine;
 mod gdb;
 mod path;
 mod run;
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-enum EngineKind {
-    /// The interpreter: portable, precise, the reference.
-    Interp,
-    /// Native execution in a bare KVM virtual machine (needs /dev/kvm).
-    Kvm,
-    /// Experimental: guest code copied into a code cache and run natively
-    /// (x86-64 hosts with FSGSBASE).
-    Jit,
-}
-
-impl EngineKind {
-    fn name(self) -> &'static str {
-        match self {
-            EngineKind::Interp => "interp",
-            EngineKind::Kvm => "kvm",
-            EngineKind::Jit => "jit",
-        }
-    }
-}
 
 /// Run an x86-64 Linux program in a user-mode emulator.
 #[derive(Parser, Debug)]
 #[command(name = "urun", version, about, long_about = None)]
 struct Cli {
-    /// CPU engine.
-    #[arg(long, value_enum, default_value = "interp", env = "URUN_ENGINE")]
-    engine: EngineKind,
+    /// CPU engine (auto: the JIT where it can run the program here,
+    /// otherwise the interpreter).
+    #[arg(long, value_enum, default_value = "auto", env = "URUN_ENGINE")]
+    engine: engine::EngineArg,
 
     /// CPU model: x86-64, x86-64-v2, x86-64-v3 or host (default), then
     /// +FEATURE/-FEATURE modifiers, qemu-style (`-cpu` works too).
@@ -54,7 +35,7 @@ struct Cli {
     #[arg(long, env = "URUN_STRACE")]
     strace: bool,
 
-    /// With `--engine jit`: run every translated block in lockstep with the
+    /// With the JIT engine: run every translated block in lockstep with the
     /// interpreter and stop at the first difference (slow).
     #[arg(long, env = "URUN_CHECK")]
     check: bool,
@@ -155,9 +136,10 @@ fn guest_env(cli: &Cli) -> Vec<Vec<u8>> {
         .collect()
 }
 
-/// The options a re-executed urun gets (for the guest's execve).
-fn reexec_args(cli: &Cli) -> Vec<OsString> {
-    let mut v: Vec<OsString> = vec!["urun".into(), "--engine".into(), cli.engine.name().into()];
+/// The options a re-executed urun gets (for the guest's execve), with
+/// `engine` as its `--engine` (see `engine::for_children`).
+fn reexec_args(cli: &Cli, engine: &str) -> Vec<OsString> {
+    let mut v: Vec<OsString> = vec!["urun".into(), "--engine".into(), engine.into()];
     if cli.strace {
         v.push("--strace".into());
     }

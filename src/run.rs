@@ -14,7 +14,8 @@ use urun_loader::{LoadOptions, Program};
 use urun_syscalls::linux::{self, Brk};
 use urun_syscalls::{win32, Personality, Stop, ENGINE_FAILED};
 
-use crate::{gdb, guest_env, path, reexec_args, resolve_script, Cli, EngineKind, StartError};
+use crate::engine::{self, EngineArg, EngineKind, Host, ProgramKind};
+use crate::{gdb, guest_env, path, reexec_args, resolve_script, Cli, StartError};
 
 /// Run the program `cli` names; returns only when it could not start.
 pub(crate) fn start(cli: &Cli) -> Result<Infallible, StartError> {
@@ -30,24 +31,23 @@ pub(crate) fn start(cli: &Cli) -> Result<Infallible, StartError> {
         std::process::exit(2)
     }
 
-    if cli.engine == EngineKind::Kvm {
+    if cli.engine == EngineArg::Kvm {
         // Before loading anything: fail with one clear line, not later.
         if let Err(e) = urun_kvm::probe() {
             kvm_unusable(&e);
         }
     }
-    if cli.engine == EngineKind::Jit {
-        if let Err(e) = urun_cpu::jit::probe() {
+    // What `auto` chooses from (and what execve'd programs inherit).
+    let host = Host::probe();
+    if cli.engine == EngineArg::Jit {
+        if let Err(e) = &host.jit {
             eprintln!("urun: --engine jit: {e}");
             std::process::exit(ENGINE_FAILED)
         }
     }
-    if cli.check {
-        if cli.engine != EngineKind::Jit {
-            eprintln!("urun: --check: only with --engine jit (it compares the JIT with the interpreter)");
-            std::process::exit(2)
-        }
-        urun_cpu::jit::set_check(true);
+    if cli.check && !matches!(cli.engine, EngineArg::Jit | EngineArg::Auto) {
+        eprintln!("urun: --check: only with the JIT engine (it compares the JIT with the interpreter)");
+        std::process::exit(2)
     }
     let mem = Arc::new(AddressSpace::new());
     let cpuid1 = urun_cpu::cpuid::guest_cpuid(1, 0);
@@ -63,16 +63,6 @@ pub(crate) fn start(cli: &Cli) -> Result<Infallible, StartError> {
         urun_loader::LoadError::Io { .. } | urun_loader::LoadError::Permission { .. } => StartError::Named(source),
         source => StartError::Load { path: shown.clone(), source },
     })?;
-    let kind = cli.engine;
-    let debug = cli.gdb.is_some();
-    // Where the guest keeps its thread data: FS for ELF (TLS), GS for PE
-    // (the TEB). The JIT puts that segment's base in host GS.
-    let seg = match &loaded {
-        Program::Elf(_) => TlsSegment::Fs,
-        Program::Pe(_) => TlsSegment::Gs,
-    };
-    let factory: urun_syscalls::EngineFactory =
-        Box::new(move |mem| debugged(debug, new_engine(kind, seg, mem.clone()), mem));
     if cli.list_imports {
         match &loaded {
             Program::Pe(image) => {
@@ -85,6 +75,37 @@ pub(crate) fn start(cli: &Cli) -> Result<Infallible, StartError> {
             }
         }
     }
+    let program_kind = match &loaded {
+        Program::Elf(_) => ProgramKind::Linux,
+        Program::Pe(_) => ProgramKind::Windows,
+    };
+    let kind = match cli.engine.explicit() {
+        Some(kind) => kind,
+        None => {
+            let (kind, why) = engine::auto_engine(program_kind, &host);
+            if let Some(why) = why {
+                eprintln!("urun: using the interpreter, not the JIT: {why}");
+            }
+            kind
+        }
+    };
+    tracing::debug!(engine = %kind.name(), requested = %cli.engine.name(), program = ?program_kind, "engine");
+    if cli.check {
+        if kind != EngineKind::Jit {
+            eprintln!("urun: --check: only with the JIT engine, and --engine auto chose {} here", kind.name());
+            std::process::exit(2)
+        }
+        urun_cpu::jit::set_check(true);
+    }
+    let debug = cli.gdb.is_some();
+    // Where the guest keeps its thread data: FS for ELF (TLS), GS for PE
+    // (the TEB). The JIT puts that segment's base in host GS.
+    let seg = match program_kind {
+        ProgramKind::Linux => TlsSegment::Fs,
+        ProgramKind::Windows => TlsSegment::Gs,
+    };
+    let factory: urun_syscalls::EngineFactory =
+        Box::new(move |mem| debugged(debug, new_engine(kind, seg, mem.clone()), mem));
     let mut auxv = Vec::new();
     let (personality, mut cpu): (Arc<dyn Personality>, CpuState) = match loaded {
         Program::Elf(loaded) => {
@@ -98,7 +119,7 @@ pub(crate) fn start(cli: &Cli) -> Result<Infallible, StartError> {
             let brk = Brk::at(loaded.brk_start, loaded.brk_reserve_end);
             let mut process = linux::Process::new(mem.clone(), brk, loaded.exe_path.clone(), factory);
             process.strace = cli.strace;
-            process.reexec = reexec_args(cli);
+            process.reexec = reexec_args(cli, engine::for_children(cli.engine, &host));
             process.sysroot = cli.sysroot.clone();
             process.cmdline = opts.argv.iter().flat_map(|a| a.iter().copied().chain(std::iter::once(0))).collect();
             process.auxv =

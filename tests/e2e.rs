@@ -336,14 +336,8 @@ fn native_vs_urun() {
     if !common::check_args().is_empty() {
         // Under --engine jit --check: the cases that do not pass yet, each
         // named with its reason (README, the JIT's limits).
-        const NOT_YET: &[(&str, &str)] = &[
-            ("threads.", "too slow under --check's one-thread-at-a-time baton (over the 60 s timeout)"),
-            ("sigstorm.", "too slow under --check's one-thread-at-a-time baton (over the 60 s timeout)"),
-            ("signals.", "too slow under --check on a loaded machine (45 s)"),
-            ("cxx_except.", "does not finish under --check (not diagnosed)"),
-            ("smc-rwx.", "ends early about one run in six under --check (cross-thread rewrite; not diagnosed)"),
-            ("smc-single.", "--check reports a stale interpreter block on a page past the fault threshold"),
-        ];
+        // (None at the moment.)
+        const NOT_YET: &[(&str, &str)] = &[];
         cases.retain(|c| match NOT_YET.iter().find(|(p, _)| c.name.starts_with(p)) {
             Some((_, why)) => {
                 let line = format!("SKIPPED CASE: {}: {why}\n", c.name);

@@ -20,7 +20,7 @@ pub use ctx::{xmm_index, Ctx, Step, Written};
 
 use crate::engine::{Engine, EngineError, Exit, Fault, FaultKind, Interrupt, PageFaultKind};
 use crate::hostfault;
-use crate::mem::{AddressSpace, CodeEvent, CodeSync, Prot, PAGE_SIZE};
+use crate::mem::{AddressSpace, CodeEvent, CodeGuard, CodeSync, Prot, PAGE_SIZE};
 use crate::state::CpuState;
 
 /// An instruction handler: runs one decoded instruction.
@@ -36,6 +36,10 @@ struct Decoded {
 
 struct Block {
     insns: Vec<Decoded>,
+    /// The guest bytes it was decoded from, when writes to them may not be
+    /// seen (`Interpreter::guard_code`, a page that cannot be
+    /// write-protected): compared with memory before each run.
+    src: Option<Box<[u8]>>,
 }
 
 /// The text of an instruction for logs and SIGILL reports: address, bytes
@@ -128,6 +132,8 @@ pub struct Interpreter {
     /// This engine's cursor in the code log (`Invalidate` events applied).
     code_seen: u64,
     interrupt: Arc<Interrupt>,
+    /// Translated code runs beside this interpreter (`guard_code`).
+    guard: bool,
 }
 
 impl Interpreter {
@@ -142,7 +148,20 @@ impl Interpreter {
             generation,
             code_seen,
             interrupt: Interrupt::new(),
+            guard: false,
         }
+    }
+
+    /// Translated code runs beside this interpreter (the JIT's fallback):
+    /// its plain stores to guest code take no slow path, so they are seen
+    /// only where pages are write-protected. From now on every page a
+    /// block is decoded from is write-protected as the JIT's are
+    /// (`AddressSpace::protect_code`: a write faults and is logged), and a
+    /// block from a page that cannot be (one that took too many write
+    /// faults, shared memory) keeps its bytes and compares them with
+    /// memory before each run, as the JIT's blocks from such pages do.
+    pub fn guard_code(&mut self, on: bool) {
+        self.guard = on;
     }
 
     /// Drop every decoded block.
@@ -237,19 +256,29 @@ impl Interpreter {
                 // The first instruction runs into an unmapped or non-executable page.
                 return Err(fetch_fault(rip + avail as u64, PageFaultKind::NotMapped));
             }
+            // Beside translated code: write-protect the pages first (every
+            // page, even past one that cannot be), so that the compare
+            // below or the log sees any write.
+            let mut unguarded = false;
+            if self.guard {
+                for p in rip / PAGE_SIZE..=(rip + len as u64 - 1) / PAGE_SIZE {
+                    unguarded |= self.mem.protect_code(p) == CodeGuard::Unguarded;
+                }
+            }
             self.mark(rip, rip + len as u64);
             if attempt >= DECODE_RETRIES {
-                break insns;
+                break (insns, unguarded.then(|| Box::from(&buf[..len])));
             }
             let mut now = [0u8; MAX_BLOCK_BYTES];
             // SAFETY: as above; [rip, rip+len) is within [rip, rip+avail).
             let same = unsafe { hostfault::copy_from_guest(&mut now[..len], rip) }.is_ok();
             if same && now[..len] == buf[..len] {
-                break insns;
+                break (insns, unguarded.then(|| Box::from(&buf[..len])));
             }
             attempt += 1;
         };
-        let block = Rc::new(Block { insns });
+        let (insns, src) = insns;
+        let block = Rc::new(Block { insns, src });
         let last = block.insns.last().map(|d| d.insn.next_ip() - 1).unwrap_or(rip);
         for p in (rip / PAGE_SIZE)..=(last / PAGE_SIZE) {
             let blocks = self.by_page.entry(p).or_default();
@@ -342,11 +371,20 @@ impl Interpreter {
             self.sync_code();
         }
         let block = match self.cache.get(&cpu.rip) {
-            Some(b) => b.clone(),
-            None => match self.decode(cpu.rip) {
-                Ok(b) => b,
-                Err(e) => return Some(e),
-            },
+            Some(b) if b.src.as_ref().is_none_or(|src| unchanged(src, cpu.rip)) => b.clone(),
+            cached => {
+                if let Some(b) = cached {
+                    // Rewritten where writes are not seen: decode again, and
+                    // tell the other engines (as the JIT does for its blocks).
+                    let len = b.src.as_ref().map_or(1, |s| s.len() as u64);
+                    self.cache.remove(&cpu.rip);
+                    self.mem.code_written(cpu.rip, len);
+                }
+                match self.decode(cpu.rip) {
+                    Ok(b) => b,
+                    Err(e) => return Some(e),
+                }
+            }
         };
         let mut ctx = Ctx { cpu: &mut *cpu, mem: &self.mem, tlb: &mut self.tlb, next_rip: 0, smc: None };
         for d in block.insns.iter().take(max) {
@@ -388,6 +426,15 @@ impl Interpreter {
     pub fn sync_marks(&mut self) {
         self.tlb.sync_marks(&self.mem);
     }
+}
+
+/// Are the guest bytes at `pc` still `src`?
+fn unchanged(src: &[u8], pc: u64) -> bool {
+    let mut now = [0u8; MAX_BLOCK_BYTES];
+    let now = &mut now[..src.len().min(MAX_BLOCK_BYTES)];
+    // SAFETY: a range this engine decoded from (executable guest pages,
+    // readable on the host); the copy stops at a page that went away.
+    unsafe { hostfault::copy_from_guest(now, pc) }.is_ok() && now[..] == src[..]
 }
 
 /// Log the writes of the last instruction to pages holding translated code

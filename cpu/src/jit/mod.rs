@@ -29,7 +29,7 @@ mod ctx;
 mod translate;
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
 
 use crate::engine::{Engine, EngineError, Exit, Fault, Interrupt};
@@ -123,6 +123,13 @@ static CHECK: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new
 /// the first difference. Slow (each block runs twice, unlinked).
 pub fn set_check(on: bool) {
     CHECK.store(on, Ordering::Release);
+    static AT_FORK: std::sync::Once = std::sync::Once::new();
+    if on {
+        // SAFETY: registers a handler that only stores atomics.
+        AT_FORK.call_once(|| unsafe {
+            libc::pthread_atfork(None, None, Some(turns_after_fork));
+        });
+    }
 }
 
 /// Under `--check`, how many times each block is checked before it runs
@@ -132,58 +139,160 @@ fn check_runs() -> u32 {
     std::env::var("URUN_CHECK_RUNS").ok().and_then(|v| v.parse().ok()).unwrap_or(16)
 }
 
-/// Under `--check`, one guest thread at a time runs guest code (a fair
-/// ticket lock, taken per block), so that another thread's writes do not
-/// land between the two runs of a block.
-struct Baton;
+/// Under `--check`, guest code runs in turns: a block being checked runs
+/// in an exclusive turn, so that no other thread's write lands between its
+/// two runs (nor between the interpreter's writes and their undoing);
+/// everything else (blocks checked enough, the interpreter's blocks) runs
+/// in shared turns, concurrently, as without `--check`. A thread waiting
+/// for an exclusive turn stops new shared turns and kicks every engine out
+/// of translated code (its kick byte: the dispatcher then ends the turn).
+/// Threads in the kernel hold no turn.
+enum Turn {
+    Shared,
+    Exclusive,
+}
 
-static BATON_NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-static BATON_SERVING: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+/// Threads in a shared turn.
+static SHARED: AtomicU64 = AtomicU64::new(0);
+/// Threads waiting for or in an exclusive turn.
+static WANTED: AtomicU64 = AtomicU64::new(0);
+/// The exclusive turns' ticket lock.
+static EXCL_NEXT: AtomicU64 = AtomicU64::new(0);
+static EXCL_SERVING: AtomicU64 = AtomicU64::new(0);
 
-/// The engine holding the baton, which a thread kept waiting interrupts
-/// (it may run linked code for long: a spin loop waiting for this thread).
-static BATON_HOLDER: std::sync::Mutex<Option<std::sync::Weak<Interrupt>>> = std::sync::Mutex::new(None);
+/// The kick byte of every JIT engine in the process (an exclusive turn's
+/// waiter sets them all).
+static KICKS: std::sync::Mutex<Vec<std::sync::Weak<AtomicU8>>> = std::sync::Mutex::new(Vec::new());
 
 /// Under `--check`, keep guest code in every thread waiting while the
 /// caller changes guest memory that guest code in another thread may be
 /// using at the same time (a lock word, from host code acting for the
 /// guest), so that the change cannot land between the two runs of a
-/// checked block. Without `--check`: `None`, at the cost of one load.
-/// Hold it only for the change itself: never across a wait for another
-/// guest thread.
+/// checked block: an exclusive turn. Without `--check`: `None`, at the
+/// cost of one load. Hold it only for the change itself: never across a
+/// wait for another guest thread.
 pub fn check_exclusive() -> Option<CheckExclusive> {
-    CHECK.load(Ordering::Relaxed).then(|| CheckExclusive { _baton: Baton::take(None) })
+    CHECK.load(Ordering::Relaxed).then(|| CheckExclusive { _turn: Turn::take(true) })
 }
 
-/// What `check_exclusive` holds (the check baton, given back on drop).
+/// What `check_exclusive` holds (an exclusive turn, ended on drop).
 pub struct CheckExclusive {
-    _baton: Baton,
+    _turn: Turn,
 }
 
-impl Baton {
-    /// Wait for the baton; `me` is the engine taking it (host code acting
-    /// for the guest passes `None`: it holds the baton only briefly).
-    fn take(me: Option<&Arc<Interrupt>>) -> Baton {
-        let ticket = BATON_NEXT.fetch_add(1, Ordering::AcqRel);
-        let mut spins = 0u32;
-        while BATON_SERVING.load(Ordering::Acquire) != ticket {
-            spins = spins.wrapping_add(1);
-            if spins % 64 == 1 {
-                let holder = BATON_HOLDER.lock().unwrap_or_else(|e| e.into_inner()).clone();
-                if let Some(h) = holder.and_then(|w| w.upgrade()) {
-                    h.raise();
-                }
-            }
-            std::thread::yield_now();
-        }
-        *BATON_HOLDER.lock().unwrap_or_else(|e| e.into_inner()) = me.map(Arc::downgrade);
-        Baton
+fn kick_all() {
+    let Ok(mut kicks) = KICKS.try_lock() else { return };
+    kicks.retain(|w| w.strong_count() > 0);
+    for k in kicks.iter().filter_map(|w| w.upgrade()) {
+        k.store(1, Ordering::Release);
     }
 }
 
-impl Drop for Baton {
+/// In a fork's child only the forking thread lives on, and it held no
+/// turn (it was in the kernel): no turn is held there.
+extern "C" fn turns_after_fork() {
+    SHARED.store(0, Ordering::SeqCst);
+    WANTED.store(0, Ordering::SeqCst);
+    EXCL_SERVING.store(EXCL_NEXT.load(Ordering::SeqCst), Ordering::SeqCst);
+}
+
+impl Turn {
+    fn take(exclusive: bool) -> Turn {
+        if exclusive {
+            WANTED.fetch_add(1, Ordering::SeqCst);
+            let ticket = EXCL_NEXT.fetch_add(1, Ordering::SeqCst);
+            while EXCL_SERVING.load(Ordering::Acquire) != ticket {
+                std::thread::yield_now();
+            }
+            // Shared turns end at the engines' next dispatcher pass (an
+            // engine clears its kick byte before it takes a turn, so a kick
+            // from here is never lost; again now and then all the same).
+            let mut spins = 0u32;
+            while SHARED.load(Ordering::SeqCst) != 0 {
+                if spins.is_multiple_of(64) {
+                    kick_all();
+                }
+                spins = spins.wrapping_add(1);
+                std::thread::yield_now();
+            }
+            return Turn::Exclusive;
+        }
+        loop {
+            while WANTED.load(Ordering::SeqCst) != 0 {
+                std::thread::yield_now();
+            }
+            SHARED.fetch_add(1, Ordering::SeqCst);
+            if WANTED.load(Ordering::SeqCst) == 0 {
+                return Turn::Shared;
+            }
+            SHARED.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+}
+
+impl Drop for Turn {
     fn drop(&mut self) {
-        BATON_SERVING.fetch_add(1, Ordering::AcqRel);
+        match self {
+            Turn::Shared => {
+                SHARED.fetch_sub(1, Ordering::SeqCst);
+            }
+            Turn::Exclusive => {
+                EXCL_SERVING.fetch_add(1, Ordering::SeqCst);
+                WANTED.fetch_sub(1, Ordering::SeqCst);
+            }
+        }
+    }
+}
+
+/// Under `--check`, the blocks checked so far by the engines of one
+/// address space (one guest process): guest pc -> (the bytes checked, how
+/// many checks passed). A block is translated the same way in every
+/// thread, so checks count for the whole process: one checked
+/// `check_runs` times runs unchecked in every thread.
+struct SharedChecks {
+    /// Held weakly: its allocation, the key, is not reused meanwhile.
+    space: std::sync::Weak<AddressSpace>,
+    blocks: HashMap<u64, (Box<[u8]>, u32)>,
+}
+
+static CHECKS: std::sync::Mutex<Vec<SharedChecks>> = std::sync::Mutex::new(Vec::new());
+
+/// Checks passed by the block at `pc` of `mem` whose bytes start `bytes`
+/// (with the length of the bytes checked); `pass`: count one more first
+/// (`bytes` are then the block's). `None` when nothing is known or the
+/// record stays busy (not waited for long: a fork's child may find it
+/// held forever; the engine then counts its own checks only).
+fn shared_checks(mem: &Arc<AddressSpace>, pc: u64, bytes: &[u8], pass: bool) -> Option<(usize, u32)> {
+    if bytes.is_empty() {
+        return None;
+    }
+    let mut g = (0..8).find_map(|_| {
+        let g = CHECKS.try_lock().ok();
+        if g.is_none() {
+            std::thread::yield_now();
+        }
+        g
+    })?;
+    g.retain(|c| c.space.strong_count() > 0);
+    let i = match g.iter().position(|c| std::ptr::eq(c.space.as_ptr(), Arc::as_ptr(mem))) {
+        Some(i) => i,
+        None => {
+            g.push(SharedChecks { space: Arc::downgrade(mem), blocks: HashMap::new() });
+            g.len() - 1
+        }
+    };
+    let map = &mut g[i].blocks;
+    let same = |src: &[u8]| bytes.len() >= src.len() && bytes[..src.len()] == *src;
+    match map.get_mut(&pc) {
+        Some((src, n)) if same(src) => {
+            *n += u32::from(pass);
+            Some((src.len(), *n))
+        }
+        _ if pass => {
+            map.insert(pc, (Box::from(bytes), 1));
+            Some((bytes.len(), 1))
+        }
+        _ => None,
     }
 }
 
@@ -312,7 +421,7 @@ impl Index {
 /// seen only at their next exit).
 static ENGINES: std::sync::Mutex<Vec<std::sync::Weak<Interrupt>>> = std::sync::Mutex::new(Vec::new());
 /// The highest code-log position broadcast so far (one broadcast each).
-static BROADCAST: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+static BROADCAST: AtomicU64 = AtomicU64::new(0);
 
 /// Interrupt every other JIT engine, once per code-log position.
 fn broadcast(seq: u64, me: &Arc<Interrupt>) {
@@ -398,7 +507,7 @@ pub struct JitEngine {
     interrupt: Arc<Interrupt>,
     /// The byte `interrupt.raise()` sets, which the dispatcher, inline
     /// lookups and backward links check.
-    kick: Box<AtomicU8>,
+    kick: Arc<AtomicU8>,
     /// The `AddressSpace` code-log position this engine has caught up to.
     code_seen: u64,
     /// Blocks by guest pc (ordered, for invalidation by range).
@@ -467,10 +576,11 @@ impl JitEngine {
         probe()?;
         hostfault::install()?;
         let interrupt = Interrupt::new();
-        let kick = Box::new(AtomicU8::new(0));
-        // SAFETY: the byte is boxed (a stable address) and lives as long as
-        // the engine, which unregisters it when dropped.
+        let kick = Arc::new(AtomicU8::new(0));
+        // SAFETY: the byte is shared (a stable address) and lives as long
+        // as the engine, which unregisters it when dropped.
         unsafe { interrupt.set_kick(&*kick) };
+        KICKS.lock().unwrap_or_else(|e| e.into_inner()).push(Arc::downgrade(&kick));
         ENGINES.lock().unwrap_or_else(|e| e.into_inner()).push(Arc::downgrade(&interrupt));
         let mut engine = JitEngine {
             interp: Interpreter::new(mem.clone()),
@@ -497,6 +607,9 @@ impl JitEngine {
             #[cfg(test)]
             corrupt: None,
         };
+        // Translated code's plain stores reach the interpreter's decoded
+        // blocks only through write protection or byte compares.
+        engine.interp.guard_code(true);
         engine.set_check(CHECK.load(Ordering::Acquire));
         Ok(engine)
     }
@@ -583,10 +696,12 @@ impl JitEngine {
             self.drop_block(pc);
         }
         if self.check {
-            // Rewritten code is checked again.
-            let (lo, hi) = (lo, hi);
-            self.verified.retain(|&pc| !(lo..hi).contains(&pc));
-            self.check_count.retain(|&pc, _| !(lo..hi).contains(&pc));
+            // Rewritten code is checked again (not the blocks of the range
+            // that stay: they were not translated from those pages).
+            let blocks = &self.blocks;
+            let kept = |pc: &u64| !(lo..hi).contains(pc) || blocks.contains_key(pc);
+            self.verified.retain(kept);
+            self.check_count.retain(|pc, _| kept(pc));
         }
     }
 
@@ -708,6 +823,16 @@ impl JitEngine {
             // Not executable: the interpreter raises the fetch fault.
             return Entry::Interp;
         }
+        // Under --check: checked enough by other threads (the same bytes)?
+        let mut shared_len = None;
+        if self.check && !self.verified.contains(&pc) && self.check_runs != 0 {
+            if let Some((len, _)) =
+                shared_checks(&self.mem, pc, &buf[..n], false).filter(|&(_, k)| k >= self.check_runs)
+            {
+                self.verified.insert(pc);
+                shared_len = Some(len);
+            }
+        }
         let ci = match self.chunk_for(pc) {
             Ok(ci) => ci,
             Err(e) => {
@@ -729,13 +854,26 @@ impl JitEngine {
             check: self.check,
             seg: self.seg,
         };
-        let b = match translate::translate(&buf[..n], pc, at, env) {
+        let mut b = match translate::translate(&buf[..n], pc, at, env) {
             Translation::Interp => {
                 self.blocks.insert(pc, Entry::Interp);
                 return Entry::Interp;
             }
             Translation::Block(b) => b,
         };
+        if shared_len.is_some_and(|len| len != b.guest_len as usize) {
+            // Longer than the block other threads checked (more of it is
+            // executable now): checked here, translated for that.
+            self.verified.remove(&pc);
+            let env = translate::Env { table: self.empty.as_ref().map_or(env.table, |t| t.base as u64), ..env };
+            b = match translate::translate(&buf[..n], pc, at, env) {
+                Translation::Interp => {
+                    self.blocks.insert(pc, Entry::Interp);
+                    return Entry::Interp;
+                }
+                Translation::Block(b) => b,
+            };
+        }
         // Every page it came from is write-protected (a write then reaches
         // the code log before it lands), unless the page will not be:
         // then the block checks its bytes before each run.
@@ -894,7 +1032,9 @@ impl JitEngine {
         self.stats.lockstep += 1;
         let n = self.check_count.entry(pc).or_insert(0);
         *n += 1;
-        if self.check_runs != 0 && *n >= self.check_runs {
+        let src = self.check_src.get(&pc).map(|b| &b[..]).unwrap_or(&[]);
+        let n = (*n).max(shared_checks(&self.mem, pc, src, true).map_or(0, |(_, k)| k));
+        if self.check_runs != 0 && n >= self.check_runs {
             // Checked enough: translated again, it runs linked from now on.
             self.verified.insert(pc);
             self.drop_block(pc);
@@ -1010,13 +1150,18 @@ impl Engine for JitEngine {
             c.index = &*self.index as *const Index as u64;
             load(c, cpu);
         }
+        // Under --check: the next turn must be exclusive (a block to check).
+        let mut exclusive = false;
         let exit = loop {
-            // Under --check, first (before catching up with the code log:
-            // no write lands between that and the block's two runs).
-            let _baton = self.check.then(|| Baton::take(Some(&self.interrupt)));
             // Clear the byte before taking the request: a raise after this
             // sets it again, and the dispatcher then stops at the next block.
-            self.kick.store(0, Ordering::Relaxed);
+            // Before a turn too: a kick for an exclusive turn comes after
+            // this turn began, and is not lost.
+            self.kick.store(0, Ordering::SeqCst);
+            // Under --check, a turn (before catching up with the code log:
+            // no write lands between that and a checked block's two runs).
+            let _turn = self.check.then(|| Turn::take(std::mem::take(&mut exclusive)));
+            let in_exclusive = matches!(_turn, Some(Turn::Exclusive));
             if self.interrupt.take() {
                 // SAFETY: this thread's Ctx, not referenced across `urun_jit_enter`.
                 save(unsafe { &*cp }, cpu);
@@ -1028,12 +1173,20 @@ impl Engine for JitEngine {
             // SAFETY: this thread's Ctx, not referenced across `urun_jit_enter`.
             let rip = unsafe { (*cp).rip };
             match self.lookup(rip) {
+                Entry::Native(_) | Entry::Checked(_) if !self.trusted(rip) && !in_exclusive => {
+                    // Checked alone: again, in an exclusive turn.
+                    exclusive = true;
+                    continue;
+                }
                 Entry::Native(p) | Entry::Checked(p) if !self.trusted(rip) => match self.run_checked(rip, p, cp, cpu) {
                     Ok(Some(exit)) => break Ok(exit),
                     // SAFETY: this thread's Ctx, not referenced across `urun_jit_enter`.
                     Ok(None) => load(unsafe { &mut *cp }, cpu),
                     Err(e) => break Err(e),
                 },
+                // Never linked code in an exclusive turn: it may wait for
+                // another thread, which waits for a turn.
+                Entry::Native(_) | Entry::Checked(_) if in_exclusive => continue,
                 Entry::Native(p) | Entry::Checked(p) => {
                     // SAFETY: `p.body` is a translated block in our chunk;
                     // Ctx holds the guest state and the routines' addresses.
@@ -1360,6 +1513,45 @@ mod tests {
         assert!(stats.checked >= 1, "blocks from the hot page check their bytes: {stats:?}");
     }
 
+    #[test]
+    fn interpreted_code_on_a_hot_page_rewritten_by_a_plain_store_is_seen() {
+        let s = Snippet::new();
+        let mut jit = JitEngine::new(s.mem.clone()).expect("jit engine");
+        let page = s.code / PAGE_SIZE;
+        // cpuid; mov ebx, imm; syscall: CPUID makes it the interpreter's
+        // block (the JIT hands it over, the interpreter decodes it).
+        let put = |imm: u8| {
+            // SAFETY: the snippet's code area, mapped RWX: a plain store,
+            // as translated code's (a write-protected page faults, and the
+            // host-fault owner gives it back).
+            unsafe {
+                std::ptr::copy_nonoverlapping(
+                    [0x0f, 0xa2, 0xbb, imm, 0, 0, 0, 0x0f, 0x05].as_ptr(),
+                    s.code as *mut u8,
+                    9,
+                )
+            };
+        };
+        let run = |jit: &mut JitEngine| {
+            let mut cpu = CpuState { rip: s.code, ..CpuState::default() };
+            cpu.gpr[reg::RSP] = s.stack_top;
+            assert_eq!(jit.run(&mut cpu), Ok(Exit::Syscall));
+            cpu.gpr[reg::RBX]
+        };
+        // Each round: run (the page is write-protected for the decoded
+        // block), then a plain store faults; past the threshold the page
+        // stays writable and its writes are no longer logged.
+        for imm in 1..=crate::mem::HOT_PAGE_FAULTS as u8 + 2 {
+            put(imm);
+            assert_eq!(run(&mut jit), imm as u64, "round {imm}");
+        }
+        assert!(s.mem.code_write_faults(page) >= crate::mem::HOT_PAGE_FAULTS, "the page is hot");
+        assert!(!s.mem.is_code_guarded(page));
+        put(99);
+        assert_eq!(run(&mut jit), 99, "the interpreter's decoding of a hot page is checked");
+        assert!(jit.stats.interpreted >= 1, "{:?}", jit.stats);
+    }
+
     /// Run `code` under the JIT with `--check` (and `corrupt` as the
     /// sabotage of the JIT's results).
     fn run_checked(s: &Snippet, code: &[u8], corrupt: Option<fn(&mut CpuState)>) -> (Result<Exit, EngineError>, Stats) {
@@ -1395,6 +1587,59 @@ mod tests {
         assert_eq!(stats.linked, 0, "blocks run alone: {stats:?}");
         // SAFETY: the snippet's data area.
         assert_eq!(unsafe { *(s.data as *const u32) }, 55, "the JIT's writes stay, once");
+    }
+
+    #[test]
+    fn checks_count_for_every_thread_of_a_process() {
+        let s = Snippet::new();
+        let runs = |s: &Snippet| {
+            let (r, stats) = run_checked(s, &CHECKED, None);
+            assert_eq!(r, Ok(Exit::Syscall));
+            stats.lockstep
+        };
+        // The loop's block is checked 10 times per run: 20 > 16 checks.
+        assert!(runs(&s) >= 11);
+        assert!(runs(&s) >= 8);
+        // Another engine of the same process (another thread): the loop
+        // runs unchecked at once; only the first and last blocks are
+        // checked again (3 runs each so far).
+        assert!(runs(&s) <= 3, "the loop was checked again");
+        // Another process: its own checks.
+        let other = Snippet::new();
+        assert!(runs(&other) >= 11);
+    }
+
+    #[test]
+    fn a_check_waits_for_shared_turns_and_kicks_them_out() {
+        let s = Snippet::new();
+        let jit = JitEngine::new(s.mem.clone()).expect("jit engine");
+        let kick = jit.kick.clone();
+        kick.store(0, Ordering::SeqCst);
+        let released = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (held, holding) = std::sync::mpsc::channel();
+        let holder = {
+            let released = released.clone();
+            std::thread::spawn(move || {
+                let turn = Turn::take(false);
+                held.send(()).expect("send");
+                // As an engine in linked code: until kicked.
+                let start = std::time::Instant::now();
+                while kick.load(Ordering::SeqCst) == 0 {
+                    assert!(start.elapsed() < std::time::Duration::from_secs(30), "never kicked");
+                    std::thread::yield_now();
+                }
+                released.store(true, Ordering::SeqCst);
+                drop(turn);
+            })
+        };
+        holding.recv().expect("recv");
+        // Shared turns run together (unless a check of another test comes
+        // first: it kicks the holder too).
+        drop(Turn::take(false));
+        let turn = Turn::take(true);
+        assert!(released.load(Ordering::SeqCst), "an exclusive turn began while a shared one ran");
+        drop(turn);
+        holder.join().expect("holder");
     }
 
     #[test]
