@@ -63,8 +63,8 @@ fn run_urun(engine: &str, exe: &Path, args: &[&str], env: &[(&str, &str)]) -> Ou
     for (k, v) in env {
         cmd.env(k, v);
     }
-    // Under --check, threads take turns per block (one guest thread at a
-    // time runs guest code): much slower on a loaded machine.
+    // Under --check, a block being checked runs alone (an exclusive turn):
+    // slower with threads, on a loaded machine.
     run(&mut cmd, b"", if engine == "jit-check" { 5 * TIMEOUT } else { TIMEOUT })
 }
 
