@@ -111,9 +111,8 @@ impl Host {
 ///
 /// What the JIT serves today, to change here as it grows:
 /// - Linux programs: the JIT where the host has FSGSBASE.
-/// - Windows programs: the interpreter, silently (the JIT keeps the host's
-///   GS for itself, and a Windows guest's GS is its TEB; `--engine jit`
-///   refuses them). When the JIT runs PE programs, Windows joins Linux.
+/// - Windows programs: as Linux ones (the JIT keeps the guest's GS, its
+///   TEB, in host GS).
 /// - Everything else is the same under every engine and needs no case
 ///   here: `-g` (the gdb stub wraps any engine), `--strace` (the personality
 ///   prints), `--cpu` (the JIT honours the model), fork and vfork children
@@ -122,8 +121,7 @@ impl Host {
 ///   the line is said once: see [`for_children`]).
 pub(crate) fn auto_engine(program: ProgramKind, host: &Host) -> (EngineKind, Option<String>) {
     match program {
-        ProgramKind::Windows => (EngineKind::Interp, None),
-        ProgramKind::Linux => match &host.jit {
+        ProgramKind::Windows | ProgramKind::Linux => match &host.jit {
             Ok(()) => (EngineKind::Jit, None),
             Err(why) => (EngineKind::Interp, Some(why.to_string())),
         },
@@ -153,8 +151,8 @@ mod tests {
         let cases = [
             (ProgramKind::Linux, true, EngineKind::Jit, false),
             (ProgramKind::Linux, false, EngineKind::Interp, true),
-            (ProgramKind::Windows, true, EngineKind::Interp, false),
-            (ProgramKind::Windows, false, EngineKind::Interp, false),
+            (ProgramKind::Windows, true, EngineKind::Jit, false),
+            (ProgramKind::Windows, false, EngineKind::Interp, true),
         ];
         for (program, jit, want, says) in cases {
             let (got, why) = auto_engine(program, &host(jit));

@@ -7,6 +7,7 @@ use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::sync::Arc;
 
 use urun_cpu::interp::Interpreter;
+use urun_cpu::jit::TlsSegment;
 use urun_cpu::state::reg;
 use urun_cpu::{AddressSpace, CpuState, Engine, EngineError};
 use urun_loader::{LoadOptions, Program};
@@ -97,8 +98,14 @@ pub(crate) fn start(cli: &Cli) -> Result<Infallible, StartError> {
         urun_cpu::jit::set_check(true);
     }
     let debug = cli.gdb.is_some();
+    // Where the guest keeps its thread data: FS for ELF (TLS), GS for PE
+    // (the TEB). The JIT puts that segment's base in host GS.
+    let seg = match program_kind {
+        ProgramKind::Linux => TlsSegment::Fs,
+        ProgramKind::Windows => TlsSegment::Gs,
+    };
     let factory: urun_syscalls::EngineFactory =
-        Box::new(move |mem| debugged(debug, new_engine(kind, mem.clone()), mem));
+        Box::new(move |mem| debugged(debug, new_engine(kind, seg, mem.clone()), mem));
     let mut auxv = Vec::new();
     let (personality, mut cpu): (Arc<dyn Personality>, CpuState) = match loaded {
         Program::Elf(loaded) => {
@@ -121,12 +128,6 @@ pub(crate) fn start(cli: &Cli) -> Result<Infallible, StartError> {
             (Arc::new(process), cpu)
         }
         Program::Pe(image) => {
-            if kind == EngineKind::Jit {
-                // The JIT keeps the host's GS for itself, and a Windows
-                // guest's GS is its TEB.
-                let source = win32::StartError::Engine("jit");
-                return Err(StartError::Win32 { path: shown, source });
-            }
             let wopts = win32::Options { argv: opts.argv.clone(), envp: opts.envp.clone(), strace: cli.strace };
             let (process, cpu) = win32::Process::start(mem.clone(), image, wopts, factory)
                 .map_err(|source| StartError::Win32 { path: shown.clone(), source })?;
@@ -136,7 +137,7 @@ pub(crate) fn start(cli: &Cli) -> Result<Infallible, StartError> {
     if let Some(port) = cli.gdb {
         gdb::wait_for_gdb(port, mem.clone(), auxv)?;
     }
-    let mut engine = match debugged(debug, new_engine(kind, mem.clone()), mem) {
+    let mut engine = match debugged(debug, new_engine(kind, seg, mem.clone()), mem) {
         Ok(e) => e,
         Err(EngineError::Unavailable(e)) if kind == EngineKind::Kvm => kvm_unusable(&e),
         Err(e) => {
@@ -155,11 +156,11 @@ pub(crate) fn start(cli: &Cli) -> Result<Infallible, StartError> {
 
 /// An engine of the chosen kind for one guest thread (the factory every
 /// guest thread's engine comes from: it reports, the personality decides).
-fn new_engine(kind: EngineKind, mem: Arc<AddressSpace>) -> Result<Box<dyn Engine>, EngineError> {
+fn new_engine(kind: EngineKind, seg: TlsSegment, mem: Arc<AddressSpace>) -> Result<Box<dyn Engine>, EngineError> {
     Ok(match kind {
         EngineKind::Interp => Box::new(Interpreter::new(mem)),
         EngineKind::Kvm => Box::new(urun_kvm::KvmEngine::new(mem).map_err(EngineError::from)?),
-        EngineKind::Jit => Box::new(urun_cpu::jit::JitEngine::new(mem).map_err(EngineError::from)?),
+        EngineKind::Jit => Box::new(urun_cpu::jit::JitEngine::with_segment(mem, seg).map_err(EngineError::from)?),
     })
 }
 

@@ -227,11 +227,11 @@ fn explicit_engines_are_obeyed() {
     }
 }
 
-/// Windows programs: the JIT does not run them yet, so `auto` picks the
-/// interpreter for them without a word (the host is not the reason).
+/// Windows programs default as Linux ones do: the JIT where the host has
+/// FSGSBASE, else the interpreter with the one line saying why.
 #[test]
-fn windows_programs_default_to_the_interpreter_silently() {
-    const TEST: &str = "windows_programs_default_to_the_interpreter_silently";
+fn windows_programs_default_as_linux_ones() {
+    const TEST: &str = "windows_programs_default_as_linux_ones";
     let exe = ensure_testbins().join("win/hello.exe");
     if !exe.is_file() {
         report_skip(TEST, "x86_64-w64-mingw32-gcc is not installed (Debian: gcc-mingw-w64-x86-64)");
@@ -240,14 +240,15 @@ fn windows_programs_default_to_the_interpreter_silently() {
     let exe = exe.to_str().expect("utf-8 path");
     let want = urun_with(&["--engine", "interp", exe], &[]);
     assert_eq!(want.code, Some(0), "{}", want.stderr_text());
-    for env in [&[][..], &[NO_FSGSBASE][..]] {
+    let jit = !urun_with(&["--engine", "jit", "/bin/true"], &[]).stderr_text().contains("no FSGSBASE");
+    for (env, engine) in [(&[][..], if jit { "jit" } else { "interp" }), (&[NO_FSGSBASE][..], "interp")] {
         let got = urun_with(&[exe], env);
-        let problems = compare_runs(&want, &got);
-        assert!(problems.is_empty(), "{env:?}: {}", problems.join("\n"));
+        assert_eq!(got.stdout, want.stdout, "{env:?}: {}", got.stderr_text());
+        assert_eq!(got.code, want.code, "{env:?}: {}", got.stderr_text());
+        assert_eq!(engine == "interp", got.stderr_text().contains(FALLBACK), "{env:?}: {}", got.stderr_text());
         let mut env = env.to_vec();
         env.push(("URUN_LOG", "debug"));
         let got = urun_with(&[exe], &env);
-        assert_eq!(engines_logged(&got), ["auto->interp"], "{}", got.stderr_text());
-        assert!(!got.stderr_text().contains(FALLBACK), "{}", got.stderr_text());
+        assert_eq!(engines_logged(&got), [format!("auto->{engine}")], "{}", got.stderr_text());
     }
 }

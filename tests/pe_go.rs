@@ -20,7 +20,7 @@ use std::time::Duration;
 use common::*;
 
 const TIMEOUT: Duration = Duration::from_secs(120);
-const ENGINES: [&str; 2] = ["interp", "kvm"];
+const ENGINES: [&str; 3] = ["interp", "kvm", "jit"];
 
 /// The two builds (Linux, Windows) of testbins/go-win, built once per test
 /// process; Err says why they could not be.

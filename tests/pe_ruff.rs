@@ -177,3 +177,13 @@ fn ruff_check_matches_linux_interp() {
 fn ruff_check_matches_linux_kvm() {
     matches_linux("ruff_check_matches_linux_kvm", "kvm", CHECK_CASES);
 }
+
+#[test]
+fn ruff_version_matches_linux_jit() {
+    matches_linux("ruff_version_matches_linux_jit", "jit", VERSION_CASES);
+}
+
+#[test]
+fn ruff_check_matches_linux_jit() {
+    matches_linux("ruff_check_matches_linux_jit", "jit", CHECK_CASES);
+}

@@ -15,8 +15,9 @@
 //! state go through `CpuState` only when `run` returns to the personality
 //! or the interpreter takes a block.
 //!
-//! Per-thread state lives in `Ctx` (urun's static TLS, `ctx.rs`); the guest
-//! FS base is in GS (set with `wrgsbase`, hence FSGSBASE is required).
+//! Per-thread state lives in `Ctx` (urun's static TLS, `ctx.rs`); the base
+//! of the guest's thread segment (`TlsSegment`: its FS, or its GS) is in
+//! host GS (set with `wrgsbase`, hence FSGSBASE is required).
 //! Each engine (one per guest thread) has its own translations, in chunks
 //! of code-cache regions near the guest code (`arena.rs`). A host fault in
 //! translated code is claimed through `hostfault` and becomes the guest's
@@ -74,6 +75,46 @@ pub fn probe() -> Result<(), JitError> {
     Ok(())
 }
 
+/// The segment register a guest addresses its per-thread data through.
+/// While translated code runs, host FS stays urun's (its `Ctx`) and host GS
+/// holds the base of this segment: for `Fs`, FS prefixes are rewritten to
+/// GS and GS-prefixed instructions run in the interpreter; for `Gs`, GS
+/// prefixes are kept and FS-prefixed instructions run in the interpreter.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum TlsSegment {
+    /// The x86-64 System V TLS ABI: FS.
+    #[default]
+    Fs,
+    /// A thread block addressed through GS (the Windows x64 TEB).
+    Gs,
+}
+
+impl TlsSegment {
+    /// The segment register itself.
+    pub(crate) fn register(self) -> iced_x86::Register {
+        match self {
+            TlsSegment::Fs => iced_x86::Register::FS,
+            TlsSegment::Gs => iced_x86::Register::GS,
+        }
+    }
+
+    /// The other one (the interpreter runs instructions prefixed with it).
+    pub(crate) fn other(self) -> iced_x86::Register {
+        match self {
+            TlsSegment::Fs => iced_x86::Register::GS,
+            TlsSegment::Gs => iced_x86::Register::FS,
+        }
+    }
+
+    /// The guest's base of this segment.
+    fn base(self, cpu: &CpuState) -> u64 {
+        match self {
+            TlsSegment::Fs => cpu.fs_base,
+            TlsSegment::Gs => cpu.gs_base,
+        }
+    }
+}
+
 /// `--check` for every JIT engine made from now on (see `check.rs`).
 static CHECK: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
@@ -122,6 +163,22 @@ static EXCL_SERVING: AtomicU64 = AtomicU64::new(0);
 /// The kick byte of every JIT engine in the process (an exclusive turn's
 /// waiter sets them all).
 static KICKS: std::sync::Mutex<Vec<std::sync::Weak<AtomicU8>>> = std::sync::Mutex::new(Vec::new());
+
+/// Under `--check`, keep guest code in every thread waiting while the
+/// caller changes guest memory that guest code in another thread may be
+/// using at the same time (a lock word, from host code acting for the
+/// guest), so that the change cannot land between the two runs of a
+/// checked block: an exclusive turn. Without `--check`: `None`, at the
+/// cost of one load. Hold it only for the change itself: never across a
+/// wait for another guest thread.
+pub fn check_exclusive() -> Option<CheckExclusive> {
+    CHECK.load(Ordering::Relaxed).then(|| CheckExclusive { _turn: Turn::take(true) })
+}
+
+/// What `check_exclusive` holds (an exclusive turn, ended on drop).
+pub struct CheckExclusive {
+    _turn: Turn,
+}
 
 fn kick_all() {
     let Ok(mut kicks) = KICKS.try_lock() else { return };
@@ -552,7 +609,9 @@ pub struct JitEngine {
     exits: HashMap<u64, Vec<u64>>,
     index: Box<Index>,
     table: Table,
-    /// The GS base this engine last wrote (the guest's FS base).
+    /// The guest's thread segment, whose base is in host GS.
+    seg: TlsSegment,
+    /// The GS base this engine last wrote (the guest's base of `seg`).
     gs_base: Option<u64>,
     /// Thread-pointer offset of `Ctx`.
     tp: i32,
@@ -593,7 +652,13 @@ struct Stats {
 }
 
 impl JitEngine {
+    /// An engine for a guest that keeps its thread data in FS.
     pub fn new(mem: Arc<AddressSpace>) -> Result<JitEngine, JitError> {
+        JitEngine::with_segment(mem, TlsSegment::Fs)
+    }
+
+    /// An engine for a guest that keeps its thread data in `seg`.
+    pub fn with_segment(mem: Arc<AddressSpace>, seg: TlsSegment) -> Result<JitEngine, JitError> {
         probe()?;
         hostfault::install()?;
         let interrupt = Interrupt::new();
@@ -615,6 +680,7 @@ impl JitEngine {
             exits: HashMap::new(),
             index: Box::new(Index { chunks: Vec::new() }),
             table: Table::new()?,
+            seg,
             gs_base: None,
             tp: ctx::tp_offset(),
             stats: Stats::default(),
@@ -872,6 +938,7 @@ impl JitEngine {
                 _ => self.table.base as u64,
             },
             check: self.check,
+            seg: self.seg,
         };
         let mut b = match translate::translate(&buf[..n], pc, at, env) {
             Translation::Interp => {
@@ -1130,6 +1197,19 @@ fn on_fault(hf: &HostFault, sc: &mut SavedContext<'_>) -> bool {
     true
 }
 
+impl JitEngine {
+    /// Host GS base = the guest's base of its thread segment.
+    fn sync_gs(&mut self, cpu: &CpuState) {
+        let base = self.seg.base(cpu);
+        if self.gs_base != Some(base) {
+            // SAFETY: FSGSBASE is enabled (checked in `new`); urun does not
+            // use GS, so only translated code sees this base.
+            unsafe { std::arch::asm!("wrgsbase {b}", b = in(reg) base, options(nostack, preserves_flags)) };
+            self.gs_base = Some(base);
+        }
+    }
+}
+
 impl Engine for JitEngine {
     fn run(&mut self, cpu: &mut CpuState) -> Result<Exit, EngineError> {
         if !PREPARED.with(|p| p.get()) {
@@ -1139,12 +1219,7 @@ impl Engine for JitEngine {
             PREPARED.with(|p| p.set(true));
         }
         let _guest = InGuest::enter();
-        if self.gs_base != Some(cpu.fs_base) {
-            // SAFETY: FSGSBASE is enabled (checked in `new`); urun does not
-            // use GS, so only translated code sees this base.
-            unsafe { std::arch::asm!("wrgsbase {b}", b = in(reg) cpu.fs_base, options(nostack, preserves_flags)) };
-            self.gs_base = Some(cpu.fs_base);
-        }
+        self.sync_gs(cpu);
         let cp = ctx_ptr();
         // Every `&*cp` below: this thread's Ctx; nothing else on this
         // thread uses it while `run` does (a vfork child sharing the TLS
@@ -1249,6 +1324,9 @@ impl Engine for JitEngine {
                     if let Some(exit) = self.interp.run_block(cpu) {
                         break Ok(exit);
                     }
+                    // The block may have written the segment's base
+                    // (WRFSBASE/WRGSBASE run there).
+                    self.sync_gs(cpu);
                     // SAFETY: this thread's Ctx, not referenced across `urun_jit_enter`.
                     load(unsafe { &mut *cp }, cpu);
                 }
@@ -1354,6 +1432,43 @@ mod tests {
         let r = both(&s, &code, |c| c.fs_base = data);
         assert_eq!(r[1].0.gpr[reg::RAX], 42);
         assert_same(&r);
+    }
+
+    #[test]
+    fn a_gs_guest_reads_its_gs_and_fs_bases_as_the_interpreter_does() {
+        let s = Snippet::new();
+        // mov rax, gs:[8]; mov rbx, fs:[16]; jmp +0; add rax, gs:[24]; syscall
+        let code = [
+            0x65, 0x48, 0x8b, 0x04, 0x25, 8, 0, 0, 0, 0x64, 0x48, 0x8b, 0x1c, 0x25, 16, 0, 0, 0, 0xeb, 0, 0x65, 0x48,
+            0x03, 0x04, 0x25, 24, 0, 0, 0, 0x0f, 0x05,
+        ];
+        // SAFETY: the snippet's code and data areas, mapped RW.
+        unsafe {
+            std::ptr::copy_nonoverlapping(code.as_ptr(), s.code as *mut u8, code.len());
+            *((s.data + 8) as *mut u64) = 40;
+            *((s.data + 24) as *mut u64) = 2;
+            *((s.data + 0x816) as *mut u64) = 7;
+        }
+        let start = || {
+            let mut cpu = CpuState { rip: s.code, gs_base: s.data, fs_base: s.data + 0x806, ..CpuState::default() };
+            cpu.gpr[reg::RSP] = s.stack_top;
+            cpu
+        };
+        let mut a = start();
+        let ea = Interpreter::new(s.mem.clone()).run(&mut a);
+        let mut b = start();
+        let mut jit = JitEngine::with_segment(s.mem.clone(), TlsSegment::Gs).expect("jit engine");
+        let eb = loop {
+            match jit.run(&mut b).expect("jit run") {
+                Exit::Interrupted => continue,
+                e => break e,
+            }
+        };
+        assert_eq!(b.gpr[reg::RAX], 42, "GS accesses ran natively with the guest's GS base");
+        assert_eq!(b.gpr[reg::RBX], 7, "the FS access ran in the interpreter with the guest's FS base");
+        assert_same(&[(a, ea), (b, eb)]);
+        assert_eq!(jit.stats.interpreted, 1, "{:?}", jit.stats);
+        assert!(jit.stats.translated >= 2, "{:?}", jit.stats);
     }
 
     #[test]
@@ -1535,7 +1650,13 @@ mod tests {
         let mut cpu = CpuState { rip: s.code, ..CpuState::default() };
         cpu.gpr[reg::RSP] = s.stack_top;
         cpu.gpr[reg::RDI] = s.data;
-        let r = jit.run(&mut cpu);
+        // Other tests' engines may interrupt this one: run on.
+        let r = loop {
+            match jit.run(&mut cpu) {
+                Ok(Exit::Interrupted) => continue,
+                r => break r,
+            }
+        };
         (r, std::mem::take(&mut jit.stats))
     }
 
@@ -1637,6 +1758,21 @@ mod tests {
         let Err(EngineError::Failed(msg)) = r else { panic!("no difference found: {r:?}") };
         assert!(msg.contains(&format!("memory byte at {:#x}: interpreter 0x00, jit 0x01", s.data + 1)), "{msg}");
         assert!(msg.contains("after `mov %eax,(%rdi)`"), "{msg}");
+    }
+
+    #[test]
+    fn check_undoes_the_interpreters_bulk_string_writes() {
+        let s = Snippet::new();
+        // mov rax, [rdi]; lea rsi, [rdi + 0x100]; mov ecx, 16; rep movsq;
+        // syscall. The interpreter copies 128 bytes in one go when it can:
+        // under --check that must be journaled and undone too, or the
+        // JIT's run reads the copy at [rdi] instead of what was there.
+        let code = [0x48, 0x8b, 0x07, 0x48, 0x8d, 0xb7, 0, 1, 0, 0, 0xb9, 16, 0, 0, 0, 0xf3, 0x48, 0xa5, 0x0f, 0x05];
+        // SAFETY: the snippet's data area, mapped RW.
+        unsafe { *((s.data + 0x100) as *mut u64) = 5 };
+        let (r, stats) = run_checked(&s, &code, None);
+        assert_eq!(r, Ok(Exit::Syscall));
+        assert_eq!(stats.lockstep, 1, "{stats:?}");
     }
 
     #[test]

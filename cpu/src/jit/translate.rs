@@ -4,8 +4,11 @@
 //! - RIP-relative operands: the disp32 is re-aimed at the same guest
 //!   address from the instruction's new place (iced's constant offsets say
 //!   where the displacement is). Out of reach: the interpreter runs it.
-//! - FS-prefixed instructions: the prefix byte becomes GS (GS holds the
-//!   guest's FS base under this engine; urun's FS stays urun's).
+//! - The guest's thread segment (`Env::seg`): host GS holds its base while
+//!   translated code runs (urun's FS stays urun's). For an FS guest, the
+//!   FS prefix byte becomes GS and GS-prefixed instructions go to the
+//!   interpreter; for a GS guest, GS prefixes are copied as they are and
+//!   FS-prefixed instructions go to the interpreter.
 //! - Control transfers end the block: direct ones are `jmp/jcc rel32`
 //!   exits the engine links to the target's translation (until then aimed
 //!   at a stub that goes through the dispatcher), `jcc`/`loop`/`jrcxz`
@@ -26,6 +29,7 @@ use iced_x86::{
 };
 
 use super::ctx::{off, reason};
+use super::TlsSegment;
 use crate::cpuid;
 
 /// Longest block, in guest instructions.
@@ -236,8 +240,8 @@ fn advertised(f: CpuidFeature) -> bool {
     }
 }
 
-/// How `insn` is translated.
-fn classify(insn: &Instruction) -> Kind {
+/// How `insn` is translated, for a guest whose thread segment is `seg`.
+fn classify(insn: &Instruction, seg: TlsSegment) -> Kind {
     if insn.is_invalid() || crate::interp::ops::table()[insn.code() as usize].is_none() {
         return Kind::Interp;
     }
@@ -253,7 +257,7 @@ fn classify(insn: &Instruction) -> Kind {
         return Kind::Verbatim;
     }
     if INTERP_MNEMONICS.contains(&m)
-        || insn.segment_prefix() == Register::GS
+        || insn.segment_prefix() == seg.other()
         || !insn.cpuid_features().iter().all(|f| advertised(*f))
         || (0..insn.op_count())
             .any(|i| insn.op_kind(i) == OpKind::Register && insn.op_register(i).is_segment_register())
@@ -303,6 +307,9 @@ pub(crate) struct Env {
     /// `--check`: instructions whose results the interpreter cannot
     /// reproduce (time stamps, random numbers) go to the interpreter.
     pub check: bool,
+    /// The segment register the guest's thread data is addressed through
+    /// (its base is in host GS while translated code runs).
+    pub seg: TlsSegment,
 }
 
 /// What `--check` leaves to the interpreter on top of `classify`.
@@ -462,8 +469,8 @@ impl Emitter {
             OpKind::Register => Instruction::with2(Code::Mov_r64_rm64, Register::RCX, insn.op0_register()).ok()?,
             OpKind::Memory => {
                 let seg = match insn.segment_prefix() {
-                    Register::FS => Register::GS,
                     Register::None => Register::None,
+                    r if r == self.env.seg.register() => Register::GS,
                     _ => return None,
                 };
                 let displ = if insn.is_ip_rel_memory_operand() {
@@ -490,13 +497,14 @@ impl Emitter {
         Some(())
     }
 
-    /// Copy `raw` (the bytes of `insn`) verbatim, with the FS prefix turned
-    /// into GS and a RIP-relative displacement re-aimed. None when the
-    /// displacement cannot reach from here.
+    /// Copy `raw` (the bytes of `insn`) verbatim, with an FS guest's FS
+    /// prefix turned into GS and a RIP-relative displacement re-aimed. None
+    /// when the displacement cannot reach from here.
     fn verbatim(&mut self, insn: &Instruction, raw: &[u8], disp_at: Option<usize>) -> Option<()> {
         let start = self.code.len();
         self.bytes(raw);
-        for i in 0..raw.len() {
+        let prefixes = if self.env.seg == TlsSegment::Fs { raw.len() } else { 0 };
+        for i in 0..prefixes {
             let b = self.code[start + i];
             if !is_legacy_prefix(b) {
                 break;
@@ -542,7 +550,7 @@ pub(crate) fn translate(bytes: &[u8], pc: u64, at: u64, env: Env) -> Translation
         let kind = if insn.is_invalid() || (env.check && NONDETERMINISTIC.contains(&insn.mnemonic())) {
             Kind::Interp
         } else {
-            classify(&insn)
+            classify(&insn, env.seg)
         };
         let first = count == 0;
         count += 1;
@@ -679,7 +687,8 @@ mod tests {
     const AT: u64 = 0x50_0000;
     const KICK: u64 = 0x7000_0000_1234;
     const TABLE: u64 = 0x7000_0010_0000;
-    const ENV: Env = Env { tp: TP, kick: KICK, table: TABLE, check: false };
+    const ENV: Env = Env { tp: TP, kick: KICK, table: TABLE, check: false, seg: TlsSegment::Fs };
+    const GS_ENV: Env = Env { seg: TlsSegment::Gs, ..ENV };
 
     fn block(bytes: &[u8]) -> Block {
         match translate(bytes, PC, AT, ENV) {
@@ -787,6 +796,24 @@ mod tests {
         // mov rax, fs:[0x28]
         let b = block(&[0x64, 0x48, 0x8b, 0x04, 0x25, 0x28, 0, 0, 0]);
         assert_eq!(&body(&b)[..9], &[0x65, 0x48, 0x8b, 0x04, 0x25, 0x28, 0, 0, 0]);
+    }
+
+    #[test]
+    fn a_gs_guest_keeps_its_gs_prefix_and_interprets_fs() {
+        // mov rax, gs:[0x30]; mov rcx, fs:[0]
+        let code = [0x65, 0x48, 0x8b, 0x04, 0x25, 0x30, 0, 0, 0, 0x64, 0x48, 0x8b, 0x0c, 0x25, 0, 0, 0, 0];
+        let Translation::Block(b) = translate(&code, PC, AT, GS_ENV) else { panic!("interpreted") };
+        let mut want = code[..9].to_vec();
+        want.extend([0xe9, 0, 0, 0, 0]);
+        want.extend(to_dispatcher(PC + 9));
+        assert_eq!(body(&b), &want[..], "the FS access is left to the interpreter");
+        assert_eq!(b.guest_len, 9);
+        assert!(matches!(translate(&code[9..], PC, AT, GS_ENV), Translation::Interp));
+        // jmp qword ptr gs:[rax]: the target is loaded through GS.
+        let Translation::Block(b) = translate(&[0x65, 0xff, 0x20], PC, AT, GS_ENV) else { panic!("interpreted") };
+        let o = b.body as usize;
+        assert_eq!(&b.code[o + 9..o + 13], &[0x65, 0x48, 0x8b, 0x08]);
+        assert!(matches!(translate(&[0x64, 0xff, 0x20], PC, AT, GS_ENV), Translation::Interp));
     }
 
     #[test]

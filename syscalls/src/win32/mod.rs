@@ -89,8 +89,6 @@ pub enum StartError {
     IsDll,
     #[error("is a Windows GUI program (subsystem {0}); urun runs console programs")]
     NotConsole(u16),
-    #[error("Windows programs do not run under --engine {0} yet (use --engine interp or kvm)")]
-    Engine(&'static str),
     #[error("cannot set up the process: {0}")]
     Setup(String),
 }

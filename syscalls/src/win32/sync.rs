@@ -961,26 +961,50 @@ pub(crate) fn enter_critical_section(c: &mut Call<'_>) -> Res {
 fn cs_enter(c: &Call<'_>, addr: u64) -> Result<(), Fail> {
     let tid = u64::from(me(c)?);
     let l = cs(c, addr)?;
-    if l.owner.load(Ordering::Relaxed) == tid {
-        l.recursion.fetch_add(1, Ordering::Relaxed);
-        return Ok(());
-    }
-    if l.lock.compare_exchange(CS_FREE, CS_HELD, Ordering::Acquire, Ordering::Relaxed).is_err() {
-        let mut spins = 0;
-        while spins < CS_SPIN && l.lock.load(Ordering::Relaxed) != CS_FREE {
-            std::hint::spin_loop();
-            spins += 1;
+    let taken = |l: &Cs<'_>| {
+        l.owner.store(tid, Ordering::Relaxed);
+        l.recursion.store(1, Ordering::Relaxed);
+        Ok(())
+    };
+    {
+        let _x = exclusive();
+        if l.owner.load(Ordering::Relaxed) == tid {
+            l.recursion.fetch_add(1, Ordering::Relaxed);
+            return Ok(());
         }
-        if l.lock.compare_exchange(CS_FREE, CS_HELD, Ordering::Acquire, Ordering::Relaxed).is_err() {
+        if l.lock.compare_exchange(CS_FREE, CS_HELD, Ordering::Acquire, Ordering::Relaxed).is_ok() {
+            return taken(&l);
+        }
+    }
+    let mut spins = 0;
+    while spins < CS_SPIN && l.lock.load(Ordering::Relaxed) != CS_FREE {
+        std::hint::spin_loop();
+        spins += 1;
+    }
+    loop {
+        {
+            let _x = exclusive();
+            if spins != u32::MAX {
+                spins = u32::MAX;
+                if l.lock.compare_exchange(CS_FREE, CS_HELD, Ordering::Acquire, Ordering::Relaxed).is_ok() {
+                    return taken(&l);
+                }
+            }
             // Mark it as having sleepers; sleep until it was free when marked.
-            while l.lock.swap(CS_SLEEPERS, Ordering::Acquire) != CS_FREE {
-                futex_wait(as_u32(l.lock), CS_SLEEPERS as u32, None);
+            if l.lock.swap(CS_SLEEPERS, Ordering::Acquire) == CS_FREE {
+                return taken(&l);
             }
         }
+        futex_wait(as_u32(l.lock), CS_SLEEPERS as u32, None);
     }
-    l.owner.store(tid, Ordering::Relaxed);
-    l.recursion.store(1, Ordering::Relaxed);
-    Ok(())
+}
+
+/// Under the JIT's `--check`, the guest's lock words change only while no
+/// guest code runs (`urun_cpu::jit::check_exclusive`): guest code in
+/// another thread reads and writes them too, and must see the same value
+/// in both runs of a checked block. Held only around the change itself.
+fn exclusive() -> Option<urun_cpu::jit::CheckExclusive> {
+    urun_cpu::jit::check_exclusive()
 }
 
 fn as_u32(a: &AtomicI32) -> &AtomicU32 {
@@ -992,6 +1016,7 @@ pub(crate) fn try_enter_critical_section(c: &mut Call<'_>) -> Res {
     let addr = c.arg(0)?;
     let tid = u64::from(me(c)?);
     let l = cs(c, addr)?;
+    let _x = exclusive();
     if l.owner.load(Ordering::Relaxed) == tid {
         l.recursion.fetch_add(1, Ordering::Relaxed);
         return Ok(1);
@@ -1012,6 +1037,7 @@ pub(crate) fn leave_critical_section(c: &mut Call<'_>) -> Res {
 fn cs_leave(c: &Call<'_>, addr: u64) -> Result<(), Fail> {
     let tid = u64::from(me(c)?);
     let l = cs(c, addr)?;
+    let _x = exclusive();
     if l.owner.load(Ordering::Relaxed) != tid {
         // Leaving a section this thread does not hold corrupts it on
         // Windows; here it is ignored.
@@ -1035,12 +1061,17 @@ const WRITER: u32 = 0x8000_0000;
 const WAITERS: u32 = 0x4000_0000;
 
 fn srw_wait(w: &AtomicU32, cur: u32) {
-    if cur & WAITERS != 0 || w.compare_exchange(cur, cur | WAITERS, Ordering::Relaxed, Ordering::Relaxed).is_ok() {
+    let marked = cur & WAITERS != 0 || {
+        let _x = exclusive();
+        w.compare_exchange(cur, cur | WAITERS, Ordering::Relaxed, Ordering::Relaxed).is_ok()
+    };
+    if marked {
         futex_wait(w, cur | WAITERS, None);
     }
 }
 
 fn srw_try_exclusive(w: &AtomicU32) -> Result<(), u32> {
+    let _x = exclusive();
     let cur = w.load(Ordering::Relaxed);
     if cur & !WAITERS != 0 {
         return Err(cur);
@@ -1049,6 +1080,7 @@ fn srw_try_exclusive(w: &AtomicU32) -> Result<(), u32> {
 }
 
 fn srw_try_shared(w: &AtomicU32) -> Result<(), u32> {
+    let _x = exclusive();
     let cur = w.load(Ordering::Relaxed);
     if cur & WRITER != 0 {
         return Err(cur);
@@ -1068,6 +1100,7 @@ fn srw_lock(w: &AtomicU32, shared: bool) {
 }
 
 fn srw_unlock(w: &AtomicU32, shared: bool) {
+    let _x = exclusive();
     if shared {
         let prev = w.fetch_sub(1, Ordering::Release);
         if prev & !WAITERS == 1
@@ -1169,6 +1202,7 @@ pub(crate) fn sleep_condition_variable_srw(c: &mut Call<'_>) -> Res {
 
 pub(crate) fn wake_condition_variable(c: &mut Call<'_>) -> Res {
     let cv = word(c, c.arg(0)?)?;
+    let _x = exclusive();
     cv.fetch_add(1, Ordering::Release);
     futex_wake(cv, 1);
     Ok(0)
@@ -1176,6 +1210,7 @@ pub(crate) fn wake_condition_variable(c: &mut Call<'_>) -> Res {
 
 pub(crate) fn wake_all_condition_variable(c: &mut Call<'_>) -> Res {
     let cv = word(c, c.arg(0)?)?;
+    let _x = exclusive();
     cv.fetch_add(1, Ordering::Release);
     futex_wake(cv, i32::MAX);
     Ok(0)
@@ -1193,6 +1228,7 @@ fn once_wait(c: &Call<'_>, addr: u64) -> Result<(), Fail> {
 
 fn once_finish(c: &Call<'_>, addr: u64, value: u64) -> Result<(), Fail> {
     let once = word64(c, addr)?;
+    let _x = exclusive();
     once.store(value, Ordering::Release);
     futex_wake(word(c, addr)?, i32::MAX);
     Ok(())
@@ -1203,7 +1239,11 @@ pub(crate) fn init_once_execute_once(c: &mut Call<'_>) -> Res {
     let (addr, f, param, ctx) = (c.arg(0)?, c.arg(1)?, c.arg(2)?, c.arg(3)?);
     let once = word64(c, addr)?;
     loop {
-        match once.compare_exchange(0, ONCE_BUSY, Ordering::Acquire, Ordering::Acquire) {
+        let r = {
+            let _x = exclusive();
+            once.compare_exchange(0, ONCE_BUSY, Ordering::Acquire, Ordering::Acquire)
+        };
+        match r {
             Ok(_) => break,
             Err(v) if v & 3 == ONCE_DONE => {
                 if ctx != 0 {
@@ -1241,7 +1281,11 @@ pub(crate) fn init_once_begin_initialize(c: &mut Call<'_>) -> Res {
             return Ok(0);
         }
         if v == 0 {
-            if once.compare_exchange(0, ONCE_BUSY, Ordering::Acquire, Ordering::Acquire).is_ok() {
+            let won = {
+                let _x = exclusive();
+                once.compare_exchange(0, ONCE_BUSY, Ordering::Acquire, Ordering::Acquire).is_ok()
+            };
+            if won {
                 c.put_u32(pending, 1)?;
                 return Ok(1);
             }

@@ -165,11 +165,13 @@ fn string<const OP: u8>(ctx: &mut Ctx<'_>, insn: &Instruction) -> Step {
 }
 
 /// REP MOVS / REP STOS in one go when that is exactly what the element loop
-/// would do and cannot fault: DF = 0, 64-bit addressing, both ranges
+/// would do and cannot fault: no write journal, DF = 0, 64-bit addressing, both ranges
 /// accessible, no decoded code in the destination, and for MOVS no overlap
 /// where the destination starts inside the source. Returns whether it ran.
 fn bulk<const OP: u8>(ctx: &mut Ctx<'_>, f: &Form) -> Result<bool, Exit> {
-    if f.a32 || ctx.cpu.flags.df() {
+    // Journaling (the JIT's --check) needs every write through the checked
+    // path, which records the bytes it replaces: the element loop.
+    if f.a32 || ctx.cpu.flags.df() || ctx.tlb.journal.is_some() {
         return Ok(false);
     }
     let count = ctx.cpu.gpr[reg::RCX];
