@@ -307,7 +307,13 @@ fn spawn_thread(task: &mut Task<'_>, flags: u64, stack: u64, ptid: u64, ctid: u6
 /// Returns what the caller's host thread should do.
 pub(crate) fn exit_thread(p: &Arc<Process>, t: &mut Thread, code: i32) -> Stop {
     let addr = t.clear_child_tid;
-    if addr != 0 && guest::write(&p.mem, addr, &0i32) {
+    // The word is often shared (musl's thread-list lock): under `--check`
+    // the store must not land between the two runs of another thread's
+    // checked block.
+    let turn = urun_cpu::jit::check_exclusive();
+    let cleared = addr != 0 && guest::write(&p.mem, addr, &0i32);
+    drop(turn);
+    if cleared {
         // SAFETY: the futex wake names the same guest (== host) address, as
         // the kernel would; it does not touch the memory.
         unsafe { libc::syscall(libc::SYS_futex, addr, libc::FUTEX_WAKE, 1, 0, 0, 0) };
