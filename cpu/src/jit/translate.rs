@@ -24,8 +24,7 @@
 //! guest's fault with the guest's exact registers.
 
 use iced_x86::{
-    Code, ConditionCode, CpuidFeature, Decoder, DecoderOptions, Encoder, FlowControl, Instruction, MemoryOperand,
-    Mnemonic, OpKind, Register,
+    Code, ConditionCode, CpuidFeature, Decoder, DecoderOptions, FlowControl, Instruction, Mnemonic, OpKind,
 };
 
 use super::ctx::{off, reason};
@@ -325,10 +324,6 @@ struct Emitter {
 }
 
 impl Emitter {
-    fn here(&self) -> u64 {
-        self.at + self.code.len() as u64
-    }
-
     fn mark(&mut self, pc: u64, fixup: Fixup) {
         self.map.push(PcEntry { off: self.code.len() as u32, pc, fixup });
     }
@@ -461,39 +456,62 @@ impl Emitter {
         self.jmp_ctx(off::EXIT);
     }
 
-    /// `mov rcx, <operand 0 of insn>` for an indirect branch, at the current
-    /// position. None when it cannot be encoded here (an unreachable
-    /// RIP-relative operand).
-    fn load_target(&mut self, insn: &Instruction) -> Option<()> {
-        let load = match insn.op0_kind() {
-            OpKind::Register => Instruction::with2(Code::Mov_r64_rm64, Register::RCX, insn.op0_register()).ok()?,
-            OpKind::Memory => {
-                let seg = match insn.segment_prefix() {
-                    Register::None => Register::None,
-                    r if r == self.env.seg.register() => Register::GS,
-                    _ => return None,
-                };
-                let displ = if insn.is_ip_rel_memory_operand() {
-                    insn.ip_rel_memory_address() as i64
-                } else {
-                    insn.memory_displacement64() as i64
-                };
-                let mem = MemoryOperand::new(
-                    insn.memory_base(),
-                    insn.memory_index(),
-                    insn.memory_index_scale(),
-                    displ,
-                    insn.memory_displ_size(),
-                    false,
-                    seg,
-                );
-                Instruction::with2(Code::Mov_r64_rm64, Register::RCX, mem).ok()?
+    /// `mov rcx, <operand 0 of insn>` for an indirect branch (`raw`, its
+    /// bytes: `FF /2` or `FF /4`), at the current position. None when it
+    /// cannot be encoded here (an unreachable RIP-relative operand, a
+    /// prefix that changes the operand).
+    ///
+    /// Encoded by hand from the guest's own ModRM, SIB and displacement
+    /// (opcode `8B`, reg field RCX, REX.W): iced's `Encoder` builds a table
+    /// of every form on first use, about 170 page faults and 0.3 ms that
+    /// every program's start-up paid for its first indirect branch.
+    fn load_target(&mut self, insn: &Instruction, raw: &[u8]) -> Option<()> {
+        let mut seg = None;
+        let mut i = 0;
+        while let Some(&b) = raw.get(i).filter(|&&b| is_legacy_prefix(b)) {
+            match b {
+                // The guest's thread segment, through host GS.
+                0x64 | 0x65 if insn.segment_prefix() == self.env.seg.register() => seg = Some(0x65),
+                // Null segments in 64-bit mode; BND (F2) is a no-op
+                // without MPX, which the model does not advertise.
+                0x26 | 0x2e | 0x36 | 0x3e | 0xf2 => {}
+                _ => return None,
             }
-            _ => return None,
+            i += 1;
+        }
+        let rex = match raw.get(i) {
+            Some(&r) if r & 0xf0 == 0x40 => {
+                i += 1;
+                r
+            }
+            _ => 0x40,
         };
-        let mut enc = Encoder::new(64);
-        enc.encode(&load, self.here()).ok()?;
-        self.bytes(&enc.take_buffer());
+        if raw.get(i) != Some(&0xff) || raw.len() < i + 2 {
+            return None;
+        }
+        let modrm = raw[i + 1];
+        let rest = &raw[i + 2..];
+        let start = self.code.len();
+        if let Some(s) = seg {
+            self.bytes(&[s]);
+        }
+        // REX.W, REX.R clear (reg = RCX), the guest's REX.X and REX.B.
+        self.bytes(&[0x48 | (rex & 0x03), 0x8b, (modrm & 0xc7) | (1 << 3)]);
+        self.bytes(rest);
+        if insn.is_ip_rel_memory_operand() {
+            // mod 00, r/m 101: the disp32 is the instruction's last 4 bytes.
+            let end = self.code.len();
+            if modrm & 0xc7 != 0x05 || rest.len() != 4 {
+                self.code.truncate(start);
+                return None;
+            }
+            let rel = (insn.ip_rel_memory_address() as i64).wrapping_sub((self.at + end as u64) as i64);
+            let Ok(rel) = i32::try_from(rel) else {
+                self.code.truncate(start);
+                return None;
+            };
+            self.code[end - 4..end].copy_from_slice(&rel.to_le_bytes());
+        }
         Some(())
     }
 
@@ -628,7 +646,7 @@ pub(crate) fn translate(bytes: &[u8], pc: u64, at: u64, env: Env) -> Translation
                 let mark = e.code.len();
                 e.mark(here, Fixup::None);
                 e.store_rcx(off::S_RCX);
-                if e.load_target(&insn).is_none() {
+                if e.load_target(&insn, raw).is_none() {
                     e.code.truncate(mark);
                     e.map.pop();
                     if first {
@@ -681,6 +699,7 @@ pub(crate) fn guest_pc_at(map: &[PcEntry], off: u32) -> Option<(u64, Fixup)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use iced_x86::Register;
 
     const TP: i32 = -0x1000;
     const PC: u64 = 0x40_1000;
@@ -780,6 +799,70 @@ mod tests {
         assert_eq!(b.map, vec![PcEntry { off: b.body, pc: PC, fixup: Fixup::None }]);
         assert_eq!(b.guest_len, 7);
         assert_eq!(b.links, vec![Link { at: b.body + 8, stub: b.body + 12, target: PC + 7 }]);
+    }
+
+    /// The hand-encoded target loads of indirect branches: each decodes
+    /// as `mov rcx, <the branch's operand>` (same base, index, scale,
+    /// displacement or RIP-relative address, segment through GS).
+    #[test]
+    fn indirect_branch_targets_load_into_rcx() {
+        let forms: &[(&[u8], TlsSegment)] = &[
+            (&[0xff, 0xe0], TlsSegment::Fs),                               // jmp rax
+            (&[0x41, 0xff, 0xe1], TlsSegment::Fs),                         // jmp r9
+            (&[0xff, 0xd1], TlsSegment::Fs),                               // call rcx
+            (&[0x3e, 0xff, 0xe2], TlsSegment::Fs),                         // notrack jmp rdx
+            (&[0xff, 0x25, 0x10, 0x20, 0, 0], TlsSegment::Fs),             // jmp [rip+0x2010]
+            (&[0xf2, 0xff, 0x25, 0xf0, 0xff, 0xff, 0xff], TlsSegment::Fs), // bnd jmp [rip-0x10]
+            (&[0x43, 0xff, 0x64, 0xec, 0x10], TlsSegment::Fs),             // jmp [r12+r13*8+0x10]
+            (&[0xff, 0x54, 0x24, 0x08], TlsSegment::Fs),                   // call [rsp+8]
+            (&[0x41, 0xff, 0x14, 0x24], TlsSegment::Fs),                   // call [r12]
+            (&[0x41, 0xff, 0x55, 0x00], TlsSegment::Fs),                   // call [r13+0]
+            (&[0xff, 0x24, 0xcd, 0x00, 0x10, 0x40, 0], TlsSegment::Fs),    // jmp [rcx*8+0x401000]
+            (&[0x64, 0xff, 0x20], TlsSegment::Fs),                         // jmp fs:[rax]
+            (&[0x65, 0xff, 0x10], TlsSegment::Gs),                         // call gs:[rax]
+        ];
+        for &(raw, seg) in forms {
+            let mut d = Decoder::with_ip(64, raw, PC, DecoderOptions::NONE);
+            let insn = d.decode();
+            assert!(matches!(insn.code(), Code::Jmp_rm64 | Code::Call_rm64), "{raw:x?}");
+            let mut e =
+                Emitter { at: AT, env: Env { seg, ..ENV }, code: Vec::new(), map: Vec::new(), links: Vec::new() };
+            e.load_target(&insn, raw).expect("encoded");
+            let mut d = Decoder::with_ip(64, &e.code, AT, DecoderOptions::NONE);
+            let load = d.decode();
+            assert_eq!(load.len(), e.code.len(), "{raw:x?} -> {:x?}", e.code);
+            assert_eq!(load.code(), Code::Mov_r64_rm64, "{raw:x?} -> {:x?}", e.code);
+            assert_eq!(load.op0_register(), Register::RCX);
+            assert_eq!(load.op1_kind(), insn.op0_kind());
+            if insn.op0_kind() == OpKind::Register {
+                assert_eq!(load.op1_register(), insn.op0_register());
+                continue;
+            }
+            assert_eq!(load.memory_base(), insn.memory_base(), "{raw:x?}");
+            assert_eq!(load.memory_index(), insn.memory_index());
+            assert_eq!(load.memory_index_scale(), insn.memory_index_scale());
+            let want_seg = if insn.segment_prefix() == seg.register() { Register::GS } else { Register::None };
+            let got_seg = match load.segment_prefix() {
+                Register::DS => Register::None,
+                r => r,
+            };
+            assert_eq!(got_seg, want_seg, "{raw:x?}");
+            if insn.is_ip_rel_memory_operand() {
+                assert_eq!(load.ip_rel_memory_address(), insn.ip_rel_memory_address());
+            } else {
+                assert_eq!(load.memory_displacement64(), insn.memory_displacement64());
+            }
+        }
+        // A 32-bit address size changes the operand: left to the interpreter.
+        let raw = [0x67, 0xff, 0x20];
+        let insn = Decoder::with_ip(64, &raw, PC, DecoderOptions::NONE).decode();
+        let mut e = Emitter { at: AT, env: ENV, code: Vec::new(), map: Vec::new(), links: Vec::new() };
+        assert!(e.load_target(&insn, &raw).is_none());
+        // Out of reach.
+        let raw = [0xff, 0x25, 0, 0, 0, 0];
+        let insn = Decoder::with_ip(64, &raw, PC, DecoderOptions::NONE).decode();
+        let mut e = Emitter { at: AT + (3 << 30), env: ENV, code: Vec::new(), map: Vec::new(), links: Vec::new() };
+        assert!(e.load_target(&insn, &raw).is_none() && e.code.is_empty());
     }
 
     #[test]
