@@ -118,6 +118,11 @@ impl TlsSegment {
 /// `--check` for every JIT engine made from now on (see `check.rs`).
 static CHECK: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
+/// Whether `--check` is on (engines made now compare their blocks).
+pub fn check_enabled() -> bool {
+    CHECK.load(Ordering::Relaxed)
+}
+
 /// Run every translated block in lockstep with the interpreter (`--check`):
 /// engines made after this call compare each block's results and fail at
 /// the first difference. Slow (each block runs twice, unlinked).

@@ -267,9 +267,16 @@ pub(crate) fn map_kuser(mem: &AddressSpace) -> Result<(), String> {
     // SAFETY: `view` is our own 4 KiB read-write mapping.
     unsafe { std::ptr::copy_nonoverlapping(k.as_ptr(), view as *mut u8, k.len()) };
     update_clocks(page);
+    // Under `--check` each update takes an exclusive turn, so that it
+    // cannot land between the two runs of a checked block that reads the
+    // clocks; it comes at Windows' default timer tick (15.625 ms), not every
+    // ms, since each turn stops every thread's translated code.
+    let period = if urun_cpu::jit::check_enabled() { 15_625 } else { 1_000 };
     let spawned = std::thread::Builder::new().name("urun-kuser".into()).spawn(move || loop {
+        let turn = urun_cpu::jit::check_exclusive();
         update_clocks(page);
-        std::thread::sleep(std::time::Duration::from_millis(1));
+        drop(turn);
+        std::thread::sleep(std::time::Duration::from_micros(period));
     });
     if let Err(e) = spawned {
         tracing::warn!(%e, "KUSER_SHARED_DATA's clocks will not advance");
