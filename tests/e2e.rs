@@ -90,6 +90,7 @@ fn c_programs() -> Vec<(&'static str, &'static str, Vec<&'static str>, Expect)> 
         ("sig_resethand", "", vec![], Signal(libc::SIGUSR1)),
         ("procs", "", vec![], Exit(0)),
         ("sigstorm", "", vec![], Exit(0)),
+        ("cleartid_race", "", vec![], Exit(0)),
         // code written by another thread, and /proc/self/mem (also in
         // tests/smc.rs and tests/isolation.rs under both engines)
         ("smc", "-rwx", vec!["rwx"], Exit(0)),

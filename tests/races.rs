@@ -11,6 +11,14 @@
 //! urun's check finds mapped but the host cannot back, so the guest's
 //! SIGBUS (BUS_ADRERR) must come from a host fault too.
 //!
+//! `cleartid_race` clones threads whose CLONE_*_SETTID and CLEARTID stores
+//! (urun's host code acting for the guest) hit a word another thread reads
+//! and compare-exchanges: under `--engine jit --check` with every block
+//! checked (`URUN_CHECK_RUNS=0`), a store landing between a checked block's
+//! two runs was a false difference: the stores take an exclusive turn.
+//! Three runs a flavour unless URUN_RACE_RUNS says (each ~2.5 s; every run
+//! failed before the fix).
+//!
 //! Knobs (environment):
 //!   URUN_RACE_RUNS=n         runs per flavour (default 10)
 //!   URUN_TEST_ENGINE=name    the engine under test (default interp)
@@ -88,4 +96,36 @@ fn a_page_past_the_end_of_its_file_is_the_guests_sigbus() {
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+#[test]
+fn thread_id_stores_do_not_land_inside_a_checked_block() {
+    if !common::engine_or_skip("jit", "thread_id_stores_do_not_land_inside_a_checked_block") {
+        return;
+    }
+    let out = ensure_testbins();
+    let runs = env_num("URUN_RACE_RUNS", 3);
+    let timeout = Duration::from_secs(env_num("URUN_E2E_TIMEOUT", 60));
+    let mut failures = Vec::new();
+    for flavour in FLAVOURS {
+        let program = out.join(format!("cleartid_race.{flavour}"));
+        let native = once(&program, false, timeout);
+        assert!(native.code == Some(0), "cleartid_race.{flavour} natively: {}", native.status_text());
+        let mut matched = 0;
+        for i in 1..=runs {
+            let mut cmd = Command::new(urun());
+            cmd.args(["--engine", "jit", "--check"]).arg(&program);
+            cmd.current_dir(out.clone()).env_clear().env("PATH", "/usr/local/bin:/usr/bin:/bin");
+            cmd.env("URUN_CHECK_RUNS", "0");
+            let under = run(&mut cmd, b"", timeout);
+            let problems = compare_runs(&native, &under);
+            if problems.is_empty() {
+                matched += 1;
+            } else {
+                failures.push(format!("cleartid_race.{flavour} run {i}: {}", problems.join("; ")));
+            }
+        }
+        println!("cleartid_race.{flavour} under --check: {matched} of {runs} runs match the native run");
+    }
+    assert!(failures.is_empty(), "{} failing run(s):\n{}", failures.len(), failures.join("\n"));
 }

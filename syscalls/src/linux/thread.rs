@@ -125,6 +125,8 @@ extern "C" fn vfork_child(arg: *mut libc::c_void) -> libc::c_int {
     let tid = unsafe { libc::syscall(libc::SYS_gettid) } as i32;
     if c.child_settid != 0 {
         // Checked before the clone; gone since, the kernel would not write.
+        // The parent's other threads run on (as in `spawn_thread`).
+        let _turn = urun_cpu::jit::check_exclusive();
         guest::write(&c.p.mem, c.child_settid, &tid);
     }
     let mut engine = match (c.p.new_engine)(c.p.mem.clone()) {
@@ -257,12 +259,17 @@ fn spawn_thread(task: &mut Task<'_>, flags: u64, stack: u64, ptid: u64, ctid: u6
         // SAFETY: gettid cannot fail.
         let tid = unsafe { libc::syscall(libc::SYS_gettid) } as i32;
         // Checked before the spawn; gone since, the kernel would not write.
+        // Under `--check` the stores take an exclusive turn: other threads
+        // run guest code meanwhile, and the word may be one they use (musl
+        // and glibc name a word of the new thread's, but any word will do).
+        let turn = urun_cpu::jit::check_exclusive();
         if child_settid {
             guest::write(&p.mem, ctid, &tid);
         }
         if settid {
             guest::write(&p.mem, ptid, &tid);
         }
+        drop(turn);
         started.started(tid);
         let mut t = Thread {
             tid,
