@@ -16,7 +16,7 @@ pub(crate) enum EngineArg {
     /// Native execution in a bare KVM virtual machine (needs /dev/kvm).
     Kvm,
     /// Guest code copied into a code cache and run natively (x86-64 hosts
-    /// with FSGSBASE; Linux programs).
+    /// with FSGSBASE; Linux and Windows programs).
     Jit,
 }
 
