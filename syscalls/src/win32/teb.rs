@@ -85,23 +85,35 @@ pub(crate) fn build(
 /// point, then ExitProcess with its result. Entered with RSP ≡ 8 (mod 16),
 /// as after a call.
 pub(crate) fn trampoline(base: u64, callbacks: &[u64], entry: u64, exit_process: u64) -> Vec<u8> {
+    let mut call_entry = mov_rax(entry);
+    call_entry.extend_from_slice(&[0xff, 0xd0]); // call rax
+    start_trampoline(base, callbacks, 1, &call_entry, exit_process) // DLL_PROCESS_ATTACH
+}
+
+/// `mov rax, v`.
+fn mov_rax(v: u64) -> Vec<u8> {
+    let mut c = vec![0x48, 0xb8];
+    c.extend_from_slice(&v.to_le_bytes());
+    c
+}
+
+/// The guest code a process or thread starts in (entered with RSP ≡ 8
+/// (mod 16), as after a call): each of the image's TLS `callbacks` with
+/// `(base, reason, NULL)`, then `call_body` (which leaves its result in
+/// EAX), then `exit` with that result.
+pub(crate) fn start_trampoline(base: u64, callbacks: &[u64], reason: u8, call_body: &[u8], exit: u64) -> Vec<u8> {
     let mut c = vec![0x48, 0x83, 0xec, 0x28]; // sub rsp, 0x28
-    let mov_rax = |c: &mut Vec<u8>, v: u64| {
-        c.extend_from_slice(&[0x48, 0xb8]);
-        c.extend_from_slice(&v.to_le_bytes());
-    };
     for &cb in callbacks {
         c.extend_from_slice(&[0x48, 0xb9]); // mov rcx, base
         c.extend_from_slice(&base.to_le_bytes());
-        c.extend_from_slice(&[0xba, 1, 0, 0, 0]); // mov edx, 1 (DLL_PROCESS_ATTACH)
+        c.extend_from_slice(&[0xba, reason, 0, 0, 0]); // mov edx, reason
         c.extend_from_slice(&[0x45, 0x31, 0xc0]); // xor r8d, r8d
-        mov_rax(&mut c, cb);
+        c.extend(mov_rax(cb));
         c.extend_from_slice(&[0xff, 0xd0]); // call rax
     }
-    mov_rax(&mut c, entry);
-    c.extend_from_slice(&[0xff, 0xd0]); // call rax
+    c.extend_from_slice(call_body);
     c.extend_from_slice(&[0x89, 0xc1]); // mov ecx, eax
-    mov_rax(&mut c, exit_process);
+    c.extend(mov_rax(exit));
     c.extend_from_slice(&[0xff, 0xd0, 0xcc]); // call rax; int3
     c
 }

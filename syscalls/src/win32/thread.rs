@@ -107,25 +107,9 @@ pub(crate) fn current_obj(c: &Call<'_>) -> Option<u64> {
 /// callbacks with DLL_THREAD_ATTACH, the function, then ExitThread with
 /// its result.
 pub(crate) fn trampoline(base: u64, callbacks: &[u64], exit_thread: u64) -> Vec<u8> {
-    let mut c = vec![0x48, 0x83, 0xec, 0x28]; // sub rsp, 0x28
-    let mov_rax = |c: &mut Vec<u8>, v: u64| {
-        c.extend_from_slice(&[0x48, 0xb8]);
-        c.extend_from_slice(&v.to_le_bytes());
-    };
-    for &cb in callbacks {
-        c.extend_from_slice(&[0x48, 0xb9]); // mov rcx, base
-        c.extend_from_slice(&base.to_le_bytes());
-        c.extend_from_slice(&[0xba, DLL_THREAD_ATTACH as u8, 0, 0, 0]); // mov edx, 2
-        c.extend_from_slice(&[0x45, 0x31, 0xc0]); // xor r8d, r8d
-        mov_rax(&mut c, cb);
-        c.extend_from_slice(&[0xff, 0xd0]); // call rax
-    }
-    c.extend_from_slice(&[0x4c, 0x89, 0xe1]); // mov rcx, r12
-    c.extend_from_slice(&[0xff, 0xd3]); // call rbx
-    c.extend_from_slice(&[0x89, 0xc1]); // mov ecx, eax
-    mov_rax(&mut c, exit_thread);
-    c.extend_from_slice(&[0xff, 0xd0, 0xcc]); // call rax; int3
-    c
+    // mov rcx, r12; call rbx
+    let call_function = [0x4c, 0x89, 0xe1, 0xff, 0xd3];
+    super::teb::start_trampoline(base, callbacks, DLL_THREAD_ATTACH as u8, &call_function, exit_thread)
 }
 
 /// Why a thread could not be created, as a Win32 error.
