@@ -17,6 +17,7 @@
 mod abi;
 mod byhandle;
 mod console;
+mod cxxeh;
 mod extra;
 mod fiber;
 mod fileinfo;

@@ -53,20 +53,20 @@ const STATUS_STACK_OVERFLOW: u32 = 0xc000_00fd;
 const STATUS_FLOAT_MULTIPLE_TRAPS: u32 = 0xc000_02b5;
 const STATUS_BREAKPOINT: u32 = 0x8000_0003;
 const STATUS_SINGLE_STEP: u32 = 0x8000_0004;
-const STATUS_LONGJUMP: u32 = 0x8000_0026;
-const STATUS_UNWIND_CONSOLIDATE: u32 = 0x8000_0029;
+pub(crate) const STATUS_LONGJUMP: u32 = 0x8000_0026;
+pub(crate) const STATUS_UNWIND_CONSOLIDATE: u32 = 0x8000_0029;
 
 /// ExceptionFlags.
-const EH_NONCONTINUABLE: u32 = 0x01;
-const EH_UNWINDING: u32 = 0x02;
-const EH_EXIT_UNWIND: u32 = 0x04;
+pub(crate) const EH_NONCONTINUABLE: u32 = 0x01;
+pub(crate) const EH_UNWINDING: u32 = 0x02;
+pub(crate) const EH_EXIT_UNWIND: u32 = 0x04;
 const EH_NESTED_CALL: u32 = 0x10;
-const EH_TARGET_UNWIND: u32 = 0x20;
+pub(crate) const EH_TARGET_UNWIND: u32 = 0x20;
 const EH_COLLIDED_UNWIND: u32 = 0x40;
 
 /// EXCEPTION_DISPOSITION.
 const EXCEPTION_CONTINUE_EXECUTION_DISP: u32 = 0;
-const EXCEPTION_CONTINUE_SEARCH_DISP: u32 = 1;
+pub(crate) const EXCEPTION_CONTINUE_SEARCH_DISP: u32 = 1;
 const EXCEPTION_NESTED: u32 = 2;
 const EXCEPTION_COLLIDED_UNWIND: u32 = 3;
 /// What filters (VEH, unhandled filter, __except) return.
@@ -74,11 +74,11 @@ const EXCEPTION_EXECUTE_HANDLER: i32 = 1;
 const EXCEPTION_CONTINUE_EXECUTION: i32 = -1;
 
 /// EXCEPTION_RECORD (0x98 bytes).
-const REC_SIZE: u64 = 0x98;
-const REC_FLAGS: u64 = 0x04;
+pub(crate) const REC_SIZE: u64 = 0x98;
+pub(crate) const REC_FLAGS: u64 = 0x04;
 const REC_ADDRESS: u64 = 0x10;
-const REC_NPARAMS: u64 = 0x18;
-const REC_INFO: u64 = 0x20;
+pub(crate) const REC_NPARAMS: u64 = 0x18;
+pub(crate) const REC_INFO: u64 = 0x20;
 /// DISPATCHER_CONTEXT (0x50 bytes).
 const DC_SIZE: u64 = 0x50;
 const DC_CONTROL_PC: u64 = 0x00;
@@ -147,6 +147,11 @@ impl Shared {
         lock(&self.images).iter().copied().find(|(b, s, _, _)| pc >= *b && pc - *b < *s)
     }
 
+    /// The base of the image that holds `addr` (RtlPcToFileHeader).
+    pub(crate) fn image_base_of(&self, addr: u64) -> Option<u64> {
+        self.image_of(addr).map(|i| i.0)
+    }
+
     /// RtlLookupFunctionEntry: the RUNTIME_FUNCTION for `pc` and the base
     /// its RVAs count from.
     fn lookup(&self, mem: &dyn Mem, pc: u64) -> Option<(u64, u64)> {
@@ -171,6 +176,10 @@ pub(crate) enum Cross {
     /// An unwind handler: a collided unwind, with the dispatcher context
     /// (in guest memory, read when crossed) of the frame being unwound.
     Unwind(u64),
+    /// A C++ catch block (`cxxeh.rs`): crossed as `Caller`; an unwind that
+    /// crosses it ends the catch block first (its exception object is
+    /// destroyed unless the exception in flight is that object).
+    CatchBlock(Box<CpuState>),
 }
 
 struct Boundary {
@@ -457,7 +466,7 @@ impl Call<'_> {
                 None => {
                     if cur.rip() == self.p.return_trap {
                         match crossing(cur.rsp()) {
-                            Some(Cross::Caller(cpu)) => cur = caller_context(self.mem(), &cpu),
+                            Some(Cross::Caller(cpu) | Cross::CatchBlock(cpu)) => cur = caller_context(self.mem(), &cpu),
                             Some(Cross::Exception(ctx)) => {
                                 self.flags_or(a.rec, EH_NESTED_CALL, 0)?;
                                 cur = *ctx;
@@ -544,6 +553,10 @@ impl Call<'_> {
                     if newc.rip() == self.p.return_trap {
                         match crossing(newc.rsp()) {
                             Some(Cross::Caller(cpu)) => newc = caller_context(self.mem(), &cpu),
+                            Some(Cross::CatchBlock(cpu)) => {
+                                super::cxxeh::catch_block_left(self, rec)?;
+                                newc = caller_context(self.mem(), &cpu);
+                            }
                             Some(Cross::Exception(ctx)) => newc = *ctx,
                             Some(Cross::Unwind(dc)) => {
                                 let f = self.collided(dc, &mut newc)?;
@@ -848,6 +861,63 @@ fn describe_code(code: u32, c: &Call<'_>, rec: u64) -> String {
         }
     }
     name.unwrap_or("").into()
+}
+
+// ----- for the C++ runtime (cxxeh.rs) -----
+
+/// What a language handler reads of its DISPATCHER_CONTEXT.
+pub(crate) struct Dispatch {
+    pub control_pc: u64,
+    pub image_base: u64,
+    /// The frame's RUNTIME_FUNCTION.
+    pub function_entry: u64,
+    pub handler_data: u64,
+}
+
+pub(crate) fn dispatch_of(c: &Call<'_>, dc: u64) -> Result<Dispatch, Fail> {
+    let f = c.get_frame(dc)?;
+    Ok(Dispatch {
+        control_pc: f.control_pc,
+        image_base: f.image_base,
+        function_entry: f.function_entry,
+        handler_data: f.handler_data,
+    })
+}
+
+/// Raise exception `code` at the caller of the API `c` is in (as
+/// RaiseException does). Returns only by a jump or a stop.
+pub(crate) fn raise_at_caller(c: &mut Call<'_>, code: u32, flags: u32, info: &[u64]) -> Fail {
+    if let Err(e) = c.engine.fetch_fp(c.cpu) {
+        return Fail::Stop(super::engine_failed(c.engine.name(), &e));
+    }
+    let ctx = caller_context(c.mem(), c.cpu);
+    let rec = record(code, flags, ctx.rip(), &info[..info.len().min(15)]);
+    c.dispatch(&rec, ctx)
+}
+
+/// RtlUnwindEx(frame, target_ip, rec) from a language handler, with an
+/// exception record of `code`, `flags` and `info` (built on the guest's
+/// stack below the handler's frame). Returns only by a jump or a stop.
+pub(crate) fn unwind_from_handler(
+    c: &mut Call<'_>,
+    frame: u64,
+    target_ip: u64,
+    code: u32,
+    flags: u32,
+    info: &[u64],
+) -> Fail {
+    let go = |c: &mut Call<'_>| -> Result<Fail, Fail> {
+        c.engine.fetch_fp(c.cpu).map_err(|e| Fail::Stop(super::engine_failed(c.engine.name(), &e)))?;
+        let start = caller_context(c.mem(), c.cpu);
+        let bytes = record(code, flags, 0, &info[..info.len().min(15)]);
+        let at = (c.cpu.gpr[reg::RSP] - 0x40 - REC_SIZE) & !15;
+        c.write(at, &bytes)?;
+        c.cpu.gpr[reg::RSP] = at;
+        c.unwind_ex(frame, target_ip, at, 0, 0, 0, start)
+    };
+    match go(c) {
+        Ok(f) | Err(f) => f,
+    }
 }
 
 // ----- the API -----

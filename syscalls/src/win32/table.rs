@@ -10,15 +10,16 @@ use super::{
     console as o, extra as x, files as f, kernel32 as k, loadlib as l, msvcrt as c, seh as e, setjmp as j, stdio as s,
     sync as y, system as sy, thread as t, timers as tm,
 };
-use super::{fileinfo as fi, iocp as io, suspend as su};
+use super::{cxxeh as ce, fileinfo as fi, iocp as io, suspend as su};
 
 /// The system DLLs urun provides.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub(crate) enum Dll {
     Ntdll,
     Kernel32,
-    /// msvcrt.dll; ucrtbase and the api-ms-win-crt-* sets resolve to the
-    /// same functions where they share them.
+    /// msvcrt.dll; ucrtbase, the api-ms-win-crt-* sets and vcruntime140
+    /// (the C++ exception runtime, memcpy and friends; msvcrt.dll exports
+    /// them too) resolve to the same functions where they share them.
     Msvcrt,
     /// DLLs urun knows by name and exports nothing from yet: their imports
     /// bind to stubs that name the function when called.
@@ -41,7 +42,7 @@ impl Dll {
         Some(match n {
             "ntdll" => Dll::Ntdll,
             "kernel32" | "kernelbase" => Dll::Kernel32,
-            "msvcrt" | "ucrtbase" => Dll::Msvcrt,
+            "msvcrt" | "ucrtbase" | "vcruntime140" => Dll::Msvcrt,
             _ => return KNOWN_EMPTY.iter().find(|k| **k == n).map(|k| Dll::Other(k)),
         })
     }
@@ -83,7 +84,6 @@ pub(crate) const KNOWN_EMPTY: &[&str] = &[
     "bcrypt",
     "bcryptprimitives",
     "userenv",
-    "vcruntime140",
     "vcruntime140_1",
     "shlwapi",
     "version",
@@ -427,6 +427,14 @@ exports! {
     Msvcrt "___lc_codepage_func"() U32 Host(k::zero);
     Msvcrt "___mb_cur_max_func"() I32 Host(k::one);
     Msvcrt "__C_specific_handler"(Ptr, Ptr, Ptr, Ptr) I32 Host(e::c_specific_handler);
+    // The MSVC C++ runtime (cxxeh.rs). __CxxCallCatchBlock is the callback
+    // of the unwind to a catch block, as in MSVC's runtime.
+    Msvcrt "_CxxThrowException"(Ptr, Ptr) NoReturn Host(ce::cxx_throw_exception);
+    Msvcrt "__CxxFrameHandler3"(Ptr, Ptr, Ptr, Ptr) I32 Host(ce::cxx_frame_handler3);
+    Msvcrt "__CxxFrameHandler"(Ptr, Ptr, Ptr, Ptr) I32 Host(ce::cxx_frame_handler3);
+    Msvcrt "__CxxCallCatchBlock"(Ptr) Ptr Host(ce::call_catch_block);
+    Msvcrt "__std_terminate"() NoReturn Host(ce::std_terminate);
+    Msvcrt "terminate"() NoReturn Host(ce::std_terminate);
     Msvcrt "_initterm"(Ptr, Ptr) Void Host(c::initterm);
     Msvcrt "_initterm_e"(Ptr, Ptr) I32 Host(c::initterm_e);
     Msvcrt "_onexit"(Ptr) Ptr Host(c::onexit);
@@ -604,6 +612,8 @@ mod tests {
             ("kernel32", Some(Dll::Kernel32)),
             ("msvcrt.dll", Some(Dll::Msvcrt)),
             ("api-ms-win-crt-stdio-l1-1-0.dll", Some(Dll::Msvcrt)),
+            ("VCRUNTIME140.dll", Some(Dll::Msvcrt)),
+            ("vcruntime140_1.dll", Some(Dll::Other("vcruntime140_1"))),
             ("USER32.dll", Some(Dll::Other("user32"))),
             ("api-ms-win-core-synch-l1-2-0.dll", Some(Dll::Kernel32)),
             ("libgcrypt-20.dll", None),

@@ -1,0 +1,305 @@
+// C++ exceptions with the MSVC runtime's data (clang --target
+// x86_64-pc-windows-msvc: __CxxFrameHandler3 tables, _CxxThrowException,
+// catch funclets), and the same source built for Linux with clang++
+// (Itanium ABI) as the oracle. There are no MSVC headers or libraries
+// here: the Windows build has a tiny prelude of its own declarations
+// (ucrt's printf entry points, malloc, exit, operator new, type_info's
+// vftable) and its own entry point; testbins/Makefile makes the import
+// libraries from .def files.
+//
+// Cases: int, struct, class caught by its base, const char*, catch(...),
+// rethrow, nested try in a catch, RAII through several frames, a
+// partially built object, catch by value (copy constructor), a new
+// exception thrown from a catch block, and many throws in a loop (the
+// stack must not grow).
+#include <stdarg.h>
+#include <stddef.h>
+
+#ifdef _MSC_VER
+extern "C" {
+struct FILE;
+FILE *__acrt_iob_func(unsigned);
+int __stdio_common_vfprintf(unsigned long long, FILE *, const char *, void *, va_list);
+void *malloc(size_t);
+void free(void *);
+[[noreturn]] void exit(int);
+int _fltused = 0;
+// RTTI type descriptors point at type_info's vftable; nothing here calls
+// through it.
+const void *urun_type_info_vftable[2] = {nullptr, nullptr};
+}
+#pragma comment(linker, "/alternatename:??_7type_info@@6B@=urun_type_info_vftable")
+void *operator new(size_t n) { return malloc(n); }
+void operator delete(void *p) noexcept { free(p); }
+void operator delete(void *p, size_t) noexcept { free(p); }
+static int say(const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    int r = __stdio_common_vfprintf(0, __acrt_iob_func(1), fmt, nullptr, ap);
+    va_end(ap);
+    return r;
+}
+int main(int argc, char **argv);
+extern "C" void mainCRTStartup() { exit(main(0, nullptr)); }
+#define NOINLINE __declspec(noinline)
+#else
+#include <stdio.h>
+static int say(const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    int r = vprintf(fmt, ap);
+    va_end(ap);
+    return r;
+}
+#define NOINLINE __attribute__((noinline))
+#endif
+
+namespace {
+
+int live = 0;
+
+struct Noisy {
+    const char *name;
+    explicit Noisy(const char *n) : name(n) {
+        live++;
+        say("  ctor %s\n", name);
+    }
+    ~Noisy() {
+        live--;
+        say("  dtor %s\n", name);
+    }
+};
+
+struct Point {
+    int x, y;
+};
+
+struct Base {
+    int code;
+    explicit Base(int c) : code(c) {}
+    virtual ~Base() { say("  ~Base %d\n", code); }
+    virtual const char *kind() const { return "Base"; }
+};
+
+struct Derived : Base {
+    explicit Derived(int c) : Base(c) {}
+    ~Derived() override { say("  ~Derived %d\n", code); }
+    const char *kind() const override { return "Derived"; }
+};
+
+// Counts its copies: catch by value copies the exception object.
+struct Copied {
+    int id;
+    int gen;
+    explicit Copied(int i) : id(i), gen(0) { say("  Copied(%d)\n", id); }
+    Copied(const Copied &o) : id(o.id), gen(o.gen + 1) { say("  Copied(copy of %d, generation %d)\n", id, gen); }
+    ~Copied() { say("  ~Copied(%d, generation %d)\n", id, gen); }
+};
+
+struct Other {
+    int v;
+    explicit Other(int x) : v(x) { say("  Other(%d)\n", v); }
+    Other(const Other &o) : v(o.v) { say("  Other(copy %d)\n", v); }
+    ~Other() { say("  ~Other(%d)\n", v); }
+};
+
+NOINLINE void thrower(int what) {
+    Noisy n("thrower");
+    switch (what) {
+    case 0:
+        throw 42;
+    case 1:
+        throw Point{3, 4};
+    case 2:
+        throw Derived(7);
+    case 3:
+        throw "a C string";
+    default:
+        throw 2.5;
+    }
+}
+
+NOINLINE int level3(int what) {
+    Noisy n("level3");
+    thrower(what);
+    return 3;
+}
+
+NOINLINE int level2(int (*f)(int), int what) {
+    Noisy n("level2");
+    return f(what) + 1;
+}
+
+NOINLINE int level1(int what) {
+    Noisy n("level1");
+    return level2(level3, what) + 1;
+}
+
+void catch_each(int what) {
+    say("case %d:\n", what);
+    try {
+        level1(what);
+        say("  not thrown?\n");
+    } catch (int v) {
+        say("  caught int %d\n", v);
+    } catch (const Point &p) {
+        say("  caught Point (%d, %d)\n", p.x, p.y);
+    } catch (const Base &b) {
+        say("  caught %s by Base&, code %d\n", b.kind(), b.code);
+    } catch (const char *s) {
+        say("  caught const char* '%s'\n", s);
+    } catch (...) {
+        say("  caught by catch(...)\n");
+    }
+}
+
+NOINLINE void rethrow_from_catch_all() {
+    try {
+        Noisy n("inner");
+        throw 5;
+    } catch (...) {
+        say("  inner catch(...), rethrowing\n");
+        throw;
+    }
+}
+
+void rethrow() {
+    say("rethrow:\n");
+    try {
+        rethrow_from_catch_all();
+    } catch (int &v) {
+        say("  outer caught the rethrown int %d\n", v);
+    }
+}
+
+void nested_in_catch() {
+    say("nested try in a catch:\n");
+    try {
+        throw 1;
+    } catch (int a) {
+        say("  caught %d\n", a);
+        try {
+            Noisy n("in the catch");
+            throw Point{5, 6};
+        } catch (Point &p) {
+            say("  nested caught Point (%d, %d), outer had %d\n", p.x, p.y, a);
+        }
+        say("  back in the first catch\n");
+    }
+    say("  after both\n");
+}
+
+void rethrow_inside_catch() {
+    say("rethrow caught inside the same catch:\n");
+    try {
+        throw Derived(9);
+    } catch (Base &b) {
+        say("  caught %s %d\n", b.kind(), b.code);
+        try {
+            throw;
+        } catch (Derived &d) {
+            say("  caught it again as Derived %d\n", d.code);
+        }
+        say("  end of the outer catch\n");
+    }
+    say("  after\n");
+}
+
+struct Part {
+    const char *n;
+    explicit Part(const char *s, bool fail) : n(s) {
+        say("  Part %s built\n", n);
+        if (fail)
+            throw Other(99);
+    }
+    ~Part() { say("  ~Part %s\n", n); }
+};
+
+struct Whole {
+    Part a;
+    Part b;
+    Part c;
+    Whole() : a("a", false), b("b", false), c("c", true) { say("  Whole built?\n"); }
+    ~Whole() { say("  ~Whole\n"); }
+};
+
+void partial() {
+    say("partially built object:\n");
+    try {
+        Whole w;
+        say("  not reached\n");
+    } catch (const Other &o) {
+        say("  caught Other %d\n", o.v);
+    }
+}
+
+void by_value() {
+    say("catch by value:\n");
+    try {
+        throw Copied(1);
+    } catch (Copied c) {
+        say("  in catch: id %d generation %d\n", c.id, c.gen);
+    }
+    say("  after\n");
+}
+
+NOINLINE void throw_from_catch() {
+    try {
+        throw Other(1);
+    } catch (Other &o) {
+        say("  caught Other %d, throwing Copied\n", o.v);
+        Noisy n("catch scope");
+        throw Copied(2);
+    }
+}
+
+void from_catch() {
+    say("new exception from a catch block:\n");
+    try {
+        throw_from_catch();
+    } catch (Copied &c) {
+        say("  outer caught Copied %d\n", c.id);
+    }
+    say("  after\n");
+}
+
+NOINLINE void loop_thrower(int i) {
+    if (i >= 0)
+        throw i;
+}
+
+void many() {
+    say("many throws:\n");
+    long sum = 0;
+    char *lo = nullptr, *hi = nullptr;
+    for (int i = 0; i < 20000; i++) {
+        char mark;
+        char *here = &mark;
+        if (!lo || here < lo)
+            lo = here;
+        if (!hi || here > hi)
+            hi = here;
+        try {
+            loop_thrower(i);
+        } catch (int v) {
+            sum += v;
+        }
+    }
+    say("  sum %ld, stack %s\n", sum, lo == hi ? "stable" : "moved");
+}
+
+} // namespace
+
+int main(int, char **) {
+    for (int i = 0; i < 5; i++)
+        catch_each(i);
+    rethrow();
+    nested_in_catch();
+    rethrow_inside_catch();
+    partial();
+    by_value();
+    from_catch();
+    many();
+    say("live Noisy objects: %d\n", live);
+    return 7;
+}
