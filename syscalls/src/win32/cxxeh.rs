@@ -405,7 +405,7 @@ fn is_catch_unwind(c: &Call<'_>, r: &Caught) -> bool {
 
 /// std::terminate: as abort (exit status 3).
 fn terminate(c: &mut Call<'_>, why: &str) -> Fail {
-    tracing::warn!(why, "std::terminate");
+    tracing::debug!(why, "std::terminate");
     match super::msvcrt::abort(c) {
         Err(f) => f,
         Ok(_) => Fail::Stop(c.p.exit(3)),
