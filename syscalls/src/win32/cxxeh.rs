@@ -710,3 +710,143 @@ fn end_catch(c: &mut Call<'_>, done: &Caught) -> Result<(), Fail> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BASE: u64 = 0x1000_0000;
+
+    /// A fake image: bytes at BASE.
+    struct Image(Vec<u8>);
+
+    impl Image {
+        fn new() -> Image {
+            Image(vec![0; 0x4000])
+        }
+        fn put(&mut self, rva: u64, words: &[i64]) {
+            for (i, w) in words.iter().enumerate() {
+                let at = rva as usize + 4 * i;
+                self.0[at..at + 4].copy_from_slice(&(*w as i32).to_le_bytes());
+            }
+        }
+        fn put_bytes(&mut self, rva: u64, b: &[u8]) {
+            self.0[rva as usize..rva as usize + b.len()].copy_from_slice(b);
+        }
+    }
+
+    impl Mem for Image {
+        fn read(&self, addr: u64, buf: &mut [u8]) -> bool {
+            let Some(off) = addr.checked_sub(BASE) else { return false };
+            let off = off as usize;
+            if off + buf.len() > self.0.len() {
+                return false;
+            }
+            buf.copy_from_slice(&self.0[off..off + buf.len()]);
+            true
+        }
+    }
+
+    /// A function with states 0-2 (state 1 a try, 2 its catch), two
+    /// handlers (Base& and catch(...)), and a ThrowInfo for Derived that
+    /// is catchable as Derived and as Base at displacement 8 (a second
+    /// type descriptor of the same name, as another image would have).
+    fn image() -> Image {
+        let mut m = Image::new();
+        m.put(0x100, &[0x1993_0522, 3, 0x200, 1, 0x300, 3, 0x400, 48, 0, 1]);
+        m.put(0x200, &[-1, 0x1000, 0, 0, -1, 0x1100]);
+        m.put(0x300, &[1, 1, 2, 2, 0x500]);
+        m.put(0x500, &[8, 0x600, 0x20, 0x2000, 0x38, 0x40, 0, 0, 0x2100, 0x38]);
+        m.put(0x400, &[0x1000, -1, 0x1010, 0, 0x1020, 1]);
+        m.put_bytes(0x610, b".?AUBase@@\0");
+        m.put_bytes(0x690, b".?AUBase@@\0");
+        m.put_bytes(0x710, b".?AUDerived@@\0");
+        m.put_bytes(0x790, b".?AUOther@@\0");
+        m.put(0x800, &[0, 0x3000, 0, 0x900]);
+        m.put(0x900, &[2, 0xa00, 0xa40]);
+        m.put(0xa00, &[0, 0x700, 0, -1, 0, 16, 0]);
+        m.put(0xa40, &[0, 0x680, 8, -1, 0, 8, 0x3100]);
+        m
+    }
+
+    #[test]
+    fn func_info_and_its_maps() {
+        let m = image();
+        let fi = FuncInfo::read(&m, BASE, BASE + 0x100).unwrap();
+        assert_eq!((fi.magic, fi.max_state, fi.try_count, fi.ip_count), (0x1993_0522, 3, 1, 3));
+        assert_eq!((fi.unwind_map, fi.try_map, fi.ip_map), (BASE + 0x200, BASE + 0x300, BASE + 0x400));
+        assert_eq!((fi.unwind_help, fi.flags), (48, FUNC_EHS));
+        for (pc, want) in [(0xfff, -1), (0x1000, -1), (0x1010, 0), (0x101f, 0), (0x1020, 1), (0x9000, 1)] {
+            assert_eq!(fi.state_at(&m, BASE, BASE + pc), Ok(want), "pc {pc:#x}");
+        }
+        assert_eq!(fi.unwind_entry(&m, BASE, 0), Ok((-1, BASE + 0x1000)));
+        assert_eq!(fi.unwind_entry(&m, BASE, 1), Ok((0, 0)));
+        assert_eq!(fi.unwind_entry(&m, BASE, 3), Err(EhError::State(3)));
+        assert_eq!(fi.unwind_entry(&m, BASE, -1), Err(EhError::State(-1)));
+        let tb = fi.try_block(&m, BASE, 0).unwrap();
+        assert_eq!((tb.low, tb.high, tb.catch_high, tb.count), (1, 1, 2, 2));
+        assert!(tb.in_catch(2) && !tb.in_catch(1) && !tb.in_catch(3));
+        let h = tb.handler(&m, BASE, 0).unwrap();
+        assert_eq!(
+            h,
+            Handler { adjectives: 8, type_desc: BASE + 0x600, catch_obj: 0x20, funclet: BASE + 0x2000, frame: 0x38 }
+        );
+        assert_eq!(tb.handler(&m, BASE, 1).unwrap().type_desc, 0);
+    }
+
+    #[test]
+    fn bad_func_info_is_an_error() {
+        let mut m = image();
+        m.put(0x100, &[0x1993_0519]);
+        assert_eq!(FuncInfo::read(&m, BASE, BASE + 0x100), Err(EhError::Magic(0x1993_0519)));
+        let mut m = image();
+        m.put(0x104, &[-1]);
+        assert!(matches!(FuncInfo::read(&m, BASE, BASE + 0x100), Err(EhError::Count { .. })));
+        assert_eq!(FuncInfo::read(&m, BASE, 0x10), Err(EhError::Unreadable(0x10)));
+        // The ip map runs off the image.
+        let mut m = image();
+        m.put(0x114, &[2, 0x3ff8]);
+        let fi = FuncInfo::read(&m, BASE, BASE + 0x100).unwrap();
+        assert!(matches!(fi.state_at(&m, BASE, BASE + 0x9000), Err(EhError::Unreadable(_))));
+    }
+
+    #[test]
+    fn handlers_match_by_type_name_and_qualifiers() {
+        let m = image();
+        let ti = ThrowInfo::read(&m, BASE, BASE + 0x800).unwrap();
+        assert_eq!(ti.destructor, BASE + 0x3000);
+        assert_eq!(ti.types.len(), 2);
+        assert_eq!(ti.types[1].copy, BASE + 0x3100);
+        let h = |adjectives, td| Handler { adjectives, type_desc: td, catch_obj: 0, funclet: 0, frame: 0 };
+        // Base& finds the second catchable type through its name.
+        assert_eq!(catches(&m, &h(HT_REFERENCE, BASE + 0x600), &ti), Ok(Some(Some(ti.types[1]))));
+        assert_eq!(catches(&m, &h(0, BASE + 0x700), &ti), Ok(Some(Some(ti.types[0]))));
+        assert_eq!(catches(&m, &h(0, BASE + 0x780), &ti), Ok(None));
+        assert_eq!(catches(&m, &h(0, 0), &ti), Ok(Some(None)));
+        assert_eq!(catches(&m, &h(HT_STD_DOTDOT, BASE + 0x780), &ti), Ok(Some(None)));
+        // A const object is not caught by a non-const handler.
+        let mut c = ti.clone();
+        c.attributes = TI_CONST;
+        assert_eq!(catches(&m, &h(0, BASE + 0x700), &c), Ok(None));
+        assert_eq!(catches(&m, &h(HT_CONST, BASE + 0x700), &c), Ok(Some(Some(c.types[0]))));
+        // A type catchable by reference only.
+        let mut r = ti.clone();
+        r.types[0].properties = CT_BY_REFERENCE_ONLY;
+        assert_eq!(catches(&m, &h(0, BASE + 0x700), &r), Ok(None));
+        assert_eq!(catches(&m, &h(HT_REFERENCE, BASE + 0x700), &r), Ok(Some(Some(r.types[0]))));
+    }
+
+    #[test]
+    fn this_pointer_adjustments() {
+        let mut m = image();
+        let t = |mdisp, pdisp, vdisp| Catchable { properties: 0, type_desc: 0, mdisp, pdisp, vdisp, size: 8, copy: 0 };
+        assert_eq!(this_adjust(&m, BASE + 0x1000, &t(8, -1, 0)), Ok(BASE + 0x1008));
+        assert_eq!(this_adjust(&m, 0, &t(8, -1, 0)), Ok(0), "a null pointer stays null");
+        // A virtual base: the vbtable pointer at object+0x10, the base's
+        // offset (from the vbtable pointer) 0x30 in its slot 4.
+        let obj = 0x1800;
+        m.0[obj + 0x10..obj + 0x18].copy_from_slice(&(BASE + 0x1900).to_le_bytes());
+        m.put(0x1904, &[0x30]);
+        assert_eq!(this_adjust(&m, BASE + obj as u64, &t(4, 0x10, 4)), Ok(BASE + obj as u64 + 0x10 + 0x30 + 4));
+    }
+}
