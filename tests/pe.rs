@@ -183,7 +183,8 @@ fn cxx_uncaught_exception_terminates() {
 /// after saying SKIPPED.
 fn msvc_out(test: &str) -> Option<PathBuf> {
     let dir = ensure_testbins().join("win");
-    if dir.join("cxx_msvc_eh.exe").is_file() && dir.join("cxx_msvc_eh.linux").is_file() {
+    let built = ["cxx_msvc_eh.exe", "cxx_msvc_eh.linux", "seh_msvc.exe", "seh_msvc.linux"];
+    if built.iter().all(|f| dir.join(f).is_file()) {
         return Some(dir);
     }
     report_skip(test, "clang, lld-link or llvm-dlltool is not installed (Debian: clang lld llvm)");
@@ -203,6 +204,19 @@ fn msvc_cxx_exceptions_match_clang_on_linux() {
     let test = "pe::msvc_cxx_exceptions_match_clang_on_linux";
     let Some(dir) = msvc_out(test) else { return };
     same_as_linux_in(&dir, test, "cxx_msvc_eh", &["cxx_msvc_eh.exe".into()], &[], &[]);
+}
+
+/// C with __try/__except/__finally as clang compiles it for the MSVC
+/// target (scope tables for __C_specific_handler): an access violation, a
+/// RaiseException whose filter reads its parameters, an inner filter that
+/// declines, __finally on the unwind of a RaiseException and of a fault and
+/// without one, a filter that continues execution, a divide by zero;
+/// against the same source on Linux (signals and a small dispatcher).
+#[test]
+fn msvc_seh_matches_its_linux_twin() {
+    let test = "pe::msvc_seh_matches_its_linux_twin";
+    let Some(dir) = msvc_out(test) else { return };
+    same_as_linux_in(&dir, test, "seh_msvc", &["seh_msvc.exe".into()], &[], &[]);
 }
 
 /// An exception leaving a noexcept function: std::terminate on both
