@@ -183,7 +183,15 @@ fn cxx_uncaught_exception_terminates() {
 /// after saying SKIPPED.
 fn msvc_out(test: &str) -> Option<PathBuf> {
     let dir = ensure_testbins().join("win");
-    let built = ["cxx_msvc_eh.exe", "cxx_msvc_eh.linux", "seh_msvc.exe", "seh_msvc.linux"];
+    let built = [
+        "cxx_msvc_eh.exe",
+        "cxx_msvc_eh.linux",
+        "seh_msvc.exe",
+        "seh_msvc.linux",
+        "cxx_msvc_dll.exe",
+        "cxx_msvc_lib.dll",
+        "cxx_msvc_dll.linux",
+    ];
     if built.iter().all(|f| dir.join(f).is_file()) {
         return Some(dir);
     }
@@ -204,6 +212,17 @@ fn msvc_cxx_exceptions_match_clang_on_linux() {
     let test = "pe::msvc_cxx_exceptions_match_clang_on_linux";
     let Some(dir) = msvc_out(test) else { return };
     same_as_linux_in(&dir, test, "cxx_msvc_eh", &["cxx_msvc_eh.exe".into()], &[], &[]);
+}
+
+/// MSVC-target C++ exceptions between a program and its DLL (thrown in
+/// one image, caught in the other by type name, through the other's
+/// frames and destructors, rethrown from the DLL's catch(...)), and on
+/// four threads at once; against the same source as one Linux program.
+#[test]
+fn msvc_cxx_exceptions_across_a_dll_and_threads() {
+    let test = "pe::msvc_cxx_exceptions_across_a_dll_and_threads";
+    let Some(dir) = msvc_out(test) else { return };
+    same_as_linux_in(&dir, test, "cxx_msvc_dll", &["cxx_msvc_dll.exe".into()], &[], &[]);
 }
 
 /// C with __try/__except/__finally as clang compiles it for the MSVC

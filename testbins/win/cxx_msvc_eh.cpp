@@ -3,92 +3,15 @@
 // catch funclets), and the same source built for Linux with clang++
 // (Itanium ABI) as the oracle. There are no MSVC headers or libraries
 // here: the Windows build has a tiny prelude of its own declarations
-// (ucrt's printf entry points, malloc, exit, operator new, type_info's
-// vftable) and its own entry point; testbins/Makefile makes the import
-// libraries from .def files.
+// (msvc_prelude.h); testbins/Makefile makes the import libraries from
+// .def files.
 //
 // Cases: int, struct, class caught by its base, const char*, catch(...),
 // rethrow, nested try in a catch, RAII through several frames, a
 // partially built object, catch by value (copy constructor), a new
 // exception thrown from a catch block, and many throws in a loop (the
 // stack must not grow).
-#include <stdarg.h>
-#include <stddef.h>
-
-// Set when the program ends in std::terminate (abort does not flush).
-static bool always_flush;
-
-#ifdef _MSC_VER
-extern "C" {
-struct FILE;
-FILE *__acrt_iob_func(unsigned);
-int __stdio_common_vfprintf(unsigned long long, FILE *, const char *, void *, va_list);
-int fflush(FILE *);
-int *__p___argc(void);
-char ***__p___argv(void);
-void *malloc(size_t);
-void free(void *);
-[[noreturn]] void exit(int);
-int _fltused = 0;
-// RTTI type descriptors point at type_info's vftable; nothing here calls
-// through it.
-const void *urun_type_info_vftable[2] = {nullptr, nullptr};
-}
-#pragma comment(linker, "/alternatename:??_7type_info@@6B@=urun_type_info_vftable")
-void *operator new(size_t n) { return malloc(n); }
-void operator delete(void *p) noexcept { free(p); }
-void operator delete(void *p, size_t) noexcept { free(p); }
-static int say(const char *fmt, ...) {
-    va_list ap;
-    va_start(ap, fmt);
-    int r = __stdio_common_vfprintf(0, __acrt_iob_func(1), fmt, nullptr, ap);
-    va_end(ap);
-    if (always_flush)
-        fflush(__acrt_iob_func(1));
-    return r;
-}
-extern "C" {
-struct EXCEPTION_RECORD {
-    unsigned code, flags;
-    EXCEPTION_RECORD *next;
-    void *address;
-    unsigned nparams;
-    unsigned long long info[15];
-};
-struct EXCEPTION_POINTERS {
-    EXCEPTION_RECORD *rec;
-    void *ctx;
-};
-typedef long (*TopFilter)(EXCEPTION_POINTERS *);
-__declspec(dllimport) TopFilter SetUnhandledExceptionFilter(TopFilter);
-[[noreturn]] void __std_terminate();
-}
-// As the CRT's start-up code does: a C++ exception nobody catches ends in
-// std::terminate.
-static long unhandled(EXCEPTION_POINTERS *ep) {
-    if (ep->rec->code == 0xe06d7363)
-        __std_terminate();
-    return 0;
-}
-int main(int argc, char **argv);
-extern "C" void mainCRTStartup() {
-    SetUnhandledExceptionFilter(unhandled);
-    exit(main(*__p___argc(), *__p___argv()));
-}
-#define NOINLINE __declspec(noinline)
-#else
-#include <stdio.h>
-static int say(const char *fmt, ...) {
-    va_list ap;
-    va_start(ap, fmt);
-    int r = vprintf(fmt, ap);
-    va_end(ap);
-    if (always_flush)
-        fflush(stdout);
-    return r;
-}
-#define NOINLINE __attribute__((noinline))
-#endif
+#include "msvc_prelude.h"
 
 namespace {
 
