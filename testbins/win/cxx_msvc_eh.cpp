@@ -285,6 +285,19 @@ void displaced() {
     }
 }
 
+// std::exception's way of keeping its message: each copy owns its text.
+void messages() {
+    say("an exception owning its message:\n");
+    char buf[32] = "from a buffer";
+    try {
+        throw Message(buf);
+    } catch (Message m) {
+        bool own = m.what() != buf;
+        buf[0] = 'X';
+        say("  caught '%s', its own copy: %s\n", m.what(), own ? "yes" : "no");
+    }
+}
+
 NOINLINE void loop_thrower(int i) {
     if (i >= 0)
         throw i;
@@ -337,6 +350,7 @@ int main(int argc, char **argv) {
     by_value();
     from_catch();
     displaced();
+    messages();
     many();
     say("live Noisy objects: %d\n", live);
     return 7;

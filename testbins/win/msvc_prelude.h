@@ -74,6 +74,28 @@ extern "C" void mainCRTStartup() {
     exit(main(*__p___argc(), *__p___argv()));
 }
 #endif
+// std::exception's message as vcruntime's <vcruntime_exception.h> keeps
+// it: copied with __std_exception_copy, freed with __std_exception_destroy.
+extern "C" {
+struct __std_exception_data {
+    const char *what;
+    bool do_free;
+};
+void __std_exception_copy(const __std_exception_data *from, __std_exception_data *to);
+void __std_exception_destroy(__std_exception_data *data);
+}
+class Message {
+    __std_exception_data data;
+
+  public:
+    explicit Message(const char *m) : data() {
+        __std_exception_data init = {m, true};
+        __std_exception_copy(&init, &data);
+    }
+    Message(const Message &o) : data() { __std_exception_copy(&o.data, &data); }
+    virtual ~Message() { __std_exception_destroy(&data); }
+    const char *what() const { return data.what ? data.what : "Unknown exception"; }
+};
 #define NOINLINE __declspec(noinline)
 #else
 #include <stdio.h>
@@ -86,6 +108,17 @@ static int say(const char *fmt, ...) {
         fflush(stdout);
     return r;
 }
+#include <stdlib.h>
+#include <string.h>
+class Message {
+    char *text;
+
+  public:
+    explicit Message(const char *m) : text(strdup(m)) {}
+    Message(const Message &o) : text(strdup(o.text)) {}
+    virtual ~Message() { free(text); }
+    const char *what() const { return text; }
+};
 #define NOINLINE __attribute__((noinline))
 #endif
 #endif

@@ -41,6 +41,7 @@
 use std::cell::RefCell;
 
 use super::abi::{Call, Fail, Res};
+use super::lock;
 use super::seh::{
     self, Cross, EH_EXIT_UNWIND, EH_NONCONTINUABLE, EH_TARGET_UNWIND, EH_UNWINDING, EXCEPTION_CONTINUE_SEARCH_DISP,
     REC_FLAGS, REC_INFO, REC_NPARAMS, STATUS_LONGJUMP, STATUS_UNWIND_CONSOLIDATE,
@@ -430,6 +431,39 @@ pub(crate) fn cxx_throw_exception(c: &mut Call<'_>) -> Res {
 /// `__std_terminate()` and `terminate()`.
 pub(crate) fn std_terminate(c: &mut Call<'_>) -> Res {
     Err(terminate(c, "called by the program"))
+}
+
+/// `__std_exception_copy(from, to)`: std::exception's message, copied
+/// (`__std_exception_data`: the text, then whether it is owned).
+pub(crate) fn std_exception_copy(c: &mut Call<'_>) -> Res {
+    let (from, to) = (c.arg(0)?, c.arg(1)?);
+    let what = c.u64_at(from)?;
+    let owned = c.read(from + 8, 1)?[0] != 0;
+    if !owned || what == 0 {
+        c.put_u64(to, what)?;
+        c.write(to + 8, &[0])?;
+        return Ok(0);
+    }
+    let text = c.cstr(what)?;
+    let copy = lock(&c.p.heap).alloc(text.len() as u64 + 1);
+    if let Some(at) = copy {
+        c.write(at, &[text.as_slice(), b"\0"].concat())?;
+    }
+    c.put_u64(to, copy.unwrap_or(0))?;
+    c.write(to + 8, &[u8::from(copy.is_some())])?;
+    Ok(0)
+}
+
+/// `__std_exception_destroy(data)`: free an owned message.
+pub(crate) fn std_exception_destroy(c: &mut Call<'_>) -> Res {
+    let data = c.arg(0)?;
+    let what = c.u64_at(data)?;
+    if c.read(data + 8, 1)?[0] != 0 && what != 0 {
+        lock(&c.p.heap).free(what);
+    }
+    c.put_u64(data, 0)?;
+    c.write(data + 8, &[0])?;
+    Ok(0)
 }
 
 /// `__CxxFrameHandler3(rec, frame, ctx, dispatch)` (and the older

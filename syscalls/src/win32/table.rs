@@ -435,6 +435,8 @@ exports! {
     Msvcrt "__CxxCallCatchBlock"(Ptr) Ptr Host(ce::call_catch_block);
     Msvcrt "__std_terminate"() NoReturn Host(ce::std_terminate);
     Msvcrt "terminate"() NoReturn Host(ce::std_terminate);
+    Msvcrt "__std_exception_copy"(Ptr, Ptr) Void Host(ce::std_exception_copy);
+    Msvcrt "__std_exception_destroy"(Ptr) Void Host(ce::std_exception_destroy);
     Msvcrt "_initterm"(Ptr, Ptr) Void Host(c::initterm);
     Msvcrt "_initterm_e"(Ptr, Ptr) I32 Host(c::initterm_e);
     Msvcrt "_onexit"(Ptr) Ptr Host(c::onexit);
