@@ -238,24 +238,27 @@ fn msvc_seh_matches_its_linux_twin() {
     same_as_linux_in(&dir, test, "seh_msvc", &["seh_msvc.exe".into()], &[], &[]);
 }
 
-/// An exception leaving a noexcept function: std::terminate on both
-/// systems (the Windows build's unhandled-exception filter, as the CRT's,
-/// calls __std_terminate). Compared: stdout, and each system's abort
+/// std::terminate on both systems: an exception leaving a noexcept
+/// function (the Windows build's unhandled-exception filter, as the CRT's,
+/// calls __std_terminate), and a destructor throwing while another
+/// exception unwinds its frame. Compared: stdout, and each system's abort
 /// status (Linux SIGABRT; Windows exit status 3); stderr differs (each
 /// runtime's own message).
 #[test]
-fn msvc_cxx_noexcept_terminates() {
-    let test = "pe::msvc_cxx_noexcept_terminates";
+fn msvc_cxx_terminate_cases() {
+    let test = "pe::msvc_cxx_terminate_cases";
     let Some(dir) = msvc_out(test) else { return };
-    let native = run(Command::new(dir.join("cxx_msvc_eh.linux")).arg("noexcept"), b"", TIMEOUT);
-    assert_eq!(native.signal, Some(libc::SIGABRT), "{}", native.status_text());
-    for engine in ENGINES {
-        if !usable(engine, &format!("{test} under {engine}")) {
-            continue;
+    for mode in ["noexcept", "dtor"] {
+        let native = run(Command::new(dir.join("cxx_msvc_eh.linux")).arg(mode), b"", TIMEOUT);
+        assert_eq!(native.signal, Some(libc::SIGABRT), "{mode}: {}", native.status_text());
+        for engine in ENGINES {
+            if !usable(engine, &format!("{test} under {engine}")) {
+                continue;
+            }
+            let o = run_urun(engine, &dir.join("cxx_msvc_eh.exe"), &[mode], &[]);
+            assert_eq!(crlf_to_lf(&o.stdout), native.stdout, "{mode} {engine}: {}", o.stderr_text());
+            assert_eq!(o.code, Some(3), "{mode} {engine}: {} {}", o.status_text(), o.stderr_text());
         }
-        let o = run_urun(engine, &dir.join("cxx_msvc_eh.exe"), &["noexcept"], &[]);
-        assert_eq!(crlf_to_lf(&o.stdout), native.stdout, "{engine}: {}", o.stderr_text());
-        assert_eq!(o.code, Some(3), "{engine}: {} {}", o.status_text(), o.stderr_text());
     }
 }
 

@@ -6,11 +6,15 @@
 // (msvc_prelude.h); testbins/Makefile makes the import libraries from
 // .def files.
 //
-// Cases: int, struct, class caught by its base, const char*, catch(...),
-// rethrow, nested try in a catch, RAII through several frames, a
-// partially built object, catch by value (copy constructor), a new
-// exception thrown from a catch block, and many throws in a loop (the
-// stack must not grow).
+// Cases: int, struct, class caught by its base (a second base, a virtual
+// base, pointers), const char*, catch(...), rethrow, nested try in a
+// catch, RAII through several frames, a partially built object, catch by
+// value (copy constructor), a new exception thrown from a catch block, a
+// catch block and a destructor (run by an unwind) with their own
+// try/catch, an exception owning its message (__std_exception_copy), and
+// many throws in a loop (the stack must not grow). With an argument,
+// cases that end in std::terminate: "noexcept" (an exception leaving a
+// noexcept function) and "dtor" (a destructor throwing during an unwind).
 #include "msvc_prelude.h"
 
 namespace {
@@ -285,6 +289,53 @@ void displaced() {
     }
 }
 
+NOINLINE void loop_thrower(int i) {
+    if (i >= 0)
+        throw i;
+}
+
+NOINLINE int inner_try(int v) {
+    try {
+        loop_thrower(v);
+    } catch (int i) {
+        return i * 2;
+    }
+    return 0;
+}
+
+// A destructor that throws and catches inside itself, run while another
+// exception unwinds its frame.
+struct Careful {
+    ~Careful() {
+        try {
+            Noisy n("in ~Careful");
+            loop_thrower(3);
+        } catch (int i) {
+            say("  ~Careful caught its own %d\n", i);
+        }
+    }
+};
+
+NOINLINE void unwinds_careful() {
+    Careful c;
+    throw Point{8, 9};
+}
+
+void exceptions_inside_handlers() {
+    say("a catch block calling a function that throws and catches:\n");
+    try {
+        throw 10;
+    } catch (int a) {
+        say("  caught %d, inner_try gives %d\n", a, inner_try(21));
+    }
+    say("a destructor catching its own exception during an unwind:\n");
+    try {
+        unwinds_careful();
+    } catch (const Point &p) {
+        say("  caught Point (%d, %d)\n", p.x, p.y);
+    }
+}
+
 // std::exception's way of keeping its message: each copy owns its text.
 void messages() {
     say("an exception owning its message:\n");
@@ -296,11 +347,6 @@ void messages() {
         buf[0] = 'X';
         say("  caught '%s', its own copy: %s\n", m.what(), own ? "yes" : "no");
     }
-}
-
-NOINLINE void loop_thrower(int i) {
-    if (i >= 0)
-        throw i;
 }
 
 void many() {
@@ -333,7 +379,31 @@ NOINLINE void throws_through_noexcept(int v) noexcept {
     loop_thrower(v);
 }
 
+// A destructor that throws while an exception unwinds its frame:
+// std::terminate.
+struct Throwing {
+    ~Throwing() noexcept(false) {
+        say("  ~Throwing throws\n");
+        throw 2;
+    }
+};
+
+NOINLINE void unwinds_throwing() {
+    Throwing t;
+    loop_thrower(1);
+}
+
 int main(int argc, char **argv) {
+    if (argc > 1 && argv[1][0] == 'd') {
+        always_flush = true;
+        say("a destructor throwing during an unwind:\n");
+        try {
+            unwinds_throwing();
+        } catch (int i) {
+            say("  caught %d\n", i);
+        }
+        return 0;
+    }
     if (argc > 1 && argv[1][0] == 'n') {
         always_flush = true;
         say("noexcept:\n");
@@ -351,6 +421,7 @@ int main(int argc, char **argv) {
     from_catch();
     displaced();
     messages();
+    exceptions_inside_handlers();
     many();
     say("live Noisy objects: %d\n", live);
     return 7;

@@ -404,6 +404,18 @@ fn is_catch_unwind(c: &Call<'_>, r: &Caught) -> bool {
     r.code == STATUS_UNWIND_CONSOLIDATE && r.info.len() == 8 && r.info[0] == catch_callback(c)
 }
 
+/// Call guest `f`, which C++ lets no exception leave (`Cross::NoExcept`).
+fn call_noexcept(c: &mut Call<'_>, f: u64, args: &[u64]) -> Res {
+    let saved = Box::new(c.cpu.clone());
+    c.upcall_with(f, args, Some(Cross::NoExcept(saved)))
+}
+
+/// A search carried a C++ exception out of a destructor or copy
+/// constructor the runtime called (`seh::Cross::NoExcept`).
+pub(crate) fn escaped(c: &mut Call<'_>) -> Fail {
+    terminate(c, "an exception left a destructor or copy constructor the C++ runtime called")
+}
+
 /// std::terminate: as abort (exit status 3).
 fn terminate(c: &mut Call<'_>, why: &str) -> Fail {
     tracing::debug!(why, "std::terminate");
@@ -526,6 +538,12 @@ fn frame_handler(
             }
         }
     }
+    // A cleanup funclet's frame (not the function's, not a catch
+    // funclet's: the IP-to-state map starts at the function): its states
+    // and unwind-help slot are its parent's, whose own frame comes later.
+    if orig == frame && fi.ip_count > 0 && rva(base, c.u32_at(fi.ip_map)?) != func_begin {
+        return Ok(());
+    }
     if r.flags & (EH_UNWINDING | EH_EXIT_UNWIND) != 0 {
         let last = if r.flags & EH_TARGET_UNWIND == 0 {
             unwind_to
@@ -558,7 +576,7 @@ fn local_unwind(c: &mut Call<'_>, frame: u64, d: &seh::Dispatch, fi: &FuncInfo, 
     while state > last {
         let (prev, action) = fi.unwind_entry(mem(c), d.image_base, state)?;
         if action != 0 {
-            c.upcall(action, &[0, frame])?;
+            call_noexcept(c, action, &[0, frame])?;
         }
         state = prev;
     }
@@ -671,9 +689,9 @@ fn build_catch_object(c: &mut Call<'_>, orig: u64, h: &Handler, t: &Catchable, o
         return Ok(c.write(dest, &bytes)?);
     }
     if t.properties & CT_VIRTUAL_BASE != 0 {
-        c.upcall(t.copy, &[dest, src, 1])?;
+        call_noexcept(c, t.copy, &[dest, src, 1])?;
     } else {
-        c.upcall(t.copy, &[dest, src])?;
+        call_noexcept(c, t.copy, &[dest, src])?;
     }
     Ok(())
 }
@@ -740,7 +758,7 @@ fn end_catch(c: &mut Call<'_>, done: &Caught) -> Result<(), Fail> {
     }
     let destructor = rva(base, c.u32_at(ti + 4)?);
     if destructor != 0 {
-        c.upcall(destructor, &[object])?;
+        call_noexcept(c, destructor, &[object])?;
     }
     Ok(())
 }

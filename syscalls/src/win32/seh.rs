@@ -180,6 +180,10 @@ pub(crate) enum Cross {
     /// crosses it ends the catch block first (its exception object is
     /// destroyed unless the exception in flight is that object).
     CatchBlock(Box<CpuState>),
+    /// A function C++ lets no exception leave (a destructor or copy
+    /// constructor the C++ runtime calls): a C++ exception that a search
+    /// carries across it ends in std::terminate; others cross as `Caller`.
+    NoExcept(Box<CpuState>),
 }
 
 struct Boundary {
@@ -467,6 +471,12 @@ impl Call<'_> {
                     if cur.rip() == self.p.return_trap {
                         match crossing(cur.rsp()) {
                             Some(Cross::Caller(cpu) | Cross::CatchBlock(cpu)) => cur = caller_context(self.mem(), &cpu),
+                            Some(Cross::NoExcept(cpu)) => {
+                                if self.u32_at(a.rec)? == super::cxxeh::CXX_EXCEPTION {
+                                    return Err(super::cxxeh::escaped(self));
+                                }
+                                cur = caller_context(self.mem(), &cpu);
+                            }
                             Some(Cross::Exception(ctx)) => {
                                 self.flags_or(a.rec, EH_NESTED_CALL, 0)?;
                                 cur = *ctx;
@@ -552,7 +562,7 @@ impl Call<'_> {
                 None => {
                     if newc.rip() == self.p.return_trap {
                         match crossing(newc.rsp()) {
-                            Some(Cross::Caller(cpu)) => newc = caller_context(self.mem(), &cpu),
+                            Some(Cross::Caller(cpu) | Cross::NoExcept(cpu)) => newc = caller_context(self.mem(), &cpu),
                             Some(Cross::CatchBlock(cpu)) => {
                                 super::cxxeh::catch_block_left(self, rec)?;
                                 newc = caller_context(self.mem(), &cpu);
