@@ -240,15 +240,15 @@ fn msvc_seh_matches_its_linux_twin() {
 
 /// std::terminate on both systems: an exception leaving a noexcept
 /// function (the Windows build's unhandled-exception filter, as the CRT's,
-/// calls __std_terminate), and a destructor throwing while another
-/// exception unwinds its frame. Compared: stdout, and each system's abort
+/// calls __std_terminate), a destructor throwing while another exception
+/// unwinds its frame, and `throw;` with no exception being handled. Compared: stdout, and each system's abort
 /// status (Linux SIGABRT; Windows exit status 3); stderr differs (each
 /// runtime's own message).
 #[test]
 fn msvc_cxx_terminate_cases() {
     let test = "pe::msvc_cxx_terminate_cases";
     let Some(dir) = msvc_out(test) else { return };
-    for mode in ["noexcept", "dtor"] {
+    for mode in ["noexcept", "dtor", "rethrow"] {
         let native = run(Command::new(dir.join("cxx_msvc_eh.linux")).arg(mode), b"", TIMEOUT);
         assert_eq!(native.signal, Some(libc::SIGABRT), "{mode}: {}", native.status_text());
         for engine in ENGINES {

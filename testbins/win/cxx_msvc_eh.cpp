@@ -14,7 +14,8 @@
 // try/catch, an exception owning its message (__std_exception_copy), and
 // many throws in a loop (the stack must not grow). With an argument,
 // cases that end in std::terminate: "noexcept" (an exception leaving a
-// noexcept function) and "dtor" (a destructor throwing during an unwind).
+// noexcept function), "dtor" (a destructor throwing during an unwind) and
+// "rethrow" (throw; with no exception being handled).
 #include "msvc_prelude.h"
 
 namespace {
@@ -336,6 +337,29 @@ void exceptions_inside_handlers() {
     }
 }
 
+struct Counted {
+    static int made, gone;
+    Counted() { made++; }
+    ~Counted() { gone++; }
+};
+int Counted::made, Counted::gone;
+
+NOINLINE int deep(int n) {
+    Counted c;
+    if (n == 0)
+        throw Point{n, -1};
+    return deep(n - 1) + 1;
+}
+
+void deep_unwind() {
+    say("an exception through 500 frames:\n");
+    try {
+        deep(500);
+    } catch (const Point &p) {
+        say("  caught Point (%d, %d): %d objects built, %d destroyed\n", p.x, p.y, Counted::made, Counted::gone);
+    }
+}
+
 // std::exception's way of keeping its message: each copy owns its text.
 void messages() {
     say("an exception owning its message:\n");
@@ -393,7 +417,21 @@ NOINLINE void unwinds_throwing() {
     loop_thrower(1);
 }
 
+NOINLINE void rethrow_nothing() {
+    try {
+        throw;
+    } catch (...) {
+        say("  caught something?\n");
+    }
+}
+
 int main(int argc, char **argv) {
+    if (argc > 1 && argv[1][0] == 'r') {
+        always_flush = true;
+        say("throw; with no exception being handled:\n");
+        rethrow_nothing();
+        return 0;
+    }
     if (argc > 1 && argv[1][0] == 'd') {
         always_flush = true;
         say("a destructor throwing during an unwind:\n");
@@ -422,6 +460,7 @@ int main(int argc, char **argv) {
     displaced();
     messages();
     exceptions_inside_handlers();
+    deep_unwind();
     many();
     say("live Noisy objects: %d\n", live);
     return 7;
