@@ -434,7 +434,7 @@ pub(crate) fn cxx_throw_exception(c: &mut Call<'_>) -> Res {
         let Some(cur) = CAUGHT.with(|k| k.borrow().last().cloned()) else {
             return Err(terminate(c, "throw; with no exception being handled"));
         };
-        return Err(seh::raise_at_caller(c, cur.code, cur.flags, &cur.info));
+        return Err(seh::raise_at_caller(c, cur.code, cur.flags & EH_NONCONTINUABLE, &cur.info));
     }
     let base = c.p.seh.image_base_of(ti).unwrap_or(0);
     Err(seh::raise_at_caller(c, CXX_EXCEPTION, EH_NONCONTINUABLE, &[THROW_MAGIC, object, ti, base]))
