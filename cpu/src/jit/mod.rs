@@ -310,7 +310,9 @@ const WAY2: usize = translate::TABLE_WAY2 as usize;
 const _: () = assert!(HOSTS == TABLE_ENTRIES * 8 && WAY2 == TABLE_ENTRIES * 16);
 /// The table's size: two ways of tags and cache pcs.
 const TABLE_BYTES: usize = TABLE_ENTRIES * 32;
-/// An x86-64 transparent huge page: the table is one.
+/// Has an engine of this process taken a huge page for its table?
+static HUGE_TABLE_TAKEN: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+/// An x86-64 transparent huge page: the main thread's table is one.
 const HUGE_PAGE: usize = 2 << 20;
 const _: () = assert!(TABLE_BYTES == HUGE_PAGE);
 
@@ -335,7 +337,8 @@ struct Table {
 }
 
 impl Table {
-    fn new() -> Result<Table, JitError> {
+    /// A table; `huge`: one transparent huge page (below).
+    fn new(huge: bool) -> Result<Table, JitError> {
         let len = TABLE_BYTES;
         // Mapped with room to start it at a 2 MiB boundary, so that it can
         // be one transparent huge page (below).
@@ -371,8 +374,10 @@ impl Table {
         // the pc's low 16 bits spread their entries over every page of the
         // table (`/bin/true`: about 500 page faults, 0.5 ms). Only a hint:
         // without transparent huge pages the pages fault in as before.
-        // SAFETY: our own mapping; the advice changes no contents.
-        unsafe { libc::madvise(at as *mut libc::c_void, len, libc::MADV_HUGEPAGE) };
+        if huge {
+            // SAFETY: our own mapping; the advice changes no contents.
+            unsafe { libc::madvise(at as *mut libc::c_void, len, libc::MADV_HUGEPAGE) };
+        }
         let mut t = Table { base: at as *mut u64, used: Vec::new() };
         // The first touch is a write (a read would map the shared zero
         // page, and a write to that falls back to small pages).
@@ -737,7 +742,10 @@ impl JitEngine {
             links: PcMap::default(),
             exits: PcMap::default(),
             index: Box::new(Index { chunks: Vec::new() }),
-            table: Table::new()?,
+            // A huge page for the process's first engine (its main
+            // thread's start-up), not for every thread: 2 MiB each, where
+            // a thread running a little code touches a few small pages.
+            table: Table::new(!HUGE_TABLE_TAKEN.swap(true, Ordering::Relaxed))?,
             seg,
             gs_base: None,
             tp: ctx::tp_offset(),
@@ -763,7 +771,7 @@ impl JitEngine {
         self.check = on;
         self.interp.journal_writes(on);
         if on && self.empty.is_none() {
-            self.empty = Table::new().ok();
+            self.empty = Table::new(false).ok();
         }
     }
 
