@@ -1429,6 +1429,24 @@ mod tests {
     use crate::difftest::Snippet;
     use crate::engine::{FaultKind, PageFaultKind};
 
+    #[test]
+    fn a_table_starts_empty_and_a_huge_one_is_aligned() {
+        for huge in [true, false] {
+            let mut t = Table::new(huge).expect("a dispatch table");
+            if huge {
+                assert_eq!(t.base as usize % HUGE_PAGE, 0);
+            }
+            assert_eq!(t.get(0, 0x1234), (0, 0));
+            assert_eq!(t.get(1, 0x1234), (0, 0));
+            assert_eq!(t.get(0, 0), (0, ctx::miss_addr()));
+            assert_eq!(t.get(1, TABLE_ENTRIES - 1), (0, ctx::miss2_addr()));
+            t.insert(0x7f00_1234, 0x42);
+            assert_eq!(t.get(0, 0x1234), (0x7f00_1234u64.wrapping_neg(), 0x42));
+            t.insert(0x7f01_1234, 0x43);
+            assert_eq!(t.get(1, 0x1234), (0x7f00_1234u64.wrapping_neg(), 0x42));
+        }
+    }
+
     /// Run `code` (ending in something that exits) under the interpreter
     /// and under the JIT from the same state; both results.
     fn both(s: &Snippet, code: &[u8], init: impl Fn(&mut CpuState)) -> [(CpuState, Exit); 2] {
