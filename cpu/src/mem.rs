@@ -441,7 +441,19 @@ impl AddressSpace {
     pub fn protect_code(&self, page: u64) -> CodeGuard {
         let at = page * PAGE_SIZE;
         let _layout = self.held();
-        let Some(r) = self.region_at(at) else { return CodeGuard::Unguarded };
+        // The region's protection, not a copy of it (its backing's path
+        // was an allocation for every block translated).
+        struct RegionProt {
+            prot: Prot,
+            shared: bool,
+        }
+        let r = {
+            let map = self.read_map();
+            let Some((_, r)) = map.range(..=at).next_back().filter(|(_, r)| at < r.end) else {
+                return CodeGuard::Unguarded;
+            };
+            RegionProt { prot: r.prot, shared: r.shared }
+        };
         if r.shared || !r.prot.contains(Prot::EXEC) {
             return CodeGuard::Unguarded;
         }

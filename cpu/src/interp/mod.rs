@@ -48,7 +48,36 @@ pub fn describe(insn: &Instruction) -> String {
     let mut f = GasFormatter::new();
     let mut s = String::new();
     f.format(insn, &mut s);
+    if insn.is_invalid() {
+        if let Some(what) = left_out_encoding(insn.ip()) {
+            return format!("{what} (at {:#x})", insn.ip());
+        }
+    }
     format!("{s} (at {:#x}, {:?})", insn.ip(), insn.code())
+}
+
+/// The encodings iced is built without (`no_evex`, `no_xop`, `no_d3now`:
+/// no CPU model has their features, and building their decoder tables took
+/// every start about 0.25 ms), named from the bytes at `pc` for the SIGILL
+/// report, which otherwise says "(bad)".
+fn left_out_encoding(pc: u64) -> Option<&'static str> {
+    // (Faults in the copy are recovered: the handler is in place.)
+    hostfault::install().ok()?;
+    let mut b = [0u8; 4];
+    // SAFETY: the bytes the instruction was just decoded from, guest
+    // memory; the copy stops at a page that went away meanwhile.
+    let n = match unsafe { hostfault::copy_from_guest(&mut b, pc) } {
+        Ok(()) => b.len(),
+        Err(p) => p.done as usize,
+    };
+    // Segment and address-size prefixes may come first.
+    let i = b[..n].iter().position(|x| !matches!(x, 0x26 | 0x2e | 0x36 | 0x3e | 0x64 | 0x65 | 0x67))?;
+    match (b[i], b.get(i + 1).filter(|_| i + 1 < n)) {
+        (0x62, _) => Some("an EVEX-encoded (AVX-512) instruction"),
+        (0x8f, Some(m)) if m & 0x1f >= 8 => Some("an XOP-encoded instruction"),
+        (0x0f, Some(0x0f)) => Some("a 3DNow! instruction"),
+        _ => None,
+    }
 }
 
 /// Handler for forms urun does not implement: the guest gets SIGILL and
