@@ -1059,12 +1059,20 @@ impl JitEngine {
         // the interpreter's own blocks wrote since the last check.
         self.interp.take_journal();
         let mut iexit = None;
-        for _ in 0..insns.len() {
+        // Instruction by instruction while control stays on the block's
+        // straight line (a taken `jcc` leaves a block in its middle).
+        let mut ran = 0;
+        for insn in &insns {
+            ran += 1;
             if let Some(e) = self.interp.step(&mut icpu) {
                 iexit = Some(e);
                 break;
             }
+            if icpu.rip != insn.next_ip() {
+                break;
+            }
         }
+        let insns = &insns[..ran];
         let journal = self.interp.take_journal();
         let written: Vec<(crate::interp::Written, Vec<u8>)> = journal
             .into_iter()
@@ -1669,6 +1677,29 @@ mod tests {
     // loop L; syscall
     const CHECKED: [u8; 20] =
         [0x31, 0xc0, 0xb9, 10, 0, 0, 0, 0x01, 0xc8, 0x89, 0x07, 0x0f, 0xaf, 0xd8, 0xe2, 0xf7, 0x0f, 0x05, 0x90, 0x90];
+
+    // xor eax, eax; mov ecx, 10; L: test cl, 1; jnz S; add eax, ecx; inc ebx;
+    // S: mov [rdi], eax; dec ecx; jnz L; syscall
+    const SUPERBLOCK: [u8; 24] = [
+        0x31, 0xc0, 0xb9, 10, 0, 0, 0, 0xf6, 0xc1, 0x01, 0x75, 0x04, 0x01, 0xc8, 0xff, 0xc3, 0x89, 0x07, 0xff, 0xc9,
+        0x75, 0xf1, 0x0f, 0x05,
+    ];
+
+    #[test]
+    fn a_branch_taken_in_the_middle_of_a_block_agrees_also_under_check() {
+        let s = Snippet::new();
+        let data = s.data;
+        let ([a, b], _) = both_ro(&s, &SUPERBLOCK, |c| c.gpr[reg::RDI] = data);
+        assert_eq!(b.1, Exit::Syscall);
+        assert_eq!((b.0.gpr[reg::RAX], b.0.gpr[reg::RBX]), (30, 5));
+        assert_same(&[a, b]);
+        let s = Snippet::new();
+        let (r, stats) = run_checked(&s, &SUPERBLOCK, None);
+        assert_eq!(r, Ok(Exit::Syscall));
+        assert!(stats.lockstep >= 10, "{stats:?}");
+        // SAFETY: the snippet's data area.
+        assert_eq!(unsafe { *(s.data as *const u32) }, 30);
+    }
 
     #[test]
     fn check_runs_every_block_in_lockstep() {

@@ -9,10 +9,12 @@
 //!   FS prefix byte becomes GS and GS-prefixed instructions go to the
 //!   interpreter; for a GS guest, GS prefixes are copied as they are and
 //!   FS-prefixed instructions go to the interpreter.
-//! - Control transfers end the block: direct ones are `jmp/jcc rel32`
-//!   exits the engine links to the target's translation (until then aimed
-//!   at a stub that goes through the dispatcher), `jcc`/`loop`/`jrcxz`
-//!   keep their condition and have an exit on each side, `call` pushes the
+//! - Control transfers end the block, except a `jcc`, whose fall-through
+//!   side stays in the block (a superblock: one entry, many exits): direct
+//!   ones are `jmp/jcc rel32` exits the engine links to the target's
+//!   translation (until then aimed at a stub that goes through the
+//!   dispatcher), `loop`/`jrcxz` keep their condition and have an exit on
+//!   each side, `call` pushes the
 //!   guest return address from a literal, indirect ones load their target
 //!   into RCX (saved first), `ret` pops it, and both look it up inline.
 //!   SYSCALL exits to the run loop.
@@ -34,8 +36,9 @@ use crate::cpuid;
 /// Longest block, in guest instructions.
 pub(crate) const MAX_INSNS: usize = 64;
 /// Room a block may need in the cache (64 instructions of at most 15
-/// bytes, rewritten branches and the exit stubs).
-pub(crate) const MAX_BLOCK_BYTES: usize = 2048;
+/// bytes, or 64 conditional exits of 6 bytes and their 27-byte stubs, the
+/// prologue, the last instruction's lookup and literal).
+pub(crate) const MAX_BLOCK_BYTES: usize = 4096;
 /// The most guest bytes a block can be translated from.
 pub(crate) const MAX_GUEST_SPAN: u64 = (MAX_INSNS * 15) as u64;
 
@@ -612,11 +615,11 @@ pub(crate) fn translate(bytes: &[u8], pc: u64, at: u64, env: Env) -> Translation
             }
             Kind::Jcc(target) => {
                 end = next;
-                // jcc rel32 to the taken side, jmp rel32 to the other.
+                // jcc rel32 to the taken side; the block goes on with the
+                // other (the fall-through stays in line: no jump, no block
+                // entry).
                 let cc = insn.condition_code() as u8 - 1;
                 e.link(target, &[0x0f, 0x80 | cc]);
-                e.link(next, &[0xe9]);
-                break;
             }
             Kind::Loop(target) => {
                 end = next;
@@ -920,6 +923,30 @@ mod tests {
                 Link { at: o + 9, stub: o + 13 + stub as u32, target: PC + 4 }
             ]
         );
+    }
+
+    #[test]
+    fn a_block_goes_on_past_a_conditional_branch() {
+        // cmp eax, ebx; jne +1; nop; nop: one block, the taken side an exit.
+        let b = block(&[0x39, 0xd8, 0x75, 0x01, 0x90, 0x90]);
+        let stub = to_dispatcher(PC + 5).len() as i32;
+        let mut want = vec![0x39, 0xd8, 0x0f, 0x85];
+        want.extend(7i32.to_le_bytes()); // over the nops and the jmp
+        want.extend([0x90, 0x90, 0xe9]);
+        want.extend(stub.to_le_bytes());
+        want.extend(to_dispatcher(PC + 5));
+        want.extend(to_dispatcher(PC + 6));
+        assert_eq!(body(&b), &want[..]);
+        let o = b.body;
+        assert_eq!(
+            b.links,
+            vec![
+                Link { at: o + 4, stub: o + 15, target: PC + 5 },
+                Link { at: o + 11, stub: o + 15 + stub as u32, target: PC + 6 }
+            ]
+        );
+        assert_eq!(b.guest_len, 6);
+        assert_eq!(guest_pc_at(&b.map, o + 9), Some((PC + 5, Fixup::None)));
     }
 
     #[test]
