@@ -307,22 +307,34 @@ const TABLE_ENTRIES: usize = 1 << 16;
 const HOSTS: usize = translate::TABLE_HOSTS as usize;
 /// Where its second way is (`translate::TABLE_WAY2`).
 const WAY2: usize = translate::TABLE_WAY2 as usize;
-const _: () = assert!(HOSTS == TABLE_ENTRIES * 8 && WAY2 == TABLE_ENTRIES * 16);
+const _: () = assert!(HOSTS == 8 && WAY2 == 16);
+/// A pc's table index, as translated code and the dispatcher compute it
+/// (flags-free: `mov eax, ecx; bswap eax; lea eax, [rax + rcx]; movzx eax,
+/// ax`): its low 16 bits plus bits 16-31 byte-swapped, so that hot pcs
+/// 64 KiB apart (cc1 had three at one index, which took turns leaving
+/// translated code) land apart. pc and pc + 1 never share an index (see
+/// `Table`).
+fn index(pc: u64) -> usize {
+    let lo = pc as u32;
+    (lo.swap_bytes().wrapping_add(lo) & 0xffff) as usize
+}
+
 /// The table's size: two ways of tags and cache pcs.
 const TABLE_BYTES: usize = TABLE_ENTRIES * 32;
 
-/// The per-thread dispatch table, two-way: 65536 tags (-guest pc), behind
-/// them 65536 cache pcs, then the same again for the second way; entry i
-/// of each at `8 * i`. Inline lookups and the dispatcher look at the first
-/// way; the miss routine tries the second, which holds what a newer pc
-/// with the same index pushed out of the first (two hot pcs 64 KiB apart
-/// would otherwise take turns leaving translated code: cc1 did, 735,000
-/// times in a small compile).
+/// The per-thread dispatch table, two-way: 65536 entries of 32 bytes, each
+/// a tag (-guest pc) and its cache pc, then the same for the second way, so
+/// that the miss routine's probe of the second way reads the cache line the
+/// first way's did (cc1's second-way hits waited on that load). Inline
+/// lookups and the dispatcher look at the first way; the miss routine
+/// tries the second, which holds what a newer pc with the same index pushed
+/// out of the first (two hot pcs at one index would otherwise take turns
+/// leaving translated code: cc1 did, 735,000 times in a small compile).
 ///
 /// An empty entry is zero, as the fresh mapping is (start-up writes two
 /// entries, not a megabyte): tag 0, cache pc 0. A lookup hits when pc +
 /// tag (+ the interrupt byte, in inline lookups) is zero, which for a zero
-/// tag happens only at index 0 (pc 0) and index 0xffff (pc -1 with the
+/// tag happens only at index 0 (pc 0) and index 0xfffe (pc -1 with the
 /// byte raised): those two hold the miss routine (second way: its tail,
 /// `miss2`) when empty, so any match on an empty entry is a miss.
 struct Table {
@@ -356,26 +368,26 @@ impl Table {
     /// Entry `i` of `way` (0 or 1): its tag and cache pc.
     fn set(&mut self, way: usize, i: usize, tag: u64, cache: u64) {
         debug_assert!(i < TABLE_ENTRIES && way < 2);
-        let w = way * WAY2 / 8;
+        let w = i * 4 + way * WAY2 / 8;
         // SAFETY: i < TABLE_ENTRIES, way < 2: both words are inside our
         // mapping; only this thread reads the table (from its translated
         // code and dispatcher), never while Rust changes it.
         unsafe {
-            *self.base.add(w + i) = tag;
-            *self.base.add(w + HOSTS / 8 + i) = cache;
+            *self.base.add(w) = tag;
+            *self.base.add(w + HOSTS / 8) = cache;
         }
     }
 
     fn get(&self, way: usize, i: usize) -> (u64, u64) {
         debug_assert!(i < TABLE_ENTRIES && way < 2);
-        let w = way * WAY2 / 8;
+        let w = i * 4 + way * WAY2 / 8;
         // SAFETY: as in `set`.
-        unsafe { (*self.base.add(w + i), *self.base.add(w + HOSTS / 8 + i)) }
+        unsafe { (*self.base.add(w), *self.base.add(w + HOSTS / 8)) }
     }
 
     /// Entry `i` of `way` empty.
     fn empty(&mut self, way: usize, i: usize) {
-        if i == 0 || i == TABLE_ENTRIES - 1 {
+        if i == 0 || i == index(u64::MAX) {
             self.set(way, i, 0, if way == 0 { ctx::miss_addr() } else { ctx::miss2_addr() });
         } else {
             self.set(way, i, 0, 0);
@@ -386,7 +398,7 @@ impl Table {
     fn empty_ends(&mut self) {
         for way in 0..2 {
             self.empty(way, 0);
-            self.empty(way, TABLE_ENTRIES - 1);
+            self.empty(way, index(u64::MAX));
         }
     }
 
@@ -407,7 +419,7 @@ impl Table {
 
     /// Forget `pc` if its entry holds it.
     fn remove(&mut self, pc: u64) {
-        let i = (pc & 0xffff) as usize;
+        let i = index(pc);
         for way in 0..2 {
             if self.get(way, i).0 == pc.wrapping_neg() {
                 self.empty(way, i);
@@ -416,7 +428,7 @@ impl Table {
     }
 
     fn insert(&mut self, pc: u64, cache: u64) {
-        let i = (pc & 0xffff) as usize;
+        let i = index(pc);
         let tag = pc.wrapping_neg();
         let (old, old_cache) = self.get(0, i);
         if old != 0 && old != tag {
@@ -654,6 +666,8 @@ struct Stats {
     checked: u64,
     /// `--check`: blocks run by both engines and found equal.
     lockstep: u64,
+    /// Exits to the run loop for a pc the dispatcher did not find.
+    misses: u64,
 }
 
 impl JitEngine {
@@ -1294,7 +1308,11 @@ impl Engine for JitEngine {
                     // SAFETY: this thread's Ctx, not referenced across `urun_jit_enter`.
                     let c = unsafe { &*cp };
                     match c.reason {
-                        reason::MISS | reason::INTERRUPTED => continue,
+                        reason::MISS => {
+                            self.stats.misses += 1;
+                            continue;
+                        }
+                        reason::INTERRUPTED => continue,
                         reason::SYSCALL => {
                             save(c, cpu);
                             // As the hardware does: RCX = return address,
@@ -1829,6 +1847,29 @@ mod tests {
         // the syscall: each translated once (the returns and the indirect
         // call found their targets inline, without a miss).
         assert!(stats.translated <= 6, "{stats:?}");
+        // Exits only to translate: the table's index is the lookups'.
+        assert!(stats.misses <= 6, "{stats:?}");
+    }
+
+    #[test]
+    fn table_indices_spread_pcs_64k_apart_and_never_pair_neighbours() {
+        // cc1's three hot pcs at one low-16-bit index.
+        let hot = [0x10f1f30u64, 0x18b1f30, 0xd81f30];
+        assert!(hot.iter().all(|&a| hot.iter().filter(|&&b| index(a) == index(b)).count() == 1));
+        // A lookup with the interrupt byte raised compares pc + 1 with the
+        // entry at pc's index: pc + 1 is never there.
+        for pc in [0u64, 0xffff, 0xfffe, 0xff_ffff, 0xffff_ffff, 0x1_ffff_ffff, 0x7fff_ffff_ffff, u64::MAX - 1] {
+            assert_ne!(index(pc), index(pc + 1), "{pc:#x}");
+        }
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        for _ in 0..100_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            assert_ne!(index(x), index(x.wrapping_add(1)), "{x:#x}");
+        }
+        // The two indices a zero (empty) tag can match.
+        assert_eq!((index(0), index(u64::MAX)), (0, 0xfffe));
     }
 
     #[test]

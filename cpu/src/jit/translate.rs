@@ -90,12 +90,13 @@ pub(crate) struct Block {
     pub links: Vec<Link>,
 }
 
-/// Distance from a table entry's tag to its cache pc (the engine's table
-/// keeps 65536 tags, then 65536 cache pcs).
-pub(crate) const TABLE_HOSTS: u32 = 65536 * 8;
-/// Distance from a table entry to its second way (behind the first way's
-/// tags and cache pcs), which only the miss routine probes.
-pub(crate) const TABLE_WAY2: u32 = 65536 * 16;
+/// Distance from a table entry's tag to its cache pc (an entry is 32
+/// bytes: tag and cache pc of the first way, then of the second, so one
+/// lookup touches one cache line).
+pub(crate) const TABLE_HOSTS: u32 = 8;
+/// Distance from a table entry to its second way, which only the miss
+/// routine probes.
+pub(crate) const TABLE_WAY2: u32 = 16;
 
 /// Offset of a block's `ibl` entry (the prologue's layout is fixed).
 pub(crate) const IBL: u32 = 9 + 10 + 3 + 2 + 10 + 8;
@@ -431,9 +432,12 @@ impl Emitter {
     fn lookup(&mut self) {
         self.store(0, off::S_RAX);
         self.store(2, off::S_RDX);
-        self.bytes(&[0x0f, 0xb7, 0xc1]); // movzx eax, cx
+        // The index (`mod.rs`, `index`): low 16 bits + bits 16-31 swapped.
+        self.bytes(&[0x89, 0xc8, 0x0f, 0xc8]); // mov eax, ecx; bswap eax
+        self.bytes(&[0x8d, 0x04, 0x01, 0x0f, 0xb7, 0xc0]); // lea eax, [rcx + rax]; movzx eax, ax
         self.mov_imm(2, self.env.table);
-        self.bytes(&[0x48, 0x8d, 0x14, 0xc2]); // lea rdx, [rdx + rax*8]
+        self.bytes(&[0x48, 0x8d, 0x04, 0x85, 0, 0, 0, 0]); // lea rax, [rax*4]
+        self.bytes(&[0x48, 0x8d, 0x14, 0xc2]); // lea rdx, [rdx + rax*8]: 32 bytes an entry
         self.bytes(&[0x48, 0x8b, 0x02]); // mov rax, [rdx]
         self.bytes(&[0x48, 0x8d, 0x0c, 0x01]); // lea rcx, [rcx + rax]
         self.mov_imm(0, self.env.kick);
@@ -771,13 +775,14 @@ mod tests {
     fn inline_lookup() -> Vec<u8> {
         let mut v = st(0, off::S_RAX);
         v.extend(st(2, off::S_RDX));
-        v.extend([0x0f, 0xb7, 0xc1]);
+        v.extend([0x89, 0xc8, 0x0f, 0xc8, 0x8d, 0x04, 0x01, 0x0f, 0xb7, 0xc0]);
         v.extend(imm(2, TABLE));
+        v.extend([0x48, 0x8d, 0x04, 0x85, 0, 0, 0, 0]);
         v.extend([0x48, 0x8d, 0x14, 0xc2, 0x48, 0x8b, 0x02, 0x48, 0x8d, 0x0c, 0x01]);
         v.extend(imm(0, KICK));
         v.extend([0x0f, 0xb6, 0x00, 0x48, 0x8d, 0x0c, 0x01, 0xe3, 8]);
         v.extend(jmp_ctx(off::MISS));
-        v.extend([0xff, 0xa2, 0x00, 0x00, 0x08, 0x00]);
+        v.extend([0xff, 0xa2, 0x08, 0x00, 0x00, 0x00]);
         v
     }
 
