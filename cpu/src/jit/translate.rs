@@ -427,8 +427,9 @@ impl Emitter {
     /// target out again from RCX (target + tag + byte), RAX (the byte) and
     /// RDX (the tag's address), so the hit path stores no `Ctx::rip`.
     /// Flags-free: the tag compare is `lea` + `jrcxz`, with the interrupt
-    /// byte added in (a tag mismatch is a nonzero multiple of 65536, so
-    /// the sum is zero only for a hit with the byte clear).
+    /// byte added in (the sum is zero with the byte raised only if the
+    /// entry held pc + 1, which never shares pc's index: see `mod.rs`,
+    /// `index`; so only for a hit with the byte clear).
     fn lookup(&mut self) {
         self.store(0, off::S_RAX);
         self.store(2, off::S_RDX);
