@@ -141,7 +141,7 @@ const _: () = {
 // and RDX = the tag's address. It tries the entry's second way the same
 // way (RCX - tag + tag2, flags-free: `not` and `lea`) and jumps to its
 // cache pc on a match; otherwise (miss2, where empty second-way entries 0
-// and 0xffff lead too, with RAX = their tag) it stores pc = RCX - tag2 -
+// and 0xfffe lead too, with RAX = their tag) it stores pc = RCX - tag2 -
 // byte in Ctx.rip and exits. RAX, RDX and RCX are in their slots.
 //
 // exit: every guest register is live; store them in Ctx, back to urun's
@@ -237,8 +237,12 @@ urun_jit_dispatch:
     jmp 3f
 2:
     mov rcx, qword ptr fs:[urun_jit_ctx@tpoff + {rip}]
-    movzx eax, cx
+    mov eax, ecx
+    bswap eax
+    lea eax, [rcx + rax]
+    movzx eax, ax
     mov rdx, qword ptr fs:[urun_jit_ctx@tpoff + {table}]
+    lea rax, [rax * 4]
     lea rdx, [rdx + rax * 8]
     mov rax, qword ptr [rdx]
     lea rcx, [rcx + rax]

@@ -307,7 +307,18 @@ const TABLE_ENTRIES: usize = 1 << 16;
 const HOSTS: usize = translate::TABLE_HOSTS as usize;
 /// Where its second way is (`translate::TABLE_WAY2`).
 const WAY2: usize = translate::TABLE_WAY2 as usize;
-const _: () = assert!(HOSTS == TABLE_ENTRIES * 8 && WAY2 == TABLE_ENTRIES * 16);
+const _: () = assert!(HOSTS == 8 && WAY2 == 16);
+/// A pc's table index, as translated code and the dispatcher compute it
+/// (flags-free: `mov eax, ecx; bswap eax; lea eax, [rax + rcx]; movzx eax,
+/// ax`): its low 16 bits plus bits 16-31 byte-swapped, so that hot pcs
+/// 64 KiB apart (cc1 had three at one index, which took turns leaving
+/// translated code) land apart. pc and pc + 1 never share an index (see
+/// `Table`).
+fn index(pc: u64) -> usize {
+    let lo = pc as u32;
+    (lo.swap_bytes().wrapping_add(lo) & 0xffff) as usize
+}
+
 /// The table's size: two ways of tags and cache pcs.
 const TABLE_BYTES: usize = TABLE_ENTRIES * 32;
 /// Has an engine of this process taken a huge page for its table?
@@ -316,18 +327,19 @@ static HUGE_TABLE_TAKEN: std::sync::atomic::AtomicBool = std::sync::atomic::Atom
 const HUGE_PAGE: usize = 2 << 20;
 const _: () = assert!(TABLE_BYTES == HUGE_PAGE);
 
-/// The per-thread dispatch table, two-way: 65536 tags (-guest pc), behind
-/// them 65536 cache pcs, then the same again for the second way; entry i
-/// of each at `8 * i`. Inline lookups and the dispatcher look at the first
-/// way; the miss routine tries the second, which holds what a newer pc
-/// with the same index pushed out of the first (two hot pcs 64 KiB apart
-/// would otherwise take turns leaving translated code: cc1 did, 735,000
-/// times in a small compile).
+/// The per-thread dispatch table, two-way: 65536 entries of 32 bytes, each
+/// a tag (-guest pc) and its cache pc, then the same for the second way, so
+/// that the miss routine's probe of the second way reads the cache line the
+/// first way's did (cc1's second-way hits waited on that load). Inline
+/// lookups and the dispatcher look at the first way; the miss routine
+/// tries the second, which holds what a newer pc with the same index pushed
+/// out of the first (two hot pcs at one index would otherwise take turns
+/// leaving translated code: cc1 did, 735,000 times in a small compile).
 ///
 /// An empty entry is zero, as the fresh mapping is (start-up writes two
 /// entries, not a megabyte): tag 0, cache pc 0. A lookup hits when pc +
 /// tag (+ the interrupt byte, in inline lookups) is zero, which for a zero
-/// tag happens only at index 0 (pc 0) and index 0xffff (pc -1 with the
+/// tag happens only at index 0 (pc 0) and index 0xfffe (pc -1 with the
 /// byte raised): those two hold the miss routine (second way: its tail,
 /// `miss2`) when empty, so any match on an empty entry is a miss.
 struct Table {
@@ -388,26 +400,26 @@ impl Table {
     /// Entry `i` of `way` (0 or 1): its tag and cache pc.
     fn set(&mut self, way: usize, i: usize, tag: u64, cache: u64) {
         debug_assert!(i < TABLE_ENTRIES && way < 2);
-        let w = way * WAY2 / 8;
+        let w = i * 4 + way * WAY2 / 8;
         // SAFETY: i < TABLE_ENTRIES, way < 2: both words are inside our
         // mapping; only this thread reads the table (from its translated
         // code and dispatcher), never while Rust changes it.
         unsafe {
-            *self.base.add(w + i) = tag;
-            *self.base.add(w + HOSTS / 8 + i) = cache;
+            *self.base.add(w) = tag;
+            *self.base.add(w + HOSTS / 8) = cache;
         }
     }
 
     fn get(&self, way: usize, i: usize) -> (u64, u64) {
         debug_assert!(i < TABLE_ENTRIES && way < 2);
-        let w = way * WAY2 / 8;
+        let w = i * 4 + way * WAY2 / 8;
         // SAFETY: as in `set`.
-        unsafe { (*self.base.add(w + i), *self.base.add(w + HOSTS / 8 + i)) }
+        unsafe { (*self.base.add(w), *self.base.add(w + HOSTS / 8)) }
     }
 
     /// Entry `i` of `way` empty.
     fn empty(&mut self, way: usize, i: usize) {
-        if i == 0 || i == TABLE_ENTRIES - 1 {
+        if i == 0 || i == index(u64::MAX) {
             self.set(way, i, 0, if way == 0 { ctx::miss_addr() } else { ctx::miss2_addr() });
         } else {
             self.set(way, i, 0, 0);
@@ -418,7 +430,7 @@ impl Table {
     fn empty_ends(&mut self) {
         for way in 0..2 {
             self.empty(way, 0);
-            self.empty(way, TABLE_ENTRIES - 1);
+            self.empty(way, index(u64::MAX));
         }
     }
 
@@ -439,7 +451,7 @@ impl Table {
 
     /// Forget `pc` if its entry holds it.
     fn remove(&mut self, pc: u64) {
-        let i = (pc & 0xffff) as usize;
+        let i = index(pc);
         for way in 0..2 {
             if self.get(way, i).0 == pc.wrapping_neg() {
                 self.empty(way, i);
@@ -448,7 +460,7 @@ impl Table {
     }
 
     fn insert(&mut self, pc: u64, cache: u64) {
-        let i = (pc & 0xffff) as usize;
+        let i = index(pc);
         let tag = pc.wrapping_neg();
         let (old, old_cache) = self.get(0, i);
         if old != 0 && old != tag {
@@ -717,6 +729,8 @@ struct Stats {
     checked: u64,
     /// `--check`: blocks run by both engines and found equal.
     lockstep: u64,
+    /// Exits to the run loop for a pc the dispatcher did not find.
+    misses: u64,
 }
 
 impl JitEngine {
@@ -1133,12 +1147,20 @@ impl JitEngine {
         // the interpreter's own blocks wrote since the last check.
         self.interp.take_journal();
         let mut iexit = None;
-        for _ in 0..insns.len() {
+        // Instruction by instruction while control stays on the block's
+        // straight line (a taken `jcc` leaves a block in its middle).
+        let mut ran = 0;
+        for insn in &insns {
+            ran += 1;
             if let Some(e) = self.interp.step(&mut icpu) {
                 iexit = Some(e);
                 break;
             }
+            if icpu.rip != insn.next_ip() {
+                break;
+            }
         }
+        let insns = &insns[..ran];
         let journal = self.interp.take_journal();
         let written: Vec<(crate::interp::Written, Vec<u8>)> = journal
             .into_iter()
@@ -1360,7 +1382,11 @@ impl Engine for JitEngine {
                     // SAFETY: this thread's Ctx, not referenced across `urun_jit_enter`.
                     let c = unsafe { &*cp };
                     match c.reason {
-                        reason::MISS | reason::INTERRUPTED => continue,
+                        reason::MISS => {
+                            self.stats.misses += 1;
+                            continue;
+                        }
+                        reason::INTERRUPTED => continue,
                         reason::SYSCALL => {
                             save(c, cpu);
                             // As the hardware does: RCX = return address,
@@ -1441,14 +1467,18 @@ mod tests {
             if huge {
                 assert_eq!(t.base as usize % HUGE_PAGE, 0);
             }
-            assert_eq!(t.get(0, 0x1234), (0, 0));
-            assert_eq!(t.get(1, 0x1234), (0, 0));
+            let (a, i) = (0x7f00_1234u64, index(0x7f00_1234));
+            // Another pc at the same index.
+            let b = (a + 1..).find(|&pc| index(pc) == i).expect("a colliding pc");
+            assert_eq!(t.get(0, i), (0, 0));
+            assert_eq!(t.get(1, i), (0, 0));
             assert_eq!(t.get(0, 0), (0, ctx::miss_addr()));
-            assert_eq!(t.get(1, TABLE_ENTRIES - 1), (0, ctx::miss2_addr()));
-            t.insert(0x7f00_1234, 0x42);
-            assert_eq!(t.get(0, 0x1234), (0x7f00_1234u64.wrapping_neg(), 0x42));
-            t.insert(0x7f01_1234, 0x43);
-            assert_eq!(t.get(1, 0x1234), (0x7f00_1234u64.wrapping_neg(), 0x42));
+            assert_eq!(t.get(1, index(u64::MAX)), (0, ctx::miss2_addr()));
+            t.insert(a, 0x42);
+            assert_eq!(t.get(0, i), (a.wrapping_neg(), 0x42));
+            t.insert(b, 0x43);
+            assert_eq!(t.get(0, i), (b.wrapping_neg(), 0x43));
+            assert_eq!(t.get(1, i), (a.wrapping_neg(), 0x42));
         }
     }
 
@@ -1762,6 +1792,29 @@ mod tests {
     const CHECKED: [u8; 20] =
         [0x31, 0xc0, 0xb9, 10, 0, 0, 0, 0x01, 0xc8, 0x89, 0x07, 0x0f, 0xaf, 0xd8, 0xe2, 0xf7, 0x0f, 0x05, 0x90, 0x90];
 
+    // xor eax, eax; mov ecx, 10; L: test cl, 1; jnz S; add eax, ecx; inc ebx;
+    // S: mov [rdi], eax; dec ecx; jnz L; syscall
+    const SUPERBLOCK: [u8; 24] = [
+        0x31, 0xc0, 0xb9, 10, 0, 0, 0, 0xf6, 0xc1, 0x01, 0x75, 0x04, 0x01, 0xc8, 0xff, 0xc3, 0x89, 0x07, 0xff, 0xc9,
+        0x75, 0xf1, 0x0f, 0x05,
+    ];
+
+    #[test]
+    fn a_branch_taken_in_the_middle_of_a_block_agrees_also_under_check() {
+        let s = Snippet::new();
+        let data = s.data;
+        let ([a, b], _) = both_ro(&s, &SUPERBLOCK, |c| c.gpr[reg::RDI] = data);
+        assert_eq!(b.1, Exit::Syscall);
+        assert_eq!((b.0.gpr[reg::RAX], b.0.gpr[reg::RBX]), (30, 5));
+        assert_same(&[a, b]);
+        let s = Snippet::new();
+        let (r, stats) = run_checked(&s, &SUPERBLOCK, None);
+        assert_eq!(r, Ok(Exit::Syscall));
+        assert!(stats.lockstep >= 10, "{stats:?}");
+        // SAFETY: the snippet's data area.
+        assert_eq!(unsafe { *(s.data as *const u32) }, 30);
+    }
+
     #[test]
     fn check_runs_every_block_in_lockstep() {
         let s = Snippet::new();
@@ -1890,6 +1943,29 @@ mod tests {
         // the syscall: each translated once (the returns and the indirect
         // call found their targets inline, without a miss).
         assert!(stats.translated <= 6, "{stats:?}");
+        // Exits only to translate: the table's index is the lookups'.
+        assert!(stats.misses <= 6, "{stats:?}");
+    }
+
+    #[test]
+    fn table_indices_spread_pcs_64k_apart_and_never_pair_neighbours() {
+        // cc1's three hot pcs at one low-16-bit index.
+        let hot = [0x10f1f30u64, 0x18b1f30, 0xd81f30];
+        assert!(hot.iter().all(|&a| hot.iter().filter(|&&b| index(a) == index(b)).count() == 1));
+        // A lookup with the interrupt byte raised compares pc + 1 with the
+        // entry at pc's index: pc + 1 is never there.
+        for pc in [0u64, 0xffff, 0xfffe, 0xff_ffff, 0xffff_ffff, 0x1_ffff_ffff, 0x7fff_ffff_ffff, u64::MAX - 1] {
+            assert_ne!(index(pc), index(pc + 1), "{pc:#x}");
+        }
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        for _ in 0..100_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            assert_ne!(index(x), index(x.wrapping_add(1)), "{x:#x}");
+        }
+        // The two indices a zero (empty) tag can match.
+        assert_eq!((index(0), index(u64::MAX)), (0, 0xfffe));
     }
 
     #[test]

@@ -9,10 +9,12 @@
 //!   FS prefix byte becomes GS and GS-prefixed instructions go to the
 //!   interpreter; for a GS guest, GS prefixes are copied as they are and
 //!   FS-prefixed instructions go to the interpreter.
-//! - Control transfers end the block: direct ones are `jmp/jcc rel32`
-//!   exits the engine links to the target's translation (until then aimed
-//!   at a stub that goes through the dispatcher), `jcc`/`loop`/`jrcxz`
-//!   keep their condition and have an exit on each side, `call` pushes the
+//! - Control transfers end the block, except a `jcc`, whose fall-through
+//!   side stays in the block (a superblock: one entry, many exits): direct
+//!   ones are `jmp/jcc rel32` exits the engine links to the target's
+//!   translation (until then aimed at a stub that goes through the
+//!   dispatcher), `loop`/`jrcxz` keep their condition and have an exit on
+//!   each side, `call` pushes the
 //!   guest return address from a literal, indirect ones load their target
 //!   into RCX (saved first), `ret` pops it, and both look it up inline.
 //!   SYSCALL exits to the run loop.
@@ -34,8 +36,9 @@ use crate::cpuid;
 /// Longest block, in guest instructions.
 pub(crate) const MAX_INSNS: usize = 64;
 /// Room a block may need in the cache (64 instructions of at most 15
-/// bytes, rewritten branches and the exit stubs).
-pub(crate) const MAX_BLOCK_BYTES: usize = 2048;
+/// bytes, or 64 conditional exits of 6 bytes and their 27-byte stubs, the
+/// prologue, the last instruction's lookup and literal).
+pub(crate) const MAX_BLOCK_BYTES: usize = 4096;
 /// The most guest bytes a block can be translated from.
 pub(crate) const MAX_GUEST_SPAN: u64 = (MAX_INSNS * 15) as u64;
 
@@ -87,12 +90,13 @@ pub(crate) struct Block {
     pub links: Vec<Link>,
 }
 
-/// Distance from a table entry's tag to its cache pc (the engine's table
-/// keeps 65536 tags, then 65536 cache pcs).
-pub(crate) const TABLE_HOSTS: u32 = 65536 * 8;
-/// Distance from a table entry to its second way (behind the first way's
-/// tags and cache pcs), which only the miss routine probes.
-pub(crate) const TABLE_WAY2: u32 = 65536 * 16;
+/// Distance from a table entry's tag to its cache pc (an entry is 32
+/// bytes: tag and cache pc of the first way, then of the second, so one
+/// lookup touches one cache line).
+pub(crate) const TABLE_HOSTS: u32 = 8;
+/// Distance from a table entry to its second way, which only the miss
+/// routine probes.
+pub(crate) const TABLE_WAY2: u32 = 16;
 
 /// Offset of a block's `ibl` entry (the prologue's layout is fixed).
 pub(crate) const IBL: u32 = 9 + 10 + 3 + 2 + 10 + 8;
@@ -423,14 +427,18 @@ impl Emitter {
     /// target out again from RCX (target + tag + byte), RAX (the byte) and
     /// RDX (the tag's address), so the hit path stores no `Ctx::rip`.
     /// Flags-free: the tag compare is `lea` + `jrcxz`, with the interrupt
-    /// byte added in (a tag mismatch is a nonzero multiple of 65536, so
-    /// the sum is zero only for a hit with the byte clear).
+    /// byte added in (the sum is zero with the byte raised only if the
+    /// entry held pc + 1, which never shares pc's index: see `mod.rs`,
+    /// `index`; so only for a hit with the byte clear).
     fn lookup(&mut self) {
         self.store(0, off::S_RAX);
         self.store(2, off::S_RDX);
-        self.bytes(&[0x0f, 0xb7, 0xc1]); // movzx eax, cx
+        // The index (`mod.rs`, `index`): low 16 bits + bits 16-31 swapped.
+        self.bytes(&[0x89, 0xc8, 0x0f, 0xc8]); // mov eax, ecx; bswap eax
+        self.bytes(&[0x8d, 0x04, 0x01, 0x0f, 0xb7, 0xc0]); // lea eax, [rcx + rax]; movzx eax, ax
         self.mov_imm(2, self.env.table);
-        self.bytes(&[0x48, 0x8d, 0x14, 0xc2]); // lea rdx, [rdx + rax*8]
+        self.bytes(&[0x48, 0x8d, 0x04, 0x85, 0, 0, 0, 0]); // lea rax, [rax*4]
+        self.bytes(&[0x48, 0x8d, 0x14, 0xc2]); // lea rdx, [rdx + rax*8]: 32 bytes an entry
         self.bytes(&[0x48, 0x8b, 0x02]); // mov rax, [rdx]
         self.bytes(&[0x48, 0x8d, 0x0c, 0x01]); // lea rcx, [rcx + rax]
         self.mov_imm(0, self.env.kick);
@@ -612,11 +620,11 @@ pub(crate) fn translate(bytes: &[u8], pc: u64, at: u64, env: Env) -> Translation
             }
             Kind::Jcc(target) => {
                 end = next;
-                // jcc rel32 to the taken side, jmp rel32 to the other.
+                // jcc rel32 to the taken side; the block goes on with the
+                // other (the fall-through stays in line: no jump, no block
+                // entry).
                 let cc = insn.condition_code() as u8 - 1;
                 e.link(target, &[0x0f, 0x80 | cc]);
-                e.link(next, &[0xe9]);
-                break;
             }
             Kind::Loop(target) => {
                 end = next;
@@ -768,13 +776,14 @@ mod tests {
     fn inline_lookup() -> Vec<u8> {
         let mut v = st(0, off::S_RAX);
         v.extend(st(2, off::S_RDX));
-        v.extend([0x0f, 0xb7, 0xc1]);
+        v.extend([0x89, 0xc8, 0x0f, 0xc8, 0x8d, 0x04, 0x01, 0x0f, 0xb7, 0xc0]);
         v.extend(imm(2, TABLE));
+        v.extend([0x48, 0x8d, 0x04, 0x85, 0, 0, 0, 0]);
         v.extend([0x48, 0x8d, 0x14, 0xc2, 0x48, 0x8b, 0x02, 0x48, 0x8d, 0x0c, 0x01]);
         v.extend(imm(0, KICK));
         v.extend([0x0f, 0xb6, 0x00, 0x48, 0x8d, 0x0c, 0x01, 0xe3, 8]);
         v.extend(jmp_ctx(off::MISS));
-        v.extend([0xff, 0xa2, 0x00, 0x00, 0x08, 0x00]);
+        v.extend([0xff, 0xa2, 0x08, 0x00, 0x00, 0x00]);
         v
     }
 
@@ -920,6 +929,30 @@ mod tests {
                 Link { at: o + 9, stub: o + 13 + stub as u32, target: PC + 4 }
             ]
         );
+    }
+
+    #[test]
+    fn a_block_goes_on_past_a_conditional_branch() {
+        // cmp eax, ebx; jne +1; nop; nop: one block, the taken side an exit.
+        let b = block(&[0x39, 0xd8, 0x75, 0x01, 0x90, 0x90]);
+        let stub = to_dispatcher(PC + 5).len() as i32;
+        let mut want = vec![0x39, 0xd8, 0x0f, 0x85];
+        want.extend(7i32.to_le_bytes()); // over the nops and the jmp
+        want.extend([0x90, 0x90, 0xe9]);
+        want.extend(stub.to_le_bytes());
+        want.extend(to_dispatcher(PC + 5));
+        want.extend(to_dispatcher(PC + 6));
+        assert_eq!(body(&b), &want[..]);
+        let o = b.body;
+        assert_eq!(
+            b.links,
+            vec![
+                Link { at: o + 4, stub: o + 15, target: PC + 5 },
+                Link { at: o + 11, stub: o + 15 + stub as u32, target: PC + 6 }
+            ]
+        );
+        assert_eq!(b.guest_len, 6);
+        assert_eq!(guest_pc_at(&b.map, o + 9), Some((PC + 5, Fixup::None)));
     }
 
     #[test]
