@@ -31,12 +31,11 @@ pub(crate) fn start(cli: &Cli) -> Result<Infallible, StartError> {
         std::process::exit(2)
     }
 
-    if cli.engine == EngineArg::Kvm {
-        // Before loading anything: fail with one clear line, not later.
-        if let Err(e) = urun_kvm::probe() {
-            kvm_unusable(&e);
-        }
-    }
+    // The VM and its first vCPU are made and tried (`urun_kvm::probe`) on
+    // a thread of their own while this one loads the program; joined
+    // before the engine is made, which then finds them ready. Where KVM
+    // cannot be used, that is one line then, not before loading.
+    let kvm_ready = (cli.engine == EngineArg::Kvm).then(KvmReady::start);
     // What `auto` chooses from (and what execve'd programs inherit).
     let host = Host::probe();
     if cli.engine == EngineArg::Jit {
@@ -137,6 +136,9 @@ pub(crate) fn start(cli: &Cli) -> Result<Infallible, StartError> {
     if let Some(port) = cli.gdb {
         gdb::wait_for_gdb(port, mem.clone(), auxv)?;
     }
+    if let Some(ready) = kvm_ready {
+        ready.wait();
+    }
     let mut engine = match debugged(debug, new_engine(kind, seg, mem.clone()), mem) {
         Ok(e) => e,
         Err(EngineError::Unavailable(e)) if kind == EngineKind::Kvm => kvm_unusable(&e),
@@ -173,6 +175,37 @@ fn debugged(
     match engine {
         Ok(e) if debug => Ok(Box::new(gdb::Debugged::new(e, mem))),
         other => other,
+    }
+}
+
+/// `urun_kvm::probe` under way on its own thread (or done, where no
+/// thread could be made): it leaves the VM and a vCPU ready for the
+/// engine.
+enum KvmReady {
+    Thread(std::thread::JoinHandle<Result<(), urun_kvm::KvmError>>),
+    Done(Result<(), urun_kvm::KvmError>),
+}
+
+impl KvmReady {
+    fn start() -> KvmReady {
+        match std::thread::Builder::new().name("urun-kvm-init".into()).spawn(urun_kvm::probe) {
+            Ok(handle) => KvmReady::Thread(handle),
+            Err(_) => KvmReady::Done(urun_kvm::probe()),
+        }
+    }
+
+    /// Wait for the VM; where KVM cannot be used, say why and leave.
+    fn wait(self) {
+        let result = match self {
+            KvmReady::Thread(handle) => match handle.join() {
+                Ok(r) => r,
+                Err(_) => kvm_unusable(&"the thread making the VM panicked"),
+            },
+            KvmReady::Done(r) => r,
+        };
+        if let Err(e) = result {
+            kvm_unusable(&e);
+        }
     }
 }
 

@@ -206,15 +206,26 @@ pub enum KvmError {
     Internal(String),
 }
 
-/// Check that KVM works here: make the VM and run a few instructions at
-/// CPL0 in long mode that exit with `out`. The error says why not.
+/// Check that KVM works here: make this process's VM (system pages, page
+/// tables, their memory slot) and its first vCPU (CPUID, XCR0, MSRs),
+/// and run a few instructions at CPL3 in long mode that end in a
+/// SYSCALL. The error says why not. The VM and the vCPU stay, idle, for
+/// the first [`KvmEngine`] to take. The CLI runs it on a thread of its own
+/// while the main thread loads the program: the ioctls that make a VM
+/// mostly wait (a memory-slot change waits for an SRCU grace period, a
+/// supported-CPUID query exits to the host hypervisor for every leaf), and
+/// a vCPU's first KVM_RUN costs ~0.3 ms more than the next ones under
+/// `kvm_pvm` wherever it runs; the guest thread's own first KVM_RUN then
+/// costs about what any other does.
 pub fn probe() -> Result<(), KvmError> {
     let vm = vm::get()?;
     let mut v = vm::lock(&vm);
     let (mut vcpu, idx, _) = v.take_vcpu()?;
     let regs = kvm_regs { rip: v.probe_code(), rflags: 0x202, ..Default::default() };
+    let sregs = v.user_sregs(idx);
     let result = (|| {
         let err = |what| move |e: kvm_ioctls::Error| KvmError::Ioctl { what, errno: e.errno() };
+        vcpu.set_sregs(&sregs).map_err(err("KVM_SET_SREGS"))?;
         vcpu.set_regs(&regs).map_err(err("KVM_SET_REGS"))?;
         let raw = match vcpu.run() {
             Ok(VcpuExit::IoOut(port, _)) => RawExit::Out { port, from_stub: true },
@@ -448,10 +459,11 @@ impl KvmEngine {
             // region (the FXSAVE image), with the x87 and SSE components
             // marked present in XSTATE_BV.
             let vcpu = self.vcpu.as_ref().ok_or(KvmError::Internal("the engine has no vCPU".into()))?;
-            let mut xs = match self.loaded.xsave.take() {
-                Some(x) => x,
-                None => vcpu.get_xsave().map_err(|e| KvmError::Ioctl { what: "KVM_GET_XSAVE", errno: e.errno() })?,
-            };
+            // The first time, an area of our own (standard format, no
+            // component but those written below), not the vCPU's: one
+            // ioctl less at start-up. XCR0 has nothing else (x87, SSE,
+            // AVX with AVX), and a new engine's guest state is `cpu`.
+            let mut xs = self.loaded.xsave.take().unwrap_or_default();
             let img = cpu.fxsave_image();
             for (i, w) in img.chunks_exact(4).enumerate() {
                 xs.region[i] = u32::from_le_bytes([w[0], w[1], w[2], w[3]]);
@@ -460,9 +472,10 @@ impl KvmEngine {
             if urun_cpu::cpuid::model().has("avx") {
                 put_ymm_hi(&mut xs, &cpu.ymm_hi);
             }
-            // SAFETY: the area came from KVM_GET_XSAVE for this vCPU; only
-            // its legacy region (a valid FXSAVE image of CpuState), its AVX
-            // component when XCR0 has it, and those bits of XSTATE_BV changed.
+            // SAFETY: the area came from KVM_GET_XSAVE for this vCPU, or is
+            // all zero (standard format, XCOMP_BV 0); only its legacy region
+            // (a valid FXSAVE image of CpuState), its AVX component when
+            // XCR0 has it, and those bits of XSTATE_BV changed.
             unsafe { vcpu.set_xsave(&xs) }.map_err(|e| KvmError::Ioctl { what: "KVM_SET_XSAVE", errno: e.errno() })?;
             self.loaded.xsave = Some(xs);
             self.loaded.fpu = Some(fpu);

@@ -44,7 +44,15 @@ const SEL_USER32_CODE: u16 = 0x23;
 const SEL_TSS: u16 = 0x40;
 const GDT_ENTRIES: usize = 16;
 
+/// The page-table pool: reserved whole (host and guest-physical), covered
+/// by memory slots a chunk at a time, the first chunk in the system
+/// area's slot (one slot, not two, at start-up: each slot change waits
+/// for an SRCU grace period, and a 1 GiB slot made KVM allocate 2 MiB of
+/// reverse maps up front, ~0.3 ms).
 const PT_POOL_SIZE: usize = 1 << 30;
+/// The pool's first chunk: 1,024 tables, enough for 2 GiB of dense guest
+/// memory, or about a thousand separate 2 MiB areas.
+const PT_FIRST_CHUNK: usize = 4 << 20;
 
 const MSR_STAR: u32 = 0xc000_0081;
 const MSR_LSTAR: u32 = 0xc000_0082;
@@ -94,7 +102,7 @@ pub struct Vm {
     pub fd: VmFd,
     cpuid: CpuId,
     sys: Mapping,
-    /// The system area's guest-physical address.
+    /// The system area's guest-physical address (the pool's follows it).
     sys_gpa: u64,
     pt: PageTables,
     /// Guest-physical space: who has what below the usable width.
@@ -233,10 +241,13 @@ impl Vm {
             cpuid.as_slice().iter().find(|e| e.function == 0x8000_0008).and_then(|e| gpa::cpuid_leaf_bits(e.eax));
         let mut space = GpaSpace::new(gpa::usable_bits(vcpu_bits));
         tracing::debug!(bits = space.bits(), ?vcpu_bits, "guest-physical width");
-        let sys = Mapping::new(((CPU_PAGE0 as usize) + MAX_VCPUS) * 4096).map_err(KvmError::Memory)?;
-        let sys_gpa = space.alloc(sys.len() as u64, sys.addr()).map_err(KvmError::Gpa)?;
-        let pool_gpa = space.alloc(PT_POOL_SIZE as u64, 0).map_err(KvmError::Gpa)?;
-        let pt = PageTables::new(PT_POOL_SIZE, pool_gpa).map_err(KvmError::Memory)?;
+        // The system area, then the page-table pool: one host mapping and
+        // one guest-physical range.
+        let sys_len = ((CPU_PAGE0 as usize) + MAX_VCPUS) * 4096;
+        let mut sys = Mapping::new(sys_len + PT_POOL_SIZE).map_err(KvmError::Memory)?;
+        let pool = sys.split_off(sys_len);
+        let sys_gpa = space.alloc((sys_len + PT_POOL_SIZE) as u64, sys.addr()).map_err(KvmError::Gpa)?;
+        let pt = PageTables::new(pool, PT_FIRST_CHUNK, sys_gpa + sys_len as u64).map_err(KvmError::Paging)?;
         let mut vm = Vm {
             _kvm: kvm,
             fd,
@@ -249,7 +260,7 @@ impl Vm {
             spans: Vec::new(),
             slots: BTreeMap::new(),
             free_slots: Vec::new(),
-            next_slot: 2,
+            next_slot: 1,
             max_slots,
             epoch: 0,
             running: Arc::new(Running::new(MAX_VCPUS)),
@@ -326,9 +337,39 @@ impl Vm {
         for i in 0..MAX_VCPUS as u64 {
             map(&mut self.pt, CPU_PAGE0 + i, paging::RW | paging::NX).map_err(KvmError::Paging)?;
         }
-        self.set_slot(0, phys, base, self.sys.len() as u64)?;
+        // One slot: the system area and the pool's first chunk after it.
+        let (_, usable) = self.pt.usage();
+        self.set_slot(0, phys, base, (self.sys.len() + usable) as u64)?;
+        Ok(())
+    }
+
+    /// Make sure the pool has room for `tables` more tables, covering
+    /// more of it with a slot if not (before the tables are handed out: a
+    /// vCPU may walk a table as soon as it is linked in). Chunks double.
+    fn reserve_tables(&mut self, tables: usize) -> Result<(), KvmError> {
+        let (used, usable) = self.pt.usage();
+        let need = used + tables * 4096;
+        if need <= usable {
+            return Ok(());
+        }
         let (pool, pool_gpa, len) = self.pt.pool();
-        self.set_slot(1, pool_gpa, pool, len as u64)?;
+        if need > len {
+            return Err(KvmError::Paging(paging::PagingError::PoolFull(len)));
+        }
+        let grow = (need - usable).next_multiple_of(2 << 20).max(usable).min(len - usable);
+        let number = match self.slot_number() {
+            Some(n) => n,
+            None => {
+                self.reclaim_waiting()?;
+                self.slot_number().ok_or(KvmError::TooManySlots(self.max_slots))?
+            }
+        };
+        if let Err(e) = self.set_slot(number, pool_gpa + usable as u64, pool + usable as u64, grow as u64) {
+            self.free_slots.push(number);
+            return Err(e);
+        }
+        tracing::debug!(usable = usable + grow, slot = number, "page-table pool grown");
+        self.pt.set_usable(usable + grow);
         Ok(())
     }
 
@@ -380,8 +421,9 @@ impl Vm {
         self.sys.addr() + PROBE_PAGE * 4096
     }
 
-    /// A vCPU ready to run guest code (long mode, CPL0, SYSCALL to the
-    /// stub), with its system-page index.
+    /// A vCPU ready to run guest code (long mode, SYSCALL to the stub),
+    /// with its system-page index and the system registers to enter it
+    /// with (the caller loads them).
     pub fn take_vcpu(&mut self) -> Result<(VcpuFd, usize, kvm_sregs), KvmError> {
         let (vcpu, idx) = match self.idle_vcpus.pop() {
             Some(v) => v,
@@ -417,8 +459,8 @@ impl Vm {
                 (vcpu, idx)
             }
         };
+        // Not loaded here: every entry loads them (`KvmEngine::enter`).
         let sregs = self.user_sregs(idx);
-        vcpu.set_sregs(&sregs).map_err(ioctl_err("KVM_SET_SREGS"))?;
         Ok((vcpu, idx, sregs))
     }
 
@@ -664,6 +706,7 @@ impl Vm {
         for s in old.iter().filter(|s| new.binary_search(s).is_err()) {
             self.pt.unmap(s.start, s.end);
         }
+        let mut to_map = Vec::new();
         for s in new {
             let in_fresh = fresh.binary_search_by(|k| slot_order(k, s.start)).is_ok();
             if !in_fresh && old.binary_search(s).is_ok() {
@@ -674,7 +717,11 @@ impl Vm {
             let Some(&(start, end)) = want.binary_search_by(|k| slot_order(k, s.start)).ok().map(|i| &want[i]) else {
                 continue;
             };
-            let Some(slot) = self.slots.get(&(start, end)) else { continue };
+            let Some(&slot) = self.slots.get(&(start, end)) else { continue };
+            to_map.push((*s, slot.gpa + (s.start - start)));
+        }
+        for (s, gpa) in to_map {
+            self.reserve_tables(paging::tables_for(s.start, s.end))?;
             let p = Prot(s.prot);
             let mut flags = paging::US;
             if p.contains(Prot::WRITE) {
@@ -683,7 +730,7 @@ impl Vm {
             if !p.contains(Prot::EXEC) {
                 flags |= paging::NX;
             }
-            self.pt.map_range(s.start, s.end, slot.gpa + (s.start - start), flags).map_err(KvmError::Paging)?;
+            self.pt.map_range(s.start, s.end, gpa, flags).map_err(KvmError::Paging)?;
         }
         // Stale slots: unreachable from the tables of the new epoch, but a
         // vCPU inside KVM_RUN may still hold a translation into them; they
@@ -710,9 +757,9 @@ impl Vm {
     /// run's slot; slots do not overlap in guest-physical space.
     fn check(&mut self) {
         let mut ranges: Vec<(u64, u64)> = self.slots.iter().map(|(k, s)| (s.gpa, s.gpa + k.1 - k.0)).collect();
-        ranges.push((self.sys_gpa, self.sys_gpa + self.sys.len() as u64));
         let (_, pg, pl) = self.pt.pool();
-        ranges.push((pg, pg + pl as u64));
+        assert_eq!(pg, self.sys_gpa + self.sys.len() as u64, "the pool follows the system area");
+        ranges.push((self.sys_gpa, pg + pl as u64));
         ranges.sort();
         for w in ranges.windows(2) {
             assert!(w[0].1 <= w[1].0, "guest-physical overlap {w:x?}");
