@@ -134,6 +134,8 @@ pub struct Vm {
     retired: Retired<StaleSlot>,
     /// Generation of the AddressSpace at the last sync.
     pub generation: u64,
+    /// `AddressSpace::changes` at the last sync.
+    pub changes: u64,
     /// vCPUs made and free for reuse, with their system-page index.
     idle_vcpus: Vec<(VcpuFd, usize)>,
     next_vcpu: usize,
@@ -276,6 +278,7 @@ impl Vm {
             running: Arc::new(Running::new(MAX_VCPUS)),
             retired: Retired::default(),
             generation: 0,
+            changes: u64::MAX,
             idle_vcpus: Vec::new(),
             next_vcpu: 0,
             max_vcpus,
@@ -658,6 +661,7 @@ impl Vm {
             self.mem = Some(mem.clone());
         }
         self.generation = mem.generation();
+        self.changes = mem.changes();
         let now: Vec<Span> = mem
             .regions()
             .into_iter()
