@@ -32,10 +32,12 @@ pub(crate) fn start(cli: &Cli) -> Result<Infallible, StartError> {
     }
 
     // The VM and its first vCPU are made and tried (`urun_kvm::probe`) on
-    // a thread of their own while this one loads the program; joined
-    // before the engine is made, which then finds them ready. Where KVM
-    // cannot be used, that is one line then, not before loading.
-    let kvm_ready = (cli.engine == EngineArg::Kvm).then(KvmReady::start);
+    // a thread of their own while this one loads the program, and the
+    // memory loaded by then goes into the VM; joined before the engine is
+    // made, which then finds them ready. Where KVM cannot be used, that is
+    // one line then, not before loading.
+    let mem = Arc::new(AddressSpace::new());
+    let kvm_ready = (cli.engine == EngineArg::Kvm).then(|| KvmReady::start(&mem));
     // What `auto` chooses from (and what execve'd programs inherit).
     let host = Host::probe();
     if cli.engine == EngineArg::Jit {
@@ -48,7 +50,6 @@ pub(crate) fn start(cli: &Cli) -> Result<Infallible, StartError> {
         eprintln!("urun: --check: only with the JIT engine (it compares the JIT with the interpreter)");
         std::process::exit(2)
     }
-    let mem = Arc::new(AddressSpace::new());
     let cpuid1 = urun_cpu::cpuid::guest_cpuid(1, 0);
     let opts = LoadOptions {
         argv,
@@ -178,17 +179,18 @@ fn debugged(
     }
 }
 
-/// `urun_kvm::probe` under way on its own thread (or done, where no
-/// thread could be made): it leaves the VM and a vCPU ready for the
-/// engine.
+/// `urun_kvm::probe_and_sync` under way on its own thread (or the probe
+/// done, where no thread could be made): it leaves the VM and a vCPU ready
+/// for the engine, with the guest memory mapped by then in the VM.
 enum KvmReady {
     Thread(std::thread::JoinHandle<Result<(), urun_kvm::KvmError>>),
     Done(Result<(), urun_kvm::KvmError>),
 }
 
 impl KvmReady {
-    fn start() -> KvmReady {
-        match std::thread::Builder::new().name("urun-kvm-init".into()).spawn(urun_kvm::probe) {
+    fn start(mem: &Arc<AddressSpace>) -> KvmReady {
+        let m = mem.clone();
+        match std::thread::Builder::new().name("urun-kvm-init".into()).spawn(move || urun_kvm::probe_and_sync(&m)) {
             Ok(handle) => KvmReady::Thread(handle),
             Err(_) => KvmReady::Done(urun_kvm::probe()),
         }

@@ -264,6 +264,19 @@ pub fn probe() -> Result<(), KvmError> {
     result
 }
 
+/// [`probe`], then bring the VM's memory slots and page tables up to date
+/// with `mem` as it is at that moment (the CLI's thread: what the program's
+/// loading mapped by then is in the VM before the engine is made; every
+/// slot made waits for an SRCU grace period, better here than before the
+/// guest's first instruction).
+pub fn probe_and_sync(mem: &Arc<AddressSpace>) -> Result<(), KvmError> {
+    probe()?;
+    let vm = vm::get()?;
+    let mut v = vm::lock(&vm);
+    v.sync(mem)?;
+    Ok(())
+}
+
 impl From<KvmError> for EngineError {
     /// What the personality is told: `Unavailable` when KVM cannot run
     /// here at all, `Exhausted` when no vCPU is left for another guest
