@@ -182,22 +182,18 @@ fn debugged(
 /// `urun_kvm::probe_and_sync` under way on its own thread (or the probe
 /// done, where no thread could be made): it leaves the VM and a vCPU ready
 /// for the engine, with the guest memory mapped by then in the VM. The
-/// result comes back through a channel, so that waiting for it does not
-/// wait for the thread's own teardown.
+/// thread is joined, not only heard from: the guest must not see it in
+/// `/proc/self/task`.
 enum KvmReady {
-    Thread(std::sync::mpsc::Receiver<Result<(), urun_kvm::KvmError>>),
+    Thread(std::thread::JoinHandle<Result<(), urun_kvm::KvmError>>),
     Done(Result<(), urun_kvm::KvmError>),
 }
 
 impl KvmReady {
     fn start(mem: &Arc<AddressSpace>) -> KvmReady {
         let m = mem.clone();
-        let (tx, rx) = std::sync::mpsc::sync_channel(1);
-        let spawned = std::thread::Builder::new().name("urun-kvm-init".into()).spawn(move || {
-            let _ = tx.send(urun_kvm::probe_and_sync(&m));
-        });
-        match spawned {
-            Ok(_) => KvmReady::Thread(rx),
+        match std::thread::Builder::new().name("urun-kvm-init".into()).spawn(move || urun_kvm::probe_and_sync(&m)) {
+            Ok(handle) => KvmReady::Thread(handle),
             Err(_) => KvmReady::Done(urun_kvm::probe()),
         }
     }
@@ -205,9 +201,8 @@ impl KvmReady {
     /// Wait for the VM; where KVM cannot be used, say why and leave.
     fn wait(self) {
         let result = match self {
-            KvmReady::Thread(rx) => match rx.recv() {
+            KvmReady::Thread(handle) => match handle.join() {
                 Ok(r) => r,
-                // The thread ended without an answer: it panicked.
                 Err(_) => kvm_unusable(&"the thread making the VM panicked"),
             },
             KvmReady::Done(r) => r,
