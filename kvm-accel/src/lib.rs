@@ -268,12 +268,16 @@ pub fn probe() -> Result<(), KvmError> {
 /// with `mem` as it is at that moment (the CLI's thread: what the program's
 /// loading mapped by then is in the VM before the engine is made; every
 /// slot made waits for an SRCU grace period, better here than before the
-/// guest's first instruction).
+/// guest's first instruction). Only the probe's error is returned: guest
+/// memory that does not fit is not a KVM that cannot be used, and the
+/// engine's own sync meets it again and reports it as such.
 pub fn probe_and_sync(mem: &Arc<AddressSpace>) -> Result<(), KvmError> {
     probe()?;
     let vm = vm::get()?;
     let mut v = vm::lock(&vm);
-    v.sync(mem)?;
+    if let Err(e) = v.sync(mem) {
+        tracing::debug!(error = %e, "early sync failed; the engine will say why");
+    }
     Ok(())
 }
 
