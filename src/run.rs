@@ -31,12 +31,13 @@ pub(crate) fn start(cli: &Cli) -> Result<Infallible, StartError> {
         std::process::exit(2)
     }
 
-    if cli.engine == EngineArg::Kvm {
-        // Before loading anything: fail with one clear line, not later.
-        if let Err(e) = urun_kvm::probe() {
-            kvm_unusable(&e);
-        }
-    }
+    // The VM and its first vCPU are made and tried (`urun_kvm::probe`) on
+    // a thread of their own while this one loads the program, and the
+    // memory loaded by then goes into the VM; joined before the engine is
+    // made, which then finds them ready. Where KVM cannot be used, that is
+    // one line then, not before loading.
+    let mem = Arc::new(AddressSpace::new());
+    let kvm_ready = (cli.engine == EngineArg::Kvm).then(|| KvmReady::start(&mem));
     // What `auto` chooses from (and what execve'd programs inherit).
     let host = Host::probe();
     if cli.engine == EngineArg::Jit {
@@ -49,7 +50,6 @@ pub(crate) fn start(cli: &Cli) -> Result<Infallible, StartError> {
         eprintln!("urun: --check: only with the JIT engine (it compares the JIT with the interpreter)");
         std::process::exit(2)
     }
-    let mem = Arc::new(AddressSpace::new());
     let cpuid1 = urun_cpu::cpuid::guest_cpuid(1, 0);
     let opts = LoadOptions {
         argv,
@@ -137,6 +137,9 @@ pub(crate) fn start(cli: &Cli) -> Result<Infallible, StartError> {
     if let Some(port) = cli.gdb {
         gdb::wait_for_gdb(port, mem.clone(), auxv)?;
     }
+    if let Some(ready) = kvm_ready {
+        ready.wait();
+    }
     let mut engine = match debugged(debug, new_engine(kind, seg, mem.clone()), mem) {
         Ok(e) => e,
         Err(EngineError::Unavailable(e)) if kind == EngineKind::Kvm => kvm_unusable(&e),
@@ -173,6 +176,40 @@ fn debugged(
     match engine {
         Ok(e) if debug => Ok(Box::new(gdb::Debugged::new(e, mem))),
         other => other,
+    }
+}
+
+/// `urun_kvm::probe_and_sync` under way on its own thread (or the probe
+/// done, where no thread could be made): it leaves the VM and a vCPU ready
+/// for the engine, with the guest memory mapped by then in the VM. The
+/// thread is joined, not only heard from: the guest must not see it in
+/// `/proc/self/task`.
+enum KvmReady {
+    Thread(std::thread::JoinHandle<Result<(), urun_kvm::KvmError>>),
+    Done(Result<(), urun_kvm::KvmError>),
+}
+
+impl KvmReady {
+    fn start(mem: &Arc<AddressSpace>) -> KvmReady {
+        let m = mem.clone();
+        match std::thread::Builder::new().name("urun-kvm-init".into()).spawn(move || urun_kvm::probe_and_sync(&m)) {
+            Ok(handle) => KvmReady::Thread(handle),
+            Err(_) => KvmReady::Done(urun_kvm::probe()),
+        }
+    }
+
+    /// Wait for the VM; where KVM cannot be used, say why and leave.
+    fn wait(self) {
+        let result = match self {
+            KvmReady::Thread(handle) => match handle.join() {
+                Ok(r) => r,
+                Err(_) => kvm_unusable(&"the thread making the VM panicked"),
+            },
+            KvmReady::Done(r) => r,
+        };
+        if let Err(e) = result {
+            kvm_unusable(&e);
+        }
     }
 }
 

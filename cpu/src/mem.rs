@@ -298,6 +298,10 @@ pub struct AddressSpace {
     /// Bumped whenever access to some guest range is removed or reduced
     /// (unmap, protect, replace), so engines drop cached permissions.
     generation: AtomicU64,
+    /// Bumped whenever the map is written at all (mappings added too), so
+    /// that an engine that mirrors it (KVM's slots and page tables) can
+    /// bring its copy up to date before the guest runs again.
+    changes: AtomicU64,
     code: std::sync::Arc<Code>,
     /// `code` is in `GUARDED`.
     guarded: std::sync::atomic::AtomicBool,
@@ -331,6 +335,7 @@ impl AddressSpace {
         AddressSpace {
             regions: RwLock::new(BTreeMap::new()),
             generation: AtomicU64::new(0),
+            changes: AtomicU64::new(0),
             code: std::sync::Arc::new(Code {
                 seq: AtomicU64::new(0),
                 // The ring never grows past its capacity (the write hook
@@ -351,6 +356,12 @@ impl AddressSpace {
 
     fn bump(&self) {
         self.generation.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// Changes whenever the map may have changed in any way (read it, then
+    /// `regions()`, to see at least that change).
+    pub fn changes(&self) -> u64 {
+        self.changes.load(Ordering::Acquire)
     }
 
     // ----- the code log -----
@@ -687,7 +698,11 @@ impl AddressSpace {
     }
 
     fn write_map(&self) -> std::sync::RwLockWriteGuard<'_, BTreeMap<u64, Region>> {
-        self.regions.write().unwrap_or_else(|e| e.into_inner())
+        let map = self.regions.write().unwrap_or_else(|e| e.into_inner());
+        // Under the lock: whoever sees the new count and then reads the map
+        // waits for this change to be complete.
+        self.changes.fetch_add(1, Ordering::AcqRel);
+        map
     }
 
     /// A copy of every guest range, in address order.

@@ -176,9 +176,23 @@ fn host_cpuid_bits() -> u32 {
 }
 
 /// "address sizes : N bits physical" from /proc/cpuinfo, when readable.
+/// Only as far as the first CPU's line: the kernel makes the file a CPU
+/// at a time as it is read, so the rest would cost time in proportion to
+/// the host's CPUs (at start-up: this runs before the VM is made).
 fn cpuinfo_bits() -> Option<u32> {
-    let text = std::fs::read_to_string("/proc/cpuinfo").ok()?;
-    parse_cpuinfo_bits(&text)
+    use std::io::BufRead;
+    let file = std::fs::File::open("/proc/cpuinfo").ok()?;
+    let mut reader = std::io::BufReader::with_capacity(4096, file);
+    let mut line = String::new();
+    loop {
+        line.clear();
+        if reader.read_line(&mut line).ok()? == 0 {
+            return None;
+        }
+        if line.starts_with("address sizes") {
+            return parse_cpuinfo_bits(&line);
+        }
+    }
 }
 
 fn parse_cpuinfo_bits(text: &str) -> Option<u32> {
@@ -276,6 +290,10 @@ mod tests {
     fn widths() {
         assert_eq!(parse_cpuinfo_bits("cpu\t: 1\naddress sizes\t: 46 bits physical, 57 bits virtual\n"), Some(46));
         assert_eq!(parse_cpuinfo_bits("nothing"), None);
+        // Reading up to the first CPU's line finds what the whole file says.
+        if let Ok(text) = std::fs::read_to_string("/proc/cpuinfo") {
+            assert_eq!(cpuinfo_bits(), parse_cpuinfo_bits(&text));
+        }
         assert_eq!(cpuid_leaf_bits(0x3030), Some(48));
         assert_eq!(cpuid_leaf_bits(0), None);
         let b = usable_bits(Some(40));

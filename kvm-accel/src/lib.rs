@@ -11,7 +11,9 @@
 //!   through the rust-vmm crates `kvm-ioctls` and `kvm-bindings`.
 //! - **Memory: guest-virtual == host-virtual; guest-physical handed out
 //!   by urun.** Every accessible range of the guest's `AddressSpace` is
-//!   inside a KVM memory slot (adjacent ranges share a slot) whose
+//!   inside a KVM memory slot (adjacent ranges share one when first
+//!   seen; a slot stays while it lies wholly inside guest memory, and what
+//!   is added beside it gets a slot of its own, up to 8 per run) whose
 //!   `userspace_addr` is its host address and whose guest-physical address
 //!   `gpa.rs` hands out compactly below the physical-address width of both
 //!   the host and the vCPU (the smallest of CPUID 0x80000008, /proc/cpuinfo
@@ -39,7 +41,9 @@
 //!   (`reclaim.rs`: each vCPU publishes the epoch it runs on; a sync short
 //!   of slots or space waits a bounded time for laggards to exit, and at
 //!   most 32 stale slots wait: a vCPU spinning in guest code never exits,
-//!   and KVM's own slot deletion drops translations into the slot). New
+//!   and KVM's own slot deletion drops translations into the slot), and
+//!   lazily: up to 8 (256 MiB) are left alone, since deleting one waits
+//!   for two SRCU grace periods. New
 //!   mappings do not move the generation: the guest's first touch of one
 //!   takes a #PF, the engine resynchronises and, if that changed anything
 //!   or the vCPU ran on the tables of an older epoch (another vCPU's sync
@@ -50,11 +54,14 @@
 //!   any page-table change a vCPU switches CR3 between two identical
 //!   PML4s, so that KVM drops what it cached of the old tables (shadow
 //!   paging, as in `kvm_pvm`, does not see urun's writes to them).
-//! - **urun's private pages**: the page-table pool (a slot no page table
-//!   maps: the guest cannot read it), and the system area — stub code,
-//!   IDT, a probe page, and per vCPU a GDT, a TSS and an IST stack —
-//!   mapped at its own host address, supervisor-only. Both get
-//!   guest-physical ranges like guest memory. Being
+//! - **urun's private pages**: the system area — stub code, IDT, a probe
+//!   page, and per vCPU a GDT, a TSS and an IST stack — mapped at its own
+//!   host address, supervisor-only, and after it the page-table pool (1
+//!   GiB reserved; no page table maps it: the guest cannot read it). One
+//!   host mapping, one guest-physical range; one memory slot covers the
+//!   system area and the pool's first 4 MiB, and the pool grows by slots
+//!   of doubling size before a sync that may need more tables
+//!   (`Vm::reserve_tables`). Being
 //!   urun's memory, that address is never a guest address; it is in the
 //!   lower half because `kvm_pvm` gives a guest nothing else. Both are
 //!   anonymous host mappings outside the `AddressSpace`.
@@ -158,7 +165,19 @@
 //!   LSTAR stub that exits by MMIO instead saves only ~3
 //!   µs of KVM_RUN (the ignored test
 //!   `vm::pvm_experiment::user_mode_round_trip` measures both).
-//! - Start-up of a tiny static program: ~3.5 ms (VM, probe, vCPU, slots).
+//! - Start-up (`hyperfine`, see README): the VM is made and tried
+//!   ([`probe`]) on a thread of its own while the CLI loads the program.
+//!   What it costs, per ioctl (`perf trace`, quiet host): KVM_CREATE_VM
+//!   0.25-0.3 ms, KVM_GET_SUPPORTED_CPUID 0.3-0.45 ms (host CPUID exits
+//!   to the outer hypervisor), KVM_CREATE_VCPU 0.25-0.3 ms, KVM_SET_CPUID2
+//!   0.08 ms, a vCPU's first KVM_RUN 0.2-0.35 ms (the next ones 0.04-0.1),
+//!   each memory-slot change 0.04-0.13 ms and the first of a VM 0.6 ms,
+//!   all waiting for an SRCU grace period: on a loaded host each of them
+//!   takes milliseconds (the grace period needs kworkers to run). The 1
+//!   GiB page-table slot made KVM allocate reverse maps for all of it,
+//!   another 0.3 ms. Then the guest: each memory slot of its own (5 for
+//!   the PE hello, 7 for `/bin/true`, 10 before slots were kept), and
+//!   each exit (~45 µs; the PE hello makes 36 API calls, each an exit).
 
 mod exit;
 mod gpa;
@@ -206,15 +225,26 @@ pub enum KvmError {
     Internal(String),
 }
 
-/// Check that KVM works here: make the VM and run a few instructions at
-/// CPL0 in long mode that exit with `out`. The error says why not.
+/// Check that KVM works here: make this process's VM (system pages, page
+/// tables, their memory slot) and its first vCPU (CPUID, XCR0, MSRs),
+/// and run a few instructions at CPL3 in long mode that end in a
+/// SYSCALL. The error says why not. The VM and the vCPU stay, idle, for
+/// the first [`KvmEngine`] to take. The CLI runs it on a thread of its own
+/// while the main thread loads the program: the ioctls that make a VM
+/// mostly wait (a memory-slot change waits for an SRCU grace period, a
+/// supported-CPUID query exits to the host hypervisor for every leaf), and
+/// a vCPU's first KVM_RUN costs ~0.3 ms more than the next ones under
+/// `kvm_pvm` wherever it runs; the guest thread's own first KVM_RUN then
+/// costs about what any other does.
 pub fn probe() -> Result<(), KvmError> {
     let vm = vm::get()?;
     let mut v = vm::lock(&vm);
     let (mut vcpu, idx, _) = v.take_vcpu()?;
     let regs = kvm_regs { rip: v.probe_code(), rflags: 0x202, ..Default::default() };
+    let sregs = v.user_sregs(idx);
     let result = (|| {
         let err = |what| move |e: kvm_ioctls::Error| KvmError::Ioctl { what, errno: e.errno() };
+        vcpu.set_sregs(&sregs).map_err(err("KVM_SET_SREGS"))?;
         vcpu.set_regs(&regs).map_err(err("KVM_SET_REGS"))?;
         let raw = match vcpu.run() {
             Ok(VcpuExit::IoOut(port, _)) => RawExit::Out { port, from_stub: true },
@@ -232,6 +262,23 @@ pub fn probe() -> Result<(), KvmError> {
     })();
     v.put_vcpu(vcpu, idx);
     result
+}
+
+/// [`probe`], then bring the VM's memory slots and page tables up to date
+/// with `mem` as it is at that moment (the CLI's thread: what the program's
+/// loading mapped by then is in the VM before the engine is made; every
+/// slot made waits for an SRCU grace period, better here than before the
+/// guest's first instruction). Only the probe's error is returned: guest
+/// memory that does not fit is not a KVM that cannot be used, and the
+/// engine's own sync meets it again and reports it as such.
+pub fn probe_and_sync(mem: &Arc<AddressSpace>) -> Result<(), KvmError> {
+    probe()?;
+    let vm = vm::get()?;
+    let mut v = vm::lock(&vm);
+    if let Err(e) = v.sync(mem) {
+        tracing::debug!(error = %e, "early sync failed; the engine will say why");
+    }
+    Ok(())
 }
 
 impl From<KvmError> for EngineError {
@@ -381,8 +428,12 @@ impl KvmEngine {
     /// Bring memory and system registers up to date, then the guest state.
     fn enter(&mut self, cpu: &CpuState, force_sync: bool) -> Result<(), KvmError> {
         let gen = self.mem.generation();
+        let changes = self.mem.changes();
         let mut v = vm::lock(&self.vm);
-        if force_sync || gen != v.generation || self.loaded.epoch == u64::MAX {
+        // Mappings added since the last sync go in now, not at the guest's
+        // first touch of them (a #PF exit, ~65 µs with the x87/SSE state
+        // read back: three or four of them at each start-up).
+        if force_sync || gen != v.generation || changes != v.changes || self.loaded.epoch == u64::MAX {
             v.sync(&self.mem)?;
         } else if v.has_retired() {
             v.reclaim()?;
@@ -448,10 +499,11 @@ impl KvmEngine {
             // region (the FXSAVE image), with the x87 and SSE components
             // marked present in XSTATE_BV.
             let vcpu = self.vcpu.as_ref().ok_or(KvmError::Internal("the engine has no vCPU".into()))?;
-            let mut xs = match self.loaded.xsave.take() {
-                Some(x) => x,
-                None => vcpu.get_xsave().map_err(|e| KvmError::Ioctl { what: "KVM_GET_XSAVE", errno: e.errno() })?,
-            };
+            // The first time, an area of our own (standard format, no
+            // component but those written below), not the vCPU's: one
+            // ioctl less at start-up. XCR0 has nothing else (x87, SSE,
+            // AVX with AVX), and a new engine's guest state is `cpu`.
+            let mut xs = self.loaded.xsave.take().unwrap_or_default();
             let img = cpu.fxsave_image();
             for (i, w) in img.chunks_exact(4).enumerate() {
                 xs.region[i] = u32::from_le_bytes([w[0], w[1], w[2], w[3]]);
@@ -460,9 +512,10 @@ impl KvmEngine {
             if urun_cpu::cpuid::model().has("avx") {
                 put_ymm_hi(&mut xs, &cpu.ymm_hi);
             }
-            // SAFETY: the area came from KVM_GET_XSAVE for this vCPU; only
-            // its legacy region (a valid FXSAVE image of CpuState), its AVX
-            // component when XCR0 has it, and those bits of XSTATE_BV changed.
+            // SAFETY: the area came from KVM_GET_XSAVE for this vCPU, or is
+            // all zero (standard format, XCOMP_BV 0); only its legacy region
+            // (a valid FXSAVE image of CpuState), its AVX component when
+            // XCR0 has it, and those bits of XSTATE_BV changed.
             unsafe { vcpu.set_xsave(&xs) }.map_err(|e| KvmError::Ioctl { what: "KVM_SET_XSAVE", errno: e.errno() })?;
             self.loaded.xsave = Some(xs);
             self.loaded.fpu = Some(fpu);

@@ -30,6 +30,16 @@ impl Mapping {
         Ok(Mapping { addr: p as u64, len })
     }
 
+    /// Split at `at` (a multiple of 4 KiB inside the mapping): `self`
+    /// keeps the part below, the part from `at` on is returned, each
+    /// unmapped on its own drop.
+    pub fn split_off(&mut self, at: usize) -> Mapping {
+        assert!(at.is_multiple_of(4096) && at <= self.len, "split of a private mapping out of range");
+        let rest = Mapping { addr: self.addr + at as u64, len: self.len - at };
+        self.len = at;
+        rest
+    }
+
     pub fn addr(&self) -> u64 {
         self.addr
     }

@@ -6,7 +6,10 @@
 //! one private pool that is also a KVM memory slot, at guest-physical
 //! `phys`, but that no page table maps: the guest cannot read or write
 //! them. Tables are never freed; a cleared entry is left as an empty
-//! table.
+//! table. Only the pool's first `usable` bytes are handed out: the VM
+//! covers the pool with memory slots a chunk at a time (a slot costs KVM
+//! memory and time in proportion to its size), and grows `usable` before
+//! a change that may need more tables ([`PageTables::tables_for`]).
 
 use crate::mmap::Mapping;
 
@@ -23,6 +26,15 @@ pub enum PagingError {
     PoolFull(usize),
 }
 
+/// Tables a mapping of `[start, end)` may add at most: a page table per
+/// 2 MiB, a directory per GiB, a pointer table per 512 GiB it touches.
+pub fn tables_for(start: u64, end: u64) -> usize {
+    if end <= start {
+        return 0;
+    }
+    [21, 30, 39].iter().map(|&shift| (((end - 1) >> shift) - (start >> shift) + 1) as usize).sum()
+}
+
 /// The page tables of one VM: a pool of table pages and two PML4s kept
 /// identical (switching CR3 between them makes KVM drop its cached
 /// translations of the old tree).
@@ -31,17 +43,20 @@ pub struct PageTables {
     /// The pool's guest-physical address.
     phys: u64,
     used: usize,
+    /// Bytes of the pool that may be handed out (those a slot covers).
+    usable: usize,
     roots: [u64; 2],
 }
 
 impl PageTables {
-    /// A pool of `size` bytes (reserved, not committed) with two empty
-    /// roots, to be seen by the VM at guest-physical `phys`.
-    pub fn new(size: usize, phys: u64) -> std::io::Result<Self> {
-        let pool = Mapping::new(size)?;
-        let mut pt = PageTables { pool, phys, used: 0, roots: [0; 2] };
-        let a = pt.alloc().map_err(std::io::Error::other)?;
-        let b = pt.alloc().map_err(std::io::Error::other)?;
+    /// Tables in `pool` (reserved, not committed), of which the first
+    /// `usable` bytes may be handed out, with two empty roots, to be seen
+    /// by the VM at guest-physical `phys`.
+    pub fn new(pool: Mapping, usable: usize, phys: u64) -> Result<Self, PagingError> {
+        let usable = usable.min(pool.len());
+        let mut pt = PageTables { pool, phys, used: 0, usable, roots: [0; 2] };
+        let a = pt.alloc()?;
+        let b = pt.alloc()?;
         pt.roots = [a, b];
         Ok(pt)
     }
@@ -51,14 +66,25 @@ impl PageTables {
         (self.pool.addr(), self.phys, self.pool.len())
     }
 
+    /// Bytes handed out, and bytes that may be.
+    pub fn usage(&self) -> (usize, usize) {
+        (self.used, self.usable)
+    }
+
+    /// Let the first `usable` bytes of the pool be handed out (never
+    /// fewer than before, never more than the pool).
+    pub fn set_usable(&mut self, usable: usize) {
+        self.usable = usable.clamp(self.usable, self.pool.len());
+    }
+
     /// The physical address of PML4 `which` (0 or 1).
     pub fn root(&self, which: usize) -> u64 {
         self.roots[which & 1]
     }
 
     fn alloc(&mut self) -> Result<u64, PagingError> {
-        if self.used + 4096 > self.pool.len() {
-            return Err(PagingError::PoolFull(self.pool.len()));
+        if self.used + 4096 > self.usable {
+            return Err(PagingError::PoolFull(self.usable));
         }
         let pa = self.phys + self.used as u64;
         self.used += 4096;
@@ -174,7 +200,7 @@ mod tests {
 
     #[test]
     fn map_translate_unmap() {
-        let mut pt = PageTables::new(64 << 12, 0x10_0000).unwrap();
+        let mut pt = PageTables::new(Mapping::new(64 << 12).unwrap(), 64 << 12, 0x10_0000).unwrap();
         assert_eq!(pt.root(0), 0x10_0000, "roots are guest-physical");
         pt.map_range(0x7f12_3440_0000, 0x7f12_3440_3000, 0x20_0000, RW | NX).unwrap();
         pt.map(0xffff_ffff_8000_0000, 0x1234_5000, 0).unwrap();
@@ -197,7 +223,28 @@ mod tests {
 
     #[test]
     fn pool_exhaustion_is_an_error() {
-        let mut pt = PageTables::new(4 << 12, 0).unwrap();
+        let mut pt = PageTables::new(Mapping::new(4 << 12).unwrap(), 4 << 12, 0).unwrap();
         assert!(pt.map_range(0, 1 << 40, 0, RW).is_err());
+    }
+
+    /// Only the usable part of the pool is handed out; growing it lets the
+    /// same mapping through, and `tables_for` bounds what a mapping adds.
+    #[test]
+    fn usable_part_bounds_the_tables() {
+        let mut pt = PageTables::new(Mapping::new(64 << 12).unwrap(), 4 << 12, 0).unwrap();
+        assert_eq!(pt.usage(), (2 << 12, 4 << 12));
+        // PDPT + PD + 2 PTs: one more than the two usable pages left.
+        let (start, end) = (0x7f00_001f_f000, 0x7f00_0020_1000);
+        assert_eq!(tables_for(start, end), 2 + 1 + 1);
+        assert!(pt.map_range(start, end, 0x1000, RW).is_err());
+        pt.set_usable(8 << 12);
+        let before = pt.usage().0;
+        pt.map_range(start, end, 0x1000, RW).unwrap();
+        assert!(pt.usage().0 - before <= tables_for(start, end) << 12);
+        assert_eq!(pt.translate(0x7f00_0020_0000), Some((0x2000, P | RW)));
+        pt.set_usable(1);
+        assert_eq!(pt.usage().1, 8 << 12, "usable never shrinks");
+        assert_eq!(tables_for(5, 5), 0);
+        assert_eq!(tables_for(0, 1 << 40), 512 * 1024 + 1024 + 2);
     }
 }

@@ -97,6 +97,11 @@ impl<T> Retired<T> {
         self.items.len()
     }
 
+    /// The items waiting, oldest first.
+    pub fn iter(&self) -> impl Iterator<Item = &T> {
+        self.items.iter().map(|(_, t)| t)
+    }
+
     /// Take what may go now that the oldest vCPU inside KVM_RUN entered at
     /// `oldest`.
     pub fn take_releasable(&mut self, oldest: u64) -> Vec<T> {

@@ -44,7 +44,15 @@ const SEL_USER32_CODE: u16 = 0x23;
 const SEL_TSS: u16 = 0x40;
 const GDT_ENTRIES: usize = 16;
 
+/// The page-table pool: reserved whole (host and guest-physical), covered
+/// by memory slots a chunk at a time, the first chunk in the system
+/// area's slot (one slot, not two, at start-up: each slot change waits
+/// for an SRCU grace period, and a 1 GiB slot made KVM allocate 2 MiB of
+/// reverse maps up front, ~0.3 ms).
 const PT_POOL_SIZE: usize = 1 << 30;
+/// The pool's first chunk: 1,024 tables, enough for 2 GiB of dense guest
+/// memory, or about a thousand separate 2 MiB areas.
+const PT_FIRST_CHUNK: usize = 4 << 20;
 
 const MSR_STAR: u32 = 0xc000_0081;
 const MSR_LSTAR: u32 = 0xc000_0082;
@@ -89,12 +97,22 @@ const RECLAIM_WAIT: std::time::Duration = std::time::Duration::from_millis(200);
 /// `reclaim_waiting`.
 const RETIRED_MAX: usize = 32;
 
+/// Stale slots left alone until there are more, or larger, than this:
+/// deleting a slot waits for two SRCU grace periods (tens of µs each under
+/// `kvm_pvm`, milliseconds on a loaded host), and a stale slot costs only
+/// its guest-physical range and KVM's reverse maps for it. Once the page
+/// tables of a newer epoch no longer reach it and every vCPU entered with
+/// them, nothing translates into it (see `reclaim.rs`); a sync short of
+/// slots or space deletes them at once (`reclaim_waiting`).
+const STALE_KEEP: usize = 8;
+const STALE_KEEP_BYTES: u64 = 256 << 20;
+
 pub struct Vm {
     _kvm: Kvm,
     pub fd: VmFd,
     cpuid: CpuId,
     sys: Mapping,
-    /// The system area's guest-physical address.
+    /// The system area's guest-physical address (the pool's follows it).
     sys_gpa: u64,
     pt: PageTables,
     /// Guest-physical space: who has what below the usable width.
@@ -116,6 +134,8 @@ pub struct Vm {
     retired: Retired<StaleSlot>,
     /// Generation of the AddressSpace at the last sync.
     pub generation: u64,
+    /// `AddressSpace::changes` at the last sync.
+    pub changes: u64,
     /// vCPUs made and free for reuse, with their system-page index.
     idle_vcpus: Vec<(VcpuFd, usize)>,
     next_vcpu: usize,
@@ -233,10 +253,13 @@ impl Vm {
             cpuid.as_slice().iter().find(|e| e.function == 0x8000_0008).and_then(|e| gpa::cpuid_leaf_bits(e.eax));
         let mut space = GpaSpace::new(gpa::usable_bits(vcpu_bits));
         tracing::debug!(bits = space.bits(), ?vcpu_bits, "guest-physical width");
-        let sys = Mapping::new(((CPU_PAGE0 as usize) + MAX_VCPUS) * 4096).map_err(KvmError::Memory)?;
-        let sys_gpa = space.alloc(sys.len() as u64, sys.addr()).map_err(KvmError::Gpa)?;
-        let pool_gpa = space.alloc(PT_POOL_SIZE as u64, 0).map_err(KvmError::Gpa)?;
-        let pt = PageTables::new(PT_POOL_SIZE, pool_gpa).map_err(KvmError::Memory)?;
+        // The system area, then the page-table pool: one host mapping and
+        // one guest-physical range.
+        let sys_len = ((CPU_PAGE0 as usize) + MAX_VCPUS) * 4096;
+        let mut sys = Mapping::new(sys_len + PT_POOL_SIZE).map_err(KvmError::Memory)?;
+        let pool = sys.split_off(sys_len);
+        let sys_gpa = space.alloc((sys_len + PT_POOL_SIZE) as u64, sys.addr()).map_err(KvmError::Gpa)?;
+        let pt = PageTables::new(pool, PT_FIRST_CHUNK, sys_gpa + sys_len as u64).map_err(KvmError::Paging)?;
         let mut vm = Vm {
             _kvm: kvm,
             fd,
@@ -249,12 +272,13 @@ impl Vm {
             spans: Vec::new(),
             slots: BTreeMap::new(),
             free_slots: Vec::new(),
-            next_slot: 2,
+            next_slot: 1,
             max_slots,
             epoch: 0,
             running: Arc::new(Running::new(MAX_VCPUS)),
             retired: Retired::default(),
             generation: 0,
+            changes: u64::MAX,
             idle_vcpus: Vec::new(),
             next_vcpu: 0,
             max_vcpus,
@@ -326,9 +350,39 @@ impl Vm {
         for i in 0..MAX_VCPUS as u64 {
             map(&mut self.pt, CPU_PAGE0 + i, paging::RW | paging::NX).map_err(KvmError::Paging)?;
         }
-        self.set_slot(0, phys, base, self.sys.len() as u64)?;
+        // One slot: the system area and the pool's first chunk after it.
+        let (_, usable) = self.pt.usage();
+        self.set_slot(0, phys, base, (self.sys.len() + usable) as u64)?;
+        Ok(())
+    }
+
+    /// Make sure the pool has room for `tables` more tables, covering
+    /// more of it with a slot if not (before the tables are handed out: a
+    /// vCPU may walk a table as soon as it is linked in). Chunks double.
+    fn reserve_tables(&mut self, tables: usize) -> Result<(), KvmError> {
+        let (used, usable) = self.pt.usage();
+        let need = used + tables * 4096;
+        if need <= usable {
+            return Ok(());
+        }
         let (pool, pool_gpa, len) = self.pt.pool();
-        self.set_slot(1, pool_gpa, pool, len as u64)?;
+        if need > len {
+            return Err(KvmError::Paging(paging::PagingError::PoolFull(len)));
+        }
+        let grow = (need - usable).next_multiple_of(2 << 20).max(usable).min(len - usable);
+        let number = match self.slot_number() {
+            Some(n) => n,
+            None => {
+                self.reclaim_waiting()?;
+                self.slot_number().ok_or(KvmError::TooManySlots(self.max_slots))?
+            }
+        };
+        if let Err(e) = self.set_slot(number, pool_gpa + usable as u64, pool + usable as u64, grow as u64) {
+            self.free_slots.push(number);
+            return Err(e);
+        }
+        tracing::debug!(usable = usable + grow, slot = number, "page-table pool grown");
+        self.pt.set_usable(usable + grow);
         Ok(())
     }
 
@@ -380,8 +434,9 @@ impl Vm {
         self.sys.addr() + PROBE_PAGE * 4096
     }
 
-    /// A vCPU ready to run guest code (long mode, CPL0, SYSCALL to the
-    /// stub), with its system-page index.
+    /// A vCPU ready to run guest code (long mode, SYSCALL to the stub),
+    /// with its system-page index and the system registers to enter it
+    /// with (the caller loads them).
     pub fn take_vcpu(&mut self) -> Result<(VcpuFd, usize, kvm_sregs), KvmError> {
         let (vcpu, idx) = match self.idle_vcpus.pop() {
             Some(v) => v,
@@ -417,8 +472,8 @@ impl Vm {
                 (vcpu, idx)
             }
         };
+        // Not loaded here: every entry loads them (`KvmEngine::enter`).
         let sregs = self.user_sregs(idx);
-        vcpu.set_sregs(&sregs).map_err(ioctl_err("KVM_SET_SREGS"))?;
         Ok((vcpu, idx, sregs))
     }
 
@@ -537,11 +592,21 @@ impl Vm {
     }
 
     /// Delete the stale slots that no vCPU inside KVM_RUN can still reach,
-    /// and free their guest-physical ranges.
+    /// and free their guest-physical ranges, once more of them wait than
+    /// `STALE_KEEP` allows.
     pub fn reclaim(&mut self) -> Result<(), KvmError> {
         if self.retired.is_empty() {
             return Ok(());
         }
+        if self.retired.len() <= STALE_KEEP && self.retired.iter().map(|s| s.size).sum::<u64>() <= STALE_KEEP_BYTES {
+            return Ok(());
+        }
+        self.reclaim_now()
+    }
+
+    /// Delete every stale slot that may go now (and, beyond `RETIRED_MAX`,
+    /// the oldest anyway).
+    fn reclaim_now(&mut self) -> Result<(), KvmError> {
         let oldest = self.running.oldest(self.next_vcpu);
         let mut ready = self.retired.take_releasable(oldest);
         let excess = self.retired.take_excess(RETIRED_MAX);
@@ -576,7 +641,7 @@ impl Vm {
     fn reclaim_waiting(&mut self) -> Result<(), KvmError> {
         let deadline = std::time::Instant::now() + RECLAIM_WAIT;
         loop {
-            self.reclaim()?;
+            self.reclaim_now()?;
             if self.retired.is_empty() {
                 return Ok(());
             }
@@ -596,6 +661,7 @@ impl Vm {
             self.mem = Some(mem.clone());
         }
         self.generation = mem.generation();
+        self.changes = mem.changes();
         let now: Vec<Span> = mem
             .regions()
             .into_iter()
@@ -605,18 +671,25 @@ impl Vm {
         if now == self.spans {
             return Ok(false);
         }
-        // Slots: one per run of adjacent accessible ranges. New slots go
-        // in first, at fresh guest-physical addresses (a host range may be
-        // in two slots for a moment), then the page tables move to them,
-        // then the stale slots go: a vCPU running meanwhile never meets a
-        // guest-physical address without memory behind it.
-        let mut want: Vec<(u64, u64)> = Vec::new();
+        // Slots: each run of adjacent accessible ranges is covered by
+        // slots, disjoint in host addresses (`plan_slots`): those of the
+        // last sync that still lie wholly inside accessible memory stay,
+        // new ones cover the rest, so a mapping added next to guest memory
+        // costs one new slot and nothing else (each slot change waits for
+        // an SRCU grace period). New slots go in first, at fresh
+        // guest-physical addresses (a host range may be in two slots for
+        // a moment), then the page tables move to them, then the stale
+        // slots go: a vCPU running meanwhile never meets a guest-physical
+        // address without memory behind it.
+        let mut runs: Vec<(u64, u64)> = Vec::new();
         for s in &now {
-            match want.last_mut() {
+            match runs.last_mut() {
                 Some(last) if last.1 == s.start => last.1 = s.end,
-                _ => want.push((s.start, s.end)),
+                _ => runs.push((s.start, s.end)),
             }
         }
+        let have: Vec<(u64, u64)> = self.slots.keys().copied().collect();
+        let want = plan_slots(&runs, &have);
         let mut fresh: Vec<(u64, u64)> = Vec::new();
         for &k in &want {
             if self.slots.contains_key(&k) {
@@ -659,22 +732,28 @@ impl Vm {
             fresh.push(k);
         }
         // Page tables: remove what went away or changed, then map what
-        // came and everything in a fresh slot.
+        // came and every part of a span in a fresh slot, each piece to
+        // its own slot (stale slots for the same addresses are still
+        // there).
         let (old, new) = (&self.spans, &now);
         for s in old.iter().filter(|s| new.binary_search(s).is_err()) {
             self.pt.unmap(s.start, s.end);
         }
+        let mut to_map = Vec::new();
         for s in new {
-            let in_fresh = fresh.binary_search_by(|k| slot_order(k, s.start)).is_ok();
-            if !in_fresh && old.binary_search(s).is_ok() {
-                continue;
+            let unchanged = old.binary_search(s).is_ok();
+            let first = want.partition_point(|k| k.1 <= s.start);
+            for k in want[first..].iter().take_while(|k| k.0 < s.end) {
+                if unchanged && fresh.binary_search(k).is_err() {
+                    continue;
+                }
+                let Some(slot) = self.slots.get(k) else { continue };
+                let (a, b) = (s.start.max(k.0), s.end.min(k.1));
+                to_map.push((Span { start: a, end: b, prot: s.prot }, slot.gpa + (a - k.0)));
             }
-            // Its run's slot (stale slots for the same addresses are still
-            // there).
-            let Some(&(start, end)) = want.binary_search_by(|k| slot_order(k, s.start)).ok().map(|i| &want[i]) else {
-                continue;
-            };
-            let Some(slot) = self.slots.get(&(start, end)) else { continue };
+        }
+        for (s, gpa) in to_map {
+            self.reserve_tables(paging::tables_for(s.start, s.end))?;
             let p = Prot(s.prot);
             let mut flags = paging::US;
             if p.contains(Prot::WRITE) {
@@ -683,7 +762,7 @@ impl Vm {
             if !p.contains(Prot::EXEC) {
                 flags |= paging::NX;
             }
-            self.pt.map_range(s.start, s.end, slot.gpa + (s.start - start), flags).map_err(KvmError::Paging)?;
+            self.pt.map_range(s.start, s.end, gpa, flags).map_err(KvmError::Paging)?;
         }
         // Stale slots: unreachable from the tables of the new epoch, but a
         // vCPU inside KVM_RUN may still hold a translation into them; they
@@ -710,19 +789,23 @@ impl Vm {
     /// run's slot; slots do not overlap in guest-physical space.
     fn check(&mut self) {
         let mut ranges: Vec<(u64, u64)> = self.slots.iter().map(|(k, s)| (s.gpa, s.gpa + k.1 - k.0)).collect();
-        ranges.push((self.sys_gpa, self.sys_gpa + self.sys.len() as u64));
         let (_, pg, pl) = self.pt.pool();
-        ranges.push((pg, pg + pl as u64));
+        assert_eq!(pg, self.sys_gpa + self.sys.len() as u64, "the pool follows the system area");
+        ranges.push((self.sys_gpa, pg + pl as u64));
         ranges.sort();
         for w in ranges.windows(2) {
             assert!(w[0].1 <= w[1].0, "guest-physical overlap {w:x?}");
         }
+        let keys: Vec<(u64, u64)> = self.slots.keys().copied().collect();
+        for w in keys.windows(2) {
+            assert!(w[0].1 <= w[1].0, "slots overlap in host addresses {w:x?}");
+        }
         for s in self.spans.clone() {
-            let (&(start, end), slot) = self.slots.range(..=(s.start, u64::MAX)).next_back().expect("no slot");
-            assert!(s.start >= start && s.end <= end);
             // The first and last page of each span (a walk of every page
             // would make debug builds crawl with large mappings).
             for va in [s.start, s.end - 4096] {
+                let (&(start, end), slot) = self.slots.range(..=(va, u64::MAX)).next_back().expect("no slot");
+                assert!(va >= start && va < end, "span {s:x?}: no slot at {va:#x}");
                 let pa = self.pt.translate(va).map(|t| t.0);
                 assert_eq!(pa, Some(slot.gpa + (va - start)), "span {s:x?} at {va:#x}");
             }
@@ -746,15 +829,38 @@ fn vcpu_limit(kvm_max: usize) -> usize {
     n
 }
 
-/// Order of run `k` relative to address `a`: Equal when `a` is inside it.
-fn slot_order(k: &(u64, u64), a: u64) -> std::cmp::Ordering {
-    if k.1 <= a {
-        std::cmp::Ordering::Less
-    } else if k.0 > a {
-        std::cmp::Ordering::Greater
-    } else {
-        std::cmp::Ordering::Equal
+/// Slots a run of accessible memory may be covered by before they are
+/// merged into one for the whole run (as when the run was first seen).
+const SLOTS_PER_RUN: usize = 8;
+
+/// The slots (host ranges, sorted and disjoint) that cover `runs` (sorted,
+/// disjoint, not adjacent): every slot of `have` that lies wholly inside
+/// a run stays, each stretch of a run that none covers gets a slot of its
+/// own; a run that would need more than `SLOTS_PER_RUN` gets one slot for
+/// the whole of it. A pure function (unit tests below).
+fn plan_slots(runs: &[(u64, u64)], have: &[(u64, u64)]) -> Vec<(u64, u64)> {
+    let mut want = Vec::new();
+    for &(start, end) in runs {
+        let first = have.partition_point(|k| k.0 < start);
+        let kept: Vec<(u64, u64)> = have[first..].iter().take_while(|k| k.1 <= end).copied().collect();
+        let mut cover = Vec::new();
+        let mut at = start;
+        for k in kept {
+            if k.0 > at {
+                cover.push((at, k.0));
+            }
+            cover.push(k);
+            at = k.1;
+        }
+        if at < end {
+            cover.push((at, end));
+        }
+        if cover.len() > SLOTS_PER_RUN {
+            cover = vec![(start, end)];
+        }
+        want.extend(cover);
     }
+    want
 }
 
 #[cfg(test)]
@@ -980,5 +1086,54 @@ mod model_tests {
         assert_eq!(e[1].ebx, avx1::AVX2 | ebx7::BMI1 | ebx7::BMI2);
         assert_eq!([e[2].eax, e[2].ebx], [7, 832]);
         assert_eq!([e[4].eax, e[4].ebx], [256, 576]);
+    }
+}
+
+#[cfg(test)]
+mod plan_tests {
+    use super::{plan_slots, SLOTS_PER_RUN};
+
+    const M: u64 = 1 << 20;
+
+    #[test]
+    fn first_sight_is_one_slot_per_run() {
+        let runs = [(M, 3 * M), (10 * M, 11 * M)];
+        assert_eq!(plan_slots(&runs, &[]), runs.to_vec());
+    }
+
+    #[test]
+    fn slots_inside_a_grown_run_stay() {
+        // A mapping added on each side of a slot: the slot stays, the two
+        // new stretches get one each.
+        let have = [(2 * M, 3 * M)];
+        assert_eq!(plan_slots(&[(M, 4 * M)], &have), vec![(M, 2 * M), (2 * M, 3 * M), (3 * M, 4 * M)]);
+        // Two runs joined by a mapping between them.
+        let have = [(M, 2 * M), (3 * M, 4 * M)];
+        assert_eq!(plan_slots(&[(M, 4 * M)], &have), vec![(M, 2 * M), (2 * M, 3 * M), (3 * M, 4 * M)]);
+    }
+
+    #[test]
+    fn slots_reaching_outside_the_runs_go() {
+        // The run lost its first MiB: its slot no longer fits, a new one
+        // covers what is left. Slots of runs that went are not kept.
+        let have = [(M, 4 * M), (8 * M, 9 * M)];
+        assert_eq!(plan_slots(&[(2 * M, 4 * M)], &have), vec![(2 * M, 4 * M)]);
+        // A hole punched in the middle: two new slots.
+        assert_eq!(plan_slots(&[(M, 2 * M), (3 * M, 4 * M)], &[(M, 4 * M)]), vec![(M, 2 * M), (3 * M, 4 * M)]);
+    }
+
+    #[test]
+    fn too_many_pieces_become_one_slot() {
+        // brk growing a page at a time: a slot per step until the run has
+        // more than SLOTS_PER_RUN, then one slot for all of it.
+        let p = 4096;
+        let mut have: Vec<(u64, u64)> = Vec::new();
+        for n in 1..=(SLOTS_PER_RUN as u64 + 1) {
+            have = plan_slots(&[(M, M + n * p)], &have);
+            let covered: u64 = have.iter().map(|k| k.1 - k.0).sum();
+            assert_eq!(covered, n * p);
+            assert!(have.windows(2).all(|w| w[0].1 == w[1].0));
+        }
+        assert_eq!(have, vec![(M, M + (SLOTS_PER_RUN as u64 + 1) * p)]);
     }
 }
