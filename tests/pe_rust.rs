@@ -14,6 +14,10 @@
 //! from run to run anyway. Both sides run with RUST_BACKTRACE=0: a
 //! backtrace names different runtime frames on each system.
 //!
+//! Aborts (`std::process::abort`, a panic reaching an `extern "C"`
+//! function) are SIGABRT on Linux and __fastfail on Windows: their case
+//! compares stdout, and stderr without the backtrace the runtime forces.
+//!
 //! Needs the Rust target (`rustup target add x86_64-pc-windows-msvc`,
 //! which scripts/test runs), clang, lld-link, llvm-dlltool and llvm-lib;
 //! without them every case says SKIPPED with the reason.
@@ -159,6 +163,82 @@ fn thread_panics_under_the_default_hook() {
     same_as_linux("pe_rust::thread_panics_under_the_default_hook", &["thread-default"], 3);
 }
 
+/// stderr of an aborting run with what legitimately differs taken out:
+/// thread ids, the backtrace a second panic forces (Linux resolves its
+/// frames from DWARF; Windows std would need dbghelp.dll, which urun does
+/// not provide, so it prints addresses only), and the backslashes of
+/// std's own source paths (the Windows std was built on Windows).
+fn abridged(stderr: &[u8]) -> String {
+    let text = String::from_utf8_lossy(&without_thread_ids(stderr)).into_owned();
+    let mut out = String::new();
+    let mut in_backtrace = false;
+    for line in text.split_inclusive('\n') {
+        if line == "stack backtrace:\n" {
+            in_backtrace = true;
+            continue;
+        }
+        if in_backtrace && line.starts_with(' ') {
+            continue;
+        }
+        in_backtrace = false;
+        if line.starts_with("thread '") && line.contains(" panicked at /rustc/") {
+            out.push_str(&line.replace('\\', "/"));
+        } else {
+            out.push_str(line);
+        }
+    }
+    out
+}
+
+/// Aborts: std::process::abort, and a panic reaching an `extern "C"`
+/// function (the runtime reports it, then aborts; catch_unwind does not
+/// see it). Natively SIGABRT; on Windows std aborts with __fastfail, which
+/// ends the process with STATUS_STACK_BUFFER_OVERRUN (a Linux parent sees
+/// 0xc0000409 & 0xff = 9) after urun's one line naming it. stdout equal,
+/// stderr equal but for `abridged` and urun's last line.
+#[test]
+fn aborts_end_in_fast_fail() {
+    let test = "pe_rust::aborts_end_in_fast_fail";
+    let Some(dir) = built(test) else { return };
+    let mut failures = Vec::new();
+    for mode in ["abort", "extern-c"] {
+        let native = run_one(&mut Command::new(dir.join("rust_panics.linux")), &[mode], TIMEOUT);
+        assert_eq!(native.signal, Some(libc::SIGABRT), "{mode}: {}", native.status_text());
+        let want_err = abridged(&native.stderr);
+        for engine in ENGINES {
+            if !engine_or_skip(if engine == "jit-check" { "jit" } else { engine }, &format!("{test} under {engine}")) {
+                continue;
+            }
+            let mut cmd = Command::new(urun());
+            match engine {
+                "jit-check" => cmd.args(["--engine", "jit", "--check"]),
+                e => cmd.args(["--engine", e]),
+            };
+            cmd.arg(dir.join("rust_panics.exe"));
+            let got = run_one(&mut cmd, &[mode], 3 * TIMEOUT);
+            if got.code != Some(9) {
+                failures.push(format!("{mode} {engine}: {}, want exit 9: {}", got.status_text(), got.stderr_text()));
+                continue;
+            }
+            if let Some(d) = describe_diff("stdout", &native.stdout, &got.stdout) {
+                failures.push(format!("{mode} {engine}: {d}"));
+            }
+            let err = abridged(&got.stderr);
+            let (rest, last) = err.trim_end_matches('\n').rsplit_once('\n').unwrap_or(("", err.trim_end_matches('\n')));
+            let rest = if rest.is_empty() { String::new() } else { format!("{rest}\n") };
+            if !(last.starts_with("urun: rust_panics.exe: __fastfail(FAST_FAIL_FATAL_APP_EXIT) at rust_panics.exe+0x")
+                && last.ends_with(": status 0xc0000409"))
+            {
+                failures.push(format!("{mode} {engine}: last line of stderr {last:?}"));
+            }
+            if let Some(d) = describe_diff("stderr", want_err.as_bytes(), rest.as_bytes()) {
+                failures.push(format!("{mode} {engine}: {d}"));
+            }
+        }
+    }
+    assert!(failures.is_empty(), "rust_panics.exe aborts:\n  {}", failures.join("\n  "));
+}
+
 #[test]
 fn thread_ids_are_taken_out_of_panic_messages_only() {
     let got = without_thread_ids(
@@ -168,4 +248,12 @@ fn thread_ids_are_taken_out_of_panic_messages_only() {
         String::from_utf8_lossy(&got),
         "thread 'main' (ID) panicked at a.rs:1:2:\nthread 'x' (1a) panicked at b\n(7) panicked at \n"
     );
+}
+
+#[test]
+fn abridged_drops_backtraces_and_std_backslashes_only() {
+    let got = abridged(
+        b"thread 'main' (5) panicked at /rustc/x/library\\core\\src\\p.rs:1:2:\nm\nstack backtrace:\n   0: f\n  at g\nafter\\x\n",
+    );
+    assert_eq!(got, "thread 'main' (ID) panicked at /rustc/x/library/core/src/p.rs:1:2:\nm\nafter\\x\n");
 }

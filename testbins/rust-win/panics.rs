@@ -4,11 +4,13 @@
 //! _CxxThrowException and every frame's landing pads and catch_unwind run
 //! under __CxxFrameHandler3.
 //!
-//! `panics [caught|thread-default]`: with no argument every section runs
-//! and main ends in an uncaught panic (the default hook's message on
-//! stderr, exit status 101); `caught` stops before it (status 0);
-//! `thread-default` only lets two threads panic under the default hook and
-//! exits with status 3.
+//! `panics [caught|thread-default|abort|extern-c]`: with no argument
+//! every section runs and main ends in an uncaught panic (the default
+//! hook's message on stderr, exit status 101); `caught` stops before it
+//! (status 0); `thread-default` only lets two threads panic under the
+//! default hook and exits with status 3; `abort` calls
+//! std::process::abort, and `extern-c` lets a panic reach an `extern "C"`
+//! function, which aborts (SIGABRT on Linux, __fastfail on Windows).
 
 use std::any::Any;
 use std::cell::{Cell, RefCell};
@@ -214,6 +216,22 @@ fn threads() {
     }
     let ok = thread::spawn(|| (1..=10).product::<u64>()).join();
     println!("second thread: {ok:?}");
+    // Thread-local destructors run as a thread ends, before join returns
+    // (on Windows from the TLS callback std puts in .CRT$XLB), after a
+    // panic too.
+    thread_local! {
+        static BYE: RefCell<Option<Loud>> = const { RefCell::new(None) };
+    }
+    for fail in [false, true] {
+        let r = thread::spawn(move || {
+            BYE.with(|b| *b.borrow_mut() = Some(Loud(if fail { "tls-guard of a panicking thread" } else { "tls-guard" })));
+            if fail {
+                panic!("with a thread-local set");
+            }
+        })
+        .join();
+        println!("joined: {}", if r.is_ok() { "Ok" } else { "Err" });
+    }
     // A mutex held by a thread that panics is poisoned.
     let m = Arc::new(Mutex::new(vec![1, 2, 3]));
     let m2 = Arc::clone(&m);
@@ -350,8 +368,27 @@ fn results() {
     catch("unreachable!", || -> u8 { unreachable!("state {}", 3) });
 }
 
+#[inline(never)]
+extern "C" fn cannot_unwind(n: u32) -> u32 {
+    if n > 0 {
+        panic!("a panic in an extern \"C\" function ({n})");
+    }
+    n
+}
+
 fn main() {
     let mode = std::env::args().nth(1).unwrap_or_default();
+    if mode == "abort" {
+        println!("std::process::abort");
+        std::process::abort();
+    }
+    if mode == "extern-c" {
+        // The panic cannot leave an `extern "C"` function: the runtime
+        // reports it and aborts, and catch_unwind never sees it.
+        let _guard = Loud("extern-c-guard");
+        let r = panic::catch_unwind(|| cannot_unwind(std::env::args().count() as u32));
+        println!("not reached: {r:?}");
+    }
     if mode == "thread-default" {
         let named = thread::Builder::new().name("named".into()).spawn(|| panic!("named thread panics")).expect("spawn");
         println!("named: {}", named.join().is_err());
