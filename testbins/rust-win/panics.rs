@@ -133,6 +133,19 @@ fn level(n: u32, fail_at: u32) -> u32 {
     std::hint::black_box(r)
 }
 
+/// A frame larger than a page: the compiler probes it page by page first
+/// (__chkstk on Windows, inline probes on Linux).
+#[inline(never)]
+fn big_frame(n: usize) -> u8 {
+    let mut buf = [0u8; 200_000];
+    buf[n % buf.len()] = 1;
+    let _guard = Noisy::new("big-frame");
+    if n > 0 {
+        panic!("through a 200 KB frame");
+    }
+    std::hint::black_box(&buf)[n]
+}
+
 struct Pair {
     first: Noisy,
     second: Noisy,
@@ -183,6 +196,9 @@ fn drops() {
         let _b = Noisy::new("b");
         panic!("outer panic");
     });
+    println!("  drops: {}", take_drops());
+    let n = std::env::args().count();
+    catch("200 KB frame", || big_frame(n));
     println!("  drops: {}", take_drops());
     // A panic through 2000 frames, each with a guard.
     DEPTH.with(|d| d.set(0));
