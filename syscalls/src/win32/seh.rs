@@ -51,6 +51,8 @@ const STATUS_INTEGER_OVERFLOW: u32 = 0xc000_0095;
 const STATUS_PRIVILEGED_INSTRUCTION: u32 = 0xc000_0096;
 const STATUS_STACK_OVERFLOW: u32 = 0xc000_00fd;
 const STATUS_FLOAT_MULTIPLE_TRAPS: u32 = 0xc000_02b5;
+/// What a `__fastfail` ends the process with.
+const STATUS_STACK_BUFFER_OVERRUN: u32 = 0xc000_0409;
 const STATUS_BREAKPOINT: u32 = 0x8000_0003;
 const STATUS_SINGLE_STEP: u32 = 0x8000_0004;
 pub(crate) const STATUS_LONGJUMP: u32 = 0x8000_0026;
@@ -667,6 +669,12 @@ impl Call<'_> {
 /// A guest fault: dispatch it as Windows would (or end the process when
 /// nothing takes it). Returns by a jump to the handled state, or a stop.
 pub(crate) fn fault(c: &mut Call<'_>, f: &Fault) -> Fail {
+    if let Some(why) = fast_fail(c, f) {
+        lock(&c.p.streams).flush_all();
+        let (exe, at) = (&c.p.exe_name, c.p.describe(f.pc));
+        line(&format!("urun: {exe}: {why} at {at}: status {STATUS_STACK_BUFFER_OVERRUN:#010x}"));
+        return Fail::Stop(c.p.exit(STATUS_STACK_BUFFER_OVERRUN));
+    }
     let (code, pc, info, what) = classify(c, f);
     if code == STATUS_STACK_OVERFLOW {
         // There is no stack left to run a handler on.
@@ -750,6 +758,31 @@ fn classify(c: &Call<'_>, f: &Fault) -> (u32, u64, Vec<u64>, String) {
             }
         }
     }
+}
+
+/// `__fastfail(code)` is `int 0x29` with the code in ECX: Windows ends the
+/// process at once with STATUS_STACK_BUFFER_OVERRUN, running no handler
+/// (ucrt's abort and Rust's `process::abort` end this way). At CPL 3 the
+/// instruction faults here (#GP; #UD under kvm_pvm); the description
+/// names the code when it is one of winnt.h's common FAST_FAIL_* values.
+fn fast_fail(c: &Call<'_>, f: &Fault) -> Option<String> {
+    if !matches!(f.kind, FaultKind::GeneralProtection | FaultKind::InvalidOpcode { .. }) {
+        return None;
+    }
+    if !code_at(c, f.pc).starts_with(&[0xcd, 0x29]) {
+        return None;
+    }
+    const NAMES: &[(u32, &str)] = &[
+        (2, "FAST_FAIL_STACK_COOKIE_CHECK_FAILURE"),
+        (3, "FAST_FAIL_CORRUPT_LIST_ENTRY"),
+        (5, "FAST_FAIL_INVALID_ARG"),
+        (7, "FAST_FAIL_FATAL_APP_EXIT"),
+    ];
+    let code = c.cpu.gpr[reg::RCX] as u32;
+    Some(match NAMES.iter().find(|(n, _)| *n == code) {
+        Some((_, name)) => format!("__fastfail({name})"),
+        None => format!("__fastfail({code})"),
+    })
 }
 
 /// The instruction bytes at `pc` (up to 15).
