@@ -17,23 +17,7 @@ use std::time::Duration;
 use common::*;
 
 const TIMEOUT: Duration = Duration::from_secs(60);
-/// The engines every case runs under; "jit-check" is `--engine jit
-/// --check` (each block run in lockstep with the interpreter, its first
-/// runs compared).
-const ENGINES: [&str; 4] = ["interp", "kvm", "jit", "jit-check"];
-
-/// urun's options for an entry of `ENGINES`.
-fn engine_args(engine: &str) -> Vec<&str> {
-    match engine {
-        "jit-check" => vec!["--engine", "jit", "--check"],
-        e => vec!["--engine", e],
-    }
-}
-
-/// `engine_or_skip` for an entry of `ENGINES`.
-fn usable(engine: &str, test: &str) -> bool {
-    engine_or_skip(if engine == "jit-check" { "jit" } else { engine }, test)
-}
+const ENGINES: [&str; 4] = PE_ENGINES;
 
 /// testbins/out/win, or None (after saying SKIPPED) when the .exe files
 /// could not be built here.

@@ -31,8 +31,7 @@ use std::time::Duration;
 use common::*;
 
 const TIMEOUT: Duration = Duration::from_secs(120);
-/// "jit-check" is `--engine jit --check`.
-const ENGINES: [&str; 4] = ["interp", "kvm", "jit", "jit-check"];
+const ENGINES: [&str; 4] = PE_ENGINES;
 const TARGET: &str = "x86_64-pc-windows-msvc";
 
 /// testbins/out/win when both builds are there, else None after saying
@@ -106,14 +105,11 @@ fn same_as_linux(test: &str, args: &[&str], status: i32) {
     assert_eq!(native.code, Some(status), "rust_panics.linux {args:?}: {}", native.status_text());
     let mut failures = Vec::new();
     for engine in ENGINES {
-        if !engine_or_skip(if engine == "jit-check" { "jit" } else { engine }, &format!("{test} under {engine}")) {
+        if !usable(engine, &format!("{test} under {engine}")) {
             continue;
         }
         let mut cmd = Command::new(urun());
-        match engine {
-            "jit-check" => cmd.args(["--engine", "jit", "--check"]),
-            e => cmd.args(["--engine", e]),
-        };
+        cmd.args(engine_args(engine));
         cmd.arg(dir.join("rust_panics.exe"));
         let t = if engine == "jit-check" { 3 * TIMEOUT } else { TIMEOUT };
         let got = run_one(&mut cmd, args, t);
@@ -206,14 +202,11 @@ fn aborts_end_in_fast_fail() {
         assert_eq!(native.signal, Some(libc::SIGABRT), "{mode}: {}", native.status_text());
         let want_err = abridged(&native.stderr);
         for engine in ENGINES {
-            if !engine_or_skip(if engine == "jit-check" { "jit" } else { engine }, &format!("{test} under {engine}")) {
+            if !usable(engine, &format!("{test} under {engine}")) {
                 continue;
             }
             let mut cmd = Command::new(urun());
-            match engine {
-                "jit-check" => cmd.args(["--engine", "jit", "--check"]),
-                e => cmd.args(["--engine", e]),
-            };
+            cmd.args(engine_args(engine));
             cmd.arg(dir.join("rust_panics.exe"));
             let got = run_one(&mut cmd, &[mode], 3 * TIMEOUT);
             if got.code != Some(9) {

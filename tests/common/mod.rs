@@ -383,3 +383,24 @@ pub fn modes_match_native(name: &str, modes: &[&str], engine: &str, timeout: Dur
     }
     assert!(problems.is_empty(), "{}", problems.join("\n"));
 }
+
+/// The engines the Windows same-source cases run under; "jit-check" is
+/// `--engine jit --check` (each block run in lockstep with the
+/// interpreter, its first runs compared).
+#[allow(dead_code)]
+pub const PE_ENGINES: [&str; 4] = ["interp", "kvm", "jit", "jit-check"];
+
+/// urun's options for an entry of `PE_ENGINES`.
+#[allow(dead_code)]
+pub fn engine_args(engine: &str) -> Vec<&str> {
+    match engine {
+        "jit-check" => vec!["--engine", "jit", "--check"],
+        e => vec!["--engine", e],
+    }
+}
+
+/// `engine_or_skip` for an entry of `PE_ENGINES`.
+#[allow(dead_code)]
+pub fn usable(engine: &str, test: &str) -> bool {
+    engine_or_skip(if engine == "jit-check" { "jit" } else { engine }, test)
+}
