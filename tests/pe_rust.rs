@@ -97,6 +97,13 @@ fn run_one(cmd: &mut Command, args: &[&str], timeout: Duration) -> Outcome {
     o
 }
 
+/// rust_panics.exe under urun on `engine` (an entry of `ENGINES`).
+fn under(engine: &str, dir: &std::path::Path, args: &[&str], timeout: Duration) -> Outcome {
+    let mut cmd = Command::new(urun());
+    cmd.args(engine_args(engine)).arg(dir.join("rust_panics.exe"));
+    run_one(&mut cmd, args, timeout)
+}
+
 /// The Linux build natively, the .exe under urun on every engine, with
 /// `args`; native must end with `status`. Fails with every difference.
 fn same_as_linux(test: &str, args: &[&str], status: i32) {
@@ -108,11 +115,8 @@ fn same_as_linux(test: &str, args: &[&str], status: i32) {
         if !usable(engine, &format!("{test} under {engine}")) {
             continue;
         }
-        let mut cmd = Command::new(urun());
-        cmd.args(engine_args(engine));
-        cmd.arg(dir.join("rust_panics.exe"));
         let t = if engine == "jit-check" { 3 * TIMEOUT } else { TIMEOUT };
-        let got = run_one(&mut cmd, args, t);
+        let got = under(engine, &dir, args, t);
         if let Some(e) = &got.spawn_error {
             failures.push(format!("{engine}: could not start urun: {e}"));
             continue;
@@ -205,10 +209,7 @@ fn aborts_end_in_fast_fail() {
             if !usable(engine, &format!("{test} under {engine}")) {
                 continue;
             }
-            let mut cmd = Command::new(urun());
-            cmd.args(engine_args(engine));
-            cmd.arg(dir.join("rust_panics.exe"));
-            let got = run_one(&mut cmd, &[mode], 3 * TIMEOUT);
+            let got = under(engine, &dir, &[mode], 3 * TIMEOUT);
             if got.code != Some(9) {
                 failures.push(format!("{mode} {engine}: {}, want exit 9: {}", got.status_text(), got.stderr_text()));
                 continue;
